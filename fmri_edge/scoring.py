@@ -1,0 +1,97 @@
+"""The ICBHI 2024 challenge score, the paper's metrics, and the LEVEL decision rule (numpy only).
+
+- CLASS_error = 1 − accuracy.
+- LEVEL_error = mean(|pred − true| / (|pred| + |true|)); a term with pred = true = 0 counts as 0.
+- Score = 0.6 · CLASS_error + 0.4 · LEVEL_error, each rounded to 4 decimals; lower is better.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CLASS_VALUES = np.array([-1, 0, 1])
+LEVEL_VALUES = np.arange(-4, 5)
+
+
+def class_error(pred, true) -> float:
+    pred, true = np.asarray(pred), np.asarray(true)
+    return float(np.mean(pred != true))
+
+
+def level_terms(pred, true) -> np.ndarray:
+    """Per-trial |pred − true| / (|pred| + |true|), 0 where both are 0."""
+    pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    den = np.abs(pred) + np.abs(true)
+    return np.divide(np.abs(pred - true), den, out=np.zeros_like(den), where=den > 0)
+
+
+def level_error(pred, true) -> float:
+    return float(np.mean(level_terms(pred, true)))
+
+
+def challenge_score(class_pred, class_true, level_pred, level_true) -> dict[str, float]:
+    ce = round(class_error(class_pred, class_true), 4)
+    le = round(level_error(level_pred, level_true), 4)
+    return {"CLASS_error": ce, "LEVEL_error": le, "Score": round(0.6 * ce + 0.4 * le, 4)}
+
+
+def confusion(pred, true, values) -> np.ndarray:
+    """Confusion matrix, rows = true value, columns = predicted value, in the order of ``values``."""
+    values = list(values)
+    idx = {v: i for i, v in enumerate(values)}
+    m = np.zeros((len(values), len(values)), dtype=np.int64)
+    for t, p in zip(np.asarray(true).tolist(), np.asarray(pred).tolist()):
+        m[idx[t], idx[p]] += 1
+    return m
+
+
+def classification_report(pred, true, values) -> dict:
+    """Accuracy, macro precision / sensitivity (recall) / F1 over the classes present in truth
+    or prediction (the paper's P / S / F1), per-class values and the confusion matrix."""
+    m = confusion(pred, true, values)
+    tp = np.diag(m).astype(float)
+    pred_n, true_n = m.sum(axis=0), m.sum(axis=1)
+    present = (pred_n + true_n) > 0
+    precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
+    recall = np.divide(tp, true_n, out=np.zeros_like(tp), where=true_n > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall,
+                   out=np.zeros_like(tp), where=(precision + recall) > 0)
+    return {
+        "accuracy": float(tp.sum() / max(m.sum(), 1)),
+        "precision": float(precision[present].mean()) if present.any() else 0.0,
+        "sensitivity": float(recall[present].mean()) if present.any() else 0.0,
+        "f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {int(v): {"precision": float(p), "sensitivity": float(r), "f1": float(f), "support": int(n)}
+                      for v, p, r, f, n in zip(values, precision, recall, f1, true_n)},
+        "confusion": m.tolist(),
+        "values": [int(v) for v in values],
+    }
+
+
+def full_report(class_pred, class_true, level_pred, level_true) -> dict:
+    return {
+        **challenge_score(class_pred, class_true, level_pred, level_true),
+        "n_trials": int(len(np.asarray(class_true))),
+        "CLASS": classification_report(class_pred, class_true, CLASS_VALUES),
+        "LEVEL": classification_report(level_pred, level_true, LEVEL_VALUES),
+    }
+
+
+# ---- decisions from probabilities ------------------------------------------------------------
+
+def expected_level_error(level_probs: np.ndarray) -> np.ndarray:
+    """(N, 9) probabilities over LEVEL −4…4 → (N, 9) expected LEVEL_error of answering each level."""
+    cost = level_terms(LEVEL_VALUES[:, None], LEVEL_VALUES[None, :])  # cost[answer, truth]
+    return np.asarray(level_probs, dtype=float) @ cost.T
+
+
+def decide_level(level_probs: np.ndarray, rule: str = "argmax") -> np.ndarray:
+    """LEVEL answer per trial: the most probable level, or the one with least expected error."""
+    if rule == "argmax":
+        return LEVEL_VALUES[np.argmax(level_probs, axis=1)]
+    if rule == "min_expected_error":
+        return LEVEL_VALUES[np.argmin(expected_level_error(level_probs), axis=1)]
+    raise ValueError(f"unknown LEVEL rule {rule!r} (argmax, min_expected_error)")
+
+
+def decide_class(class_probs: np.ndarray) -> np.ndarray:
+    return CLASS_VALUES[np.argmax(class_probs, axis=1)]

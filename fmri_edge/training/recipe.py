@@ -1,0 +1,84 @@
+"""Training recipes: one TOML file per shipped model (see ``train/``), read into dataclasses."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from fmri_edge.training.model import ModelConfig
+
+EBR_REGIONS = ["A9/46d_L", "A9/46d_R", "aSTS_L", "aSTS_R"]
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3              # paper: 1e-3 for CLASS, 1e-4 for LEVEL
+    l2: float = 0.01              # L2 penalty on conv and dense weights (Keras-style, in the loss)
+    batch_size: int = 128
+    epochs: int = 100             # upper bound; the checkpoint is chosen on validation data
+    lookahead_k: int = 6
+    lookahead_alpha: float = 0.5
+    level_loss_weight: float = 1.0  # multi-head models: weight of the LEVEL cross-entropy
+
+
+@dataclass
+class AugmentConfig:
+    """Applied to training batches only (after the split)."""
+
+    noise_std: float = 0.0        # Gaussian noise, in units of each normalized trial's std
+    max_shift: int = 0            # random circular time shift of up to this many seconds
+    mixup_alpha: float = 0.0      # mixup between trials of the batch (0 = off)
+
+
+@dataclass
+class EvalConfig:
+    protocols: list = field(default_factory=lambda: ["subject"])  # "random" and/or "subject"
+    seeds: list = field(default_factory=lambda: [0, 1, 2])        # random 8:1:1 repeats
+    inner_val_groups: int = 1     # subject protocol: groups held out of training for validation
+    level_rule: str = "argmax"    # argmax | min_expected_error
+
+
+@dataclass
+class Recipe:
+    name: str = "fmri-edge-se"
+    data: str = "../shared/data/icbhi2024/Train"
+    atlas: str = "../shared/data/icbhi2024/BN_atlas.txt"
+    regions: list | None = None   # region names to keep (EBR); None = all 246
+    seed: int = 0
+    full_epochs: int | None = None  # epochs for the model fit on all subjects (None: from CV)
+    ensemble: bool = False        # export the subject-CV fold models as one averaged ensemble
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = ""              # the recipe file this came from
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _build(cls, values: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    return cls(**values)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    raw = tomllib.loads(path.read_text())
+    nested = {"model": ModelConfig, "optim": OptimConfig, "augment": AugmentConfig, "eval": EvalConfig}
+    parts = {k: _build(cls, raw.pop(k, {}), f"{path} [{k}]") for k, cls in nested.items()}
+    for key in ("widths", "dense"):
+        setattr(parts["model"], key, tuple(getattr(parts["model"], key)))
+    recipe = _build(Recipe, {**raw, **parts}, str(path))
+    recipe.source = str(path)
+    return recipe
+
+
+def read_atlas(path: str | Path) -> list[str]:
+    """BN_atlas.txt (index<TAB>name, header line) → 246 region names in index order."""
+    lines = Path(path).read_text().splitlines()[1:]
+    names = [ln.split("\t")[1].strip() for ln in lines if ln.strip()]
+    return names
