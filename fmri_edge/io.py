@@ -82,8 +82,8 @@ def read_array(path: str | Path, key: str = "data") -> np.ndarray:
     return arr
 
 
-def as_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | None) -> np.ndarray:
-    """Check shape and values; return float32 (N, n_regions, n_times), C-contiguous, native order."""
+def check_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | None) -> np.ndarray:
+    """Check dtype and shape without reading values; return a (N, n_regions, n_times) view."""
     if arr.dtype.hasobject:
         raise InputError(path, "holds Python objects; refused (data files are never unpickled)")
     if np.issubdtype(arr.dtype, np.complexfloating):
@@ -106,7 +106,17 @@ def as_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | 
         raise InputError(path, f"expected {n_times} time points per trial, got {t} (shape {arr.shape})")
     if arr.shape[0] == 0:
         raise InputError(path, "holds no trials")
+    return arr
+
+
+def to_float32(arr: np.ndarray) -> np.ndarray:
+    """Any numeric dtype, byte order or memory layout → C-contiguous native float32."""
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def as_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | None) -> np.ndarray:
+    """Check shape and dtype; return float32 (N, n_regions, n_times), C-contiguous, native order."""
+    return to_float32(check_trials(arr, path, n_regions, n_times))
 
 
 def nonfinite_trials(trials: np.ndarray) -> np.ndarray:

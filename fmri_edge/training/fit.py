@@ -165,7 +165,7 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     else:
         best_epoch, val_metric = epochs, None
     model.eval()
-    return FitResult(model, best_epoch, history, val_metric)
+    return FitResult(model, best_epoch, val_metric=val_metric, history=history)
 
 
 def save_checkpoint(model: SEResCNN, path, **extra) -> None:

@@ -47,7 +47,19 @@ def _baseline_z(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
     return (x - base) / (sd + EPS)
 
 
+def _baseline_sub(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
+    """Each region minus its fixation baseline, no rescaling (pairs with subject-wise scaling)."""
+    return x - x[:, :, :baseline_s].mean(dim=2, keepdim=True)
+
+
+def _center_region(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
+    """Each region minus its mean over the trial's seconds, no rescaling."""
+    return x - x.mean(dim=2, keepdim=True)
+
+
 TRIAL_NORMALIZATIONS = {
+    "baseline_sub": _baseline_sub,
+    "center_region": _center_region,
     "minmax_trial": _minmax_trial,
     "zscore_region": _zscore_region,
     "baseline_psc": _baseline_psc,
@@ -97,6 +109,17 @@ class ModelConfig:
     dropout: float = 0.0          # before the dense head (not in the paper)
     widths: tuple = (32, 64, 128)
     dense: tuple = (512, 100)
+    # seconds [start, stop) kept after normalization (input stays n_times long); None = all
+    time_window: list | None = None
+    # subject-wise normalization applied OUTSIDE the graph, per participant over all its trials,
+    # by fmri_edge.normalize.subject_normalize (numpy): "none" | "zscore" | "center"
+    subject_norm: str = "none"
+
+    def seen_times(self) -> int:
+        if self.time_window is None:
+            return self.n_times
+        start, stop = self.time_window
+        return len(range(self.n_times)[start:stop])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,13 +150,16 @@ class SEResCNN(nn.Module):
         d1, d2 = cfg.dense
         self.head = nn.Sequential(
             nn.Flatten(), nn.Dropout(cfg.dropout),
-            nn.Linear(w3 * cfg.n_times, d1), nn.ReLU(),
+            nn.Linear(w3 * cfg.seen_times(), d1), nn.ReLU(),
             nn.Linear(d1, d2), nn.ReLU(),
         )
         self.final_layer = nn.Linear(d2, sum(cfg.heads.values()))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         x = TRIAL_NORMALIZATIONS[self.cfg.normalization](x, self.cfg.baseline_s)
+        if self.cfg.time_window is not None:
+            start, stop = self.cfg.time_window
+            x = x[:, :, start:stop]
         if self.cfg.region_idx is not None:
             x = x.index_select(1, self.region_idx)
         return x

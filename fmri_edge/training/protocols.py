@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from fmri_edge import scoring, splits
+from fmri_edge.normalize import normalize_by_participant
 from fmri_edge.training.fit import FitResult, decide, fit, predict_proba
 from fmri_edge.training.recipe import Recipe
 
@@ -42,6 +43,15 @@ def dataset_from_icbhi(subjects: dict[str, tuple[np.ndarray, np.ndarray]]) -> Da
         participants=np.concatenate([[p] * len(subjects[p][0]) for p in names]),
         trial_index=np.concatenate([np.arange(1, len(subjects[p][0]) + 1) for p in names]),
     )
+
+
+def prepare(recipe: Recipe, ds: Dataset) -> Dataset:
+    """Subject-wise normalization (recipe.model.subject_norm), per participant; a no-op for "none"."""
+    mode = getattr(recipe.model, "subject_norm", "none")
+    if mode == "none":
+        return ds
+    return Dataset(normalize_by_participant(ds.trials, ds.participants, mode), ds.labels,
+                   ds.participants, ds.trial_index)
 
 
 @dataclass
@@ -79,6 +89,7 @@ def _fit_fold(recipe, name, fit_ds, val_ds, test_ds, progress, seed) -> FoldResu
 
 
 def run_subject_cv(recipe: Recipe, ds: Dataset, progress: Progress | None = None) -> list[FoldResult]:
+    ds = prepare(recipe, ds)
     folds = []
     for k, (train_p, test_p) in enumerate(splits.subject_folds(sorted(set(ds.participants)))):
         fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k)
@@ -88,6 +99,7 @@ def run_subject_cv(recipe: Recipe, ds: Dataset, progress: Progress | None = None
 
 
 def run_random_splits(recipe: Recipe, ds: Dataset, progress: Progress | None = None) -> list[FoldResult]:
+    ds = prepare(recipe, ds)
     out = []
     for seed in recipe.eval.seeds:
         tr, va, te = splits.random_split(ds.labels[:, 0], seed)
@@ -116,4 +128,5 @@ def pooled(recipe: Recipe, folds: list[FoldResult]) -> dict:
 def fit_all(recipe: Recipe, ds: Dataset, epochs: int, progress: Progress | None = None) -> FitResult:
     """The shipped model: all labeled subjects, a fixed number of epochs chosen beforehand by CV."""
     cb = (lambda e, row: progress("all subjects", e, epochs)) if progress else None
+    ds = prepare(recipe, ds)
     return fit(recipe, ds.trials, ds.labels, epochs=epochs, on_epoch=cb)

@@ -1,0 +1,138 @@
+"""The challenge's CSV format: ``Participant,Trial,CLASS,LEVEL`` (+ class probabilities).
+
+Writing is atomic (a temporary file in the same folder, renamed when complete), so an
+interrupted run leaves either the old file or a complete new one. Reading checks every row.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmri_edge.io import LABEL_FILE, InputError, discover, load_labels
+
+HEADER = ["Participant", "Trial", "CLASS", "LEVEL"]
+PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
+
+
+@contextmanager
+def atomic_write(path: str | Path, force: bool = False):
+    """Open ``path`` for writing text; it appears only when the block completes."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise InputError(path, "exists; use --force to overwrite")
+    if not path.parent.is_dir():
+        raise InputError(path, f"folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Answers:
+    """Per-trial CLASS and LEVEL keyed by (participant, trial)."""
+
+    participant: np.ndarray
+    trial: np.ndarray
+    valence_class: np.ndarray
+    valence_level: np.ndarray
+
+    def keys(self) -> list[tuple[str, int]]:
+        return list(zip(self.participant.tolist(), self.trial.tolist()))
+
+
+def read_answers(path: str | Path) -> Answers:
+    """Read a submission-format CSV, checking header, values and duplicate rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(path, f"not a readable CSV ({e})") from None
+    if not rows or [c.strip() for c in rows[0][:4]] != HEADER:
+        raise InputError(path, f"expected header starting {','.join(HEADER)}")
+    parts, trials, classes, levels = [], [], [], []
+    seen = set()
+    for n, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            p, t, c, lv = row[0].strip(), int(row[1]), int(float(row[2])), int(float(row[3]))
+        except (ValueError, IndexError):
+            raise InputError(path, f"line {n}: expected Participant,Trial,CLASS,LEVEL, got {','.join(row[:4])!r}") from None
+        if c not in (-1, 0, 1):
+            raise InputError(path, f"line {n}: CLASS {c} outside {{-1, 0, 1}}")
+        if not -4 <= lv <= 4:
+            raise InputError(path, f"line {n}: LEVEL {lv} outside {{-4 … 4}}")
+        if (p, t) in seen:
+            raise InputError(path, f"line {n}: duplicate row for participant {p}, trial {t}")
+        seen.add((p, t))
+        parts.append(p), trials.append(t), classes.append(c), levels.append(lv)
+    if not parts:
+        raise InputError(path, "no rows")
+    return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels))
+
+
+def read_labels(path: str | Path) -> Answers:
+    """Labels from a submission-format CSV or an ICBHI folder (subject folders with labels.npz)."""
+    path = Path(path)
+    if path.is_dir():
+        parts, trials, classes, levels = [], [], [], []
+        for src in discover([path]):
+            lab = load_labels(src.path.parent / LABEL_FILE) if (src.path.parent / LABEL_FILE).is_file() \
+                else _missing(src.path.parent / LABEL_FILE)
+            parts += [src.participant] * len(lab)
+            trials += list(range(1, len(lab) + 1))
+            classes += lab[:, 0].tolist()
+            levels += lab[:, 1].tolist()
+        return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels))
+    return read_answers(path)
+
+
+def _missing(path: Path):
+    raise InputError(path, "missing: every subject folder needs labels.npz to be scored")
+
+
+def align(pred: Answers, truth: Answers, pred_path, truth_path) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into pred and truth of the same (participant, trial); every mismatch is an error."""
+    pk, tk = pred.keys(), truth.keys()
+    tindex = {k: i for i, k in enumerate(tk)}
+    pset, tset = set(pk), set(tk)
+    if {p for p, _ in pk} != {p for p, _ in tk}:
+        only_p = sorted({p for p, _ in pk} - {p for p, _ in tk})
+        only_t = sorted({p for p, _ in tk} - {p for p, _ in pk})
+        raise InputError(pred_path, f"participants differ from {truth_path}: "
+                                    f"only in predictions {only_p or '-'}, only in labels {only_t or '-'}")
+    missing = [k for k in tk if k not in pset]
+    if missing:
+        raise InputError(pred_path, f"{len(missing)} labeled trial(s) have no prediction, first {missing[0][0]} "
+                                    f"trial {missing[0][1]}")
+    extra = [k for k in pk if k not in tset]
+    if extra:
+        raise InputError(pred_path, f"{len(extra)} predicted trial(s) have no label, first {extra[0][0]} "
+                                    f"trial {extra[0][1]}")
+    return np.arange(len(pk)), np.array([tindex[k] for k in pk])
+
+
+def write_rows(f, participant: str, trial, valence_class, valence_level, class_probs) -> None:
+    """Append submission rows (one per trial) to an open CSV file."""
+    w = csv.writer(f, lineterminator="\n")
+    for t, c, lv, p in zip(np.asarray(trial).tolist(), np.asarray(valence_class).tolist(),
+                           np.asarray(valence_level).tolist(), np.asarray(class_probs).tolist()):
+        w.writerow([participant, t, c, lv, *(f"{x:.4f}" for x in p)])
+
+
+def write_header(f) -> None:
+    csv.writer(f, lineterminator="\n").writerow(HEADER + PROB_COLUMNS)

@@ -1,0 +1,128 @@
+"""A training run folder → the shipped artefacts: ONNX model (with metadata) and its model card."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fmri_edge.io import InputError, load_icbhi
+from fmri_edge.simulate import simulate
+from fmri_edge.training.export import export_onnx, load_export_recipe
+from fmri_edge.training.fit import load_checkpoint
+
+
+def _metrics(results: dict) -> dict:
+    """The headline numbers per protocol, for metadata and the card."""
+    out = {}
+    for protocol, r in results.get("protocols", {}).items():
+        s = r["summary"]
+        out[protocol] = {
+            "CLASS_accuracy": round(s["CLASS"]["accuracy"], 4), "CLASS_f1": round(s["CLASS"]["f1"], 4),
+            "CLASS_accuracy_folds_std": round(s["CLASS"]["accuracy_folds_std"], 4),
+            "LEVEL_f1": round(s["LEVEL"]["f1"], 4), "CLASS_error": s["CLASS_error"],
+            "LEVEL_error": s["LEVEL_error"], "Score": s["Score"], "n_folds": len(r["folds"]),
+        }
+    return out
+
+
+def parity_trials(recipe: dict, n_times: int) -> tuple[np.ndarray, str]:
+    """Real trials for the parity check where the data is present, simulated ones otherwise."""
+    data = Path(recipe["data"])
+    if data.is_dir():
+        try:
+            subjects = load_icbhi(data, n_times=n_times)
+            return np.concatenate([x for x, _ in subjects.values()]), f"{len(subjects) * 30} real trials ({data})"
+        except InputError:
+            pass
+    x, _, _ = simulate(256, n_times=n_times, seed=1)
+    return x, "256 simulated trials (real data not found)"
+
+
+def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out: str | Path | None = None,
+               log: Callable[[str], None] = print) -> dict:
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "model.pt"
+    if not ckpt_path.is_file():
+        raise InputError(ckpt_path, "no checkpoint; run `fmri-edge train --config train/<recipe>.toml` first")
+    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    model, ckpt = load_checkpoint(ckpt_path)
+    recipe = json.loads(ckpt["recipe"])
+    members = [model]
+    folds = sorted(run_dir.glob("fold*.pt"))
+    if recipe.get("ensemble") and folds:
+        members = [load_checkpoint(p)[0] for p in folds]
+    er = load_export_recipe(export_recipe)
+    if er.n_times != model.cfg.n_times:
+        raise ValueError(f"export recipe n_times={er.n_times} but the model was trained with {model.cfg.n_times}")
+    name = recipe["name"]
+    out = Path(out) if out else Path("models") / f"{name}.onnx"
+    trials, parity_source = parity_trials(recipe, er.n_times)
+    cfg = model.cfg
+    metadata = {
+        "model_version": f"{name}@{results.get('git_commit') or 'unknown'}",
+        "architecture": "SE residual 1-D CNN (Lin & Lee, ICBHI 2024)" + ("" if cfg.se else ", vanilla (no SE)")
+                        + (f", EBR regions {recipe.get('regions')}" if cfg.region_idx else ""),
+        "normalization": {"per_trial": cfg.normalization, "baseline_s": cfg.baseline_s, "inside_graph": True},
+        "subject_normalization": recipe.get("subject_normalization"),
+        "class_values": [-1, 0, 1], "level_values": list(range(-4, 5)),
+        "level_rule": recipe["eval"]["level_rule"],
+        "heads": cfg.heads,
+        "members": len(members),
+        "region_names": list(ckpt["region_names"]),
+        "training": {"recipe": recipe.get("source") or name, "data": recipe["data"],
+                     "participants": list(ckpt["participants"]), "epochs": int(ckpt["epochs"]),
+                     "ensemble_of_folds": len(members) > 1, "git_commit": results.get("git_commit"),
+                     "started": results.get("started")},
+        "metrics": _metrics(results),
+    }
+    log(f"exporting {len(members)} network(s) from {run_dir} …")
+    parity = export_onnx(members, out, metadata, trials, er)
+    card = write_model_card(out, metadata, parity, parity_source, results, er.source or "export/default.toml")
+    return {"path": str(out), "card": str(card), "parity": parity, "parity_source": parity_source}
+
+
+def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: str, results: dict,
+                     export_recipe: str) -> Path:
+    t = meta["training"]
+    lines = [
+        f"# {onnx_path.stem}",
+        "",
+        f"{meta['architecture']}. Raw BOLD in (batch × regions × seconds), "
+        "CLASS and LEVEL probabilities and per-region SE attention out.",
+        "",
+        "| | |", "|---|---|",
+        f"| file | `{onnx_path.name}`, {parity['bytes'] / 1e6:.1f} MB |",
+        f"| sha256 | `{parity['sha256']}` |",
+        f"| version | `{meta['model_version']}` |",
+        f"| training data | ICBHI 2024 fMRI, {len(t['participants'])} labeled subjects "
+        f"({', '.join(t['participants'])}), {results.get('n_trials', '?')} trials |",
+        f"| recipe | `{t['recipe']}`, {t['epochs']} epochs on all subjects"
+        + (", exported as the average of the cross-validation fold models" if t["ensemble_of_folds"] else "") + " |",
+        f"| normalization | {meta['normalization']['per_trial']} per trial, inside the graph"
+        + (f"; {meta['subject_normalization']} per subject before the graph" if meta.get("subject_normalization") else "")
+        + " |",
+        f"| LEVEL rule | {meta['level_rule']} |",
+        f"| export | `{export_recipe}`, opset {meta.get('opset', 20)}; parity vs PyTorch on {parity_source}: "
+        f"max abs diff " + ", ".join(f"{k} {v:.1e}" for k, v in parity["max_abs_diff"].items())
+        + f" (atol {parity['atol']:.0e}) |",
+        "",
+        "## Measured",
+        "",
+        "Every number comes from `fmri-edge train --config " + str(t["recipe"]) + "` (results in "
+        "`runs/<name>/results.json`). The random split puts the same subjects in training and test and is "
+        "**optimistic**; the subject protocol holds out whole order-mate groups and chooses checkpoints on an "
+        "inner validation group, never on the held-out subjects.",
+        "",
+        "| protocol | folds | CLASS acc (± fold std) | CLASS F1 | LEVEL F1 | CLASS_error | LEVEL_error | Score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for protocol, m in meta["metrics"].items():
+        label = {"random": "random 8:1:1 trials (optimistic)", "subject": "cross-subject (honest)"}.get(protocol, protocol)
+        lines.append(f"| {label} | {m['n_folds']} | {m['CLASS_accuracy']:.3f} ± {m['CLASS_accuracy_folds_std']:.3f} "
+                     f"| {m['CLASS_f1']:.3f} | {m['LEVEL_f1']:.3f} | {m['CLASS_error']:.4f} | {m['LEVEL_error']:.4f} "
+                     f"| {m['Score']:.4f} |")
+    card = onnx_path.with_suffix(".md")
+    card.write_text("\n".join(lines) + "\n")
+    return card
