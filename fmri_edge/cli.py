@@ -56,11 +56,14 @@ def user_errors():
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def _report_problems(problems: list[InputError], errors_json: Path | None) -> None:
+def _report_problems(problems: list[InputError], errors_json: Path | None,
+                     unprinted: list[InputError] = ()) -> None:
+    """Print each problem as a 'skipped:' line; write all of them to ``errors_json`` if given."""
     for p in problems:
         err.print(f"[yellow]skipped:[/] {p}", highlight=False, soft_wrap=True)
     if errors_json is not None:
-        errors_json.write_text(json.dumps([{"file": p.path, "problem": p.problem} for p in problems], indent=1))
+        errors_json.write_text(json.dumps([{"file": p.path, "problem": p.problem}
+                                           for p in [*problems, *unprinted]], indent=1))
 
 
 # ---- predict -------------------------------------------------------------------------------------
@@ -85,9 +88,13 @@ def predict(
         decoder = Decoder(model, threads=threads)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f:
             result = lib.predict_to(decoder, paths, f, batch_size, keep=None if as_json else MAX_TABLE_ROWS)
+    if result.n_trials == 0 and len(result.problems) == 1:  # one bad input: one error line
+        _report_problems([], errors_json, result.problems)
+        err.print(f"[red]error:[/] {result.problems[0]}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
     _report_problems(result.problems, errors_json)
     if result.n_trials == 0:
-        err.print(f"[red]error:[/] no trial could be predicted ({len(result.problems)} problem(s) above)")
+        err.print(f"[red]error:[/] no trial could be predicted ({len(result.problems)} problems above)")
         raise typer.Exit(EXIT_BAD_INPUT)
     if as_json:
         print(json.dumps({"model": str(decoder.path), "n_trials": result.n_trials,

@@ -1,0 +1,60 @@
+"""Export: onnx.checker passes, onnxruntime matches PyTorch, the file describes itself."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from fmri_edge.runtime import METADATA_KEY, OUTPUT_NAMES, Decoder  # noqa: E402
+from fmri_edge.training.export import Ensemble, ExportRecipe, export_onnx  # noqa: E402
+from fmri_edge.training.model import ModelConfig, build_model  # noqa: E402
+
+
+def _small(**kw):
+    return build_model(ModelConfig(widths=(8, 8, 8), dense=(16, 8), **kw)).eval()
+
+
+def test_metadata_and_dynamic_batch(sim_model, sim_data):
+    m = onnx.load(str(sim_model))
+    meta = json.loads({p.key: p.value for p in m.metadata_props}[METADATA_KEY])
+    assert meta["n_regions"] == 246 and meta["n_times"] == 25
+    assert meta["outputs"] == list(OUTPUT_NAMES)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [246, 25]
+    d = Decoder(sim_model)
+    for b in (1, 3, 50):
+        out = d.run(sim_data[0][:b])
+        assert out["class_probs"].shape == (b, 3) and out["level_probs"].shape == (b, 9)
+        assert out["region_weights"].shape == (b, 246)
+        assert np.allclose(out["class_probs"].sum(1), 1, atol=1e-5)
+
+
+def test_parity_failure_is_reported(tmp_path, sim_data):
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export_onnx([_small()], tmp_path / "m.onnx", {}, sim_data[0][:8], ExportRecipe(atol=-1.0))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_ensemble_derives_missing_tasks_and_scatters_ebr_weights():
+    cls_only = _small(heads={"class": 3})
+    lvl_only = _small(heads={"level": 9}, region_idx=[14, 15, 86, 87])
+    x = torch.rand(5, 246, 25) * 1e4 + 400
+    with torch.inference_mode():
+        c, lv, w = Ensemble([cls_only])(x)
+        assert torch.allclose(lv.sum(1), torch.ones(5), atol=1e-5)
+        assert torch.allclose(lv[:, [1, 4, 6]], c, atol=1e-6)       # −1→−3, 0→0, 1→2
+        c2, _, w2 = Ensemble([lvl_only])(x)
+        assert torch.allclose(c2.sum(1), torch.ones(5), atol=1e-5)
+        assert (w2[:, [14, 15, 86, 87]] > 0).all() and (w2.sum(1) == w2[:, [14, 15, 86, 87]].sum(1)).all()
+        _, _, w3 = Ensemble([_small(se=False)])(x)
+        assert torch.equal(w3, torch.ones(5, 246))
+
+
+def test_export_parity_on_real_trials(icbhi, tmp_path):
+    from fmri_edge.io import load_trials
+
+    x = np.concatenate([load_trials(icbhi / "Train" / p / "fMRI_data.npz") for p in ("P01", "P09")])
+    report = export_onnx([_small(heads={"class": 3, "level": 9})], tmp_path / "r.onnx", {}, x)
+    assert report["ok"] and max(report["max_abs_diff"].values()) <= 1e-4

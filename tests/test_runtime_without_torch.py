@@ -1,0 +1,54 @@
+"""The runtime path (import, predict, score, info) never imports torch."""
+import subprocess
+import sys
+import textwrap
+
+BLOCK_TORCH = textwrap.dedent("""
+    import sys
+    class _NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test")
+    sys.meta_path.insert(0, _NoTorch())
+""")
+
+
+def _run(code: str):
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_importing_runtime_modules_does_not_import_torch():
+    r = _run("""
+        import sys
+        import fmri_edge.cli, fmri_edge.predict, fmri_edge.scoring, fmri_edge.runtime, fmri_edge.io
+        import fmri_edge.submission, fmri_edge.simulate, fmri_edge.splits
+        assert "torch" not in sys.modules, "torch was imported"
+        print("ok")
+    """)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_predict_score_info_run_with_torch_unimportable(sim_model, sim_data, tmp_path):
+    import numpy as np
+
+    from fmri_edge.submission import HEADER
+
+    np.save(tmp_path / "t.npy", sim_data[0][:30])
+    labels = tmp_path / "labels.csv"
+    labels.write_text(",".join(HEADER) + "\n" + "".join(
+        f"t,{i + 1},{c},{lv}\n" for i, (c, lv) in enumerate(sim_data[1][:30])))
+    r = _run(f"""
+        import sys
+        from typer.testing import CliRunner
+        from fmri_edge.cli import app
+        runner = CliRunner()
+        for args in (["predict", r"{tmp_path / 't.npy'}", "--model", r"{sim_model}", "--out", r"{tmp_path / 'p.csv'}"],
+                     ["score", r"{tmp_path / 'p.csv'}", r"{labels}"],
+                     ["info", r"{sim_model}"]):
+            res = runner.invoke(app, args)
+            assert res.exit_code == 0, (args, res.output, res.exception)
+        assert "torch" not in sys.modules
+        print("ok")
+    """)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
