@@ -1,7 +1,8 @@
 """One recipe, end to end: evaluate under the chosen protocols, then fit the shipped model.
 
 Writes to ``runs/<recipe name>/``: ``results.json`` (metrics per protocol and fold, every
-held-out prediction), ``model.pt`` (all subjects) and, for ensembles, ``fold*.pt``.
+held-out prediction), ``model.pt`` (all subjects) and ``fold<k>.pt`` (the subject-CV fold
+models, each with the participants it never saw).
 """
 from __future__ import annotations
 
@@ -56,7 +57,6 @@ def git_commit() -> str | None:
 
 def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
         progress: Progress | None = None) -> dict:
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     ds, region_names = load_dataset(recipe)
     results = {"recipe": recipe.to_dict(), "fmri_edge_version": fmri_edge.__version__,
@@ -78,9 +78,10 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
             "predictions": _predictions(folds),
             "seconds": round(time.perf_counter() - t0, 1),
         }
-        if recipe.ensemble and protocol == "subject":
+        if protocol == "subject":  # fold models: for ensembles, int8 checks, attention studies
             for k, f in enumerate(folds):
-                save_checkpoint(f.fit.model, out_dir / f"fold{k}.pt", fold=f.name)
+                save_checkpoint(f.fit.model, out_dir / f"fold{k}.pt", fold=f.name,
+                                test_participants=sorted(set(f.test.participants.tolist())))
     if fit_final:
         epochs = recipe.full_epochs
         if epochs is None:
