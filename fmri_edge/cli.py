@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -54,16 +54,24 @@ def user_errors():
             raise
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        if _state["debug"]:
+            raise
+        err.print("[red]interrupted:[/] output files are either unchanged or not created")
+        raise typer.Exit(130) from None
 
 
 def _report_problems(problems: list[InputError], errors_json: Path | None,
-                     unprinted: list[InputError] = ()) -> None:
-    """Print each problem as a 'skipped:' line; write all of them to ``errors_json`` if given."""
+                     unprinted: list[InputError] = (), force: bool = False) -> None:
+    """Print each problem with its outcome (refused, skipped, repaired, predicted); write all of
+    them to ``errors_json`` (atomically) if given."""
+    from fmri_edge.submission import atomic_write
+
     for p in problems:
-        err.print(f"[yellow]skipped:[/] {p}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]{p.outcome}:[/] {p}", highlight=False, soft_wrap=True)
     if errors_json is not None:
-        errors_json.write_text(json.dumps([{"file": p.path, "problem": p.problem}
-                                           for p in [*problems, *unprinted]], indent=1))
+        with atomic_write(errors_json, force) as f:
+            json.dump([p.as_dict() for p in [*problems, *unprinted]], f, indent=1)
 
 
 # ---- predict -------------------------------------------------------------------------------------
@@ -77,6 +85,14 @@ def predict(
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
     errors_json: Annotated[Optional[Path], typer.Option("--errors", help="Write skipped files/trials as JSON.")] = None,
+    nan: Annotated[Literal["skip", "error", "interpolate"], typer.Option(
+        help="Trials with NaN/Inf: skip them (reported; the others are predicted), stop with an error, or "
+             "interpolate gaps linearly over time (a region missing over half its seconds is still skipped).")] = "skip",
+    crop: Annotated[bool, typer.Option(help="Accept trials longer than the model's T: keep their first T seconds.")] = False,
+    pad: Annotated[bool, typer.Option(help="Accept trials shorter than the model's T: repeat their last second.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Add each trial's most attended brain regions (input SE "
+                                          "weights) to the table and JSON, and to OUT.regions.csv beside --out.")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", help="Regions per trial with --explain.", min=1)] = 5,
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call.", min=1)] = 256,
     threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
 ):
@@ -86,46 +102,182 @@ def predict(
 
     with user_errors():
         decoder = Decoder(model, threads=threads)
-        with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f:
-            result = lib.predict_to(decoder, paths, f, batch_size, keep=None if as_json else MAX_TABLE_ROWS)
-    if result.n_trials == 0 and len(result.problems) == 1:  # one bad input: one error line
-        _report_problems([], errors_json, result.problems)
-        err.print(f"[red]error:[/] {result.problems[0]}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT)
-    _report_problems(result.problems, errors_json)
-    if result.n_trials == 0:
-        err.print(f"[red]error:[/] no trial could be predicted ({len(result.problems)} problems above)")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        if errors_json:
+            submission.check_new(errors_json, force)
+        with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
+                _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as on_batch:
+            result = lib.predict_to(decoder, paths, f, batch_size, keep=None if as_json else MAX_TABLE_ROWS,
+                                    policy=lib.Policy(nan, crop, pad), on_batch=on_batch)
+            if result.n_trials == 0:  # nothing is written; one bad input gives one error line
+                one = len(result.problems) == 1
+                _report_problems([] if one else result.problems, errors_json, result.problems if one else (), force)
+                raise result.problems[0] if one else ValueError(
+                    f"no trial could be predicted ({len(result.problems)} problems above); nothing written")
+        _report_problems(result.problems, errors_json, force=force)
+    names = decoder.info.region_names if explain else None
     if as_json:
         print(json.dumps({"model": str(decoder.path), "n_trials": result.n_trials,
-                          "predictions": [r for b in result.kept for r in _rows_json(b)],
-                          "errors": [{"file": p.path, "problem": p.problem} for p in result.problems]}))
+                          "predictions": [r for b in result.kept for r in _rows_json(b, names, top_k)],
+                          "errors": [p.as_dict() for p in result.problems]}))
     else:
-        out.print(_predictions_table(result.kept, result.n_trials))
+        out.print(_predictions_table(result.kept, result.n_trials, names, top_k))
     if out_csv:
         err.print(f"wrote {result.n_trials} rows to {out_csv}")
+    if out_csv and explain:
+        from fmri_edge.explain import regions_csv_path
+
+        err.print(f"wrote the top {top_k} regions of each trial to {regions_csv_path(out_csv)}")
 
 
-def _rows_json(b) -> list[dict]:
-    return [{"participant": b.participant, "trial": int(t), "CLASS": int(c), "LEVEL": int(lv),
+def _rows_json(b, region_names=None, top_k: int = 5) -> list[dict]:
+    rows = [{"participant": b.participant, "trial": int(t), "CLASS": int(c), "LEVEL": int(lv),
              "class_probs": [round(float(x), 4) for x in p]}
             for t, c, lv, p in zip(b.trial, b.valence_class, b.valence_level, b.class_probs)]
+    if region_names is not None:  # --explain
+        from fmri_edge.explain import top_regions
+
+        for row, regions in zip(rows, top_regions(b.region_weights, region_names, top_k)):
+            row["regions"] = [{k: r[k] for k in ("region", "hemisphere", "weight", "index")} for r in regions]
+    return rows
 
 
-def _predictions_table(batches, n_trials: int) -> Table:
+@contextmanager
+def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int):
+    """With --explain and --out: stream each trial's top regions to OUT.regions.csv (atomically);
+    yields the per-batch callback for predict_to, or None (no extra work without --explain)."""
+    if out_csv is None:
+        yield None
+        return
+    from fmri_edge import explain, submission
+
+    with submission.atomic_write(explain.regions_csv_path(out_csv), force) as f:
+        explain.write_regions_header(f)
+        yield lambda b: explain.write_regions_rows(f, b.participant, b.trial, b.region_weights, region_names, top_k)
+
+
+def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5) -> Table:
     table = Table(title=f"fmri-edge predictions ({n_trials} trials)", title_justify="left")
     for col in ("Participant", "Trial", "CLASS", "LEVEL", "p(-1)", "p(0)", "p(+1)"):
         table.add_column(col, justify="left" if col == "Participant" else "right")
+    if region_names is not None:  # --explain
+        from fmri_edge.explain import top_regions
+
+        table.add_column(f"top {top_k} regions (SE weight)", justify="left")
     rows = 0
     for b in batches:
-        for t, c, lv, p in zip(b.trial, b.valence_class, b.valence_level, b.class_probs):
+        regions = top_regions(b.region_weights, region_names, top_k) if region_names is not None else None
+        for n, (t, c, lv, p) in enumerate(zip(b.trial, b.valence_class, b.valence_level, b.class_probs)):
             if rows == MAX_TABLE_ROWS:
                 table.caption = f"… {n_trials - rows} more rows: use --out FILE.csv or --json"
                 return table
             table.add_row(b.participant, str(t), f"{c:+d}" if c else "0", f"{lv:+d}" if lv else "0",
-                          *(f"{x:.2f}" for x in p))
+                          *(f"{x:.2f}" for x in p),
+                          *([", ".join(f"{r['region']} {r['weight']:.2f}" for r in regions[n])] if regions else []))
             rows += 1
     return table
+
+
+# ---- explain ---------------------------------------------------------------------------------------
+
+@app.command()
+def explain(
+    paths: Annotated[list[Path], typer.Argument(help="Trials: .npy/.npz files, ICBHI subject folders, or folders "
+                                                     "of them.", show_default=False)],
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
+    rows: Annotated[int, typer.Option(help="Regions to list (table) and to draw per class (--plot).", min=1)] = 20,
+    top_k: Annotated[int, typer.Option("--top-k", help="k of the 'in top-k' column: how often a region is among a "
+                                                       "trial's k most attended.", min=1)] = 10,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw the figure to this PNG (needs fmri-edge[plot]).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --plot file.")] = False,
+    faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also mask each trial's top-k regions vs k "
+                                               "random ones and report how much the predictions change.")] = False,
+    k: Annotated[Optional[list[int]], typer.Option("--k", help="k for --faithfulness (repeatable; default 5, 10, 20).",
+                                                   min=1)] = None,
+    draws: Annotated[int, typer.Option(help="Random draws per k for --faithfulness.", min=1)] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the random regions for --faithfulness.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (every region) instead of tables.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call.", min=1)] = 256,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+):
+    """Which brain regions the model attends to: mean input-SE weight per region over your trials,
+    overall and per predicted CLASS, ranked; optionally a figure and a faithfulness check."""
+    from fmri_edge import explain as lib
+    from fmri_edge.runtime import Decoder
+
+    with user_errors():
+        decoder = Decoder(model, threads=threads)
+        if plot is not None:
+            from fmri_edge.submission import check_new
+
+            check_new(plot, force)
+        summary, problems = lib.summarize(decoder, paths, top_k, batch_size)
+        faith = lib.faithfulness_paths(decoder, paths, tuple(k or (5, 10, 20)), draws, seed, batch_size)[0] \
+            if faithfulness else None
+    _report_problems(problems, None)
+    if summary.uniform:
+        err.print("[yellow]warning:[/] every region has the same weight: this model has no input attention "
+                  "(a vanilla model?), so there is nothing to rank")
+    elif summary.static:
+        err.print("[yellow]note:[/] every trial gets the same region weights (the SE gate does not depend on the "
+                  "input with this model's per-trial normalization): the ranking is global, not per trial or class",
+                  highlight=False)
+    if plot is not None:
+        from fmri_edge.plot import plot_attention
+
+        try:
+            plot_attention(summary, plot, top=rows, title=f"{decoder.info.meta.get('model_version', decoder.path.name)}: "
+                                                          "input SE attention per brain region")
+        except ImportError as e:
+            err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None
+        err.print(f"wrote {plot}")
+    if as_json:
+        print(json.dumps({"model": str(decoder.path), "model_version": decoder.info.meta.get("model_version"),
+                          "summary": summary.to_json(),
+                          "faithfulness": faith.to_json() if faith else None,
+                          "errors": [p.as_dict() for p in problems]}))
+        return
+    out.print(_attention_table(summary, rows))
+    ref = summary.reference()
+    if ref:
+        out.print("literature regions (rank of " + str(len(summary.region_names)) + "): "
+                  + ", ".join(f"{r['region']} #{r['rank']}" for r in ref), highlight=False)
+    if faith:
+        out.print(_faithfulness_table(faith))
+
+
+def _attention_table(s, rows: int) -> Table:
+    t = Table(title=f"input SE attention per region ({s.n_trials} trials), ranked by mean weight",
+              title_justify="left", caption=f"top-{s.top_k}: share of trials with the region among their {s.top_k} "
+                                            "most attended; -1/0/+1: mean over the trials predicted as that class; "
+                                            "lit.: the paper's EBR regions, amygdala")
+    for col in ("rank", "region", "lit.", "mean", "sd", f"top-{s.top_k}"):
+        t.add_column(col, justify="left" if col in ("region", "lit.") else "right", no_wrap=True)
+    shown = [c for c, n in zip(s.class_values, s.class_counts) if n]
+    for c in shown:
+        t.add_column(f"{c:+d}" if c else "0", justify="right", no_wrap=True)
+    for r in s.rows(rows):
+        t.add_row(str(r["rank"]), r["region"], {"amygdala": "amyg"}.get(r["reference"], r["reference"] or ""),
+                  f"{r['mean']:.3f}", f"{r['std']:.3f}", f"{100 * r['top_k_rate']:.0f}%",
+                  *(f"{r['by_class'][str(c)]:.3f}" for c in shown))
+    return t
+
+
+def _faithfulness_table(f) -> Table:
+    held = {"yes": "held out from training", "no": "NOT held out", "unknown": "held out: unknown"}[f.held_out["status"]]
+    t = Table(title=f"faithfulness ({f.n_trials} trials, {held}): mask k regions per trial (flat at their "
+                    f"first-{f.baseline_s}-s mean)", title_justify="left",
+              caption=f"chg: % of CLASS answers that change; |dp|: mean change of the predicted class's "
+                      f"probability; masked regions: the trial's top-k by attention, k random (mean±sd over "
+                      f"{f.draws} draws), or its bottom-k")
+    for col in ("k", "chg top", "chg random", "chg bottom", "|dp| top", "|dp| random", "|dp| bottom"):
+        t.add_column(col, justify="right", overflow="fold")
+    for r in f.rows:
+        top, rnd, bot = r["top"], r["random"], r["bottom"]
+        t.add_row(str(r["k"]), f"{100 * top['changed']:.1f}",
+                  f"{100 * rnd['changed']:.1f}±{100 * rnd['changed_std']:.1f}", f"{100 * bot['changed']:.1f}",
+                  f"{top['delta_p']:.4f}", f"{rnd['delta_p']:.4f}±{rnd['delta_p_std']:.4f}", f"{bot['delta_p']:.4f}")
+    return t
 
 
 # ---- score -----------------------------------------------------------------------------------------
@@ -251,6 +403,7 @@ def train(
              "Default: the recipe's.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe name>).")] = None,
     final: Annotated[bool, typer.Option(help="Fit the model on all subjects after evaluation.")] = True,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default).", min=0)] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
     """Evaluate a recipe (cross-subject CV and/or the paper's split) and fit the model to ship."""
@@ -260,6 +413,10 @@ def train(
         from fmri_edge.training.recipe import load_recipe
         from fmri_edge.training.run import run
 
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         recipe = load_recipe(config)
         protocols = protocol or recipe.eval.protocols
         bad = set(protocols) - {"subject", "random"}
@@ -292,17 +449,38 @@ def train(
 
 
 @app.command()
+def report(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Report definition (rows of recipes).")] = Path("train/report.toml"),
+    runs: Annotated[Path, typer.Option(help="Folder of training runs.")] = Path("runs"),
+):
+    """Results report (Markdown + PNG): the paper's table with fmri-edge's rows, both protocols.
+    Trains the runs that are missing (torch); needs matplotlib (the plot extra)."""
+    with user_errors():
+        from fmri_edge.report import write_report
+
+        path = write_report(config, runs, log=err.print)
+    out.print(f"wrote {path}")
+
+
+@app.command()
 def export(
     run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `fmri-edge train`.")] = Path("runs/fmri-edge-se"),
     recipe: Annotated[Path, typer.Option(help="Export recipe (opset, T, parity tolerance).")] = Path("export/default.toml"),
     out_path: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default models/<name>.onnx).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write <name>.int8.onnx (static QDQ int8, calibrated on "
+                                                      "the real training trials) and its card: accuracy change on "
+                                                      "the run's cross-validation fold models, speed vs fp32.")] = False,
 ):
     """Checkpoint → ONNX (raw BOLD in, probabilities out), checked against PyTorch on real trials."""
     with user_errors():
         from fmri_edge.training.packaging import export_run
 
         report = export_run(run_dir, recipe, out_path, log=err.print)
+        if int8:
+            from fmri_edge.training.quantize import export_int8
+
+            report["int8"] = export_int8(run_dir, report["path"], log=err.print)
     if as_json:
         print(json.dumps(report))
         return
@@ -311,7 +489,64 @@ def export(
               f"sha256 {report['parity']['sha256'][:12]}…)")
     out.print(f"parity vs PyTorch on {report['parity_source']} (batches {report['parity']['batches']}): "
               f"max |diff| {diffs} ≤ atol {report['parity']['atol']:.0e}")
+    if int8:
+        q, v = report["int8"], report["int8"]["verdict"]
+        cv = q["cv"]
+        acc = (f"CLASS accuracy {cv['pooled']['fp32']['CLASS_accuracy']:.3f} → {cv['pooled']['int8']['CLASS_accuracy']:.3f} "
+               f"({cv['accuracy_change_points']:+.2f} points) on {cv['n_folds']} CV folds" if cv else "accuracy not measured (no fold models)")
+        out.print(f"[green]int8[/] {q['path']} ({q['bytes'] / 1e6:.1f} MB): {q['speed']['speedup']:.2f}× fp32 at batch 256, "
+                  f"{acc}; default stays [bold]{v['default']}[/]" + (f" ({'; '.join(v['reasons'])})" if v["reasons"] else ""))
     err.print(f"next: fmri-edge info {report['path']} · fmri-edge predict TRIALS.npy --model {report['path']}")
+
+
+# ---- bench (torch for the PyTorch side, imported lazily) --------------------------------------------
+
+@app.command()
+def bench(
+    run_dir: Annotated[Path, typer.Option("--run", help="Run folder (model.pt) whose weights are benchmarked.")] = Path("runs/fmri-edge-se"),
+    model: Annotated[Optional[Path], typer.Option(help="fp32 ONNX of the same weights (default models/<name>.onnx; "
+                                                       "exported to a temporary file if missing).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Real trials (ICBHI folder; default: the run's training data).")] = None,
+    threads: Annotated[int, typer.Option(help="Threads for onnxruntime, PyTorch and numpy (0 = all CPUs).", min=0)] = 0,
+    batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,32,256,4096",
+    seconds: Annotated[float, typer.Option(help="Timing budget per engine, batch and round.", min=0)] = 1.0,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds.", min=1)] = 3,
+    cold_runs: Annotated[int, typer.Option(help="Cold-start runs of each path (0 = skip).", min=0)] = 5,
+    large_trials: Annotated[int, typer.Option(help="Trials in the large-input file (0 = skip).", min=0)] = 100_000,
+    no_torch: Annotated[bool, typer.Option("--no-torch", help="Leave PyTorch eager out of the engines.")] = False,
+    sweep: Annotated[bool, typer.Option(help="Also time session-option alternatives and batch sizes.")] = True,
+    int8_card: Annotated[Optional[Path], typer.Option(help="JSON from `fmri-edge export --int8 --json` to quote its "
+                                                           "cross-validation accuracy change.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write all results to this JSON file.")] = None,
+    markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="Write a README-ready section here.")] = None,
+):
+    """Speed of onnxruntime fp32/int8 vs PyTorch eager, vs the CPU's GEMM peak, cold start and memory."""
+    import sys
+
+    from fmri_edge.bench import BenchConfig, markdown, run_bench, tables
+
+    with user_errors():
+        sizes = tuple(int(b) for b in batches.split(",") if b.strip())
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"--batches {batches!r}: give positive whole numbers, e.g. 1,32,256,4096")
+        cv = None
+        if int8_card:
+            report = json.loads(int8_card.read_text())
+            cv = (report.get("int8") or report).get("cv")
+        cfg = BenchConfig(run=run_dir, model=model, data=data, threads=threads, batches=sizes, seconds=seconds,
+                          rounds=rounds, cold_runs=cold_runs, large_trials=large_trials, sweep=sweep, int8_cv=cv,
+                          engines=("ort-fp32", "ort-int8") if no_torch else ("ort-fp32", "ort-int8", "torch"))
+        res = run_bench(cfg, log=lambda s: err.print(s, highlight=False))
+        command = "fmri-edge " + " ".join(sys.argv[1:])
+        res["command"] = command
+        if json_path:
+            json_path.write_text(json.dumps(res, indent=1))
+            err.print(f"wrote {json_path}")
+        if markdown_path:
+            markdown_path.write_text(markdown(res, command))
+            err.print(f"wrote {markdown_path}")
+    for t in tables(res):
+        out.print(t)
 
 
 if __name__ == "__main__":

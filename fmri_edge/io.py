@@ -6,27 +6,58 @@ Accepted inputs
 - the ICBHI layout: a subject folder holding ``fMRI_data.npz`` (and maybe ``labels.npz``),
   or a folder of such subject folders.
 
-Every problem raises :class:`InputError` with a one-line message naming the file.
+Any real numeric dtype, byte order and memory layout is accepted and converted to native,
+C-ordered float32. Headers are read and checked before any data: object (pickled) arrays are
+refused without being loaded, truncated files are named as such.
+
+Every problem raises :class:`InputError` with a one-line message naming the file (and the trial,
+where one trial is at fault): what was expected, what was found, and what to do.
 """
 from __future__ import annotations
 
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 DATA_FILE = "fMRI_data.npz"
 LABEL_FILE = "labels.npz"
 ARRAY_SUFFIXES = (".npy", ".npz")
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+PICKLE_PROTO = b"\x80"
+NAN_POLICIES = ("skip", "error", "interpolate")
+MAX_INTERPOLATED = 0.5           # --nan interpolate fills at most this fraction of a region's seconds
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# Region counts of common atlases, to say where a wrong-sized file probably comes from.
+KNOWN_ATLASES = {
+    90: "AAL-90", 100: "Schaefer-100", 116: "AAL-116", 160: "Dosenbach-160",
+    200: "Schaefer-200 or Craddock-200", 264: "Power-264", 268: "Shen-268", 333: "Gordon-333",
+    360: "Glasser-360 (HCP-MMP)", 400: "Schaefer-400",
+}
 
 
 class InputError(ValueError):
-    """A user-facing problem with an input file: one line, names the file."""
+    """A user-facing problem with an input file: one line, names the file (and trial, 1-based).
 
-    def __init__(self, path: str | Path, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
+    ``outcome`` says what became of it: ``refused`` (the whole file), ``skipped`` (one trial, the
+    others are predicted), ``repaired`` (a trial predicted after ``--nan interpolate``) or
+    ``predicted`` (a warning: the trial is suspicious but was predicted).
+    """
+
+    def __init__(self, path: str | Path, problem: str, trial: int | None = None, outcome: str = "refused"):
+        self.path, self.problem, self.trial, self.outcome = str(path), problem, trial, outcome
+        where = f"{path}: trial {trial}" if trial is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+    def as_dict(self) -> dict:
+        """The machine-readable form written by ``predict --errors`` and ``--json``."""
+        return {"file": self.path, "trial": self.trial, "outcome": self.outcome, "problem": self.problem}
 
 
 @dataclass(frozen=True)
@@ -48,7 +79,8 @@ def discover(paths: list[Path]) -> list[Source]:
             subjects = sorted(d for d in p.iterdir() if d.is_dir() and (d / DATA_FILE).is_file())
             files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in ARRAY_SUFFIXES)
             if not subjects and not files:
-                raise InputError(p, f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files")
+                raise InputError(p, f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files; "
+                                    "point at trial files or ICBHI subject folders")
             sources += [Source(d.name, d / DATA_FILE) for d in subjects]
             sources += [Source(f.stem, f) for f in files]
         elif p.is_file():
@@ -58,60 +90,170 @@ def discover(paths: list[Path]) -> list[Source]:
     return sources
 
 
+# ---- reading arrays -------------------------------------------------------------------------------
+
 def read_array(path: str | Path, key: str = "data") -> np.ndarray:
-    """Read one array from .npy/.npz without ever unpickling (``allow_pickle=False``)."""
+    """Read one array from .npy (memory-mapped) or .npz without ever unpickling.
+
+    The header is parsed first (numpy's literal parser, never ``eval``); object arrays are refused
+    before any data is read, and a file shorter than its header promises is reported as truncated.
+    """
     path = Path(path)
     if path.suffix not in ARRAY_SUFFIXES:
-        raise InputError(path, f"not a .npy or .npz file (got {path.suffix or 'no suffix'!r})")
+        raise InputError(path, f"not a .npy or .npz file (got {path.suffix or 'no suffix'!r}); "
+                               "save trials with numpy.save or numpy.savez(..., data=trials)")
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(path, "empty file (0 bytes); copy or export it again")
+    with open(path, "rb") as f:
+        head = f.read(8)
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if key not in z.files:
-                    raise InputError(path, f"no array named {key!r} in .npz (found: {', '.join(z.files) or 'none'})")
-                arr = z[key]
-        else:
-            arr = np.load(path, allow_pickle=False, mmap_mode="r")
+        return _read_npz(path, key, head) if path.suffix == ".npz" else _read_npy(path, head, size)
     except InputError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise InputError(path, "holds a pickled/object array; refused (data files are never unpickled)") from None
-        raise InputError(path, f"not a readable numpy array ({_short(e)})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise InputError(path, f"empty, truncated or corrupt ({_short(e)})") from None
-    return arr
+    except zipfile.BadZipFile as e:
+        raise InputError(path, f"truncated or corrupt zip archive ({_short(e)}); copy or export it again") from None
+    except (NotImplementedError, RuntimeError) as e:  # zipfile: encrypted or unsupported entries
+        raise InputError(path, f"unreadable zip archive ({_short(e)}); save the trials with "
+                               "numpy.savez(file, data=trials)") from None
+    except MemoryError:
+        raise InputError(path, "too large to load into memory; save it as .npy, which is streamed") from None
+    except (OSError, EOFError, ValueError, zlib.error, KeyError) as e:
+        raise InputError(path, f"corrupt or truncated ({_short(e)}); copy or export it again") from None
 
 
-def check_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | None) -> np.ndarray:
-    """Check dtype and shape without reading values; return a (N, n_regions, n_times) view."""
-    if arr.dtype.hasobject:
-        raise InputError(path, "holds Python objects; refused (data files are never unpickled)")
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise InputError(path, f"complex values ({arr.dtype}); expected real BOLD signal")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-            or arr.dtype == np.bool_):
-        raise InputError(path, f"not numeric (dtype {arr.dtype})")
+def _read_npy(path: Path, head: bytes, size: int) -> np.ndarray:
+    if not head.startswith(NPY_MAGIC):
+        raise InputError(path, _not_a("a .npy file", head, ".npy"))
+    with open(path, "rb") as f:
+        shape, dtype = _header(path, f)
+        offset = f.tell()
+    _refuse_objects(path, dtype)
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < need:
+        raise InputError(path, f"truncated: its header promises shape {shape} {dtype} ({need:,} bytes), "
+                               f"the file has {size:,} bytes; copy it again")
+    if need == offset:  # nothing to map
+        return np.load(path, allow_pickle=False)
+    return np.load(path, allow_pickle=False, mmap_mode="r")
+
+
+def _read_npz(path: Path, key: str, head: bytes) -> np.ndarray:
+    if not head.startswith(ZIP_MAGICS):
+        raise InputError(path, _not_a("an .npz (zip) archive", head, ".npz"))
+    with np.load(path, allow_pickle=False) as z:
+        if key not in z.files:
+            raise InputError(path, f"no array named {key!r} in .npz (found: {', '.join(z.files) or 'none'}); "
+                                   f"save it with numpy.savez(file, {key}=array)")
+        member = key if key in z.zip.namelist() else f"{key}.npy"
+        with z.zip.open(member) as m:
+            shape, dtype = _header(path, m)
+            offset = m.tell()
+        _refuse_objects(path, dtype)
+        size = z.zip.getinfo(member).file_size
+        need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if size < need:
+            raise InputError(path, f"truncated: member {member!r} promises shape {shape} {dtype} "
+                                   f"({need:,} bytes), holds {size:,}; copy it again")
+        return z[key]
+
+
+def _header(path: Path, f) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) from an open .npy stream, positioned at the start of its magic string."""
+    try:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(f)
+        else:
+            raise InputError(path, f".npy format version {version[0]}.{version[1]} holds non-numeric fields; "
+                                   "save a plain numeric array with numpy.save")
+    except InputError:
+        raise
+    except (ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as e:  # numpy's literal parser
+        raise InputError(path, f"corrupt or truncated .npy header ({_short(e)}); copy or export it again") from None
+    return shape, dtype
+
+
+def _refuse_objects(path: Path, dtype: np.dtype) -> None:
+    if dtype.hasobject:
+        raise InputError(path, f"holds Python objects (dtype {dtype}), which only unpickling could read; refused "
+                               "without loading (data files are never unpickled); save a numeric array")
+
+
+def _not_a(expected: str, head: bytes, suffix: str) -> str:
+    """What a file with the wrong magic bytes actually is, and what to do about it."""
+    save = "numpy.save(file, trials)" if suffix == ".npy" else "numpy.savez(file, data=trials)"
+    if head.startswith(PICKLE_PROTO):
+        return (f"not {expected} but a Python pickle; refused without loading (data files are never "
+                f"unpickled); save the trials with {save}")
+    if head.startswith(NPY_MAGIC):
+        return f"not {expected} but a .npy file; rename it to .npy"
+    if head.startswith(ZIP_MAGICS):
+        return f"not {expected} but a zip archive (.npz); rename it to .npz"
+    return f"not {expected} (it starts with {head!r}); save the trials with {save}"
+
+
+# ---- checking trials ----------------------------------------------------------------------------------
+
+def check_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | None,
+                 crop: bool = False, pad: bool = False) -> np.ndarray:
+    """Check dtype and shape without reading values; return a (N, n_regions, T) view.
+
+    With ``crop``, trials longer than ``n_times`` keep their first ``n_times`` seconds; with
+    ``pad``, shorter trials are accepted (extend them with :func:`pad_times`). Otherwise a
+    different T is refused: nothing is ever reshaped silently.
+    """
+    _check_dtype(arr.dtype, path)
+    shape = arr.shape                      # as stored, for the messages
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise InputError(path, f"expected shape (N, {n_regions}, T) or ({n_regions}, T), got {arr.shape}")
+        raise InputError(path, f"wrong number of dimensions: expected (N, {n_regions}, {n_times or 'T'}) or "
+                               f"({n_regions}, {n_times or 'T'}), got {arr.ndim}-D shape {arr.shape}"
+                               + ("; drop the extra axes (e.g. numpy.squeeze)" if arr.ndim > 3 else ""))
     _, r, t = arr.shape
     if r != n_regions:
         if t == n_regions and (n_times is None or r == n_times):
-            raise InputError(path, f"regions and time axes look swapped: got {arr.shape}, expected "
-                                   f"(N, {n_regions}, {n_times or 'T'}); transpose with arr.swapaxes(-1, -2)")
-        raise InputError(path, f"expected {n_regions} regions (Brainnetome atlas) on axis 1, got {r} "
-                               f"(shape {arr.shape})")
-    if n_times is not None and t != n_times:
-        raise InputError(path, f"expected {n_times} time points per trial, got {t} (shape {arr.shape})")
+            raise InputError(path, f"regions and time axes look swapped: expected (N, {n_regions}, "
+                                   f"{n_times or 'T'}), got {shape}; transpose with arr.swapaxes(-1, -2)")
+        atlas = f", the size of the {KNOWN_ATLASES[r]} atlas" if r in KNOWN_ATLASES else ""
+        raise InputError(path, f"expected {n_regions} regions (Brainnetome atlas) on axis 1, got {r}{atlas} "
+                               f"(shape {shape}); extract the region time series with the Brainnetome "
+                               f"{n_regions}-region atlas")
     if arr.shape[0] == 0:
-        raise InputError(path, "holds no trials")
+        raise InputError(path, f"holds no trials (shape {shape})")
+    if t == 0:
+        raise InputError(path, f"its trials have no time points (shape {shape})")
+    if n_times is not None and t != n_times:
+        if t > n_times and crop:
+            return arr[:, :, :n_times]
+        if t < n_times and pad:
+            return arr
+        fix = (f"pass --crop to keep the first {n_times} s of each trial" if t > n_times else
+               f"pass --pad to repeat each trial's last second up to {n_times} s")
+        raise InputError(path, f"expected {n_times} time points (seconds) per trial, got {t} "
+                               f"(shape {shape}); {fix}, or use a model trained for {t} s")
     return arr
 
 
+def _check_dtype(dtype: np.dtype, path) -> None:
+    if dtype.hasobject:
+        raise InputError(path, f"holds Python objects (dtype {dtype}); refused (data files are never unpickled)")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InputError(path, f"complex values (dtype {dtype}); expected real BOLD signal, e.g. numpy.abs or .real")
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise InputError(path, f"not numeric: expected BOLD signal as floats or integers, got dtype {dtype}")
+
+
 def to_float32(arr: np.ndarray) -> np.ndarray:
-    """Any numeric dtype, byte order or memory layout → C-contiguous native float32."""
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    """Any numeric dtype, byte order or memory layout → C-contiguous native float32.
+    Values beyond the float32 range become ±Inf (and are then reported as non-finite)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def as_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | None) -> np.ndarray:
@@ -119,36 +261,93 @@ def as_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | 
     return to_float32(check_trials(arr, path, n_regions, n_times))
 
 
+def pad_times(trials: np.ndarray, n_times: int) -> np.ndarray:
+    """(N, R, T ≤ n_times) → (N, R, n_times), repeating each region's last second (``--pad``)."""
+    missing = n_times - trials.shape[2]
+    if missing <= 0:
+        return trials
+    return np.pad(trials, ((0, 0), (0, 0), (0, missing)), mode="edge")
+
+
+# ---- checking values, trial by trial ----------------------------------------------------------------
+
 def nonfinite_trials(trials: np.ndarray) -> np.ndarray:
     """Indices of trials holding NaN or Inf."""
     return np.flatnonzero(~np.isfinite(trials).all(axis=(1, 2)))
 
 
+def describe_nonfinite(raw: np.ndarray, converted: np.ndarray) -> str:
+    """What is wrong with one trial: counts of NaN, ±Inf and values beyond float32, and where first.
+    ``raw`` is the trial as stored, ``converted`` the same trial as float32."""
+    bad = ~np.isfinite(converted)
+    region, second = np.argwhere(bad)[0]
+    raw = np.asarray(raw)
+    n_nan = int(np.isnan(raw).sum()) if raw.dtype.kind == "f" else 0
+    n_inf = int(np.isinf(raw).sum()) if raw.dtype.kind == "f" else 0
+    n_big = int(bad.sum()) - n_nan - n_inf
+    found = [f"{' and '.join(f'{n} {kind}' for n, kind in ((n_nan, 'NaN'), (n_inf, 'Inf')) if n)} value(s)"
+             ] if n_nan or n_inf else []
+    if n_big:
+        found.append(f"{n_big} value(s) beyond the float32 range ±{FLOAT32_MAX:.1e}")
+    return f"{' and '.join(found)}, first at region {region}, second {second} (0-based)"
+
+
+def interpolate_nonfinite(trial: np.ndarray) -> np.ndarray | None:
+    """(R, T) float32 trial → copy with NaN/Inf filled linearly over time from each region's finite
+    seconds (held constant past the ends), or None where a region lacks enough finite seconds."""
+    bad = ~np.isfinite(trial)
+    if (bad.sum(axis=1) > MAX_INTERPOLATED * trial.shape[1]).any():
+        return None
+    out = trial.copy()
+    t = np.arange(trial.shape[1])
+    for r in np.flatnonzero(bad.any(axis=1)):
+        gap = bad[r]
+        out[r, gap] = np.interp(t[gap], t[~gap], trial[r, ~gap])
+    return out
+
+
+def constant_trials(trials: np.ndarray) -> np.ndarray:
+    """Indices of finite trials whose every value is the same (e.g. a zero-filled gap)."""
+    return np.flatnonzero(trials.min(axis=(1, 2)) == trials.max(axis=(1, 2)))
+
+
 def load_trials(path: str | Path, n_regions: int = 246, n_times: int | None = None) -> np.ndarray:
     """Load and validate a whole trials file (refuses any NaN/Inf)."""
-    trials = as_trials(read_array(path), path, n_regions, n_times)
+    raw = check_trials(read_array(path), path, n_regions, n_times)
+    trials = to_float32(raw)
     bad = nonfinite_trials(trials)
     if bad.size:
-        raise InputError(path, f"NaN or Inf in {bad.size} trial(s), first at trial {bad[0] + 1}")
+        raise InputError(path, f"{describe_nonfinite(raw[bad[0]], trials[bad[0]])} "
+                               f"({bad.size} such trial(s)); fix or drop these trials", trial=int(bad[0]) + 1)
     return trials
 
+
+# ---- labels ------------------------------------------------------------------------------------------
 
 def load_labels(path: str | Path, n_trials: int | None = None) -> np.ndarray:
     """ICBHI labels.npz → int (N, 2) array of [CLASS, LEVEL], checked against the label sets."""
     arr = read_array(path)
-    if arr.dtype.hasobject or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(path, f"labels are not numeric (dtype {arr.dtype})")
+    if arr.dtype.hasobject or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(path, f"labels are not numeric (dtype {arr.dtype}); expected (N, 2) [CLASS, LEVEL] numbers")
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise InputError(path, f"expected labels of shape (N, 2) = [CLASS, LEVEL], got {arr.shape}")
-    if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-        raise InputError(path, "labels must be whole numbers")
+    if len(arr) == 0:
+        raise InputError(path, "holds no label rows")
+    arr = np.asarray(arr, dtype=np.float64)
+    bad = ~np.isfinite(arr).all(axis=1) | (arr != np.round(arr)).any(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(path, f"row {i + 1}: labels must be whole numbers, got {arr[i].tolist()}")
     labels = arr.astype(np.int64)
-    if not np.isin(labels[:, 0], (-1, 0, 1)).all():
-        raise InputError(path, "CLASS labels outside {-1, 0, 1}")
-    if (np.abs(labels[:, 1]) > 4).any():
-        raise InputError(path, "LEVEL labels outside {-4 … 4}")
+    for col, name, ok, allowed in ((0, "CLASS", np.isin(labels[:, 0], (-1, 0, 1)), "{-1, 0, 1}"),
+                                   (1, "LEVEL", np.abs(labels[:, 1]) <= 4, "{-4 … 4}")):
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise InputError(path, f"row {i + 1}: {name} {labels[i, col]} outside {allowed} "
+                                   f"({int((~ok).sum())} such row(s))")
     if n_trials is not None and len(labels) != n_trials:
-        raise InputError(path, f"{len(labels)} label rows for {n_trials} trials")
+        raise InputError(path, f"{len(labels)} label rows for {n_trials} trials; labels and {DATA_FILE} must "
+                               "have one row per trial, in the same order")
     return labels
 
 
@@ -164,5 +363,5 @@ def load_icbhi(root: str | Path, n_times: int | None = None) -> dict[str, tuple[
     return out
 
 
-def _short(e: Exception) -> str:
+def _short(e: BaseException) -> str:
     return str(e).splitlines()[0][:120] if str(e) else type(e).__name__

@@ -3,6 +3,7 @@
 ``predict(decoder, paths)`` yields a :class:`Batch` of answers per chunk of good trials and an
 :class:`~fmri_edge.io.InputError` per problem (a bad file, or a bad trial inside a good file);
 one problem never stops the others. Large ``.npy`` files are memory-mapped and streamed.
+Repairs (NaN interpolation, cropping, padding) happen only when asked for (:class:`Policy`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from fmri_edge import io, scoring
+from fmri_edge import io, normalize, scoring
 from fmri_edge.runtime import Decoder
 
 DEFAULT_BATCH = 256
@@ -39,32 +40,132 @@ def run_batched(decoder: Decoder, trials: np.ndarray, batch_size: int = DEFAULT_
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+@dataclass(frozen=True)
+class Policy:
+    """What to do with trials that do not fit the model as stored; every repair is opt-in.
+
+    - ``nan``: a trial with NaN/Inf is ``skip``-ped (reported, the others predicted), stops the
+      run (``error``), or is ``interpolate``-d linearly over time when no region misses more than
+      half its seconds (otherwise skipped);
+    - ``crop``: trials longer than the model's T keep their first T seconds;
+    - ``pad``: shorter trials repeat their last second up to T.
+    """
+
+    nan: str = "skip"
+    crop: bool = False
+    pad: bool = False
+
+    def __post_init__(self):
+        if self.nan not in io.NAN_POLICIES:
+            raise ValueError(f"unknown NaN policy {self.nan!r}; choose from {', '.join(io.NAN_POLICIES)}")
+
+
 def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
-                   ) -> Iterator[Batch | io.InputError]:
-    """Answers for one file; trials with NaN/Inf are reported and skipped, the rest predicted."""
-    info = decoder.info
+                   policy: Policy | None = None) -> Iterator[Batch | io.InputError]:
+    """Answers for one file, chunk by chunk; every bad trial is reported and the rest predicted.
+
+    A model trained on subject-wise normalized trials (metadata ``subject_normalization``) gets
+    them normalized over all of the file's good trials together, as in training: such a file is
+    read whole before its first answer."""
+    info, policy = decoder.info, policy or Policy()
     try:
-        arr = io.check_trials(io.read_array(source.path), source.path, info.n_regions, info.n_times)
+        arr = io.check_trials(io.read_array(source.path), source.path, info.n_regions, info.n_times,
+                              crop=policy.crop, pad=policy.pad)
     except io.InputError as e:
         yield e
         return
+    chunks = screened_chunks(arr, source.path, info.n_times, batch_size, policy.nan)
+    mode = info.subject_normalization or "none"
+    if mode == "none":
+        for item in chunks:
+            if isinstance(item, io.InputError):
+                yield item
+            else:
+                yield from answer(decoder, source, *item)
+        return
+    numbers, trials = [], []
+    for item in chunks:
+        if isinstance(item, io.InputError):
+            yield item
+        else:
+            numbers.append(item[0])
+            trials.append(item[1])
+    if trials:
+        x, numbers = normalize.subject_normalize(np.concatenate(trials), mode), np.concatenate(numbers)
+        for i in range(0, len(x), batch_size):
+            yield from answer(decoder, source, numbers[i:i + batch_size], x[i:i + batch_size])
+
+
+def screened_chunks(arr: np.ndarray, path: Path, n_times: int, batch_size: int, nan: str = "skip",
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
+    """Checked (N, R, T) trials as stored → (1-based trial numbers, model-ready float32 trials) per
+    chunk of ``batch_size``, and an :class:`~fmri_edge.io.InputError` per trial that needs a word."""
     for start in range(0, len(arr), batch_size):
-        chunk = io.to_float32(arr[start:start + batch_size])
-        bad = io.nonfinite_trials(chunk)
-        for b in bad:
-            yield io.InputError(source.path, f"trial {start + b + 1}: NaN or Inf values; trial skipped")
-        keep = np.setdiff1d(np.arange(len(chunk)), bad)
-        if keep.size == 0:
-            continue
-        out = decoder.run(np.ascontiguousarray(chunk[keep]) if bad.size else chunk)
-        yield Batch(source.participant, source.path, start + keep + 1,
+        raw = arr[start:start + batch_size]
+        chunk, keep, problems = screen(io.to_float32(raw), raw, path, start, nan)
+        yield from problems
+        if keep.size:
+            chunk = chunk if keep.size == len(chunk) else chunk[keep]
+            yield start + keep + 1, np.ascontiguousarray(io.pad_times(chunk, n_times))
+
+
+def answer(decoder: Decoder, source: io.Source, trial: np.ndarray, x: np.ndarray,
+           ) -> Iterator[Batch | io.InputError]:
+    """One onnxruntime call → a :class:`Batch`; a trial whose outputs are not finite is reported
+    and left out instead of being answered with garbage."""
+    out = decoder.run(x)
+    finite = np.all([np.isfinite(v).all(axis=1) for v in out.values()], axis=0)
+    for i in np.flatnonzero(~finite):
+        yield io.InputError(source.path, "the model's outputs are not finite (largest |value| "
+                            f"{np.abs(x[i]).max():.3g} overflows float32 arithmetic; raw BOLD is about "
+                            "1e2 … 1e5); trial skipped — check the file's units", int(trial[i]), "skipped")
+    if not finite.all():
+        trial, out = trial[finite], {k: v[finite] for k, v in out.items()}
+    if len(trial):
+        yield Batch(source.participant, source.path, trial,
                     out["class_probs"], out["level_probs"], out["region_weights"],
                     scoring.decide_class(out["class_probs"]),
-                    scoring.decide_level(out["level_probs"], info.level_rule))
+                    scoring.decide_level(out["level_probs"], decoder.info.level_rule))
 
 
-def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH) -> Iterator[Batch | io.InputError]:
-    """Answers for every file and folder in ``paths`` (see :func:`fmri_edge.io.discover`)."""
+def screen(chunk: np.ndarray, raw: np.ndarray, path: Path, start: int, nan: str = "skip",
+           ) -> tuple[np.ndarray, np.ndarray, list[io.InputError]]:
+    """Check the values of a float32 chunk (``raw``: the same trials as stored) under a NaN policy.
+    Returns the chunk (repaired under ``interpolate``), the indices of trials to predict and one
+    problem per trial that needs a word; raises the first NaN/Inf under ``error``."""
+    keep = np.ones(len(chunk), dtype=bool)
+    problems = []
+    for i in io.nonfinite_trials(chunk):
+        trial, found = int(start + i + 1), io.describe_nonfinite(raw[i], chunk[i])
+        if nan == "error":
+            raise io.InputError(path, f"{found}; stopped by --nan error (--nan skip predicts the other "
+                                      "trials, --nan interpolate fills short gaps)", trial)
+        fixed = io.interpolate_nonfinite(chunk[i]) if nan == "interpolate" else None
+        if fixed is not None:
+            if not chunk.flags.writeable:  # a memory-mapped file is never written to
+                chunk = chunk.copy()
+            chunk[i] = fixed
+            problems.append(io.InputError(path, f"{found}; filled by linear interpolation over time "
+                                                "(--nan interpolate)", trial, "repaired"))
+            continue
+        keep[i] = False
+        hint = (f"a region misses more than {io.MAX_INTERPOLATED:.0%} of its seconds, too many to interpolate"
+                if nan == "interpolate" else "--nan interpolate fills short gaps over time")
+        problems.append(io.InputError(path, f"{found}; trial skipped ({hint})", trial, "skipped"))
+    idx = np.flatnonzero(keep)
+    for i in idx[io.constant_trials(chunk[idx])]:
+        problems.append(io.InputError(path, f"every value is {chunk[i, 0, 0]:g}: a constant trial carries no "
+                                            "signal (a zero-filled gap?); predicted anyway, the answer only "
+                                            "reflects the model's prior", int(start + i + 1), "predicted"))
+    return chunk, idx, problems
+
+
+def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
+            policy: Policy | None = None) -> Iterator[Batch | io.InputError]:
+    """Answers for every file and folder in ``paths`` (see :func:`fmri_edge.io.discover`).
+    A participant met again (same file stem or subject folder name) after trials of it were
+    predicted is refused: the submission would get two rows per trial."""
+    seen: dict[str, Path] = {}
     for p in paths:
         try:
             sources = io.discover([Path(p)])
@@ -72,7 +173,18 @@ def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH) -> I
             yield e
             continue
         for src in sources:
-            yield from predict_source(decoder, src, batch_size)
+            first = seen.get(src.participant)
+            if first is not None:
+                same = first.resolve() == src.path.resolve()
+                yield io.InputError(src.path, "given more than once; predicted once" if same else
+                                    f"participant {src.participant!r} was already predicted from {first}; their "
+                                    "trial numbers would collide in one submission — rename one of them or "
+                                    "predict them separately", outcome="skipped" if same else "refused")
+                continue
+            for item in predict_source(decoder, src, batch_size, policy):
+                if isinstance(item, Batch):
+                    seen[src.participant] = src.path
+                yield item
 
 
 @dataclass
@@ -83,21 +195,24 @@ class Summary:
 
 
 def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = DEFAULT_BATCH,
-               keep: int | None = 60) -> Summary:
+               keep: int | None = 60, policy: Policy | None = None, on_batch=None) -> Summary:
     """Run :func:`predict`, streaming every answer to an open CSV file (if given) and keeping the
-    first ``keep`` trials' batches (all with ``keep=None``) for display; memory stays bounded."""
+    first ``keep`` trials' batches (all with ``keep=None``) for display; memory stays bounded.
+    ``on_batch(batch)``, if given, is called for every batch (e.g. to stream region weights)."""
     from fmri_edge import submission
 
     if csv_file is not None:
         submission.write_header(csv_file)
     summary = Summary(0, [], [])
-    for item in predict(decoder, paths, batch_size):
+    for item in predict(decoder, paths, batch_size, policy):
         if isinstance(item, io.InputError):
             summary.problems.append(item)
             continue
         if csv_file is not None:
             submission.write_rows(csv_file, item.participant, item.trial, item.valence_class,
                                   item.valence_level, item.class_probs)
+        if on_batch is not None:
+            on_batch(item)
         if keep is None or summary.n_trials < keep:
             summary.kept.append(item)
         summary.n_trials += len(item)

@@ -198,7 +198,7 @@ def plot_curves(res: dict, protocol: str, path: Path, title: str) -> None:
         a2.plot(ep, [r.get("val_metric", np.nan) for r in h], lw=1, label=f["name"].replace("test ", ""))
         a2.axvline(f["best_epoch"], color=a2.lines[-1].get_color(), lw=0.5, ls=":")
     a1.set_title("training loss")
-    a2.set_title("inner-validation metric (lower is better; dotted: kept epoch)")
+    a2.set_title("inner-validation metric, lower is better\n(dotted: kept epoch)", fontsize=10)
     for a in (a1, a2):
         a.set_xlabel("epoch")
     a2.legend(fontsize=6, ncol=2)

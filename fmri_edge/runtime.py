@@ -4,10 +4,15 @@ The ONNX file is the contract: its metadata (key ``fmri_edge``, a JSON document,
 ``json.loads`` and never evaluated) says the input shape, label values, normalization, region
 names and provenance. Outputs: ``class_probs`` (N, 3), ``level_probs`` (N, 9) and
 ``region_weights`` (N, n_regions), the input SE block's attention per region.
+
+Before a model is opened, its sha256 is checked against its model card (``<name>.md`` beside
+``<name>.onnx``, line ``| sha256 | `<hex>` |``) when one is there.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,10 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from fmri_edge.io import InputError
+from fmri_edge.normalize import SUBJECT_NORMS
 
 METADATA_KEY = "fmri_edge"
 OUTPUT_NAMES = ("class_probs", "level_probs", "region_weights")
 DEFAULT_MODEL = "fmri-edge-se.onnx"
+CLASS_VALUES = (-1, 0, 1)
+LEVEL_VALUES = tuple(range(-4, 5))
+LEVEL_RULES = ("argmax", "min_expected_error")
+CARD_SHA256 = re.compile(r"^\|\s*sha256\s*\|\s*`([0-9a-fA-F]{64})`\s*\|", re.MULTILINE)
 
 
 def default_model_path() -> Path:
@@ -42,18 +52,65 @@ class ModelInfo:
 
     @classmethod
     def from_metadata(cls, path: Path, meta: dict) -> "ModelInfo":
+        """Checked values only: the runtime's decisions assume CLASS −1, 0, 1 and LEVEL −4 … 4."""
         try:
             n_regions, n_times = int(meta["n_regions"]), int(meta["n_times"])
+            if n_regions < 1 or n_times < 1 or n_regions != meta["n_regions"] or n_times != meta["n_times"]:
+                raise ValueError(f"n_regions {meta['n_regions']!r} and n_times {meta['n_times']!r} must be "
+                                 "positive whole numbers")
             names = tuple(meta.get("region_names") or [f"region_{i}" for i in range(n_regions)])
-            if len(names) != n_regions:
+            if len(names) != n_regions or not all(isinstance(n, str) for n in names):
                 raise ValueError(f"{len(names)} region names for {n_regions} regions")
-            return cls(path, n_regions, n_times,
-                       tuple(meta.get("class_values", (-1, 0, 1))),
-                       tuple(meta.get("level_values", range(-4, 5))),
+            info = cls(path, n_regions, n_times,
+                       tuple(meta.get("class_values", CLASS_VALUES)),
+                       tuple(meta.get("level_values", LEVEL_VALUES)),
                        names, meta.get("level_rule", "argmax"),
                        meta.get("subject_normalization"), meta)
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(path, f"fmri-edge metadata is incomplete or malformed ({e})") from None
+            if info.class_values != CLASS_VALUES or info.level_values != LEVEL_VALUES:
+                raise ValueError(f"class_values {list(info.class_values)} / level_values {list(info.level_values)}"
+                                 f", expected {list(CLASS_VALUES)} / {list(LEVEL_VALUES)}")
+            if info.level_rule not in LEVEL_RULES:
+                raise ValueError(f"unknown level_rule {info.level_rule!r} ({', '.join(LEVEL_RULES)})")
+            if (info.subject_normalization or "none") not in SUBJECT_NORMS:
+                raise ValueError(f"unknown subject_normalization {info.subject_normalization!r} "
+                                 f"({', '.join(SUBJECT_NORMS)})")
+            return info
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise InputError(path, f"fmri-edge metadata is incomplete or malformed ({e}); "
+                                   "export the model again with `fmri-edge export`") from None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_model_card(path: Path) -> Path | None:
+    """The model card beside ``path`` (``<name>.md``) if it has a sha256 line, after checking that
+    the file matches it; None where there is no card to check against."""
+    card = path.with_suffix(".md")
+    if path.suffix != ".onnx" or not card.is_file():
+        return None
+    found = CARD_SHA256.search(card.read_text(errors="replace"))
+    if found is None:
+        return None
+    want, got = found.group(1).lower(), file_sha256(path)
+    if got != want:
+        raise InputError(path, f"sha256 {got[:16]}… disagrees with its model card {card.name} ({want[:16]}…): the "
+                               "file is corrupt or was replaced; download or export it again (or update the card "
+                               "if the model was changed on purpose)")
+    return card
+
+
+def _ort_reason(e: Exception) -> str:
+    """onnxruntime's error code and reason, without the path it repeats."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    code = re.search(r"\b([A-Z][A-Z_]{3,})\b", text)
+    reason = text.rsplit("failed:", 1)[-1].strip() if "failed:" in text else ""
+    return ": ".join(x for x in (code.group(1) if code else "", reason) if x)[:120] or text[:120]
 
 
 def session_options(threads: int = 0):
@@ -80,20 +137,26 @@ class Decoder:
         self.path = Path(path) if path is not None else default_model_path()
         if not self.path.is_file():
             raise InputError(self.path, "model file not found")
+        if self.path.stat().st_size == 0:
+            raise InputError(self.path, "empty model file (0 bytes); download or export it again")
+        self.card = check_model_card(self.path)
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(threads),
                                                 providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises several private exception types
-            raise InputError(self.path, f"not a loadable ONNX model ({str(e).splitlines()[0][:100]})") from None
+            raise InputError(self.path, f"not a loadable ONNX model ({_ort_reason(e)}); "
+                                        "pass an .onnx file written by `fmri-edge export`") from None
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise InputError(self.path, "ONNX model without fmri-edge metadata; export it with `fmri-edge export`")
         try:
             meta = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise InputError(self.path, f"fmri-edge metadata is not valid JSON ({e})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise InputError(self.path, f"fmri-edge metadata is not valid JSON ({str(e)[:100]}); "
+                                        "export the model again with `fmri-edge export`") from None
         if not isinstance(meta, dict):
-            raise InputError(self.path, "fmri-edge metadata is not a JSON object")
+            raise InputError(self.path, f"fmri-edge metadata is a JSON {type(meta).__name__}, expected an object; "
+                                        "export the model again with `fmri-edge export`")
         self.info = ModelInfo.from_metadata(self.path, meta)
         self._check_graph()
 
@@ -104,12 +167,20 @@ class Decoder:
             raise InputError(self.path, f"model has {len(inputs)} inputs, expected 1 (trials)")
         shape = inputs[0].shape
         want = [self.info.n_regions, self.info.n_times]
+        if inputs[0].type != "tensor(float)":
+            raise InputError(self.path, f"model input is {inputs[0].type}, expected tensor(float) trials")
         if len(shape) != 3 or list(shape[1:]) != want:
             raise InputError(self.path, f"model input shape {shape} disagrees with its metadata "
-                                        f"(batch, {want[0]}, {want[1]})")
+                                        f"(batch, {want[0]}, {want[1]}); export the model again with `fmri-edge export`")
         missing = [n for n in OUTPUT_NAMES if n not in outputs]
         if missing:
             raise InputError(self.path, f"model lacks outputs {missing} (has {outputs})")
+        widths = {"class_probs": len(self.info.class_values), "level_probs": len(self.info.level_values),
+                  "region_weights": self.info.n_regions}
+        for o in self.session.get_outputs():
+            if o.name in widths and o.shape and isinstance(o.shape[-1], int) and o.shape[-1] != widths[o.name]:
+                raise InputError(self.path, f"model output {o.name} has shape {o.shape}, its metadata says "
+                                            f"(batch, {widths[o.name]})")
         self.input_name = inputs[0].name
 
     def run(self, trials: np.ndarray) -> dict[str, np.ndarray]:

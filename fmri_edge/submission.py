@@ -6,6 +6,7 @@ interrupted run leaves either the old file or a complete new one. Reading checks
 from __future__ import annotations
 
 import csv
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -20,14 +21,23 @@ HEADER = ["Participant", "Trial", "CLASS", "LEVEL"]
 PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
 
 
-@contextmanager
-def atomic_write(path: str | Path, force: bool = False):
-    """Open ``path`` for writing text; it appears only when the block completes."""
+def check_new(path: str | Path, force: bool = False) -> Path:
+    """Refuse an output path that exists (unless ``force``) or whose folder does not."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder; give a file name for the output")
     if path.exists() and not force:
         raise InputError(path, "exists; use --force to overwrite")
     if not path.parent.is_dir():
-        raise InputError(path, f"folder {path.parent} does not exist")
+        raise InputError(path, f"folder {path.parent} does not exist; create it first")
+    return path
+
+
+@contextmanager
+def atomic_write(path: str | Path, force: bool = False):
+    """Open ``path`` for writing text; it appears only when the block completes. An exception or an
+    interrupt (Ctrl-C) inside the block leaves the old file, if any, untouched."""
+    path = check_new(path, force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as f:
@@ -57,32 +67,55 @@ def read_answers(path: str | Path) -> Answers:
     if not path.is_file():
         raise InputError(path, "no such file")
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(path, f"not a readable CSV ({e})") from None
-    if not rows or [c.strip() for c in rows[0][:4]] != HEADER:
-        raise InputError(path, f"expected header starting {','.join(HEADER)}")
+        raise InputError(path, f"not a readable CSV ({str(e)[:100]}); expected a text file with header "
+                               f"{','.join(HEADER)}") from None
+    if not rows:
+        raise InputError(path, f"empty file; expected a header {','.join(HEADER)} and one row per trial")
+    if [c.strip() for c in rows[0][:4]] != HEADER:
+        raise InputError(path, f"line 1: expected a header starting {','.join(HEADER)}, got {','.join(rows[0][:4])!r}")
     parts, trials, classes, levels = [], [], [], []
-    seen = set()
+    seen: dict[tuple[str, int], int] = {}
     for n, row in enumerate(rows[1:], start=2):
-        if not row:
+        if not row or not "".join(row).strip():
             continue
-        try:
-            p, t, c, lv = row[0].strip(), int(row[1]), int(float(row[2])), int(float(row[3]))
-        except (ValueError, IndexError):
-            raise InputError(path, f"line {n}: expected Participant,Trial,CLASS,LEVEL, got {','.join(row[:4])!r}") from None
-        if c not in (-1, 0, 1):
-            raise InputError(path, f"line {n}: CLASS {c} outside {{-1, 0, 1}}")
-        if not -4 <= lv <= 4:
-            raise InputError(path, f"line {n}: LEVEL {lv} outside {{-4 … 4}}")
+        p, t, c, lv = _parse_row(path, n, row)
         if (p, t) in seen:
-            raise InputError(path, f"line {n}: duplicate row for participant {p}, trial {t}")
-        seen.add((p, t))
+            raise InputError(path, f"line {n}: duplicate row for participant {p}, trial {t} (first on line "
+                                   f"{seen[p, t]}); keep one row per trial")
+        seen[p, t] = n
         parts.append(p), trials.append(t), classes.append(c), levels.append(lv)
     if not parts:
-        raise InputError(path, "no rows")
+        raise InputError(path, "no rows after the header; expected one row per trial")
     return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels))
+
+
+def _parse_row(path: Path, n: int, row: list[str]) -> tuple[str, int, int, int]:
+    """One CSV row → (participant, trial, CLASS, LEVEL), every value checked."""
+    if len(row) < 4 or not row[0].strip():
+        raise InputError(path, f"line {n}: expected Participant,Trial,CLASS,LEVEL, got {','.join(row[:4])!r}")
+    t, c, lv = (_whole(x) for x in row[1:4])
+    for name, value, text in (("Trial", t, row[1]), ("CLASS", c, row[2]), ("LEVEL", lv, row[3])):
+        if value is None:
+            raise InputError(path, f"line {n}: {name} {text.strip()!r} is not a whole number")
+    if t < 1:
+        raise InputError(path, f"line {n}: Trial {t}; trials are counted from 1")
+    if c not in (-1, 0, 1):
+        raise InputError(path, f"line {n}: CLASS {c} outside {{-1, 0, 1}}")
+    if not -4 <= lv <= 4:
+        raise InputError(path, f"line {n}: LEVEL {lv} outside {{-4 … 4}}")
+    return row[0].strip(), t, c, lv
+
+
+def _whole(text: str) -> int | None:
+    """``"3"``, ``" -1 "`` or ``"2.0"`` → int; anything else (``"0.5"``, ``"nan"``, ``"x"``) → None."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return int(v) if math.isfinite(v) and v == int(v) else None
 
 
 def read_labels(path: str | Path) -> Answers:
@@ -91,18 +124,16 @@ def read_labels(path: str | Path) -> Answers:
     if path.is_dir():
         parts, trials, classes, levels = [], [], [], []
         for src in discover([path]):
-            lab = load_labels(src.path.parent / LABEL_FILE) if (src.path.parent / LABEL_FILE).is_file() \
-                else _missing(src.path.parent / LABEL_FILE)
+            label_path = src.path.parent / LABEL_FILE
+            if not label_path.is_file():
+                raise InputError(label_path, "missing: every subject folder needs labels.npz to be scored")
+            lab = load_labels(label_path)
             parts += [src.participant] * len(lab)
             trials += list(range(1, len(lab) + 1))
             classes += lab[:, 0].tolist()
             levels += lab[:, 1].tolist()
         return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels))
     return read_answers(path)
-
-
-def _missing(path: Path):
-    raise InputError(path, "missing: every subject folder needs labels.npz to be scored")
 
 
 def align(pred: Answers, truth: Answers, pred_path, truth_path) -> tuple[np.ndarray, np.ndarray]:
@@ -114,15 +145,17 @@ def align(pred: Answers, truth: Answers, pred_path, truth_path) -> tuple[np.ndar
         only_p = sorted({p for p, _ in pk} - {p for p, _ in tk})
         only_t = sorted({p for p, _ in tk} - {p for p, _ in pk})
         raise InputError(pred_path, f"participants differ from {truth_path}: "
-                                    f"only in predictions {only_p or '-'}, only in labels {only_t or '-'}")
+                                    f"only in predictions {only_p or '-'}, only in labels {only_t or '-'}; "
+                                    "score predictions against the labels of the same participants")
     missing = [k for k in tk if k not in pset]
     if missing:
         raise InputError(pred_path, f"{len(missing)} labeled trial(s) have no prediction, first {missing[0][0]} "
-                                    f"trial {missing[0][1]}")
+                                    f"trial {missing[0][1]}; predict every labeled trial (a partial score "
+                                    "would not be the challenge score)")
     extra = [k for k in pk if k not in tset]
     if extra:
         raise InputError(pred_path, f"{len(extra)} predicted trial(s) have no label, first {extra[0][0]} "
-                                    f"trial {extra[0][1]}")
+                                    f"trial {extra[0][1]}; check that both files describe the same trials")
     return np.arange(len(pk)), np.array([tindex[k] for k in pk])
 
 

@@ -65,7 +65,8 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
         "architecture": "SE residual 1-D CNN (Lin & Lee, ICBHI 2024)" + ("" if cfg.se else ", vanilla (no SE)")
                         + (f", EBR regions {recipe.get('regions')}" if cfg.region_idx else ""),
         "normalization": {"per_trial": cfg.normalization, "baseline_s": cfg.baseline_s, "inside_graph": True},
-        "subject_normalization": recipe.get("subject_normalization"),
+        # the recipe keeps it as [model] subject_norm ("none" | "zscore" | "center")
+        "subject_normalization": None if getattr(cfg, "subject_norm", "none") == "none" else cfg.subject_norm,
         "class_values": [-1, 0, 1], "level_values": list(range(-4, 5)),
         "level_rule": recipe["eval"]["level_rule"],
         "heads": cfg.heads,

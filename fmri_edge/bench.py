@@ -1,0 +1,884 @@
+"""How fast is edge inference, against PyTorch and against what this CPU can do (``fmri-edge bench``).
+
+One run measures, on the same weights and the same real trials:
+
+- **engines** — onnxruntime fp32 (the exported model), onnxruntime int8 (static QDQ, calibrated on
+  real trials) and PyTorch eager (the training network in eval mode under
+  ``torch.inference_mode``, same thread count): latency at batch 1, trials/s at batch 32, 256,
+  4096 (warm-up, then interleaved rounds; medians over every call);
+- **FLOPs per trial**, counted from the ONNX graph (2 × multiply-adds of every Conv, Gemm and
+  MatMul at batch 1; element-wise ops and reductions are not counted) and checked against the
+  same count from the PyTorch layer shapes; achieved GFLOP/s against a **practical peak**: the
+  float32 GEMM rate of numpy (its BLAS) on the same threads, measured in the same run;
+- **cold start**: wall time of ``fmri-edge predict`` on a 30-trial file, process start to exit,
+  against the same job done the PyTorch way (:data:`TORCH_PREDICT`, a script that imports
+  torch, loads the checkpoint, normalizes, predicts and writes the CSV);
+- **large input**: ``fmri-edge predict`` on a ≥ 100 000-trial float32 ``.npy`` made by the
+  simulator (written to a temporary folder and deleted afterwards): end-to-end trials/s
+  (loading, validation, normalization, inference, CSV) and peak resident memory;
+- **session options**: the alternatives to :func:`fmri_edge.runtime.session_options` and the
+  batch sizes around the default, so the choices stay measured.
+
+Ratios are computed inside one run; nothing here asserts a wall time. torch (and onnx) are
+imported lazily, only by the parts that need them. Library code only: the CLI renders
+:func:`run_bench`'s dict (:func:`tables`, :func:`markdown`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_RUN = Path("runs/fmri-edge-se")
+DEFAULT_DATA = Path("../shared/data/icbhi2024/Train")
+ENGINES = ("ort-fp32", "ort-int8", "torch")
+ENGINE_LABELS = {"ort-fp32": "onnxruntime fp32", "ort-int8": "onnxruntime int8", "torch": "PyTorch eager"}
+
+# The targets of issue 4 (ratios from one run).
+TARGETS = {
+    "ort_vs_torch_b1": 4.0, "ort_vs_torch_b256": 1.2, "pct_of_gemm_peak": 75.0,
+    "e2e_vs_model_only": 0.60, "large_peak_rss_mb": 400.0, "int8_vs_fp32_b256": 1.5,
+    "int8_acc_change_points": -1.0, "cold_start_s": 0.5, "cold_start_vs_torch": 0.25,
+}
+
+
+@dataclass
+class BenchConfig:
+    run: Path = DEFAULT_RUN                 # run folder with model.pt (and fold<k>.pt for ensembles)
+    model: Path | None = None               # fp32 ONNX of the same weights (default models/<name>.onnx, else exported)
+    data: Path | None = None                # real trials (default: the run's recipe data, else ../shared/…/Train)
+    threads: int = 0                        # 0 = os.cpu_count(); the same for onnxruntime, torch and numpy
+    batches: tuple = (1, 32, 256, 4096)
+    seconds: float = 1.0                    # timing budget per engine, batch and round
+    rounds: int = 3
+    engines: tuple = ENGINES
+    cold_runs: int = 5                      # cold-start repeats per path (0 = skip)
+    large_trials: int = 100_000             # trials in the large-input file (0 = skip)
+    large_batch: int | None = None          # --batch-size for the large run (default: predict's default)
+    workdir: Path | None = None             # temporary files (default: a new folder under the system temp dir)
+    gemm_sizes: tuple = (2048, 4096)
+    sweep: bool = True                      # session options and batch sizes around the default
+    sweep_batches: tuple = (64, 128, 256, 512, 1024)
+    int8_cv: dict | None = None             # an int8 accuracy check to quote (from `fmri-edge export --int8`)
+
+
+# ---- machine --------------------------------------------------------------------------------------
+
+def resolve_threads(threads: int) -> int:
+    return threads or os.cpu_count() or 1
+
+
+def machine_info() -> dict:
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine()):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    import importlib.metadata as md
+
+    for pkg in ("torch", "onnx"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "simd": sorted(f for f in flags if f in {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
+                                                       "amx_bf16"}),
+            "memory_gb": _memory_gb(), "versions": versions,
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_average_start": _load()}
+
+
+def _memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _load() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+# ---- the reference network (torch, lazily) ----------------------------------------------------------
+
+def load_reference(run: Path):
+    """The run's network(s) as PyTorch runs them: ``(net, members, ckpt, recipe)`` where ``net``
+    maps raw trials to (class_probs, level_probs, region_weights) exactly like the exported graph
+    (the fold models averaged when the recipe exports an ensemble, as ``fmri-edge export`` does)."""
+    from fmri_edge.training.export import Ensemble
+    from fmri_edge.training.fit import load_checkpoint
+
+    path = run / "model.pt" if run.is_dir() else run
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint {path}: train one (`fmri-edge train`), or make a freshly "
+                                "initialised full-size run for speed tests with fmri_edge.bench.random_run")
+    model, ckpt = load_checkpoint(path)
+    recipe = json.loads(ckpt["recipe"]) if isinstance(ckpt.get("recipe"), str) else {}
+    folds = sorted(path.parent.glob("fold*.pt"))
+    members = [load_checkpoint(p)[0] for p in folds] if recipe.get("ensemble") and folds else [model]
+    net = Ensemble(members, model.cfg.n_regions).eval()
+    return net, members, ckpt, recipe
+
+
+def random_run(out: str | Path, seed: int = 0, **config) -> Path:
+    """A run folder holding a freshly initialised full-size network (``model.pt``): the same
+    architecture and FLOPs as a trained one, so the same speed. For benchmarks and tests only."""
+    import torch
+
+    from fmri_edge.training.fit import save_checkpoint
+    from fmri_edge.training.model import ModelConfig, build_model
+    from fmri_edge.training.recipe import Recipe
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{"heads": {"class": 3, "level": 9}, **config})
+    model = build_model(cfg).eval()
+    recipe = Recipe(name=f"random-{out.name}", data=str(DEFAULT_DATA))
+    recipe.model = cfg
+    save_checkpoint(model, out / "model.pt", region_names=[f"region_{i}" for i in range(cfg.n_regions)],
+                    recipe=json.dumps(recipe.to_dict()), epochs=0, participants=[])
+    return out
+
+
+# ---- inputs ---------------------------------------------------------------------------------------
+
+def real_trials(data: Path | None, recipe: dict, n_times: int, subject_norm: str) -> tuple[np.ndarray, str]:
+    """Trials as the graph receives them: real ICBHI trials where present (subject-normalized if
+    the model asks for it), else simulated ones of the same shape and scale."""
+    from fmri_edge.io import InputError, load_icbhi
+
+    root = Path(data) if data else Path(recipe.get("data") or DEFAULT_DATA)
+    if root.is_dir():
+        try:
+            subjects = load_icbhi(root, n_times=n_times)
+            from fmri_edge.training.quantize import graph_inputs
+
+            x, _, _ = graph_inputs(subjects, subject_norm)
+            return x, f"{len(x)} real trials ({root})"
+        except InputError:
+            pass
+    from fmri_edge.simulate import simulate
+
+    x, _, _ = simulate(480, n_times=n_times, n_subjects=16, seed=0)
+    if subject_norm and subject_norm != "none":
+        from fmri_edge.normalize import normalize_by_participant
+
+        x = normalize_by_participant(x, np.repeat(np.arange(16), 30), subject_norm)
+    return x.astype(np.float32), f"{len(x)} simulated trials (no real data at {root})"
+
+
+def batch_of(x: np.ndarray, b: int) -> np.ndarray:
+    return np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])), dtype=np.float32)
+
+
+# ---- FLOPs ----------------------------------------------------------------------------------------
+
+def flops_onnx(path: str | Path) -> dict:
+    """FLOPs per trial counted from the ONNX graph at batch 1: 2 × multiply-adds of every Conv,
+    Gemm and MatMul (shapes from onnx shape inference). Element-wise ops and reductions are
+    counted separately as output elements (``other_elements``), not as FLOPs."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    g = model.graph
+    dim = g.input[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = 1
+    del g.value_info[:]
+    for o in g.output:
+        o.type.tensor_type.shape.dim[0].Clear()
+        o.type.tensor_type.shape.dim[0].dim_value = 1
+    g = shape_inference.infer_shapes(model, data_prop=True).graph
+    shapes = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+    for init in g.initializer:
+        shapes[init.name] = list(init.dims)
+    by_op: dict[str, int] = {}
+    other = 0
+    for node in g.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if node.op_type == "Conv":
+            w = shapes[node.input[1]]
+            f = 2 * int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type == "Gemm":
+            a = shapes[node.input[0]]
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            k = a[0] if trans_a else a[1]
+            f = 2 * int(np.prod(out)) * k
+        elif node.op_type == "MatMul":
+            f = 2 * int(np.prod(out)) * shapes[node.input[0]][-1]
+        else:
+            if out and all(d is not None for d in out):
+                other += int(np.prod(out))
+            continue
+        by_op[node.op_type] = by_op.get(node.op_type, 0) + f
+    params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
+    return {"per_trial": int(sum(by_op.values())), "by_op": by_op, "other_elements": other, "parameters": params,
+            "method": "ONNX graph at batch 1: 2 × multiply-adds of Conv, Gemm, MatMul"}
+
+
+def flops_torch(members, n_times: int, n_regions: int = 246) -> int:
+    """The same count from the PyTorch layers (Conv1d, Linear) seen in one batch-1 forward pass."""
+    import torch
+    from torch import nn
+
+    total = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, nn.Conv1d):
+            total[0] += 2 * out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0]
+        elif isinstance(mod, nn.Linear):
+            total[0] += 2 * out.numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for net in members for m in net.modules()
+               if isinstance(m, (nn.Conv1d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            for net in members:
+                net(torch.zeros(1, n_regions, n_times))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+# ---- the practical peak ---------------------------------------------------------------------------
+
+GEMM_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+out = {}
+for n, reps in json.loads(sys.argv[1]):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)
+    out[n] = {"gflops_median": 2 * n ** 3 / float(np.median(ts)) / 1e9, "gflops_best": 2 * n ** 3 / min(ts) / 1e9,
+              "reps": reps}
+print(json.dumps(out))
+"""
+
+
+def gemm_peak(threads: int, sizes=(2048, 4096)) -> dict:
+    """float32 GEMM rate of numpy's BLAS on ``threads`` threads (a fresh process, so the BLAS
+    thread count is set before it loads): the median rate per size, the best size is the peak."""
+    env = {**os.environ, **{k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    plan = [(int(n), 5 if n <= 2048 else 3) for n in sizes]
+    res = subprocess.run([sys.executable, "-c", GEMM_SCRIPT, json.dumps(plan)], capture_output=True, text=True,
+                         env=env, check=True)
+    per = {int(k): {kk: round(vv, 1) if isinstance(vv, float) else vv for kk, vv in v.items()}
+           for k, v in json.loads(res.stdout).items()}
+    best = max(per, key=lambda n: per[n]["gflops_median"])
+    return {"gflops": per[best]["gflops_median"], "size": best, "sizes": per, "threads": threads,
+            "method": "numpy float32 matmul n×n, median over repeats, best n"}
+
+
+def ort_gemm_peak(threads: int, n: int = 2048, reps: int = 5) -> dict:
+    """The same GEMM through onnxruntime's own MatMul kernel (MLAS), for context."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from fmri_edge.runtime import session_options
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 10)
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
+    sess.run(None, feed)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        ts.append(time.perf_counter() - t)
+    return {"gflops": round(2 * n ** 3 / float(np.median(ts)) / 1e9, 1), "size": n, "threads": threads}
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+
+def time_engines(engines: dict[str, Callable], x: np.ndarray, batches, seconds: float, rounds: int,
+                 log: Callable[[str], None] = lambda s: None) -> dict:
+    """{engine: {batch: stats}}: per batch size, every engine is warmed up, then timed in
+    ``rounds`` interleaved rounds of about ``seconds`` each; stats are medians over all calls."""
+    out: dict[str, dict] = {k: {} for k in engines}
+    for b in batches:
+        xb = batch_of(x, b)
+        for fn in engines.values():
+            fn(xb)
+            if b <= 32:
+                fn(xb)
+        times: dict[str, list] = {k: [] for k in engines}
+        for _ in range(rounds):
+            for k, fn in engines.items():
+                t_end = time.perf_counter() + seconds
+                while True:
+                    t = time.perf_counter()
+                    fn(xb)
+                    now = time.perf_counter()
+                    times[k].append(now - t)
+                    if now >= t_end:
+                        break
+        for k, ts in times.items():
+            med = float(np.median(ts))
+            out[k][b] = {"trials_per_s": round(b / med, 1), "ms_per_call": round(1e3 * med, 4),
+                         "ms_per_call_p10": round(1e3 * float(np.percentile(ts, 10)), 4),
+                         "ms_per_call_p90": round(1e3 * float(np.percentile(ts, 90)), 4), "calls": len(ts)}
+        log(f"batch {b}: " + ", ".join(f"{k} {out[k][b]['trials_per_s']:.0f} trials/s" for k in engines))
+    return out
+
+
+def ort_engine(path: Path, threads: int, **options) -> Callable:
+    from fmri_edge.runtime import Decoder
+
+    dec = Decoder(path, threads=threads)
+    if options:
+        import onnxruntime as ort
+
+        from fmri_edge.runtime import session_options
+
+        so = session_options(threads)
+        for k, v in options.items():
+            if k == "spinning":
+                so.add_session_config_entry("session.intra_op.allow_spinning", v)
+            else:
+                setattr(so, k, v)
+        dec.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return dec.run
+
+
+def torch_engine(net, threads: int) -> Callable:
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def run(xb: np.ndarray):
+        with torch.inference_mode():
+            return [t.numpy() for t in net(torch.from_numpy(xb))]
+
+    return run
+
+
+def session_option_sweep(path: Path, x: np.ndarray, threads: int, seconds: float, rounds: int,
+                         batches=(1, 256), log=lambda s: None) -> dict:
+    """The chosen session options against each single alternative (same run, interleaved)."""
+    import onnxruntime as ort
+
+    lvl = ort.GraphOptimizationLevel
+    variants = {
+        "chosen": {},
+        "spinning on": {"spinning": "1"},
+        "1 thread": {"intra_op_num_threads": 1},
+        "graph opt: extended": {"graph_optimization_level": lvl.ORT_ENABLE_EXTENDED},
+        "graph opt: basic": {"graph_optimization_level": lvl.ORT_ENABLE_BASIC},
+        "graph opt: off": {"graph_optimization_level": lvl.ORT_DISABLE_ALL},
+    }
+    engines, load_s = {}, {}
+    for name, opts in variants.items():
+        t = time.perf_counter()
+        engines[name] = ort_engine(path, threads, **opts) if opts else ort_engine(path, threads, spinning="0")
+        load_s[name] = round(time.perf_counter() - t, 4)
+    res = time_engines(engines, x, batches, seconds, rounds, log)
+    return {"variants": {k: {"options": {kk: str(vv) for kk, vv in variants[k].items()}, "session_open_s": load_s[k],
+                             **{str(b): res[k][b] for b in batches}} for k in variants},
+            "relative_to_chosen": {k: {str(b): round(res[k][b]["trials_per_s"] / res["chosen"][b]["trials_per_s"], 3)
+                                       for b in batches} for k in variants}}
+
+
+# ---- cold start ------------------------------------------------------------------------------------
+
+TORCH_PREDICT = r'''
+"""The job of `fmri-edge predict TRIALS.npy --out OUT.csv`, done the PyTorch way."""
+import csv, json, sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmri_edge import scoring
+from fmri_edge.normalize import subject_normalize
+from fmri_edge.training.export import Ensemble
+from fmri_edge.training.fit import load_checkpoint
+
+run, trials_path, out_path, threads = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(threads)
+model, ckpt = load_checkpoint(run / "model.pt")
+recipe = json.loads(ckpt.get("recipe", "{}"))
+folds = sorted(run.glob("fold*.pt"))
+members = [load_checkpoint(p)[0] for p in folds] if recipe.get("ensemble") and folds else [model]
+net = Ensemble(members, model.cfg.n_regions).eval()
+x = np.load(trials_path).astype(np.float32)
+x = x[None] if x.ndim == 2 else x
+if model.cfg.subject_norm != "none":
+    x = subject_normalize(x, model.cfg.subject_norm)
+with torch.inference_mode():
+    class_probs, level_probs, _ = (t.numpy() for t in net(torch.from_numpy(x)))
+c = scoring.decide_class(class_probs)
+lv = scoring.decide_level(level_probs, recipe.get("eval", {}).get("level_rule", "argmax"))
+with open(out_path, "w", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(["Participant", "Trial", "CLASS", "LEVEL", "p_negative", "p_neutral", "p_positive"])
+    for i in range(len(x)):
+        w.writerow([trials_path.stem, i + 1, int(c[i]), int(lv[i]), *(f"{p:.4f}" for p in class_probs[i])])
+'''
+
+
+def fmri_edge_command() -> list[str]:
+    """How a user starts the CLI: the console script beside this interpreter, else ``-m``."""
+    script = Path(sys.executable).parent / "fmri-edge"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("fmri-edge")
+    return [found] if found else [sys.executable, "-m", "fmri_edge.cli"]
+
+
+def wall(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, int, int]:
+    """Wall seconds from process start to exit, peak RSS (KB) and exit code of one command."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    _, status, usage = os.wait4(p.pid, 0)
+    elapsed = time.perf_counter() - t
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {err.strip()[-500:]}")
+    return elapsed, usage.ru_maxrss, p.returncode
+
+
+def cold_start(fp32: Path, run: Path, trials30: np.ndarray, threads: int, runs: int, workdir: Path,
+               log=lambda s: None) -> dict:
+    """`fmri-edge predict` on 30 trials vs the PyTorch script, each from process start to exit
+    (alternating, ``runs`` times each, after one untimed run of each to warm the file cache)."""
+    x = workdir / "trials30.npy"
+    np.save(x, trials30)
+    script = workdir / "torch_predict.py"
+    script.write_text(TORCH_PREDICT)
+    ort_cmd = [*fmri_edge_command(), "predict", str(x), "--model", str(fp32), "--out", str(workdir / "ort30.csv"),
+               "--force", "--threads", str(threads)]
+    torch_cmd = [sys.executable, str(script), str(run if run.is_dir() else run.parent), str(x),
+                 str(workdir / "torch30.csv"), str(threads)]
+    help_cmd = [*fmri_edge_command(), "--help"]
+    times: dict[str, list] = {"fmri-edge predict": [], "pytorch script": [], "fmri-edge --help": []}
+    for cmd in (ort_cmd, torch_cmd, help_cmd):
+        wall(cmd)
+    for _ in range(runs):
+        times["fmri-edge predict"].append(wall(ort_cmd)[0])
+        times["pytorch script"].append(wall(torch_cmd)[0])
+        times["fmri-edge --help"].append(wall(help_cmd)[0])
+    med = {k: round(float(np.median(v)), 4) for k, v in times.items()}
+    same = _same_answers(workdir / "ort30.csv", workdir / "torch30.csv")
+    log(f"cold start: fmri-edge predict {med['fmri-edge predict']:.2f} s, PyTorch {med['pytorch script']:.2f} s")
+    return {"median_s": med, "runs": {k: [round(t, 4) for t in v] for k, v in times.items()},
+            "ratio_fmri_edge_vs_torch": round(med["fmri-edge predict"] / med["pytorch script"], 3),
+            "same_answers": same, "n_trials": int(len(trials30)), "command": " ".join(ort_cmd),
+            "torch_script": TORCH_PREDICT.strip()}
+
+
+def _same_answers(a: Path, b: Path) -> float | None:
+    """Fraction of rows where two submission CSVs give the same CLASS and LEVEL."""
+    import csv
+
+    try:
+        ra = list(csv.DictReader(open(a)))
+        rb = list(csv.DictReader(open(b)))
+    except OSError:
+        return None
+    if len(ra) != len(rb) or not ra:
+        return None
+    return round(sum((x["CLASS"], x["LEVEL"]) == (y["CLASS"], y["LEVEL"]) for x, y in zip(ra, rb)) / len(ra), 4)
+
+
+# ---- large input -------------------------------------------------------------------------------------
+
+def write_large_npy(path: Path, n_trials: int, n_times: int = 25, chunk: int = 2000) -> int:
+    """A float32 (n_trials, 246, n_times) .npy from the simulator, written chunk by chunk."""
+    from fmri_edge.simulate import simulate
+
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_trials, 246, n_times))
+    for i in range(0, n_trials, chunk):
+        n = min(chunk, n_trials - i)
+        arr[i:i + n] = simulate(n, n_times=n_times, seed=i // chunk)[0]
+    arr.flush()
+    del arr
+    return path.stat().st_size
+
+
+def large_input(fp32: Path, n_trials: int, threads: int, batch: int | None, workdir: Path, n_times: int = 25,
+                log=lambda s: None) -> dict:
+    """End-to-end `fmri-edge predict` on a big simulated .npy: wall time, trials/s, peak RSS."""
+    from fmri_edge.predict import DEFAULT_BATCH
+
+    npy, csv_path = workdir / "large.npy", workdir / "large.csv"
+    try:
+        t = time.perf_counter()
+        size = write_large_npy(npy, n_trials, n_times)
+        log(f"large input: wrote {n_trials} simulated trials ({size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s")
+        cmd = [*fmri_edge_command(), "predict", str(npy), "--model", str(fp32), "--out", str(csv_path), "--force",
+               "--threads", str(threads), "--batch-size", str(batch or DEFAULT_BATCH)]
+        elapsed, rss_kb, _ = wall(cmd)
+        with open(csv_path, "rb") as f:
+            rows = sum(1 for _ in f) - 1
+        log(f"large input: {n_trials / elapsed:.0f} trials/s end to end, peak RSS {rss_kb / 1024:.0f} MB")
+        return {"n_trials": n_trials, "file_bytes": size, "wall_s": round(elapsed, 3),
+                "trials_per_s": round(n_trials / elapsed, 1), "peak_rss_mb": round(rss_kb / 1024, 1),
+                "csv_rows": rows, "batch_size": batch or DEFAULT_BATCH, "command": " ".join(cmd)}
+    finally:
+        npy.unlink(missing_ok=True)
+        csv_path.unlink(missing_ok=True)
+
+
+# ---- the whole benchmark ----------------------------------------------------------------------------
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Every measurement of the module docstring, in one run; returns a JSON-ready dict."""
+    threads = resolve_threads(cfg.threads)
+    own = tempfile.TemporaryDirectory(prefix="fmri-edge-bench-") if cfg.workdir is None else None
+    workdir = Path(own.name) if own else Path(cfg.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_bench(cfg, threads, workdir, log)
+    finally:
+        if own:
+            own.cleanup()
+
+
+def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
+    from fmri_edge.predict import DEFAULT_BATCH
+    from fmri_edge.runtime import Decoder, file_sha256
+
+    res: dict = {"machine": machine_info(), "threads": threads,
+                 "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}}
+    if res["machine"]["load_average_start"] and res["machine"]["load_average_start"][0] > 0.5 * (os.cpu_count() or 1):
+        log(f"[warning] load average {res['machine']['load_average_start'][0]} on {os.cpu_count()} CPUs: "
+            "other processes compete for the CPU, timings are noisy")
+    run = Path(cfg.run)
+    log(f"loading the PyTorch network from {run} …")
+    net, members, ckpt, recipe = load_reference(run)
+    mcfg = members[0].cfg
+    x, source = real_trials(cfg.data, recipe, mcfg.n_times, mcfg.subject_norm)
+    res["inputs"] = source
+
+    # the same weights in ONNX, fp32 and int8
+    fp32 = Path(cfg.model) if cfg.model else Path("models") / f"{recipe.get('name', 'fmri-edge-se')}.onnx"
+    if not fp32.is_file():
+        from fmri_edge.training.export import export_onnx
+
+        fp32 = workdir / "fp32.onnx"
+        log(f"no ONNX model given: exporting {run} to a temporary file …")
+        export_onnx(members, fp32, {"model_version": f"bench:{run}", "level_rule": "argmax",
+                                    "subject_normalization": None if mcfg.subject_norm == "none" else mcfg.subject_norm},
+                    x[:64])
+    dec = Decoder(fp32, threads=threads)
+    ref = torch_engine(net, threads)(x[:64])
+    got = dec.run(np.ascontiguousarray(x[:64]))
+    diff = max(float(np.abs(got[k] - r).max()) for k, r in zip(("class_probs", "level_probs", "region_weights"), ref))
+    if diff > 1e-3:
+        raise ValueError(f"{fp32} and {run} disagree (max |diff| {diff:.2e}): not the same weights; pass the "
+                         "model exported from this run (--model) or leave --model out to export it")
+    res["model"] = {"fp32": str(fp32), "fp32_bytes": fp32.stat().st_size, "sha256": file_sha256(fp32),
+                    "members": len(members), "parity_max_abs_diff_vs_torch": diff}
+    engines: dict[str, Callable] = {}
+    if "ort-fp32" in cfg.engines or "ort-int8" in cfg.engines:
+        engines["ort-fp32"] = dec.run
+    if "ort-int8" in cfg.engines:
+        from fmri_edge.training.quantize import quantize_int8
+
+        int8 = workdir / "int8.onnx"
+        log("quantizing to int8 (static QDQ, calibrated on the real trials) …")
+        quantize_int8(fp32, int8, x, source)
+        qdec = Decoder(int8, threads=threads)
+        q = qdec.run(np.ascontiguousarray(x))
+        f = dec.run(np.ascontiguousarray(x))
+        res["model"]["int8_bytes"] = int8.stat().st_size
+        res["model"]["int8_vs_fp32"] = {
+            "class_agreement": float(np.mean(q["class_probs"].argmax(1) == f["class_probs"].argmax(1))),
+            "level_agreement": float(np.mean(q["level_probs"].argmax(1) == f["level_probs"].argmax(1))),
+            "max_abs_diff_class_probs": float(np.abs(q["class_probs"] - f["class_probs"]).max()), "trials": len(x)}
+        engines["ort-int8"] = qdec.run
+    if "torch" in cfg.engines:
+        engines["torch"] = torch_engine(net, threads)
+
+    onnx_flops = flops_onnx(fp32)
+    res["flops"] = {**onnx_flops, "per_trial_torch_layers": flops_torch(members, mcfg.n_times, mcfg.n_regions)}
+
+    log(f"GEMM peak: numpy float32 matmul on {threads} threads …")
+    res["gemm"] = gemm_peak(threads, cfg.gemm_sizes)
+    try:
+        res["gemm"]["onnxruntime_matmul"] = ort_gemm_peak(threads, n=min(2048, max(cfg.gemm_sizes)))
+    except Exception as e:  # context only; never fatal
+        res["gemm"]["onnxruntime_matmul"] = {"error": str(e)[:200]}
+
+    log(f"engines {', '.join(engines)} at batches {list(cfg.batches)} ({cfg.rounds} rounds × {cfg.seconds} s) …")
+    timing = time_engines(engines, x, cfg.batches, cfg.seconds, cfg.rounds, log)
+    res["engines"] = {k: {str(b): v for b, v in per.items()} for k, per in timing.items()}
+    flops = onnx_flops["per_trial"]
+    peak = res["gemm"]["gflops"]
+    res["efficiency"] = {k: {str(b): {"gflops": round(v["trials_per_s"] * flops / 1e9, 2),
+                                      "pct_of_gemm_peak": round(100 * v["trials_per_s"] * flops / 1e9 / peak, 1)}
+                             for b, v in per.items()} for k, per in timing.items()}
+    res["ratios"] = {}
+    if "torch" in timing and "ort-fp32" in timing:
+        res["ratios"]["ort_fp32_vs_torch"] = {str(b): round(timing["ort-fp32"][b]["trials_per_s"]
+                                                            / timing["torch"][b]["trials_per_s"], 3) for b in cfg.batches}
+    if "ort-int8" in timing:
+        res["ratios"]["ort_int8_vs_fp32"] = {str(b): round(timing["ort-int8"][b]["trials_per_s"]
+                                                           / timing["ort-fp32"][b]["trials_per_s"], 3) for b in cfg.batches}
+    if "torch" in timing and "ort-int8" in timing:
+        res["ratios"]["ort_int8_vs_torch"] = {str(b): round(timing["ort-int8"][b]["trials_per_s"]
+                                                            / timing["torch"][b]["trials_per_s"], 3) for b in cfg.batches}
+    fp = timing.get("ort-fp32", {})
+    if fp:
+        best_b = max(fp, key=lambda b: fp[b]["trials_per_s"])
+        res["model_only_best"] = {"batch": best_b, "trials_per_s": fp[best_b]["trials_per_s"],
+                                  "pct_of_gemm_peak": res["efficiency"]["ort-fp32"][str(best_b)]["pct_of_gemm_peak"]}
+
+    if cfg.sweep:
+        log("session options and batch sizes …")
+        res["session_options"] = session_option_sweep(fp32, x, threads, cfg.seconds / 2, max(1, cfg.rounds - 1),
+                                                      log=log)
+        sweep = time_engines({"ort-fp32": dec.run}, x, cfg.sweep_batches, cfg.seconds / 2, max(1, cfg.rounds - 1), log)
+        per = sweep["ort-fp32"]
+        res["batch_sweep"] = {"trials_per_s": {str(b): per[b]["trials_per_s"] for b in per},
+                              "fastest": max(per, key=lambda b: per[b]["trials_per_s"]),
+                              "predict_default": DEFAULT_BATCH}
+        if res.get("model_only_best") and max(v["trials_per_s"] for v in per.values()) > res["model_only_best"]["trials_per_s"]:
+            b = res["batch_sweep"]["fastest"]
+            res["model_only_best"] = {"batch": b, "trials_per_s": per[b]["trials_per_s"],
+                                      "pct_of_gemm_peak": round(100 * per[b]["trials_per_s"] * flops / 1e9 / peak, 1)}
+
+    if cfg.cold_runs:
+        log(f"cold start ({cfg.cold_runs} runs of each) …")
+        raw30 = _raw_trials30(cfg.data, recipe, mcfg.n_times)
+        res["cold_start"] = cold_start(fp32, run, raw30, threads, cfg.cold_runs, workdir, log)
+        res["import_time_s"] = import_time()
+
+    if cfg.large_trials:
+        log(f"large input: {cfg.large_trials} trials …")
+        res["large_input"] = large_input(fp32, cfg.large_trials, threads, cfg.large_batch, workdir, mcfg.n_times, log)
+        if res.get("model_only_best"):
+            res["large_input"]["vs_model_only_best"] = round(res["large_input"]["trials_per_s"]
+                                                             / res["model_only_best"]["trials_per_s"], 3)
+    if cfg.int8_cv:
+        res["int8_cv"] = cfg.int8_cv
+    res["machine"]["load_average_end"] = _load()
+    res["targets"] = check_targets(res)
+    return res
+
+
+def _raw_trials30(data: Path | None, recipe: dict, n_times: int) -> np.ndarray:
+    """The first 30 trials of a real participant as stored (what a user hands to predict)."""
+    from fmri_edge.io import discover, load_trials
+
+    root = Path(data) if data else Path(recipe.get("data") or DEFAULT_DATA)
+    if root.is_dir():
+        try:
+            return load_trials(discover([root])[0].path, n_times=n_times)[:30]
+        except Exception:
+            pass
+    from fmri_edge.simulate import simulate
+
+    return simulate(30, n_times=n_times, seed=1)[0]
+
+
+def import_time() -> dict:
+    """Seconds to import the CLI module (``python -X importtime -c 'import fmri_edge.cli'``, its
+    cumulative time) and which heavy modules (torch, onnx, onnxscript) got imported on the way."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import fmri_edge.cli, sys, json; "
+                        "print(json.dumps([m for m in ('torch', 'onnx', 'onnxscript') if m in sys.modules]))"],
+                       capture_output=True, text=True, check=True)
+    total = 0
+    for line in r.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[2].strip() == "fmri_edge.cli":
+            total = int(parts[1])
+    return {"fmri_edge.cli_s": round(total / 1e6, 4), "heavy_modules_imported": json.loads(r.stdout.strip() or "[]")}
+
+
+def check_targets(res: dict) -> list[dict]:
+    """Each target of issue 4 with its measured value and whether it is met (None: not measured)."""
+    r, out = res.get("ratios", {}), []
+
+    def add(name, value, target, op, unit=""):
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        out.append({"target": name, "value": value, "goal": f"{op} {target}{unit}", "met": met})
+
+    add("onnxruntime fp32 / PyTorch, batch 1", r.get("ort_fp32_vs_torch", {}).get("1"), TARGETS["ort_vs_torch_b1"], ">=", "×")
+    add("onnxruntime fp32 / PyTorch, batch 256", r.get("ort_fp32_vs_torch", {}).get("256"), TARGETS["ort_vs_torch_b256"], ">=", "×")
+    add("model-only fp32 best, % of numpy GEMM peak", (res.get("model_only_best") or {}).get("pct_of_gemm_peak"),
+        TARGETS["pct_of_gemm_peak"], ">=", " %")
+    large = res.get("large_input") or {}
+    add("end-to-end predict / model-only best", large.get("vs_model_only_best"), TARGETS["e2e_vs_model_only"], ">=", "×")
+    add("peak RSS of predict on the large input (MB)", large.get("peak_rss_mb"), TARGETS["large_peak_rss_mb"], "<=", " MB")
+    add("int8 / fp32, batch 256", r.get("ort_int8_vs_fp32", {}).get("256"), TARGETS["int8_vs_fp32_b256"], ">=", "×")
+    cv = res.get("int8_cv") or {}
+    add("int8 CLASS accuracy change (CV, points)", cv.get("accuracy_change_points"), TARGETS["int8_acc_change_points"], ">=")
+    cold = res.get("cold_start") or {}
+    add("fmri-edge predict, 30 trials (s)", (cold.get("median_s") or {}).get("fmri-edge predict"), TARGETS["cold_start_s"], "<=", " s")
+    add("fmri-edge predict / PyTorch script, 30 trials", cold.get("ratio_fmri_edge_vs_torch"), TARGETS["cold_start_vs_torch"], "<=", "×")
+    return out
+
+
+# ---- rendering --------------------------------------------------------------------------------------
+
+def _fmt_tps(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def tables(res: dict) -> list:
+    """Rich tables: engines × batches, then targets."""
+    from rich.table import Table
+
+    batches = list(next(iter(res["engines"].values())).keys()) if res.get("engines") else []
+    m = res["machine"]
+    t = Table(title=f"fmri-edge bench — {m['cpu']}, {res['threads']} threads, load {m['load_average_start']} → "
+                    f"{m.get('load_average_end')}, {res['flops']['per_trial'] / 1e6:.2f} MFLOP/trial, numpy GEMM peak "
+                    f"{res['gemm']['gflops']:.0f} GFLOP/s", title_justify="left")
+    t.add_column("engine")
+    for b in batches:
+        t.add_column("batch 1 latency" if b == "1" else f"batch {b}", justify="right")
+    t.add_column("best GFLOP/s (% peak)", justify="right")
+    for k, per in res["engines"].items():
+        cells = []
+        for b in batches:
+            v = per[b]
+            cells.append(f"{v['ms_per_call']:.2f} ms ({_fmt_tps(v['trials_per_s'])}/s)" if b == "1"
+                         else f"{_fmt_tps(v['trials_per_s'])}/s")
+        eff = res["efficiency"][k]
+        bb = max(eff, key=lambda b: eff[b]["gflops"])
+        cells.append(f"{eff[bb]['gflops']:.1f} ({eff[bb]['pct_of_gemm_peak']:.0f} %) @ {bb}")
+        t.add_row(ENGINE_LABELS.get(k, k), *cells)
+    for name, per in res.get("ratios", {}).items():
+        t.add_row(name.replace("_", " ").replace("ort", "onnxruntime"), *(f"{per[b]:.2f}×" for b in batches), "",
+                  style="dim")
+    g = Table(title="targets (issue 4)", title_justify="left")
+    for c in ("target", "measured", "goal", "met"):
+        g.add_column(c, justify="left" if c == "target" else "right")
+    for row in res["targets"]:
+        v = row["value"]
+        g.add_row(row["target"], "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v)), row["goal"],
+                  "—" if row["met"] is None else ("[green]yes[/]" if row["met"] else "[red]no[/]"))
+    extra = Table(title="other measurements", title_justify="left", show_header=False)
+    extra.add_column(style="bold")
+    extra.add_column()
+    for k, v in summary_rows(res):
+        extra.add_row(k, v)
+    return [t, extra, g]
+
+
+def summary_rows(res: dict) -> list[tuple[str, str]]:
+    rows = []
+    cold = res.get("cold_start")
+    if cold:
+        med = cold["median_s"]
+        rows.append(("cold start, 30 trials", f"fmri-edge predict {med['fmri-edge predict']:.3f} s · PyTorch script "
+                     f"{med['pytorch script']:.3f} s ({cold['ratio_fmri_edge_vs_torch']:.2f}×) · fmri-edge --help "
+                     f"{med['fmri-edge --help']:.3f} s · same answers {cold['same_answers']}"))
+    if res.get("import_time_s"):
+        rows.append(("import fmri_edge.cli", f"{res['import_time_s']['fmri_edge.cli_s']:.3f} s (heavy modules "
+                     f"imported: {res['import_time_s']['heavy_modules_imported']})"))
+    large = res.get("large_input")
+    if large:
+        rows.append(("large input", f"{large['n_trials']:,} trials ({large['file_bytes'] / 1e9:.2f} GB): "
+                     f"{large['wall_s']:.1f} s, {_fmt_tps(large['trials_per_s'])} trials/s end to end "
+                     f"({large.get('vs_model_only_best', float('nan')):.2f}× model-only best), peak RSS "
+                     f"{large['peak_rss_mb']:.0f} MB, batch {large['batch_size']}"))
+    best = res.get("model_only_best")
+    if best:
+        rows.append(("model-only best (fp32)", f"{_fmt_tps(best['trials_per_s'])} trials/s at batch {best['batch']} "
+                     f"({best['pct_of_gemm_peak']:.0f} % of numpy GEMM peak)"))
+    gemm = res.get("gemm", {})
+    if gemm:
+        o = gemm.get("onnxruntime_matmul", {})
+        rows.append(("GEMM peak", f"numpy {gemm['gflops']:.1f} GFLOP/s (n={gemm['size']}); onnxruntime MatMul "
+                     f"{o.get('gflops', '—')} GFLOP/s"))
+    fl = res.get("flops")
+    if fl:
+        rows.append(("FLOPs per trial", f"{fl['per_trial']:,} from the ONNX graph ({', '.join(f'{k} {v / 1e6:.2f}M' for k, v in fl['by_op'].items())}); "
+                     f"{fl['per_trial_torch_layers']:,} from the PyTorch layers; {fl['parameters']:,} parameters"))
+    sweep = res.get("batch_sweep")
+    if sweep:
+        rows.append(("fp32 batch sweep", " · ".join(f"{b}: {_fmt_tps(v)}/s" for b, v in sweep["trials_per_s"].items())
+                     + f" (fastest {sweep['fastest']}, predict default {sweep['predict_default']})"))
+    so = res.get("session_options")
+    if so:
+        rows.append(("session options vs chosen", " · ".join(
+            f"{k}: " + "/".join(f"{v:.2f}" for v in r.values()) for k, r in so["relative_to_chosen"].items() if k != "chosen")
+            + " (batch 1/256 trials/s relative to the chosen options)"))
+    m = res.get("model", {})
+    if "int8_vs_fp32" in m:
+        a = m["int8_vs_fp32"]
+        rows.append(("int8 vs fp32 answers", f"same CLASS on {100 * a['class_agreement']:.1f} % of {a['trials']} trials; "
+                     f"{m['int8_bytes'] / 1e6:.1f} MB vs {m['fp32_bytes'] / 1e6:.1f} MB"))
+    return rows
+
+
+def markdown(res: dict, command: str = "") -> str:
+    """A README-ready section: the table, the targets, the command and the machine."""
+    m = res["machine"]
+    batches = list(next(iter(res["engines"].values())).keys())
+    head = "| engine | " + " | ".join("batch 1 latency" if b == "1" else f"batch {b}" for b in batches) + " | best GFLOP/s (% of GEMM peak) |"
+    lines = [head, "|---|" + "---:|" * (len(batches) + 1)]
+    for k, per in res["engines"].items():
+        cells = [f"{per[b]['ms_per_call']:.2f} ms ({_fmt_tps(per[b]['trials_per_s'])}/s)" if b == "1"
+                 else f"{_fmt_tps(per[b]['trials_per_s'])}/s" for b in batches]
+        eff = res["efficiency"][k]
+        bb = max(eff, key=lambda b: eff[b]["gflops"])
+        lines.append(f"| {ENGINE_LABELS.get(k, k)} | " + " | ".join(cells)
+                     + f" | {eff[bb]['gflops']:.1f} ({eff[bb]['pct_of_gemm_peak']:.0f} %) at batch {bb} |")
+    for name, per in res.get("ratios", {}).items():
+        lines.append(f"| *{name.replace('_', ' ').replace('ort', 'onnxruntime')}* | "
+                     + " | ".join(f"{per[b]:.2f}×" for b in batches) + " | |")
+    lines += ["", "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
+    for row in res["targets"]:
+        v = row["value"]
+        lines.append(f"| {row['target']} | {'—' if v is None else (f'{v:.3g}' if isinstance(v, float) else v)} | "
+                     f"{row['goal']} | {'—' if row['met'] is None else ('yes' if row['met'] else '**no**')} |")
+    lines += ["", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in summary_rows(res)]
+    lines += ["", f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m.get('memory_gb')} GB RAM, "
+              f"{', '.join(m['simd'])}; {m['platform']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+              + f". Threads: {res['threads']}. Load average (1/5/15 min) {m['load_average_start']} at the start, "
+              f"{m.get('load_average_end')} at the end. Date: {m['date']}. Inputs: {res['inputs']}."]
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `fmri-edge bench`")

@@ -1,0 +1,421 @@
+"""Which brain regions drove the predictions: the input SE block's attention per region (numpy only).
+
+The exported model's third output ``region_weights`` (N, n_regions) is the excitation of the
+squeeze-and-excitation block on the input: one weight in (0, 1) per brain region and trial, by
+which that region's (normalized) time course is multiplied before the CNN sees it. It is computed
+in the forward pass anyway, so explaining costs nothing extra at prediction time.
+
+- :func:`top_regions` — the k most attended regions of each trial (name, hemisphere, weight);
+- :func:`summarize` — mean attention per region over a data set, overall and per predicted CLASS,
+  ranked (:class:`AttentionSummary`);
+- :func:`faithfulness` — does attention point at regions the prediction depends on? Masks the
+  top-k regions of each trial and compares the change in predictions with masking k random
+  (and the k least attended) regions.
+
+Masking (defined once, here): a masked region's time course is replaced, in that trial only, by
+the mean of its own first ``baseline_s`` seconds (the fixation baseline), so it becomes a flat
+line at its baseline level and carries no stimulus-locked signal. For the in-graph per-trial
+normalizations that subtract the baseline (``baseline_z``, ``baseline_sub``) a masked region is
+exactly zero after normalization. Masking is applied to the array the graph receives, i.e. after
+any subject-wise normalization (a per-region affine map, so a flat region stays flat).
+
+Plotting lives in :mod:`fmri_edge.plot` (matplotlib, imported lazily, optional extra ``[plot]``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from fmri_edge import io, scoring
+from fmri_edge.normalize import SUBJECT_NORMS, subject_normalize
+from fmri_edge.runtime import Decoder
+
+DEFAULT_BATCH = 256
+DEFAULT_BASELINE_S = 5
+STATIC_SD = 1e-4          # below this standard deviation over trials, attention is input-independent
+
+# Regions the literature links to emotional valence, by Brainnetome name. The first four are the
+# regions of the paper's EBR ("emotion-related brain regions") ablation (Lin & Lee, after Lee et
+# al. 2023); the amygdala is the classic emotion region.
+REFERENCE_REGIONS = {
+    "A9/46d_L": "EBR", "A9/46d_R": "EBR", "aSTS_L": "EBR", "aSTS_R": "EBR",
+    "mAmyg_L": "amygdala", "mAmyg_R": "amygdala", "lAmyg_L": "amygdala", "lAmyg_R": "amygdala",
+}
+
+# Brainnetome 246 lobes as [start, stop) index ranges (Fan et al. 2016), valid only when the
+# model's region names are the Brainnetome atlas (checked by :func:`brainnetome_lobes`).
+_BN_LOBES = (("frontal", 0, 68), ("temporal", 68, 124), ("parietal", 124, 162), ("insula", 162, 174),
+             ("limbic", 174, 188), ("occipital", 188, 210), ("subcortical", 210, 246))
+_BN_CHECK = {0: "A8m_L", 14: "A9/46d_L", 68: "A38m_L", 124: "A7r_L", 162: "G_L", 174: "A23d_L",
+             188: "cLinG_L", 210: "mAmyg_L", 245: "lPFtha_R"}
+
+
+def hemisphere(name: str) -> str:
+    """``L`` or ``R`` from the Brainnetome ``_L``/``_R`` suffix; ``""`` when there is none."""
+    if name.endswith("_L"):
+        return "L"
+    if name.endswith("_R"):
+        return "R"
+    return ""
+
+
+def brainnetome_lobes(region_names) -> list[tuple[str, int, int]]:
+    """Lobe index ranges when ``region_names`` are the Brainnetome 246 atlas, else ``[]``."""
+    names = list(region_names)
+    if len(names) != 246 or any(names[i] != n for i, n in _BN_CHECK.items()):
+        return []
+    return list(_BN_LOBES)
+
+
+def top_k_indices(weights: np.ndarray, k: int) -> np.ndarray:
+    """(N, R) weights → (N, min(k, R)) region indices, most attended first (ties: lower index)."""
+    weights = np.asarray(weights)
+    k = max(0, min(int(k), weights.shape[1]))
+    order = np.argsort(-weights, axis=1, kind="stable")
+    return order[:, :k]
+
+
+def top_regions(weights: np.ndarray, region_names, k: int = 5) -> list[list[dict]]:
+    """Per trial, its ``k`` most attended regions: [{rank, index, region, hemisphere, weight}]."""
+    idx = top_k_indices(weights, k)
+    w = np.take_along_axis(np.asarray(weights), idx, axis=1)
+    names = list(region_names)
+    return [[{"rank": r + 1, "index": int(i), "region": names[i], "hemisphere": hemisphere(names[i]),
+              "weight": round(float(x), 4)} for r, (i, x) in enumerate(zip(row_i, row_w))]
+            for row_i, row_w in zip(idx, w)]
+
+
+REGIONS_CSV_HEADER = ["Participant", "Trial", "Rank", "Region", "Hemisphere", "Weight", "Index"]
+
+
+def regions_csv_path(out: str | Path) -> Path:
+    """The sidecar of a submission CSV: ``sub.csv`` → ``sub.regions.csv`` (the submission itself
+    keeps the challenge format)."""
+    out = Path(out)
+    return out.with_suffix(".regions.csv") if out.suffix == ".csv" else out.with_name(out.name + ".regions.csv")
+
+
+def write_regions_header(f) -> None:
+    import csv
+
+    csv.writer(f, lineterminator="\n").writerow(REGIONS_CSV_HEADER)
+
+
+def write_regions_rows(f, participant: str, trial, weights: np.ndarray, region_names, k: int) -> None:
+    """Append one row per (trial, top-k region), long format, to an open CSV file."""
+    import csv
+
+    w = csv.writer(f, lineterminator="\n")
+    for t, regions in zip(np.asarray(trial).tolist(), top_regions(weights, region_names, k)):
+        for r in regions:
+            w.writerow([participant, t, r["rank"], r["region"], r["hemisphere"], f"{r['weight']:.4f}", r["index"]])
+
+
+# ---- loading trials as the graph receives them ------------------------------------------------------
+
+@dataclass
+class Trials:
+    """Model-ready trials of one participant/file (float32, subject-normalized if the model asks)."""
+
+    participant: str
+    path: Path
+    trial: np.ndarray        # (n,) 1-based trial numbers within the file
+    x: np.ndarray            # (n, n_regions, n_times) float32
+
+
+def iter_trials(decoder: Decoder, paths: list) -> Iterator[Trials | io.InputError]:
+    """Every readable file's usable trials, one participant/file at a time, checked with the same
+    :mod:`fmri_edge.io` functions as ``predict`` (its default policy: trials with NaN/Inf are
+    reported and skipped; no cropping, padding or interpolation); a problem is yielded as an
+    :class:`~fmri_edge.io.InputError`. Subject-wise normalization named in the model's metadata
+    (``subject_normalization``) is applied over each file's trials."""
+    info = decoder.info
+    mode = info.subject_normalization or "none"
+    if mode not in SUBJECT_NORMS:
+        raise io.InputError(decoder.path, f"unknown subject_normalization {mode!r} in metadata")
+    for p in paths:
+        try:
+            sources = io.discover([Path(p)])
+        except io.InputError as e:
+            yield e
+            continue
+        for src in sources:
+            try:
+                raw = io.check_trials(io.read_array(src.path), src.path, info.n_regions, info.n_times)
+            except io.InputError as e:
+                yield e
+                continue
+            x = io.to_float32(raw)
+            bad = io.nonfinite_trials(x)
+            for i in bad:
+                yield io.InputError(src.path, "NaN or Inf values; trial skipped", int(i + 1), "skipped")
+            keep = np.setdiff1d(np.arange(len(x)), bad)
+            if keep.size == 0:
+                continue
+            x = x if keep.size == len(x) else x[keep]
+            if mode != "none":
+                x = subject_normalize(x, mode)
+            yield Trials(src.participant, src.path, keep + 1, np.ascontiguousarray(x, dtype=np.float32))
+
+
+def run(decoder: Decoder, x: np.ndarray, batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
+    """Model outputs for model-ready float32 trials, ``batch_size`` trials per onnxruntime call."""
+    parts = [decoder.run(np.ascontiguousarray(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def load(decoder: Decoder, paths: list) -> tuple[list[Trials], list[io.InputError]]:
+    """All of :func:`iter_trials` in memory: (trials per file, problems)."""
+    found, problems = [], []
+    for item in iter_trials(decoder, paths):
+        (problems if isinstance(item, io.InputError) else found).append(item)
+    return found, problems
+
+
+# ---- data-set summary ---------------------------------------------------------------------------
+
+@dataclass
+class AttentionSummary:
+    """Mean input-SE attention per region over a data set, overall and per predicted CLASS."""
+
+    region_names: tuple
+    class_values: tuple
+    top_k: int                          # k of ``top_k_rate``
+    n_trials: int
+    mean: np.ndarray                    # (R,) mean weight over all trials
+    std: np.ndarray                     # (R,) standard deviation over trials
+    top_k_rate: np.ndarray              # (R,) fraction of trials with the region in their top-k
+    class_counts: np.ndarray            # (C,) trials predicted as each class
+    class_mean: np.ndarray              # (C, R) mean weight over trials predicted as each class (NaN if none)
+
+    @property
+    def uniform(self) -> bool:
+        """True when attention carries no information (a vanilla model: all weights equal)."""
+        return bool(np.ptp(self.mean) < 1e-7 and np.max(self.std) < 1e-7)
+
+    @property
+    def static(self) -> bool:
+        """True when every trial gets the same weights: the gate does not depend on the input, e.g.
+        because the per-trial normalization (``zscore_region``, ``center_region``) makes each
+        region's time mean — the SE block's only input — zero. Per-trial top regions are then one
+        global ranking, the same for every trial and class."""
+        return bool(self.n_trials > 1 and np.max(self.std) < STATIC_SD)
+
+    def ranking(self, cls: int | None = None) -> np.ndarray:
+        """Region indices by mean weight, highest first (overall, or for one predicted class)."""
+        m = self.mean if cls is None else self.class_mean[list(self.class_values).index(cls)]
+        return np.argsort(-np.nan_to_num(m, nan=-np.inf), kind="stable")
+
+    def ranks(self, cls: int | None = None) -> np.ndarray:
+        """(R,) 1-based rank of every region (1 = most attended)."""
+        r = np.empty(len(self.region_names), dtype=np.int64)
+        r[self.ranking(cls)] = np.arange(1, len(r) + 1)
+        return r
+
+    def reference(self) -> list[dict]:
+        """Where the literature's emotion regions (:data:`REFERENCE_REGIONS`) rank."""
+        names = list(self.region_names)
+        ranks = self.ranks()
+        return [{"region": n, "group": g, "index": names.index(n), "rank": int(ranks[names.index(n)]),
+                 "mean": round(float(self.mean[names.index(n)]), 4),
+                 "percentile": round(100.0 * (1 - (int(ranks[names.index(n)]) - 1) / len(names)), 1)}
+                for n, g in REFERENCE_REGIONS.items() if n in names]
+
+    def rows(self, top: int | None = None) -> list[dict]:
+        """Regions ranked by overall mean weight, with per-class means and ranks."""
+        names = list(self.region_names)
+        class_ranks = {c: self.ranks(c) for c, n in zip(self.class_values, self.class_counts) if n}
+        out = []
+        for r, i in enumerate(self.ranking()[:top], start=1):
+            out.append({
+                "rank": r, "index": int(i), "region": names[i], "hemisphere": hemisphere(names[i]),
+                "reference": REFERENCE_REGIONS.get(names[i]),
+                "mean": round(float(self.mean[i]), 5), "std": round(float(self.std[i]), 5),
+                "top_k_rate": round(float(self.top_k_rate[i]), 4),
+                "by_class": {str(c): (None if not n else round(float(self.class_mean[j, i]), 5))
+                             for j, (c, n) in enumerate(zip(self.class_values, self.class_counts))},
+                "rank_by_class": {str(c): int(rk[i]) for c, rk in class_ranks.items()},
+            })
+        return out
+
+    def to_json(self, top: int | None = None) -> dict:
+        names = list(self.region_names)
+        return {
+            "n_trials": self.n_trials, "top_k": self.top_k, "uniform": self.uniform, "static": self.static,
+            "max_sd_over_trials": float(np.max(self.std)),
+            "classes": [{"class": int(c), "n_trials": int(n),
+                         "top": [names[i] for i in self.ranking(c)[:top or 20]] if n else []}
+                        for c, n in zip(self.class_values, self.class_counts)],
+            "reference_regions": self.reference(),
+            "regions": self.rows(top),
+        }
+
+
+class AttentionAccumulator:
+    """Streaming sums for :class:`AttentionSummary` (memory independent of the number of trials)."""
+
+    def __init__(self, region_names, class_values=(-1, 0, 1), top_k: int = 10):
+        self.region_names, self.class_values, self.top_k = tuple(region_names), tuple(class_values), top_k
+        r, c = len(self.region_names), len(self.class_values)
+        self.n = 0
+        self.s1, self.s2, self.in_top = np.zeros(r), np.zeros(r), np.zeros(r)
+        self.class_n, self.class_s1 = np.zeros(c, dtype=np.int64), np.zeros((c, r))
+
+    def add(self, weights: np.ndarray, classes: np.ndarray) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        classes = np.asarray(classes)
+        self.n += len(w)
+        self.s1 += w.sum(0)
+        self.s2 += (w ** 2).sum(0)
+        np.add.at(self.in_top, top_k_indices(w, self.top_k).ravel(), 1)
+        for j, c in enumerate(self.class_values):
+            m = classes == c
+            self.class_n[j] += int(m.sum())
+            self.class_s1[j] += w[m].sum(0)
+
+    def result(self) -> AttentionSummary:
+        if self.n == 0:
+            raise ValueError("no trials to summarize")
+        mean = self.s1 / self.n
+        std = np.sqrt(np.maximum(self.s2 / self.n - mean ** 2, 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            class_mean = self.class_s1 / self.class_n[:, None]
+        return AttentionSummary(self.region_names, self.class_values, self.top_k, self.n, mean, std,
+                                self.in_top / self.n, self.class_n.copy(), class_mean)
+
+
+def summarize(decoder: Decoder, paths: list, top_k: int = 10, batch_size: int = DEFAULT_BATCH,
+              ) -> tuple[AttentionSummary, list[io.InputError]]:
+    """Run the model over ``paths`` and summarize its region attention (streams file by file)."""
+    acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k)
+    problems = []
+    for item in iter_trials(decoder, paths):
+        if isinstance(item, io.InputError):
+            problems.append(item)
+            continue
+        out = run(decoder, item.x, batch_size)
+        acc.add(out["region_weights"], scoring.decide_class(out["class_probs"]))
+    if acc.n == 0:
+        raise io.InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
+    return acc.result(), problems
+
+
+# ---- faithfulness -------------------------------------------------------------------------------
+
+def baseline_seconds(decoder: Decoder) -> int:
+    norm = decoder.info.meta.get("normalization")
+    if isinstance(norm, dict) and isinstance(norm.get("baseline_s"), int):
+        return norm["baseline_s"]
+    return DEFAULT_BASELINE_S
+
+
+def mask_regions(x: np.ndarray, regions: np.ndarray, baseline_s: int = DEFAULT_BASELINE_S) -> np.ndarray:
+    """Copy of trials ``x`` (N, R, T) where, in trial n, every region in ``regions[n]`` is replaced
+    by a flat line at the mean of its own first ``baseline_s`` seconds (see the module docstring)."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    regions = np.asarray(regions, dtype=np.int64).reshape(len(x), -1)
+    if regions.shape[1] == 0:
+        return x
+    rows = np.arange(len(x))[:, None]
+    base = x[rows, regions, :baseline_s].mean(axis=2, keepdims=True)      # (N, k, 1)
+    x[rows, regions, :] = np.broadcast_to(base, (*regions.shape, x.shape[2]))
+    return x
+
+
+@dataclass
+class MaskEffect:
+    """How much masking changed the predictions of N trials."""
+
+    changed: float           # fraction of trials whose CLASS answer changed
+    delta_p: float           # mean |Δ p(originally predicted class)|
+
+    def to_json(self) -> dict:
+        return {"changed": round(self.changed, 4), "delta_p": round(self.delta_p, 5)}
+
+
+def mask_effect(decoder: Decoder, x: np.ndarray, regions: np.ndarray, base_probs: np.ndarray,
+                baseline_s: int, batch_size: int = DEFAULT_BATCH) -> MaskEffect:
+    base_idx = np.argmax(base_probs, axis=1)
+    probs = run(decoder, mask_regions(x, regions, baseline_s), batch_size)["class_probs"]
+    rows = np.arange(len(x))
+    return MaskEffect(float(np.mean(np.argmax(probs, axis=1) != base_idx)),
+                      float(np.mean(np.abs(probs[rows, base_idx] - base_probs[rows, base_idx]))))
+
+
+@dataclass
+class FaithfulnessReport:
+    n_trials: int
+    baseline_s: int
+    draws: int
+    seed: int
+    rows: list = field(default_factory=list)   # one dict per k
+    participants: list = field(default_factory=list)
+    held_out: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"n_trials": self.n_trials, "participants": self.participants, "held_out": self.held_out,
+                "baseline_s": self.baseline_s, "random_draws": self.draws, "seed": self.seed,
+                "masking": "region time course → its own fixation-baseline mean "
+                           f"(first {self.baseline_s} s), per trial",
+                "results": self.rows}
+
+
+def held_out(decoder: Decoder, participants) -> dict:
+    """Are these participants absent from the model's training data (metadata ``training``)?"""
+    trained = (decoder.info.meta.get("training") or {}).get("participants")
+    if not isinstance(trained, list):
+        return {"status": "unknown", "detail": "the model's metadata lists no training participants"}
+    overlap = sorted(set(map(str, participants)) & set(map(str, trained)))
+    if overlap:
+        return {"status": "no", "detail": f"{len(overlap)} participant(s) were in the training data",
+                "overlap": overlap}
+    return {"status": "yes", "detail": "no participant was in the training data"}
+
+
+def faithfulness(decoder: Decoder, x: np.ndarray, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
+                 baseline_s: int | None = None, batch_size: int = DEFAULT_BATCH) -> FaithfulnessReport:
+    """Mask each trial's top-k regions by attention, its k least attended regions, and k random
+    regions (``draws`` independent draws); report the changed-CLASS fraction and mean |Δp| of the
+    originally predicted class for each. Attention is faithful if top-k ≫ random ≥ bottom-k.
+
+    ``x`` must be model-ready trials (see :func:`iter_trials`)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    baseline_s = baseline_seconds(decoder) if baseline_s is None else baseline_s
+    base = run(decoder, x, batch_size)
+    p0, w = base["class_probs"], base["region_weights"]
+    n, r = w.shape
+    rng = np.random.default_rng(seed)
+    order = np.argsort(-w, axis=1, kind="stable")
+    report = FaithfulnessReport(n, baseline_s, draws, seed)
+    for k in ks:
+        k = int(k)
+        if not 0 < k <= r:
+            raise ValueError(f"k={k} outside 1 … {r}")
+        top = mask_effect(decoder, x, order[:, :k], p0, baseline_s, batch_size)
+        bottom = mask_effect(decoder, x, order[:, r - k:], p0, baseline_s, batch_size)
+        rand = [mask_effect(decoder, x, np.argsort(rng.random((n, r)), axis=1)[:, :k], p0, baseline_s, batch_size)
+                for _ in range(draws)]
+        rc, rp = np.array([e.changed for e in rand]), np.array([e.delta_p for e in rand])
+        report.rows.append({
+            "k": k, "top": top.to_json(), "bottom": bottom.to_json(),
+            "random": {"changed": round(float(rc.mean()), 4), "changed_std": round(float(rc.std()), 4),
+                       "delta_p": round(float(rp.mean()), 5), "delta_p_std": round(float(rp.std()), 5),
+                       "draws_at_least_top": int(np.sum(rp >= top.delta_p))},
+        })
+    return report
+
+
+def faithfulness_paths(decoder: Decoder, paths: list, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
+                       batch_size: int = DEFAULT_BATCH) -> tuple[FaithfulnessReport, list[io.InputError]]:
+    """:func:`faithfulness` over the trials of files and folders, all pooled; says whether they
+    are held out from the model's training participants."""
+    found, problems = load(decoder, paths)
+    if not found:
+        raise io.InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
+    report = faithfulness(decoder, np.concatenate([t.x for t in found]), ks, draws, seed, batch_size=batch_size)
+    report.participants = sorted({t.participant for t in found})
+    report.held_out = held_out(decoder, report.participants)
+    return report, problems

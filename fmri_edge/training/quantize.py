@@ -1,0 +1,332 @@
+"""int8 models: static QDQ quantization calibrated on real trials, and its honest accuracy check.
+
+- :func:`quantize_int8` — fp32 ONNX → int8 ONNX (``quant_pre_process`` first, then static
+  quantization in QDQ format: int8 weights, symmetric per output channel; uint8 activations,
+  asymmetric, calibrated with min/max on trials exactly as the graph receives them). Only Conv,
+  Gemm and MatMul are quantized:
+  the in-graph per-trial normalization works on raw BOLD (≈ 1e2 … 1e5) and softmax on
+  probabilities, both of which stay float32. The fmri-edge metadata is carried over with
+  ``precision: int8`` and the calibration recipe added.
+
+  Why uint8 activations: measured here (onnxruntime 1.32, x86 with AVX-512 VNNI), signed int8
+  activations left 5 of the 6 convolutions unfused — their input feeds several convolutions, and
+  onnxruntime's s8→u8 rewrite for x86 does not apply to shared Q/DQ pairs — so the "int8" model
+  ran at 0.9–1.0× fp32; with uint8 activations every Conv becomes a QLinearConv (U8S8) and the
+  model runs ≈ 2–2.7× fp32 at batch 256 with the same answers.
+- :func:`cv_accuracy_change` — the accuracy cost of int8, measured on the honest
+  cross-validation predictions: every fold model ``fold<k>.pt`` of a run folder is exported fp32
+  and int8 (calibrated on that fold's *training* participants only), both predict the fold's
+  held-out participants, and CLASS accuracy (and LEVEL_error, Score) are compared pooled over
+  folds.
+- :func:`export_int8` — both, for ``fmri-edge export --int8``: writes ``<name>.int8.onnx`` and its
+  model card ``<name>.int8.md`` (sha256, accuracy change, speed against fp32, verdict).
+
+Needs onnx and onnxruntime (training extra); torch only for :func:`cv_accuracy_change`.
+"""
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fmri_edge import scoring
+from fmri_edge.runtime import METADATA_KEY, Decoder, file_sha256
+
+# What int8 must deliver to replace fp32 as the default (issue 4): speed at batch 256 and accuracy.
+INT8_MIN_SPEEDUP = 1.5
+INT8_MAX_ACC_DROP = 0.01   # CLASS accuracy, as a fraction (1 point)
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
+CALIBRATION_BATCH = 64
+
+
+class _Trials:
+    """onnxruntime CalibrationDataReader over float32 trials, a batch at a time."""
+
+    def __init__(self, input_name: str, trials: np.ndarray, batch: int = CALIBRATION_BATCH):
+        self.input_name, self.trials, self.batch, self.i = input_name, trials, batch, 0
+
+    def get_next(self):
+        if self.i >= len(self.trials):
+            return None
+        x = np.ascontiguousarray(self.trials[self.i:self.i + self.batch], dtype=np.float32)
+        self.i += self.batch
+        return {self.input_name: x}
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray,
+                  calibration_source: str = "", per_channel: bool = True) -> dict:
+    """Static QDQ int8 quantization of an fmri-edge model; returns the quantization recipe.
+
+    ``calibration``: float32 (N, regions, T) trials as the graph receives them (after any
+    subject-wise normalization), e.g. all labeled training trials."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    src = onnx.load(str(fp32_path))
+    meta = {p.key: p.value for p in src.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ValueError(f"{fp32_path} has no fmri-edge metadata; quantize a model written by `fmri-edge export`")
+    input_name = src.graph.input[0].name
+    recipe = {"format": "QDQ", "weights": "int8, symmetric, per output channel" if per_channel else "int8, per tensor",
+              "activations": "uint8, asymmetric, min/max calibration", "ops": QUANTIZED_OPS,
+              "calibration": calibration_source or f"{len(calibration)} trials",
+              "calibration_trials": int(len(calibration)), "quant_pre_process": True,
+              "source_sha256": file_sha256(fp32_path)}
+    logging.getLogger("root").setLevel(logging.ERROR)  # quant_pre_process logs through the root logger
+    with tempfile.TemporaryDirectory() as tmp, \
+            contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        q = Path(tmp) / "int8.onnx"
+        quantize_static(str(pre), str(q), _Trials(input_name, calibration),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+        model = onnx.load(str(q))
+    info = json.loads(meta[METADATA_KEY])
+    info["precision"] = "int8"
+    info["quantization"] = recipe
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, (json.dumps(info) if k == METADATA_KEY else v)
+    model.producer_name = "fmri-edge"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out_path.with_suffix(".onnx.tmp")
+    onnx.save(model, str(tmp_out))
+    Decoder(tmp_out)  # opens and checks like predict will
+    tmp_out.replace(out_path)
+    return recipe
+
+
+# ---- data as the graph receives it ----------------------------------------------------------------
+
+def graph_inputs(subjects: dict[str, tuple[np.ndarray, np.ndarray]], subject_norm: str | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ICBHI {participant: (trials, labels)} → (trials as the graph receives them, labels,
+    participant per trial), subject-normalized per participant where the model asks for it."""
+    from fmri_edge.normalize import subject_normalize
+
+    mode = subject_norm or "none"
+    names = sorted(subjects)
+    x = np.concatenate([subject_normalize(subjects[p][0], mode) if mode != "none" else subjects[p][0]
+                        for p in names]).astype(np.float32)
+    y = np.concatenate([subjects[p][1] for p in names])
+    who = np.concatenate([[p] * len(subjects[p][0]) for p in names])
+    return x, y, who
+
+
+def _run(decoder: Decoder, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+    parts = [decoder.run(np.ascontiguousarray(x[i:i + batch])) for i in range(0, len(x), batch)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _answers(out: dict, level_rule: str) -> tuple[np.ndarray, np.ndarray]:
+    return scoring.decide_class(out["class_probs"]), scoring.decide_level(out["level_probs"], level_rule)
+
+
+# ---- honest accuracy change ------------------------------------------------------------------------
+
+def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Path | None = None,
+                       log: Callable[[str], None] = lambda s: None) -> dict:
+    """Export every fold model of ``run_dir`` fp32 and int8 and compare them on its held-out
+    participants. int8 calibration uses only the fold's training participants."""
+    from fmri_edge.io import load_icbhi
+    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.fit import load_checkpoint
+
+    run_dir = Path(run_dir)
+    folds = sorted(run_dir.glob("fold*.pt"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else p.stem)
+    if not folds:
+        raise FileNotFoundError(f"no fold models (fold<k>.pt) in {run_dir}; train with the subject protocol")
+    subjects = load_icbhi(data)
+    own = tempfile.TemporaryDirectory() if workdir is None else contextlib.nullcontext(str(workdir))
+    rows, pooled = [], {"fp32": [], "int8": [], "truth": []}
+    with own as wd:
+        wd = Path(wd)
+        for k, path in enumerate(folds):
+            model, ckpt = load_checkpoint(path)
+            test_p = list(ckpt.get("test_participants") or [])
+            if not test_p or any(p not in subjects for p in test_p):
+                raise ValueError(f"{path}: held-out participants {test_p} not all in {data}")
+            cfg = model.cfg
+            x, y, who = graph_inputs(subjects, cfg.subject_norm)
+            test = np.isin(who, test_p)
+            meta = {"model_version": f"{run_dir.name}/{path.stem}", "level_rule": "argmax",
+                    "subject_normalization": cfg.subject_norm}
+            fp32 = wd / f"{path.stem}.onnx"
+            int8 = wd / f"{path.stem}.int8.onnx"
+            log(f"{path.name}: export fp32, quantize int8 (calibrated on {len(set(who[~test]))} training "
+                f"participants), predict {', '.join(test_p)} …")
+            export_onnx([model], fp32, meta, x[~test][:64])
+            quantize_int8(fp32, int8, x[~test], f"{int((~test).sum())} training trials of fold {k}")
+            level_rule = "argmax"
+            f_out, q_out = _run(Decoder(fp32), x[test]), _run(Decoder(int8), x[test])
+            fc, fl = _answers(f_out, level_rule)
+            qc, ql = _answers(q_out, level_rule)
+            truth = y[test]
+            rows.append({"fold": path.stem, "test_participants": test_p, "n_trials": int(test.sum()),
+                         "fp32_accuracy": float(np.mean(fc == truth[:, 0])),
+                         "int8_accuracy": float(np.mean(qc == truth[:, 0])),
+                         "class_agreement": float(np.mean(fc == qc)),
+                         "max_abs_diff_class_probs": float(np.abs(f_out["class_probs"] - q_out["class_probs"]).max())})
+            pooled["fp32"].append((fc, fl, f_out["class_probs"]))
+            pooled["int8"].append((qc, ql, q_out["class_probs"]))
+            pooled["truth"].append(truth)
+    truth = np.concatenate(pooled["truth"])
+    summary = {}
+    for name in ("fp32", "int8"):
+        c = np.concatenate([a for a, _, _ in pooled[name]])
+        lv = np.concatenate([b for _, b, _ in pooled[name]])
+        s = scoring.challenge_score(c, truth[:, 0], lv, truth[:, 1])
+        summary[name] = {"CLASS_accuracy": float(np.mean(c == truth[:, 0])), **s}
+    fc = np.concatenate([a for a, _, _ in pooled["fp32"]])
+    qc = np.concatenate([a for a, _, _ in pooled["int8"]])
+    fp = np.concatenate([p for _, _, p in pooled["fp32"]])
+    qp = np.concatenate([p for _, _, p in pooled["int8"]])
+    change = summary["int8"]["CLASS_accuracy"] - summary["fp32"]["CLASS_accuracy"]
+    return {"run": str(run_dir), "n_folds": len(folds), "n_trials": int(len(truth)), "folds": rows,
+            "pooled": summary, "accuracy_change_points": round(100 * change, 2),
+            "class_agreement": float(np.mean(fc == qc)),
+            "max_abs_diff_class_probs": float(np.abs(fp - qp).max()),
+            "accuracy_ok": bool(-change <= INT8_MAX_ACC_DROP + 1e-12)}
+
+
+# ---- speed ----------------------------------------------------------------------------------------
+
+def speedup(fp32: str | Path, int8: str | Path, trials: np.ndarray, batch: int = 256, seconds: float = 2.0,
+            threads: int = 0) -> dict:
+    """int8 vs fp32 trials/s at one batch size: interleaved rounds, median call time each."""
+    x = np.ascontiguousarray(np.resize(trials, (batch, *trials.shape[1:])), dtype=np.float32)
+    decs = {"fp32": Decoder(fp32, threads=threads), "int8": Decoder(int8, threads=threads)}
+    times = {k: [] for k in decs}
+    for d in decs.values():
+        d.run(x)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or min(len(v) for v in times.values()) < 3:
+        for k, d in decs.items():
+            t = time.perf_counter()
+            d.run(x)
+            times[k].append(time.perf_counter() - t)
+    tps = {k: batch / float(np.median(v)) for k, v in times.items()}
+    return {"batch": batch, "fp32_trials_per_s": round(tps["fp32"], 1), "int8_trials_per_s": round(tps["int8"], 1),
+            "speedup": round(tps["int8"] / tps["fp32"], 3), "calls": {k: len(v) for k, v in times.items()},
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+# ---- fmri-edge export --int8 -------------------------------------------------------------------------
+
+def int8_path(fp32_path: str | Path) -> Path:
+    p = Path(fp32_path)
+    return p.with_name(p.stem + ".int8.onnx")
+
+
+def export_int8(run_dir: str | Path, fp32_path: str | Path, out: str | Path | None = None,
+                log: Callable[[str], None] = print) -> dict:
+    """The shipped fp32 model → ``<name>.int8.onnx`` calibrated on all labeled trials, with the
+    accuracy change on the run's cross-validation fold models and its speed against fp32 in its card."""
+    from fmri_edge.io import load_icbhi
+    from fmri_edge.training.fit import load_checkpoint
+
+    run_dir, fp32_path = Path(run_dir), Path(fp32_path)
+    out = Path(out) if out else int8_path(fp32_path)
+    model, ckpt = load_checkpoint(run_dir / "model.pt")
+    recipe = json.loads(ckpt["recipe"]) if "recipe" in ckpt else {}
+    data = Path(recipe.get("data", "../shared/data/icbhi2024/Train"))
+    if not data.is_dir():
+        raise FileNotFoundError(f"calibration needs the labeled trials the model was trained on ({data})")
+    x, _, _ = graph_inputs(load_icbhi(data, n_times=model.cfg.n_times), model.cfg.subject_norm)
+    log(f"quantizing {fp32_path} to int8, calibrated on {len(x)} real trials ({data}) …")
+    qrecipe = quantize_int8(fp32_path, out, x, f"{len(x)} labeled trials ({data})")
+    cv = None
+    if any(run_dir.glob("fold*.pt")):
+        log("accuracy change on the cross-validation fold models (fp32 and int8 each) …")
+        cv = cv_accuracy_change(run_dir, data, log=log)
+    log("speed against fp32 at batch 256 …")
+    speed = speedup(fp32_path, out, x)
+    verdict = int8_verdict(speed, cv)
+    card = write_int8_card(out, fp32_path, qrecipe, cv, speed, verdict)
+    return {"path": str(out), "card": str(card), "bytes": out.stat().st_size, "sha256": file_sha256(out),
+            "fp32_bytes": fp32_path.stat().st_size, "quantization": qrecipe, "cv": cv, "speed": speed,
+            "verdict": verdict}
+
+
+def int8_verdict(speed: dict, cv: dict | None) -> dict:
+    fast = speed["speedup"] >= INT8_MIN_SPEEDUP
+    accurate = cv is not None and cv["accuracy_ok"]
+    reasons = []
+    if not fast:
+        reasons.append(f"{speed['speedup']:.2f}× fp32 at batch 256 < {INT8_MIN_SPEEDUP}×")
+    if cv is None:
+        reasons.append("no cross-validation fold models to measure the accuracy change")
+    elif not accurate:
+        reasons.append(f"CLASS accuracy change {cv['accuracy_change_points']:+.2f} points < −{100 * INT8_MAX_ACC_DROP:.0f}")
+    return {"default": "int8" if fast and accurate else "fp32", "fast_enough": fast, "accurate_enough": accurate,
+            "reasons": reasons}
+
+
+def write_int8_card(path: Path, fp32_path: Path, qrecipe: dict, cv: dict | None, speed: dict, verdict: dict) -> Path:
+    size, fp32_size = path.stat().st_size, fp32_path.stat().st_size
+    lines = [
+        f"# {path.stem}",
+        "",
+        f"int8 version of `{fp32_path.name}` (static quantization, QDQ format). Same inputs, outputs and "
+        "metadata; only Conv, Gemm and MatMul run in int8 (normalization and softmax stay float32).",
+        "",
+        "| | |", "|---|---|",
+        f"| file | `{path.name}`, {size / 1e6:.1f} MB ({fp32_size / size:.1f}× smaller than fp32) |",
+        f"| sha256 | `{file_sha256(path)}` |",
+        f"| fp32 source | `{fp32_path.name}`, sha256 `{qrecipe['source_sha256'][:16]}…` |",
+        f"| quantization | {qrecipe['format']}; weights {qrecipe['weights']}; activations {qrecipe['activations']}; "
+        f"`quant_pre_process` first; calibrated on {qrecipe['calibration']} |",
+        f"| speed | {speed['int8_trials_per_s']:.0f} vs {speed['fp32_trials_per_s']:.0f} trials/s at batch "
+        f"{speed['batch']} (**{speed['speedup']:.2f}×** fp32; load average {speed['load_average'][0]:.1f} "
+        "while measured; `fmri-edge bench` for the full comparison) |",
+        f"| default model | **{verdict['default']}**"
+        + (f" — int8 stays optional: {'; '.join(verdict['reasons'])}" if verdict["default"] == "fp32" else "")
+        + " |",
+        "",
+        "## Accuracy change, measured on the honest cross-validation predictions",
+        "",
+    ]
+    if cv is None:
+        lines.append("Not measured: the run folder holds no fold models (`fold<k>.pt`).")
+    else:
+        f, q = cv["pooled"]["fp32"], cv["pooled"]["int8"]
+        lines += [
+            f"Every cross-subject fold model of `{cv['run']}` ({cv['n_folds']} folds) was exported fp32 and int8 "
+            "(int8 calibrated on that fold's training participants only); both predicted the fold's held-out "
+            f"participants ({cv['n_trials']} trials pooled).",
+            "",
+            "| | CLASS accuracy | CLASS_error | LEVEL_error | Score |",
+            "|---|---|---|---|---|",
+            f"| fp32 | {f['CLASS_accuracy']:.4f} | {f['CLASS_error']:.4f} | {f['LEVEL_error']:.4f} | {f['Score']:.4f} |",
+            f"| int8 | {q['CLASS_accuracy']:.4f} | {q['CLASS_error']:.4f} | {q['LEVEL_error']:.4f} | {q['Score']:.4f} |",
+            "",
+            f"CLASS accuracy change **{cv['accuracy_change_points']:+.2f} points** (allowed: ≥ −{100 * INT8_MAX_ACC_DROP:.0f}); "
+            f"int8 and fp32 give the same CLASS on {100 * cv['class_agreement']:.1f} % of trials; largest "
+            f"|Δ class probability| {cv['max_abs_diff_class_probs']:.3f}.",
+            "",
+            "| fold | held out | trials | fp32 acc | int8 acc | same CLASS |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in cv["folds"]:
+            lines.append(f"| {r['fold']} | {', '.join(r['test_participants'])} | {r['n_trials']} | "
+                         f"{r['fp32_accuracy']:.3f} | {r['int8_accuracy']:.3f} | {100 * r['class_agreement']:.0f} % |")
+    card = path.with_suffix(".md")
+    card.write_text("\n".join(lines) + "\n")
+    return card
