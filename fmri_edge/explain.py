@@ -14,10 +14,12 @@ in the forward pass anyway, so explaining costs nothing extra at prediction time
 
 Masking (defined once, here): a masked region's time course is replaced, in that trial only, by
 the mean of its own first ``baseline_s`` seconds (the fixation baseline), so it becomes a flat
-line at its baseline level and carries no stimulus-locked signal. For the in-graph per-trial
-normalizations that subtract the baseline (``baseline_z``, ``baseline_sub``) a masked region is
-exactly zero after normalization. Masking is applied to the array the graph receives, i.e. after
-any subject-wise normalization (a per-region affine map, so a flat region stays flat).
+line at its baseline level and carries no stimulus-locked signal. The level is rounded to 16
+significant bits so that float32 arithmetic in the graph sees an exactly flat line: after the
+per-trial normalizations ``baseline_z``, ``baseline_sub``, ``zscore_region`` and
+``center_region`` a masked region is exactly zero (``minmax_trial``: a constant). Masking is
+applied to the array the graph receives, i.e. after any subject-wise normalization (a per-region
+affine map, so a flat region stays flat).
 
 Plotting lives in :mod:`fmri_edge.plot` (matplotlib, imported lazily, optional extra ``[plot]``).
 """
@@ -29,11 +31,10 @@ from typing import Iterator
 
 import numpy as np
 
-from fmri_edge import io, scoring
-from fmri_edge.normalize import SUBJECT_NORMS, subject_normalize
+from fmri_edge import io, predict
+from fmri_edge.predict import DEFAULT_BATCH
 from fmri_edge.runtime import Decoder
 
-DEFAULT_BATCH = 256
 DEFAULT_BASELINE_S = 5
 STATIC_SD = 1e-4          # below this standard deviation over trials, attention is input-independent
 
@@ -127,15 +128,9 @@ class Trials:
 
 
 def iter_trials(decoder: Decoder, paths: list) -> Iterator[Trials | io.InputError]:
-    """Every readable file's usable trials, one participant/file at a time, checked with the same
-    :mod:`fmri_edge.io` functions as ``predict`` (its default policy: trials with NaN/Inf are
-    reported and skipped; no cropping, padding or interpolation); a problem is yielded as an
-    :class:`~fmri_edge.io.InputError`. Subject-wise normalization named in the model's metadata
-    (``subject_normalization``) is applied over each file's trials."""
-    info = decoder.info
-    mode = info.subject_normalization or "none"
-    if mode not in SUBJECT_NORMS:
-        raise io.InputError(decoder.path, f"unknown subject_normalization {mode!r} in metadata")
+    """Every readable file's model-ready trials, one participant/file at a time, exactly as
+    ``predict`` prepares them (:func:`fmri_edge.predict.model_ready` under its default policy,
+    subject normalization included); a problem is yielded as an :class:`~fmri_edge.io.InputError`."""
     for p in paths:
         try:
             sources = io.discover([Path(p)])
@@ -143,28 +138,15 @@ def iter_trials(decoder: Decoder, paths: list) -> Iterator[Trials | io.InputErro
             yield e
             continue
         for src in sources:
-            try:
-                raw = io.check_trials(io.read_array(src.path), src.path, info.n_regions, info.n_times)
-            except io.InputError as e:
-                yield e
-                continue
-            x = io.to_float32(raw)
-            bad = io.nonfinite_trials(x)
-            for i in bad:
-                yield io.InputError(src.path, "NaN or Inf values; trial skipped", int(i + 1), "skipped")
-            keep = np.setdiff1d(np.arange(len(x)), bad)
-            if keep.size == 0:
-                continue
-            x = x if keep.size == len(x) else x[keep]
-            if mode != "none":
-                x = subject_normalize(x, mode)
-            yield Trials(src.participant, src.path, keep + 1, np.ascontiguousarray(x, dtype=np.float32))
-
-
-def run(decoder: Decoder, x: np.ndarray, batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
-    """Model outputs for model-ready float32 trials, ``batch_size`` trials per onnxruntime call."""
-    parts = [decoder.run(np.ascontiguousarray(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            trials, xs = [], []
+            for item in predict.model_ready(decoder, src):
+                if isinstance(item, io.InputError):
+                    yield item
+                else:
+                    trials.append(item[0])
+                    xs.append(item[1])
+            if xs:
+                yield Trials(src.participant, src.path, np.concatenate(trials), np.concatenate(xs))
 
 
 def load(decoder: Decoder, paths: list) -> tuple[list[Trials], list[io.InputError]]:
@@ -289,15 +271,14 @@ class AttentionAccumulator:
 
 def summarize(decoder: Decoder, paths: list, top_k: int = 10, batch_size: int = DEFAULT_BATCH,
               ) -> tuple[AttentionSummary, list[io.InputError]]:
-    """Run the model over ``paths`` and summarize its region attention (streams file by file)."""
+    """Run the model over ``paths`` (as ``predict`` does, streamed) and summarize its region attention."""
     acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k)
     problems = []
-    for item in iter_trials(decoder, paths):
+    for item in predict.predict(decoder, paths, batch_size):
         if isinstance(item, io.InputError):
             problems.append(item)
-            continue
-        out = run(decoder, item.x, batch_size)
-        acc.add(out["region_weights"], scoring.decide_class(out["class_probs"]))
+        else:
+            acc.add(item.region_weights, item.valence_class)
     if acc.n == 0:
         raise io.InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
     return acc.result(), problems
@@ -320,9 +301,18 @@ def mask_regions(x: np.ndarray, regions: np.ndarray, baseline_s: int = DEFAULT_B
     if regions.shape[1] == 0:
         return x
     rows = np.arange(len(x))[:, None]
-    base = x[rows, regions, :baseline_s].mean(axis=2, keepdims=True)      # (N, k, 1)
-    x[rows, regions, :] = np.broadcast_to(base, (*regions.shape, x.shape[2]))
+    base = x[rows, regions, :baseline_s].astype(np.float64).mean(axis=2, keepdims=True)  # (N, k, 1)
+    x[rows, regions, :] = np.broadcast_to(_few_bits(base), (*regions.shape, x.shape[2]))
     return x
+
+
+def _few_bits(v: np.ndarray, bits: int = 16) -> np.ndarray:
+    """``v`` rounded to ``bits`` significant bits (relative change < 2e-5 for 16). Sums of up to
+    2**(24 - bits) copies are then exact in float32, so the graph's mean of a flat region equals the
+    region and its deviation and standard deviation are exactly 0: a masked region normalizes to
+    exactly 0 under ``zscore_region``/``center_region``/``baseline_*`` instead of ±1 rounding noise."""
+    m, e = np.frexp(v)
+    return np.ldexp(np.round(m * 2.0 ** bits) / 2.0 ** bits, e).astype(np.float32)
 
 
 @dataclass
@@ -339,7 +329,7 @@ class MaskEffect:
 def mask_effect(decoder: Decoder, x: np.ndarray, regions: np.ndarray, base_probs: np.ndarray,
                 baseline_s: int, batch_size: int = DEFAULT_BATCH) -> MaskEffect:
     base_idx = np.argmax(base_probs, axis=1)
-    probs = run(decoder, mask_regions(x, regions, baseline_s), batch_size)["class_probs"]
+    probs = predict.run_batched(decoder, mask_regions(x, regions, baseline_s), batch_size)["class_probs"]
     rows = np.arange(len(x))
     return MaskEffect(float(np.mean(np.argmax(probs, axis=1) != base_idx)),
                       float(np.mean(np.abs(probs[rows, base_idx] - base_probs[rows, base_idx]))))
@@ -384,7 +374,7 @@ def faithfulness(decoder: Decoder, x: np.ndarray, ks=(5, 10, 20), draws: int = 1
     ``x`` must be model-ready trials (see :func:`iter_trials`)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     baseline_s = baseline_seconds(decoder) if baseline_s is None else baseline_s
-    base = run(decoder, x, batch_size)
+    base = predict.run_batched(decoder, x, batch_size)
     p0, w = base["class_probs"], base["region_weights"]
     n, r = w.shape
     rng = np.random.default_rng(seed)

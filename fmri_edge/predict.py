@@ -16,7 +16,8 @@ import numpy as np
 from fmri_edge import io, normalize, scoring
 from fmri_edge.runtime import Decoder
 
-DEFAULT_BATCH = 256
+DEFAULT_BATCH = 256   # the fastest batch size measured by `fmri-edge bench` (docs/speed.md)
+MAX_BATCH = 1024      # larger chunks only cost memory and run slower per trial (cache misses); capped
 
 
 @dataclass
@@ -60,14 +61,17 @@ class Policy:
             raise ValueError(f"unknown NaN policy {self.nan!r}; choose from {', '.join(io.NAN_POLICIES)}")
 
 
-def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
-                   policy: Policy | None = None) -> Iterator[Batch | io.InputError]:
-    """Answers for one file, chunk by chunk; every bad trial is reported and the rest predicted.
+def model_ready(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
+                policy: Policy | None = None) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
+    """One file's trials as the model takes them: (1-based trial numbers, float32 trials) per
+    chunk, and an :class:`~fmri_edge.io.InputError` per problem; every bad trial is reported.
 
     A model trained on subject-wise normalized trials (metadata ``subject_normalization``) gets
     them normalized over all of the file's good trials together, as in training: such a file is
-    read whole before its first answer."""
+    read twice, chunk by chunk — once for the statistics, once for the trials — so memory stays
+    bounded however many trials it holds."""
     info, policy = decoder.info, policy or Policy()
+    batch_size = max(1, min(batch_size, MAX_BATCH))
     try:
         arr = io.check_trials(io.read_array(source.path), source.path, info.n_regions, info.n_times,
                               crop=policy.crop, pad=policy.pad)
@@ -77,23 +81,61 @@ def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAUL
     chunks = screened_chunks(arr, source.path, info.n_times, batch_size, policy.nan)
     mode = info.subject_normalization or "none"
     if mode == "none":
-        for item in chunks:
-            if isinstance(item, io.InputError):
-                yield item
-            else:
-                yield from answer(decoder, source, *item)
+        yield from chunks
         return
-    numbers, trials = [], []
+    stats = SubjectStats(mode)
     for item in chunks:
         if isinstance(item, io.InputError):
             yield item
         else:
-            numbers.append(item[0])
-            trials.append(item[1])
-    if trials:
-        x, numbers = normalize.subject_normalize(np.concatenate(trials), mode), np.concatenate(numbers)
-        for i in range(0, len(x), batch_size):
-            yield from answer(decoder, source, numbers[i:i + batch_size], x[i:i + batch_size])
+            stats.add(item[1])
+    if stats.n:
+        for item in screened_chunks(arr, source.path, info.n_times, batch_size, policy.nan):
+            if not isinstance(item, io.InputError):  # every problem was reported by the first pass
+                yield item[0], stats.apply(item[1])
+
+
+def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
+                   policy: Policy | None = None) -> Iterator[Batch | io.InputError]:
+    """Answers for one file, chunk by chunk; every bad trial is reported and the rest predicted."""
+    for item in model_ready(decoder, source, batch_size, policy):
+        if isinstance(item, io.InputError):
+            yield item
+        else:
+            yield from answer(decoder, source, *item)
+
+
+class SubjectStats:
+    """:func:`fmri_edge.normalize.subject_normalize` in two streamed passes: per-region mean and
+    standard deviation over every trial and second seen by :meth:`add` (float64, chunks merged
+    with Chan et al.'s pairwise update), then :meth:`apply` to each chunk."""
+
+    def __init__(self, mode: str):
+        if mode not in normalize.SUBJECT_NORMS:
+            raise ValueError(f"unknown subject normalization {mode!r}; choose from {normalize.SUBJECT_NORMS}")
+        self.mode, self.n, self.mean, self.m2 = mode, 0, 0.0, 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        y = np.array(x, dtype=np.float64)  # in-place arithmetic below: half the time of temporaries
+        n = y.shape[0] * y.shape[2]
+        mean = y.sum(axis=2).sum(axis=0) / n
+        y -= mean[None, :, None]
+        np.square(y, out=y)
+        m2 = y.sum(axis=2).sum(axis=0)
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * n / total)
+        self.n = total
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        if self.mode == "none":
+            return np.asarray(x, dtype=np.float32)
+        y = np.array(x, dtype=np.float64)
+        y -= self.mean[None, :, None]
+        if self.mode == "zscore":
+            y /= (np.sqrt(self.m2 / self.n) + normalize.EPS)[None, :, None]
+        return y.astype(np.float32)
 
 
 def screened_chunks(arr: np.ndarray, path: Path, n_times: int, batch_size: int, nan: str = "skip",
@@ -101,12 +143,36 @@ def screened_chunks(arr: np.ndarray, path: Path, n_times: int, batch_size: int, 
     """Checked (N, R, T) trials as stored → (1-based trial numbers, model-ready float32 trials) per
     chunk of ``batch_size``, and an :class:`~fmri_edge.io.InputError` per trial that needs a word."""
     for start in range(0, len(arr), batch_size):
+        if start:  # the previous chunk is done with: its pages leave memory (the page cache keeps them)
+            release_pages(arr[start - batch_size:start])
         raw = arr[start:start + batch_size]
         chunk, keep, problems = screen(io.to_float32(raw), raw, path, start, nan)
         yield from problems
         if keep.size:
             chunk = chunk if keep.size == len(chunk) else chunk[keep]
             yield start + keep + 1, np.ascontiguousarray(io.pad_times(chunk, n_times))
+
+
+def release_pages(view: np.ndarray) -> None:
+    """Drop the pages of a consumed part of a memory-mapped array from this process's resident
+    memory (``madvise(MADV_DONTNEED)``; a read-only file mapping re-reads them if touched again).
+    Without it, streaming a 2.5 GB ``.npy`` leaves all 2.5 GB counted as resident. A no-op for
+    arrays that are not memory-mapped or where madvise is unavailable."""
+    import mmap
+
+    mm = getattr(view, "_mmap", None)
+    if mm is None or view.size == 0 or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # numpy < 2
+        byte_bounds = np.byte_bounds
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    lo, hi = byte_bounds(view)
+    page = mmap.PAGESIZE
+    start, stop = (lo - base) // page * page, (hi - base) // page * page
+    if 0 <= start < stop <= len(mm):
+        mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
 def answer(decoder: Decoder, source: io.Source, trial: np.ndarray, x: np.ndarray,
