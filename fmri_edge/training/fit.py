@@ -97,14 +97,23 @@ def _augment(x0: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Te
     return x0
 
 
-def _param_groups(model: nn.Module, l2: float) -> list[dict]:
+def _param_groups(model: SEResCNN, optim) -> list[dict]:
     """L2 on conv and dense weights only (the paper's kernel regularizer), as RAdam weight decay:
-    the gradient of l2·Σw² is 2·l2·w."""
+    the gradient of l2·Σw² is 2·l2·w. The input SE block may get its own lr and no L2
+    (``input_se_lr_mult``), so that its per-region weights can move away from their initial values."""
+    own = set(map(id, model.input_se.parameters())) if model.input_se is not None and \
+        optim.input_se_lr_mult != 1 else set()
     decay, rest = [], []
     for m in model.modules():
         for name, p in m.named_parameters(recurse=False):
+            if id(p) in own:
+                continue
             (decay if name == "weight" and isinstance(m, (nn.Conv1d, nn.Linear)) else rest).append(p)
-    return [{"params": decay, "weight_decay": 2 * l2}, {"params": rest, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": 2 * optim.l2}, {"params": rest, "weight_decay": 0.0}]
+    if own:
+        groups.append({"params": list(model.input_se.parameters()), "weight_decay": 0.0,
+                       "lr": optim.lr * optim.input_se_lr_mult})
+    return groups
 
 
 def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
@@ -118,7 +127,7 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     gen = torch.Generator().manual_seed(seed)
     model = build_model(recipe.model)
     o = recipe.optim
-    opt = Lookahead(torch.optim.RAdam(_param_groups(model, o.l2), lr=o.lr), o.lookahead_k, o.lookahead_alpha)
+    opt = Lookahead(torch.optim.RAdam(_param_groups(model, o), lr=o.lr), o.lookahead_k, o.lookahead_alpha)
     x_all = torch.as_tensor(trials, dtype=torch.float32)
     y_all = targets(labels, recipe.model.heads)
     weights = {t: (o.level_loss_weight if t == "level" else 1.0) for t in recipe.model.heads}

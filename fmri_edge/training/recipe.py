@@ -19,6 +19,9 @@ class OptimConfig:
     lookahead_k: int = 6
     lookahead_alpha: float = 0.5
     level_loss_weight: float = 1.0  # multi-head models: weight of the LEVEL cross-entropy
+    # the input SE block's lr = lr × this, without L2: at 1 its region weights stay at their
+    # initial values (rank correlation 0.998 with init in the subject CV), at 30 they learn
+    input_se_lr_mult: float = 1.0
 
 
 @dataclass
