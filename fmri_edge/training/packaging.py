@@ -104,7 +104,8 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         f"| normalization | {meta['normalization']['per_trial']} per trial, inside the graph"
         + (f"; {meta['subject_normalization']} per subject before the graph" if meta.get("subject_normalization") else "")
         + " |",
-        f"| LEVEL rule | {meta['level_rule']} |",
+        "| LEVEL | " + (f"LEVEL head, {meta['level_rule']}" if "level" in meta["heads"] else
+                        "from CLASS by the class-only rule −1 → −3, 0 → 0, 1 → 2 (no LEVEL head)") + " |",
         f"| export | `{export_recipe}`, opset {meta.get('opset', 20)}; parity vs PyTorch on {parity_source}: "
         f"max abs diff " + ", ".join(f"{k} {v:.1e}" for k, v in parity["max_abs_diff"].items())
         + f" (atol {parity['atol']:.0e}) |",
@@ -115,6 +116,8 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         "`runs/<name>/results.json`). The random split puts the same subjects in training and test and is "
         "**optimistic**; the subject protocol holds out whole order-mate groups and chooses checkpoints on an "
         "inner validation group, never on the held-out subjects.",
+        "",
+        "How the recipe was chosen: `docs/research.md`; every variant and the paper's table: `docs/results.md`.",
         "",
         "| protocol | folds | CLASS acc (± fold std) | CLASS F1 | LEVEL F1 | CLASS_error | LEVEL_error | Score |",
         "|---|---|---|---|---|---|---|---|",

@@ -47,6 +47,25 @@ def _predictions(folds) -> list[dict]:
     return rows
 
 
+def write_held_out_csv(recipe: Recipe, folds, path: Path) -> None:
+    """Every trial's answer from the fold model that never saw its subject, in the submission
+    format, so that `fmri-edge score cv_predictions.csv <Train>` gives the honest score."""
+    from fmri_edge import submission
+    from fmri_edge.training.fit import decide
+    from fmri_edge.training.protocols import baseline_level
+
+    with submission.atomic_write(path, force=True) as f:
+        submission.write_header(f)
+        for fold in folds:
+            d = decide(fold.probs, recipe.eval.level_rule)
+            cls = d.get("class", np.sign(d.get("level", 0)))
+            lvl = d.get("level", baseline_level(cls))
+            probs = fold.probs.get("class", np.full((len(cls), 3), np.nan))
+            for p in sorted(set(fold.test.participants.tolist())):
+                m = fold.test.participants == p
+                submission.write_rows(f, p, fold.test.trial_index[m], cls[m], lvl[m], probs[m])
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -78,6 +97,8 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
             "predictions": _predictions(folds),
             "seconds": round(time.perf_counter() - t0, 1),
         }
+        if protocol == "subject":
+            write_held_out_csv(recipe, folds, out_dir / "cv_predictions.csv")
         if protocol == "subject":  # fold models: for ensembles, int8 checks, attention studies
             for k, f in enumerate(folds):
                 save_checkpoint(f.fit.model, out_dir / f"fold{k}.pt", fold=f.name,
