@@ -71,21 +71,22 @@ def _fmt(stat) -> str:
     return "—" if stat is None else f"{stat[0]:.2f} ± {stat[1]:.2f}"
 
 
-def level_vs_baseline(res: dict, protocol: str) -> tuple[float, float] | None:
-    """Pooled LEVEL_error of the run's LEVEL answers vs the class-only baseline from its CLASS answers."""
+def level_errors(res: dict, protocol: str) -> tuple[float, float] | None:
+    """Pooled LEVEL_error of the run's LEVEL answers (its LEVEL head, else the class-only rule on
+    its CLASS answers) and of the class-only rule applied to its CLASS answers (else to the sign
+    of its LEVEL answers)."""
     p = res["protocols"].get(protocol)
-    if p is None or "class_probs" not in p["predictions"][0]:
+    if p is None:
         return None
     preds = p["predictions"]
     truth = np.array([r["LEVEL"] for r in preds])
-    cls = scoring.decide_class(np.array([r["class_probs"] for r in preds]))
-    base = np.select([cls < 0, cls > 0], [-3, 2], 0)
+    lvl = None
     if "level_probs" in preds[0]:
-        rule = res["recipe"]["eval"]["level_rule"]
-        lvl = scoring.decide_level(np.array([r["level_probs"] for r in preds]), rule)
-    else:
-        lvl = base
-    return scoring.level_error(lvl, truth), scoring.level_error(base, truth)
+        lvl = scoring.decide_level(np.array([r["level_probs"] for r in preds]), res["recipe"]["eval"]["level_rule"])
+    cls = scoring.decide_class(np.array([r["class_probs"] for r in preds])) if "class_probs" in preds[0] \
+        else np.sign(lvl)
+    base = np.select([cls < 0, cls > 0], [-3, 2], 0)
+    return scoring.level_error(base if lvl is None else lvl, truth), scoring.level_error(base, truth)
 
 
 def paper_table(rows: list[Row], results: dict) -> list[str]:
@@ -114,10 +115,8 @@ def challenge_table(rows: list[Row], results: dict) -> list[str]:
             if protocol not in cr["protocols"]:
                 continue
             s = cr["protocols"][protocol]["summary"]
-            lvl = level_vs_baseline(lr, protocol)
-            base = level_vs_baseline(cr, protocol)
-            level_err = lvl[0] if lvl else float("nan")
-            base_err = base[1] if base else float("nan")
+            level_err = level_errors(lr, protocol)[0]
+            base_err = level_errors(cr, protocol)[1]
             score = round(0.6 * round(s["CLASS_error"], 4) + 0.4 * round(level_err, 4), 4)
             minutes = (cr["protocols"][protocol]["seconds"] + (lr["protocols"][protocol]["seconds"]
                        if lr is not cr else 0)) / 60
