@@ -33,11 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from fmri_edge.io import UsageError
 
 DEFAULT_RUN = Path("runs/fmri-edge-se")
 DEFAULT_DATA = Path("../shared/data/icbhi2024/Train")
@@ -187,7 +189,7 @@ def real_trials(data: Path | None, recipe: dict, n_times: int, subject_norm: str
             pass
     from fmri_edge.simulate import simulate
 
-    x, _, _ = simulate(480, n_times=n_times, n_subjects=16, seed=0)
+    x, _, _ = simulate(30, n_times=n_times, n_subjects=16, seed=0)  # 480 trials, 16 "participants"
     if subject_norm and subject_norm != "none":
         from fmri_edge.normalize import normalize_by_participant
 
@@ -373,12 +375,9 @@ def ort_engine(path: Path, threads: int, **options) -> Callable:
 
         from fmri_edge.runtime import session_options
 
-        so = session_options(threads)
+        so = session_options(threads, spinning=options.pop("spinning", False))
         for k, v in options.items():
-            if k == "spinning":
-                so.add_session_config_entry("session.intra_op.allow_spinning", v)
-            else:
-                setattr(so, k, v)
+            setattr(so, k, v)
         dec.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return dec.run
 
@@ -403,7 +402,7 @@ def session_option_sweep(path: Path, x: np.ndarray, threads: int, seconds: float
     lvl = ort.GraphOptimizationLevel
     variants = {
         "chosen": {},
-        "spinning on": {"spinning": "1"},
+        "spinning on": {"spinning": True},
         "1 thread": {"intra_op_num_threads": 1},
         "graph opt: extended": {"graph_optimization_level": lvl.ORT_ENABLE_EXTENDED},
         "graph opt: basic": {"graph_optimization_level": lvl.ORT_ENABLE_BASIC},
@@ -412,7 +411,7 @@ def session_option_sweep(path: Path, x: np.ndarray, threads: int, seconds: float
     engines, load_s = {}, {}
     for name, opts in variants.items():
         t = time.perf_counter()
-        engines[name] = ort_engine(path, threads, **opts) if opts else ort_engine(path, threads, spinning="0")
+        engines[name] = ort_engine(path, threads, **opts)
         load_s[name] = round(time.perf_counter() - t, 4)
     res = time_engines(engines, x, batches, seconds, rounds, log)
     return {"variants": {k: {"options": {kk: str(vv) for kk, vv in variants[k].items()}, "session_open_s": load_s[k],
@@ -468,18 +467,27 @@ def fmri_edge_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "fmri_edge.cli"]
 
 
-def wall(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, int, int]:
-    """Wall seconds from process start to exit, peak RSS (KB) and exit code of one command."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
-    _, status, usage = os.wait4(p.pid, 0)
-    elapsed = time.perf_counter() - t
-    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-    p.stderr.close()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {err.strip()[-500:]}")
-    return elapsed, usage.ru_maxrss, p.returncode
+WALL_SCRIPT = r"""
+import json, os, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = p.stderr.read()
+_, status, usage = os.wait4(p.pid, 0)
+elapsed = time.perf_counter() - t
+print(json.dumps({"wall_s": elapsed, "maxrss_kb": usage.ru_maxrss, "code": os.waitstatus_to_exitcode(status),
+                  "stderr": err.decode(errors="replace")[-800:]}))
+"""
+
+
+def wall(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds from process start to exit and peak RSS (KB) of one command. A small Python
+    process starts it and reads its resource usage, so neither number includes this (large)
+    process: a child forked from here would inherit its resident memory until it execs."""
+    r = subprocess.run([sys.executable, "-c", WALL_SCRIPT, *cmd], capture_output=True, text=True, check=True)
+    res = json.loads(r.stdout)
+    if res["code"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({res['code']}): {res['stderr'].strip()}")
+    return res["wall_s"], res["maxrss_kb"]
 
 
 def cold_start(fp32: Path, run: Path, trials30: np.ndarray, threads: int, runs: int, workdir: Path,
@@ -496,8 +504,9 @@ def cold_start(fp32: Path, run: Path, trials30: np.ndarray, threads: int, runs: 
                  str(workdir / "torch30.csv"), str(threads)]
     help_cmd = [*fmri_edge_command(), "--help"]
     times: dict[str, list] = {"fmri-edge predict": [], "pytorch script": [], "fmri-edge --help": []}
-    for cmd in (ort_cmd, torch_cmd, help_cmd):
-        wall(cmd)
+    if runs > 1:  # one untimed run of each first: the file cache is warm for every timed run
+        for cmd in (ort_cmd, torch_cmd, help_cmd):
+            wall(cmd)
     for _ in range(runs):
         times["fmri-edge predict"].append(wall(ort_cmd)[0])
         times["pytorch script"].append(wall(torch_cmd)[0])
@@ -552,13 +561,18 @@ def large_input(fp32: Path, n_trials: int, threads: int, batch: int | None, work
         log(f"large input: wrote {n_trials} simulated trials ({size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s")
         cmd = [*fmri_edge_command(), "predict", str(npy), "--model", str(fp32), "--out", str(csv_path), "--force",
                "--threads", str(threads), "--batch-size", str(batch or DEFAULT_BATCH)]
-        elapsed, rss_kb, _ = wall(cmd)
+        elapsed, rss_kb = wall(cmd)
         with open(csv_path, "rb") as f:
             rows = sum(1 for _ in f) - 1
         log(f"large input: {n_trials / elapsed:.0f} trials/s end to end, peak RSS {rss_kb / 1024:.0f} MB")
+        huge = [*cmd[:-1], str(n_trials)]  # one batch as large as the file: capped, so no slower and no bigger
+        h_elapsed, h_rss = wall(huge)
+        log(f"large input, --batch-size {n_trials}: {n_trials / h_elapsed:.0f} trials/s, peak RSS {h_rss / 1024:.0f} MB")
         return {"n_trials": n_trials, "file_bytes": size, "wall_s": round(elapsed, 3),
                 "trials_per_s": round(n_trials / elapsed, 1), "peak_rss_mb": round(rss_kb / 1024, 1),
-                "csv_rows": rows, "batch_size": batch or DEFAULT_BATCH, "command": " ".join(cmd)}
+                "csv_rows": rows, "batch_size": batch or DEFAULT_BATCH, "command": " ".join(cmd),
+                "huge_batch": {"batch_size": n_trials, "wall_s": round(h_elapsed, 3),
+                               "trials_per_s": round(n_trials / h_elapsed, 1), "peak_rss_mb": round(h_rss / 1024, 1)}}
     finally:
         npy.unlink(missing_ok=True)
         csv_path.unlink(missing_ok=True)
@@ -610,7 +624,7 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
     got = dec.run(np.ascontiguousarray(x[:64]))
     diff = max(float(np.abs(got[k] - r).max()) for k, r in zip(("class_probs", "level_probs", "region_weights"), ref))
     if diff > 1e-3:
-        raise ValueError(f"{fp32} and {run} disagree (max |diff| {diff:.2e}): not the same weights; pass the "
+        raise UsageError(f"{fp32} and {run} disagree (max |diff| {diff:.2e}): not the same weights; pass the "
                          "model exported from this run (--model) or leave --model out to export it")
     res["model"] = {"fp32": str(fp32), "fp32_bytes": fp32.stat().st_size, "sha256": file_sha256(fp32),
                     "members": len(members), "parity_max_abs_diff_vs_torch": diff}
@@ -618,11 +632,20 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
     if "ort-fp32" in cfg.engines or "ort-int8" in cfg.engines:
         engines["ort-fp32"] = dec.run
     if "ort-int8" in cfg.engines:
-        from fmri_edge.training.quantize import quantize_int8
+        from fmri_edge.training.quantize import int8_path, quantize_members
 
-        int8 = workdir / "int8.onnx"
-        log("quantizing to int8 (static QDQ, calibrated on the real trials) …")
-        quantize_int8(fp32, int8, x, source)
+        int8 = int8_path(fp32)
+        shipped = Decoder(int8) if int8.is_file() else None
+        if shipped and shipped.info.meta.get("quantization", {}).get("fp32_model_sha256") == res["model"]["sha256"]:
+            log(f"int8: {int8} (quantized from this fp32 model)")
+            check = shipped.info.meta.get("int8_check", {})
+            if check.get("cv") and not cfg.int8_cv:
+                res["int8_cv"] = check["cv"]
+        else:
+            int8 = workdir / "int8.onnx"
+            log("quantizing to int8 (static QDQ, calibrated on the real trials) …")
+            quantize_members(members, fp32, int8, x, source)
+        res["model"]["int8"] = str(int8)
         qdec = Decoder(int8, threads=threads)
         q = qdec.run(np.ascontiguousarray(x))
         f = dec.run(np.ascontiguousarray(x))
@@ -818,7 +841,10 @@ def summary_rows(res: dict) -> list[tuple[str, str]]:
         rows.append(("large input", f"{large['n_trials']:,} trials ({large['file_bytes'] / 1e9:.2f} GB): "
                      f"{large['wall_s']:.1f} s, {_fmt_tps(large['trials_per_s'])} trials/s end to end "
                      f"({large.get('vs_model_only_best', float('nan')):.2f}× model-only best), peak RSS "
-                     f"{large['peak_rss_mb']:.0f} MB, batch {large['batch_size']}"))
+                     f"{large['peak_rss_mb']:.0f} MB, batch {large['batch_size']}"
+                     + (f"; with --batch-size {large['huge_batch']['batch_size']:,}: "
+                        f"{_fmt_tps(large['huge_batch']['trials_per_s'])} trials/s, "
+                        f"{large['huge_batch']['peak_rss_mb']:.0f} MB" if "huge_batch" in large else "")))
     best = res.get("model_only_best")
     if best:
         rows.append(("model-only best (fp32)", f"{_fmt_tps(best['trials_per_s'])} trials/s at batch {best['batch']} "
@@ -878,6 +904,22 @@ def markdown(res: dict, command: str = "") -> str:
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
+
+
+MD_START, MD_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def write_markdown(path: Path, section: str) -> None:
+    """Write the section to ``path``; where the file exists and holds the markers
+    ``<!-- bench:start -->`` … ``<!-- bench:end -->``, only the text between them is replaced."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    if MD_START in text and MD_END in text and text.index(MD_START) < text.index(MD_END):
+        head, rest = text.split(MD_START, 1)
+        tail = rest.split(MD_END, 1)[1]
+        path.write_text(f"{head}{MD_START}\n{section}{MD_END}{tail}")
+    else:
+        path.write_text(section)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fmri_edge import __version__
-from fmri_edge.io import InputError
+from fmri_edge.io import InputError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Decode emotional valence from region-wise fMRI with an SE residual CNN, on CPU.")
@@ -49,7 +49,7 @@ def user_errors():
     """Turn expected problems into one red line on stderr and exit code 2 (traceback with --debug)."""
     try:
         yield
-    except (InputError, ValueError, FileNotFoundError) as e:
+    except (InputError, UsageError, FileNotFoundError) as e:
         if _state["debug"]:
             raise
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
@@ -93,7 +93,8 @@ def predict(
     explain: Annotated[bool, typer.Option("--explain", help="Add each trial's most attended brain regions (input SE "
                                           "weights) to the table and JSON, and to OUT.regions.csv beside --out.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", help="Regions per trial with --explain.", min=1)] = 5,
-    batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call.", min=1)] = 256,
+    batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call (capped at 512: larger batches "
+                                                 "only cost memory and run slower).", min=1)] = 256,
     threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
@@ -111,7 +112,7 @@ def predict(
             if result.n_trials == 0:  # nothing is written; one bad input gives one error line
                 one = len(result.problems) == 1
                 _report_problems([] if one else result.problems, errors_json, result.problems if one else (), force)
-                raise result.problems[0] if one else ValueError(
+                raise result.problems[0] if one else UsageError(
                     f"no trial could be predicted ({len(result.problems)} problems above); nothing written")
         _report_problems(result.problems, errors_json, force=force)
     names = decoder.info.region_names if explain else None
@@ -187,7 +188,8 @@ def explain(
     rows: Annotated[int, typer.Option(help="Regions to list (table) and to draw per class (--plot).", min=1)] = 20,
     top_k: Annotated[int, typer.Option("--top-k", help="k of the 'in top-k' column: how often a region is among a "
                                                        "trial's k most attended.", min=1)] = 10,
-    plot: Annotated[Optional[Path], typer.Option(help="Draw the figure to this PNG (needs fmri-edge[plot]).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Draw the figure to this PNG (needs matplotlib: pip install 'fmri-edge\\[plot]').")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --plot file.")] = False,
     faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also mask each trial's top-k regions vs k "
                                                "random ones and report how much the predictions change.")] = False,
@@ -195,7 +197,8 @@ def explain(
                                                    min=1)] = None,
     draws: Annotated[int, typer.Option(help="Random draws per k for --faithfulness.", min=1)] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the random regions for --faithfulness.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (every region) instead of tables.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (every region) instead of "
+                                                         "tables.")] = False,
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call.", min=1)] = 256,
     threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
 ):
@@ -225,8 +228,8 @@ def explain(
         from fmri_edge.plot import plot_attention
 
         try:
-            plot_attention(summary, plot, top=rows, title=f"{decoder.info.meta.get('model_version', decoder.path.name)}: "
-                                                          "input SE attention per brain region")
+            version = decoder.info.meta.get("model_version", decoder.path.name)
+            plot_attention(summary, plot, top=rows, title=f"{version}: input SE attention per brain region")
         except ImportError as e:
             err.print(f"[red]error:[/] {e}")
             raise typer.Exit(1) from None
@@ -348,15 +351,39 @@ def info(
     t.add_row("input", f"trials: (batch, {d.info.n_regions} regions, {d.info.n_times} s) raw BOLD, float32")
     t.add_row("outputs", ", ".join(meta.get("outputs", [])))
     t.add_row("CLASS / LEVEL", f"{list(d.info.class_values)} / {list(d.info.level_values)}")
-    t.add_row("LEVEL rule", d.info.level_rule)
-    for key in ("model_version", "architecture", "normalization", "subject_normalization", "members",
-                "training", "metrics", "fmri_edge_version", "exported", "opset"):
-        if key in meta:
-            v = meta[key]
-            t.add_row(key, v if isinstance(v, str) else json.dumps(v))
+    heads = meta.get("heads", {})
+    t.add_row("LEVEL", f"LEVEL head, {d.info.level_rule}" if "level" in heads or not heads else
+              "from CLASS by the class-only rule −1 → −3, 0 → 0, 1 → 2 (no LEVEL head)")
+    for key, v in _describe(meta).items():
+        t.add_row(key, v)
     names = d.info.region_names
     t.add_row("regions", f"{len(names)}: {', '.join(names[:4])} … {names[-1]}")
     out.print(t)
+
+
+def _describe(meta: dict) -> dict[str, str]:
+    """Readable one-line summaries of the model's metadata for `info`."""
+    rows = {k: str(meta[k]) for k in ("model_version", "architecture") if k in meta}
+    norm = meta.get("normalization") or {}
+    if norm:
+        rows["normalization"] = f"{norm.get('per_trial')} per trial, inside the graph" + (
+            f"; {meta['subject_normalization']} per subject before it" if meta.get("subject_normalization") else "")
+    tr = meta.get("training") or {}
+    if tr:
+        ps = tr.get("participants") or []
+        rows["training"] = (f"{tr.get('recipe')}, {len(ps)} subjects ({ps[0]}…{ps[-1]}), {tr.get('epochs')} epochs"
+                            + (", ensemble of fold models" if tr.get("ensemble_of_folds") else "")
+                            + f", commit {tr.get('git_commit')}" if ps else json.dumps(tr))
+    label = {"subject": "cross-subject (honest)", "random": "random 8:1:1 trials (optimistic)"}
+    for protocol, m in (meta.get("metrics") or {}).items():
+        rows[f"measured: {label.get(protocol, protocol)}"] = (
+            f"CLASS acc {m['CLASS_accuracy']:.3f} ± {m['CLASS_accuracy_folds_std']:.3f}, F1 {m['CLASS_f1']:.3f}, "
+            f"LEVEL_error {m['LEVEL_error']:.4f}, Score {m['Score']:.4f} "
+            f"({m['n_folds']} {'seeds' if protocol == 'random' else 'folds'})")
+    for k in ("members", "fmri_edge_version", "exported", "opset"):
+        if k in meta:
+            rows[k] = str(meta[k])
+    return rows
 
 
 @app.command()
@@ -421,7 +448,7 @@ def train(
         protocols = protocol or recipe.eval.protocols
         bad = set(protocols) - {"subject", "random"}
         if bad:
-            raise ValueError(f"unknown protocol(s) {sorted(bad)}: use subject and/or random")
+            raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject and/or random")
         out_dir = out_dir or Path("runs") / recipe.name
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err, transient=as_json, disable=as_json) as bar:
@@ -495,7 +522,8 @@ def export(
         acc = (f"CLASS accuracy {cv['pooled']['fp32']['CLASS_accuracy']:.3f} → {cv['pooled']['int8']['CLASS_accuracy']:.3f} "
                f"({cv['accuracy_change_points']:+.2f} points) on {cv['n_folds']} CV folds" if cv else "accuracy not measured (no fold models)")
         out.print(f"[green]int8[/] {q['path']} ({q['bytes'] / 1e6:.1f} MB): {q['speed']['speedup']:.2f}× fp32 at batch 256, "
-                  f"{acc}; default stays [bold]{v['default']}[/]" + (f" ({'; '.join(v['reasons'])})" if v["reasons"] else ""))
+                  f"{acc}; " + ("[bold]int8 qualifies as the default[/]" if v["default"] == "int8" else
+                                f"[bold]fp32 stays the default[/] ({'; '.join(v['reasons'])})"))
     err.print(f"next: fmri-edge info {report['path']} · fmri-edge predict TRIALS.npy --model {report['path']}")
 
 
@@ -513,10 +541,12 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Interleaved timing rounds.", min=1)] = 3,
     cold_runs: Annotated[int, typer.Option(help="Cold-start runs of each path (0 = skip).", min=0)] = 5,
     large_trials: Annotated[int, typer.Option(help="Trials in the large-input file (0 = skip).", min=0)] = 100_000,
+    gemm_sizes: Annotated[str, typer.Option(help="Matrix sizes for the numpy GEMM peak, comma-separated.")] = "2048,4096",
     no_torch: Annotated[bool, typer.Option("--no-torch", help="Leave PyTorch eager out of the engines.")] = False,
     sweep: Annotated[bool, typer.Option(help="Also time session-option alternatives and batch sizes.")] = True,
-    int8_card: Annotated[Optional[Path], typer.Option(help="JSON from `fmri-edge export --int8 --json` to quote its "
-                                                           "cross-validation accuracy change.")] = None,
+    int8_json: Annotated[Optional[Path], typer.Option(help="JSON of `fmri-edge export --int8 --json` whose cross-"
+                                                           "validation accuracy change to quote (default: read from "
+                                                           "<model>.int8.onnx when it was quantized from --model).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write all results to this JSON file.")] = None,
     markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="Write a README-ready section here.")] = None,
 ):
@@ -527,14 +557,17 @@ def bench(
 
     with user_errors():
         sizes = tuple(int(b) for b in batches.split(",") if b.strip())
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"--batches {batches!r}: give positive whole numbers, e.g. 1,32,256,4096")
+        gemm = tuple(int(n) for n in gemm_sizes.split(",") if n.strip())
+        if not sizes or min(sizes) < 1 or not gemm or min(gemm) < 1:
+            raise UsageError(f"--batches {batches!r} / --gemm-sizes {gemm_sizes!r}: give positive whole numbers, "
+                             "e.g. 1,32,256,4096")
         cv = None
-        if int8_card:
-            report = json.loads(int8_card.read_text())
+        if int8_json:
+            report = json.loads(int8_json.read_text())
             cv = (report.get("int8") or report).get("cv")
         cfg = BenchConfig(run=run_dir, model=model, data=data, threads=threads, batches=sizes, seconds=seconds,
                           rounds=rounds, cold_runs=cold_runs, large_trials=large_trials, sweep=sweep, int8_cv=cv,
+                          gemm_sizes=gemm,
                           engines=("ort-fp32", "ort-int8") if no_torch else ("ort-fp32", "ort-int8", "torch"))
         res = run_bench(cfg, log=lambda s: err.print(s, highlight=False))
         command = "fmri-edge " + " ".join(sys.argv[1:])
@@ -543,7 +576,9 @@ def bench(
             json_path.write_text(json.dumps(res, indent=1))
             err.print(f"wrote {json_path}")
         if markdown_path:
-            markdown_path.write_text(markdown(res, command))
+            from fmri_edge.bench import write_markdown
+
+            write_markdown(markdown_path, markdown(res, command))
             err.print(f"wrote {markdown_path}")
     for t in tables(res):
         out.print(t)

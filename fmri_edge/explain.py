@@ -383,7 +383,7 @@ def faithfulness(decoder: Decoder, x: np.ndarray, ks=(5, 10, 20), draws: int = 1
     for k in ks:
         k = int(k)
         if not 0 < k <= r:
-            raise ValueError(f"k={k} outside 1 … {r}")
+            raise io.UsageError(f"--k {k}: outside 1 … {r} (the number of regions)")
         top = mask_effect(decoder, x, order[:, :k], p0, baseline_s, batch_size)
         bottom = mask_effect(decoder, x, order[:, r - k:], p0, baseline_s, batch_size)
         rand = [mask_effect(decoder, x, np.argsort(rng.random((n, r)), axis=1)[:, :k], p0, baseline_s, batch_size)

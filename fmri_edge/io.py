@@ -42,6 +42,10 @@ KNOWN_ATLASES = {
 }
 
 
+class UsageError(ValueError):
+    """A user-facing problem with how a command was asked (options, recipes): one line, exit 2."""
+
+
 class InputError(ValueError):
     """A user-facing problem with an input file: one line, names the file (and trial, 1-based).
 

@@ -17,7 +17,7 @@ from fmri_edge import io, normalize, scoring
 from fmri_edge.runtime import Decoder
 
 DEFAULT_BATCH = 256   # the fastest batch size measured by `fmri-edge bench` (docs/speed.md)
-MAX_BATCH = 1024      # larger chunks only cost memory and run slower per trial (cache misses); capped
+MAX_BATCH = 512       # larger chunks only cost memory and run slower per trial (cache misses): capped
 
 
 @dataclass

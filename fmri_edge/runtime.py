@@ -113,9 +113,14 @@ def _ort_reason(e: Exception) -> str:
     return ": ".join(x for x in (code.group(1) if code else "", reason) if x)[:120] or text[:120]
 
 
-def session_options(threads: int = 0):
-    """Options chosen on purpose: all graph optimizations at load time, sequential execution,
-    no busy-waiting threads (lab workstations are shared)."""
+def session_options(threads: int = 0, spinning: bool = False):
+    """Options chosen on purpose, each measured by ``fmri-edge bench`` (docs/speed.md): all graph
+    optimizations at load time (the level changes speed by ≤ 2 % here and every level opens the
+    session in ≈ 15 ms; optimizing at load keeps the shipped file free of CPU-specific fused ops),
+    sequential execution, one thread per core (``threads=0``; one thread: 0.63× at batch 256), and
+    no busy-waiting threads: spinning was 1.42× faster at batch 1 and 1.07× at batch 256 on an idle
+    machine, but 0.27× at batch 256 while other jobs held both cores — lab workstations are shared.
+    ``spinning=True`` is for dedicated machines."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -123,7 +128,7 @@ def session_options(threads: int = 0):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.log_severity_level = 3
     return so
 

@@ -88,14 +88,23 @@ class Ensemble(nn.Module):
 
 
 def export_onnx(members: list[SEResCNN], out: str | Path, metadata: dict, parity_trials: np.ndarray,
-                recipe: ExportRecipe | None = None) -> dict:
+                recipe: ExportRecipe | None = None, channels_last: bool = True) -> dict:
     """Export, check with onnx.checker, verify onnxruntime against PyTorch, embed metadata.
-    Returns a report with the largest difference per output; raises if above tolerance."""
+    Returns a report with the largest difference per output; raises if above tolerance.
+
+    With ``channels_last`` the graph computes the same function with GEMM-shaped convolutions
+    (:mod:`fmri_edge.training.fastgraph`, ≈ 2× faster in onnxruntime); parity is always checked
+    against the original networks."""
     import onnx
 
     recipe = recipe or ExportRecipe()
     out = Path(out)
     n_regions = members[0].cfg.n_regions
+    reference = Ensemble([m.eval() for m in members], n_regions).eval()
+    if channels_last:
+        from fmri_edge.training.fastgraph import for_inference
+
+        members = for_inference(members, parity_trials)
     ens = Ensemble([m.eval() for m in members], n_regions).eval()
     example = torch.as_tensor(parity_trials[:2], dtype=torch.float32)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
@@ -121,7 +130,7 @@ def export_onnx(members: list[SEResCNN], out: str | Path, metadata: dict, parity
     with torch.inference_mode():
         for b in recipe.parity_batches:
             x = np.ascontiguousarray(np.resize(parity_trials, (b, *parity_trials.shape[1:])), dtype=np.float32)
-            ref = [t.numpy() for t in ens(torch.as_tensor(x))]
+            ref = [t.numpy() for t in reference(torch.as_tensor(x))]
             got = decoder.run(x)
             for name, r in zip(OUTPUT_NAMES, ref):
                 d = float(np.max(np.abs(got[name] - r)))

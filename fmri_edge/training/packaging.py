@@ -55,7 +55,8 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
         members = [load_checkpoint(p)[0] for p in folds]
     er = load_export_recipe(export_recipe)
     if er.n_times != model.cfg.n_times:
-        raise ValueError(f"export recipe n_times={er.n_times} but the model was trained with {model.cfg.n_times}")
+        raise InputError(er.source or "export recipe", f"n_times={er.n_times} but the model was trained with "
+                                                         f"{model.cfg.n_times}")
     name = recipe["name"]
     out = Path(out) if out else Path("models") / f"{name}.onnx"
     trials, parity_source = parity_trials(recipe, er.n_times)

@@ -5,7 +5,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from fmri_edge.training.model import ModelConfig
+from fmri_edge.io import InputError
+from fmri_edge.training.model import TRIAL_NORMALIZATIONS, ModelConfig
 
 EBR_REGIONS = ["A9/46d_L", "A9/46d_R", "aSTS_L", "aSTS_R"]
 
@@ -64,19 +65,27 @@ def _build(cls, values: dict, where: str):
     known = {f.name for f in fields(cls)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        raise InputError(where, f"unknown keys {sorted(unknown)} (known: {sorted(known)})")
     return cls(**values)
 
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    raw = tomllib.loads(path.read_text())
+    if not path.is_file():
+        raise InputError(path, "no such recipe file (see train/ for the shipped ones)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not valid TOML ({e})") from None
     nested = {"model": ModelConfig, "optim": OptimConfig, "augment": AugmentConfig, "eval": EvalConfig}
     parts = {k: _build(cls, raw.pop(k, {}), f"{path} [{k}]") for k, cls in nested.items()}
     for key in ("widths", "dense"):
         setattr(parts["model"], key, tuple(getattr(parts["model"], key)))
     recipe = _build(Recipe, {**raw, **parts}, str(path))
     recipe.source = str(path)
+    if recipe.model.normalization not in TRIAL_NORMALIZATIONS:
+        raise InputError(path, f"unknown normalization {recipe.model.normalization!r}; "
+                               f"choose from {sorted(TRIAL_NORMALIZATIONS)}")
     return recipe
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import fmri_edge
-from fmri_edge.io import load_icbhi
+from fmri_edge.io import InputError, UsageError, load_icbhi
 from fmri_edge.training.fit import save_checkpoint
 from fmri_edge.training.protocols import (Dataset, Progress, dataset_from_icbhi, fit_all, pooled,
                                           run_random_splits, run_subject_cv)
@@ -31,7 +31,7 @@ def load_dataset(recipe: Recipe) -> tuple[Dataset, list[str]]:
     if recipe.regions:
         missing = [r for r in recipe.regions if r not in names]
         if missing:
-            raise ValueError(f"regions {missing} not in atlas {atlas}")
+            raise InputError(atlas, f"regions {missing} of the recipe are not in this atlas")
         recipe.model.region_idx = [names.index(r) for r in recipe.regions]
     return ds, names
 
@@ -107,7 +107,7 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
         epochs = recipe.full_epochs
         if epochs is None:
             if cv_folds is None:
-                raise ValueError("full_epochs is not set in the recipe and no subject CV ran to choose it")
+                raise UsageError("full_epochs is not set in the recipe and no subject CV ran to choose it")
             epochs = int(np.median([f.fit.best_epoch for f in cv_folds]))
         t0 = time.perf_counter()
         final = fit_all(recipe, ds, epochs, progress)
