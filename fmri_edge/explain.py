@@ -131,22 +131,19 @@ def iter_trials(decoder: Decoder, paths: list) -> Iterator[Trials | io.InputErro
     """Every readable file's model-ready trials, one participant/file at a time, exactly as
     ``predict`` prepares them (:func:`fmri_edge.predict.model_ready` under its default policy,
     subject normalization included); a problem is yielded as an :class:`~fmri_edge.io.InputError`."""
-    for p in paths:
-        try:
-            sources = io.discover([Path(p)])
-        except io.InputError as e:
-            yield e
+    for src in io.iter_sources(paths):
+        if isinstance(src, io.InputError):
+            yield src
             continue
-        for src in sources:
-            trials, xs = [], []
-            for item in predict.model_ready(decoder, src):
-                if isinstance(item, io.InputError):
-                    yield item
-                else:
-                    trials.append(item[0])
-                    xs.append(item[1])
-            if xs:
-                yield Trials(src.participant, src.path, np.concatenate(trials), np.concatenate(xs))
+        trials, xs = [], []
+        for item in predict.model_ready(decoder, src):
+            if isinstance(item, io.InputError):
+                yield item
+            else:
+                trials.append(item[0])
+                xs.append(item[1])
+        if xs:
+            yield Trials(src.participant, src.path, np.concatenate(trials), np.concatenate(xs))
 
 
 def load(decoder: Decoder, paths: list) -> tuple[list[Trials], list[io.InputError]]:

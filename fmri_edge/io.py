@@ -20,6 +20,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -70,6 +71,16 @@ class Source:
 
     participant: str
     path: Path
+
+
+def iter_sources(paths) -> Iterator[Source | InputError]:
+    """:func:`discover` path by path: a path that cannot be expanded is yielded as its
+    :class:`InputError` and the others go on."""
+    for p in paths:
+        try:
+            yield from discover([Path(p)])
+        except InputError as e:
+            yield e
 
 
 def discover(paths: list[Path]) -> list[Source]:

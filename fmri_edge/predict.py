@@ -232,25 +232,22 @@ def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
     A participant met again (same file stem or subject folder name) after trials of it were
     predicted is refused: the submission would get two rows per trial."""
     seen: dict[str, Path] = {}
-    for p in paths:
-        try:
-            sources = io.discover([Path(p)])
-        except io.InputError as e:
-            yield e
+    for src in io.iter_sources(paths):
+        if isinstance(src, io.InputError):
+            yield src
             continue
-        for src in sources:
-            first = seen.get(src.participant)
-            if first is not None:
-                same = first.resolve() == src.path.resolve()
-                yield io.InputError(src.path, "given more than once; predicted once" if same else
-                                    f"participant {src.participant!r} was already predicted from {first}; their "
-                                    "trial numbers would collide in one submission — rename one of them or "
-                                    "predict them separately", outcome="skipped" if same else "refused")
-                continue
-            for item in predict_source(decoder, src, batch_size, policy):
-                if isinstance(item, Batch):
-                    seen[src.participant] = src.path
-                yield item
+        first = seen.get(src.participant)
+        if first is not None:
+            same = first.resolve() == src.path.resolve()
+            yield io.InputError(src.path, "given more than once; predicted once" if same else
+                                f"participant {src.participant!r} was already predicted from {first}; their "
+                                "trial numbers would collide in one submission — rename one of them or "
+                                "predict them separately", outcome="skipped" if same else "refused")
+            continue
+        for item in predict_source(decoder, src, batch_size, policy):
+            if isinstance(item, Batch):
+                seen[src.participant] = src.path
+            yield item
 
 
 @dataclass
