@@ -271,11 +271,6 @@ def to_float32(arr: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def as_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | None) -> np.ndarray:
-    """Check shape and dtype; return float32 (N, n_regions, n_times), C-contiguous, native order."""
-    return to_float32(check_trials(arr, path, n_regions, n_times))
-
-
 def pad_times(trials: np.ndarray, n_times: int) -> np.ndarray:
     """(N, R, T ≤ n_times) → (N, R, n_times), repeating each region's last second (``--pad``)."""
     missing = n_times - trials.shape[2]
