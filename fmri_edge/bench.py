@@ -173,28 +173,11 @@ def random_run(out: str | Path, seed: int = 0, **config) -> Path:
 # ---- inputs ---------------------------------------------------------------------------------------
 
 def real_trials(data: Path | None, recipe: dict, n_times: int, subject_norm: str) -> tuple[np.ndarray, str]:
-    """Trials as the graph receives them: real ICBHI trials where present (subject-normalized if
-    the model asks for it), else simulated ones of the same shape and scale."""
-    from fmri_edge.io import InputError, load_icbhi
+    """Trials as the graph receives them (:func:`fmri_edge.training.packaging.graph_trials`), from
+    ``data``, else the recipe's data folder, else the default one."""
+    from fmri_edge.training.packaging import graph_trials
 
-    root = Path(data) if data else Path(recipe.get("data") or DEFAULT_DATA)
-    if root.is_dir():
-        try:
-            subjects = load_icbhi(root, n_times=n_times)
-            from fmri_edge.training.quantize import graph_inputs
-
-            x, _, _ = graph_inputs(subjects, subject_norm)
-            return x, f"{len(x)} real trials ({root})"
-        except InputError:
-            pass
-    from fmri_edge.simulate import simulate
-
-    x, _, _ = simulate(30, n_times=n_times, n_subjects=16, seed=0)  # 480 trials, 16 "participants"
-    if subject_norm and subject_norm != "none":
-        from fmri_edge.normalize import normalize_by_participant
-
-        x = normalize_by_participant(x, np.repeat(np.arange(16), 30), subject_norm)
-    return x.astype(np.float32), f"{len(x)} simulated trials (no real data at {root})"
+    return graph_trials(data or recipe.get("data") or DEFAULT_DATA, n_times, subject_norm)
 
 
 def batch_of(x: np.ndarray, b: int) -> np.ndarray:
@@ -727,13 +710,13 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
 
 def _raw_trials30(data: Path | None, recipe: dict, n_times: int) -> np.ndarray:
     """The first 30 trials of a real participant as stored (what a user hands to predict)."""
-    from fmri_edge.io import discover, load_trials
+    from fmri_edge.io import InputError, discover, load_trials
 
     root = Path(data) if data else Path(recipe.get("data") or DEFAULT_DATA)
     if root.is_dir():
         try:
             return load_trials(discover([root])[0].path, n_times=n_times)[:30]
-        except Exception:
+        except (InputError, IndexError):  # unreadable or empty: simulate instead
             pass
     from fmri_edge.simulate import simulate
 

@@ -374,9 +374,9 @@ def _describe(meta: dict) -> dict[str, str]:
         rows["training"] = (f"{tr.get('recipe')}, {len(ps)} subjects ({ps[0]}…{ps[-1]}), {tr.get('epochs')} epochs"
                             + (", ensemble of fold models" if tr.get("ensemble_of_folds") else "")
                             + f", commit {tr.get('git_commit')}" if ps else json.dumps(tr))
-    label = {"subject": "cross-subject (honest)", "random": "random 8:1:1 trials (optimistic)"}
+    from fmri_edge.splits import PROTOCOL_LABEL
     for protocol, m in (meta.get("metrics") or {}).items():
-        rows[f"measured: {label.get(protocol, protocol)}"] = (
+        rows[f"measured: {PROTOCOL_LABEL.get(protocol, protocol)}"] = (
             f"CLASS acc {m['CLASS_accuracy']:.3f} ± {m['CLASS_accuracy_folds_std']:.3f}, F1 {m['CLASS_f1']:.3f}, "
             f"LEVEL_error {m['LEVEL_error']:.4f}, Score {m['Score']:.4f} "
             f"({m['n_folds']} {'seeds' if protocol == 'random' else 'folds'})")

@@ -13,7 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
-from fmri_edge import io, normalize, scoring
+from fmri_edge import io, scoring
+from fmri_edge.normalize import SubjectStats
 from fmri_edge.runtime import Decoder
 
 DEFAULT_BATCH = 256   # the fastest batch size measured by `fmri-edge bench` (docs/speed.md)
@@ -103,39 +104,6 @@ def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAUL
             yield item
         else:
             yield from answer(decoder, source, *item)
-
-
-class SubjectStats:
-    """:func:`fmri_edge.normalize.subject_normalize` in two streamed passes: per-region mean and
-    standard deviation over every trial and second seen by :meth:`add` (float64, chunks merged
-    with Chan et al.'s pairwise update), then :meth:`apply` to each chunk."""
-
-    def __init__(self, mode: str):
-        if mode not in normalize.SUBJECT_NORMS:
-            raise ValueError(f"unknown subject normalization {mode!r}; choose from {normalize.SUBJECT_NORMS}")
-        self.mode, self.n, self.mean, self.m2 = mode, 0, 0.0, 0.0
-
-    def add(self, x: np.ndarray) -> None:
-        y = np.array(x, dtype=np.float64)  # in-place arithmetic below: half the time of temporaries
-        n = y.shape[0] * y.shape[2]
-        mean = y.sum(axis=2).sum(axis=0) / n
-        y -= mean[None, :, None]
-        np.square(y, out=y)
-        m2 = y.sum(axis=2).sum(axis=0)
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * n / total)
-        self.n = total
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        if self.mode == "none":
-            return np.asarray(x, dtype=np.float32)
-        y = np.array(x, dtype=np.float64)
-        y -= self.mean[None, :, None]
-        if self.mode == "zscore":
-            y /= (np.sqrt(self.m2 / self.n) + normalize.EPS)[None, :, None]
-        return y.astype(np.float32)
 
 
 def screened_chunks(arr: np.ndarray, path: Path, n_times: int, batch_size: int, nan: str = "skip",

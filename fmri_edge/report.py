@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 
 from fmri_edge import scoring
+from fmri_edge.splits import PROTOCOL_LABEL
 
-PROTOCOL_LABEL = {"random": "random 8:1:1 trials (optimistic)", "subject": "cross-subject (honest)"}
 PAPER_ROWS = [  # Lin & Lee, random 8:1:1 split of trials: CLASS P/S/F1, LEVEL P/S/F1
     ("paper, vanilla CNN", "random", (0.59, 0.54, 0.52), (0.19, 0.25, 0.21)),
     ("paper, SE", "random", (0.73, 0.73, 0.73), (0.23, 0.32, 0.26)),

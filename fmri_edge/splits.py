@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+PROTOCOL_LABEL = {"random": "random 8:1:1 trials (optimistic)", "subject": "cross-subject (honest)"}
+
 ORDER_MATES = {"P01": "P10", "P02": "P11", "P03": "P12", "P04": "P13",
                "P05": "P14", "P06": "P15", "P07": "P16"}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import datetime as dt
-import hashlib
 import io
 import json
 import tomllib
@@ -23,7 +22,7 @@ from torch import nn
 
 import fmri_edge
 from fmri_edge import scoring
-from fmri_edge.runtime import METADATA_KEY, OUTPUT_NAMES, Decoder
+from fmri_edge.runtime import METADATA_KEY, OUTPUT_NAMES, Decoder, file_sha256
 from fmri_edge.training.model import SEResCNN
 
 
@@ -141,10 +140,7 @@ def export_onnx(members: list[SEResCNN], out: str | Path, metadata: dict, parity
         tmp.unlink()
         raise RuntimeError(f"onnxruntime differs from PyTorch by {worst:.2e} > atol {recipe.atol:.0e}")
     tmp.replace(out)
-    report["sha256"] = sha256(out)
+    report["sha256"] = file_sha256(out)
     report["bytes"] = out.stat().st_size
     return report
 
-
-def sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -8,7 +8,9 @@ from typing import Callable
 import numpy as np
 
 from fmri_edge.io import InputError, load_icbhi
+from fmri_edge.normalize import normalize_by_participant
 from fmri_edge.simulate import simulate
+from fmri_edge.splits import PROTOCOL_LABEL
 from fmri_edge.training.export import export_onnx, load_export_recipe
 from fmri_edge.training.fit import load_checkpoint
 
@@ -27,17 +29,23 @@ def _metrics(results: dict) -> dict:
     return out
 
 
-def parity_trials(recipe: dict, n_times: int) -> tuple[np.ndarray, str]:
-    """Real trials for the parity check where the data is present, simulated ones otherwise."""
-    data = Path(recipe["data"])
-    if data.is_dir():
+def graph_trials(data: str | Path, n_times: int, subject_norm: str | None = None) -> tuple[np.ndarray, str]:
+    """Trials as the graph receives them, for parity checks and benchmarks: the real ICBHI trials
+    in ``data`` where present (subject-normalized if the model asks for it), else 480 simulated
+    ones of the same shape and scale. Returns (trials, where they came from)."""
+    from fmri_edge.training.quantize import graph_inputs
+
+    root = Path(data)
+    if root.is_dir():
         try:
-            subjects = load_icbhi(data, n_times=n_times)
-            return np.concatenate([x for x, _ in subjects.values()]), f"{len(subjects) * 30} real trials ({data})"
+            x, _, _ = graph_inputs(load_icbhi(root, n_times=n_times), subject_norm)
+            return x, f"{len(x)} real trials ({root})"
         except InputError:
             pass
-    x, _, _ = simulate(256, n_times=n_times, seed=1)
-    return x, "256 simulated trials (real data not found)"
+    x, _, subj = simulate(30, n_times=n_times, n_subjects=16, seed=0)  # 480 trials, 16 "participants"
+    if (subject_norm or "none") != "none":
+        x = normalize_by_participant(x, subj, subject_norm)
+    return x.astype(np.float32), f"{len(x)} simulated trials (no real data at {root})"
 
 
 def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out: str | Path | None = None,
@@ -59,7 +67,7 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
                                                          f"{model.cfg.n_times}")
     name = recipe["name"]
     out = Path(out) if out else Path("models") / f"{name}.onnx"
-    trials, parity_source = parity_trials(recipe, er.n_times)
+    trials, parity_source = graph_trials(recipe["data"], er.n_times, model.cfg.subject_norm)
     cfg = model.cfg
     metadata = {
         "model_version": f"{name}@{results.get('git_commit') or 'unknown'}",
@@ -124,7 +132,7 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         "|---|---|---|---|---|---|---|---|",
     ]
     for protocol, m in meta["metrics"].items():
-        label = {"random": "random 8:1:1 trials (optimistic)", "subject": "cross-subject (honest)"}.get(protocol, protocol)
+        label = PROTOCOL_LABEL.get(protocol, protocol)
         lines.append(f"| {label} | {m['n_folds']} | {m['CLASS_accuracy']:.3f} ± {m['CLASS_accuracy_folds_std']:.3f} "
                      f"| {m['CLASS_f1']:.3f} | {m['LEVEL_f1']:.3f} | {m['CLASS_error']:.4f} | {m['LEVEL_error']:.4f} "
                      f"| {m['Score']:.4f} |")

@@ -45,13 +45,17 @@ def dataset_from_icbhi(subjects: dict[str, tuple[np.ndarray, np.ndarray]]) -> Da
     )
 
 
-def prepare(recipe: Recipe, ds: Dataset) -> Dataset:
-    """Subject-wise normalization (recipe.model.subject_norm), per participant; a no-op for "none"."""
-    mode = getattr(recipe.model, "subject_norm", "none")
-    if mode == "none":
+def normalize_subjects(ds: Dataset, mode: str | None) -> Dataset:
+    """Subject-wise normalization per participant (:mod:`fmri_edge.normalize`); a no-op for "none"."""
+    if (mode or "none") == "none":
         return ds
     return Dataset(normalize_by_participant(ds.trials, ds.participants, mode), ds.labels,
                    ds.participants, ds.trial_index)
+
+
+def prepare(recipe: Recipe, ds: Dataset) -> Dataset:
+    """The dataset as the recipe's model receives it (subject-wise normalization, if any)."""
+    return normalize_subjects(ds, recipe.model.subject_norm)
 
 
 @dataclass

@@ -38,6 +38,7 @@ import numpy as np
 
 from fmri_edge import scoring
 from fmri_edge.io import InputError
+from fmri_edge.predict import run_batched
 from fmri_edge.runtime import METADATA_KEY, Decoder, file_sha256
 
 # What int8 must deliver to replace fp32 as the default (issue 4): speed at batch 256 and accuracy.
@@ -143,20 +144,10 @@ def graph_inputs(subjects: dict[str, tuple[np.ndarray, np.ndarray]], subject_nor
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ICBHI {participant: (trials, labels)} → (trials as the graph receives them, labels,
     participant per trial), subject-normalized per participant where the model asks for it."""
-    from fmri_edge.normalize import subject_normalize
+    from fmri_edge.training.protocols import dataset_from_icbhi, normalize_subjects
 
-    mode = subject_norm or "none"
-    names = sorted(subjects)
-    x = np.concatenate([subject_normalize(subjects[p][0], mode) if mode != "none" else subjects[p][0]
-                        for p in names]).astype(np.float32)
-    y = np.concatenate([subjects[p][1] for p in names])
-    who = np.concatenate([[p] * len(subjects[p][0]) for p in names])
-    return x, y, who
-
-
-def _run(decoder: Decoder, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
-    parts = [decoder.run(np.ascontiguousarray(x[i:i + batch])) for i in range(0, len(x), batch)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    ds = normalize_subjects(dataset_from_icbhi(subjects), subject_norm)
+    return ds.trials.astype(np.float32), ds.labels, ds.participants
 
 
 def _answers(out: dict, level_rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +191,7 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
             export_onnx([model], fp32, meta, x[~test][:64])
             quantize_members([model], fp32, int8, x[~test], f"{int((~test).sum())} training trials of fold {k}")
             level_rule = "argmax"
-            f_out, q_out = _run(Decoder(fp32), x[test]), _run(Decoder(int8), x[test])
+            f_out, q_out = run_batched(Decoder(fp32), x[test]), run_batched(Decoder(int8), x[test])
             fc, fl = _answers(f_out, level_rule)
             qc, ql = _answers(q_out, level_rule)
             truth = y[test]
