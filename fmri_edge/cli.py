@@ -96,6 +96,12 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call (capped at 512: larger batches "
                                                  "only cost memory and run slower).", min=1)] = 256,
     threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+    participant: Annotated[Optional[str], typer.Option(
+        help="Treat every input as trials of this one participant (e.g. several runs of one person): aligned "
+             "together, trials numbered on from file to file.")] = None,
+    align: Annotated[bool, typer.Option(
+        "--align/--no-align", help="Subject alignment (models that have it): align each participant over all of "
+        "its trials. --no-align uses the training population's statistics for every trial.")] = True,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
     from fmri_edge import predict as lib, submission
@@ -108,7 +114,8 @@ def predict(
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
                 _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as on_batch:
             result = lib.predict_to(decoder, paths, f, batch_size, keep=None if as_json else MAX_TABLE_ROWS,
-                                    policy=lib.Policy(nan, crop, pad), on_batch=on_batch)
+                                    policy=lib.Policy(nan, crop, pad), on_batch=on_batch,
+                                    participant=participant, align=align)
             if result.n_trials == 0:  # nothing is written; one bad input gives one error line
                 one = len(result.problems) == 1
                 _report_problems([] if one else result.problems, errors_json, result.problems if one else (), force)
@@ -353,7 +360,8 @@ def info(
     t.add_row("CLASS / LEVEL", f"{list(d.info.class_values)} / {list(d.info.level_values)}")
     heads = meta.get("heads", {})
     t.add_row("LEVEL", f"LEVEL head, {d.info.level_rule}" if "level" in heads or not heads else
-              "from CLASS by the class-only rule −1 → −3, 0 → 0, 1 → 2 (no LEVEL head)")
+              f"from CLASS: {meta.get('level_from_class') or 'the class-only rule −1 → −3, 0 → 0, 1 → 2'} "
+              "(no LEVEL head)")
     for key, v in _describe(meta).items():
         t.add_row(key, v)
     names = d.info.region_names
@@ -368,6 +376,15 @@ def _describe(meta: dict) -> dict[str, str]:
     if norm:
         rows["normalization"] = f"{norm.get('per_trial')} per trial, inside the graph" + (
             f"; {meta['subject_normalization']} per subject before it" if meta.get("subject_normalization") else "")
+    align = meta.get("subject_alignment")
+    rows["subject alignment"] = (
+        f"{align['mode']} of each participant's representation over its own trials, inside the graph; predict "
+        f"aligns every participant with ≥ {align['min_trials']} trials (subject folder, file, or --participant); "
+        "fewer trials or --no-align: the training population's statistics" if align else
+        "none (every trial is answered on its own)")
+    if meta.get("recipe"):
+        rows["recipe"] = f"{meta['recipe']} (re-run its CV: fmri-edge train --config {meta['recipe']} " \
+                         "--protocol subject --no-final)"
     tr = meta.get("training") or {}
     if tr:
         ps = tr.get("participants") or []

@@ -66,3 +66,52 @@ def normalize_by_participant(trials: np.ndarray, participants: np.ndarray, mode:
         m = participants == p
         out[m] = subject_normalize(trials[m], mode)
     return out
+
+
+ALIGN_MODES = ("none", "center", "zscore")
+
+
+class AlignStats:
+    """Subject alignment statistics, streamed: the mean and standard deviation of every entry of
+    a model's per-trial representation (regions × time steps) over one participant's trials.
+    Training (:mod:`fmri_edge.training.fit`) and ``predict`` use this same class, so a participant
+    is aligned the same way wherever its trials come from — one file, chunks, or several files.
+    Chunks are merged with Chan et al.'s pairwise update in float64."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, rep: np.ndarray) -> None:
+        """``rep``: (n, C, T') representations of n trials of the participant."""
+        y = np.asarray(rep, dtype=np.float64)
+        n = y.shape[0]
+        if n == 0:
+            return
+        mean = y.mean(axis=0)
+        m2 = ((y - mean) ** 2).sum(axis=0)
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * n / total)
+        self.n = total
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, scale) as float32 arrays of the representation's shape; scale = std + EPS."""
+        if not self.n:
+            raise ValueError("no trials were added")
+        return (np.asarray(self.mean, dtype=np.float32),
+                (np.sqrt(self.m2 / self.n) + EPS).astype(np.float32))
+
+
+def align_stats_by_participant(rep: np.ndarray, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trial (mean, scale) arrays, (N, C, T') each: every trial gets its participant's
+    statistics over that participant's trials in ``rep``."""
+    participants = np.asarray(participants)
+    mean = np.empty(rep.shape, dtype=np.float32)
+    scale = np.empty(rep.shape, dtype=np.float32)
+    for p in np.unique(participants):
+        m = participants == p
+        stats = AlignStats()
+        stats.add(rep[m])
+        mean[m], scale[m] = stats.result()
+    return mean, scale

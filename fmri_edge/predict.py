@@ -14,11 +14,12 @@ from typing import Iterator
 import numpy as np
 
 from fmri_edge import io, scoring
-from fmri_edge.normalize import SubjectStats
+from fmri_edge.normalize import AlignStats, SubjectStats
 from fmri_edge.runtime import Decoder
 
 DEFAULT_BATCH = 256   # the fastest batch size measured by `fmri-edge bench` (docs/speed.md)
 MAX_BATCH = 512       # larger chunks only cost memory and run slower per trial (cache misses): capped
+MIN_ALIGN_TRIALS = 10  # fewer trials of a participant: aligned with the training population's statistics
 
 
 @dataclass
@@ -97,13 +98,37 @@ def model_ready(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_B
 
 
 def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
-                   policy: Policy | None = None) -> Iterator[Batch | io.InputError]:
-    """Answers for one file, chunk by chunk; every bad trial is reported and the rest predicted."""
+                   policy: Policy | None = None, subject=None, trial_offset: int = 0,
+                   reported: bool = False) -> Iterator[Batch | io.InputError]:
+    """Answers for one file, chunk by chunk; every bad trial is reported and the rest predicted.
+    ``subject``: the participant's alignment statistics (:func:`participant_stats`);
+    ``trial_offset``: trials of the same participant in files before this one; ``reported``: the
+    file's problems were already reported (by :func:`participant_stats`)."""
     for item in model_ready(decoder, source, batch_size, policy):
         if isinstance(item, io.InputError):
-            yield item
+            if not reported:
+                yield item
         else:
-            yield from answer(decoder, source, *item)
+            yield from answer(decoder, source, item[0] + trial_offset, item[1], subject)
+
+
+def participant_stats(decoder: Decoder, sources: list[io.Source], batch_size: int = DEFAULT_BATCH,
+                      policy: Policy | None = None) -> tuple[AlignStats, list[io.InputError], dict]:
+    """First pass over one participant's files: alignment statistics over all of its good trials
+    (the graph's ``normalized`` output, chunk by chunk), every problem met, and the number of
+    trials each file holds (for numbering the next file's trials on)."""
+    stats, problems, counts = AlignStats(), [], {}
+    for src in sources:
+        last = 0
+        for item in model_ready(decoder, src, batch_size, policy):
+            if isinstance(item, io.InputError):
+                problems.append(item)
+                last = max(last, item.trial or 0)
+            else:
+                stats.add(decoder.represent(item[1]))
+                last = max(last, int(item[0][-1]))
+        counts[src.path] = last
+    return stats, problems, counts
 
 
 def screened_chunks(arr: np.ndarray, path: Path, n_times: int, batch_size: int, nan: str = "skip",
@@ -143,11 +168,11 @@ def release_pages(view: np.ndarray) -> None:
         mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
-def answer(decoder: Decoder, source: io.Source, trial: np.ndarray, x: np.ndarray,
+def answer(decoder: Decoder, source: io.Source, trial: np.ndarray, x: np.ndarray, subject=None,
            ) -> Iterator[Batch | io.InputError]:
     """One onnxruntime call → a :class:`Batch`; a trial whose outputs are not finite is reported
     and left out instead of being answered with garbage."""
-    out = decoder.run(x)
+    out = decoder.run(x, subject)
     finite = np.all([np.isfinite(v).all(axis=1) for v in out.values()], axis=0)
     for i in np.flatnonzero(~finite):
         yield io.InputError(source.path, "the model's outputs are not finite (largest |value| "
@@ -194,28 +219,84 @@ def screen(chunk: np.ndarray, raw: np.ndarray, path: Path, start: int, nan: str 
     return chunk, idx, problems
 
 
-def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
-            policy: Policy | None = None) -> Iterator[Batch | io.InputError]:
-    """Answers for every file and folder in ``paths`` (see :func:`fmri_edge.io.discover`).
-    A participant met again (same file stem or subject folder name) after trials of it were
-    predicted is refused: the submission would get two rows per trial."""
-    seen: dict[str, Path] = {}
+def group_sources(paths: list, participant: str | None = None,
+                  ) -> Iterator[tuple[str, list[io.Source]] | io.InputError]:
+    """Every input file, grouped by participant in order of first appearance. A participant is a
+    subject folder's name or a file's stem; ``participant`` names every input's trials as one
+    participant's (e.g. several runs of one person), numbered on from file to file. Two different
+    files that imply the same participant are refused (their trial numbers would collide in one
+    submission); the same file given twice is predicted once."""
+    groups: dict[str, list[io.Source]] = {}
     for src in io.iter_sources(paths):
         if isinstance(src, io.InputError):
             yield src
             continue
-        first = seen.get(src.participant)
-        if first is not None:
-            same = first.resolve() == src.path.resolve()
-            yield io.InputError(src.path, "given more than once; predicted once" if same else
-                                f"participant {src.participant!r} was already predicted from {first}; their "
-                                "trial numbers would collide in one submission — rename one of them or "
-                                "predict them separately", outcome="skipped" if same else "refused")
-            continue
-        for item in predict_source(decoder, src, batch_size, policy):
-            if isinstance(item, Batch):
-                seen[src.participant] = src.path
+        if participant is not None:
+            src = io.Source(participant, src.path)
+        group = groups.setdefault(src.participant, [])
+        same = [g for g in group if g.path.resolve() == src.path.resolve()]
+        if same:
+            yield io.InputError(src.path, "given more than once; predicted once", outcome="skipped")
+        elif group and participant is None:
+            yield io.InputError(src.path, f"participant {src.participant!r} was already predicted from "
+                                          f"{group[0].path}; their trial numbers would collide in one submission — "
+                                          "rename one of them, predict them separately, or give --participant "
+                                          "to number the trials of several files of one person on",
+                                outcome="refused")
+        else:
+            group.append(src)
+    yield from groups.items()
+
+
+def _n_trials(path: Path) -> int:
+    """How many trials a file holds (0 where it cannot be read: that is reported when predicted)."""
+    try:
+        arr = io.read_array(path)
+    except io.InputError:
+        return 0
+    return 1 if arr.ndim == 2 else int(arr.shape[0]) if arr.ndim else 0
+
+
+def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
+            policy: Policy | None = None, participant: str | None = None,
+            align: bool = True) -> Iterator[Batch | io.InputError]:
+    """Answers for every file and folder in ``paths`` (see :func:`fmri_edge.io.discover`),
+    participant by participant (:func:`group_sources`).
+
+    A model with subject alignment gets each participant aligned over all of its good trials,
+    wherever they come from (one file, chunks of it, several files): a first pass computes the
+    statistics, a second predicts. A participant with fewer than :data:`MIN_ALIGN_TRIALS` trials
+    (or ``align=False``) is answered with the training population's statistics, with a warning."""
+    for item in group_sources(paths, participant):
+        if isinstance(item, io.InputError):
             yield item
+            continue
+        name, sources = item
+        subject, reported, offsets = None, False, {}
+        if decoder.aligned:
+            stats, problems, counts = participant_stats(decoder, sources, batch_size, policy)
+            yield from problems
+            reported = True
+            if align and stats.n >= MIN_ALIGN_TRIALS:
+                subject = stats.result()
+            elif stats.n:
+                why = f"only {stats.n} good trial{'s' * (stats.n != 1)}" if align else "--no-align"
+                yield io.InputError(sources[0].path, f"participant {name!r}: {why}; subject alignment needs "
+                                                     f"≥ {MIN_ALIGN_TRIALS} trials of one participant, so the "
+                                                     "training population's statistics were used (less accurate)",
+                                    outcome="predicted")
+            total = 0
+            for src in sources:
+                offsets[src.path] = total
+                total += counts[src.path]
+        elif len(sources) > 1:
+            total = 0
+            for src in sources:
+                offsets[src.path] = total
+                total += _n_trials(src.path)
+        for src in sources:
+            yield from predict_source(decoder, src, batch_size, policy, subject, offsets.get(src.path, 0),
+                                      reported)
 
 
 @dataclass
@@ -226,7 +307,8 @@ class Summary:
 
 
 def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = DEFAULT_BATCH,
-               keep: int | None = 60, policy: Policy | None = None, on_batch=None) -> Summary:
+               keep: int | None = 60, policy: Policy | None = None, on_batch=None,
+               participant: str | None = None, align: bool = True) -> Summary:
     """Run :func:`predict`, streaming every answer to an open CSV file (if given) and keeping the
     first ``keep`` trials' batches (all with ``keep=None``) for display; memory stays bounded.
     ``on_batch(batch)``, if given, is called for every batch (e.g. to stream region weights)."""
@@ -235,7 +317,7 @@ def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = D
     if csv_file is not None:
         submission.write_header(csv_file)
     summary = Summary(0, [], [])
-    for item in predict(decoder, paths, batch_size, policy):
+    for item in predict(decoder, paths, batch_size, policy, participant, align):
         if isinstance(item, io.InputError):
             summary.problems.append(item)
             continue

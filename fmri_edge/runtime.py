@@ -24,6 +24,10 @@ from fmri_edge.normalize import SUBJECT_NORMS
 
 METADATA_KEY = "fmri_edge"
 OUTPUT_NAMES = ("class_probs", "level_probs", "region_weights")
+# newer exports also give what the final layer reads and the per-trial representation before
+# subject alignment; models with subject alignment take a participant's statistics as inputs
+EXTRA_OUTPUTS = ("features", "normalized")
+ALIGN_INPUTS = ("subject_mean", "subject_scale")
 DEFAULT_MODEL = "fmri-edge-se.onnx"
 CLASS_VALUES = (-1, 0, 1)
 LEVEL_VALUES = tuple(range(-4, 5))
@@ -166,10 +170,26 @@ class Decoder:
         self._check_graph()
 
     def _check_graph(self) -> None:
-        inputs = self.session.get_inputs()
+        # inputs with a default value (an initializer of the same name) are listed apart
+        inputs = [*self.session.get_inputs(), *self.session.get_overridable_initializers()]
+        inputs = [i for i in inputs if i.name not in ALIGN_INPUTS] + \
+            sorted((i for i in inputs if i.name in ALIGN_INPUTS), key=lambda i: ALIGN_INPUTS.index(i.name))
         outputs = [o.name for o in self.session.get_outputs()]
-        if len(inputs) != 1:
-            raise InputError(self.path, f"model has {len(inputs)} inputs, expected 1 (trials)")
+        names = [i.name for i in inputs]
+        if names[1:] not in ([], list(ALIGN_INPUTS)):
+            raise InputError(self.path, f"model inputs {names}, expected trials (and {', '.join(ALIGN_INPUTS)} "
+                                        "for subject alignment)")
+        self.aligned = len(names) > 1
+        if self.aligned:
+            if "normalized" not in outputs:
+                raise InputError(self.path, f"model takes {', '.join(ALIGN_INPUTS)} but lacks the `normalized` "
+                                            "output they are computed from")
+            self.align_shape = tuple(inputs[1].shape)
+            if not all(isinstance(d, int) for d in self.align_shape) or \
+                    tuple(inputs[2].shape) != self.align_shape:
+                raise InputError(self.path, f"subject statistics inputs have shapes {inputs[1].shape} and "
+                                            f"{inputs[2].shape}, expected one fixed (regions, times) shape")
+        self.outputs = tuple(outputs)
         shape = inputs[0].shape
         want = [self.info.n_regions, self.info.n_times]
         if inputs[0].type != "tensor(float)":
@@ -188,7 +208,18 @@ class Decoder:
                                             f"(batch, {widths[o.name]})")
         self.input_name = inputs[0].name
 
-    def run(self, trials: np.ndarray) -> dict[str, np.ndarray]:
-        """One onnxruntime call on float32 (N, n_regions, n_times) → {output name: array}."""
-        outs = self.session.run(list(OUTPUT_NAMES), {self.input_name: trials})
-        return dict(zip(OUTPUT_NAMES, outs))
+    def run(self, trials: np.ndarray, subject: tuple[np.ndarray, np.ndarray] | None = None,
+            outputs: list[str] | tuple[str, ...] = OUTPUT_NAMES) -> dict[str, np.ndarray]:
+        """One onnxruntime call on float32 (N, n_regions, n_times) → {output name: array}.
+        ``subject``: a participant's (mean, scale) alignment statistics (see :meth:`represent`);
+        None for the graph's defaults, the training population's."""
+        feeds = {self.input_name: trials}
+        if subject is not None and self.aligned:
+            feeds.update({n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(ALIGN_INPUTS, subject)})
+        outs = self.session.run(list(outputs), feeds)
+        return dict(zip(outputs, outs))
+
+    def represent(self, trials: np.ndarray) -> np.ndarray:
+        """The per-trial representation (N, regions, times) that subject alignment is computed
+        over (graph output ``normalized``); onnxruntime runs only the nodes it needs."""
+        return self.session.run(["normalized"], {self.input_name: trials})[0]

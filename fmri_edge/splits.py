@@ -21,11 +21,17 @@ def subject_group(participant: str) -> str:
     return participant
 
 
-def subject_folds(participants: list[str]) -> list[tuple[list[str], list[str]]]:
-    """Leave-one-group-out folds: [(train participants, test participants)], one per group."""
+def groups_of(participants: list[str]) -> dict[str, list[str]]:
+    """{group: its participants}, groups in sorted order."""
     groups: dict[str, list[str]] = {}
     for p in sorted(participants):
         groups.setdefault(subject_group(p), []).append(p)
+    return groups
+
+
+def subject_folds(participants: list[str]) -> list[tuple[list[str], list[str]]]:
+    """Leave-one-group-out folds: [(train participants, test participants)], one per group."""
+    groups = groups_of(participants)
     folds = []
     for g, test in groups.items():
         train = [p for h, ps in groups.items() if h != g for p in ps]

@@ -22,8 +22,9 @@ from torch import nn
 
 import fmri_edge
 from fmri_edge import scoring
-from fmri_edge.runtime import METADATA_KEY, OUTPUT_NAMES, Decoder, file_sha256
-from fmri_edge.training.model import SEResCNN
+from fmri_edge.runtime import (ALIGN_INPUTS, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, Decoder,
+                               file_sha256)
+from fmri_edge.training.model import ValenceNet, class_rule_matrix
 
 
 @dataclass
@@ -49,26 +50,45 @@ class Ensemble(nn.Module):
     LEVEL from CLASS probabilities (the class-only baseline −1 → −3, 0 → 0, 1 → 2).
     """
 
-    def __init__(self, members: list[SEResCNN], n_regions: int = 246):
+    def __init__(self, members: list[ValenceNet], n_regions: int = 246, level_from_class: str = "class_rule"):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.n_regions = n_regions
         sign = torch.tensor(np.sign(scoring.LEVEL_VALUES))
         self.register_buffer("level_to_class", torch.stack([(sign == v) for v in (-1, 0, 1)], 1).float())
-        base = torch.zeros(3, 9)
-        for c, lvl in enumerate((-3, 0, 2)):
-            base[c, lvl + 4] = 1.0
+        # a class-only model's LEVEL probabilities: the class-only rule's one-hot map, or
+        # ("frequencies") the training labels' P(LEVEL | CLASS), for Score-optimal answers
+        if level_from_class == "frequencies":
+            base = torch.stack([m.level_given_class for m in members]).mean(0)
+        else:
+            base = class_rule_matrix()
         self.register_buffer("class_to_level", base)
 
-    def forward(self, trials: torch.Tensor):
+    @property
+    def aligned(self) -> bool:
+        return self.members[0].cfg.subject_align != "none"
+
+    def population_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The graph's default alignment statistics: the members' training-population averages."""
+        return (torch.stack([m.pop_mean for m in self.members]).mean(0),
+                torch.stack([m.pop_scale for m in self.members]).mean(0))
+
+    def forward(self, trials: torch.Tensor, subject_mean: torch.Tensor | None = None,
+                subject_scale: torch.Tensor | None = None):
+        """Outputs: class_probs, level_probs, region_weights, then ``features`` (what the members'
+        final layers read, side by side) and ``normalized`` (the per-trial representation before
+        subject alignment, from which ``predict`` computes a participant's statistics)."""
         probs: dict[str, list] = {"class": [], "level": []}
-        weights = []
+        weights, features = [], []
+        x0 = self.members[0].normalize(trials)  # members share the representation (checked at export)
         for m in self.members:
-            x0 = m.normalize(trials)
-            for task, logits in m.split_heads(m.forward_normalized(x0)).items():
+            z = m.align(x0, subject_mean, subject_scale)
+            f = m.forward_features(z)
+            features.append(f)
+            for task, logits in m.split_heads(m.final_layer(f)).items():
                 probs[task].append(torch.softmax(logits, dim=1))
             if m.input_se is not None:
-                w = m.input_se.weights(x0)
+                w = m.input_se.weights(z)
                 if m.cfg.region_idx is not None:  # EBR: scatter into the 246 regions
                     full = torch.zeros(w.shape[0], self.n_regions, dtype=w.dtype)
                     w = full.index_copy(1, m.region_idx, w)
@@ -81,13 +101,39 @@ class Ensemble(nn.Module):
             lvl = cls @ self.class_to_level
         if weights:
             region_weights = torch.stack(weights).mean(0)
-        else:  # vanilla models have no attention: uniform weights
+        else:  # models without input attention: uniform weights
             region_weights = torch.ones_like(trials[:, :, 0])
-        return cls, lvl, region_weights
+        return cls, lvl, region_weights, torch.cat(features, dim=1), x0
 
 
-def export_onnx(members: list[SEResCNN], out: str | Path, metadata: dict, parity_trials: np.ndarray,
+def _shared_representation(members: list[ValenceNet]) -> None:
+    keys = ("normalization", "baseline_s", "time_window", "time_bins", "region_idx", "subject_align", "n_times")
+    first = {k: getattr(members[0].cfg, k) for k in keys}
+    for m in members[1:]:
+        other = {k: getattr(m.cfg, k) for k in keys}
+        if other != first:
+            raise ValueError(f"ensemble members disagree on their representation: {first} vs {other}")
+
+
+def _with_default_inputs(path: Path, defaults: dict[str, np.ndarray]) -> None:
+    """Give graph inputs default values: an initializer of the same name (ONNX IR ≥ 4), which
+    onnxruntime uses when the input is not fed — a caller that passes only ``trials`` gets the
+    training population's alignment statistics."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    have = {i.name for i in model.graph.initializer}
+    for name, value in defaults.items():
+        if name not in have:
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+    onnx.save(model, str(path))
+
+
+def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, parity_trials: np.ndarray,
                 recipe: ExportRecipe | None = None, channels_last: bool = True) -> dict:
+    level_from = "frequencies" if metadata.get("level_rule") == "min_expected_error" and \
+        all("level" not in m.cfg.heads for m in members) else "class_rule"
     """Export, check with onnx.checker, verify onnxruntime against PyTorch, embed metadata.
     Returns a report with the largest difference per output; raises if above tolerance.
 
@@ -99,19 +145,24 @@ def export_onnx(members: list[SEResCNN], out: str | Path, metadata: dict, parity
     recipe = recipe or ExportRecipe()
     out = Path(out)
     n_regions = members[0].cfg.n_regions
-    reference = Ensemble([m.eval() for m in members], n_regions).eval()
+    _shared_representation(members)
+    reference = Ensemble([m.eval() for m in members], n_regions, level_from).eval()
+    aligned = reference.aligned
     if channels_last:
         from fmri_edge.training.fastgraph import for_inference
 
         members = for_inference(members, parity_trials)
-    ens = Ensemble([m.eval() for m in members], n_regions).eval()
+    ens = Ensemble([m.eval() for m in members], n_regions, level_from).eval()
     example = torch.as_tensor(parity_trials[:2], dtype=torch.float32)
+    pop = [t.detach().clone() for t in reference.population_stats()]
+    args = (example, *pop) if aligned else (example,)
+    input_names = ["trials", *ALIGN_INPUTS] if aligned else ["trials"]
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         program = torch.onnx.export(
-            ens, (example,), dynamo=True, opset_version=recipe.opset,
-            input_names=["trials"], output_names=list(OUTPUT_NAMES),
-            dynamic_shapes=({0: "batch"},),
+            ens, args, dynamo=True, opset_version=recipe.opset,
+            input_names=input_names, output_names=[*OUTPUT_NAMES, *EXTRA_OUTPUTS],
+            dynamic_shapes=({0: "batch"}, *([None] * (len(args) - 1))),
         )
     meta = {**metadata, "n_regions": n_regions, "n_times": recipe.n_times,
             "outputs": list(OUTPUT_NAMES), "fmri_edge_version": fmri_edge.__version__,
@@ -122,23 +173,34 @@ def export_onnx(members: list[SEResCNN], out: str | Path, metadata: dict, parity
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".onnx.tmp")
     program.save(str(tmp), external_data=False)
+    if aligned:
+        _with_default_inputs(tmp, dict(zip(ALIGN_INPUTS, (t.numpy() for t in pop))))
     onnx.checker.check_model(str(tmp), full_check=True)
 
     decoder = Decoder(tmp)
     report = {"max_abs_diff": {}, "batches": recipe.parity_batches, "atol": recipe.atol}
+    names = [*OUTPUT_NAMES, *EXTRA_OUTPUTS]
     with torch.inference_mode():
         for b in recipe.parity_batches:
             x = np.ascontiguousarray(np.resize(parity_trials, (b, *parity_trials.shape[1:])), dtype=np.float32)
-            ref = [t.numpy() for t in reference(torch.as_tensor(x))]
-            got = decoder.run(x)
-            for name, r in zip(OUTPUT_NAMES, ref):
-                d = float(np.max(np.abs(got[name] - r)))
-                report["max_abs_diff"][name] = max(d, report["max_abs_diff"].get(name, 0.0))
+            # the graph's default alignment, and (aligned models) a participant's statistics fed in
+            cases = [None]
+            if aligned:
+                cases.append(((pop[0] + 0.1 * pop[1]).numpy(), (1.5 * pop[1]).numpy()))
+            for stats in cases:
+                extra = [torch.as_tensor(v) for v in stats] if stats else []
+                ref = [t.numpy() for t in reference(torch.as_tensor(x), *extra)]
+                got = decoder.run(x, subject=stats, outputs=names)
+                for name, r in zip(names, ref):
+                    # features and representations are checked relative to their own scale
+                    d = float(np.max(np.abs(got[name] - r))) / max(1.0, float(np.max(np.abs(r))))
+                    report["max_abs_diff"][name] = max(d, report["max_abs_diff"].get(name, 0.0))
     worst = max(report["max_abs_diff"].values())
     report["ok"] = worst <= recipe.atol
     if not report["ok"]:
         tmp.unlink()
-        raise RuntimeError(f"onnxruntime differs from PyTorch by {worst:.2e} > atol {recipe.atol:.0e}")
+        raise RuntimeError(f"onnxruntime differs from PyTorch by {worst:.2e} > atol {recipe.atol:.0e} "
+                           f"({report['max_abs_diff']})")
     tmp.replace(out)
     report["sha256"] = file_sha256(out)
     report["bytes"] = out.stat().st_size

@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from fmri_edge import scoring
-from fmri_edge.training.model import SEResCNN, build_model
+from fmri_edge.normalize import AlignStats, align_stats_by_participant
+from fmri_edge.training.model import ValenceNet, build_model
 from fmri_edge.training.recipe import Recipe
 
 HEAD_COLUMN = {"class": 0, "level": 1}
@@ -45,7 +46,7 @@ class Lookahead:
 
 @dataclass
 class FitResult:
-    model: SEResCNN
+    model: ValenceNet
     best_epoch: int                      # 1-based epoch of the kept checkpoint
     val_metric: float | None = None      # validation metric of the kept checkpoint (lower is better)
     history: list = field(default_factory=list)  # per epoch: train loss, val metrics
@@ -56,14 +57,63 @@ def targets(labels: np.ndarray, heads: dict) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def predict_proba(model: SEResCNN, trials: np.ndarray, batch: int = 512) -> dict[str, np.ndarray]:
+def represent(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | None = None,
+              batch: int = 1024) -> torch.Tensor:
+    """Trials → the aligned representation the network reads (N, C, T'). Each participant is
+    aligned over its own trials in ``trials`` (:class:`fmri_edge.normalize.AlignStats`, the same
+    computation ``predict`` runs); without ``participants``, with the training population's
+    statistics (the graph's defaults)."""
+    x0 = torch.cat([model.normalize(torch.as_tensor(trials[i:i + batch], dtype=torch.float32))
+                    for i in range(0, len(trials), batch)]) if len(trials) else \
+        torch.zeros((0, model.cfg.seen_regions(), model.cfg.seen_times()))
+    if model.cfg.subject_align == "none":
+        return x0
+    if participants is None:
+        return model.align(x0)
+    mean, scale = align_stats_by_participant(x0.numpy(), participants)
+    return model.align(x0, torch.from_numpy(mean), torch.from_numpy(scale))
+
+
+def set_population_stats(model: ValenceNet, trials: np.ndarray, participants: np.ndarray) -> None:
+    """The graph's default alignment statistics: the average over the training participants of
+    their own means and scales (used when a participant has too few trials to align)."""
+    if model.cfg.subject_align == "none":
+        return
+    with torch.inference_mode():
+        x0 = model.normalize(torch.as_tensor(trials, dtype=torch.float32)).numpy()
+    means, scales = [], []
+    for p in np.unique(participants):
+        st = AlignStats()
+        st.add(x0[np.asarray(participants) == p])
+        m, sc = st.result()
+        means.append(m)
+        scales.append(sc)
+    model.pop_mean.copy_(torch.from_numpy(np.mean(means, axis=0)))
+    model.pop_scale.copy_(torch.from_numpy(np.mean(scales, axis=0)))
+
+
+def set_level_given_class(model: ValenceNet, labels: np.ndarray, prior: float = 0.5) -> None:
+    """P(LEVEL | CLASS) from the training labels (each count + ``prior``), so that a class-only
+    model's LEVEL answer can minimize the expected LEVEL error (the Score-optimal answer)."""
+    counts = np.array([[np.sum((labels[:, 0] == c) & (labels[:, 1] == lvl)) for lvl in range(-4, 5)]
+                       for c in (-1, 0, 1)], dtype=np.float64) + prior
+    model.level_given_class.copy_(torch.as_tensor(counts / counts.sum(axis=1, keepdims=True), dtype=torch.float32))
+
+
+@torch.inference_mode()
+def predict_proba(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | None = None,
+                  batch: int = 512) -> dict[str, np.ndarray]:
     model.eval()
+    z = represent(model, trials, participants)
     out: dict[str, list] = {t: [] for t in model.cfg.heads}
-    for i in range(0, len(trials), batch):
-        logits = model(torch.as_tensor(trials[i:i + batch], dtype=torch.float32))
+    for i in range(0, len(z), batch):
+        logits = model.forward_normalized(z[i:i + batch])
         for t, lg in model.split_heads(logits).items():
             out[t].append(torch.softmax(lg, dim=1).numpy())
-    return {t: np.concatenate(v) for t, v in out.items()}
+    probs = {t: np.concatenate(v) for t, v in out.items()}
+    if "class" in probs:  # LEVEL probabilities implied by CLASS: what the graph's level_probs holds
+        probs["level_mix"] = probs["class"] @ model.level_given_class.numpy()
+    return probs
 
 
 def decide(probs: dict[str, np.ndarray], level_rule: str = "argmax") -> dict[str, np.ndarray]:
@@ -73,6 +123,10 @@ def decide(probs: dict[str, np.ndarray], level_rule: str = "argmax") -> dict[str
         out["class"] = scoring.decide_class(probs["class"])
     if "level" in probs:
         out["level"] = scoring.decide_level(probs["level"], level_rule)
+    elif "level_mix" in probs and level_rule == "min_expected_error":
+        # class-only model: the LEVEL with least expected error under Σ_c p(c | x) P(LEVEL | c),
+        # which with argmax CLASS minimizes the expected challenge Score
+        out["level"] = scoring.decide_level(probs["level_mix"], "min_expected_error")
     return out
 
 
@@ -97,7 +151,7 @@ def _augment(x0: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Te
     return x0
 
 
-def _param_groups(model: SEResCNN, optim) -> list[dict]:
+def _param_groups(model: ValenceNet, optim) -> list[dict]:
     """L2 on conv and dense weights only (the paper's kernel regularizer), as RAdam weight decay:
     the gradient of l2·Σw² is 2·l2·w. The input SE block may get its own lr and no L2
     (``input_se_lr_mult``), so that its per-region weights can move away from their initial values."""
@@ -119,19 +173,28 @@ def _param_groups(model: SEResCNN, optim) -> list[dict]:
 def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
         val_trials: np.ndarray | None = None, val_labels: np.ndarray | None = None,
         epochs: int | None = None, seed: int | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, dict], None] | None = None,
+        participants: np.ndarray | None = None, val_participants: np.ndarray | None = None) -> FitResult:
     """Train one network. With validation data the checkpoint with the best validation metric is
-    kept; without, the weights after ``epochs`` epochs."""
+    kept; without, the weights after ``epochs`` epochs. ``participants`` (one id per trial) is
+    needed by models with subject alignment: each participant is aligned over its own trials,
+    training and validation alike (without it, all trials count as one participant)."""
     seed = recipe.seed if seed is None else seed
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_model(recipe.model)
+    if participants is None:
+        participants = np.zeros(len(trials), dtype=int)
+    if val_trials is not None and val_participants is None:
+        val_participants = np.zeros(len(val_trials), dtype=int)
+    set_population_stats(model, trials, participants)
+    set_level_given_class(model, labels)
     o = recipe.optim
     opt = Lookahead(torch.optim.RAdam(_param_groups(model, o), lr=o.lr), o.lookahead_k, o.lookahead_alpha)
-    x_all = torch.as_tensor(trials, dtype=torch.float32)
+    z_all = represent(model, trials, participants).clone()  # normalization has no parameters
     y_all = targets(labels, recipe.model.heads)
     weights = {t: (o.level_loss_weight if t == "level" else 1.0) for t in recipe.model.heads}
-    n, epochs = len(x_all), epochs or o.epochs
+    n, epochs = len(z_all), epochs or o.epochs
     best = (np.inf, np.inf, 0, None)  # metric, val loss, epoch, state
     history = []
     for epoch in range(1, epochs + 1):
@@ -142,7 +205,7 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
             idx = perm[i:i + o.batch_size]
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
-            x0 = _augment(model.normalize(x_all[idx]), recipe, gen)
+            x0 = _augment(z_all[idx], recipe, gen)
             ys = {t: F.one_hot(y[idx], recipe.model.heads[t]).float() for t, y in y_all.items()}
             if recipe.augment.mixup_alpha > 0:
                 lam = float(np.random.default_rng(seed * 100_003 + epoch * 1009 + i).beta(
@@ -158,11 +221,11 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
             total += loss.item() * len(idx)
         row = {"epoch": epoch, "train_loss": total / n}
         if val_trials is not None:
-            probs = predict_proba(model, val_trials)
+            probs = predict_proba(model, val_trials, val_participants)
             row["val_metric"] = selection_metric(probs, val_labels, recipe.eval.level_rule)
             vy = targets(val_labels, recipe.model.heads)
-            row["val_loss"] = float(sum(weights[t] * F.cross_entropy(torch.log(torch.as_tensor(p) + 1e-9), vy[t])
-                                        for t, p in probs.items()))
+            row["val_loss"] = float(sum(weights[t] * F.cross_entropy(torch.log(torch.as_tensor(probs[t]) + 1e-9), vy[t])
+                                        for t in recipe.model.heads))
             if (row["val_metric"], row["val_loss"]) < best[:2]:
                 best = (row["val_metric"], row["val_loss"], epoch, copy.deepcopy(model.state_dict()))
         history.append(row)
@@ -177,12 +240,12 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     return FitResult(model, best_epoch, val_metric=val_metric, history=history)
 
 
-def save_checkpoint(model: SEResCNN, path, **extra) -> None:
+def save_checkpoint(model: ValenceNet, path, **extra) -> None:
     """State dict plus the plain-data config needed to rebuild the model (weights_only-safe)."""
     torch.save({"model_config": model.cfg.to_dict(), "state_dict": model.state_dict(), **extra}, path)
 
 
-def load_checkpoint(path) -> tuple[SEResCNN, dict]:
+def load_checkpoint(path) -> tuple[ValenceNet, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(ckpt["model_config"])
     model.load_state_dict(ckpt["state_dict"])

@@ -52,6 +52,21 @@ def _baseline_sub(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
     return x - x[:, :, :baseline_s].mean(dim=2, keepdim=True)
 
 
+def _psc_mean(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
+    """Percent signal change of each region against its own mean over the trial's seconds:
+    keeps the response amplitude (a z-score divides it away) and removes the region's level."""
+    mu = x.mean(dim=2, keepdim=True)
+    return 100.0 * (x - mu) / (mu.abs() + EPS)
+
+
+def _minmax_region(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
+    """Each region min-maxed to [0, 1] over the trial's seconds (the paper's Eq. 1 per feature,
+    as its text motivates it: 'the values of different features similar')."""
+    lo = x.amin(dim=2, keepdim=True)
+    hi = x.amax(dim=2, keepdim=True)
+    return (x - lo) / (hi - lo + EPS)
+
+
 def _center_region(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
     """Each region minus its mean over the trial's seconds, no rescaling."""
     return x - x.mean(dim=2, keepdim=True)
@@ -61,6 +76,8 @@ TRIAL_NORMALIZATIONS = {
     "baseline_sub": _baseline_sub,
     "center_region": _center_region,
     "minmax_trial": _minmax_trial,
+    "minmax_region": _minmax_region,
+    "psc_mean": _psc_mean,
     "zscore_region": _zscore_region,
     "baseline_psc": _baseline_psc,
     "baseline_z": _baseline_z,
@@ -102,6 +119,7 @@ class ModelConfig:
     n_regions: int = 246          # channels of the input the model sees
     n_times: int = 25             # seconds per trial (1 sample/s)
     heads: dict = field(default_factory=lambda: {"class": 3})  # task -> n_outputs
+    kind: str = "cnn"             # "cnn": the SE residual CNN; "linear": one linear layer (baseline)
     se: bool = True               # False = the paper's "vanilla" ablation
     region_idx: list | None = None  # EBR: indices into the 246 input regions
     normalization: str = "minmax_trial"  # per-trial normalization inside the graph
@@ -111,22 +129,62 @@ class ModelConfig:
     dense: tuple = (512, 100)
     # seconds [start, stop) kept after normalization (input stays n_times long); None = all
     time_window: list | None = None
+    # average the kept seconds into this many equal bins before the network (None = every second)
+    time_bins: int | None = None
+    # CNN head: average the last block's output into this many time bins before the dense layers
+    # (None = the paper's flatten of every second: 128 × T inputs to the first dense layer)
+    head_pool: int | None = None
+    # subject alignment INSIDE the graph, after the per-trial step: each participant's
+    # representation minus its mean over that participant's own trials ("center"), also divided by
+    # its std ("zscore"); statistics are graph inputs with the training population's as defaults
+    subject_align: str = "none"
     # subject-wise normalization applied OUTSIDE the graph, per participant over all its trials,
     # by fmri_edge.normalize.subject_normalize (numpy): "none" | "zscore" | "center"
     subject_norm: str = "none"
 
     def seen_times(self) -> int:
+        """Time steps of the representation the network reads (after window and bins)."""
+        if self.time_bins:
+            return self.time_bins
         if self.time_window is None:
             return self.n_times
         start, stop = self.time_window
         return len(range(self.n_times)[start:stop])
 
+    def window_times(self) -> int:
+        if self.time_window is None:
+            return self.n_times
+        start, stop = self.time_window
+        return len(range(self.n_times)[start:stop])
+
+    def seen_regions(self) -> int:
+        return len(self.region_idx) if self.region_idx is not None else self.n_regions
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class SEResCNN(nn.Module):
-    """Raw BOLD (B, 246, T) in, logits per head out. Normalization is part of the graph."""
+SUBJECT_ALIGN = ("none", "center", "zscore")
+CLASS_RULE = {-1: -3, 0: 0, 1: 2}  # the class-only LEVEL rule
+
+
+def class_rule_matrix() -> torch.Tensor:
+    """(3, 9) one-hot P(LEVEL | CLASS) of the class-only rule."""
+    m = torch.zeros(3, 9)
+    for c, lvl in enumerate(CLASS_RULE.values()):
+        m[c, lvl + 4] = 1.0
+    return m
+MODEL_KINDS = ("cnn", "linear")
+
+
+class ValenceNet(nn.Module):
+    """What every fmri-edge network shares: raw BOLD (B, 246, T) → per-trial normalization →
+    window, bins, regions (the *representation*, (B, C, T')) → subject alignment → logits.
+
+    The representation and its alignment are part of the graph, so training and serving compute
+    them the same way. Alignment statistics (per representation entry, over one participant's
+    trials) come in as arguments; without them the training population's are used (buffers
+    ``pop_mean``/``pop_scale``, set by :func:`fmri_edge.training.fit.fit`)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -134,10 +192,87 @@ class SEResCNN(nn.Module):
         if cfg.normalization not in TRIAL_NORMALIZATIONS:
             raise ValueError(f"unknown normalization {cfg.normalization!r}; "
                              f"choose from {sorted(TRIAL_NORMALIZATIONS)}")
+        if cfg.subject_align not in SUBJECT_ALIGN:
+            raise ValueError(f"unknown subject_align {cfg.subject_align!r}; choose from {SUBJECT_ALIGN}")
+        if cfg.time_bins and cfg.window_times() % cfg.time_bins:
+            raise ValueError(f"time_bins={cfg.time_bins} does not divide the {cfg.window_times()} seconds seen")
         idx = cfg.region_idx
         self.register_buffer("region_idx", torch.tensor(idx if idx is not None else [], dtype=torch.long),
                              persistent=False)
-        c_in = len(idx) if idx is not None else cfg.n_regions
+        shape = (cfg.seen_regions(), cfg.seen_times())
+        self.register_buffer("pop_mean", torch.zeros(shape))
+        self.register_buffer("pop_scale", torch.ones(shape))
+        # P(LEVEL | CLASS) (3 × 9), for LEVEL answers of a class-only model: the class-only rule
+        # (−1 → −3, 0 → 0, 1 → 2) until fit() sets the training labels' frequencies
+        self.register_buffer("level_given_class", class_rule_matrix())
+        self.input_se: SqueezeExcite | None = None
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw BOLD → the per-trial representation (before subject alignment)."""
+        x = TRIAL_NORMALIZATIONS[self.cfg.normalization](x, self.cfg.baseline_s)
+        if self.cfg.time_window is not None:
+            start, stop = self.cfg.time_window
+            x = x[:, :, start:stop]
+        if self.cfg.region_idx is not None:
+            x = x.index_select(1, self.region_idx)
+        if self.cfg.time_bins:
+            x = x.reshape(x.shape[0], x.shape[1], self.cfg.time_bins, -1).mean(dim=3)
+        return x
+
+    def align(self, x0: torch.Tensor, subject_mean: torch.Tensor | None = None,
+              subject_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Subject alignment of a representation; a no-op for ``subject_align = "none"``."""
+        mode = self.cfg.subject_align
+        if mode == "none":
+            return x0
+        mean = self.pop_mean if subject_mean is None else subject_mean
+        x0 = x0 - mean
+        if mode == "zscore":
+            x0 = x0 / (self.pop_scale if subject_scale is None else subject_scale)
+        return x0
+
+    def region_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Input SE excitation per region (B, n_regions_seen); ones for models without it."""
+        x = self.normalize(x)
+        if self.input_se is None:
+            return torch.ones(x.shape[:2], dtype=x.dtype)
+        return self.input_se.weights(self.align(x))
+
+    def forward_normalized(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.final_layer(self.forward_features(x0))       # (B, sum(heads))
+
+    def forward(self, x: torch.Tensor, subject_mean: torch.Tensor | None = None,
+                subject_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw BOLD (B, 246, T) → logits (B, sum(heads))."""
+        return self.forward_normalized(self.align(self.normalize(x), subject_mean, subject_scale))
+
+    def split_heads(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for task, n in self.cfg.heads.items():
+            out[task] = logits[:, start:start + n]
+            start += n
+        return out
+
+
+class LinearNet(ValenceNet):
+    """The simple baseline every CNN is read against: the representation, flattened, into one
+    linear layer (multinomial logistic regression, trained with the same loop and L2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout))
+        self.final_layer = nn.Linear(cfg.seen_regions() * cfg.seen_times(), sum(cfg.heads.values()))
+
+    def forward_features(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.head(x0)
+
+
+class SEResCNN(ValenceNet):
+    """The SE residual 1-D CNN of Lin & Lee on the representation (B, C, T')."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        c_in = cfg.seen_regions()
         w1, w2, w3 = cfg.widths
         se = cfg.se
         self.input_se = SqueezeExcite(c_in) if se else None
@@ -148,55 +283,28 @@ class SEResCNN(nn.Module):
         self.s3_0 = _conv_se_bn(c_in, w3, relu=False, se=se)
         self.s3_1 = _conv_se_bn(w1, w3, relu=False, se=se)
         d1, d2 = cfg.dense
+        pool = [nn.AdaptiveAvgPool1d(cfg.head_pool)] if cfg.head_pool else []
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(cfg.dropout),
-            nn.Linear(w3 * cfg.seen_times(), d1), nn.ReLU(),
+            *pool, nn.Flatten(), nn.Dropout(cfg.dropout),
+            nn.Linear(w3 * (cfg.head_pool or cfg.seen_times()), d1), nn.ReLU(),
             nn.Linear(d1, d2), nn.ReLU(),
         )
         self.final_layer = nn.Linear(d2, sum(cfg.heads.values()))
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = TRIAL_NORMALIZATIONS[self.cfg.normalization](x, self.cfg.baseline_s)
-        if self.cfg.time_window is not None:
-            start, stop = self.cfg.time_window
-            x = x[:, :, start:stop]
-        if self.cfg.region_idx is not None:
-            x = x.index_select(1, self.region_idx)
-        return x
-
-    def region_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Input SE excitation per region (B, n_regions_seen); ones for the vanilla model."""
-        x = self.normalize(x)
-        if self.input_se is None:
-            return torch.ones(x.shape[:2], dtype=x.dtype)
-        return self.input_se.weights(x)
-
     def forward_features(self, x0: torch.Tensor) -> torch.Tensor:
-        """Normalized (B, C, T) → dense features (B, 100)."""
+        """Aligned representation (B, C, T') → dense features (B, d2)."""
         if self.input_se is not None:
             x0 = self.input_se(x0)
         x1 = self.b1(x0)                                         # (B, 32, T)
         x2 = self.b2(x1) + self.s2_0(x0)                         # (B, 64, T)
         x3 = self.b3(x2) + self.s3_0(x0) + self.s3_1(x1)         # (B, 128, T)
-        return self.head(x3)                                     # (B, 100)
-
-    def forward_normalized(self, x0: torch.Tensor) -> torch.Tensor:
-        return self.final_layer(self.forward_features(x0))       # (B, sum(heads))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw BOLD (B, 246, T) → logits (B, sum(heads))."""
-        return self.forward_normalized(self.normalize(x))
-
-    def split_heads(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, start = {}, 0
-        for task, n in self.cfg.heads.items():
-            out[task] = logits[:, start:start + n]
-            start += n
-        return out
+        return self.head(x3)                                     # (B, d2)
 
 
-def build_model(cfg: ModelConfig | dict) -> SEResCNN:
+def build_model(cfg: ModelConfig | dict) -> ValenceNet:
     if isinstance(cfg, dict):
         cfg = ModelConfig(**{**cfg, "widths": tuple(cfg.get("widths", (32, 64, 128))),
                              "dense": tuple(cfg.get("dense", (512, 100)))})
-    return SEResCNN(cfg)
+    if cfg.kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {cfg.kind!r}; choose from {MODEL_KINDS}")
+    return (LinearNet if cfg.kind == "linear" else SEResCNN)(cfg)

@@ -9,6 +9,7 @@ import numpy as np
 
 from fmri_edge.io import InputError, load_icbhi
 from fmri_edge.normalize import normalize_by_participant
+from fmri_edge.predict import MIN_ALIGN_TRIALS
 from fmri_edge.simulate import simulate
 from fmri_edge.splits import PROTOCOL_LABEL
 from fmri_edge.training.export import export_onnx, load_export_recipe
@@ -58,9 +59,9 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     model, ckpt = load_checkpoint(ckpt_path)
     recipe = json.loads(ckpt["recipe"])
     members = [model]
-    folds = sorted(run_dir.glob("fold*.pt"))
-    if recipe.get("ensemble") and folds:
-        members = [load_checkpoint(p)[0] for p in folds]
+    if recipe.get("ensemble"):  # model.pt and member1.pt … : one network per subject group
+        others = sorted(run_dir.glob("member*.pt"), key=lambda p: int(p.stem[6:]) if p.stem[6:].isdigit() else 0)
+        members += [load_checkpoint(p)[0] for p in others]
     er = load_export_recipe(export_recipe)
     if er.n_times != model.cfg.n_times:
         raise InputError(er.source or "export recipe", f"n_times={er.n_times} but the model was trained with "
@@ -69,15 +70,28 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     out = Path(out) if out else Path("models") / f"{name}.onnx"
     trials, parity_source = graph_trials(recipe["data"], er.n_times, model.cfg.subject_norm)
     cfg = model.cfg
+    kind = "linear model (multinomial logistic regression) on the representation" if cfg.kind == "linear" else \
+        "SE residual 1-D CNN (Lin & Lee, ICBHI 2024)" + ("" if cfg.se else ", vanilla (no SE)")
     metadata = {
         "model_version": f"{name}@{results.get('git_commit') or 'unknown'}",
-        "architecture": "SE residual 1-D CNN (Lin & Lee, ICBHI 2024)" + ("" if cfg.se else ", vanilla (no SE)")
-                        + (f", EBR regions {recipe.get('regions')}" if cfg.region_idx else ""),
-        "normalization": {"per_trial": cfg.normalization, "baseline_s": cfg.baseline_s, "inside_graph": True},
+        "architecture": kind + (f", EBR regions {recipe.get('regions')}" if cfg.region_idx else "")
+                        + (f", ensemble of {len(members)} networks (one per subject group)" if len(members) > 1 else ""),
+        "recipe": recipe.get("source") or name,
+        "baseline_s": cfg.baseline_s,
+        "normalization": {"per_trial": cfg.normalization, "baseline_s": cfg.baseline_s, "inside_graph": True,
+                          "time_window": cfg.time_window, "time_bins": cfg.time_bins},
         # the recipe keeps it as [model] subject_norm ("none" | "zscore" | "center")
         "subject_normalization": None if getattr(cfg, "subject_norm", "none") == "none" else cfg.subject_norm,
+        "subject_alignment": None if cfg.subject_align == "none" else {
+            "mode": cfg.subject_align, "inside_graph": True, "inputs": ["subject_mean", "subject_scale"],
+            "statistics_of": "output `normalized`, over all of one participant's trials",
+            "min_trials": MIN_ALIGN_TRIALS,
+            "default": "the training participants' average statistics (fewer trials, or --no-align)"},
         "class_values": [-1, 0, 1], "level_values": list(range(-4, 5)),
         "level_rule": recipe["eval"]["level_rule"],
+        "level_from_class": None if "level" in cfg.heads else (
+            "P(LEVEL | CLASS) of the training labels; LEVEL = least expected LEVEL_error (Score-optimal)"
+            if recipe["eval"]["level_rule"] == "min_expected_error" else "class-only rule −1 → −3, 0 → 0, 1 → 2"),
         "heads": cfg.heads,
         "members": len(members),
         "region_names": list(ckpt["region_names"]),
@@ -108,13 +122,16 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         f"| version | `{meta['model_version']}` |",
         f"| training data | ICBHI 2024 fMRI, {len(t['participants'])} labeled subjects "
         f"({', '.join(t['participants'])}), {results.get('n_trials', '?')} trials |",
-        f"| recipe | `{t['recipe']}`, {t['epochs']} epochs on all subjects"
-        + (", exported as the average of the cross-validation fold models" if t["ensemble_of_folds"] else "") + " |",
+        f"| recipe | `{t['recipe']}`, " + (f"{meta['members']} networks, one validated on each subject group and "
+        f"trained on the others (median {t['epochs']} epochs), probabilities averaged in the graph"
+        if t["ensemble_of_folds"] else f"{t['epochs']} epochs on all subjects") + " |",
         f"| normalization | {meta['normalization']['per_trial']} per trial, inside the graph"
         + (f"; {meta['subject_normalization']} per subject before the graph" if meta.get("subject_normalization") else "")
-        + " |",
+        + (f"; subject alignment ({meta['subject_alignment']['mode']} of the representation over each participant's "
+           f"own trials, inside the graph; fewer than {meta['subject_alignment']['min_trials']} trials: the training "
+           "population's statistics)" if meta.get("subject_alignment") else "") + " |",
         "| LEVEL | " + (f"LEVEL head, {meta['level_rule']}" if "level" in meta["heads"] else
-                        "from CLASS by the class-only rule −1 → −3, 0 → 0, 1 → 2 (no LEVEL head)") + " |",
+                        f"from CLASS: {meta['level_from_class']} (no LEVEL head)") + " |",
         f"| export | `{export_recipe}`, opset {meta.get('opset', 20)}; parity vs PyTorch on {parity_source}: "
         f"max abs diff " + ", ".join(f"{k} {v:.1e}" for k, v in parity["max_abs_diff"].items())
         + f" (atol {parity['atol']:.0e}) |",

@@ -63,8 +63,12 @@ class FoldResult:
     name: str
     test: Dataset
     probs: dict
-    fit: FitResult
+    fits: list                    # FitResult per network (one, or one per group with an ensemble)
     metrics: dict = field(default_factory=dict)
+
+    @property
+    def fit(self) -> FitResult:
+        return self.fits[0]
 
 
 def evaluate(recipe: Recipe, probs: dict, labels: np.ndarray) -> dict:
@@ -85,20 +89,47 @@ def baseline_level(valence_class: np.ndarray) -> np.ndarray:
     return np.select([valence_class < 0, valence_class > 0], [-3, 2], 0)
 
 
+def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Progress | None = None,
+                 val_ds: Dataset | None = None) -> list[FitResult]:
+    """The recipe's model fitted on ``ds``: one network validated on ``val_ds`` or, with
+    ``recipe.ensemble``, one network per subject group of ``ds``, each trained on the other groups
+    and validated (checkpoint chosen) on its own."""
+    def one(fit_ds, v_ds, label, s):
+        cb = (lambda e, row: progress(label, e, recipe.optim.epochs)) if progress else None
+        return fit(recipe, fit_ds.trials, fit_ds.labels, v_ds.trials, v_ds.labels, seed=s, on_epoch=cb,
+                   participants=fit_ds.participants, val_participants=v_ds.participants)
+
+    if not recipe.ensemble:
+        return [one(ds, val_ds, name, seed)]
+    groups = splits.groups_of(sorted(set(ds.participants)))
+    return [one(ds.of([p for h, ps in groups.items() if h != g for p in ps]), ds.of(ps), f"{name} · val {g}", seed + j)
+            for j, (g, ps) in enumerate(groups.items())]
+
+
+def ensemble_proba(fits: list[FitResult], test: Dataset) -> dict:
+    """Probabilities of the networks on ``test`` (each participant aligned over its own trials),
+    averaged per output: what the exported ensemble computes."""
+    each = [predict_proba(f.model, test.trials, test.participants) for f in fits]
+    return {t: np.mean([p[t] for p in each], axis=0) for t in each[0]}
+
+
 def _fit_fold(recipe, name, fit_ds, val_ds, test_ds, progress, seed) -> FoldResult:
-    cb = (lambda e, row: progress(name, e, recipe.optim.epochs)) if progress else None
-    res = fit(recipe, fit_ds.trials, fit_ds.labels, val_ds.trials, val_ds.labels, seed=seed, on_epoch=cb)
-    probs = predict_proba(res.model, test_ds.trials)
-    return FoldResult(name, test_ds, probs, res, evaluate(recipe, probs, test_ds.labels))
+    fits = fit_networks(recipe, fit_ds, name, seed, progress, val_ds)
+    probs = ensemble_proba(fits, test_ds)
+    return FoldResult(name, test_ds, probs, fits, evaluate(recipe, probs, test_ds.labels))
 
 
 def run_subject_cv(recipe: Recipe, ds: Dataset, progress: Progress | None = None) -> list[FoldResult]:
     ds = prepare(recipe, ds)
     folds = []
     for k, (train_p, test_p) in enumerate(splits.subject_folds(sorted(set(ds.participants)))):
-        fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k)
         name = "test " + "+".join(test_p)
-        folds.append(_fit_fold(recipe, name, ds.of(fit_p), ds.of(val_p), ds.of(test_p), progress, recipe.seed + k))
+        if recipe.ensemble:  # every training group takes its turn as validation
+            fit_ds, val_ds = ds.of(train_p), None
+        else:
+            fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k)
+            fit_ds, val_ds = ds.of(fit_p), ds.of(val_p)
+        folds.append(_fit_fold(recipe, name, fit_ds, val_ds, ds.of(test_p), progress, recipe.seed + k))
     return folds
 
 
@@ -123,14 +154,17 @@ def pooled(recipe: Recipe, folds: list[FoldResult]) -> dict:
         for m in ("accuracy", "precision", "sensitivity", "f1"):
             v = [f.metrics[task][m] for f in folds]
             summary[task][f"{m}_folds_mean"], summary[task][f"{m}_folds_std"] = float(np.mean(v)), float(np.std(v))
-    summary["best_epochs"] = [f.fit.best_epoch for f in folds]
-    vm = [f.fit.val_metric for f in folds if f.fit.val_metric is not None]
+    summary["best_epochs"] = [r.best_epoch for f in folds for r in f.fits]
+    vm = [r.val_metric for f in folds for r in f.fits if r.val_metric is not None]
     summary["inner_val_metric_mean"] = float(np.mean(vm)) if vm else None
     return summary
 
 
-def fit_all(recipe: Recipe, ds: Dataset, epochs: int, progress: Progress | None = None) -> FitResult:
-    """The shipped model: all labeled subjects, a fixed number of epochs chosen beforehand by CV."""
-    cb = (lambda e, row: progress("all subjects", e, epochs)) if progress else None
+def fit_all(recipe: Recipe, ds: Dataset, epochs: int | None, progress: Progress | None = None) -> list[FitResult]:
+    """The shipped model on all labeled subjects: a single network for a fixed number of epochs
+    chosen beforehand by CV, or (``recipe.ensemble``) one network per group, as in the CV."""
     ds = prepare(recipe, ds)
-    return fit(recipe, ds.trials, ds.labels, epochs=epochs, on_epoch=cb)
+    if recipe.ensemble:
+        return fit_networks(recipe, ds, "all subjects", recipe.seed, progress)
+    cb = (lambda e, row: progress("all subjects", e, epochs)) if progress else None
+    return [fit(recipe, ds.trials, ds.labels, epochs=epochs, on_epoch=cb, participants=ds.participants)]

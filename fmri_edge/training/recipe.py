@@ -39,7 +39,10 @@ class EvalConfig:
     protocols: list = field(default_factory=lambda: ["subject"])  # "random" and/or "subject"
     seeds: list = field(default_factory=lambda: [0, 1, 2])        # random 8:1:1 repeats
     inner_val_groups: int = 1     # subject protocol: groups held out of training for validation
-    level_rule: str = "argmax"    # argmax | min_expected_error
+    # argmax | min_expected_error. For a class-only model, min_expected_error answers the LEVEL
+    # with least expected error under p(class | x) × the training labels' P(LEVEL | class)
+    # (Score-optimal); argmax answers the class-only rule −1 → −3, 0 → 0, 1 → 2
+    level_rule: str = "argmax"
 
 
 @dataclass
@@ -50,7 +53,10 @@ class Recipe:
     regions: list | None = None   # region names to keep (EBR); None = all 246
     seed: int = 0
     full_epochs: int | None = None  # epochs for the model fit on all subjects (None: from CV)
-    ensemble: bool = False        # export the subject-CV fold models as one averaged ensemble
+    # true: the model is an ensemble of one network per subject group, each validated (checkpoint
+    # chosen) on its own group and trained on the others; the subject CV evaluates exactly that
+    # inside each outer fold (8 networks per fold), the shipped model has one per group (9)
+    ensemble: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -99,22 +99,33 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
         }
         if protocol == "subject":
             write_held_out_csv(recipe, folds, out_dir / "cv_predictions.csv")
-        if protocol == "subject":  # fold models: for ensembles, int8 checks, attention studies
+        if protocol == "subject":  # fold models: for int8 checks, attention studies
             for k, f in enumerate(folds):
-                save_checkpoint(f.fit.model, out_dir / f"fold{k}.pt", fold=f.name,
-                                test_participants=sorted(set(f.test.participants.tolist())))
+                test_p = sorted(set(f.test.participants.tolist()))
+                if len(f.fits) == 1:
+                    save_checkpoint(f.fit.model, out_dir / f"fold{k}.pt", fold=f.name, test_participants=test_p)
+                else:  # an ensemble per fold: its networks in a folder of their own
+                    (out_dir / f"fold{k}").mkdir(exist_ok=True)
+                    for j, r in enumerate(f.fits):
+                        save_checkpoint(r.model, out_dir / f"fold{k}" / f"member{j}.pt", fold=f.name,
+                                        test_participants=test_p)
     if fit_final:
         epochs = recipe.full_epochs
-        if epochs is None:
+        if epochs is None and not recipe.ensemble:
             if cv_folds is None:
                 raise UsageError("full_epochs is not set in the recipe and no subject CV ran to choose it")
             epochs = int(np.median([f.fit.best_epoch for f in cv_folds]))
         t0 = time.perf_counter()
         final = fit_all(recipe, ds, epochs, progress)
+        epochs = epochs or int(np.median([r.best_epoch for r in final]))
         results["final"] = {"epochs": epochs, "seconds": round(time.perf_counter() - t0, 1),
-                            "participants": results["participants"]}
-        save_checkpoint(final.model, out_dir / "model.pt", region_names=region_names,
-                        recipe=json.dumps(recipe.to_dict()), epochs=epochs,
-                        participants=results["participants"])
+                            "participants": results["participants"], "networks": len(final),
+                            "best_epochs": [r.best_epoch for r in final]}
+        for old in out_dir.glob("member*.pt"):
+            old.unlink()
+        for j, r in enumerate(final):
+            save_checkpoint(r.model, out_dir / ("model.pt" if j == 0 else f"member{j}.pt"),
+                            region_names=region_names, recipe=json.dumps(recipe.to_dict()), epochs=epochs,
+                            participants=results["participants"])
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results

@@ -68,8 +68,9 @@ else:
 for fit_ds, val_ds, test_ds, seed in fold_iter:
     po, pi = [], []
     for j in range(n_seeds):
-        res = fit(r, fit_ds.trials, fit_ds.labels, val_ds.trials, val_ds.labels, seed=seed + 1000 * j)
-        po.append(predict_proba(res.model, test_ds.trials)); pi.append(predict_proba(res.model, val_ds.trials))
+        res = fit(r, fit_ds.trials, fit_ds.labels, val_ds.trials, val_ds.labels, seed=seed + 1000 * j,
+                  participants=fit_ds.participants, val_participants=val_ds.participants)
+        po.append(predict_proba(res.model, test_ds.trials, test_ds.participants)); pi.append(predict_proba(res.model, val_ds.trials, val_ds.participants))
         best_ep.append(res.best_epoch); vm.append(res.val_metric)
         vm_last.append(np.mean([h["val_metric"] for h in res.history[-10:]]))
     po = {t: np.mean([p[t] for p in po], 0) for t in po[0]}
