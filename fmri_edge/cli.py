@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fmri_edge import __version__
@@ -52,7 +53,7 @@ def user_errors():
     except (InputError, UsageError, FileNotFoundError) as e:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # text, not markup
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         if _state["debug"]:
@@ -68,7 +69,7 @@ def _report_problems(problems: list[InputError], errors_json: Path | None,
     from fmri_edge.submission import atomic_write
 
     for p in problems:
-        err.print(f"[yellow]{p.outcome}:[/] {p}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]{p.outcome}:[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     if errors_json is not None:
         with atomic_write(errors_json, force) as f:
             json.dump([p.as_dict() for p in [*problems, *unprinted]], f, indent=1)
@@ -459,7 +460,7 @@ def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, ru
 @app.command()
 def extract(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="One run's 4-D BOLD (.nii/.nii.gz), or a BIDS "
-                                           "folder holding fMRIPrep derivatives (sub-*/[ses-*/]func/"
+                                           "folder holding fMRIPrep derivatives (sub-*/(ses-*/)func/"
                                            "*_desc-preproc_bold.nii.gz).", show_default=False)],
     atlas: Annotated[Path, typer.Option(help="Label atlas: 3-D NIfTI, labels 1 … 246 (Brainnetome "
                                         "BN_Atlas_246_2mm.nii.gz), 0 = background.", show_default=False)],
@@ -496,7 +497,7 @@ def extract(
                                                         "as JSON.")] = None,
 ):
     """Region time series from NIfTI BOLD with an atlas (nilearn), resampled to 1 s and cut into one
-    trial per event: the trials `fmri-edge predict` reads. Needs pip install 'fmri-edge[nifti]'."""
+    trial per event: the trials `fmri-edge predict` reads. Needs pip install 'fmri-edge\\[nifti]'."""
     with user_errors():
         from fmri_edge import extract as lib
 
@@ -533,7 +534,7 @@ def _run_json(r) -> dict:
 
 def _print_notes(notes) -> None:
     for n in dict.fromkeys(notes):  # each note once
-        err.print(f"[yellow]note:[/] {n}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]note:[/] {escape(n)}", highlight=False, soft_wrap=True)
 
 
 def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path | None, window, opts, force,

@@ -119,7 +119,7 @@ def read_events(path: str | Path, trial_types: Iterable[str] | None = None) -> E
     header = [h.strip() for h in lines[0].split("\t")]
     if "onset" not in header:
         sep = " (it looks comma-separated; BIDS events are tab-separated)" if "," in lines[0] else ""
-        raise InputError(path, f"malformed events file: no 'onset' column in its header {header[:6]}{sep}")
+        raise InputError(path, f"malformed events file: no 'onset' column in its header ({', '.join(header[:6])}){sep}")
     i_on = header.index("onset")
     i_tt = header.index("trial_type") if "trial_type" in header else None
     onsets, types, rows = [], [], []
@@ -538,7 +538,7 @@ def find_bids_runs(root: str | Path, task: str | None = None, space: str | None 
                          "--space (the atlas's space, e.g. MNI152NLin2009cAsym)")
     if not bolds:
         what = " and ".join(x for x in (f"task {task!r}" if task else "", f"space {space!r}" if space else "") if x)
-        raise InputError(root, "no preprocessed BOLD found (fMRIPrep naming: sub-*/[ses-*/]func/"
+        raise InputError(root, "no preprocessed BOLD found (fMRIPrep naming: sub-*/(ses-*/)func/"
                                f"*_desc-preproc_bold.nii.gz){' for ' + what if what else ''}"
                                + (f"; spaces present: {', '.join(spaces)}" if space and spaces else ""))
     out: dict[str, list[BidsRun]] = {}

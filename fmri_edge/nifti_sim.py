@@ -86,7 +86,7 @@ class SimRun:
 
 
 def write_run(bold: str | Path, events: str | Path, n_regions: int = 246, tr: float = 2.0, n_events: int = 6,
-              first_onset: float = 9.3, spacing: float = 30.7, tail_s: float = 22.0, seed: int = 0,
+              first_onset: float = 9.3, spacing: float = 31.3, tail_s: float = 22.0, seed: int = 0,
               effect: float = 0.02, signal_regions=EMOTION_REGIONS, volume_noise: float = 0.002) -> SimRun:
     """One run: 4-D float32 BOLD (TR ``tr``, volume k at k·tr) and its BIDS events.tsv, onsets
     ``first_onset + i · spacing`` (not multiples of the TR by default)."""
