@@ -587,7 +587,7 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
     out_dir.mkdir(parents=True, exist_ok=True)
     n_runs = sum(len(v) for v in runs.values())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json) as bar:
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
         task_id = bar.add_task("extracting runs", total=n_runs)
 
         def on_run(run, result):
@@ -618,8 +618,8 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
                       str(p.n_trials), f"{len(p.skipped)}" + (f" ({why})" if why else ""),
                       str(p.out) if p.out else f"[red]nothing[/] ({len(p.failed)} problem(s) above)")
         out.print(t)
-    err.print(f"wrote {len(written)} participant folder(s) to {out_dir}/ — next: fmri-edge predict {out_dir}",
-              highlight=False)
+    err.print(f"wrote {len(written)} participant folder(s) to {out_dir}/ (each participant's runs concatenated in "
+              f"run order) — next: fmri-edge predict {out_dir}", highlight=False)
 
 
 def _why(problem: str) -> str:

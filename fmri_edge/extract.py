@@ -174,7 +174,7 @@ def cut_trials(times: np.ndarray, signals: np.ndarray, events: Events, window: W
             skipped.append(InputError(
                 events.path, f"event row {events.row[i]} (onset {onset:g} s, {events.trial_type[i]}): its "
                              f"{window.n_times}-s window {t0:g} … {t1:g} s {where} in {Path(source).name}; "
-                             "skipped, never padded", outcome="skipped"))
+                             "windows are never padded", outcome="skipped"))
         else:
             keep.append(i)
     keep = np.asarray(keep, dtype=np.int64)
