@@ -51,10 +51,12 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 def require_nifti() -> None:
     """Raise a one-line :class:`UsageError` naming the extra when nilearn or nibabel is missing."""
+    import importlib
+
     missing = []
     for name in ("nibabel", "nilearn"):
         try:
-            __import__(name)
+            importlib.import_module(name)
         except ImportError:
             missing.append(name)
     if missing:
