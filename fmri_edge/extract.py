@@ -82,14 +82,21 @@ class Window:
         """From a :class:`~fmri_edge.runtime.ModelInfo`: ``baseline_s`` at the metadata's top level,
         else in its ``normalization`` block, else 5 s (the ICBHI layout), which is said."""
         meta = info.meta
+        norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
         if "baseline_s" in meta:
-            return cls(info.n_regions, info.n_times, float(meta["baseline_s"]), "model metadata (baseline_s)")
-        norm = meta.get("normalization") or {}
-        if isinstance(norm, dict) and "baseline_s" in norm:
-            return cls(info.n_regions, info.n_times, float(norm["baseline_s"]),
-                       "model metadata (normalization.baseline_s)")
-        return cls(info.n_regions, info.n_times, float(DEFAULT_BASELINE_S),
-                   f"default {DEFAULT_BASELINE_S} s: the model's metadata has no baseline_s")
+            value, source = meta["baseline_s"], "model metadata (baseline_s)"
+        elif "baseline_s" in norm:
+            value, source = norm["baseline_s"], "model metadata (normalization.baseline_s)"
+        else:
+            value, source = DEFAULT_BASELINE_S, f"default {DEFAULT_BASELINE_S} s: the model's metadata has no baseline_s"
+        try:
+            baseline = float(value)
+        except (TypeError, ValueError):
+            baseline = float("nan")
+        if not 0 <= baseline < info.n_times:
+            raise InputError(info.path, f"metadata baseline_s {value!r} is not a number of seconds within the "
+                                        f"model's {info.n_times}-s window")
+        return cls(info.n_regions, info.n_times, baseline, source)
 
 
 # ---- events ---------------------------------------------------------------------------------------------

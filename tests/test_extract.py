@@ -114,6 +114,21 @@ def test_confounds_are_regressed_out_keeping_the_level(study, tmp_path):
         ex.extract_run(run.bold, atlas, run.events, WINDOW, ex.Options(confound_columns=("csf",)), conf)
 
 
+def test_window_comes_from_the_model_metadata():
+    from types import SimpleNamespace
+
+    def info(meta):
+        return SimpleNamespace(n_regions=246, n_times=25, meta=meta, path="m.onnx")
+
+    assert ex.Window.from_model(info({"baseline_s": 3})).baseline_s == 3
+    assert ex.Window.from_model(info({"normalization": {"baseline_s": 5}})).baseline_s == 5
+    w = ex.Window.from_model(info({}))
+    assert w.baseline_s == 5 and w.baseline_from.startswith("default")
+    with pytest.raises(ex.InputError, match="baseline_s"):
+        ex.Window.from_model(info({"baseline_s": "soon"}))
+    assert ex.Window(246, 25, 5.0).offsets().tolist() == list(range(-5, 20))
+
+
 # ---- the CLI, one run -------------------------------------------------------------------------------------
 
 def test_extract_then_predict_one_row_per_event(study, tmp_path):
