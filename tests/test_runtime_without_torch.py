@@ -52,3 +52,42 @@ def test_predict_score_info_run_with_torch_unimportable(sim_model, sim_data, tmp
         print("ok")
     """)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
+
+
+BLOCK_NIFTI = textwrap.dedent("""
+    import sys
+    class _NoNifti:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("nilearn", "nibabel"):
+                raise ImportError(f"{name} is blocked in this test")
+    sys.meta_path.insert(0, _NoNifti())
+""")
+
+
+def test_importing_the_cli_and_extract_does_not_import_nilearn_or_nibabel():
+    r = subprocess.run([sys.executable, "-c", BLOCK_NIFTI + textwrap.dedent("""
+        import sys
+        import fmri_edge.cli, fmri_edge.extract, fmri_edge.nifti_sim, fmri_edge.predict, fmri_edge.io
+        bad = [m for m in ("nilearn", "nibabel", "torch", "sklearn", "scipy", "pandas") if m in sys.modules]
+        assert not bad, bad
+        print("ok")
+    """)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_extract_without_the_nifti_extra_is_one_line_naming_it(tmp_path):
+    r = subprocess.run([sys.executable, "-c", BLOCK_NIFTI + textwrap.dedent(f"""
+        from typer.testing import CliRunner
+        from fmri_edge.cli import app
+        runner = CliRunner()
+        for args in (["extract", r"{tmp_path / 'bold.nii.gz'}", "--atlas", "a.nii.gz", "--events", "e.tsv",
+                      "--out", r"{tmp_path / 't.npz'}"],
+                     ["simulate", r"{tmp_path / 'sim'}", "--nifti"]):
+            res = runner.invoke(app, args)
+            assert res.exit_code == 2, (res.output, res.exception)
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1 and "pip install 'fmri-edge[nifti]'" in lines[0], res.stderr
+            assert "Traceback" not in res.output
+        print("ok")
+    """)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout

@@ -1,0 +1,624 @@
+"""From preprocessed NIfTI BOLD + a label atlas + BIDS events to the model's trials.
+
+Optional: needs the ``nifti`` extra (``pip install 'fmri-edge[nifti]'``: nilearn + nibabel).
+nilearn and nibabel are imported inside the functions that use them, so importing this module
+(and ``fmri_edge.cli``) costs nothing on a runtime install.
+
+What one run goes through
+1. The BOLD image (4-D NIfTI) and its TR: ``img.header.get_zooms()[3]`` in the header's time
+   unit (seconds, or ms/µs converted; an unknown unit is taken as seconds when plausible), or
+   ``tr`` given by the user.
+2. The atlas: a 3-D image of whole-number labels 1 … n_regions (the Brainnetome atlas: label v is
+   region v − 1 of the model's ``region_names``, 0 is background). Missing or unexpected labels are
+   refused, naming them. An atlas on another grid (shape or affine) than the BOLD is resampled to
+   the BOLD's grid with nearest-neighbour interpolation (nilearn), and a note says so; a label that
+   has no voxel left after resampling is refused.
+3. Region means per volume with nilearn's :class:`~nilearn.maskers.NiftiLabelsMasker`, raw:
+   ``standardize=None``, no detrending, no filtering (unless asked), optional confounds regressed
+   out (nilearn standardizes the confounds, so each region's mean level is kept).
+4. Volume times: volume ``k`` (0-based) is taken at ``(k + slice_time_ref) · TR`` seconds from the
+   start of the scan, the clock of the events file (BIDS: onsets from the start of the first
+   volume's acquisition). The default ``slice_time_ref = 0`` puts volume k at k · TR; data
+   slice-time corrected to the middle of each volume (fMRIPrep's reference 0.5) use 0.5.
+5. One trial per event row: the 1-s samples ``onset − baseline_s + j`` for ``j = 0 … n_times − 1``,
+   each linearly interpolated between the two volumes around it (``numpy.interp``). An event whose
+   first or last sample falls outside the volumes is skipped and reported: nothing is padded or
+   extrapolated.
+
+The window (``n_times``, ``baseline_s``) and ``n_regions`` come from the model's metadata.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from fmri_edge.io import DATA_FILE, KNOWN_ATLASES, InputError, UsageError
+
+INSTALL_HINT = "pip install 'fmri-edge[nifti]'"
+DEFAULT_BASELINE_S = 5           # ICBHI trials: 5 s fixation, 15 s video, 5 s after
+DEFAULT_CONFOUNDS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+TR_RANGE = (0.1, 30.0)           # plausible repetition times, seconds
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def require_nifti() -> None:
+    """Raise a one-line :class:`UsageError` naming the extra when nilearn or nibabel is missing."""
+    import importlib
+
+    missing = []
+    for name in ("nibabel", "nilearn"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise UsageError(f"extract needs {' and '.join(missing)} (not installed): {INSTALL_HINT}")
+
+
+# ---- the window, from the model ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    """Which seconds make a trial: samples ``onset − baseline_s + j``, ``j < n_times``."""
+
+    n_regions: int
+    n_times: int
+    baseline_s: float
+    baseline_from: str = "model metadata"
+
+    def offsets(self) -> np.ndarray:
+        return np.arange(self.n_times, dtype=np.float64) - self.baseline_s
+
+    @classmethod
+    def from_model(cls, info) -> "Window":
+        """From a :class:`~fmri_edge.runtime.ModelInfo`: ``baseline_s`` at the metadata's top level,
+        else in its ``normalization`` block, else 5 s (the ICBHI layout), which is said."""
+        meta = info.meta
+        norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
+        if "baseline_s" in meta:
+            value, source = meta["baseline_s"], "model metadata (baseline_s)"
+        elif "baseline_s" in norm:
+            value, source = norm["baseline_s"], "model metadata (normalization.baseline_s)"
+        else:
+            value, source = DEFAULT_BASELINE_S, f"default {DEFAULT_BASELINE_S} s: the model's metadata has no baseline_s"
+        try:
+            baseline = float(value)
+        except (TypeError, ValueError):
+            baseline = float("nan")
+        if not 0 <= baseline < info.n_times:
+            raise InputError(info.path, f"metadata baseline_s {value!r} is not a number of seconds within the "
+                                        f"model's {info.n_times}-s window")
+        return cls(info.n_regions, info.n_times, baseline, source)
+
+
+# ---- events ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Events:
+    path: Path
+    onset: np.ndarray         # (n,) float64 seconds
+    trial_type: np.ndarray    # (n,) unicode
+    row: np.ndarray           # (n,) 1-based row numbers in the file (after the header)
+
+
+def read_events(path: str | Path, trial_types: Iterable[str] | None = None) -> Events:
+    """A BIDS ``*_events.tsv``: tab-separated, a header with ``onset`` (seconds, numbers) and
+    usually ``duration`` and ``trial_type``. ``trial_types`` keeps only those rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "events file not found; give the run's BIDS *_events.tsv (columns onset, "
+                               "duration, trial_type)")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"unreadable events file ({type(e).__name__}); expected a UTF-8 tab-separated "
+                               "table") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(path, "empty events file; expected a header with onset, duration, trial_type and "
+                               "one row per event")
+    header = [h.strip() for h in lines[0].split("\t")]
+    if "onset" not in header:
+        sep = " (it looks comma-separated; BIDS events are tab-separated)" if "," in lines[0] else ""
+        raise InputError(path, f"malformed events file: no 'onset' column in its header ({', '.join(header[:6])}){sep}")
+    i_on = header.index("onset")
+    i_tt = header.index("trial_type") if "trial_type" in header else None
+    onsets, types, rows = [], [], []
+    for n, line in enumerate(csv.reader(lines[1:], delimiter="\t"), start=1):
+        if len(line) != len(header):
+            raise InputError(path, f"malformed events file: row {n} has {len(line)} fields, the header "
+                                   f"{len(header)}")
+        try:
+            onset = float(line[i_on])
+        except ValueError:
+            raise InputError(path, f"malformed events file: row {n} onset {line[i_on]!r} is not a number "
+                                   "(seconds)") from None
+        if not math.isfinite(onset):
+            raise InputError(path, f"malformed events file: row {n} onset {line[i_on]!r} is not finite")
+        onsets.append(onset)
+        types.append(line[i_tt].strip() if i_tt is not None else "n/a")
+        rows.append(n)
+    if not onsets:
+        raise InputError(path, "events file has a header but no event rows")
+    ev = Events(path, np.asarray(onsets, dtype=np.float64), np.asarray(types, dtype=str),
+                np.asarray(rows, dtype=np.int64))
+    if trial_types:
+        wanted = list(trial_types)
+        keep = np.isin(ev.trial_type, wanted)
+        if not keep.any():
+            raise InputError(path, f"no event of trial_type {', '.join(map(repr, wanted))} (found: "
+                                   f"{', '.join(sorted(set(ev.trial_type.tolist())))[:200]})")
+        ev = Events(path, ev.onset[keep], ev.trial_type[keep], ev.row[keep])
+    return ev
+
+
+# ---- cutting trials (numpy only) ---------------------------------------------------------------------
+
+def volume_times(n_volumes: int, tr: float, slice_time_ref: float = 0.0) -> np.ndarray:
+    """Seconds of each volume from the start of the scan: ``(k + slice_time_ref) · tr``."""
+    return (np.arange(n_volumes, dtype=np.float64) + slice_time_ref) * tr
+
+
+def cut_trials(times: np.ndarray, signals: np.ndarray, events: Events, window: Window,
+               source: str | Path) -> tuple[np.ndarray, np.ndarray, list[InputError]]:
+    """Region signals (V, R) at volume ``times`` → (trials (N, R, n_times) float32, indices of the
+    events kept, one :class:`InputError` per event skipped because its window leaves the scan)."""
+    offsets = window.offsets()
+    keep, skipped = [], []
+    first, last = times[0], times[-1]
+    eps = 1e-6
+    for i, onset in enumerate(events.onset):
+        t0, t1 = onset + offsets[0], onset + offsets[-1]
+        if t0 < first - eps or t1 > last + eps:
+            where = (f"starts before the first volume ({first:g} s)" if t0 < first - eps else
+                     f"runs past the end of the scan (last volume at {last:g} s)")
+            skipped.append(InputError(
+                events.path, f"event row {events.row[i]} (onset {onset:g} s, {events.trial_type[i]}): its "
+                             f"{window.n_times}-s window {t0:g} … {t1:g} s {where} in {Path(source).name}; "
+                             "windows are never padded", outcome="skipped"))
+        else:
+            keep.append(i)
+    keep = np.asarray(keep, dtype=np.int64)
+    trials = np.empty((len(keep), signals.shape[1], window.n_times), dtype=np.float32)
+    sig = np.asarray(signals, dtype=np.float64)
+    for n, i in enumerate(keep):
+        t = np.clip(events.onset[i] + offsets, first, last)   # clip only absorbs rounding (≤ eps)
+        # linear interpolation of every region at once: the two volumes around each sample
+        k = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)
+        w = (t - times[k]) / (times[k + 1] - times[k])
+        trials[n] = (sig[k] * (1 - w)[:, None] + sig[k + 1] * w[:, None]).T
+    return trials, keep, skipped
+
+
+# ---- images -----------------------------------------------------------------------------------------------
+
+def _load_nifti(path: Path, what: str):
+    import nibabel as nib
+
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
+    try:
+        return nib.load(str(path))
+    except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors …
+        raise InputError(path, f"{what} is not a readable NIfTI image ({_short(e)})") from None
+
+
+def bold_tr(img, path: Path, tr: float | None, notes: list[str]) -> float:
+    """The repetition time in seconds: ``tr`` if given, else the header's 4th zoom in its unit."""
+    if tr is not None:
+        if not TR_RANGE[0] <= tr <= TR_RANGE[1]:
+            raise UsageError(f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})")
+        return float(tr)
+    zooms = img.header.get_zooms()
+    raw = float(zooms[3]) if len(zooms) > 3 else 0.0
+    try:
+        unit = img.header.get_xyzt_units()[1]
+    except (AttributeError, KeyError):
+        unit = "unknown"
+    scale = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}.get(unit)
+    value = raw * scale if scale else raw
+    if raw <= 0 or not math.isfinite(raw):
+        raise InputError(path, f"its header has no repetition time (pixdim[4] = {raw:g}); pass --tr SECONDS")
+    if not TR_RANGE[0] <= value <= TR_RANGE[1]:
+        raise InputError(path, f"its header's repetition time {raw:g} {unit if scale else '(unit unknown)'} is not "
+                               f"a plausible TR in seconds; pass --tr SECONDS")
+    if scale is None:
+        notes.append(f"{path.name}: the header's time unit is {unit!r}; TR {value:g} taken as seconds "
+                     "(pass --tr to override)")
+    return value
+
+
+def _grid(img) -> tuple:
+    return tuple(img.shape[:3]), np.asarray(img.affine, dtype=np.float64)
+
+
+def _ranges(values) -> str:
+    """[1, 2, 3, 7, 9, 10] → '1-3, 7, 9-10' (at most 12 pieces)."""
+    values = sorted(int(v) for v in values)
+    pieces, start = [], None
+    for a, b in zip(values, values[1:] + [None]):
+        start = a if start is None else start
+        if b != a + 1:
+            pieces.append(f"{start}" if start == a else f"{start}-{a}")
+            start = None
+    return ", ".join(pieces[:12]) + (f", … ({len(pieces) - 12} more ranges)" if len(pieces) > 12 else "")
+
+
+class Atlas:
+    """A checked label atlas, resampled (once per grid) to the BOLD images it is used with."""
+
+    def __init__(self, path: str | Path, n_regions: int):
+        import nibabel as nib
+
+        self.path, self.n_regions = Path(path), n_regions
+        img = _load_nifti(self.path, "atlas")
+        data = np.asanyarray(img.dataobj)
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise InputError(self.path, f"atlas must be a 3-D image of region labels, got shape {data.shape}"
+                                        + (" (a 4-D probabilistic atlas? use the maximum-probability label image)"
+                                           if data.ndim == 4 else ""))
+        if not np.issubdtype(data.dtype, np.integer):
+            finite = data[np.isfinite(data)]
+            if finite.size != data.size or not np.allclose(finite, np.round(finite), atol=1e-3):
+                raise InputError(self.path, "atlas values are not whole-number labels (a probability or "
+                                            "intensity image?); use the label image (e.g. BN_Atlas_246_2mm.nii.gz)")
+            data = np.round(data)
+        data = data.astype(np.int32)
+        self._check_labels(np.unique(data), "")
+        self.img = nib.Nifti1Image(data, img.affine)
+        self._resampled: dict[tuple, tuple[object, bool]] = {}
+
+    def _check_labels(self, labels: np.ndarray, after: str) -> None:
+        labels = labels[labels != 0]
+        want = np.arange(1, self.n_regions + 1)
+        missing, extra = np.setdiff1d(want, labels), np.setdiff1d(labels, want)
+        if missing.size or extra.size:
+            known = f" (the {KNOWN_ATLASES[labels.size]} atlas?)" if labels.size in KNOWN_ATLASES and not after else ""
+            parts = [f"atlas has {labels.size} region labels{after}{known}, the model needs labels 1 … "
+                     f"{self.n_regions} (Brainnetome; 0 = background)"]
+            if missing.size:
+                parts.append(f"missing labels: {_ranges(missing)}")
+            if extra.size:
+                parts.append(f"unexpected labels: {_ranges(extra)}")
+            raise InputError(self.path, "; ".join(parts))
+
+    def on_grid_of(self, bold_img, bold_path: Path, notes: list[str]):
+        """The atlas on the BOLD's grid (resampled with nearest neighbour where the grids differ)."""
+        shape, affine = _grid(bold_img)
+        key = (shape, affine.round(6).tobytes())
+        if key not in self._resampled:
+            a_shape, a_affine = _grid(self.img)
+            if a_shape == shape and np.allclose(a_affine, affine, atol=1e-4):
+                self._resampled[key] = (self.img, False)
+            else:
+                from nilearn.image import resample_to_img
+
+                img = resample_to_img(self.img, bold_img, interpolation="nearest")
+                data = np.asarray(img.dataobj).astype(np.int32)
+                self._check_labels(np.unique(data), f" left after resampling to the grid of {bold_path.name} "
+                                                    f"{shape} (nearest neighbour)")
+                import nibabel as nib
+
+                self._resampled[key] = (nib.Nifti1Image(data, img.affine), True)
+        img, resampled = self._resampled[key]
+        if resampled:
+            notes.append(f"atlas {self.path.name} {_describe_grid(self.img)} differs from the grid of {bold_path.name} "
+                         f"{_describe_grid(bold_img)}: resampled the atlas to the BOLD grid (nilearn, nearest "
+                         "neighbour); check that both are in the same space (e.g. MNI152)")
+        return img
+
+
+def _describe_grid(img) -> str:
+    zooms = img.header.get_zooms()[:3]
+    return f"({'×'.join(map(str, img.shape[:3]))}, {'×'.join(f'{z:g}' for z in zooms)} mm)"
+
+
+# ---- confounds --------------------------------------------------------------------------------------------
+
+def read_confounds(path: str | Path, columns: Iterable[str], n_volumes: int) -> np.ndarray:
+    """Columns of an fMRIPrep ``*_desc-confounds_timeseries.tsv`` (one row per volume) → (V, C).
+    A leading 'n/a' (first row of derivative columns) becomes 0."""
+    path, columns = Path(path), list(columns)
+    if not path.is_file():
+        raise InputError(path, "confounds file not found")
+    lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(path, "empty confounds file")
+    header = lines[0].split("\t")
+    absent = [c for c in columns if c not in header]
+    if absent:
+        raise InputError(path, f"confounds file lacks column(s) {', '.join(absent)} (has {', '.join(header[:8])}"
+                               f"{' …' if len(header) > 8 else ''}); choose with --confound-columns")
+    idx = [header.index(c) for c in columns]
+    rows = [ln.split("\t") for ln in lines[1:]]
+    if len(rows) != n_volumes:
+        raise InputError(path, f"{len(rows)} confound rows for {n_volumes} volumes; it must have one row per volume")
+    out = np.zeros((n_volumes, len(idx)))
+    for r, row in enumerate(rows):
+        for c, i in enumerate(idx):
+            v = row[i].strip() if i < len(row) else ""
+            if v in ("n/a", "") and r == 0:
+                continue
+            try:
+                out[r, c] = float(v)
+            except ValueError:
+                raise InputError(path, f"row {r + 1} column {columns[c]}: {v!r} is not a number") from None
+    if not np.isfinite(out).all():
+        raise InputError(path, "confounds hold NaN or Inf values")
+    return out
+
+
+# ---- one run -------------------------------------------------------------------------------------------
+
+@dataclass
+class Options:
+    """How region signals are made; every non-default changes the raw signal the model expects."""
+
+    tr: float | None = None
+    slice_time_ref: float = 0.0
+    trial_types: tuple[str, ...] = ()
+    confounds: str | None = None             # a TSV path, or "auto" (fMRIPrep's, beside each BOLD)
+    confound_columns: tuple[str, ...] = DEFAULT_CONFOUNDS
+    detrend: bool = False
+    high_pass: float | None = None
+
+
+@dataclass
+class RunResult:
+    bold: Path
+    events: Path
+    trials: np.ndarray          # (N, R, T) float32
+    onset: np.ndarray           # (N,) float64
+    trial_type: np.ndarray      # (N,) unicode
+    n_volumes: int
+    tr: float
+    skipped: list[InputError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def region_signals(bold_img, bold_path: Path, atlas: Atlas, tr: float, opts: Options, confounds, notes):
+    """(V, n_regions) raw mean signal per region and volume, with nilearn's labels masker."""
+    import warnings
+
+    from nilearn.maskers import NiftiLabelsMasker
+
+    labels = atlas.on_grid_of(bold_img, bold_path, notes)
+    masker = NiftiLabelsMasker(labels_img=labels, background_label=0, strategy="mean", standardize=None,
+                               detrend=opts.detrend, high_pass=opts.high_pass, t_r=tr, resampling_target=None,
+                               keep_masked_labels=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        signals = masker.fit_transform(bold_img, confounds=confounds)
+    ids = getattr(masker, "region_ids_", None)
+    if isinstance(ids, dict):
+        got = [int(v) for k, v in ids.items() if k != "background"]
+        if got != list(range(1, atlas.n_regions + 1)):
+            raise InputError(atlas.path, f"nilearn returned regions {_ranges(got)}, expected 1 … {atlas.n_regions}")
+    if signals.shape[1] != atlas.n_regions:
+        raise InputError(atlas.path, f"nilearn returned {signals.shape[1]} regions, expected {atlas.n_regions}")
+    return np.asarray(signals, dtype=np.float64)
+
+
+def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events, window: Window,
+                opts: Options | None = None, confounds_path: str | Path | None = None) -> RunResult:
+    """One 4-D BOLD run → its trials; raises :class:`InputError` for a run that cannot be used."""
+    opts = opts or Options()
+    bold = Path(bold)
+    notes: list[str] = []
+    if not bold.name.endswith(NIFTI_SUFFIXES):
+        raise InputError(bold, "not a NIfTI image (.nii or .nii.gz)")
+    ev = events if isinstance(events, Events) else read_events(events, opts.trial_types)
+    img = _load_nifti(bold, "BOLD image")
+    if len(img.shape) != 4:
+        raise InputError(bold, f"{len(img.shape)}-D image (shape {img.shape}); extract needs a 4-D BOLD time "
+                               "series (x, y, z, volumes), not a single volume or an anatomical image")
+    n_vol = int(img.shape[3])
+    if n_vol < 2:
+        raise InputError(bold, f"4-D image with {n_vol} volume: at least 2 are needed to interpolate in time")
+    tr = bold_tr(img, bold, opts.tr, notes)
+    conf = read_confounds(confounds_path, opts.confound_columns, n_vol) if confounds_path else None
+    signals = region_signals(img, bold, atlas, tr, opts, conf, notes)
+    if not np.isfinite(signals).all():
+        raise InputError(bold, "region signals hold NaN or Inf (NaN voxels in the BOLD image?)")
+    times = volume_times(n_vol, tr, opts.slice_time_ref)
+    trials, keep, skipped = cut_trials(times, signals, ev, window, bold)
+    return RunResult(bold, ev.path, trials, ev.onset[keep], ev.trial_type[keep], n_vol, tr, skipped, notes)
+
+
+# ---- output ----------------------------------------------------------------------------------------------
+
+def save_trials(path: str | Path, results: list[RunResult], force: bool = False) -> Path:
+    """Write runs' trials, concatenated in the given (run) order, as an ``.npz`` that ``predict``
+    reads: ``data`` (N, R, T) float32, ``onset`` (N,) float64 seconds, ``trial_type`` (N,) unicode,
+    ``run`` (N,) 1-based index into ``runs`` (M,) unicode (the BOLD file names). Atomic: the file
+    appears complete or not at all. Trials are numbered 1 … N in this order by ``predict``."""
+    from fmri_edge.submission import check_new
+
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise UsageError(f"--out {path}: give an .npz file name (e.g. trials.npz)")
+    check_new(path, force)
+    data = np.concatenate([r.trials for r in results]) if results else np.empty((0, 0, 0), np.float32)
+    arrays = {
+        "data": np.ascontiguousarray(data, dtype=np.float32),
+        "onset": np.concatenate([r.onset for r in results]).astype(np.float64),
+        "trial_type": np.asarray(np.concatenate([r.trial_type for r in results]).tolist(), dtype=str),
+        "run": np.concatenate([np.full(len(r.trials), i + 1, dtype=np.int64) for i, r in enumerate(results)]),
+        "runs": np.asarray([r.bold.name for r in results], dtype=str),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---- BIDS folders -----------------------------------------------------------------------------------------
+
+ENTITY = re.compile(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)")
+
+
+def entities(name: str) -> dict[str, str]:
+    return {k: v for k, v in ENTITY.findall(name.split(".")[0])}
+
+
+@dataclass
+class BidsRun:
+    participant: str          # "sub-01"
+    bold: Path
+    events: Path | None       # None: not found (the run is reported, the others go on)
+    confounds: Path | None
+    searched: list[Path] = field(default_factory=list)
+
+    @property
+    def sort_key(self):
+        e = entities(self.bold.name)
+        run = e.get("run", "0")
+        return (e.get("ses", ""), e.get("task", ""), int(run) if run.isdigit() else 0, run, self.bold.name)
+
+
+def _events_name(bold: Path) -> str:
+    return _stem(bold.name) + "_events.tsv"
+
+
+def _find_events(bold: Path, root: Path) -> tuple[Path | None, list[Path]]:
+    """The run's events: beside the BOLD, then in the raw tree of each folder up to two levels above
+    ``root`` (a derivatives folder such as study/derivatives/fmriprep lies inside the raw tree)."""
+    name = _events_name(bold)
+    e = entities(bold.name)
+    rel = Path(f"sub-{e['sub']}") / (f"ses-{e['ses']}" if "ses" in e else "") / "func"
+    candidates = [bold.parent / name]
+    base = root.resolve()
+    for up in (base, *list(base.parents)[:2]):
+        candidates.append(up / rel / name)
+        if "task" in e:  # BIDS inheritance: one events file for every run of the task
+            candidates.append(up / f"task-{e['task']}_events.tsv")
+    seen = []
+    for c in candidates:
+        if c not in seen:
+            seen.append(c)
+        if c.is_file():
+            return c, seen
+    return None, seen
+
+
+def _stem(name: str) -> str:
+    e = entities(name)
+    return "_".join(f"{k}-{e[k]}" for k in ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run") if k in e)
+
+
+def confounds_beside(bold: str | Path) -> Path:
+    """fMRIPrep's confounds file for a preprocessed BOLD: ``<sub…run>_desc-confounds_timeseries.tsv``."""
+    bold = Path(bold)
+    return bold.parent / f"{_stem(bold.name)}_desc-confounds_timeseries.tsv"
+
+
+def find_bids_runs(root: str | Path, task: str | None = None, space: str | None = None,
+                   confounds: bool = False) -> dict[str, list[BidsRun]]:
+    """fMRIPrep-named preprocessed runs under ``root`` (``sub-*/[ses-*/]func/*_desc-preproc_bold.nii[.gz]``,
+    at any depth, e.g. in derivatives/fmriprep) → {participant: runs in order}. Run order: session,
+    task, then run number (as a number), then file name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "no such folder")
+    bolds = sorted(p for pattern in ("*_desc-preproc_bold.nii.gz", "*_desc-preproc_bold.nii")
+                   for p in root.rglob(pattern) if p.parent.name == "func" and p.name.startswith("sub-"))
+    if task:
+        bolds = [b for b in bolds if entities(b.name).get("task") == task]
+    spaces = sorted({entities(b.name).get("space", "(none)") for b in bolds})
+    if space:
+        bolds = [b for b in bolds if entities(b.name).get("space") == space]
+    elif len(spaces) > 1:
+        raise UsageError(f"{root}: preprocessed BOLD in several spaces ({', '.join(spaces)}); choose one with "
+                         "--space (the atlas's space, e.g. MNI152NLin2009cAsym)")
+    if not bolds:
+        what = " and ".join(x for x in (f"task {task!r}" if task else "", f"space {space!r}" if space else "") if x)
+        raise InputError(root, "no preprocessed BOLD found (fMRIPrep naming: sub-*/(ses-*/)func/"
+                               f"*_desc-preproc_bold.nii.gz){' for ' + what if what else ''}"
+                               + (f"; spaces present: {', '.join(spaces)}" if space and spaces else ""))
+    out: dict[str, list[BidsRun]] = {}
+    for b in bolds:
+        ev, searched = _find_events(b, root)
+        conf = confounds_beside(b) if confounds else None
+        out.setdefault(f"sub-{entities(b.name)['sub']}", []).append(BidsRun(
+            f"sub-{entities(b.name)['sub']}", b, ev, conf, searched))
+    for runs in out.values():
+        runs.sort(key=lambda r: r.sort_key)
+    return dict(sorted(out.items()))
+
+
+@dataclass
+class ParticipantResult:
+    participant: str
+    out: Path | None
+    runs: list[RunResult]
+    failed: list[InputError]
+    n_runs: int = 0
+
+    @property
+    def n_trials(self) -> int:
+        return sum(len(r.trials) for r in self.runs)
+
+    @property
+    def skipped(self) -> list[InputError]:
+        return [s for r in self.runs for s in r.skipped]
+
+
+def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window, opts: Options | None = None,
+                 task: str | None = None, space: str | None = None, force: bool = False,
+                 on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
+                 runs: dict[str, list[BidsRun]] | None = None) -> list[ParticipantResult]:
+    """Every participant's runs → ``out_dir/<participant>/fMRI_data.npz`` (runs concatenated in run
+    order). A run that fails is reported and the participant's other runs, and the other
+    participants, still come out."""
+    opts = opts or Options()
+    out_dir = Path(out_dir)
+    runs = runs if runs is not None else find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
+    results = []
+    for participant, prs in runs.items():
+        target = out_dir / participant / DATA_FILE
+        done, failed = [], []
+        if target.exists() and not force:
+            failed.append(InputError(target, "exists; use --force to overwrite"))
+            for r in prs:
+                on_run and on_run(r, failed[-1])
+            results.append(ParticipantResult(participant, None, [], failed, len(prs)))
+            continue
+        for r in prs:
+            try:
+                if r.events is None:
+                    raise InputError(r.bold, f"no events file {_events_name(r.bold)} found (looked in "
+                                             f"{', '.join(str(p.parent) for p in r.searched[:3])} …)")
+                res = extract_run(r.bold, atlas, r.events, window, opts, r.confounds)
+                done.append(res)
+                on_run and on_run(r, res)
+            except InputError as e:
+                failed.append(e)
+                on_run and on_run(r, e)
+        written = None
+        if any(len(x.trials) for x in done):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+        elif done:
+            failed.append(InputError(out_dir / participant, "no event of any run fits inside its scan; "
+                                                            "nothing written for this participant"))
+        results.append(ParticipantResult(participant, written, done, failed, len(prs)))
+    return results
+
+
+def _short(e: BaseException) -> str:
+    return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
