@@ -26,6 +26,8 @@ EXIT_BAD_INPUT = 2
 MAX_TABLE_ROWS = 60
 
 _state = {"debug": False}
+NoVerify = Annotated[bool, typer.Option("--no-verify", help="Open a model even if its weights digest disagrees with "
+                                        "its metadata (for models edited on purpose).")]
 
 
 def _version(value: bool):
@@ -96,13 +98,14 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call (capped at 512: larger batches "
                                                  "only cost memory and run slower).", min=1)] = 256,
     threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+    no_verify: NoVerify = False,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
     from fmri_edge import predict as lib, submission
     from fmri_edge.runtime import Decoder
 
     with user_errors():
-        decoder = Decoder(model, threads=threads)
+        decoder = Decoder(model, threads=threads, verify=not no_verify)
         if errors_json:
             submission.check_new(errors_json, force)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
@@ -201,6 +204,7 @@ def explain(
                                                          "tables.")] = False,
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call.", min=1)] = 256,
     threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+    no_verify: NoVerify = False,
 ):
     """Which brain regions the model attends to: mean input-SE weight per region over your trials,
     overall and per predicted CLASS, ranked; optionally a figure and a faithfulness check."""
@@ -208,7 +212,7 @@ def explain(
     from fmri_edge.runtime import Decoder
 
     with user_errors():
-        decoder = Decoder(model, threads=threads)
+        decoder = Decoder(model, threads=threads, verify=not no_verify)
         if plot is not None:
             from fmri_edge.submission import check_new
 
@@ -335,12 +339,13 @@ def _confusion_table(task: str, r: dict) -> Table:
 def info(
     model: Annotated[Optional[Path], typer.Argument(help="ONNX model (default: the shipped one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full metadata as JSON.")] = False,
+    no_verify: NoVerify = False,
 ):
     """What an fmri-edge ONNX file says about itself."""
     from fmri_edge.runtime import Decoder
 
     with user_errors():
-        d = Decoder(model)
+        d = Decoder(model, verify=not no_verify)
     meta = d.info.meta
     if as_json:
         print(json.dumps(meta))
@@ -356,9 +361,19 @@ def info(
               "from CLASS by the class-only rule −1 → −3, 0 → 0, 1 → 2 (no LEVEL head)")
     for key, v in _describe(meta).items():
         t.add_row(key, v)
+    t.add_row("weights", _integrity_row(d.integrity))
     names = d.info.region_names
     t.add_row("regions", f"{len(names)}: {', '.join(names[:4])} … {names[-1]}")
     out.print(t)
+
+
+def _integrity_row(status: str) -> str:
+    from fmri_edge import integrity
+
+    return {integrity.VERIFIED: f"{integrity.DIGEST_KEY} verified: weights and graph as exported",
+            integrity.UNVERIFIABLE: f"not verifiable: exported without a {integrity.DIGEST_KEY} (export it again "
+                                    "to add one)",
+            integrity.NOT_CHECKED: "not checked (--no-verify)"}[status]
 
 
 def _describe(meta: dict) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmri_edge import integrity
 from fmri_edge.io import InputError
 from fmri_edge.normalize import SUBJECT_NORMS
 
@@ -136,7 +137,7 @@ def session_options(threads: int = 0, spinning: bool = False):
 class Decoder:
     """An fmri-edge model ready to run: ``Decoder(path).run(trials)``."""
 
-    def __init__(self, path: str | Path | None = None, threads: int = 0):
+    def __init__(self, path: str | Path | None = None, threads: int = 0, verify: bool = True):
         import onnxruntime as ort
 
         self.path = Path(path) if path is not None else default_model_path()
@@ -164,6 +165,7 @@ class Decoder:
                                         "export the model again with `fmri-edge export`")
         self.info = ModelInfo.from_metadata(self.path, meta)
         self._check_graph()
+        self.integrity = integrity.check(self.path, verify)  # verified / not verifiable / not checked
 
     def _check_graph(self) -> None:
         inputs = self.session.get_inputs()
