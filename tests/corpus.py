@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from fmri_edge import integrity
 from fmri_edge.simulate import simulate
 
 N_REGIONS, N_TIMES = 246, 25
@@ -235,7 +236,24 @@ def contract_model(path: Path, n_regions: int = N_REGIONS, n_times: int = N_TIME
     model.metadata_props.add(key="fmri_edge", value=json.dumps(meta))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    integrity.stamp(path)  # as the exporter does
     return path
+
+
+def altered_model(src: Path, dst: Path, initializer: str = "w3", offset: int = 0, mask: int = 0x01) -> Path:
+    """A copy of the contract model ``src`` with one byte of an initializer's stored values changed
+    in place (nothing else in the file moves): what a bad copy or a tampered file looks like."""
+    import onnx
+    from onnx import numpy_helper
+
+    data = bytearray(src.read_bytes())
+    weights = next(t for t in onnx.load(str(src)).graph.initializer if t.name == initializer)
+    raw = numpy_helper.to_array(weights).tobytes()
+    assert bytes(data).count(raw) == 1, f"{initializer}'s bytes are not unique in {src}"
+    at = bytes(data).index(raw) + offset % len(raw)
+    data[at] ^= mask
+    dst.write_bytes(bytes(data))
+    return dst
 
 
 def model_with(src: Path, dst: Path, meta: str | None | dict = "keep") -> Path:
@@ -395,6 +413,13 @@ BAD_RUNS: dict[str, BadRun] = {
     "metadata_level_rule": BadRun(_meta_run({"level_rule": "median"}), "unknown level_rule 'median'"),
     "metadata_subject_normalization": BadRun(_meta_run({"subject_normalization": "robust"}),
                                              "unknown subject_normalization 'robust' (none, zscore, center)"),
+    "model_weights_altered": BadRun(lambda d, m: _predict(d, altered_model(m, d / "m.onnx")),
+                                    "m.onnx: weights digest"),
+    "model_weights_altered_explain": BadRun(lambda d, m: ["explain", _good(d), "--model",
+                                                          altered_model(m, d / "m.onnx", "w9", 17, 0x80)],
+                                            "the weights or graph were altered after export"),
+    "model_weights_altered_info": BadRun(lambda d, m: ["info", altered_model(m, d / "m.onnx", "eps")],
+                                         "pass --no-verify if you edited the model on purpose"),
     "model_card_checksum": BadRun(lambda d, m: _predict(d, _card(m, d, "0" * 64)),
                                   "disagrees with its model card m.md (0000000000000000…): the file is corrupt "
                                   "or was replaced"),
