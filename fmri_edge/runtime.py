@@ -191,6 +191,15 @@ class Decoder:
         self.input_name = inputs[0].name
 
     def run(self, trials: np.ndarray) -> dict[str, np.ndarray]:
-        """One onnxruntime call on float32 (N, n_regions, n_times) → {output name: array}."""
-        outs = self.session.run(list(OUTPUT_NAMES), {self.input_name: trials})
+        """One onnxruntime call on (N, n_regions, n_times) trials (or one (n_regions, n_times)
+        trial) of any real numeric dtype, byte order or memory layout → {output name: array}.
+        A wrong shape or dtype raises :class:`~fmri_edge.io.InputError`, never onnxruntime's error."""
+        outs = self.session.run(list(OUTPUT_NAMES), {self.input_name: self.as_input(trials)})
         return dict(zip(OUTPUT_NAMES, outs))
+
+    def as_input(self, trials, name: str = "trials array") -> np.ndarray:
+        """Checked C-contiguous native float32 (N, n_regions, n_times): no copy when it already is."""
+        from fmri_edge import io
+
+        arr = trials if isinstance(trials, np.ndarray) else np.asarray(trials)
+        return io.to_float32(io.check_trials(arr, name, self.info.n_regions, self.info.n_times))

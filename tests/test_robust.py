@@ -232,3 +232,33 @@ def test_metadata_is_parsed_never_evaluated(model, tmp_path, monkeypatch):
         except io.InputError:
             pass
     assert not corpus.exploded(tmp_path)
+
+
+# ---- the library API: Decoder.run is as strict as the CLI ------------------------------------------
+
+@pytest.mark.parametrize("convert", [lambda x: x.astype(">f8"), np.asfortranarray, lambda x: x[:, :, ::-1][:, :, ::-1],
+                                     lambda x: np.round(x).astype(np.int16), lambda x: x.astype(np.float16),
+                                     lambda x: x.tolist()], ids=["be-f8", "fortran", "strided", "int16", "f16", "list"])
+def test_decoder_run_takes_any_numeric_dtype_and_layout(model, convert):
+    d = Decoder(model)
+    x = corpus.trials(3)
+    y = convert(x)
+    want = d.run(np.ascontiguousarray(np.asarray(y), dtype=np.float32))["class_probs"]
+    np.testing.assert_array_equal(d.run(y)["class_probs"], want)
+    np.testing.assert_array_equal(d.run(x[0])["class_probs"], d.run(x[:1])["class_probs"])   # one (R, T) trial
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 200, 25), np.float32), "expected 246 regions"),
+    (np.zeros((2, 246, 30), np.float32), "expected 25 time points"),
+    (np.zeros((2, 25, 246), np.float32), "regions and time axes look swapped"),
+    (np.zeros((0, 246, 25), np.float32), "holds no trials"),
+    (np.zeros((1, 1, 246, 25), np.float32), "wrong number of dimensions"),
+    (np.zeros(6150, np.float32), "wrong number of dimensions"),
+    (np.zeros((2, 246, 25), np.complex64), "complex values"),
+    (np.zeros((2, 246, 25), "U3"), "not numeric"),
+    (np.zeros((2, 246, 25), object), "holds Python objects"),
+], ids=["regions", "times", "swapped", "empty", "4-D", "1-D", "complex", "strings", "objects"])
+def test_decoder_run_raises_input_error_for_wrong_shapes_and_dtypes(model, bad, message):
+    with pytest.raises(io.InputError, match=message):
+        Decoder(model).run(bad)
