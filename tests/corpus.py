@@ -25,6 +25,7 @@ from fmri_edge import integrity
 from fmri_edge.simulate import simulate
 
 N_REGIONS, N_TIMES = 246, 25
+NPY_MAGIC = b"\x93NUMPY"
 MARKER = "BOOM_MARKER"
 HEADER = "Participant,Trial,CLASS,LEVEL\n"
 
@@ -115,6 +116,21 @@ def _with(values: dict, n: int = 1, dtype=np.float32) -> Callable[[], np.ndarray
     return make
 
 
+def npy_with_header(header: str | bytes, body: bytes = b"", version: tuple = (1, 0), length: int | None = None) -> bytes:
+    """A .npy file with any header text (padded as numpy pads it) and any data bytes after it;
+    ``length`` overrides the header-length field."""
+    text = header.encode("latin1") if isinstance(header, str) else header
+    width = 2 if tuple(version) == (1, 0) else 4
+    text += b" " * (-(8 + width + len(text) + 1) % 64) + b"\n"
+    n = len(text) if length is None else length
+    return NPY_MAGIC + bytes(version) + n.to_bytes(width, "little") + text + body
+
+
+def _header(shape="(2, 246, 25)", descr="'<f4'", fortran="False", body: int = 2 * 246 * 25 * 4, **kw):
+    return _raw(npy_with_header(f"{{'descr': {descr}, 'fortran_order': {fortran}, 'shape': {shape}, }}",
+                                b"\0" * body, **kw))
+
+
 _GOOD_NPY = _npy_bytes(trials(2))
 _GOOD_NPZ = _npz_bytes(data=trials(2))
 
@@ -139,6 +155,43 @@ BAD_FILES: dict[str, BadFile] = {f.filename.replace(".", "_"): f for f in [
     BadFile("garbage_member.npz", _zip({"data.npy": b"not an array at all"}), "corrupt or truncated .npy header"),
     BadFile("truncated_member.npz", _zip({"data.npy": _GOOD_NPY[:1000]}),
             "truncated: member 'data.npy' promises shape (2, 246, 25) float32 (49,328 bytes), holds 1,000"),
+    # impossible or hostile headers: each field checked before anything is mapped
+    BadFile("negative_shape.npy", _header("(-1, 246, 25)"), "corrupt or truncated .npy header: shape (-1, 246, 25), "
+                                                            "expected a tuple of at most 32 non-negative whole numbers"),
+    BadFile("float_shape.npy", _header("(2.5, 246, 25)"), "shape (2.5, 246, 25), expected a tuple"),
+    BadFile("bool_shape.npy", _header("(True, 246, 25)"), "shape (True, 246, 25), expected a tuple"),
+    BadFile("list_shape.npy", _header("[2, 246, 25]"), "shape [2, 246, 25], expected a tuple"),
+    BadFile("many_dims.npy", _header(repr((1,) * 40)), "expected a tuple of at most 32 non-negative whole numbers"),
+    BadFile("huge_shape.npy", _header(f"({2**62}, {2**62}, 25)"), "its header describes an impossible array: shape "
+                                                                    f"({2**62}, {2**62}, 25) of float32 would need"),
+    BadFile("shape_beyond_file.npy", _header("(1000000, 246, 25)"), "truncated: its header promises shape (1000000, "
+                                                                    "246, 25) float32 (24,600,000,128 bytes)"),
+    BadFile("trailing_bytes.npy", _raw(_npy_bytes(trials(1)) * 2), "bytes more than its header describes (shape "
+                                                                   "(1, 246, 25) float32"),
+    BadFile("fortran_order_text.npy", _header(fortran="'yes'"), "fortran_order 'yes', expected True or False"),
+    BadFile("descr_not_a_dtype.npy", _header(descr="'<q9z'"), "descr '<q9z' is not a dtype"),
+    BadFile("descr_subarray.npy", _header(descr="'(2,)<f4'"), "got a sub-array or structured dtype '(2,)<f4'"),
+    BadFile("descr_structured_list.npy", _header(descr="[('a', '<f4'), ('b', '|O')]"),
+            "not numeric: expected BOLD signal as floats or integers, got a structured dtype"),
+    BadFile("descr_object_code.npy", _header(descr="'|O'"), "holds Python objects (dtype object)"),
+    BadFile("header_call.npy", _raw(npy_with_header(f"__import__('os').system('touch {MARKER}')")),
+            "corrupt or truncated .npy header: not a Python literal"),
+    BadFile("header_not_dict.npy", _raw(npy_with_header("('<f4', False, (2, 246, 25))")),
+            "corrupt or truncated .npy header: a tuple, expected a dict"),
+    BadFile("header_extra_key.npy", _raw(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 246, 25), "
+                                                         "'extra': 1}", b"\0" * 24600)),
+            "keys ['descr', 'extra', 'fortran_order', 'shape'], expected ['descr', 'fortran_order', 'shape']"),
+    BadFile("header_nested.npy", _raw(npy_with_header("[" * 3000 + "]" * 3000)), "not a Python literal"),
+    BadFile("header_length_huge.npy", _header(version=(2, 0), length=2**31), "header length 2,147,483,648 bytes, "
+                                                                             "more than any numeric array needs"),
+    BadFile("header_length_beyond_file.npy", _raw(npy_with_header("{'descr': '<f4'", length=5000)),
+            "corrupt or truncated .npy header: 54 of its 5,000 bytes"),
+    BadFile("version_9.npy", _header(version=(9, 0)), "unsupported .npy format version 9.0"),
+    BadFile("member_negative_shape.npz", _zip({"data.npy": npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, -246, 25), }")}),
+            "member 'data.npy': corrupt or truncated .npy header: shape (2, -246, 25)"),
+    BadFile("member_trailing_bytes.npz", _zip({"data.npy": _GOOD_NPY + b"\0" * 100}),
+            "member 'data.npy' holds 100 bytes more than its header describes"),
     # pickles and objects: refused, never loaded
     BadFile("pickle.npy", _pickle_npy, "not a .npy file but a Python pickle; refused without loading "
                                        "(data files are never unpickled)"),
