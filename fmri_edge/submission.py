@@ -62,7 +62,10 @@ class Answers:
 
 
 def read_answers(path: str | Path) -> Answers:
-    """Read a submission-format CSV, checking header, values and duplicate rows."""
+    """Read a submission-format CSV by column name: ``Participant``, ``Trial``, ``CLASS`` and
+    ``LEVEL`` in any order (names matched without regard to case or surrounding spaces), other
+    columns ignored, UTF-8 with or without BOM, LF or CRLF line ends. Every row and value is
+    checked; problems name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file")
@@ -74,14 +77,16 @@ def read_answers(path: str | Path) -> Answers:
                                f"{','.join(HEADER)}") from None
     if not rows:
         raise InputError(path, f"empty file; expected a header {','.join(HEADER)} and one row per trial")
-    if [c.strip() for c in rows[0][:4]] != HEADER:
-        raise InputError(path, f"line 1: expected a header starting {','.join(HEADER)}, got {','.join(rows[0][:4])!r}")
+    columns = _columns(path, rows[0])
     parts, trials, classes, levels = [], [], [], []
     seen: dict[tuple[str, int], int] = {}
     for n, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
-        p, t, c, lv = _parse_row(path, n, row)
+        if len(row) != len(rows[0]):
+            raise InputError(path, f"line {n}: {len(row)} field(s), the header has {len(rows[0])}; expected "
+                                   f"{','.join(HEADER)}, got {','.join(row[:6])!r}")
+        p, t, c, lv = _parse_row(path, n, [row[i] for i in columns])
         if (p, t) in seen:
             raise InputError(path, f"line {n}: duplicate row for participant {p}, trial {t} (first on line "
                                    f"{seen[p, t]}); keep one row per trial")
@@ -92,10 +97,25 @@ def read_answers(path: str | Path) -> Answers:
     return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels))
 
 
+def _columns(path: Path, header: list[str]) -> list[int]:
+    """Indices of Participant, Trial, CLASS, LEVEL in a header row (any order, any extra columns)."""
+    names = [h.strip().lower() for h in header]
+    found = []
+    for want in HEADER:
+        at = [i for i, h in enumerate(names) if h == want.lower()]
+        if len(at) != 1:
+            problem = f"column {want} appears {len(at)} times" if at else f"no {want} column"
+            raise InputError(path, f"line 1: {problem} (header: {','.join(header)[:120]!r}); expected the columns "
+                                   f"{','.join(HEADER)}, in any order")
+        found.append(at[0])
+    return found
+
+
 def _parse_row(path: Path, n: int, row: list[str]) -> tuple[str, int, int, int]:
-    """One CSV row → (participant, trial, CLASS, LEVEL), every value checked."""
-    if len(row) < 4 or not row[0].strip():
-        raise InputError(path, f"line {n}: expected Participant,Trial,CLASS,LEVEL, got {','.join(row[:4])!r}")
+    """One row's Participant, Trial, CLASS, LEVEL fields → values, every one checked."""
+    for name, text in zip(HEADER, row):
+        if not text.strip():
+            raise InputError(path, f"line {n}: {name} is blank; every row needs {','.join(HEADER)}")
     t, c, lv = (_whole(x) for x in row[1:4])
     for name, value, text in (("Trial", t, row[1]), ("CLASS", c, row[2]), ("LEVEL", lv, row[3])):
         if value is None:
