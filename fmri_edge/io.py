@@ -39,6 +39,8 @@ MAX_DIMS = 32
 NPZ_IN_MEMORY = 256 << 20        # .npz members larger than this are unpacked to a temporary file and mapped
 CHUNK_BYTES = 16 << 20
 NAN_POLICIES = ("skip", "error", "interpolate")
+IGNORED = "ignored"              # the outcome of a note about something deliberately not read
+MAX_DEPTH = 32
 MAX_INTERPOLATED = 0.5           # --nan interpolate fills at most this fraction of a region's seconds
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -59,7 +61,8 @@ class InputError(ValueError):
 
     ``outcome`` says what became of it: ``refused`` (the whole file), ``skipped`` (one trial, the
     others are predicted), ``repaired`` (a trial predicted after ``--nan interpolate``) or
-    ``predicted`` (a warning: the trial is suspicious but was predicted).
+    ``predicted`` (a warning: the trial is suspicious but was predicted) or ``ignored`` (a folder
+    or file deliberately not read, e.g. a symlink loop; no trial of it is lost).
     """
 
     def __init__(self, path: str | Path, problem: str, trial: int | None = None, outcome: str = "refused"):
@@ -81,35 +84,115 @@ class Source:
 
 
 def iter_sources(paths) -> Iterator[Source | InputError]:
-    """:func:`discover` path by path: a path that cannot be expanded is yielded as its
-    :class:`InputError` and the others go on."""
+    """Every trial file under ``paths``, path by path (:func:`walk`): a path that cannot be
+    expanded is yielded as its :class:`InputError` and the others go on; a folder deliberately
+    not entered is yielded as an ``ignored`` note."""
     for p in paths:
-        try:
-            yield from discover([Path(p)])
-        except InputError as e:
-            yield e
+        yield from walk(Path(p))
 
 
 def discover(paths: list[Path]) -> list[Source]:
-    """Expand files and folders (ICBHI subject folders, folders of them, folders of arrays)."""
+    """:func:`walk` as a list; raises the first path that cannot be expanded (notes are dropped)."""
     sources: list[Source] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            if (p / DATA_FILE).is_file():
-                sources.append(Source(p.name, p / DATA_FILE))
-                continue
-            subjects = sorted(d for d in p.iterdir() if d.is_dir() and (d / DATA_FILE).is_file())
-            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in ARRAY_SUFFIXES)
-            if not subjects and not files:
-                raise InputError(p, f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files; "
-                                    "point at trial files or ICBHI subject folders")
-            sources += [Source(d.name, d / DATA_FILE) for d in subjects]
-            sources += [Source(f.stem, f) for f in files]
-        elif p.is_file():
-            sources.append(Source(p.parent.name if p.name == DATA_FILE else p.stem, p))
-        else:
-            raise InputError(p, "no such file or folder")
+        for item in walk(p):
+            if isinstance(item, Source):
+                sources.append(item)
+            elif item.outcome != IGNORED:
+                raise item
     return sources
+
+
+def walk(p: Path) -> Iterator[Source | InputError]:
+    """Expand a file or a study tree of any depth: ICBHI subject folders (holding ``fMRI_data.npz``)
+    wherever they are, and ``.npy``/``.npz`` files in any folder that is not a subject folder. Hidden
+    files and folders (``.name``) are skipped; a folder reached again (a symlink loop), a folder
+    deeper than :data:`MAX_DEPTH`, and array files or folders inside a subject folder are not
+    entered and named in an ``ignored`` note."""
+    if p.is_file():
+        yield Source(p.parent.name if p.name == DATA_FILE else p.stem, p)
+        return
+    if not p.is_dir():
+        yield InputError(p, "no such file or folder")
+        return
+    found = 0
+    for item in _walk_folder(p, set(), 0):
+        found += isinstance(item, Source)
+        yield item
+    if not found:
+        yield InputError(p, f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files (at any "
+                            "depth); point at trial files or ICBHI subject folders")
+
+
+def _walk_folder(d: Path, visited: set, depth: int) -> Iterator[Source | InputError]:
+    try:
+        real = d.resolve()
+        entries = sorted(e for e in d.iterdir() if not e.name.startswith("."))
+    except OSError as e:
+        yield InputError(d, f"folder not entered: cannot be listed ({e.strerror or e})", outcome=IGNORED)
+        return
+    if real in visited:
+        yield InputError(d, f"folder not entered: it is {real}, already searched (a symlink loop or a second "
+                            "link to it)", outcome=IGNORED)
+        return
+    if depth > MAX_DEPTH:
+        yield InputError(d, f"folder not entered: more than {MAX_DEPTH} levels below the path given; "
+                            "point at it directly", outcome=IGNORED)
+        return
+    visited.add(real)
+    if (d / DATA_FILE).is_file():
+        yield Source(d.name, d / DATA_FILE)
+        others = [e.name for e in entries if e.name not in (DATA_FILE, LABEL_FILE)
+                  and (e.is_dir() or e.suffix in ARRAY_SUFFIXES)]
+        if others:
+            yield InputError(d, f"{', '.join(others[:5])}{' …' if len(others) > 5 else ''} not read: a subject "
+                                f"folder's trials are its {DATA_FILE}; move other trial files out of it",
+                             outcome=IGNORED)
+        return
+    for e in entries:
+        if e.is_file() and e.suffix in ARRAY_SUFFIXES:
+            yield Source(e.stem, e)
+    for e in entries:
+        if e.is_dir():
+            yield from _walk_folder(e, visited, depth + 1)
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a set of inputs holds, from the file headers alone (for the summary line)."""
+
+    files: int
+    participants: int
+    trials: int                  # declared by the headers of the files not refused
+
+
+def survey(paths, refused=()) -> Survey:
+    """Count the distinct trial files under ``paths``, their participants and the trials their
+    headers declare; reads nothing but headers. The trials of ``refused`` files (and of files
+    whose header cannot be read) are not counted: their headers are not to be trusted."""
+    seen, participants, trials = set(), set(), 0
+    refused = {Path(p).resolve() for p in refused}
+    for src in iter_sources(paths):
+        if not isinstance(src, Source) or src.path.resolve() in seen:
+            continue
+        seen.add(src.path.resolve())
+        participants.add(src.participant)
+        shape = None if src.path.resolve() in refused else declared_shape(src.path)
+        trials += (shape[0] if len(shape) == 3 else 1 if len(shape) == 2 else 0) if shape is not None else 0
+    return Survey(len(seen), len(participants), trials)
+
+
+def declared_shape(path: Path, key: str = "data") -> tuple | None:
+    """The shape a .npy file's (or an .npz member's) header declares; None where it cannot be read."""
+    try:
+        if path.suffix == ".npy":
+            with open(path, "rb") as f:
+                return read_header(path, f).shape
+        with zipfile.ZipFile(path) as z, z.open(key if key in z.namelist() else f"{key}.npy") as m:
+            return read_header(path, m).shape
+    except (InputError, OSError, EOFError, KeyError, ValueError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error):
+        return None
 
 
 # ---- reading arrays -------------------------------------------------------------------------------

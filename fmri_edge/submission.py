@@ -1,4 +1,4 @@
-"""The challenge's CSV format: ``Participant,Trial,CLASS,LEVEL`` (+ class probabilities).
+"""The challenge's CSV format: ``Participant,Trial,CLASS,LEVEL`` (class probabilities on request).
 
 Writing is atomic (a temporary file in the same folder, renamed when complete), so an
 interrupted run leaves either the old file or a complete new one. Reading checks every row.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from fmri_edge.io import LABEL_FILE, InputError, discover, load_labels
 
 HEADER = ["Participant", "Trial", "CLASS", "LEVEL"]
 PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
+CHALLENGE_PARTICIPANT = re.compile(r"P\d+")
 
 
 def check_new(path: str | Path, force: bool = False) -> Path:
@@ -179,13 +181,24 @@ def align(pred: Answers, truth: Answers, pred_path, truth_path) -> tuple[np.ndar
     return np.arange(len(pk)), np.array([tindex[k] for k in pk])
 
 
-def write_rows(f, participant: str, trial, valence_class, valence_level, class_probs) -> None:
-    """Append submission rows (one per trial) to an open CSV file."""
+def write_rows(f, participant: str, trial, valence_class, valence_level, class_probs=None,
+               probs: bool = False) -> None:
+    """Append submission rows (one per trial) to an open CSV file; with ``probs``, the class
+    probabilities after them (as :func:`write_header` announced)."""
     w = csv.writer(f, lineterminator="\n")
-    for t, c, lv, p in zip(np.asarray(trial).tolist(), np.asarray(valence_class).tolist(),
-                           np.asarray(valence_level).tolist(), np.asarray(class_probs).tolist()):
-        w.writerow([participant, t, c, lv, *(f"{x:.4f}" for x in p)])
+    rows = zip(np.asarray(trial).tolist(), np.asarray(valence_class).tolist(), np.asarray(valence_level).tolist())
+    if not probs:
+        w.writerows([participant, *r] for r in rows)
+        return
+    for r, p in zip(rows, np.asarray(class_probs).tolist()):
+        w.writerow([participant, *r, *(f"{x:.4f}" for x in p)])
 
 
-def write_header(f) -> None:
-    csv.writer(f, lineterminator="\n").writerow(HEADER + PROB_COLUMNS)
+def write_header(f, probs: bool = False) -> None:
+    """The challenge's header ``Participant,Trial,CLASS,LEVEL`` (+ probability columns with ``probs``)."""
+    csv.writer(f, lineterminator="\n").writerow(HEADER + (PROB_COLUMNS if probs else []))
+
+
+def unlike_challenge(participants) -> list[str]:
+    """Participant names that do not look like the challenge's (``P17``), sorted."""
+    return sorted({p for p in participants if not CHALLENGE_PARTICIPANT.fullmatch(p)})
