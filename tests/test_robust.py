@@ -263,3 +263,55 @@ def test_decoder_run_takes_any_numeric_dtype_and_layout(model, convert):
 def test_decoder_run_raises_input_error_for_wrong_shapes_and_dtypes(model, bad, message):
     with pytest.raises(io.InputError, match=message):
         Decoder(model).run(bad)
+
+
+# ---- discovery: study trees of any depth, nothing skipped without a word -----------------------------
+
+def _subject(folder: Path, n: int, seed: int = 0) -> None:
+    folder.mkdir(parents=True)
+    np.savez(folder / "fMRI_data.npz", data=corpus.trials(n, seed=seed).astype(np.float64))
+
+
+def test_trial_files_beside_a_folder_of_subject_folders_are_all_predicted(model, tmp_path):
+    root = tmp_path / "input"
+    root.mkdir()
+    np.save(root / "P01.npy", corpus.trials(2))
+    _subject(root / "study" / "P02", 3)
+    _subject(root / "study" / "site_b" / "deeper" / "P03", 1)
+    np.save(root / "study" / "site_b" / "P04.npy", corpus.trials(1)[0])
+    res = runner.invoke(app, ["predict", str(root), "--model", str(model), "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    got = [(r["Participant"], int(r["Trial"])) for r in csv.DictReader(open(tmp_path / "p.csv"))]
+    assert sorted(got) == [("P01", 1), ("P01", 2), ("P02", 1), ("P02", 2), ("P02", 3), ("P03", 1), ("P04", 1)]
+    assert "found 4 file(s) of 4 participant(s) holding 7 trial(s); predicted 7" in res.stderr
+    assert "warning" not in res.stderr
+
+
+def test_symlink_loops_are_cut_hidden_entries_skipped_and_unentered_folders_named(model, tmp_path):
+    root = tmp_path / "study"
+    _subject(root / "P01", 2)
+    (root / "P01" / "extra.npy").write_bytes(b"")               # inside a subject folder: named, not read
+    (root / "group").mkdir()
+    (root / "group" / "loop").symlink_to(root, target_is_directory=True)
+    (root / ".cache").mkdir()
+    (root / ".cache" / "P99.npy").write_bytes(b"junk")           # hidden: skipped
+    (root / "._P02.npy").write_bytes(b"\x00\x05\x16\x07")        # macOS resource fork: skipped
+    np.save(root / "P02.npy", corpus.trials(1))
+    items = list(io.iter_sources([root]))
+    sources = [i for i in items if isinstance(i, io.Source)]
+    notes = [i for i in items if isinstance(i, io.InputError)]
+    assert [s.participant for s in sources] == ["P02", "P01"]
+    assert {n.outcome for n in notes} == {io.IGNORED}
+    assert any("already searched (a symlink loop" in str(n) and n.path.endswith("loop") for n in notes)
+    assert any("extra.npy not read: a subject folder's trials are its fMRI_data.npz" in str(n) for n in notes)
+    res = runner.invoke(app, ["predict", str(root), "--model", str(model), "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output                      # nothing lost: the loop leads back to read folders
+    assert res.stderr.count("ignored:") == 2 and "P99" not in res.stderr
+    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 3
+
+
+def test_an_empty_tree_is_one_error(model, tmp_path):
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "notes.txt").write_text("no trials here")
+    res = runner.invoke(app, ["predict", str(tmp_path / "a"), "--model", str(model)])
+    assert res.exit_code == 2 and "no .npy/.npz files (at any depth)" in res.stderr
