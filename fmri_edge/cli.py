@@ -144,7 +144,7 @@ def predict(
         out.print(_predictions_table(result.kept, result.n_trials, names, top_k))
     err.print(f"found {found.files} file(s) of {found.participants} participant(s) holding {found.trials} trial(s); "
               f"predicted {result.n_trials}" + (f", {missing} missing" if missing else "")
-              + (f"; {refused} input(s) refused" if refused else ""), highlight=False)
+              + (f"; {refused} input(s) refused" if refused else ""), highlight=False, soft_wrap=True)
     if out_csv:
         err.print(f"wrote {result.n_trials} rows to {out_csv}")
         odd = submission.unlike_challenge(participants)
@@ -152,16 +152,16 @@ def predict(
             err.print(f"[yellow]warning:[/] participant name(s) {', '.join(map(repr, odd[:5]))}"
                       f"{' …' if len(odd) > 5 else ''} do not look like the challenge's (P17): the Participant "
                       "column is the subject folder or file name; rename the inputs before submitting",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     if out_csv and explain:
         from fmri_edge.explain import regions_csv_path
 
         err.print(f"wrote the top {top_k} regions of each trial to {regions_csv_path(out_csv)}")
     if out_csv and (missing or refused) and not allow_partial:
-        err.print(f"[red]partial:[/] {out_csv} lacks {missing} row(s) of the trials found"
-                  + (f" and every trial of {refused} refused input(s)" if refused else "")
-                  + f" (problems above); the rows written are good; exit {EXIT_PARTIAL} "
-                    "(--allow-partial accepts a partial submission)", highlight=False)
+        lacks = " and ".join(([f"{missing} row(s) of the trials found"] if missing else [])
+                             + ([f"every trial of {refused} refused input(s)"] if refused else []))
+        err.print(f"[red]partial:[/] {out_csv} lacks {lacks} (problems above); the rows written are good; "
+                  f"exit {EXIT_PARTIAL} (--allow-partial accepts a partial submission)", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_PARTIAL)
 
 
