@@ -6,7 +6,8 @@ names and provenance. Outputs: ``class_probs`` (N, 3), ``level_probs`` (N, 9) an
 ``region_weights`` (N, n_regions), the input SE block's attention per region.
 
 Before a model is opened, its sha256 is checked against its model card (``<name>.md`` beside
-``<name>.onnx``, line ``| sha256 | `<hex>` |``) when one is there.
+``<name>.onnx``, line ``| sha256 | `<hex>` |``) when one is there; once open, its weights are
+checked against the ``weights_sha256`` digest written at export (:mod:`fmri_edge.integrity`).
 """
 from __future__ import annotations
 
@@ -135,7 +136,8 @@ def session_options(threads: int = 0, spinning: bool = False):
 
 
 class Decoder:
-    """An fmri-edge model ready to run: ``Decoder(path).run(trials)``."""
+    """An fmri-edge model ready to run: ``Decoder(path).run(trials)``. ``verify=False`` skips the
+    weights digest check (for models edited on purpose); ``integrity`` says what was checked."""
 
     def __init__(self, path: str | Path | None = None, threads: int = 0, verify: bool = True):
         import onnxruntime as ort
