@@ -307,14 +307,7 @@ def _read_npy(path: Path, head: bytes, size: int) -> np.ndarray:
         raise InputError(path, _not_a("a .npy file", head, ".npy"))
     with open(path, "rb") as f:
         h = read_header(path, f)
-    need = h.offset + h.nbytes
-    if size < need:
-        raise InputError(path, f"truncated: its header promises shape {h.shape} {h.dtype} ({need:,} bytes), "
-                               f"the file has {size:,} bytes; copy it again")
-    if size > need:
-        raise InputError(path, f"{size - need:,} bytes more than its header describes (shape {h.shape} {h.dtype}, "
-                               f"{need:,} bytes): several arrays appended to one file, or a corrupt copy; save one "
-                               "array per file with numpy.save")
+    _check_size(path, h, size)
     if h.nbytes == 0:  # nothing to map
         return np.zeros(h.shape, h.dtype)
     return np.memmap(path, h.dtype, "r", h.offset, h.shape, "F" if h.fortran_order else "C")
@@ -333,18 +326,25 @@ def _read_npz(path: Path, key: str, head: bytes) -> np.ndarray:
         size = z.getinfo(member).file_size
         with z.open(member) as m:
             h = read_header(path, m, f"member {member!r}: ")
-            need = h.offset + h.nbytes
-            if size < need:
-                raise InputError(path, f"truncated: member {member!r} promises shape {h.shape} {h.dtype} "
-                                       f"({need:,} bytes), holds {size:,}; copy it again")
-            if size > need:
-                raise InputError(path, f"member {member!r} holds {size - need:,} bytes more than its header describes "
-                                       f"(shape {h.shape} {h.dtype}); a corrupt copy; export it again")
+            _check_size(path, h, size, member)
             if h.nbytes > NPZ_IN_MEMORY:
                 return _spilled(m, h)
             buf = np.empty(h.nbytes, np.uint8)
             _read_into(m, memoryview(buf), path, member)
     return buf.view(h.dtype).reshape(h.shape, order="F" if h.fortran_order else "C")
+
+
+def _check_size(path: Path, h: Header, size: int, member: str | None = None) -> None:
+    """The file (or .npz member) holds exactly the bytes its header describes."""
+    need = h.offset + h.nbytes
+    if size < need:
+        raise InputError(path, f"truncated: {f'member {member!r}' if member else 'its header'} promises shape "
+                               f"{h.shape} {h.dtype} ({need:,} bytes), " + (f"holds {size:,}" if member else
+                               f"the file has {size:,} bytes") + "; copy it again")
+    if size > need:
+        raise InputError(path, (f"member {member!r} holds " if member else "") + f"{size - need:,} bytes more than "
+                               f"its header describes (shape {h.shape} {h.dtype}, {need:,} bytes): several arrays "
+                               "appended to one file, or a corrupt copy; save one array per file with numpy.save")
 
 
 def _read_into(stream, view: memoryview, path: Path, member: str) -> None:
