@@ -24,7 +24,6 @@ import fmri_edge
 from fmri_edge import scoring
 from fmri_edge.runtime import METADATA_KEY, OUTPUT_NAMES, Decoder, file_sha256
 from fmri_edge.training.model import SEResCNN
-from fmri_edge.integrity import stamp as integrity_stamp
 
 
 @dataclass
@@ -124,7 +123,8 @@ def export_onnx(members: list[SEResCNN], out: str | Path, metadata: dict, parity
     tmp = out.with_suffix(".onnx.tmp")
     program.save(str(tmp), external_data=False)
     onnx.checker.check_model(str(tmp), full_check=True)
-    integrity_stamp(tmp)  # last change to the file: metadata weights_sha256, checked whenever it is opened
+    from fmri_edge.integrity import stamp
+    stamp(tmp)  # the last change to the file: metadata weights_sha256, checked whenever the model is opened
 
     decoder = Decoder(tmp)
     report = {"max_abs_diff": {}, "batches": recipe.parity_batches, "atol": recipe.atol}
