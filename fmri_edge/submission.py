@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.io import LABEL_FILE, InputError, discover, load_labels
+from fmri_edge.io import LABEL_FILE, InputError, declared_shape, discover, load_labels
 
 HEADER = ["Participant", "Trial", "CLASS", "LEVEL"]
 PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
@@ -149,7 +149,8 @@ def read_labels(path: str | Path) -> Answers:
             label_path = src.path.parent / LABEL_FILE
             if not label_path.is_file():
                 raise InputError(label_path, "missing: every subject folder needs labels.npz to be scored")
-            lab = load_labels(label_path)
+            shape = declared_shape(src.path)   # one label row per trial of the subject's fMRI_data.npz
+            lab = load_labels(label_path, shape[0] if shape is not None and len(shape) == 3 else None)
             parts += [src.participant] * len(lab)
             trials += list(range(1, len(lab) + 1))
             classes += lab[:, 0].tolist()

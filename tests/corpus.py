@@ -519,6 +519,9 @@ BAD_RUNS: dict[str, BadRun] = {
                                "row 1: labels must be whole numbers, got [1.0, nan]"),
     "score_labels_shape": BadRun(_score(HEADER + "P1,1,1,2\n", truth_dir=_labels_folder(np.zeros((2, 3)))),
                                  "expected labels of shape (N, 2) = [CLASS, LEVEL], got (2, 3)"),
+    "score_labels_fewer_than_trials": BadRun(_score(HEADER + "P1,1,1,2\n", truth_dir=_labels_folder([[1, 2]])),
+                                             "labels.npz: 1 label rows for 2 trials; labels and fMRI_data.npz must "
+                                             "have one row per trial"),
     "score_labels_missing": BadRun(_score(HEADER + "P1,1,1,2\n", truth_dir=_labels_folder(None)),
                                    "labels.npz: missing: every subject folder needs labels.npz to be scored"),
     "score_labels_pickled": BadRun(_score(HEADER + "P1,1,1,2\n", truth_dir=lambda d: _pickled_labels(d)),
