@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from typer.testing import CliRunner
 
 from fmri_edge import integrity
@@ -101,3 +102,27 @@ def test_shipped_models_verify_where_they_carry_a_digest():
         assert Decoder(m).integrity in (integrity.VERIFIED, integrity.UNVERIFIABLE)
         stamped = integrity.weights_digest(m)
         assert integrity.inspect(m.read_bytes())[1] in ([], [stamped])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_flipped_byte_outside_the_metadata_is_refused_never_answered(model, tmp_path, data):
+    raw = model.read_bytes()
+    covered = [i for number, _, start, _, end in integrity.fields(raw) if number != integrity.METADATA_FIELD
+               for i in (start, end - 1)]
+    at = data.draw(st.integers(min(covered), max(covered)), label="position")
+    bad = bytearray(raw)
+    bad[at] ^= data.draw(st.integers(1, 255), label="mask")
+    (tmp_path / "flip.onnx").write_bytes(bytes(bad))
+    with pytest.raises(InputError):          # by onnxruntime (unparsable) or by the digest: never opened
+        Decoder(tmp_path / "flip.onnx")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=200))
+def test_the_wire_walk_on_arbitrary_bytes_gives_a_status_or_an_input_error(tmp_path, blob):
+    (tmp_path / "x.onnx").write_bytes(blob)
+    try:
+        assert integrity.check(tmp_path / "x.onnx") in (integrity.VERIFIED, integrity.UNVERIFIABLE)
+    except InputError as e:
+        assert "x.onnx" in str(e) and "\n" not in str(e)
