@@ -130,9 +130,9 @@ def predict(
                 raise result.problems[0] if one else UsageError(
                     f"no trial could be predicted ({len(result.problems)} problems above); nothing written")
         _report_problems(result.problems, errors_json, force=force)
-    refused = [p.path for p in result.problems if p.outcome == "refused"]
-    found = io.survey(paths, refused)
-    missing, refused = max(0, found.trials - result.n_trials), len(refused)
+    refused_paths = [p.path for p in result.problems if p.outcome == "refused"]
+    found = io.survey(paths, refused_paths)   # headers only: what the inputs hold, for the summary
+    missing, refused = max(0, found.trials - result.n_trials), len(refused_paths)
     names = decoder.info.region_names if explain else None
     if as_json:
         print(json.dumps({"model": str(decoder.path), "n_trials": result.n_trials,
