@@ -315,3 +315,15 @@ def test_an_empty_tree_is_one_error(model, tmp_path):
     (tmp_path / "a" / "b" / "notes.txt").write_text("no trials here")
     res = runner.invoke(app, ["predict", str(tmp_path / "a"), "--model", str(model)])
     assert res.exit_code == 2 and "no .npy/.npz files (at any depth)" in res.stderr
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_large_npz_member_is_unpacked_in_chunks_and_mapped_not_refused(tmp_path, monkeypatch, compressed):
+    monkeypatch.setattr(io, "NPZ_IN_MEMORY", 1000)            # everything above 1000 bytes is "large" here
+    monkeypatch.setattr(io, "CHUNK_BYTES", 4096)
+    x = np.asfortranarray(corpus.trials(3).astype(">f8"))
+    (np.savez_compressed if compressed else np.savez)(tmp_path / "big.npz", data=x)
+    got = io.read_array(tmp_path / "big.npz")
+    assert isinstance(got, np.memmap) and not got.flags.writeable
+    np.testing.assert_array_equal(got, x)
+    np.testing.assert_array_equal(io.load_trials(tmp_path / "big.npz"), x.astype(np.float32))
