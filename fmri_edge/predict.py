@@ -308,14 +308,15 @@ class Summary:
 
 def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = DEFAULT_BATCH,
                keep: int | None = 60, policy: Policy | None = None, on_batch=None,
-               participant: str | None = None, align: bool = True) -> Summary:
-    """Run :func:`predict`, streaming every answer to an open CSV file (if given) and keeping the
-    first ``keep`` trials' batches (all with ``keep=None``) for display; memory stays bounded.
+               participant: str | None = None, align: bool = True, probs: bool = False) -> Summary:
+    """Run :func:`predict`, streaming every answer to an open CSV file (if given; class
+    probabilities too with ``probs``) and keeping the first ``keep`` trials' batches (all with
+    ``keep=None``) for display; memory stays bounded.
     ``on_batch(batch)``, if given, is called for every batch (e.g. to stream region weights)."""
     from fmri_edge import submission
 
     if csv_file is not None:
-        submission.write_header(csv_file)
+        submission.write_header(csv_file, probs=probs)
     summary = Summary(0, [], [])
     for item in predict(decoder, paths, batch_size, policy, participant, align):
         if isinstance(item, io.InputError):
@@ -323,7 +324,7 @@ def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = D
             continue
         if csv_file is not None:
             submission.write_rows(csv_file, item.participant, item.trial, item.valence_class,
-                                  item.valence_level, item.class_probs)
+                                  item.valence_level, item.class_probs, probs=probs)
         if on_batch is not None:
             on_batch(item)
         if keep is None or summary.n_trials < keep:
