@@ -121,6 +121,8 @@ def predict(
     participants: set[str] = set()
     with user_errors():
         decoder = Decoder(model, threads=threads, verify=not no_verify)
+        if explain:
+            _require_attention(decoder)
         if errors_json:
             submission.check_new(errors_json, force)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
@@ -172,6 +174,14 @@ def predict(
         err.print(f"[red]partial:[/] {out_csv} lacks {lacks} (problems above); the rows written are good; "
                   f"exit {EXIT_PARTIAL} (--allow-partial accepts a partial submission)", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _require_attention(decoder) -> None:
+    """--explain and `explain` read the input SE attention: refuse models that have none."""
+    if decoder.info.meta.get("region_attention") is False:
+        raise UsageError(f"{decoder.path}: this model has no region attention (its networks have no input SE "
+                         "block, e.g. the linear default); use the SE CNN: --model "
+                         f"{decoder.path.with_name('fmri-edge-se.onnx')}")
 
 
 def _rows_json(b, region_names=None, top_k: int = 5) -> list[dict]:
@@ -254,6 +264,7 @@ def explain(
 
     with user_errors():
         decoder = Decoder(model, threads=threads, verify=not no_verify)
+        _require_attention(decoder)
         if plot is not None:
             from fmri_edge.submission import check_new
 
@@ -696,7 +707,7 @@ def _why(problem: str) -> str:
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Training recipe (TOML), e.g. train/fmri-edge-se.toml.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Training recipe (TOML), e.g. train/fmri-edge.toml.")],
     protocol: Annotated[Optional[list[str]], typer.Option(
         help="Evaluation protocol(s): subject (cross-subject CV) and/or random (paper's 8:1:1 trial split). "
              "Default: the recipe's.")] = None,

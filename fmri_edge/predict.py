@@ -223,9 +223,8 @@ def group_sources(paths: list, participant: str | None = None,
                   ) -> Iterator[tuple[str, list[io.Source]] | io.InputError]:
     """Every input file, grouped by participant in order of first appearance. A participant is a
     subject folder's name or a file's stem; ``participant`` names every input's trials as one
-    participant's (e.g. several runs of one person), numbered on from file to file. Two different
-    files that imply the same participant are refused (their trial numbers would collide in one
-    submission); the same file given twice is predicted once."""
+    participant's (e.g. several runs of one person), numbered on from file to file. The same file
+    given twice is predicted once."""
     groups: dict[str, list[io.Source]] = {}
     for src in io.iter_sources(paths):
         if isinstance(src, io.InputError):
@@ -234,27 +233,11 @@ def group_sources(paths: list, participant: str | None = None,
         if participant is not None:
             src = io.Source(participant, src.path)
         group = groups.setdefault(src.participant, [])
-        same = [g for g in group if g.path.resolve() == src.path.resolve()]
-        if same:
+        if any(g.path.resolve() == src.path.resolve() for g in group):
             yield io.InputError(src.path, "given more than once; predicted once", outcome="skipped")
-        elif group and participant is None:
-            yield io.InputError(src.path, f"participant {src.participant!r} was already predicted from "
-                                          f"{group[0].path}; their trial numbers would collide in one submission — "
-                                          "rename one of them, predict them separately, or give --participant "
-                                          "to number the trials of several files of one person on",
-                                outcome="refused")
         else:
             group.append(src)
     yield from groups.items()
-
-
-def _n_trials(path: Path) -> int:
-    """How many trials a file holds (0 where it cannot be read: that is reported when predicted)."""
-    try:
-        arr = io.read_array(path)
-    except io.InputError:
-        return 0
-    return 1 if arr.ndim == 2 else int(arr.shape[0]) if arr.ndim else 0
 
 
 def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
@@ -264,39 +247,58 @@ def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
     participant by participant (:func:`group_sources`).
 
     A model with subject alignment gets each participant aligned over all of its good trials,
-    wherever they come from (one file, chunks of it, several files): a first pass computes the
-    statistics, a second predicts. A participant with fewer than :data:`MIN_ALIGN_TRIALS` trials
-    (or ``align=False``) is answered with the training population's statistics, with a warning."""
+    wherever they come from (one file, chunks of it, several files with ``participant``): a first
+    pass computes the statistics, a second predicts. A participant with fewer than
+    :data:`MIN_ALIGN_TRIALS` trials (or ``align=False``) is answered with the training population's
+    statistics, with a warning. Without ``participant``, a second file that implies a participant
+    already predicted is refused: their trial numbers would collide in one submission."""
     for item in group_sources(paths, participant):
         if isinstance(item, io.InputError):
             yield item
             continue
         name, sources = item
-        subject, reported, offsets = None, False, {}
-        if decoder.aligned:
-            stats, problems, counts = participant_stats(decoder, sources, batch_size, policy)
-            yield from problems
-            reported = True
-            if align and stats.n >= MIN_ALIGN_TRIALS:
-                subject = stats.result()
-            elif stats.n:
-                why = f"only {stats.n} good trial{'s' * (stats.n != 1)}" if align else "--no-align"
-                yield io.InputError(sources[0].path, f"participant {name!r}: {why}; subject alignment needs "
-                                                     f"≥ {MIN_ALIGN_TRIALS} trials of one participant, so the "
-                                                     "training population's statistics were used (less accurate)",
-                                    outcome="predicted")
-            total = 0
-            for src in sources:
-                offsets[src.path] = total
-                total += counts[src.path]
-        elif len(sources) > 1:
-            total = 0
-            for src in sources:
-                offsets[src.path] = total
-                total += _n_trials(src.path)
+        if participant is not None:
+            yield from _predict_participant(decoder, name, sources, batch_size, policy, align)
+            continue
+        first = None
         for src in sources:
-            yield from predict_source(decoder, src, batch_size, policy, subject, offsets.get(src.path, 0),
-                                      reported)
+            if first is not None:
+                yield io.InputError(src.path, f"participant {name!r} was already predicted from {first}; their "
+                                              "trial numbers would collide in one submission — rename one of them, "
+                                              "predict them separately, or give --participant to number the trials "
+                                              "of several files of one person on", outcome="refused")
+                continue
+            for out in _predict_participant(decoder, name, [src], batch_size, policy, align):
+                if isinstance(out, Batch):
+                    first = src.path
+                yield out
+
+
+def _predict_participant(decoder: Decoder, name: str, sources: list[io.Source], batch_size: int,
+                         policy: Policy | None, align: bool) -> Iterator[Batch | io.InputError]:
+    """One participant's files: alignment statistics over all of them (aligned models), then the
+    answers, trial numbers running on from file to file."""
+    subject, reported, offsets = None, False, {}
+    if decoder.aligned:
+        stats, problems, counts = participant_stats(decoder, sources, batch_size, policy)
+        yield from problems
+        reported = True
+        if align and stats.n >= MIN_ALIGN_TRIALS:
+            subject = stats.result()
+        elif stats.n:
+            why = f"only {stats.n} good trial{'s' * (stats.n != 1)}" if align else "--no-align"
+            yield io.InputError(sources[0].path, f"participant {name!r}: {why}; subject alignment needs "
+                                                 f"≥ {MIN_ALIGN_TRIALS} trials of one participant, so the "
+                                                 "training population's statistics were used (less accurate)",
+                                outcome="predicted")
+    else:
+        counts = {src.path: _n_trials(src.path) for src in sources} if len(sources) > 1 else {}
+    total = 0
+    for src in sources:
+        offsets[src.path] = total
+        total += counts.get(src.path, 0)
+    for src in sources:
+        yield from predict_source(decoder, src, batch_size, policy, subject, offsets[src.path], reported)
 
 
 @dataclass

@@ -30,7 +30,7 @@ OUTPUT_NAMES = ("class_probs", "level_probs", "region_weights")
 # subject alignment; models with subject alignment take a participant's statistics as inputs
 EXTRA_OUTPUTS = ("features", "normalized")
 ALIGN_INPUTS = ("subject_mean", "subject_scale")
-DEFAULT_MODEL = "fmri-edge-se.onnx"
+DEFAULT_MODEL = "fmri-edge.onnx"
 CLASS_VALUES = (-1, 0, 1)
 LEVEL_VALUES = tuple(range(-4, 5))
 LEVEL_RULES = ("argmax", "min_expected_error")
