@@ -123,11 +123,11 @@ def _interrupt_on_call(monkeypatch, n: int):
     calls = {"n": 0}
     run = Decoder.run
 
-    def interrupted(self, x):
+    def interrupted(self, x, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == n:
             raise KeyboardInterrupt
-        return run(self, x)
+        return run(self, x, *args, **kwargs)
 
     monkeypatch.setattr(Decoder, "run", interrupted)
     return calls
