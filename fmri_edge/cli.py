@@ -103,6 +103,9 @@ def predict(
     align: Annotated[bool, typer.Option(
         "--align/--no-align", help="Subject alignment (models that have it): align each participant over all of "
         "its trials. --no-align uses the training population's statistics for every trial.")] = True,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="Score on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N for N local worker "
+             "processes; same output as without. Needs pip install 'fmri-edge\\[dask]'; see the README.")] = None,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
     from fmri_edge import predict as lib, submission
@@ -114,9 +117,15 @@ def predict(
             submission.check_new(errors_json, force)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
                 _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as on_batch:
-            result = lib.predict_to(decoder, paths, f, batch_size, keep=None if as_json else MAX_TABLE_ROWS,
-                                    policy=lib.Policy(nan, crop, pad), on_batch=on_batch,
-                                    participant=participant, align=align)
+            run = dict(keep=None if as_json else MAX_TABLE_ROWS, policy=lib.Policy(nan, crop, pad),
+                       on_batch=on_batch, participant=participant, align=align)
+            if scheduler is None:
+                result = lib.predict_to(decoder, paths, f, batch_size, **run)
+            else:
+                from fmri_edge import cluster
+
+                result = cluster.predict_to(scheduler, decoder, paths, f, batch_size, threads=threads,
+                                            weights=explain, console=err, **run)
             if result.n_trials == 0:  # nothing is written; one bad input gives one error line
                 one = len(result.problems) == 1
                 _report_problems([] if one else result.problems, errors_json, result.problems if one else (), force)
