@@ -156,17 +156,19 @@ def spans(n_trials: int, step: int, split: bool) -> list[tuple[tuple[int, int] |
 
 def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAULT_BATCH,
             policy: local.Policy | None = None, participant: str | None = None, align: bool = True,
-            threads: int = 1, weights: bool = True, task_trials: int = DEFAULT_TASK_TRIALS,
+            threads: int = 1, weights: bool = True, task_trials: int | None = None,
             on_total=None, on_trials=None):
     """:func:`fmri_edge.predict.predict` on the workers of a ``distributed.Client``: the same
     :class:`~fmri_edge.predict.Batch` and :class:`~fmri_edge.io.InputError` items in the same
-    order. ``threads``: onnxruntime threads per task; ``weights=False`` leaves region weights
+    order. ``threads``: onnxruntime threads per task; ``task_trials``: trials per task (default
+    :data:`DEFAULT_TASK_TRIALS`, rounded up to whole batches); ``weights=False`` leaves region weights
     out (empty); ``on_total(n)`` is called once with the trials planned, ``on_trials(n)`` as the
     answers of n trials are computed (from Dask's thread: keep it quick)."""
     distributed = _distributed()
     ref = ModelRef(str(decoder.path.resolve()), file_sha256(decoder.path), max(1, threads))
     policy = policy or local.Policy()
     batch = local.effective_batch(batch_size)
+    task_trials = task_trials or DEFAULT_TASK_TRIALS
     step = batch * max(1, -(-task_trials // batch))     # whole batches: the same chunks as locally
     split = (decoder.info.subject_normalization or "none") == "none"
     address = getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
@@ -214,8 +216,8 @@ def _result(future, address: str, distributed):
         raise ClusterError(f"Dask workers at {address} died running one task again and again ({e}); "
                            "check their memory limit and logs; nothing written") from None
     except (CancelledError, distributed.comm.CommClosedError, TimeoutError) as e:
-        raise ClusterError(f"lost the Dask cluster at {address} mid-run ({type(e).__name__}: "
-                           f"{str(e)[:100] or 'no reason given'}); nothing written") from None
+        reason = getattr(e, "reason", None) or (str(e).splitlines() or [type(e).__name__])[0][:100]
+        raise ClusterError(f"lost the Dask cluster at {address} mid-run ({reason}); nothing written") from None
 
 
 def parse_local(address: str) -> int | None:
@@ -247,7 +249,7 @@ def connect(address: str, threads: int = 0):
         n = parse_local(address)
         if n is not None:
             with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                          dashboard_address=None, silence_logs=logging.CRITICAL) as lc, \
+                                          dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL) as lc, \
                     distributed.Client(lc) as client:
                 yield client, threads or max(1, _cores() // n)
             return
@@ -268,7 +270,7 @@ def connect(address: str, threads: int = 0):
 def predict_to(address: str, decoder: Decoder, paths: list, csv_file=None, batch_size: int = local.DEFAULT_BATCH,
                keep: int | None = 60, policy: local.Policy | None = None, on_batch=None,
                participant: str | None = None, align: bool = True, threads: int = 0, weights: bool = True,
-               console=None, task_trials: int = DEFAULT_TASK_TRIALS) -> local.Summary:
+               console=None, task_trials: int | None = None) -> local.Summary:
     """:func:`fmri_edge.predict.predict_to` through the cluster at ``address`` (see
     :func:`connect`), with a progress bar of the trials answered on ``console`` (stderr)."""
     from rich.console import Console
