@@ -96,7 +96,8 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", help="Regions per trial with --explain.", min=1)] = 5,
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call (capped at 512: larger batches "
                                                  "only cost memory and run slower).", min=1)] = 256,
-    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core; with --scheduler, per task: "
+                                              "0 = 1, or the cores shared among local:N's workers).", min=0)] = 0,
     participant: Annotated[Optional[str], typer.Option(
         help="Treat every input as trials of this one participant (e.g. several runs of one person): aligned "
              "together, trials numbered on from file to file.")] = None,

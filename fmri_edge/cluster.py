@@ -195,7 +195,6 @@ def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAU
                    for src, file_spans in zip(sources, per_file) for span, n in file_spans]
         total += sum(n for file_spans in per_file for _, n in file_spans)
         planned.append((plan, answers))
-    del stats  # the scheduler keeps what it needs to recompute a lost plan; the client needs no copy
     if on_total is not None:
         on_total(total)
     for item in planned:   # everything is submitted: the cluster works while answers are collected in order
