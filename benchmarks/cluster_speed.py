@@ -7,9 +7,10 @@ Writes (once, into --work) a 100 000-trial float32 .npy (2.46 GB; 2 000 simulate
   and with `--scheduler local:2`, each under /usr/bin/time -v (wall seconds from process start to
   exit, cluster start-up included, and peak resident memory of the largest process), in turns,
   ``--runs`` times; the CSVs must be byte-identical;
-- the overhead per task: `fmri_edge.cluster.predict` on a `local:2` cluster started once, over
-  the first ``--overhead-trials`` trials with tasks of 64 and of 4 096 trials, in turns;
-  (time(small tasks) − time(large tasks)) / (number of extra tasks).
+- the overhead per task: `fmri_edge.cluster.predict` on a `local:1` cluster started once, over
+  the first ``--overhead-trials`` trials at batch 64, as tasks of 64 trials and as one task
+  (the same onnxruntime calls either way), in turns; (time(many) − time(one)) / (extra tasks).
+  With ``--skip-whole`` the JSON's earlier whole-process figures are kept.
 
     .venv/bin/python benchmarks/cluster_speed.py --work scratch/bench-cluster --json benchmarks/results/cluster.json
 
@@ -84,21 +85,22 @@ def task_overhead(trials: Path, n: int, runs: int) -> dict:
     if not part.is_file():
         np.save(part, np.load(trials, mmap_mode="r")[:n])
     decoder = Decoder()
-    with cluster.connect("local:2") as (client, threads):
+    with cluster.connect("local:1") as (client, threads):   # one worker: the same parallelism either way
         distributed.wait(client.submit(cluster.worker_decoder, cluster.ModelRef(
             str(decoder.path.resolve()), cluster.file_sha256(decoder.path), threads)))   # models opened, files cached
-        took = {64: [], 4096: []}
+        took = {64: [], n: []}
         for _ in range(runs):
             for size in took:
                 t0 = time.perf_counter()
-                for _item in cluster.predict(client, decoder, [part], threads=threads, weights=False,
+                for _item in cluster.predict(client, decoder, [part], 64, threads=threads, weights=False,
                                              task_trials=size):
                     pass
                 took[size].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in took.items()}
-    tasks = {k: -(-n // k) for k in took}
-    return {"trials": n, "tasks": tasks, "seconds": {k: [round(x, 3) for x in v] for k, v in took.items()},
-            "overhead_ms_per_task": round(1000 * (med[64] - med[4096]) / (tasks[64] - tasks[4096]), 2)}
+    tasks = {k: len(cluster.spans(n, k, True)) for k in took}
+    return {"trials": n, "batch": 64, "tasks": list(tasks.values()),
+            "seconds": [[round(x, 3) for x in v] for v in took.values()],
+            "overhead_ms_per_task": round(1000 * (med[64] - med[n]) / (tasks[64] - tasks[n]), 2)}
 
 
 def main():
@@ -111,8 +113,8 @@ def main():
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     trials = make_trials(a.work / "trials100k.npy", N_TRIALS)
-    res = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                       "load_before": os.getloadavg()}}
+    res = json.loads(a.json.read_text()) if a.skip_whole and a.json and a.json.is_file() else {}
+    res["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": os.getloadavg()}
     if not a.skip_whole:
         res["whole_process"] = whole_process(trials, a.work, a.runs)
     res["task_overhead"] = task_overhead(trials, a.overhead_trials, a.runs)
