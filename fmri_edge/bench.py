@@ -430,7 +430,7 @@ x = x[None] if x.ndim == 2 else x
 if model.cfg.subject_norm != "none":
     x = subject_normalize(x, model.cfg.subject_norm)
 with torch.inference_mode():
-    class_probs, level_probs, _ = (t.numpy() for t in net(torch.from_numpy(x)))
+    class_probs, level_probs, *_ = (t.numpy() for t in net(torch.from_numpy(x)))
 c = scoring.decide_class(class_probs)
 lv = scoring.decide_level(level_probs, recipe.get("eval", {}).get("level_rule", "argmax"))
 with open(out_path, "w", newline="") as f:
@@ -593,7 +593,7 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
     res["inputs"] = source
 
     # the same weights in ONNX, fp32 and int8
-    fp32 = Path(cfg.model) if cfg.model else Path("models") / f"{recipe.get('name', 'fmri-edge-se')}.onnx"
+    fp32 = Path(cfg.model) if cfg.model else Path("models") / f"{recipe.get('name', 'fmri-edge')}.onnx"
     if not fp32.is_file():
         from fmri_edge.training.export import export_onnx
 

@@ -24,9 +24,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 out = Console()
 EXIT_BAD_INPUT = 2
+EXIT_PARTIAL = 3     # predict --out: some files or trials were refused or skipped (their rows are missing)
 MAX_TABLE_ROWS = 60
 
 _state = {"debug": False}
+NoVerify = Annotated[bool, typer.Option("--no-verify", help="Open a model even if its weights digest disagrees with "
+                                        "its metadata (for models edited on purpose).")]
 
 
 def _version(value: bool):
@@ -104,22 +107,36 @@ def predict(
     align: Annotated[bool, typer.Option(
         "--align/--no-align", help="Subject alignment (models that have it): align each participant over all of "
         "its trials. --no-align uses the training population's statistics for every trial.")] = True,
+    no_verify: NoVerify = False,
+    probs: Annotated[bool, typer.Option("--probs", help="Add the class probabilities (p_negative, p_neutral, "
+                                        "p_positive) to --out; the challenge format has only "
+                                        "Participant,Trial,CLASS,LEVEL.")] = False,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Exit 0 even when some files or trials "
+                                                "were refused or skipped and their rows are missing from --out "
+                                                f"(otherwise exit {EXIT_PARTIAL}).")] = False,
     scheduler: Annotated[Optional[str], typer.Option(
         help="Score on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N for N local worker "
              "processes; same output as without. Needs pip install 'fmri-edge\\[dask]'; see the README.")] = None,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
-    from fmri_edge import predict as lib, submission
+    from fmri_edge import io, predict as lib, submission
     from fmri_edge.runtime import Decoder
 
+    participants: set[str] = set()
     with user_errors():
-        decoder = Decoder(model, threads=threads)
+        decoder = Decoder(model, threads=threads, verify=not no_verify)
+        if explain:
+            _require_attention(decoder)
         if errors_json:
             submission.check_new(errors_json, force)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
-                _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as on_batch:
+                _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as regions:
+            def on_batch(b):
+                participants.add(b.participant)
+                if regions is not None:
+                    regions(b)
             run = dict(keep=None if as_json else MAX_TABLE_ROWS, policy=lib.Policy(nan, crop, pad),
-                       on_batch=on_batch, participant=participant, align=align)
+                       on_batch=on_batch, participant=participant, align=align, probs=probs)
             if scheduler is None:
                 result = lib.predict_to(decoder, paths, f, batch_size, **run)
             else:
@@ -133,19 +150,48 @@ def predict(
                 raise result.problems[0] if one else UsageError(
                     f"no trial could be predicted ({len(result.problems)} problems above); nothing written")
         _report_problems(result.problems, errors_json, force=force)
+    refused_paths = [p.path for p in result.problems if p.outcome == "refused"]
+    found = io.survey(paths, refused_paths)   # headers only: what the inputs hold, for the summary
+    missing, refused = max(0, found.trials - result.n_trials), len(refused_paths)
+    n_participants = 1 if participant else found.participants
     names = decoder.info.region_names if explain else None
     if as_json:
         print(json.dumps({"model": str(decoder.path), "n_trials": result.n_trials,
+                          "found": {"files": found.files, "participants": n_participants, "trials": found.trials},
+                          "missing_rows": missing, "refused": refused,
                           "predictions": [r for b in result.kept for r in _rows_json(b, names, top_k)],
                           "errors": [p.as_dict() for p in result.problems]}))
     else:
         out.print(_predictions_table(result.kept, result.n_trials, names, top_k))
+    err.print(f"found {found.files} file(s) of {n_participants} participant(s) holding {found.trials} trial(s); "
+              f"predicted {result.n_trials}" + (f", {missing} missing" if missing else "")
+              + (f"; {refused} input(s) refused" if refused else ""), highlight=False, soft_wrap=True)
     if out_csv:
         err.print(f"wrote {result.n_trials} rows to {out_csv}")
+        odd = submission.unlike_challenge(participants)
+        if odd:
+            err.print(f"[yellow]warning:[/] participant name(s) {', '.join(map(repr, odd[:5]))}"
+                      f"{' …' if len(odd) > 5 else ''} do not look like the challenge's (P17): the Participant "
+                      "column is the subject folder or file name; rename the inputs before submitting",
+                      highlight=False, soft_wrap=True)
     if out_csv and explain:
         from fmri_edge.explain import regions_csv_path
 
         err.print(f"wrote the top {top_k} regions of each trial to {regions_csv_path(out_csv)}")
+    if out_csv and (missing or refused) and not allow_partial:
+        lacks = " and ".join(([f"{missing} row(s) of the trials found"] if missing else [])
+                             + ([f"every trial of {refused} refused input(s)"] if refused else []))
+        err.print(f"[red]partial:[/] {out_csv} lacks {lacks} (problems above); the rows written are good; "
+                  f"exit {EXIT_PARTIAL} (--allow-partial accepts a partial submission)", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _require_attention(decoder) -> None:
+    """--explain and `explain` read the input SE attention: refuse models that have none."""
+    if decoder.info.meta.get("region_attention") is False:
+        raise UsageError(f"{decoder.path}: this model has no region attention (its networks have no input SE "
+                         "block, e.g. the linear default); use the SE CNN: --model "
+                         f"{decoder.path.with_name('fmri-edge-se.onnx')}")
 
 
 def _rows_json(b, region_names=None, top_k: int = 5) -> list[dict]:
@@ -219,6 +265,7 @@ def explain(
                                                          "tables.")] = False,
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call.", min=1)] = 256,
     threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+    no_verify: NoVerify = False,
 ):
     """Which brain regions the model attends to: mean input-SE weight per region over your trials,
     overall and per predicted CLASS, ranked; optionally a figure and a faithfulness check."""
@@ -226,7 +273,8 @@ def explain(
     from fmri_edge.runtime import Decoder
 
     with user_errors():
-        decoder = Decoder(model, threads=threads)
+        decoder = Decoder(model, threads=threads, verify=not no_verify)
+        _require_attention(decoder)
         if plot is not None:
             from fmri_edge.submission import check_new
 
@@ -353,12 +401,13 @@ def _confusion_table(task: str, r: dict) -> Table:
 def info(
     model: Annotated[Optional[Path], typer.Argument(help="ONNX model (default: the shipped one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full metadata as JSON.")] = False,
+    no_verify: NoVerify = False,
 ):
     """What an fmri-edge ONNX file says about itself."""
     from fmri_edge.runtime import Decoder
 
     with user_errors():
-        d = Decoder(model)
+        d = Decoder(model, verify=not no_verify)
     meta = d.info.meta
     if as_json:
         print(json.dumps(meta))
@@ -375,9 +424,19 @@ def info(
               "(no LEVEL head)")
     for key, v in _describe(meta).items():
         t.add_row(key, v)
+    t.add_row("weights", _integrity_row(d.integrity))
     names = d.info.region_names
     t.add_row("regions", f"{len(names)}: {', '.join(names[:4])} … {names[-1]}")
     out.print(t)
+
+
+def _integrity_row(status: str) -> str:
+    from fmri_edge import integrity
+
+    return {integrity.VERIFIED: f"{integrity.DIGEST_KEY} verified: weights and graph as exported",
+            integrity.UNVERIFIABLE: f"not verifiable: exported without a {integrity.DIGEST_KEY} (export it again "
+                                    "to add one)",
+            integrity.NOT_CHECKED: "not checked (--no-verify)"}[status]
 
 
 def _describe(meta: dict) -> dict[str, str]:
@@ -658,7 +717,7 @@ def _why(problem: str) -> str:
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Training recipe (TOML), e.g. train/fmri-edge-se.toml.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Training recipe (TOML), e.g. train/fmri-edge.toml.")],
     protocol: Annotated[Optional[list[str]], typer.Option(
         help="Evaluation protocol(s): subject (cross-subject CV) and/or random (paper's 8:1:1 trial split). "
              "Default: the recipe's.")] = None,

@@ -132,19 +132,10 @@ def answer_task(ref: ModelRef, src: io.Source, batch_size: int, policy, span, pl
 # ---- the client side ---------------------------------------------------------------------------
 
 def header_trials(path: Path) -> int:
-    """How many trials a file holds, from its header alone (``.npz`` too, unlike
-    :func:`fmri_edge.predict._n_trials`): for splitting and the progress bar only; 0 where it
-    cannot be read (its task reports why)."""
-    if path.suffix != ".npz":
-        return local._n_trials(path)   # .npy is memory-mapped: only the header is read
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            member = "data" if "data" in z.zip.namelist() else "data.npy"
-            with z.zip.open(member) as m:
-                shape, _ = io._header(path, m)
-    except Exception:  # noqa: BLE001 - any failure is reported by the task that reads the file
-        return 0
-    return 1 if len(shape) == 2 else int(shape[0]) if shape else 0
+    """How many trials a file holds, from its header alone: for splitting and the progress bar
+    only; 0 where it cannot be read (its task reports why)."""
+    shape = io.declared_shape(path)
+    return 0 if not shape else 1 if len(shape) == 2 else int(shape[0])
 
 
 def spans(n_trials: int, step: int, split: bool) -> list[tuple[tuple[int, int] | None, int]]:
@@ -178,12 +169,8 @@ def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAU
             future.add_done_callback(lambda f: f.status == "finished" and on_trials(n))
         return future
 
-    planned, total, stats = [], 0, None
-    for item in local.group_sources(paths, participant):
-        if isinstance(item, InputError):
-            planned.append(item)
-            continue
-        name, sources = item
+    def submit(name, sources):
+        """A unit's tasks (:func:`fmri_edge.predict.participant_units`): (plan, answers, trials)."""
         per_file = [spans(header_trials(src.path), step, split and src.path.suffix == ".npy") for src in sources]
         stats = None
         if decoder.aligned:
@@ -193,18 +180,31 @@ def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAU
         answers = [counted(client.submit(answer_task, ref, src, batch_size, policy, span, plan, decoder.aligned,
                                          weights, pure=False), n)
                    for src, file_spans in zip(sources, per_file) for span, n in file_spans]
-        total += sum(n for file_spans in per_file for _, n in file_spans)
-        planned.append((plan, answers))
+        return plan, answers, sum(n for file_spans in per_file for _, n in file_spans)
+
+    def collect(plan, answers):
+        yield from _result(plan, address, distributed)[2]
+        while answers:
+            yield from _result(answers.pop(0), address, distributed)
+
+    planned, total = [], 0
+    for item in local.group_sources(paths, participant):
+        if isinstance(item, InputError):
+            planned.append(item)
+            continue
+        name, sources = item
+        units = {tuple(unit): submit(name, unit) for unit in local.participant_units(sources, participant)}
+        total += sum(n for _, _, n in units.values())
+        planned.append((name, units))
     if on_total is not None:
         on_total(total)
     for item in planned:   # everything is submitted: the cluster works while answers are collected in order
         if isinstance(item, InputError):
             yield item
             continue
-        plan, answers = item
-        yield from _result(plan, address, distributed)[2]
-        while answers:
-            yield from _result(answers.pop(0), address, distributed)
+        name, units = item
+        yield from local.answer_units(name, [list(u) for u in units],
+                                      lambda unit: collect(*units[tuple(unit)][:2]))
 
 
 def _result(future, address: str, distributed):
@@ -268,8 +268,8 @@ def connect(address: str, threads: int = 0):
 
 def predict_to(address: str, decoder: Decoder, paths: list, csv_file=None, batch_size: int = local.DEFAULT_BATCH,
                keep: int | None = 60, policy: local.Policy | None = None, on_batch=None,
-               participant: str | None = None, align: bool = True, threads: int = 0, weights: bool = True,
-               console=None, task_trials: int | None = None) -> local.Summary:
+               participant: str | None = None, align: bool = True, probs: bool = False, threads: int = 0,
+               weights: bool = True, console=None, task_trials: int | None = None) -> local.Summary:
     """:func:`fmri_edge.predict.predict_to` through the cluster at ``address`` (see
     :func:`connect`), with a progress bar of the trials answered on ``console`` (stderr)."""
     from rich.console import Console
@@ -284,4 +284,4 @@ def predict_to(address: str, decoder: Decoder, paths: list, csv_file=None, batch
                         task_trials, on_total=lambda n: bar.update(task, total=n),
                         on_trials=lambda n: bar.advance(task, n))
         return local.predict_to(decoder, paths, csv_file, batch_size, keep, policy, on_batch, participant, align,
-                                items=items)
+                                probs, items=items)

@@ -15,7 +15,9 @@ where one trial is at fault): what was expected, what was found, and what to do.
 """
 from __future__ import annotations
 
-import tokenize
+import ast
+import math
+import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -23,7 +25,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from numpy.lib import format as npy_format
 
 DATA_FILE = "fMRI_data.npz"
 LABEL_FILE = "labels.npz"
@@ -31,7 +32,15 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 PICKLE_PROTO = b"\x80"
+NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
+HEADER_KEYS = {"descr", "fortran_order", "shape"}
+MAX_HEADER_BYTES = 10_000        # numpy's own limit; a numeric array's header is < 200 bytes
+MAX_DIMS = 32
+NPZ_IN_MEMORY = 256 << 20        # .npz members larger than this are unpacked to a temporary file and mapped
+CHUNK_BYTES = 16 << 20
 NAN_POLICIES = ("skip", "error", "interpolate")
+IGNORED = "ignored"              # the outcome of a note about something deliberately not read
+MAX_DEPTH = 32
 MAX_INTERPOLATED = 0.5           # --nan interpolate fills at most this fraction of a region's seconds
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -52,7 +61,8 @@ class InputError(ValueError):
 
     ``outcome`` says what became of it: ``refused`` (the whole file), ``skipped`` (one trial, the
     others are predicted), ``repaired`` (a trial predicted after ``--nan interpolate``) or
-    ``predicted`` (a warning: the trial is suspicious but was predicted).
+    ``predicted`` (a warning: the trial is suspicious but was predicted) or ``ignored`` (a folder
+    or file deliberately not read, e.g. a symlink loop; no trial of it is lost).
     """
 
     def __init__(self, path: str | Path, problem: str, trial: int | None = None, outcome: str = "refused"):
@@ -77,35 +87,115 @@ class Source:
 
 
 def iter_sources(paths) -> Iterator[Source | InputError]:
-    """:func:`discover` path by path: a path that cannot be expanded is yielded as its
-    :class:`InputError` and the others go on."""
+    """Every trial file under ``paths``, path by path (:func:`walk`): a path that cannot be
+    expanded is yielded as its :class:`InputError` and the others go on; a folder deliberately
+    not entered is yielded as an ``ignored`` note."""
     for p in paths:
-        try:
-            yield from discover([Path(p)])
-        except InputError as e:
-            yield e
+        yield from walk(Path(p))
 
 
 def discover(paths: list[Path]) -> list[Source]:
-    """Expand files and folders (ICBHI subject folders, folders of them, folders of arrays)."""
+    """:func:`walk` as a list; raises the first path that cannot be expanded (notes are dropped)."""
     sources: list[Source] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            if (p / DATA_FILE).is_file():
-                sources.append(Source(p.name, p / DATA_FILE))
-                continue
-            subjects = sorted(d for d in p.iterdir() if d.is_dir() and (d / DATA_FILE).is_file())
-            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in ARRAY_SUFFIXES)
-            if not subjects and not files:
-                raise InputError(p, f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files; "
-                                    "point at trial files or ICBHI subject folders")
-            sources += [Source(d.name, d / DATA_FILE) for d in subjects]
-            sources += [Source(f.stem, f) for f in files]
-        elif p.is_file():
-            sources.append(Source(p.parent.name if p.name == DATA_FILE else p.stem, p))
-        else:
-            raise InputError(p, "no such file or folder")
+        for item in walk(p):
+            if isinstance(item, Source):
+                sources.append(item)
+            elif item.outcome != IGNORED:
+                raise item
     return sources
+
+
+def walk(p: Path) -> Iterator[Source | InputError]:
+    """Expand a file or a study tree of any depth: ICBHI subject folders (holding ``fMRI_data.npz``)
+    wherever they are, and ``.npy``/``.npz`` files in any folder that is not a subject folder. Hidden
+    files and folders (``.name``) are skipped; a folder reached again (a symlink loop), a folder
+    deeper than :data:`MAX_DEPTH`, and array files or folders inside a subject folder are not
+    entered and named in an ``ignored`` note."""
+    if p.is_file():
+        yield Source(p.parent.name if p.name == DATA_FILE else p.stem, p)
+        return
+    if not p.is_dir():
+        yield InputError(p, "no such file or folder")
+        return
+    found = 0
+    for item in _walk_folder(p, set(), 0):
+        found += isinstance(item, Source)
+        yield item
+    if not found:
+        yield InputError(p, f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files (at any "
+                            "depth); point at trial files or ICBHI subject folders")
+
+
+def _walk_folder(d: Path, visited: set, depth: int) -> Iterator[Source | InputError]:
+    try:
+        real = d.resolve()
+        entries = sorted(e for e in d.iterdir() if not e.name.startswith("."))
+    except OSError as e:
+        yield InputError(d, f"folder not entered: cannot be listed ({e.strerror or e})", outcome=IGNORED)
+        return
+    if real in visited:
+        yield InputError(d, f"folder not entered: it is {real}, already searched (a symlink loop or a second "
+                            "link to it)", outcome=IGNORED)
+        return
+    if depth > MAX_DEPTH:
+        yield InputError(d, f"folder not entered: more than {MAX_DEPTH} levels below the path given; "
+                            "point at it directly", outcome=IGNORED)
+        return
+    visited.add(real)
+    if (d / DATA_FILE).is_file():
+        yield Source(d.name, d / DATA_FILE)
+        others = [e.name for e in entries if e.name not in (DATA_FILE, LABEL_FILE)
+                  and (e.is_dir() or e.suffix in ARRAY_SUFFIXES)]
+        if others:
+            yield InputError(d, f"{', '.join(others[:5])}{' …' if len(others) > 5 else ''} not read: a subject "
+                                f"folder's trials are its {DATA_FILE}; move other trial files out of it",
+                             outcome=IGNORED)
+        return
+    for e in entries:
+        if e.is_file() and e.suffix in ARRAY_SUFFIXES:
+            yield Source(e.stem, e)
+    for e in entries:
+        if e.is_dir():
+            yield from _walk_folder(e, visited, depth + 1)
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a set of inputs holds, from the file headers alone (for the summary line)."""
+
+    files: int
+    participants: int
+    trials: int                  # declared by the headers of the files not refused
+
+
+def survey(paths, refused=()) -> Survey:
+    """Count the distinct trial files under ``paths``, their participants and the trials their
+    headers declare; reads nothing but headers. The trials of ``refused`` files (and of files
+    whose header cannot be read) are not counted: their headers are not to be trusted."""
+    seen, participants, trials = set(), set(), 0
+    refused = {Path(p).resolve() for p in refused}
+    for src in iter_sources(paths):
+        if not isinstance(src, Source) or src.path.resolve() in seen:
+            continue
+        seen.add(src.path.resolve())
+        participants.add(src.participant)
+        shape = None if src.path.resolve() in refused else declared_shape(src.path)
+        trials += (shape[0] if len(shape) == 3 else 1 if len(shape) == 2 else 0) if shape is not None else 0
+    return Survey(len(seen), len(participants), trials)
+
+
+def declared_shape(path: Path, key: str = "data") -> tuple | None:
+    """The shape a .npy file's (or an .npz member's) header declares; None where it cannot be read."""
+    try:
+        if path.suffix == ".npy":
+            with open(path, "rb") as f:
+                return read_header(path, f).shape
+        with zipfile.ZipFile(path) as z, z.open(key if key in z.namelist() else f"{key}.npy") as m:
+            return read_header(path, m).shape
+    except (InputError, OSError, EOFError, KeyError, ValueError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error):
+        return None
 
 
 # ---- reading arrays -------------------------------------------------------------------------------
@@ -113,8 +203,9 @@ def discover(paths: list[Path]) -> list[Source]:
 def read_array(path: str | Path, key: str = "data") -> np.ndarray:
     """Read one array from .npy (memory-mapped) or .npz without ever unpickling.
 
-    The header is parsed first (numpy's literal parser, never ``eval``); object arrays are refused
-    before any data is read, and a file shorter than its header promises is reported as truncated.
+    The header is parsed and every field checked (:func:`read_header`) before any data is read or
+    mapped; the array is then built from exactly what was checked. A large ``.npz`` member is
+    unpacked in chunks to an unlinked temporary file and memory-mapped, so memory stays bounded.
     """
     path = Path(path)
     if path.suffix not in ARRAY_SUFFIXES:
@@ -142,58 +233,150 @@ def read_array(path: str | Path, key: str = "data") -> np.ndarray:
         raise InputError(path, f"corrupt or truncated ({_short(e)}); copy or export it again") from None
 
 
+@dataclass(frozen=True)
+class Header:
+    """A checked ``.npy`` header: numeric dtype, non-negative shape, where the data start."""
+
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int                  # bytes before the data
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def read_header(path: Path, f, where: str = "") -> Header:
+    """Parse and check a ``.npy`` header from a stream positioned at its magic string, field by
+    field (magic and version, header length, the literal — parsed by ``ast.literal_eval``, never
+    evaluated —, its keys, ``descr``, ``fortran_order``, ``shape``); reads nothing after it.
+    ``where`` names the .npz member in messages."""
+    def bad(problem: str) -> InputError:
+        return InputError(path, f"{where}corrupt or truncated .npy header: {problem}; copy or export it again")
+
+    magic = f.read(8)
+    if len(magic) < 8 or not magic.startswith(NPY_MAGIC):
+        raise bad(f"it starts with {magic[:8]!r}, not the .npy magic string")
+    version = (magic[6], magic[7])
+    if version not in NPY_VERSIONS:
+        raise InputError(path, f"{where}unsupported .npy format version {version[0]}.{version[1]} (numpy writes 1.0, "
+                               "2.0 or 3.0); save the array again with numpy.save")
+    width = 2 if version == (1, 0) else 4
+    raw_len = f.read(width)
+    if len(raw_len) < width:
+        raise bad("its length field is cut off")
+    length = int.from_bytes(raw_len, "little")
+    if length > MAX_HEADER_BYTES:
+        raise bad(f"header length {length:,} bytes, more than any numeric array needs (≤ {MAX_HEADER_BYTES:,})")
+    text = f.read(length)
+    if len(text) < length:
+        raise bad(f"{len(text):,} of its {length:,} bytes")
+    try:
+        literal = ast.literal_eval(text.decode("utf-8" if version == (3, 0) else "latin1"))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError) as e:
+        raise bad(f"not a Python literal ({_short(e)[:60]})") from None
+    if not isinstance(literal, dict):
+        raise bad(f"a {type(literal).__name__}, expected a dict")
+    if set(literal) != HEADER_KEYS:
+        raise bad(f"keys {sorted(map(str, literal))}, expected {sorted(HEADER_KEYS)}")
+    fortran, shape, descr = literal["fortran_order"], literal["shape"], literal["descr"]
+    if not isinstance(fortran, bool):
+        raise bad(f"fortran_order {fortran!r}, expected True or False")
+    if (not isinstance(shape, tuple) or len(shape) > MAX_DIMS
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise bad(f"shape {_clip(shape)}, expected a tuple of at most {MAX_DIMS} non-negative whole numbers")
+    if not isinstance(descr, str):
+        raise InputError(path, f"{where}not numeric: expected BOLD signal as floats or integers, got a structured "
+                               f"dtype ({_clip(descr)}); save a plain numeric array")
+    try:
+        dtype = np.dtype(descr)
+    except (TypeError, ValueError, SyntaxError, OverflowError, MemoryError) as e:
+        raise bad(f"descr {_clip(descr)} is not a dtype ({_short(e)[:60]})") from None
+    _refuse_objects(path, dtype)
+    if dtype.shape or dtype.names:
+        raise InputError(path, f"{where}not numeric: expected BOLD signal as floats or integers, got a sub-array or "
+                               f"structured dtype {_clip(descr)}; save a plain numeric array")
+    _check_dtype(dtype, path)
+    header = Header(shape, dtype, fortran, 8 + width + length)
+    if header.nbytes >= 2**63:
+        raise InputError(path, f"{where}its header describes an impossible array: shape {_clip(shape)} of {dtype} "
+                               f"would need {header.nbytes:.3g} bytes; copy or export it again")
+    return header
+
+
 def _read_npy(path: Path, head: bytes, size: int) -> np.ndarray:
     if not head.startswith(NPY_MAGIC):
         raise InputError(path, _not_a("a .npy file", head, ".npy"))
     with open(path, "rb") as f:
-        shape, dtype = _header(path, f)
-        offset = f.tell()
-    _refuse_objects(path, dtype)
-    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if size < need:
-        raise InputError(path, f"truncated: its header promises shape {shape} {dtype} ({need:,} bytes), "
-                               f"the file has {size:,} bytes; copy it again")
-    if need == offset:  # nothing to map
-        return np.load(path, allow_pickle=False)
-    return np.load(path, allow_pickle=False, mmap_mode="r")
+        h = read_header(path, f)
+    _check_size(path, h, size)
+    if h.nbytes == 0:  # nothing to map
+        return np.zeros(h.shape, h.dtype)
+    return np.memmap(path, h.dtype, "r", h.offset, h.shape, "F" if h.fortran_order else "C")
 
 
 def _read_npz(path: Path, key: str, head: bytes) -> np.ndarray:
     if not head.startswith(ZIP_MAGICS):
         raise InputError(path, _not_a("an .npz (zip) archive", head, ".npz"))
-    with np.load(path, allow_pickle=False) as z:
-        if key not in z.files:
-            raise InputError(path, f"no array named {key!r} in .npz (found: {', '.join(z.files) or 'none'}); "
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        member = key if key in names else f"{key}.npy"
+        if member not in names:
+            found = [n[:-4] if n.endswith(".npy") else n for n in names]
+            raise InputError(path, f"no array named {key!r} in .npz (found: {', '.join(found) or 'none'}); "
                                    f"save it with numpy.savez(file, {key}=array)")
-        member = key if key in z.zip.namelist() else f"{key}.npy"
-        with z.zip.open(member) as m:
-            shape, dtype = _header(path, m)
-            offset = m.tell()
-        _refuse_objects(path, dtype)
-        size = z.zip.getinfo(member).file_size
-        need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if size < need:
-            raise InputError(path, f"truncated: member {member!r} promises shape {shape} {dtype} "
-                                   f"({need:,} bytes), holds {size:,}; copy it again")
-        return z[key]
+        size = z.getinfo(member).file_size
+        with z.open(member) as m:
+            h = read_header(path, m, f"member {member!r}: ")
+            _check_size(path, h, size, member)
+            if h.nbytes > NPZ_IN_MEMORY:
+                return _spilled(m, h)
+            buf = np.empty(h.nbytes, np.uint8)
+            _read_into(m, memoryview(buf), path, member)
+    return buf.view(h.dtype).reshape(h.shape, order="F" if h.fortran_order else "C")
 
 
-def _header(path: Path, f) -> tuple[tuple, np.dtype]:
-    """(shape, dtype) from an open .npy stream, positioned at the start of its magic string."""
-    try:
-        version = npy_format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = npy_format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = npy_format.read_array_header_2_0(f)
-        else:
-            raise InputError(path, f".npy format version {version[0]}.{version[1]} holds non-numeric fields; "
-                                   "save a plain numeric array with numpy.save")
-    except InputError:
-        raise
-    except (ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as e:  # numpy's literal parser
-        raise InputError(path, f"corrupt or truncated .npy header ({_short(e)}); copy or export it again") from None
-    return shape, dtype
+def _check_size(path: Path, h: Header, size: int, member: str | None = None) -> None:
+    """The file (or .npz member) holds exactly the bytes its header describes."""
+    need = h.offset + h.nbytes
+    if size < need:
+        raise InputError(path, f"truncated: {f'member {member!r}' if member else 'its header'} promises shape "
+                               f"{h.shape} {h.dtype} ({need:,} bytes), " + (f"holds {size:,}" if member else
+                               f"the file has {size:,} bytes") + "; copy it again")
+    if size > need:
+        raise InputError(path, (f"member {member!r} holds " if member else "") + f"{size - need:,} bytes more than "
+                               f"its header describes (shape {h.shape} {h.dtype}, {need:,} bytes): several arrays "
+                               "appended to one file, or a corrupt copy; save one array per file with numpy.save")
+
+
+def _read_into(stream, view: memoryview, path: Path, member: str) -> None:
+    pos = 0
+    while pos < len(view):
+        n = stream.readinto(view[pos:pos + CHUNK_BYTES])
+        if not n:
+            raise InputError(path, f"truncated: member {member!r} ends after {pos:,} of its {len(view):,} data "
+                                   "bytes; copy it again")
+        pos += n
+
+
+def _spilled(stream, h: Header) -> np.ndarray:
+    """A large .npz member, unpacked chunk by chunk to an unlinked temporary file, memory-mapped."""
+    with tempfile.TemporaryFile(prefix="fmri-edge-") as tmp:
+        left = h.nbytes
+        while left:
+            block = stream.read(min(CHUNK_BYTES, left))
+            if not block:
+                raise EOFError("member ends early")
+            tmp.write(block)
+            left -= len(block)
+        tmp.flush()
+        return np.memmap(tmp, h.dtype, "r", 0, h.shape, "F" if h.fortran_order else "C")
+
+
+def _clip(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _refuse_objects(path: Path, dtype: np.dtype) -> None:

@@ -260,9 +260,8 @@ def group_sources(paths: list, participant: str | None = None,
                   ) -> Iterator[tuple[str, list[io.Source]] | io.InputError]:
     """Every input file, grouped by participant in order of first appearance. A participant is a
     subject folder's name or a file's stem; ``participant`` names every input's trials as one
-    participant's (e.g. several runs of one person), numbered on from file to file. Two different
-    files that imply the same participant are refused (their trial numbers would collide in one
-    submission); the same file given twice is predicted once."""
+    participant's (e.g. several runs of one person), numbered on from file to file. The same file
+    given twice is predicted once."""
     groups: dict[str, list[io.Source]] = {}
     for src in io.iter_sources(paths):
         if isinstance(src, io.InputError):
@@ -271,15 +270,8 @@ def group_sources(paths: list, participant: str | None = None,
         if participant is not None:
             src = io.Source(participant, src.path)
         group = groups.setdefault(src.participant, [])
-        same = [g for g in group if g.path.resolve() == src.path.resolve()]
-        if same:
+        if any(g.path.resolve() == src.path.resolve() for g in group):
             yield io.InputError(src.path, "given more than once; predicted once", outcome="skipped")
-        elif group and participant is None:
-            yield io.InputError(src.path, f"participant {src.participant!r} was already predicted from "
-                                          f"{group[0].path}; their trial numbers would collide in one submission — "
-                                          "rename one of them, predict them separately, or give --participant "
-                                          "to number the trials of several files of one person on",
-                                outcome="refused")
         else:
             group.append(src)
     yield from groups.items()
@@ -301,20 +293,55 @@ def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
     participant by participant (:func:`group_sources`).
 
     A model with subject alignment gets each participant aligned over all of its good trials,
-    wherever they come from (one file, chunks of it, several files): a first pass computes the
-    statistics, a second predicts. A participant with fewer than :data:`MIN_ALIGN_TRIALS` trials
-    (or ``align=False``) is answered with the training population's statistics, with a warning."""
+    wherever they come from (one file, chunks of it, several files with ``participant``): a first
+    pass computes the statistics, a second predicts. A participant with fewer than
+    :data:`MIN_ALIGN_TRIALS` trials (or ``align=False``) is answered with the training population's
+    statistics, with a warning. Without ``participant``, a second file that implies a participant
+    already predicted is refused: their trial numbers would collide in one submission."""
     for item in group_sources(paths, participant):
         if isinstance(item, io.InputError):
             yield item
             continue
         name, sources = item
-        stats = participant_stats(decoder, sources, batch_size, policy) if decoder.aligned else None
-        subject, offsets, notes = participant_plan(name, sources, stats, align)
-        yield from notes
-        for src in sources:
-            yield from predict_source(decoder, src, batch_size, policy, subject, offsets[src.path],
-                                      reported=stats is not None)
+        yield from answer_units(name, participant_units(sources, participant),
+                                lambda unit: _predict_participant(decoder, name, unit, batch_size, policy, align))
+
+
+def participant_units(sources: list[io.Source], participant: str | None = None) -> list[list[io.Source]]:
+    """The files answered together: all of a participant's with ``participant`` (trials numbered on
+    from file to file), otherwise each file alone (see :func:`answer_units`)."""
+    return [sources] if participant is not None else [[src] for src in sources]
+
+
+def answer_units(name: str, units: list[list[io.Source]], answers) -> Iterator[Batch | io.InputError]:
+    """``answers(unit)`` for each of a participant's :func:`participant_units` in turn; once one has
+    answered a trial, the files of any later unit are refused: their trial numbers would collide
+    with its in one submission (a refused file leaves the participant's name free)."""
+    first = None
+    for unit in units:
+        if first is not None:
+            for src in unit:
+                yield io.InputError(src.path, f"participant {name!r} was already predicted from {first}; their "
+                                              "trial numbers would collide in one submission — rename one of them, "
+                                              "predict them separately, or give --participant to number the trials "
+                                              "of several files of one person on", outcome="refused")
+            continue
+        for out in answers(unit):
+            if isinstance(out, Batch) and first is None:
+                first = unit[0].path
+            yield out
+
+
+def _predict_participant(decoder: Decoder, name: str, sources: list[io.Source], batch_size: int,
+                         policy: Policy | None, align: bool) -> Iterator[Batch | io.InputError]:
+    """One participant's files: alignment statistics over all of them (aligned models), then the
+    answers, trial numbers running on from file to file."""
+    stats = participant_stats(decoder, sources, batch_size, policy) if decoder.aligned else None
+    subject, offsets, notes = participant_plan(name, sources, stats, align)
+    yield from notes
+    for src in sources:
+        yield from predict_source(decoder, src, batch_size, policy, subject, offsets[src.path],
+                                  reported=stats is not None)
 
 
 def participant_plan(name: str, sources: list[io.Source], stats=None, align: bool = True,
@@ -353,16 +380,18 @@ class Summary:
 
 def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = DEFAULT_BATCH,
                keep: int | None = 60, policy: Policy | None = None, on_batch=None,
-               participant: str | None = None, align: bool = True, items=None) -> Summary:
-    """Run :func:`predict`, streaming every answer to an open CSV file (if given) and keeping the
-    first ``keep`` trials' batches (all with ``keep=None``) for display; memory stays bounded.
+               participant: str | None = None, align: bool = True, probs: bool = False,
+               items=None) -> Summary:
+    """Run :func:`predict`, streaming every answer to an open CSV file (if given; class
+    probabilities too with ``probs``) and keeping the first ``keep`` trials' batches (all with
+    ``keep=None``) for display; memory stays bounded.
     ``on_batch(batch)``, if given, is called for every batch (e.g. to stream region weights);
     ``items``: answers computed elsewhere, in :func:`predict`'s order (e.g. by
     :func:`fmri_edge.cluster.predict`), instead of running :func:`predict` here."""
     from fmri_edge import submission
 
     if csv_file is not None:
-        submission.write_header(csv_file)
+        submission.write_header(csv_file, probs=probs)
     summary = Summary(0, [], [])
     if items is None:
         items = predict(decoder, paths, batch_size, policy, participant, align)
@@ -372,7 +401,7 @@ def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = D
             continue
         if csv_file is not None:
             submission.write_rows(csv_file, item.participant, item.trial, item.valence_class,
-                                  item.valence_level, item.class_probs)
+                                  item.valence_level, item.class_probs, probs=probs)
         if on_batch is not None:
             on_batch(item)
         if keep is None or summary.n_trials < keep:

@@ -6,7 +6,8 @@ names and provenance. Outputs: ``class_probs`` (N, 3), ``level_probs`` (N, 9) an
 ``region_weights`` (N, n_regions), the input SE block's attention per region.
 
 Before a model is opened, its sha256 is checked against its model card (``<name>.md`` beside
-``<name>.onnx``, line ``| sha256 | `<hex>` |``) when one is there.
+``<name>.onnx``, line ``| sha256 | `<hex>` |``) when one is there; once open, its weights are
+checked against the ``weights_sha256`` digest written at export (:mod:`fmri_edge.integrity`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmri_edge import integrity
 from fmri_edge.io import InputError
 from fmri_edge.normalize import SUBJECT_NORMS
 
@@ -28,7 +30,7 @@ OUTPUT_NAMES = ("class_probs", "level_probs", "region_weights")
 # subject alignment; models with subject alignment take a participant's statistics as inputs
 EXTRA_OUTPUTS = ("features", "normalized")
 ALIGN_INPUTS = ("subject_mean", "subject_scale")
-DEFAULT_MODEL = "fmri-edge-se.onnx"
+DEFAULT_MODEL = "fmri-edge.onnx"
 CLASS_VALUES = (-1, 0, 1)
 LEVEL_VALUES = tuple(range(-4, 5))
 LEVEL_RULES = ("argmax", "min_expected_error")
@@ -138,9 +140,10 @@ def session_options(threads: int = 0, spinning: bool = False):
 
 
 class Decoder:
-    """An fmri-edge model ready to run: ``Decoder(path).run(trials)``."""
+    """An fmri-edge model ready to run: ``Decoder(path).run(trials)``. ``verify=False`` skips the
+    weights digest check (for models edited on purpose); ``integrity`` says what was checked."""
 
-    def __init__(self, path: str | Path | None = None, threads: int = 0):
+    def __init__(self, path: str | Path | None = None, threads: int = 0, verify: bool = True):
         import onnxruntime as ort
 
         self.path = Path(path) if path is not None else default_model_path()
@@ -168,6 +171,7 @@ class Decoder:
                                         "export the model again with `fmri-edge export`")
         self.info = ModelInfo.from_metadata(self.path, meta)
         self._check_graph()
+        self.integrity = integrity.check(self.path, verify)  # verified / not verifiable / not checked
 
     def _check_graph(self) -> None:
         # inputs with a default value (an initializer of the same name) are listed apart
@@ -210,10 +214,12 @@ class Decoder:
 
     def run(self, trials: np.ndarray, subject: tuple[np.ndarray, np.ndarray] | None = None,
             outputs: list[str] | tuple[str, ...] = OUTPUT_NAMES) -> dict[str, np.ndarray]:
-        """One onnxruntime call on float32 (N, n_regions, n_times) → {output name: array}.
+        """One onnxruntime call on (N, n_regions, n_times) trials (or one (n_regions, n_times)
+        trial) of any real numeric dtype, byte order or memory layout → {output name: array}.
         ``subject``: a participant's (mean, scale) alignment statistics (see :meth:`represent`);
-        None for the graph's defaults, the training population's."""
-        feeds = {self.input_name: trials}
+        None for the graph's defaults, the training population's. A wrong shape or dtype raises
+        :class:`~fmri_edge.io.InputError`, never onnxruntime's error."""
+        feeds = {self.input_name: self.as_input(trials)}
         if subject is not None and self.aligned:
             feeds.update({n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(ALIGN_INPUTS, subject)})
         outs = self.session.run(list(outputs), feeds)
@@ -222,4 +228,11 @@ class Decoder:
     def represent(self, trials: np.ndarray) -> np.ndarray:
         """The per-trial representation (N, regions, times) that subject alignment is computed
         over (graph output ``normalized``); onnxruntime runs only the nodes it needs."""
-        return self.session.run(["normalized"], {self.input_name: trials})[0]
+        return self.session.run(["normalized"], {self.input_name: self.as_input(trials)})[0]
+
+    def as_input(self, trials, name: str = "trials array") -> np.ndarray:
+        """Checked C-contiguous native float32 (N, n_regions, n_times): no copy when it already is."""
+        from fmri_edge import io
+
+        arr = trials if isinstance(trials, np.ndarray) else np.asarray(trials)
+        return io.to_float32(io.check_trials(arr, name, self.info.n_regions, self.info.n_times))

@@ -1,4 +1,4 @@
-"""The challenge's CSV format: ``Participant,Trial,CLASS,LEVEL`` (+ class probabilities).
+"""The challenge's CSV format: ``Participant,Trial,CLASS,LEVEL`` (class probabilities on request).
 
 Writing is atomic (a temporary file in the same folder, renamed when complete), so an
 interrupted run leaves either the old file or a complete new one. Reading checks every row.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.io import LABEL_FILE, InputError, discover, load_labels
+from fmri_edge.io import LABEL_FILE, InputError, declared_shape, discover, load_labels
 
 HEADER = ["Participant", "Trial", "CLASS", "LEVEL"]
 PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
+CHALLENGE_PARTICIPANT = re.compile(r"P\d+")
 
 
 def check_new(path: str | Path, force: bool = False) -> Path:
@@ -62,7 +64,10 @@ class Answers:
 
 
 def read_answers(path: str | Path) -> Answers:
-    """Read a submission-format CSV, checking header, values and duplicate rows."""
+    """Read a submission-format CSV by column name: ``Participant``, ``Trial``, ``CLASS`` and
+    ``LEVEL`` in any order (names matched without regard to case or surrounding spaces), other
+    columns ignored, UTF-8 with or without BOM, LF or CRLF line ends. Every row and value is
+    checked; problems name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file")
@@ -74,14 +79,16 @@ def read_answers(path: str | Path) -> Answers:
                                f"{','.join(HEADER)}") from None
     if not rows:
         raise InputError(path, f"empty file; expected a header {','.join(HEADER)} and one row per trial")
-    if [c.strip() for c in rows[0][:4]] != HEADER:
-        raise InputError(path, f"line 1: expected a header starting {','.join(HEADER)}, got {','.join(rows[0][:4])!r}")
+    columns = _columns(path, rows[0])
     parts, trials, classes, levels = [], [], [], []
     seen: dict[tuple[str, int], int] = {}
     for n, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
-        p, t, c, lv = _parse_row(path, n, row)
+        if len(row) != len(rows[0]):
+            raise InputError(path, f"line {n}: {len(row)} field(s), the header has {len(rows[0])}; expected "
+                                   f"{','.join(HEADER)}, got {','.join(row[:6])!r}")
+        p, t, c, lv = _parse_row(path, n, [row[i] for i in columns])
         if (p, t) in seen:
             raise InputError(path, f"line {n}: duplicate row for participant {p}, trial {t} (first on line "
                                    f"{seen[p, t]}); keep one row per trial")
@@ -92,10 +99,25 @@ def read_answers(path: str | Path) -> Answers:
     return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels))
 
 
+def _columns(path: Path, header: list[str]) -> list[int]:
+    """Indices of Participant, Trial, CLASS, LEVEL in a header row (any order, any extra columns)."""
+    names = [h.strip().lower() for h in header]
+    found = []
+    for want in HEADER:
+        at = [i for i, h in enumerate(names) if h == want.lower()]
+        if len(at) != 1:
+            problem = f"column {want} appears {len(at)} times" if at else f"no {want} column"
+            raise InputError(path, f"line 1: {problem} (header: {','.join(header)[:120]!r}); expected the columns "
+                                   f"{','.join(HEADER)}, in any order")
+        found.append(at[0])
+    return found
+
+
 def _parse_row(path: Path, n: int, row: list[str]) -> tuple[str, int, int, int]:
-    """One CSV row → (participant, trial, CLASS, LEVEL), every value checked."""
-    if len(row) < 4 or not row[0].strip():
-        raise InputError(path, f"line {n}: expected Participant,Trial,CLASS,LEVEL, got {','.join(row[:4])!r}")
+    """One row's Participant, Trial, CLASS, LEVEL fields → values, every one checked."""
+    for name, text in zip(HEADER, row):
+        if not text.strip():
+            raise InputError(path, f"line {n}: {name} is blank; every row needs {','.join(HEADER)}")
     t, c, lv = (_whole(x) for x in row[1:4])
     for name, value, text in (("Trial", t, row[1]), ("CLASS", c, row[2]), ("LEVEL", lv, row[3])):
         if value is None:
@@ -127,7 +149,8 @@ def read_labels(path: str | Path) -> Answers:
             label_path = src.path.parent / LABEL_FILE
             if not label_path.is_file():
                 raise InputError(label_path, "missing: every subject folder needs labels.npz to be scored")
-            lab = load_labels(label_path)
+            shape = declared_shape(src.path)   # one label row per trial of the subject's fMRI_data.npz
+            lab = load_labels(label_path, shape[0] if shape is not None and len(shape) == 3 else None)
             parts += [src.participant] * len(lab)
             trials += list(range(1, len(lab) + 1))
             classes += lab[:, 0].tolist()
@@ -159,13 +182,24 @@ def align(pred: Answers, truth: Answers, pred_path, truth_path) -> tuple[np.ndar
     return np.arange(len(pk)), np.array([tindex[k] for k in pk])
 
 
-def write_rows(f, participant: str, trial, valence_class, valence_level, class_probs) -> None:
-    """Append submission rows (one per trial) to an open CSV file."""
+def write_rows(f, participant: str, trial, valence_class, valence_level, class_probs=None,
+               probs: bool = False) -> None:
+    """Append submission rows (one per trial) to an open CSV file; with ``probs``, the class
+    probabilities after them (as :func:`write_header` announced)."""
     w = csv.writer(f, lineterminator="\n")
-    for t, c, lv, p in zip(np.asarray(trial).tolist(), np.asarray(valence_class).tolist(),
-                           np.asarray(valence_level).tolist(), np.asarray(class_probs).tolist()):
-        w.writerow([participant, t, c, lv, *(f"{x:.4f}" for x in p)])
+    rows = zip(np.asarray(trial).tolist(), np.asarray(valence_class).tolist(), np.asarray(valence_level).tolist())
+    if not probs:
+        w.writerows([participant, *r] for r in rows)
+        return
+    for r, p in zip(rows, np.asarray(class_probs).tolist()):
+        w.writerow([participant, *r, *(f"{x:.4f}" for x in p)])
 
 
-def write_header(f) -> None:
-    csv.writer(f, lineterminator="\n").writerow(HEADER + PROB_COLUMNS)
+def write_header(f, probs: bool = False) -> None:
+    """The challenge's header ``Participant,Trial,CLASS,LEVEL`` (+ probability columns with ``probs``)."""
+    csv.writer(f, lineterminator="\n").writerow(HEADER + (PROB_COLUMNS if probs else []))
+
+
+def unlike_challenge(participants) -> list[str]:
+    """Participant names that do not look like the challenge's (``P17``), sorted."""
+    return sorted({p for p in participants if not CHALLENGE_PARTICIPANT.fullmatch(p)})

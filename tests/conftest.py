@@ -66,3 +66,37 @@ def write_icbhi(root: Path, trials: np.ndarray, labels: np.ndarray | None, subje
     if labels is not None:
         np.savez(folder / "labels.npz", data=labels.astype(np.float64))
     return folder
+
+
+@pytest.fixture(scope="session")
+def aligned_model(tmp_path_factory, sim_data) -> Path:
+    """A linear model with in-graph subject alignment (z-score of each participant's representation
+    over its own trials), trained on simulated subjects 0-3 and exported to ONNX."""
+    pytest.importorskip("torch")
+    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.fit import fit
+    from fmri_edge.training.recipe import Recipe
+
+    x, y, subj = sim_data
+    r = Recipe(name="aligned", data="/nonexistent", seed=0)
+    r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean"
+    r.model.time_window, r.model.time_bins, r.model.subject_align = [5, 25], 5, "zscore"
+    r.optim.epochs, r.optim.lr = 20, 0.01
+    r.eval.level_rule = "min_expected_error"
+    tr, va = subj < 4, subj == 4
+    res = fit(r, x[tr], y[tr], x[va], y[va], participants=subj[tr], val_participants=subj[va])
+    out = tmp_path_factory.mktemp("aligned") / "aligned.onnx"
+    meta = {"model_version": "aligned-sim", "level_rule": "min_expected_error",
+            "region_names": [f"R{i}" for i in range(246)]}
+    export_onnx([res.model], out, meta, x[:64])
+    _ALIGNED[out] = res.model
+    return out
+
+
+_ALIGNED: dict = {}
+
+
+@pytest.fixture(scope="session")
+def aligned_network(aligned_model):
+    """The PyTorch network behind ``aligned_model``."""
+    return _ALIGNED[aligned_model]

@@ -21,9 +21,11 @@ from typing import Callable
 
 import numpy as np
 
+from fmri_edge import integrity
 from fmri_edge.simulate import simulate
 
 N_REGIONS, N_TIMES = 246, 25
+NPY_MAGIC = b"\x93NUMPY"
 MARKER = "BOOM_MARKER"
 HEADER = "Participant,Trial,CLASS,LEVEL\n"
 
@@ -114,6 +116,21 @@ def _with(values: dict, n: int = 1, dtype=np.float32) -> Callable[[], np.ndarray
     return make
 
 
+def npy_with_header(header: str | bytes, body: bytes = b"", version: tuple = (1, 0), length: int | None = None) -> bytes:
+    """A .npy file with any header text (padded as numpy pads it) and any data bytes after it;
+    ``length`` overrides the header-length field."""
+    text = header.encode("latin1") if isinstance(header, str) else header
+    width = 2 if tuple(version) == (1, 0) else 4
+    text += b" " * (-(8 + width + len(text) + 1) % 64) + b"\n"
+    n = len(text) if length is None else length
+    return NPY_MAGIC + bytes(version) + n.to_bytes(width, "little") + text + body
+
+
+def _header(shape="(2, 246, 25)", descr="'<f4'", fortran="False", body: int = 2 * 246 * 25 * 4, **kw):
+    return _raw(npy_with_header(f"{{'descr': {descr}, 'fortran_order': {fortran}, 'shape': {shape}, }}",
+                                b"\0" * body, **kw))
+
+
 _GOOD_NPY = _npy_bytes(trials(2))
 _GOOD_NPZ = _npz_bytes(data=trials(2))
 
@@ -138,6 +155,43 @@ BAD_FILES: dict[str, BadFile] = {f.filename.replace(".", "_"): f for f in [
     BadFile("garbage_member.npz", _zip({"data.npy": b"not an array at all"}), "corrupt or truncated .npy header"),
     BadFile("truncated_member.npz", _zip({"data.npy": _GOOD_NPY[:1000]}),
             "truncated: member 'data.npy' promises shape (2, 246, 25) float32 (49,328 bytes), holds 1,000"),
+    # impossible or hostile headers: each field checked before anything is mapped
+    BadFile("negative_shape.npy", _header("(-1, 246, 25)"), "corrupt or truncated .npy header: shape (-1, 246, 25), "
+                                                            "expected a tuple of at most 32 non-negative whole numbers"),
+    BadFile("float_shape.npy", _header("(2.5, 246, 25)"), "shape (2.5, 246, 25), expected a tuple"),
+    BadFile("bool_shape.npy", _header("(True, 246, 25)"), "shape (True, 246, 25), expected a tuple"),
+    BadFile("list_shape.npy", _header("[2, 246, 25]"), "shape [2, 246, 25], expected a tuple"),
+    BadFile("many_dims.npy", _header(repr((1,) * 40)), "expected a tuple of at most 32 non-negative whole numbers"),
+    BadFile("huge_shape.npy", _header(f"({2**62}, {2**62}, 25)"), "its header describes an impossible array: shape "
+                                                                    f"({2**62}, {2**62}, 25) of float32 would need"),
+    BadFile("shape_beyond_file.npy", _header("(1000000, 246, 25)"), "truncated: its header promises shape (1000000, "
+                                                                    "246, 25) float32 (24,600,000,128 bytes)"),
+    BadFile("trailing_bytes.npy", _raw(_npy_bytes(trials(1)) * 2), "bytes more than its header describes (shape "
+                                                                   "(1, 246, 25) float32"),
+    BadFile("fortran_order_text.npy", _header(fortran="'yes'"), "fortran_order 'yes', expected True or False"),
+    BadFile("descr_not_a_dtype.npy", _header(descr="'<q9z'"), "descr '<q9z' is not a dtype"),
+    BadFile("descr_subarray.npy", _header(descr="'(2,)<f4'"), "got a sub-array or structured dtype '(2,)<f4'"),
+    BadFile("descr_structured_list.npy", _header(descr="[('a', '<f4'), ('b', '|O')]"),
+            "not numeric: expected BOLD signal as floats or integers, got a structured dtype"),
+    BadFile("descr_object_code.npy", _header(descr="'|O'"), "holds Python objects (dtype object)"),
+    BadFile("header_call.npy", _raw(npy_with_header(f"__import__('os').system('touch {MARKER}')")),
+            "corrupt or truncated .npy header: not a Python literal"),
+    BadFile("header_not_dict.npy", _raw(npy_with_header("('<f4', False, (2, 246, 25))")),
+            "corrupt or truncated .npy header: a tuple, expected a dict"),
+    BadFile("header_extra_key.npy", _raw(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 246, 25), "
+                                                         "'extra': 1}", b"\0" * 24600)),
+            "keys ['descr', 'extra', 'fortran_order', 'shape'], expected ['descr', 'fortran_order', 'shape']"),
+    BadFile("header_nested.npy", _raw(npy_with_header("[" * 3000 + "]" * 3000)), "not a Python literal"),
+    BadFile("header_length_huge.npy", _header(version=(2, 0), length=2**31), "header length 2,147,483,648 bytes, "
+                                                                             "more than any numeric array needs"),
+    BadFile("header_length_beyond_file.npy", _raw(npy_with_header("{'descr': '<f4'", length=5000)),
+            "corrupt or truncated .npy header: 54 of its 5,000 bytes"),
+    BadFile("version_9.npy", _header(version=(9, 0)), "unsupported .npy format version 9.0"),
+    BadFile("member_negative_shape.npz", _zip({"data.npy": npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, -246, 25), }")}),
+            "member 'data.npy': corrupt or truncated .npy header: shape (2, -246, 25)"),
+    BadFile("member_trailing_bytes.npz", _zip({"data.npy": _GOOD_NPY + b"\0" * 100}),
+            "member 'data.npy' holds 100 bytes more than its header describes"),
     # pickles and objects: refused, never loaded
     BadFile("pickle.npy", _pickle_npy, "not a .npy file but a Python pickle; refused without loading "
                                        "(data files are never unpickled)"),
@@ -235,7 +289,24 @@ def contract_model(path: Path, n_regions: int = N_REGIONS, n_times: int = N_TIME
     model.metadata_props.add(key="fmri_edge", value=json.dumps(meta))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    integrity.stamp(path)  # as the exporter does
     return path
+
+
+def altered_model(src: Path, dst: Path, initializer: str = "w3", offset: int = 0, mask: int = 0x01) -> Path:
+    """A copy of the contract model ``src`` with one byte of an initializer's stored values changed
+    in place (nothing else in the file moves): what a bad copy or a tampered file looks like."""
+    import onnx
+    from onnx import numpy_helper
+
+    data = bytearray(src.read_bytes())
+    weights = next(t for t in onnx.load(str(src)).graph.initializer if t.name == initializer)
+    raw = numpy_helper.to_array(weights).tobytes()
+    assert bytes(data).count(raw) == 1, f"{initializer}'s bytes are not unique in {src}"
+    at = bytes(data).index(raw) + offset % len(raw)
+    data[at] ^= mask
+    dst.write_bytes(bytes(data))
+    return dst
 
 
 def model_with(src: Path, dst: Path, meta: str | None | dict = "keep") -> Path:
@@ -395,6 +466,13 @@ BAD_RUNS: dict[str, BadRun] = {
     "metadata_level_rule": BadRun(_meta_run({"level_rule": "median"}), "unknown level_rule 'median'"),
     "metadata_subject_normalization": BadRun(_meta_run({"subject_normalization": "robust"}),
                                              "unknown subject_normalization 'robust' (none, zscore, center)"),
+    "model_weights_altered": BadRun(lambda d, m: _predict(d, altered_model(m, d / "m.onnx")),
+                                    "m.onnx: weights digest"),
+    "model_weights_altered_explain": BadRun(lambda d, m: ["explain", _good(d), "--model",
+                                                          altered_model(m, d / "m.onnx", "w9", 17, 0x80)],
+                                            "the weights or graph were altered after export"),
+    "model_weights_altered_info": BadRun(lambda d, m: ["info", altered_model(m, d / "m.onnx", "eps")],
+                                         "pass --no-verify if you edited the model on purpose"),
     "model_card_checksum": BadRun(lambda d, m: _predict(d, _card(m, d, "0" * 64)),
                                   "disagrees with its model card m.md (0000000000000000…): the file is corrupt "
                                   "or was replaced"),
@@ -413,9 +491,22 @@ BAD_RUNS: dict[str, BadRun] = {
     "score_other_participants": BadRun(_score(HEADER + "P2,1,1,2\nP2,2,0,0\n"),
                                        "participants differ from", ),
     "score_bad_header": BadRun(_score("Subject,Trial,CLASS,LEVEL\nP1,1,1,2\n"),
-                               "line 1: expected a header starting Participant,Trial,CLASS,LEVEL"),
+                               "line 1: no Participant column (header: 'Subject,Trial,CLASS,LEVEL'); expected the "
+                               "columns Participant,Trial,CLASS,LEVEL, in any order"),
+    "score_duplicate_column": BadRun(_score("Participant,Trial,CLASS,LEVEL,class\nP1,1,1,2,0\n"),
+                                     "pred.csv: line 1: column CLASS appears 2 times"),
+    "score_missing_column": BadRun(_score("LEVEL,Participant,Trial\n2,P1,1\n"), "line 1: no CLASS column"),
+    "score_blank_class": BadRun(_score("Trial,CLASS,Participant,LEVEL\n1,,P1,2\n2,0,P1,0\n"),
+                                "pred.csv: line 2: CLASS is blank"),
+    "score_blank_participant": BadRun(_score(HEADER + "P1,1,1,2\n ,2,0,0\n"), "line 3: Participant is blank"),
+    "score_nan_level": BadRun(_score("LEVEL,CLASS,Trial,Participant\r\n2,1,1,P1\r\nNaN,0,2,P1\r\n"),
+                              "pred.csv: line 3: LEVEL 'NaN' is not a whole number"),
+    "score_long_row": BadRun(_score(HEADER + "P1,1,1,2\nP1,2,0,0,0.3\n"), "line 3: 5 field(s), the header has 4"),
+    "score_truth_out_of_order_bad": BadRun(_score(HEADER + "P1,1,1,2\nP1,2,0,0\n",
+                                                  "\ufeffCLASS,LEVEL,Trial,Participant\n1,2,1,P1\n0,5,2,P1\n"),
+                                           "truth.csv: line 3: LEVEL 5 outside {-4 … 4}"),
     "score_empty_csv": BadRun(_score(""), "empty file; expected a header"),
-    "score_short_row": BadRun(_score(HEADER + "P1,1\n"), "line 2: expected Participant,Trial,CLASS,LEVEL, got 'P1,1'"),
+    "score_short_row": BadRun(_score(HEADER + "P1,1\n"), "line 2: 2 field(s), the header has 4; expected Participant,Trial,CLASS,LEVEL, got 'P1,1'"),
     "score_truth_duplicates": BadRun(_score(HEADER + "P1,1,1,2\n", HEADER + "P1,1,1,2\nP1,1,0,0\n"),
                                      "truth.csv: line 3: duplicate row"),
     "score_labels_class_out_of_range": BadRun(_score(HEADER + "P1,1,1,2\nP1,2,0,0\n",
@@ -428,6 +519,9 @@ BAD_RUNS: dict[str, BadRun] = {
                                "row 1: labels must be whole numbers, got [1.0, nan]"),
     "score_labels_shape": BadRun(_score(HEADER + "P1,1,1,2\n", truth_dir=_labels_folder(np.zeros((2, 3)))),
                                  "expected labels of shape (N, 2) = [CLASS, LEVEL], got (2, 3)"),
+    "score_labels_fewer_than_trials": BadRun(_score(HEADER + "P1,1,1,2\n", truth_dir=_labels_folder([[1, 2]])),
+                                             "labels.npz: 1 label rows for 2 trials; labels and fMRI_data.npz must "
+                                             "have one row per trial"),
     "score_labels_missing": BadRun(_score(HEADER + "P1,1,1,2\n", truth_dir=_labels_folder(None)),
                                    "labels.npz: missing: every subject folder needs labels.npz to be scored"),
     "score_labels_pickled": BadRun(_score(HEADER + "P1,1,1,2\n", truth_dir=lambda d: _pickled_labels(d)),

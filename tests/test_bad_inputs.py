@@ -83,8 +83,11 @@ def test_mixed_folder_loses_no_good_trial(model, tmp_path):
 
     res = invoke(["predict", folder, "--model", model, "--out", tmp_path / "p.csv",
                   "--errors", tmp_path / "e.json", "--batch-size", "2"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output            # a partial submission: the good rows, and a distinct code
     assert "Traceback" not in res.output
+    n_refused = sum(not c.trial_level for c in corpus.BAD_FILES.values())
+    assert f"lacks {len(corpus.BAD_TRIALS) + sum(c.trial_level for c in corpus.BAD_FILES.values())} row(s) of " \
+           f"the trials found and every trial of {n_refused} refused input(s)" in " ".join(res.stderr.split())
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert {(r["Participant"], int(r["Trial"])) for r in rows} == expected
     assert len(rows) == len(expected)

@@ -115,7 +115,7 @@ def test_predict_streams_subject_normalized_file_like_the_whole_file(tiny_run, t
     want = dec.run(subject_normalize(x, "zscore"))["class_probs"]
     for batch in (7, 64, 1000):
         with open(tmp_path / "p.csv", "w", newline="") as f:
-            summary = predict_to(dec, [tmp_path / "P01.npy"], f, batch_size=batch)
+            summary = predict_to(dec, [tmp_path / "P01.npy"], f, batch_size=batch, probs=True)
         rows = list(csv.DictReader(open(tmp_path / "p.csv")))
         assert summary.n_trials == 90 and [int(r["Trial"]) for r in rows] == list(range(1, 91))
         got = np.array([[float(r[k]) for k in ("p_negative", "p_neutral", "p_positive")] for r in rows])

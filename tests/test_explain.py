@@ -184,7 +184,7 @@ def test_predict_explain_adds_regions_to_table_json_and_a_sidecar(attentive_mode
                             "--top-k", "3", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "top 3 regions" in r.stdout
-    assert out.read_text().splitlines()[0] == "Participant,Trial,CLASS,LEVEL,p_negative,p_neutral,p_positive"
+    assert out.read_text().splitlines()[0] == "Participant,Trial,CLASS,LEVEL"
     side = (tmp_path / "sub.regions.csv").read_text().splitlines()
     assert side[0] == "Participant,Trial,Rank,Region,Hemisphere,Weight,Index" and len(side) == 1 + 30 * 3
     p, t, rank, region, hemi, weight, idx = side[1].split(",")

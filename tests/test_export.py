@@ -42,15 +42,15 @@ def test_ensemble_derives_missing_tasks_and_scatters_ebr_weights():
     lvl_only = _small(heads={"level": 9}, region_idx=[14, 15, 86, 87])
     x = torch.rand(5, 246, 25) * 1e4 + 400
     with torch.inference_mode():
-        c, lv, w = Ensemble([cls_only])(x)
+        c, lv, w, *_ = Ensemble([cls_only])(x)
         assert torch.allclose(lv.sum(1), torch.ones(5), atol=1e-5)
         assert torch.allclose(lv[:, [1, 4, 6]], c, atol=1e-6)       # −1→−3, 0→0, 1→2
-        c2, _, w2 = Ensemble([lvl_only])(x)
+        c2, _, w2, *_ = Ensemble([lvl_only])(x)
         assert torch.allclose(c2.sum(1), torch.ones(5), atol=1e-5)
         outside = torch.ones(246, dtype=torch.bool)
         outside[[14, 15, 86, 87]] = False
         assert (w2[:, [14, 15, 86, 87]] > 0).all() and (w2[:, outside] == 0).all()
-        _, _, w3 = Ensemble([_small(se=False)])(x)
+        _, _, w3, *_ = Ensemble([_small(se=False)])(x)
         assert torch.equal(w3, torch.ones(5, 246))
 
 

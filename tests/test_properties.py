@@ -253,3 +253,33 @@ def test_missing_extra_or_duplicated_rows_are_errors_never_a_score(folder, a, da
     with pytest.raises(io.InputError):
         pred = submission.read_answers(path)
         submission.align(pred, truth, path, "truth")
+
+
+@PROPERTY
+@given(a=answers(), data=st.data())
+def test_score_reads_columns_by_name_in_any_order_with_or_without_bom_and_crlf(folder, a, data):
+    """As spreadsheets and pandas write them: any column order, extra columns, names in any case."""
+    cp, ct, lp, lt = a
+    n = len(cp)
+    table = {"Participant": [f"P{i % 3}" for i in range(n)], "Trial": [str(i // 3 + 1) for i in range(n)],
+             "CLASS": [str(c) for c in cp], "LEVEL": [f"{lv}.0" if i % 2 else str(lv) for i, lv in enumerate(lp)]}
+    extra = data.draw(st.lists(st.sampled_from(["p_negative", "Unnamed: 0", "note", ""]), unique=True), label="extra")
+    table.update({name: [str(i) for i in range(n)] for name in extra})
+    order = data.draw(st.permutations(list(table)), label="order")
+    names = [data.draw(st.sampled_from([c, c.lower(), c.upper(), f" {c} "]), label=c) if c in submission.HEADER else c
+             for c in order]
+    bom, crlf = data.draw(st.booleans(), label="bom"), data.draw(st.booleans(), label="crlf")
+    buf = stdio.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n" if crlf else "\n")
+    w.writerow(names)
+    w.writerows(zip(*(table[c] for c in order)))
+    path = _fresh(folder, ".csv")
+    path.write_bytes((("\ufeff" if bom else "") + buf.getvalue()).encode())
+    got = submission.read_answers(path)
+    assert got.keys() == list(zip(table["Participant"], map(int, table["Trial"])))
+    np.testing.assert_array_equal(got.valence_class, cp)
+    np.testing.assert_array_equal(got.valence_level, lp)
+    truth = submission.Answers(np.array(table["Participant"]), np.array(table["Trial"], dtype=int), ct, lt)
+    pi, ti = submission.align(got, truth, path, "truth")
+    assert scoring.challenge_score(got.valence_class[pi], ct[ti], got.valence_level[pi], lt[ti]) == \
+        scoring.challenge_score(cp, ct, lp, lt)

@@ -195,7 +195,8 @@ def test_source_never_unpickles_or_evaluates():
 
 def test_every_np_load_refuses_pickles_and_every_torch_load_is_weights_only():
     """np.load refuses pickles unless told otherwise (numpy ≥ 1.16.3; fmri-edge needs ≥ 1.24): no call
-    may pass anything but allow_pickle=False, and the loaders in io say it explicitly."""
+    may pass anything but allow_pickle=False. The loaders in io do not call np.load at all: they build
+    each array from the header they checked themselves (np.memmap, np.frombuffer)."""
     calls = {}
     for path in sorted(SOURCE.rglob("*.py")):
         for name in ("np.load", "torch.load"):
@@ -203,7 +204,7 @@ def test_every_np_load_refuses_pickles_and_every_torch_load_is_weights_only():
                 rf"{re.escape(name)}\(([^()]*(?:\([^()]*\)[^()]*)*)\)", path.read_text())
     np_calls = [c for found in calls["np.load"].values() for c in found]
     assert all("allow_pickle" not in c or "allow_pickle=False" in c for c in np_calls), np_calls
-    assert calls["np.load"]["io.py"] and all("allow_pickle=False" in c for c in calls["np.load"]["io.py"])
+    assert calls["np.load"]["io.py"] == [] and "np.memmap(" in (SOURCE / "io.py").read_text()
     torch_calls = [c for found in calls["torch.load"].values() for c in found]
     assert all("weights_only=True" in c for c in torch_calls), torch_calls
 
@@ -232,3 +233,97 @@ def test_metadata_is_parsed_never_evaluated(model, tmp_path, monkeypatch):
         except io.InputError:
             pass
     assert not corpus.exploded(tmp_path)
+
+
+# ---- the library API: Decoder.run is as strict as the CLI ------------------------------------------
+
+@pytest.mark.parametrize("convert", [lambda x: x.astype(">f8"), np.asfortranarray, lambda x: x[:, :, ::-1][:, :, ::-1],
+                                     lambda x: np.round(x).astype(np.int16), lambda x: x.astype(np.float16),
+                                     lambda x: x.tolist()], ids=["be-f8", "fortran", "strided", "int16", "f16", "list"])
+def test_decoder_run_takes_any_numeric_dtype_and_layout(model, convert):
+    d = Decoder(model)
+    x = corpus.trials(3)
+    y = convert(x)
+    want = d.run(np.ascontiguousarray(np.asarray(y), dtype=np.float32))["class_probs"]
+    np.testing.assert_array_equal(d.run(y)["class_probs"], want)
+    np.testing.assert_array_equal(d.run(x[0])["class_probs"], d.run(x[:1])["class_probs"])   # one (R, T) trial
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 200, 25), np.float32), "expected 246 regions"),
+    (np.zeros((2, 246, 30), np.float32), "expected 25 time points"),
+    (np.zeros((2, 25, 246), np.float32), "regions and time axes look swapped"),
+    (np.zeros((0, 246, 25), np.float32), "holds no trials"),
+    (np.zeros((1, 1, 246, 25), np.float32), "wrong number of dimensions"),
+    (np.zeros(6150, np.float32), "wrong number of dimensions"),
+    (np.zeros((2, 246, 25), np.complex64), "complex values"),
+    (np.zeros((2, 246, 25), "U3"), "not numeric"),
+    (np.zeros((2, 246, 25), object), "holds Python objects"),
+], ids=["regions", "times", "swapped", "empty", "4-D", "1-D", "complex", "strings", "objects"])
+def test_decoder_run_raises_input_error_for_wrong_shapes_and_dtypes(model, bad, message):
+    with pytest.raises(io.InputError, match=message):
+        Decoder(model).run(bad)
+
+
+# ---- discovery: study trees of any depth, nothing skipped without a word -----------------------------
+
+def _subject(folder: Path, n: int, seed: int = 0) -> None:
+    folder.mkdir(parents=True)
+    np.savez(folder / "fMRI_data.npz", data=corpus.trials(n, seed=seed).astype(np.float64))
+
+
+def test_trial_files_beside_a_folder_of_subject_folders_are_all_predicted(model, tmp_path):
+    root = tmp_path / "input"
+    root.mkdir()
+    np.save(root / "P01.npy", corpus.trials(2))
+    _subject(root / "study" / "P02", 3)
+    _subject(root / "study" / "site_b" / "deeper" / "P03", 1)
+    np.save(root / "study" / "site_b" / "P04.npy", corpus.trials(1)[0])
+    res = runner.invoke(app, ["predict", str(root), "--model", str(model), "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    got = [(r["Participant"], int(r["Trial"])) for r in csv.DictReader(open(tmp_path / "p.csv"))]
+    assert sorted(got) == [("P01", 1), ("P01", 2), ("P02", 1), ("P02", 2), ("P02", 3), ("P03", 1), ("P04", 1)]
+    assert "found 4 file(s) of 4 participant(s) holding 7 trial(s); predicted 7" in res.stderr
+    assert "warning" not in res.stderr
+
+
+def test_symlink_loops_are_cut_hidden_entries_skipped_and_unentered_folders_named(model, tmp_path):
+    root = tmp_path / "study"
+    _subject(root / "P01", 2)
+    (root / "P01" / "extra.npy").write_bytes(b"")               # inside a subject folder: named, not read
+    (root / "group").mkdir()
+    (root / "group" / "loop").symlink_to(root, target_is_directory=True)
+    (root / ".cache").mkdir()
+    (root / ".cache" / "P99.npy").write_bytes(b"junk")           # hidden: skipped
+    (root / "._P02.npy").write_bytes(b"\x00\x05\x16\x07")        # macOS resource fork: skipped
+    np.save(root / "P02.npy", corpus.trials(1))
+    items = list(io.iter_sources([root]))
+    sources = [i for i in items if isinstance(i, io.Source)]
+    notes = [i for i in items if isinstance(i, io.InputError)]
+    assert [s.participant for s in sources] == ["P02", "P01"]
+    assert {n.outcome for n in notes} == {io.IGNORED}
+    assert any("already searched (a symlink loop" in str(n) and n.path.endswith("loop") for n in notes)
+    assert any("extra.npy not read: a subject folder's trials are its fMRI_data.npz" in str(n) for n in notes)
+    res = runner.invoke(app, ["predict", str(root), "--model", str(model), "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output                      # nothing lost: the loop leads back to read folders
+    assert res.stderr.count("ignored:") == 2 and "P99" not in res.stderr
+    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 3
+
+
+def test_an_empty_tree_is_one_error(model, tmp_path):
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "notes.txt").write_text("no trials here")
+    res = runner.invoke(app, ["predict", str(tmp_path / "a"), "--model", str(model)])
+    assert res.exit_code == 2 and "no .npy/.npz files (at any depth)" in res.stderr
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_large_npz_member_is_unpacked_in_chunks_and_mapped_not_refused(tmp_path, monkeypatch, compressed):
+    monkeypatch.setattr(io, "NPZ_IN_MEMORY", 1000)            # everything above 1000 bytes is "large" here
+    monkeypatch.setattr(io, "CHUNK_BYTES", 4096)
+    x = np.asfortranarray(corpus.trials(3).astype(">f8"))
+    (np.savez_compressed if compressed else np.savez)(tmp_path / "big.npz", data=x)
+    got = io.read_array(tmp_path / "big.npz")
+    assert isinstance(got, np.memmap) and not got.flags.writeable
+    np.testing.assert_array_equal(got, x)
+    np.testing.assert_array_equal(io.load_trials(tmp_path / "big.npz"), x.astype(np.float32))

@@ -59,3 +59,28 @@ def test_min_expected_error_level_rule():
     assert exp[1, 4 + 0] == pytest.approx(0.3)
     with pytest.raises(ValueError):
         scoring.decide_level(probs, "median")
+
+
+def test_score_cli_is_identical_for_any_column_order_bom_and_crlf(tmp_path):
+    from typer.testing import CliRunner
+
+    from fmri_edge.cli import app
+
+    rows = [("P1", t, c, lv) for t, (c, lv) in enumerate([(1, 2), (0, 0), (-1, -3), (1, 1), (0, -1)], start=1)]
+    (tmp_path / "truth.csv").write_text("Participant,Trial,CLASS,LEVEL\n" + "".join(
+        f"{p},{t},{c},{lv}\n" for p, t, c, lv in rows))
+    pred = [(p, t, -c, lv // 2) for p, t, c, lv in rows]
+    variants = {
+        "plain.csv": ("Participant,Trial,CLASS,LEVEL", lambda p, t, c, lv: f"{p},{t},{c},{lv}", "\n", ""),
+        "pandas.csv": (",LEVEL,p_positive,Trial,Participant,CLASS",
+                       lambda p, t, c, lv: f"{t - 1},{lv}.0,0.5,{t},{p},{c}", "\r\n", "\ufeff"),
+        "quoted.csv": ('"LEVEL","CLASS","Trial","Participant"', lambda p, t, c, lv: f'"{lv}","{c}","{t}","{p}"',
+                       "\r\n", "\ufeff"),
+    }
+    docs = []
+    for name, (header, row, eol, bom) in variants.items():
+        (tmp_path / name).write_bytes((bom + eol.join([header, *(row(*r) for r in pred)]) + eol).encode())
+        res = CliRunner().invoke(app, ["score", str(tmp_path / name), str(tmp_path / "truth.csv"), "--json"])
+        assert res.exit_code == 0, res.output
+        docs.append(res.stdout)
+    assert docs[0] == docs[1] == docs[2]

@@ -1,6 +1,7 @@
 """The shipped model: self-description, and the challenge's output on the real test subjects."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -25,6 +26,9 @@ def test_shipped_model_describes_itself(shipped):
     assert meta["training"]["participants"] == [f"P{i:02d}" for i in range(1, 17)]
     assert {"subject", "random"} <= set(meta["metrics"])
     assert meta["normalization"]["inside_graph"] is True
+    # subject alignment inside the graph, with the training population's statistics as defaults
+    assert shipped.aligned and meta["subject_alignment"]["mode"] in ("center", "zscore")
+    assert meta["recipe"] == "train/fmri-edge.toml"
 
 
 def test_region_names_are_the_atlas(shipped, icbhi):
@@ -47,4 +51,6 @@ def test_info_json_of_shipped_model():
     if not default_model_path().is_file():
         pytest.skip("no shipped model")
     res = runner.invoke(app, ["info", "--json"])
-    assert res.exit_code == 0 and json.loads(res.stdout)["model_version"].startswith("fmri-edge-se@")
+    meta = json.loads(res.stdout)
+    assert res.exit_code == 0 and meta["model_version"].startswith("fmri-edge@")
+    assert meta["recipe"] == "train/fmri-edge.toml" and Path(meta["recipe"]).is_file()  # re-runnable

@@ -176,6 +176,8 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     if aligned:
         _with_default_inputs(tmp, dict(zip(ALIGN_INPUTS, (t.numpy() for t in pop))))
     onnx.checker.check_model(str(tmp), full_check=True)
+    from fmri_edge.integrity import stamp
+    stamp(tmp)  # the last change to the file: metadata weights_sha256, checked whenever the model is opened
 
     decoder = Decoder(tmp)
     report = {"max_abs_diff": {}, "batches": recipe.parity_batches, "atol": recipe.atol}

@@ -57,20 +57,37 @@ def targets(labels: np.ndarray, heads: dict) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
+def _normalized(model: ValenceNet, trials: np.ndarray, batch: int = 1024) -> torch.Tensor:
+    if not len(trials):
+        return torch.zeros((0, model.cfg.seen_regions(), model.cfg.seen_times()))
+    return torch.cat([model.normalize(torch.as_tensor(trials[i:i + batch], dtype=torch.float32))
+                      for i in range(0, len(trials), batch)])
+
+
+@torch.inference_mode()
 def represent(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | None = None,
-              batch: int = 1024) -> torch.Tensor:
+              pool: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """Trials → the aligned representation the network reads (N, C, T'). Each participant is
     aligned over its own trials in ``trials`` (:class:`fmri_edge.normalize.AlignStats`, the same
-    computation ``predict`` runs); without ``participants``, with the training population's
-    statistics (the graph's defaults)."""
-    x0 = torch.cat([model.normalize(torch.as_tensor(trials[i:i + batch], dtype=torch.float32))
-                    for i in range(0, len(trials), batch)]) if len(trials) else \
-        torch.zeros((0, model.cfg.seen_regions(), model.cfg.seen_times()))
+    computation ``predict`` runs) or, with ``pool`` = (trials, participants), over all of its
+    trials there (no labels: e.g. a whole subject folder when only some of its trials are scored);
+    without ``participants``, with the training population's statistics (the graph's defaults)."""
+    x0 = _normalized(model, trials)
     if model.cfg.subject_align == "none":
         return x0
     if participants is None:
         return model.align(x0)
-    mean, scale = align_stats_by_participant(x0.numpy(), participants)
+    if pool is None:
+        mean, scale = align_stats_by_participant(x0.numpy(), participants)
+    else:
+        pool_x0 = _normalized(model, pool[0]).numpy()
+        stats = {}
+        for q in np.unique(participants):
+            st = AlignStats()
+            st.add(pool_x0[np.asarray(pool[1]) == q])
+            stats[q] = st.result()
+        mean = np.stack([stats[q][0] for q in participants])
+        scale = np.stack([stats[q][1] for q in participants])
     return model.align(x0, torch.from_numpy(mean), torch.from_numpy(scale))
 
 
@@ -102,9 +119,9 @@ def set_level_given_class(model: ValenceNet, labels: np.ndarray, prior: float = 
 
 @torch.inference_mode()
 def predict_proba(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | None = None,
-                  batch: int = 512) -> dict[str, np.ndarray]:
+                  batch: int = 512, pool: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     model.eval()
-    z = represent(model, trials, participants)
+    z = represent(model, trials, participants, pool)
     out: dict[str, list] = {t: [] for t in model.cfg.heads}
     for i in range(0, len(z), batch):
         logits = model.forward_normalized(z[i:i + batch])
@@ -174,11 +191,13 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
         val_trials: np.ndarray | None = None, val_labels: np.ndarray | None = None,
         epochs: int | None = None, seed: int | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
-        participants: np.ndarray | None = None, val_participants: np.ndarray | None = None) -> FitResult:
+        participants: np.ndarray | None = None, val_participants: np.ndarray | None = None,
+        pool: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
     """Train one network. With validation data the checkpoint with the best validation metric is
     kept; without, the weights after ``epochs`` epochs. ``participants`` (one id per trial) is
     needed by models with subject alignment: each participant is aligned over its own trials,
-    training and validation alike (without it, all trials count as one participant)."""
+    training and validation alike (without it, all trials count as one participant), or over all
+    of its trials in ``pool`` (see :func:`represent`)."""
     seed = recipe.seed if seed is None else seed
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -191,7 +210,7 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     set_level_given_class(model, labels)
     o = recipe.optim
     opt = Lookahead(torch.optim.RAdam(_param_groups(model, o), lr=o.lr), o.lookahead_k, o.lookahead_alpha)
-    z_all = represent(model, trials, participants).clone()  # normalization has no parameters
+    z_all = represent(model, trials, participants, pool).clone()  # normalization has no parameters
     y_all = targets(labels, recipe.model.heads)
     weights = {t: (o.level_loss_weight if t == "level" else 1.0) for t in recipe.model.heads}
     n, epochs = len(z_all), epochs or o.epochs
@@ -221,7 +240,7 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
             total += loss.item() * len(idx)
         row = {"epoch": epoch, "train_loss": total / n}
         if val_trials is not None:
-            probs = predict_proba(model, val_trials, val_participants)
+            probs = predict_proba(model, val_trials, val_participants, pool=pool)
             row["val_metric"] = selection_metric(probs, val_labels, recipe.eval.level_rule)
             vy = targets(val_labels, recipe.model.heads)
             row["val_loss"] = float(sum(weights[t] * F.cross_entropy(torch.log(torch.as_tensor(probs[t]) + 1e-9), vy[t])

@@ -94,6 +94,7 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
             if recipe["eval"]["level_rule"] == "min_expected_error" else "class-only rule −1 → −3, 0 → 0, 1 → 2"),
         "heads": cfg.heads,
         "members": len(members),
+        "region_attention": any(getattr(m, "input_se", None) is not None for m in members),
         "region_names": list(ckpt["region_names"]),
         "training": {"recipe": recipe.get("source") or name, "data": recipe["data"],
                      "participants": list(ckpt["participants"]), "epochs": int(ckpt["epochs"]),

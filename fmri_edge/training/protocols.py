@@ -90,14 +90,15 @@ def baseline_level(valence_class: np.ndarray) -> np.ndarray:
 
 
 def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Progress | None = None,
-                 val_ds: Dataset | None = None) -> list[FitResult]:
+                 val_ds: Dataset | None = None, pool: Dataset | None = None) -> list[FitResult]:
     """The recipe's model fitted on ``ds``: one network validated on ``val_ds`` or, with
     ``recipe.ensemble``, one network per subject group of ``ds``, each trained on the other groups
     and validated (checkpoint chosen) on its own."""
     def one(fit_ds, v_ds, label, s):
         cb = (lambda e, row: progress(label, e, recipe.optim.epochs)) if progress else None
         return fit(recipe, fit_ds.trials, fit_ds.labels, v_ds.trials, v_ds.labels, seed=s, on_epoch=cb,
-                   participants=fit_ds.participants, val_participants=v_ds.participants)
+                   participants=fit_ds.participants, val_participants=v_ds.participants,
+                   pool=None if pool is None else (pool.trials, pool.participants))
 
     if not recipe.ensemble:
         return [one(ds, val_ds, name, seed)]
@@ -106,16 +107,17 @@ def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Pr
             for j, (g, ps) in enumerate(groups.items())]
 
 
-def ensemble_proba(fits: list[FitResult], test: Dataset) -> dict:
-    """Probabilities of the networks on ``test`` (each participant aligned over its own trials),
-    averaged per output: what the exported ensemble computes."""
-    each = [predict_proba(f.model, test.trials, test.participants) for f in fits]
+def ensemble_proba(fits: list[FitResult], test: Dataset, pool: Dataset | None = None) -> dict:
+    """Probabilities of the networks on ``test`` (each participant aligned over its own trials,
+    or over all of them in ``pool``), averaged per output: what the exported ensemble computes."""
+    where = None if pool is None else (pool.trials, pool.participants)
+    each = [predict_proba(f.model, test.trials, test.participants, pool=where) for f in fits]
     return {t: np.mean([p[t] for p in each], axis=0) for t in each[0]}
 
 
-def _fit_fold(recipe, name, fit_ds, val_ds, test_ds, progress, seed) -> FoldResult:
-    fits = fit_networks(recipe, fit_ds, name, seed, progress, val_ds)
-    probs = ensemble_proba(fits, test_ds)
+def _fit_fold(recipe, name, fit_ds, val_ds, test_ds, progress, seed, pool=None) -> FoldResult:
+    fits = fit_networks(recipe, fit_ds, name, seed, progress, val_ds, pool)
+    probs = ensemble_proba(fits, test_ds, pool)
     return FoldResult(name, test_ds, probs, fits, evaluate(recipe, probs, test_ds.labels))
 
 
@@ -138,7 +140,9 @@ def run_random_splits(recipe: Recipe, ds: Dataset, progress: Progress | None = N
     out = []
     for seed in recipe.eval.seeds:
         tr, va, te = splits.random_split(ds.labels[:, 0], seed)
-        out.append(_fit_fold(recipe, f"seed {seed}", ds.take(tr), ds.take(va), ds.take(te), progress, seed))
+        # a participant's trials fall on all three sides: it is aligned over all of them (no labels
+        # needed), as predict aligns a whole subject folder
+        out.append(_fit_fold(recipe, f"seed {seed}", ds.take(tr), ds.take(va), ds.take(te), progress, seed, pool=ds))
     return out
 
 

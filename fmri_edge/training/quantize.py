@@ -39,6 +39,7 @@ import numpy as np
 from fmri_edge import scoring
 from fmri_edge.io import InputError
 from fmri_edge.predict import run_batched
+from fmri_edge import integrity
 from fmri_edge.runtime import METADATA_KEY, Decoder, file_sha256
 
 # What int8 must deliver to replace fp32 as the default (issue 4): speed at batch 256 and accuracy.
@@ -116,6 +117,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out_path.with_suffix(".onnx.tmp")
     onnx.save(model, str(tmp_out))
+    integrity.stamp(tmp_out)  # replaces the fp32 model's digest carried over with the metadata
     Decoder(tmp_out)  # opens and checks like predict will
     tmp_out.replace(out_path)
     return recipe

@@ -47,7 +47,7 @@ class EvalConfig:
 
 @dataclass
 class Recipe:
-    name: str = "fmri-edge-se"
+    name: str = "fmri-edge"
     data: str = "../shared/data/icbhi2024/Train"
     atlas: str = "../shared/data/icbhi2024/BN_atlas.txt"
     regions: list | None = None   # region names to keep (EBR); None = all 246

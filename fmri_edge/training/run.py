@@ -55,7 +55,7 @@ def write_held_out_csv(recipe: Recipe, folds, path: Path) -> None:
     from fmri_edge.training.protocols import baseline_level
 
     with submission.atomic_write(path, force=True) as f:
-        submission.write_header(f)
+        submission.write_header(f, probs=True)  # cross-validation diagnostics keep the class probabilities
         for fold in folds:
             d = decide(fold.probs, recipe.eval.level_rule)
             cls = d.get("class", np.sign(d.get("level", 0)))
@@ -63,7 +63,7 @@ def write_held_out_csv(recipe: Recipe, folds, path: Path) -> None:
             probs = fold.probs.get("class", np.full((len(cls), 3), np.nan))
             for p in sorted(set(fold.test.participants.tolist())):
                 m = fold.test.participants == p
-                submission.write_rows(f, p, fold.test.trial_index[m], cls[m], lvl[m], probs[m])
+                submission.write_rows(f, p, fold.test.trial_index[m], cls[m], lvl[m], probs[m], probs=True)
 
 
 def git_commit() -> str | None:

@@ -1,7 +1,9 @@
 """Subject CV of one candidate recipe through the tool's own pipeline (fmri_edge.training.protocols),
 so every number is what `fmri-edge train` would report for that recipe.
 
-usage: python train/research/cv.py NAME [--base train/RECIPE.toml] [section.key=json_value ...] [--threads N]
+usage: python train/research/cv.py NAME [--base train/RECIPE.toml] [section.key=json_value ...] [--threads N] [--random]
+
+--random: the paper's random 8:1:1 trial split (seeds of the recipe; optimistic) instead of the subject CV.
 
 Prints one row and appends it to runs/research/cv_log.md (and runs/research/NAME.json).
 Columns: inner = mean over every network of its validation metric at the kept checkpoint (the
@@ -22,7 +24,9 @@ from fmri_edge.training.recipe import Recipe, load_recipe
 
 args = sys.argv[1:]
 name = args.pop(0)
-base, threads = None, 1
+base, threads, random_protocol = None, 1, "--random" in args
+if random_protocol:
+    args.remove("--random")
 if "--base" in args:
     i = args.index("--base"); base = args[i + 1]; del args[i:i + 2]
 if "--threads" in args:
@@ -39,7 +43,7 @@ for kv in args:
 
 ds = P.dataset_from_icbhi(load_icbhi(r.data, n_times=r.model.n_times))
 t0 = time.time()
-folds = P.run_subject_cv(r, ds)
+folds = (P.run_random_splits if random_protocol else P.run_subject_cv)(r, ds)
 wall = time.time() - t0
 s = P.pooled(r, folds)
 fits = [x for f in folds for x in f.fits]
@@ -49,7 +53,7 @@ inner10 = float(np.mean([np.mean([h["val_metric"] for h in x.history[-10:]]) for
 other = "argmax" if r.eval.level_rule == "min_expected_error" else "min_expected_error"
 r2 = Recipe(**{**r.__dict__}); r2.eval = type(r.eval)(**{**r.eval.__dict__, "level_rule": other})
 s2 = P.pooled(r2, folds)
-row = dict(name=name, base=base, args=args, inner=inner, inner_last10=inner10,
+row = dict(name=name, protocol="random" if random_protocol else "subject", base=base, args=args, inner=inner, inner_last10=inner10,
            acc=s["CLASS"]["accuracy"], f1=s["CLASS"]["f1"], fold_acc_mean=s["CLASS"]["accuracy_folds_mean"],
            fold_acc_std=s["CLASS"]["accuracy_folds_std"], LEVEL_error=s["LEVEL_error"], Score=s["Score"],
            level_rule=r.eval.level_rule, other_rule=other, other_LEVEL_error=s2["LEVEL_error"], other_Score=s2["Score"],
@@ -58,7 +62,8 @@ Path("runs/research").mkdir(parents=True, exist_ok=True)
 Path(f"runs/research/{name}.json").write_text(json.dumps(row, indent=1))
 line = (f"| {name} | {inner:.3f} | {inner10:.3f} | {row['acc']:.3f} | {row['fold_acc_mean']:.3f} ± {row['fold_acc_std']:.3f} "
         f"| {row['f1']:.3f} | {row['LEVEL_error']:.4f} | {row['Score']:.4f} | {other}: {row['other_Score']:.4f} "
-        f"| {len(fits)} | {wall:.0f} s | `cv.py {name} {('--base ' + base + ' ') if base else ''}{' '.join(args)}` |")
+        f"| {len(fits)} | {wall:.0f} s | `cv.py {name} {('--base ' + base + ' ') if base else ''}{' '.join(args)}"
+        f"{' --random' if random_protocol else ''}` |")
 print(line)
 with open("runs/research/cv_log.md", "a") as f:
     f.write(line + "\n")
