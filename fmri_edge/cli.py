@@ -416,6 +416,9 @@ def info(
     t.add_column(style="bold")
     t.add_column()
     t.add_row("input", f"trials: (batch, {d.info.n_regions} regions, {d.info.n_times} s) raw BOLD, float32")
+    if d.aligned:
+        t.add_row("optional inputs", f"subject_mean, subject_scale {d.align_shape}: one participant's alignment "
+                                     "statistics (default: the training population's)")
     t.add_row("outputs", ", ".join(meta.get("outputs", [])))
     t.add_row("CLASS / LEVEL", f"{list(d.info.class_values)} / {list(d.info.level_values)}")
     heads = meta.get("heads", {})

@@ -442,7 +442,7 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False)
     reads: ``data`` (N, R, T) float32, ``onset`` (N,) float64 seconds, ``trial_type`` (N,) unicode,
     ``run`` (N,) 1-based index into ``runs`` (M,) unicode (the BOLD file names). Atomic: the file
     appears complete or not at all. Trials are numbered 1 … N in this order by ``predict``."""
-    from fmri_edge.submission import check_new
+    from fmri_edge.submission import check_new, file_mode
 
     path = Path(path)
     if path.suffix != ".npz":
@@ -457,6 +457,7 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False)
         "runs": np.asarray([r.bold.name for r in results], dtype=str),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, file_mode(path))
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

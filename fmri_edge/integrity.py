@@ -121,6 +121,7 @@ def stamp(path: str | Path) -> str:
             kept += data[start:end]
     kept += _entry(DIGEST_KEY, digest)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, path.stat().st_mode & 0o777)
     with os.fdopen(fd, "wb") as f:
         f.write(kept)
     os.replace(tmp, path)

@@ -35,12 +35,24 @@ def check_new(path: str | Path, force: bool = False) -> Path:
     return path
 
 
+def file_mode(path: Path) -> int:
+    """The permissions a new file at ``path`` should get: the old file's, else the umask's (a
+    temporary file from mkstemp is 0600, which would leave a submission unreadable to the lab)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_write(path: str | Path, force: bool = False):
     """Open ``path`` for writing text; it appears only when the block completes. An exception or an
     interrupt (Ctrl-C) inside the block leaves the old file, if any, untouched."""
     path = check_new(path, force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, file_mode(path))
     try:
         with os.fdopen(fd, "w", newline="") as f:
             yield f

@@ -86,7 +86,7 @@ def aligned_model(tmp_path_factory, sim_data) -> Path:
     tr, va = subj < 4, subj == 4
     res = fit(r, x[tr], y[tr], x[va], y[va], participants=subj[tr], val_participants=subj[va])
     out = tmp_path_factory.mktemp("aligned") / "aligned.onnx"
-    meta = {"model_version": "aligned-sim", "level_rule": "min_expected_error",
+    meta = {"model_version": "aligned-sim", "level_rule": "min_expected_error", "region_attention": False,
             "region_names": [f"R{i}" for i in range(246)]}
     export_onnx([res.model], out, meta, x[:64])
     _ALIGNED[out] = res.model

@@ -129,3 +129,32 @@ def test_score_optimal_level_is_never_worse_in_expectation():
     fixed = _decide(probs, cond, "argmax")[1]
     optimal = _decide(probs, cond, "min_expected_error")[1]
     assert scoring.level_error(optimal, true_level) <= scoring.level_error(fixed, true_level)
+
+
+def test_explain_refuses_a_model_without_region_attention(aligned_model, subject5, tmp_path):
+    from typer.testing import CliRunner
+
+    from fmri_edge.cli import app
+
+    np.save(tmp_path / "S05.npy", subject5[0])
+    for args in (["predict", str(tmp_path / "S05.npy"), "--explain"], ["explain", str(tmp_path / "S05.npy")]):
+        res = CliRunner().invoke(app, [*args, "--model", str(aligned_model)])
+        assert res.exit_code == 2 and "no region attention" in res.stderr and "Traceback" not in res.output
+
+
+def test_cli_participant_option_numbers_trials_on(aligned_model, subject5, tmp_path):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from fmri_edge.cli import app
+
+    x, _ = subject5
+    np.save(tmp_path / "run1.npy", x[:12])
+    np.save(tmp_path / "run2.npy", x[12:])
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run1.npy"), str(tmp_path / "run2.npy"),
+                                   "--participant", "P21", "--model", str(aligned_model),
+                                   "--out", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert [(r["Participant"], int(r["Trial"])) for r in rows] == [("P21", t) for t in range(1, 31)]

@@ -81,6 +81,8 @@ class Ensemble(nn.Module):
         probs: dict[str, list] = {"class": [], "level": []}
         weights, features = [], []
         x0 = self.members[0].normalize(trials)  # members share the representation (checked at export)
+        if self.aligned and subject_mean is None:  # one default for all members, as in the graph
+            subject_mean, subject_scale = self.population_stats()
         for m in self.members:
             z = m.align(x0, subject_mean, subject_scale)
             f = m.forward_features(z)
@@ -165,7 +167,8 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
             dynamic_shapes=({0: "batch"}, *([None] * (len(args) - 1))),
         )
     meta = {**metadata, "n_regions": n_regions, "n_times": recipe.n_times,
-            "outputs": list(OUTPUT_NAMES), "fmri_edge_version": fmri_edge.__version__,
+            "outputs": [*OUTPUT_NAMES, *EXTRA_OUTPUTS], "inputs": input_names,
+            "fmri_edge_version": fmri_edge.__version__,
             "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "opset": recipe.opset}
     program.model.metadata_props[METADATA_KEY] = json.dumps(meta)

@@ -114,8 +114,10 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
     lines = [
         f"# {onnx_path.stem}",
         "",
-        f"{meta['architecture']}. Raw BOLD in (batch × regions × seconds), "
-        "CLASS and LEVEL probabilities and per-region SE attention out.",
+        f"{meta['architecture']}. Raw BOLD in (batch × regions × seconds), CLASS and LEVEL probabilities"
+        + (" and per-region SE attention" if meta.get("region_attention") else "") + " out"
+        + (", with the participant's alignment statistics as optional inputs" if meta.get("subject_alignment") else "")
+        + ".",
         "",
         "| | |", "|---|---|",
         f"| file | `{onnx_path.name}`, {parity['bytes'] / 1e6:.1f} MB |",

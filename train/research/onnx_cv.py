@@ -1,0 +1,43 @@
+"""The cross-subject CV of a run, scored through the ONNX path: each fold's networks (runs/NAME/fold<k>/)
+exported as one ONNX ensemble, its held-out subjects predicted by `fmri_edge.predict` exactly as
+`fmri-edge predict` does (subject alignment per participant folder), the answers scored against
+the labels. Checks that what ships computes what the CV measured.
+
+usage: python train/research/onnx_cv.py runs/fmri-edge [--data ../shared/data/icbhi2024/Train]
+"""
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fmri_edge import predict as lib, scoring
+from fmri_edge.io import load_icbhi
+from fmri_edge.runtime import Decoder
+from fmri_edge.training.export import export_onnx
+from fmri_edge.training.fit import load_checkpoint
+
+run = Path(sys.argv[1])
+data = Path(sys.argv[sys.argv.index("--data") + 1]) if "--data" in sys.argv else Path("../shared/data/icbhi2024/Train")
+recipe = json.loads(load_checkpoint(run / "model.pt")[1]["recipe"])
+subjects = load_icbhi(data)
+pred, true = [], []
+with tempfile.TemporaryDirectory() as tmp:
+    for fold in sorted(p for p in run.iterdir() if p.is_dir() and p.name.startswith("fold")):
+        members = [load_checkpoint(p) for p in sorted(fold.glob("member*.pt"))]
+        test = members[0][1]["test_participants"]
+        x = np.concatenate([subjects[p][0] for p in subjects if p not in test]).astype(np.float32)
+        out = Path(tmp) / f"{fold.name}.onnx"
+        export_onnx([m for m, _ in members], out, {"model_version": fold.name, "level_rule": recipe["eval"]["level_rule"],
+                                                    "region_names": [f"R{i}" for i in range(246)]}, x[:256])
+        d = Decoder(out)
+        for item in lib.predict(d, [data / p for p in test]):
+            if isinstance(item, lib.Batch):
+                labels = subjects[item.participant][1][item.trial - 1]
+                pred.append(np.stack([item.valence_class, item.valence_level], 1))
+                true.append(labels)
+        print(fold.name, test, flush=True)
+pred, true = np.concatenate(pred), np.concatenate(true)
+s = scoring.challenge_score(pred[:, 0], true[:, 0], pred[:, 1], true[:, 1])
+print(f"ONNX path, {len(true)} held-out trials: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}")
