@@ -83,7 +83,7 @@ def task_overhead(trials: Path, n: int, runs: int) -> dict:
 
     part = trials.with_name(f"first{n}.npy")
     if not part.is_file():
-        np.save(part, np.load(trials, mmap_mode="r")[:n])
+        np.save(part, np.load(trials, mmap_mode="r", allow_pickle=False)[:n])
     decoder = Decoder()
     with cluster.connect("local:1") as (client, threads):   # one worker: the same parallelism either way
         distributed.wait(client.submit(cluster.worker_decoder, cluster.ModelRef(
