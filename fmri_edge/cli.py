@@ -99,7 +99,8 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", help="Regions per trial with --explain.", min=1)] = 5,
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call (capped at 512: larger batches "
                                                  "only cost memory and run slower).", min=1)] = 256,
-    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core; with --scheduler, per task: "
+                                              "0 = 1, or the cores shared among local:N's workers).", min=0)] = 0,
     participant: Annotated[Optional[str], typer.Option(
         help="Treat every input as trials of this one participant (e.g. several runs of one person): aligned "
              "together, trials numbered on from file to file.")] = None,
@@ -113,6 +114,9 @@ def predict(
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Exit 0 even when some files or trials "
                                                 "were refused or skipped and their rows are missing from --out "
                                                 f"(otherwise exit {EXIT_PARTIAL}).")] = False,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="Score on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N for N local worker "
+             "processes; same output as without. Needs pip install 'fmri-edge\\[dask]'; see the README.")] = None,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
     from fmri_edge import io, predict as lib, submission
@@ -131,9 +135,15 @@ def predict(
                 participants.add(b.participant)
                 if regions is not None:
                     regions(b)
-            result = lib.predict_to(decoder, paths, f, batch_size, keep=None if as_json else MAX_TABLE_ROWS,
-                                    policy=lib.Policy(nan, crop, pad), on_batch=on_batch,
-                                    participant=participant, align=align, probs=probs)
+            run = dict(keep=None if as_json else MAX_TABLE_ROWS, policy=lib.Policy(nan, crop, pad),
+                       on_batch=on_batch, participant=participant, align=align, probs=probs)
+            if scheduler is None:
+                result = lib.predict_to(decoder, paths, f, batch_size, **run)
+            else:
+                from fmri_edge import cluster
+
+                result = cluster.predict_to(scheduler, decoder, paths, f, batch_size, threads=threads,
+                                            weights=explain, console=err, **run)
             if result.n_trials == 0:  # nothing is written; one bad input gives one error line
                 one = len(result.problems) == 1
                 _report_problems([] if one else result.problems, errors_json, result.problems if one else (), force)

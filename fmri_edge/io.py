@@ -70,6 +70,9 @@ class InputError(ValueError):
         where = f"{path}: trial {trial}" if trial is not None else str(path)
         super().__init__(f"{where}: {problem}")
 
+    def __reduce__(self):  # pickled as its fields (multiprocessing, Dask workers), not as its message
+        return type(self), (self.path, self.problem, self.trial, self.outcome)
+
     def as_dict(self) -> dict:
         """The machine-readable form written by ``predict --errors`` and ``--json``."""
         return {"file": self.path, "trial": self.trial, "outcome": self.outcome, "problem": self.problem}

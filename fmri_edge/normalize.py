@@ -83,16 +83,27 @@ class AlignStats:
 
     def add(self, rep: np.ndarray) -> None:
         """``rep``: (n, C, T') representations of n trials of the participant."""
+        self.merge(AlignStats.of(rep))
+
+    @classmethod
+    def of(cls, rep: np.ndarray) -> "AlignStats":
+        """The statistics of one chunk of representations (n, C, T') alone."""
         y = np.asarray(rep, dtype=np.float64)
-        n = y.shape[0]
-        if n == 0:
+        stats = cls()
+        if y.shape[0]:
+            stats.n, stats.mean = y.shape[0], y.mean(axis=0)
+            stats.m2 = ((y - stats.mean) ** 2).sum(axis=0)
+        return stats
+
+    def merge(self, other: "AlignStats") -> None:
+        """Add statistics computed elsewhere (another chunk, file or worker). Merging the same
+        chunks in the same order gives the same numbers, bit for bit, as adding them in order."""
+        if not other.n:
             return
-        mean = y.mean(axis=0)
-        m2 = ((y - mean) ** 2).sum(axis=0)
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * n / total)
+        total = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.n / total)
+        self.m2 = self.m2 + other.m2 + delta ** 2 * (self.n * other.n / total)
         self.n = total
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:

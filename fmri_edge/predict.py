@@ -64,24 +64,31 @@ class Policy:
 
 
 def model_ready(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
-                policy: Policy | None = None) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
+                policy: Policy | None = None, span: tuple[int, int] | None = None,
+                ) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
     """One file's trials as the model takes them: (1-based trial numbers, float32 trials) per
     chunk, and an :class:`~fmri_edge.io.InputError` per problem; every bad trial is reported.
 
     A model trained on subject-wise normalized trials (metadata ``subject_normalization``) gets
     them normalized over all of the file's good trials together, as in training: such a file is
     read twice, chunk by chunk — once for the statistics, once for the trials — so memory stays
-    bounded however many trials it holds."""
+    bounded however many trials it holds.
+
+    ``span``: only trials ``start … stop − 1`` (0-based, ``start`` a multiple of the batch size, so
+    chunks are the same as the whole file's), to share a file among workers (:mod:`fmri_edge.cluster`);
+    not with subject-wise normalization, whose statistics need the whole file."""
     info, policy = decoder.info, policy or Policy()
-    batch_size = max(1, min(batch_size, MAX_BATCH))
+    batch_size = effective_batch(batch_size)
     try:
         arr = io.check_trials(io.read_array(source.path), source.path, info.n_regions, info.n_times,
                               crop=policy.crop, pad=policy.pad)
     except io.InputError as e:
         yield e
         return
-    chunks = screened_chunks(arr, source.path, info.n_times, batch_size, policy.nan)
+    chunks = screened_chunks(arr, source.path, info.n_times, batch_size, policy.nan, span)
     mode = info.subject_normalization or "none"
+    if mode != "none" and span is not None:
+        raise ValueError("subject-wise normalization needs the whole file: no span")
     if mode == "none":
         yield from chunks
         return
@@ -99,12 +106,14 @@ def model_ready(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_B
 
 def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
                    policy: Policy | None = None, subject=None, trial_offset: int = 0,
-                   reported: bool = False) -> Iterator[Batch | io.InputError]:
+                   reported: bool = False, span: tuple[int, int] | None = None,
+                   ) -> Iterator[Batch | io.InputError]:
     """Answers for one file, chunk by chunk; every bad trial is reported and the rest predicted.
     ``subject``: the participant's alignment statistics (:func:`participant_stats`);
     ``trial_offset``: trials of the same participant in files before this one; ``reported``: the
-    file's problems were already reported (by :func:`participant_stats`)."""
-    for item in model_ready(decoder, source, batch_size, policy):
+    file's problems were already reported (by :func:`participant_stats`); ``span``: see
+    :func:`model_ready`."""
+    for item in model_ready(decoder, source, batch_size, policy, span):
         if isinstance(item, io.InputError):
             if not reported:
                 yield item
@@ -117,33 +126,61 @@ def participant_stats(decoder: Decoder, sources: list[io.Source], batch_size: in
     """First pass over one participant's files: alignment statistics over all of its good trials
     (the graph's ``normalized`` output, chunk by chunk), every problem met, and the number of
     trials each file holds (for numbering the next file's trials on)."""
+    return gather_stats((src, source_stats(decoder, src, batch_size, policy)) for src in sources)
+
+
+def source_stats(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
+                 policy: Policy | None = None, span: tuple[int, int] | None = None,
+                 ) -> Iterator[tuple[int, AlignStats] | io.InputError]:
+    """The first pass over one file (or a ``span`` of it, see :func:`model_ready`): per chunk,
+    its last trial number and its alignment statistics alone, and every problem met."""
+    for item in model_ready(decoder, source, batch_size, policy, span):
+        if isinstance(item, io.InputError):
+            yield item
+        else:
+            yield int(item[0][-1]), AlignStats.of(decoder.represent(item[1]))
+
+
+def gather_stats(per_source) -> tuple[AlignStats, list[io.InputError], dict]:
+    """:func:`participant_stats` from each file's :func:`source_stats` items, ``(source, items)``
+    in file order; chunks are merged in order, so the statistics are the same wherever and in
+    whatever pieces the chunks were computed."""
     stats, problems, counts = AlignStats(), [], {}
-    for src in sources:
+    for src, items in per_source:
         last = 0
-        for item in model_ready(decoder, src, batch_size, policy):
+        for item in items:
             if isinstance(item, io.InputError):
                 problems.append(item)
                 last = max(last, item.trial or 0)
             else:
-                stats.add(decoder.represent(item[1]))
-                last = max(last, int(item[0][-1]))
+                stats.merge(item[1])
+                last = max(last, item[0])
         counts[src.path] = last
     return stats, problems, counts
 
 
 def screened_chunks(arr: np.ndarray, path: Path, n_times: int, batch_size: int, nan: str = "skip",
+                    span: tuple[int, int] | None = None,
                     ) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
     """Checked (N, R, T) trials as stored → (1-based trial numbers, model-ready float32 trials) per
-    chunk of ``batch_size``, and an :class:`~fmri_edge.io.InputError` per trial that needs a word."""
-    for start in range(0, len(arr), batch_size):
-        if start:  # the previous chunk is done with: its pages leave memory (the page cache keeps them)
+    chunk of ``batch_size``, and an :class:`~fmri_edge.io.InputError` per trial that needs a word;
+    ``span``: only trials ``start … stop − 1`` (0-based)."""
+    first, stop = span or (0, len(arr))
+    stop = min(stop, len(arr))
+    for start in range(first, stop, batch_size):
+        if start > first:  # the previous chunk is done with: its pages leave memory (the page cache keeps them)
             release_pages(arr[start - batch_size:start])
-        raw = arr[start:start + batch_size]
+        raw = arr[start:min(start + batch_size, stop)]
         chunk, keep, problems = screen(io.to_float32(raw), raw, path, start, nan)
         yield from problems
         if keep.size:
             chunk = chunk if keep.size == len(chunk) else chunk[keep]
             yield start + keep + 1, np.ascontiguousarray(io.pad_times(chunk, n_times))
+
+
+def effective_batch(batch_size: int) -> int:
+    """The batch size used: at least 1, at most :data:`MAX_BATCH`."""
+    return max(1, min(batch_size, MAX_BATCH))
 
 
 def release_pages(view: np.ndarray) -> None:
@@ -240,6 +277,15 @@ def group_sources(paths: list, participant: str | None = None,
     yield from groups.items()
 
 
+def _n_trials(path: Path) -> int:
+    """How many trials a file holds (0 where it cannot be read: that is reported when predicted)."""
+    try:
+        arr = io.read_array(path)
+    except io.InputError:
+        return 0
+    return 1 if arr.ndim == 2 else int(arr.shape[0]) if arr.ndim else 0
+
+
 def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
             policy: Policy | None = None, participant: str | None = None,
             align: bool = True) -> Iterator[Batch | io.InputError]:
@@ -257,48 +303,72 @@ def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
             yield item
             continue
         name, sources = item
-        if participant is not None:
-            yield from _predict_participant(decoder, name, sources, batch_size, policy, align)
-            continue
-        first = None
-        for src in sources:
-            if first is not None:
+        yield from answer_units(name, participant_units(sources, participant),
+                                lambda unit: _predict_participant(decoder, name, unit, batch_size, policy, align))
+
+
+def participant_units(sources: list[io.Source], participant: str | None = None) -> list[list[io.Source]]:
+    """The files answered together: all of a participant's with ``participant`` (trials numbered on
+    from file to file), otherwise each file alone (see :func:`answer_units`)."""
+    return [sources] if participant is not None else [[src] for src in sources]
+
+
+def answer_units(name: str, units: list[list[io.Source]], answers) -> Iterator[Batch | io.InputError]:
+    """``answers(unit)`` for each of a participant's :func:`participant_units` in turn; once one has
+    answered a trial, the files of any later unit are refused: their trial numbers would collide
+    with its in one submission (a refused file leaves the participant's name free)."""
+    first = None
+    for unit in units:
+        if first is not None:
+            for src in unit:
                 yield io.InputError(src.path, f"participant {name!r} was already predicted from {first}; their "
                                               "trial numbers would collide in one submission — rename one of them, "
                                               "predict them separately, or give --participant to number the trials "
                                               "of several files of one person on", outcome="refused")
-                continue
-            for out in _predict_participant(decoder, name, [src], batch_size, policy, align):
-                if isinstance(out, Batch):
-                    first = src.path
-                yield out
+            continue
+        for out in answers(unit):
+            if isinstance(out, Batch) and first is None:
+                first = unit[0].path
+            yield out
 
 
 def _predict_participant(decoder: Decoder, name: str, sources: list[io.Source], batch_size: int,
                          policy: Policy | None, align: bool) -> Iterator[Batch | io.InputError]:
     """One participant's files: alignment statistics over all of them (aligned models), then the
     answers, trial numbers running on from file to file."""
-    subject, reported, offsets = None, False, {}
-    if decoder.aligned:
-        stats, problems, counts = participant_stats(decoder, sources, batch_size, policy)
-        yield from problems
-        reported = True
+    stats = participant_stats(decoder, sources, batch_size, policy) if decoder.aligned else None
+    subject, offsets, notes = participant_plan(name, sources, stats, align)
+    yield from notes
+    for src in sources:
+        yield from predict_source(decoder, src, batch_size, policy, subject, offsets[src.path],
+                                  reported=stats is not None)
+
+
+def participant_plan(name: str, sources: list[io.Source], stats=None, align: bool = True,
+                     ) -> tuple[tuple | None, dict, list[io.InputError]]:
+    """What predicting one participant's files needs: its alignment statistics (None: the graph's
+    defaults, the training population's), the trial offset of each file, and the problems and
+    warnings to report first. ``stats``: :func:`participant_stats` for a model with subject
+    alignment, None for one without."""
+    subject, notes, counts = None, [], {}
+    if stats is not None:
+        stats, problems, counts = stats
+        notes += problems
         if align and stats.n >= MIN_ALIGN_TRIALS:
             subject = stats.result()
         elif stats.n:
             why = f"only {stats.n} good trial{'s' * (stats.n != 1)}" if align else "--no-align"
-            yield io.InputError(sources[0].path, f"participant {name!r}: {why}; subject alignment needs "
-                                                 f"≥ {MIN_ALIGN_TRIALS} trials of one participant, so the "
-                                                 "training population's statistics were used (less accurate)",
-                                outcome="predicted")
-    else:
-        counts = {src.path: _n_trials(src.path) for src in sources} if len(sources) > 1 else {}
-    total = 0
+            notes.append(io.InputError(sources[0].path, f"participant {name!r}: {why}; subject alignment needs "
+                                                        f"≥ {MIN_ALIGN_TRIALS} trials of one participant, so the "
+                                                        "training population's statistics were used (less accurate)",
+                                       outcome="predicted"))
+    elif len(sources) > 1:
+        counts = {src.path: _n_trials(src.path) for src in sources}
+    offsets, total = {}, 0
     for src in sources:
         offsets[src.path] = total
         total += counts.get(src.path, 0)
-    for src in sources:
-        yield from predict_source(decoder, src, batch_size, policy, subject, offsets[src.path], reported)
+    return subject, offsets, notes
 
 
 @dataclass
@@ -310,17 +380,22 @@ class Summary:
 
 def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = DEFAULT_BATCH,
                keep: int | None = 60, policy: Policy | None = None, on_batch=None,
-               participant: str | None = None, align: bool = True, probs: bool = False) -> Summary:
+               participant: str | None = None, align: bool = True, probs: bool = False,
+               items=None) -> Summary:
     """Run :func:`predict`, streaming every answer to an open CSV file (if given; class
     probabilities too with ``probs``) and keeping the first ``keep`` trials' batches (all with
     ``keep=None``) for display; memory stays bounded.
-    ``on_batch(batch)``, if given, is called for every batch (e.g. to stream region weights)."""
+    ``on_batch(batch)``, if given, is called for every batch (e.g. to stream region weights);
+    ``items``: answers computed elsewhere, in :func:`predict`'s order (e.g. by
+    :func:`fmri_edge.cluster.predict`), instead of running :func:`predict` here."""
     from fmri_edge import submission
 
     if csv_file is not None:
         submission.write_header(csv_file, probs=probs)
     summary = Summary(0, [], [])
-    for item in predict(decoder, paths, batch_size, policy, participant, align):
+    if items is None:
+        items = predict(decoder, paths, batch_size, policy, participant, align)
+    for item in items:
         if isinstance(item, io.InputError):
             summary.problems.append(item)
             continue

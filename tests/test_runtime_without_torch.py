@@ -91,3 +91,47 @@ def test_extract_without_the_nifti_extra_is_one_line_naming_it(tmp_path):
         print("ok")
     """)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
+
+
+BLOCK_DASK = textwrap.dedent("""
+    import sys
+    class _NoDask:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("dask", "distributed"):
+                raise ImportError(f"{name} is blocked in this test", name=name)
+    sys.meta_path.insert(0, _NoDask())
+""")
+
+
+def test_the_runtime_imports_nothing_of_dask(sim_model, sim_data, tmp_path):
+    """Importing the CLI and predicting locally load no dask/distributed; --scheduler without the
+    extra is one line naming it, and writes nothing."""
+    import numpy as np
+
+    np.save(tmp_path / "t.npy", sim_data[0][:3])
+    args = ["predict", str(tmp_path / "t.npy"), "--model", str(sim_model)]
+    local = textwrap.dedent(f"""
+        import sys
+        from typer.testing import CliRunner
+        from fmri_edge.cli import app
+        import fmri_edge.predict, fmri_edge.runtime
+        res = CliRunner().invoke(app, {args!r})
+        assert res.exit_code == 0, (res.output, res.exception)
+        bad = [m for m in ("dask", "distributed") if m in sys.modules]
+        assert not bad, bad
+        print("ok")
+    """)
+    blocked = BLOCK_DASK + textwrap.dedent(f"""
+        from typer.testing import CliRunner
+        from fmri_edge.cli import app
+        res = CliRunner().invoke(app, {args + ["--out", str(tmp_path / "p.csv"), "--scheduler", "local:2"]!r})
+        assert res.exit_code == 2, (res.output, res.exception)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "pip install 'fmri-edge[dask]'" in lines[0], res.stderr
+        assert "Traceback" not in res.output
+        print("ok")
+    """)
+    for code in (local, blocked):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
+    assert not (tmp_path / "p.csv").exists()
