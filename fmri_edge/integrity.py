@@ -14,7 +14,6 @@ naive edits; it is not a signature (whoever can edit the file can recompute it).
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -95,17 +94,18 @@ def inspect(buf) -> tuple[str, list[str]]:
     return h.hexdigest(), stored
 
 
-def _mapped(path: Path):
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            raise WireError("empty file")
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+def _read(path: Path) -> bytes:
+    """The file's bytes (not a memory map: a map cannot be closed while slices of it are alive in
+    a traceback, a BufferError on malformed files; models are a few MB)."""
+    data = path.read_bytes()
+    if not data:
+        raise WireError("empty file")
+    return data
 
 
 def weights_digest(path: str | Path) -> str:
     """The digest of an ONNX file as :func:`stamp` writes it."""
-    with _mapped(Path(path)) as mm:
-        return inspect(memoryview(mm))[0]
+    return inspect(_read(Path(path)))[0]
 
 
 def stamp(path: str | Path) -> str:
@@ -151,12 +151,7 @@ def check(path: str | Path, verify: bool = True) -> str:
         return NOT_CHECKED
     path = Path(path)
     try:
-        with _mapped(path) as mm:
-            view = memoryview(mm)
-            try:
-                got, stored = inspect(view)
-            finally:
-                view.release()
+        got, stored = inspect(_read(path))
     except WireError as e:
         raise InputError(path, f"not a well-formed ONNX file ({e}); download or export it again") from None
     if not stored:

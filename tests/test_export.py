@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from fmri_edge.runtime import METADATA_KEY, OUTPUT_NAMES, Decoder  # noqa: E402
+from fmri_edge.runtime import EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, Decoder  # noqa: E402
 from fmri_edge.training.export import Ensemble, ExportRecipe, export_onnx  # noqa: E402
 from fmri_edge.training.model import ModelConfig, build_model  # noqa: E402
 
@@ -20,7 +20,7 @@ def test_metadata_and_dynamic_batch(sim_model, sim_data):
     m = onnx.load(str(sim_model))
     meta = json.loads({p.key: p.value for p in m.metadata_props}[METADATA_KEY])
     assert meta["n_regions"] == 246 and meta["n_times"] == 25
-    assert meta["outputs"] == list(OUTPUT_NAMES)
+    assert meta["outputs"] == [*OUTPUT_NAMES, *EXTRA_OUTPUTS]
     dims = m.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [246, 25]
     d = Decoder(sim_model)
