@@ -153,9 +153,10 @@ def fit_correction(class_probs: np.ndarray, y: np.ndarray, method: str = DEFAULT
     value = objective(theta)
     for _ in range(iters):
         q = _softmax(logp + phi @ theta)
-        grad = np.einsum("i,iap,ia->p", w, phi, q - onehot) + 2 * shrinkage * r @ theta
-        cov = np.einsum("ia,ab->iab", q, np.eye(3)) - np.einsum("ia,ib->iab", q, q)
-        hess = np.einsum("i,iap,iab,ibq->pq", w, phi, cov, phi) + 2 * shrinkage * r
+        wphi = (w[:, None, None] * phi).reshape(3 * k, p_dim)
+        grad = wphi.T @ (q - onehot).reshape(-1) + 2 * shrinkage * r @ theta
+        cov = q[:, :, None] * np.eye(3) - q[:, :, None] * q[:, None, :]        # (K, 3, 3)
+        hess = wphi.T @ (cov @ phi).reshape(3 * k, p_dim) + 2 * shrinkage * r
         step = np.linalg.solve(hess + 1e-12 * np.eye(p_dim), grad)
         t = 1.0
         while t > 1e-6:
