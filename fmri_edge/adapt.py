@@ -20,11 +20,11 @@ As λ grows the adapted model becomes the shipped one. ``features`` are divided 
 norm over the participant's trials, so λ means the same for every model; its weights are
 fitted in the span of the K labeled trials (representer theorem: 3 + 3K unknowns, Newton).
 
-LEVEL follows the adapted CLASS: every level's probability is reweighted by the change of its
-class's (the sign of the level) and renormalized. For a class-only model, whose LEVEL
-probabilities are ``class_probs @ P(LEVEL | CLASS)``, this is exactly the same product with the
-adapted class probabilities, so the model's ``level_rule`` (argmax or least expected
-LEVEL_error) applies unchanged.
+LEVEL follows the adapted CLASS. A class-only model's LEVEL probabilities are
+``class_probs @ P(LEVEL | CLASS)`` inside its graph: the adapted graph computes the same product
+with the adapted class probabilities, so the model's ``level_rule`` (argmax or least expected
+LEVEL_error) applies unchanged. A model with a LEVEL head has every level's probability
+reweighted by the change of its class's (the sign of the level) and renormalized.
 
 The adapted model is the shipped ONNX graph with a few nodes appended (:mod:`fmri_edge.onnx_edit`,
 no ``onnx`` package), the participant's alignment statistics as its new defaults, and metadata
@@ -77,11 +77,15 @@ class Correction:
         return d
 
     def apply(self, class_probs: np.ndarray, level_probs: np.ndarray, features: np.ndarray | None = None,
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """What the adapted graph computes (numpy, float64)."""
+              level_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """What the adapted graph computes (numpy, float64). ``level_map``: the (3, 9)
+        P(LEVEL | CLASS) of a class-only model (:func:`level_map`); None: LEVEL probabilities are
+        reweighted by the change of their class's (the sign of the level)."""
         e = np.exp(self.delta(class_probs, features))
         u = class_probs * e
         z = u.sum(axis=1, keepdims=True)
+        if level_map is not None:
+            return u / z, (u / z) @ level_map
         v = level_probs * ((e / z) @ SIGN_OF_LEVEL)
         return u / z, v / v.sum(axis=1, keepdims=True)
 
@@ -352,9 +356,23 @@ def check_labels(labels: Labels, minimum: int = MIN_LABELS) -> None:
 
 # ---- the adapted ONNX --------------------------------------------------------------------------------
 
+def level_map(model: onnx_edit.Model) -> tuple[np.ndarray, str] | tuple[None, None]:
+    """A class-only model's P(LEVEL | CLASS): the graph computes ``level_probs = class_probs @ M``
+    with M (3, 9) an initializer → (M, its name); (None, None) for a model with a LEVEL head."""
+    prod = model.producer("level_probs")
+    if prod and prod[0] == "MatMul" and len(prod[1]) == 2 and prod[1][0] == "class_probs":
+        m = model.initializer(prod[1][1])
+        if m is not None and m.shape == (3, 9):
+            return m.astype(np.float64), prod[1][1]
+    return None, None
+
+
 def write_adapted(base: Path, out: Path, corr: Correction, meta: dict, subject: tuple | None) -> None:
-    """The base graph + the correction's nodes; ``subject`` statistics become the new defaults."""
+    """The base graph + the correction's nodes; ``subject`` statistics become the new defaults.
+    LEVEL: a class-only model's own P(LEVEL | CLASS) product on the adapted class probabilities;
+    otherwise its LEVEL probabilities reweighted per class and renormalized."""
     model = onnx_edit.Model.load(base)
+    _, map_name = level_map(model)
     names = model.tensor_names()
     if any(n.startswith(PREFIX) for n in names):
         raise io.InputError(base, "this model was already adapted; adapt the base model it was made from")
@@ -379,17 +397,21 @@ def write_adapted(base: Path, out: Path, corr: Correction, meta: dict, subject: 
         model.add_node("Add", [delta, t], [n(f"delta_{i}")], n(f"Add_{i}"))
         delta = n(f"delta_{i}")
     model.add_initializer(n("ones3"), np.ones((3, 1), dtype=np.float32))
-    model.add_initializer(n("ones9"), np.ones((9, 1), dtype=np.float32))
-    model.add_initializer(n("class_of_level"), SIGN_OF_LEVEL)
+    if map_name is None:
+        model.add_initializer(n("ones9"), np.ones((9, 1), dtype=np.float32))
+        model.add_initializer(n("class_of_level"), SIGN_OF_LEVEL)
     model.add_node("Exp", [delta], [n("e")], n("Exp"))
     model.add_node("Mul", [n("base_class_probs"), n("e")], [n("u")], n("Mul_u"))
     model.add_node("MatMul", [n("u"), n("ones3")], [n("z")], n("MatMul_z"))
     model.add_node("Div", [n("u"), n("z")], ["class_probs"], n("Div_class"))
-    model.add_node("Div", [n("e"), n("z")], [n("ratio")], n("Div_ratio"))
-    model.add_node("MatMul", [n("ratio"), n("class_of_level")], [n("level_ratio")], n("MatMul_level"))
-    model.add_node("Mul", [n("base_level_probs"), n("level_ratio")], [n("v")], n("Mul_v"))
-    model.add_node("MatMul", [n("v"), n("ones9")], [n("v_sum")], n("MatMul_v"))
-    model.add_node("Div", [n("v"), n("v_sum")], ["level_probs"], n("Div_level"))
+    if map_name is not None:
+        model.add_node("MatMul", ["class_probs", map_name], ["level_probs"], n("MatMul_level"))
+    else:
+        model.add_node("Div", [n("e"), n("z")], [n("ratio")], n("Div_ratio"))
+        model.add_node("MatMul", [n("ratio"), n("class_of_level")], [n("level_ratio")], n("MatMul_level"))
+        model.add_node("Mul", [n("base_level_probs"), n("level_ratio")], [n("v")], n("Mul_v"))
+        model.add_node("MatMul", [n("v"), n("ones9")], [n("v_sum")], n("MatMul_v"))
+        model.add_node("Div", [n("v"), n("v_sum")], ["level_probs"], n("Div_level"))
     if subject is not None:
         for name, value in zip(ALIGN_INPUTS, subject):
             model.replace_initializer(name, value)
@@ -438,12 +460,13 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         raise io.InputError(decoder.path, f"already adapted to {a.get('participant')!r}; adapt the base model "
                                           f"(sha256 {str(a.get('base_sha256'))[:16]}…)")
     check_labels(labels)
-    seen = observe(decoder, trials, participant or labels.participant, policy)
+    seen = observe(decoder, trials, participant, policy)
     idx = match_labels(seen, labels)
     y = np.searchsorted(scoring.CLASS_VALUES, labels.valence_class)
     scale = float(np.sqrt(np.mean(np.sum(seen.features ** 2, axis=1)))) or 1.0
     corr = fit_correction(seen.class_probs[idx], y, method, shrinkage, seen.features[idx], scale)
-    new_c, new_l = corr.apply(seen.class_probs, seen.level_probs, seen.features)
+    lmap, _ = level_map(onnx_edit.Model.load(decoder.path))
+    new_c, new_l = corr.apply(seen.class_probs, seen.level_probs, seen.features, lmap)
     base_sha = file_sha256(decoder.path)
     meta = dict(decoder.info.meta)
     base_version = meta.get("model_version", decoder.path.stem)

@@ -194,6 +194,20 @@ class Model:
                 names |= set(strings_of(f.payload, NODE_INPUT)) | set(strings_of(f.payload, NODE_OUTPUT))
         return names
 
+    def producer(self, tensor: str) -> tuple[str, list[str]] | None:
+        """(op_type, inputs) of the main-graph node that outputs ``tensor``; None if none does."""
+        for f in self.graph:
+            if f.number == GRAPH_NODE and tensor in strings_of(f.payload, NODE_OUTPUT):
+                op = strings_of(f.payload, NODE_OP_TYPE)
+                return (op[0] if op else ""), strings_of(f.payload, NODE_INPUT)
+        return None
+
+    def initializer(self, name: str) -> np.ndarray | None:
+        for f in self.graph:
+            if f.number == GRAPH_INITIALIZER and tensor_name(f.payload) == name:
+                return read_tensor(f.payload)[1]
+        return None
+
     # -- editing
     def rename(self, old: str, new: str) -> int:
         """Rename a tensor wherever the main graph's nodes and value infos mention it (not the graph

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fmri_edge import adapt, scoring, splits  # noqa: E402
+from fmri_edge import adapt, onnx_edit, scoring, splits  # noqa: E402
 from fmri_edge.runtime import Decoder  # noqa: E402
 
 SHRINKAGES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -70,7 +70,8 @@ def observe_all(models: dict[str, Path], data: Path, labels: dict) -> dict:
         seen = adapt.observe(Decoder(path, threads=1), [data / p])
         assert np.array_equal(seen.trial, np.arange(1, len(labels[p]) + 1))
         obs[p] = {"class_probs": seen.class_probs, "level_probs": seen.level_probs, "features": seen.features,
-                  "labels": labels[p], "level_rule": Decoder(path).info.level_rule}
+                  "labels": labels[p], "level_rule": Decoder(path).info.level_rule,
+                  "level_map": adapt.level_map(onnx_edit.Model.load(path))[0]}
     return obs
 
 
@@ -100,7 +101,7 @@ def evaluate(o: dict, cand, k: int, draws: list[np.ndarray]) -> dict:
         cp, lp = o["class_probs"], o["level_probs"]
         if cand[0] != "none":
             corr = adapt.fit_correction(cp[pick], yi[pick], cand[0], cand[1], o["features"][pick], scale)
-            cp, lp = corr.apply(cp[rest], lp[rest], o["features"][rest])
+            cp, lp = corr.apply(cp[rest], lp[rest], o["features"][rest], o["level_map"])
         else:
             cp, lp = cp[rest], lp[rest]
         c = scoring.decide_class(cp)
