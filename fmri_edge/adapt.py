@@ -504,6 +504,16 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
                   time.perf_counter() - start, diff, seen.problems)
 
 
+def other_participants(meta: dict, paths: list, participant: str | None = None) -> list[str]:
+    """Participants in ``paths`` that an adapted model was not adapted to (empty for base models)."""
+    a = meta.get("adaptation")
+    if not a:
+        return []
+    names = {participant} if participant else {s.participant for s in io.iter_sources(paths)
+                                               if isinstance(s, io.Source)}
+    return sorted(n for n in names if n != a.get("participant"))
+
+
 def write_card(out: Path, meta: dict, base_sha: str, sha: str) -> Path:
     a = meta["adaptation"]
     card = out.with_suffix(".md")

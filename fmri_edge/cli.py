@@ -112,6 +112,7 @@ def predict(
         decoder = Decoder(model, threads=threads)
         if errors_json:
             submission.check_new(errors_json, force)
+        _warn_adapted(decoder, paths, participant)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
                 _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as on_batch:
             result = lib.predict_to(decoder, paths, f, batch_size, keep=None if as_json else MAX_TABLE_ROWS,
@@ -136,6 +137,18 @@ def predict(
         from fmri_edge.explain import regions_csv_path
 
         err.print(f"wrote the top {top_k} regions of each trial to {regions_csv_path(out_csv)}")
+
+
+def _warn_adapted(decoder, paths, participant) -> None:
+    """An adapted model answers other participants too, but was fitted to one: say so."""
+    from fmri_edge.adapt import other_participants
+
+    others = other_participants(decoder.info.meta, paths, participant)
+    if others:
+        who = decoder.info.meta["adaptation"].get("participant")
+        err.print(f"[yellow]warning:[/] {escape(decoder.path.name)} was adapted to participant {escape(str(who))}; "
+                  f"it also answers {escape(', '.join(others[:5]))}{' …' if len(others) > 5 else ''} (use the base "
+                  f"model for other participants)", highlight=False, soft_wrap=True)
 
 
 def _rows_json(b, region_names=None, top_k: int = 5) -> list[dict]:

@@ -192,6 +192,10 @@ def test_cli_adapt_info_predict_round_trip(adapt_models, participant, tmp_path):
     res = runner.invoke(app, ["predict", str(trials), "--model", str(out), "--out", str(tmp_path / "p.csv")])
     assert res.exit_code == 0, res.output
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 31
+    assert "adapted to participant" not in res.output
+    np.save(tmp_path / "P18.npy", np.load(trials))
+    res = runner.invoke(app, ["predict", str(tmp_path / "P18.npy"), "--model", str(out)])
+    assert res.exit_code == 0 and "adapted to participant P17" in " ".join(res.output.split())
     # an existing output is kept without --force
     res = runner.invoke(app, ["adapt", str(trials), "--labels", str(labels), "--model", str(base), "--out", str(out)])
     assert res.exit_code == 2 and "exists" in res.output
