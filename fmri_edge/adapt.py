@@ -44,6 +44,7 @@ import numpy as np
 from fmri_edge import io, onnx_edit, scoring
 from fmri_edge.predict import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
 from fmri_edge.runtime import ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
+from fmri_edge.submission import _whole
 
 METHODS = ("bias", "scale_bias", "features")
 # chosen by the cross-subject CV of train/research/adapt_cv.py (docs/results.md, "Subject adaptation")
@@ -252,14 +253,6 @@ def read_labels(path: str | Path) -> Labels:
     if not parts:
         raise io.InputError(path, "no label rows after the header")
     return Labels(np.array(trials), np.array(classes), parts[0], path, lines)
-
-
-def _whole(text: str) -> int | None:
-    try:
-        v = float(text)
-    except ValueError:
-        return None
-    return int(v) if np.isfinite(v) and v == int(v) else None
 
 
 # ---- the participant's trials through the base model --------------------------------------------------

@@ -269,6 +269,9 @@ class Model:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(self.to_bytes())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

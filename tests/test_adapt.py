@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from fmri_edge import adapt, onnx_edit, scoring
 from fmri_edge.cli import app
 from fmri_edge.runtime import Decoder, check_model_card, file_sha256
+from tests.test_runtime_without_torch import BLOCK_TORCH
 
 runner = CliRunner()
 NAMES = [f"R{i}" for i in range(246)]
@@ -269,16 +270,6 @@ def test_refusals(adapt_models, participant, tmp_path, sim_data):
     np.save(tmp_path / "P18.npy", np.load(trials))
     _refused([trials, tmp_path / "P18.npy", "--labels", labels, *common], "2 participants", "--participant")
     assert not out.exists()
-
-
-BLOCK_TORCH = textwrap.dedent("""
-    import sys
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this test")
-    sys.meta_path.insert(0, _NoTorch())
-""")
 
 
 def test_adapt_runs_with_torch_unimportable(adapt_models, participant, tmp_path):
