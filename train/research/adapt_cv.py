@@ -1,7 +1,7 @@
 """Does `fmri-edge adapt` help? Cross-subject CV of subject adaptation, on the ONNX path.
 
 usage: python train/research/adapt_cv.py [--recipe train/fmri-edge-linear.toml] [--out runs/adapt_cv]
-           [--ks 3,6,9,15] [--draws 20] [--inner-draws 10] [--threads 1] [--plot docs/results/adapt_curve.png]
+           [--set model.subject_align='"none"'] [--ks 3,6,9,15] [--draws 20] [--inner-draws 10] [--threads 1] [--plot docs/results/adapt_curve.png]
 
 For every outer fold of the tool's subject CV (fmri_edge.splits.subject_folds: one order-mate
 group held out), the fold's networks are fitted (fmri_edge.training.protocols.run_subject_cv)
@@ -120,7 +120,17 @@ def main(argv=None):
     ap.add_argument("--inner-draws", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", default="docs/results/adapt_curve.png")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
+                    help="override a recipe value, e.g. model.subject_align='\"none\"'")
+    ap.add_argument("--replot", action="store_true", help="only redraw the plot and section from OUT/results.json")
     args = ap.parse_args(argv)
+    if args.replot:
+        results = json.loads((ROOT / args.out / "results.json").read_text())
+        plot(results, ROOT / args.plot)
+        section = markdown(results, results["command"])
+        (ROOT / args.out / "section.md").write_text(section)
+        print(section)
+        return
     import torch
 
     from fmri_edge.io import load_icbhi
@@ -131,6 +141,10 @@ def main(argv=None):
     log = lambda s: print(s, flush=True)  # noqa: E731
     t0 = time.time()
     recipe = load_recipe(args.recipe)
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        section, name = key.split(".")
+        setattr(getattr(recipe, section), name, json.loads(value))
     data = (ROOT / recipe.data) if not Path(recipe.data).is_absolute() else Path(recipe.data)
     subjects = load_icbhi(data, n_times=recipe.model.n_times)
     ds = dataset_from_icbhi(subjects)
@@ -167,7 +181,7 @@ def main(argv=None):
             log(f"  K={k}: chose {label(best)} (inner gain {gains[label(best)] - base:+.3f})")
         inner_tables.append({"held_out": test_p, "inner_gain": table})
 
-    results = {"recipe": args.recipe, "ks": ks, "draws": args.draws, "inner_draws": args.inner_draws,
+    results = {"recipe": args.recipe + "".join(f" --set {kv}" for kv in args.set), "ks": ks, "draws": args.draws, "inner_draws": args.inner_draws,
                "candidates": [label(c) for c in CANDIDATES], "subjects": {}, "inner": inner_tables}
     grid = {k: {label(c): [] for c in CANDIDATES} for k in ks}  # diagnostic only, never used to choose
     for p in participants:
@@ -186,9 +200,10 @@ def main(argv=None):
         results["subjects"][p] = row
     results["grid_outer_gain"] = {k: {c: float(np.mean(v)) for c, v in g.items()} for k, g in grid.items()}
     results["seconds"] = round(time.time() - t0, 1)
+    results["command"] = " ".join(["python", "train/research/adapt_cv.py", *(argv or sys.argv[1:])])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    section = markdown(results, " ".join(["python", "train/research/adapt_cv.py", *(argv or sys.argv[1:])]))
+    section = markdown(results, results["command"])
     (out_dir / "section.md").write_text(section)
     plot(results, ROOT / args.plot)
     print(section)
@@ -251,18 +266,32 @@ def plot(results: dict, path: Path) -> None:
 
     ks = results["ks"]
     s = [summary(results, k) for k in ks]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
-    for i, (key, base, name) in enumerate((("acc", "base_acc", "CLASS accuracy (higher is better)"),
-                                           ("score", "base_score", "challenge Score (lower is better)"))):
-        for k_, lab, style in ((base, "no adaptation", "o--"), (key, "adapted (inner-CV choice)", "s-")):
-            m = np.array([x[k_][0] for x in s])
-            sd = np.array([x[k_][1] for x in s])
-            ax[i].errorbar(ks, m, yerr=sd, fmt=style, capsize=3, label=lab)
-        ax[i].set_xlabel("K labeled trials of the held-out subject")
-        ax[i].set_title(name, fontsize=10)
-        ax[i].set_xticks(ks)
+    fig, ax = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for key, lab, style, dx in (("base_acc", "no adaptation", "o--", -0.15), ("acc", "adapted (inner-CV choice)", "s-", 0.15)):
+        m = np.array([x[key][0] for x in s])
+        sd = np.array([x[key][1] for x in s])
+        ax[0].errorbar(np.array(ks) + dx, m, yerr=sd, fmt=style, capsize=3, label=lab)
+    ax[0].set_title("held-out CLASS accuracy (mean ± std over subjects)", fontsize=9)
     ax[0].legend(fontsize=8)
-    fig.suptitle("Subject adaptation, cross-subject CV (mean ± std over 16 subjects)", fontsize=10)
+    rng = np.random.default_rng(0)
+    for i, k in enumerate(ks):
+        g = np.array([100 * (r.get(str(k)) or r[k])["gain"] for r in results["subjects"].values()])
+        ax[1].scatter(k + rng.uniform(-0.4, 0.4, len(g)), g, s=12, color="tab:gray", alpha=0.7,
+                      label="one subject (mean over draws)" if i == 0 else None)
+        ax[1].errorbar(k, g.mean(), yerr=g.std() / np.sqrt(len(g)), fmt="s", color="tab:orange", capsize=4,
+                       label="mean ± s.e. over subjects" if i == 0 else None)
+        one = 100 / (results["subjects"][next(iter(results["subjects"]))][str(k) if str(k) in
+                                                                              results["subjects"][next(iter(results["subjects"]))] else k]["n_scored"])
+        ax[1].plot([k - 0.8, k + 0.8], [one, one], color="tab:blue", lw=0.8)
+        ax[1].plot([k - 0.8, k + 0.8], [-one, -one], color="tab:blue", lw=0.8,
+                   label="± one scored trial" if i == 0 else None)
+    ax[1].axhline(0, color="black", lw=0.6)
+    ax[1].set_title("accuracy gain of adaptation (points)", fontsize=9)
+    ax[1].legend(fontsize=7)
+    for a in ax:
+        a.set_xlabel("K labeled trials of the held-out subject")
+        a.set_xticks(ks)
+    fig.suptitle(f"Subject adaptation, cross-subject CV ({results['recipe']})", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
