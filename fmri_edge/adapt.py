@@ -360,14 +360,13 @@ def level_map(model: onnx_edit.Model) -> tuple[np.ndarray, str] | tuple[None, No
     return None, None
 
 
-def write_adapted(base: Path, out: Path, corr: Correction, meta: dict, subject: tuple | None) -> None:
+def write_adapted(model: onnx_edit.Model, out: Path, corr: Correction, meta: dict, subject: tuple | None,
+                  base: Path) -> None:
     """The base graph + the correction's nodes; ``subject`` statistics become the new defaults.
     LEVEL: a class-only model's own P(LEVEL | CLASS) product on the adapted class probabilities;
     otherwise its LEVEL probabilities reweighted per class and renormalized."""
-    model = onnx_edit.Model.load(base)
     _, map_name = level_map(model)
-    names = model.tensor_names()
-    if any(n.startswith(PREFIX) for n in names):
+    if model.mentions(PREFIX):
         raise io.InputError(base, "this model was already adapted; adapt the base model it was made from")
     n = lambda s: PREFIX + s  # noqa: E731
     for old in ("class_probs", "level_probs"):
@@ -458,7 +457,8 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     y = np.searchsorted(scoring.CLASS_VALUES, labels.valence_class)
     scale = float(np.sqrt(np.mean(np.sum(seen.features ** 2, axis=1)))) or 1.0
     corr = fit_correction(seen.class_probs[idx], y, method, shrinkage, seen.features[idx], scale)
-    lmap, _ = level_map(onnx_edit.Model.load(decoder.path))
+    graph = onnx_edit.Model.load(decoder.path)
+    lmap, _ = level_map(graph)
     new_c, new_l = corr.apply(seen.class_probs, seen.level_probs, seen.features, lmap)
     base_sha = file_sha256(decoder.path)
     meta = dict(decoder.info.meta)
@@ -479,7 +479,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     if out.resolve() == decoder.path.resolve():
         raise io.InputError(out, "is the base model itself; give the adapted model another name")
     out.with_suffix(".md").unlink(missing_ok=True)  # an old card (--force) would not match the new file
-    write_adapted(decoder.path, out, corr, meta, seen.subject)
+    write_adapted(graph, out, corr, meta, seen.subject, decoder.path)
     check = Decoder(out, threads=threads)
     # the adapted file is opened and checked against the numpy definition on the participant's trials
     got = observe(check, trials, seen.participant, policy)

@@ -59,12 +59,14 @@ def varint(v: int) -> bytes:
 class Field:
     number: int
     wire: int
-    raw: bytes        # the whole field: tag, length and payload
-    payload: bytes    # length-delimited: the bytes inside; otherwise the value's bytes
+    raw: memoryview | bytes       # the whole field: tag, length and payload (empty: re-encode payload)
+    payload: memoryview | bytes   # length-delimited: the bytes inside; otherwise the value's bytes
 
 
-def fields(buf: bytes) -> Iterator[Field]:
-    """The top-level fields of a protobuf message, in stored order."""
+def fields(buf) -> Iterator[Field]:
+    """The top-level fields of a protobuf message, in stored order. Views into ``buf``, no copies:
+    a 70 MB model is walked without copying its weights."""
+    buf = buf if isinstance(buf, memoryview) else memoryview(buf)
     pos, n = 0, len(buf)
     while pos < n:
         start = pos
@@ -85,7 +87,7 @@ def fields(buf: bytes) -> Iterator[Field]:
             raise WireError(f"unsupported wire type {wire} at byte {start}")
         if end > n:
             raise WireError(f"field {number} at byte {start} runs past the end ({end:,} > {n:,} bytes)")
-        yield Field(number, wire, bytes(buf[start:end]), bytes(buf[pos:end]))
+        yield Field(number, wire, buf[start:end], buf[pos:end])
         pos = end
 
 
@@ -97,8 +99,8 @@ def string(number: int, text: str) -> bytes:
     return delimited(number, text.encode())
 
 
-def strings_of(buf: bytes, number: int) -> list[str]:
-    return [f.payload.decode("utf-8", errors="replace") for f in fields(buf)
+def strings_of(buf, number: int) -> list[str]:
+    return [bytes(f.payload).decode("utf-8", errors="replace") for f in fields(buf)
             if f.number == number and f.wire == LENGTH_DELIMITED]
 
 
@@ -131,7 +133,7 @@ def read_tensor(buf: bytes) -> tuple[str, np.ndarray | None]:
         elif f.number == 2 and f.wire == 0:
             dtype = read_varint(f.payload, 0)[0]
         elif f.number == 8:
-            name = f.payload.decode("utf-8", errors="replace")
+            name = bytes(f.payload).decode("utf-8", errors="replace")
         elif f.number == 9:
             raw = f.payload
     if dtype != FLOAT or raw is None:
@@ -153,7 +155,7 @@ def read_entry(buf: bytes) -> tuple[str, str]:
     got = {1: "", 2: ""}
     for f in fields(buf):
         if f.number in got and f.wire == LENGTH_DELIMITED:
-            got[f.number] = f.payload.decode("utf-8", errors="replace")
+            got[f.number] = bytes(f.payload).decode("utf-8", errors="replace")
     return got[1], got[2]
 
 
@@ -164,7 +166,7 @@ class Model:
     rename tensors in the main graph, append nodes and initializers, set metadata entries."""
 
     def __init__(self, data: bytes):
-        self.fields = list(fields(data))
+        self.fields = list(fields(memoryview(data)))
         graphs = [f for f in self.fields if f.number == MODEL_GRAPH and f.wire == LENGTH_DELIMITED]
         if len(graphs) != 1:
             raise WireError(f"{len(graphs)} graphs in the model, expected 1")
@@ -185,19 +187,18 @@ class Model:
     def initializers(self) -> dict[str, np.ndarray | None]:
         return dict(read_tensor(f.payload) for f in self.graph if f.number == GRAPH_INITIALIZER)
 
-    def tensor_names(self) -> set[str]:
-        """Every tensor name the main graph mentions (node inputs and outputs, initializers, inputs)."""
-        names = set(self.graph_names(GRAPH_INPUT)) | {tensor_name(f.payload) for f in self.graph
-                                                      if f.number == GRAPH_INITIALIZER}
-        for f in self.graph:
-            if f.number == GRAPH_NODE:
-                names |= set(strings_of(f.payload, NODE_INPUT)) | set(strings_of(f.payload, NODE_OUTPUT))
-        return names
+    def mentions(self, text: str) -> bool:
+        """Whether any node or initializer name of the main graph contains ``text`` (a byte search
+        over node messages, and over initializer names only)."""
+        needle = text.encode()
+        return any(needle in bytes(f.payload) for f in self.graph if f.number == GRAPH_NODE) or \
+            any(text in tensor_name(f.payload) for f in self.graph if f.number == GRAPH_INITIALIZER)
 
     def producer(self, tensor: str) -> tuple[str, list[str]] | None:
         """(op_type, inputs) of the main-graph node that outputs ``tensor``; None if none does."""
+        needle = tensor.encode()
         for f in self.graph:
-            if f.number == GRAPH_NODE and tensor in strings_of(f.payload, NODE_OUTPUT):
+            if f.number == GRAPH_NODE and needle in bytes(f.payload) and tensor in strings_of(f.payload, NODE_OUTPUT):
                 op = strings_of(f.payload, NODE_OP_TYPE)
                 return (op[0] if op else ""), strings_of(f.payload, NODE_INPUT)
         return None
@@ -212,9 +213,9 @@ class Model:
     def rename(self, old: str, new: str) -> int:
         """Rename a tensor wherever the main graph's nodes and value infos mention it (not the graph
         outputs: a new node is expected to produce ``old`` again); returns how many places changed."""
-        changed, graph = 0, []
+        changed, graph, needle = 0, [], old.encode()
         for f in self.graph:
-            if f.number == GRAPH_NODE:
+            if f.number == GRAPH_NODE and needle in bytes(f.payload):  # cheap filter, then parse
                 parts = []
                 for g in fields(f.payload):
                     if g.number in (NODE_INPUT, NODE_OUTPUT) and g.payload == old.encode():
