@@ -319,7 +319,8 @@ def adapt(
     model: Annotated[Optional[Path], typer.Option(help="Base ONNX model (default: the shipped one).")] = None,
     method: Annotated[Literal["bias", "scale_bias", "features"], typer.Option(
         help="bias: one offset per class on the log probabilities; scale_bias: also a temperature; features: a new "
-             "final layer on the model's features (all shrunk toward the shipped model).")] = "bias",
+             "final layer on the model's features (all shrunk toward the shipped model).")] = "features",
+    # defaults: fmri_edge.adapt.DEFAULT_METHOD / DEFAULT_SHRINKAGE (chosen by train/research/adapt_cv.py)
     shrinkage: Annotated[float, typer.Option(help="L2 pull toward the shipped model, in labeled trials (larger: "
                                                   "closer to the base model).", min=1e-6)] = 10.0,
     participant: Annotated[Optional[str], typer.Option(

@@ -202,6 +202,16 @@ def test_cli_adapt_info_predict_round_trip(adapt_models, participant, tmp_path):
     assert res.exit_code == 2 and "exists" in res.output
 
 
+def test_cli_defaults_are_the_library_defaults():
+    import inspect
+
+    from fmri_edge import cli
+
+    params = inspect.signature(cli.adapt).parameters
+    assert params["method"].default == adapt.DEFAULT_METHOD
+    assert params["shrinkage"].default == adapt.DEFAULT_SHRINKAGE
+
+
 def test_labels_npz_labels_the_first_trials(adapt_models, participant, tmp_path):
     trials, _, ys, _ = participant
     npz = tmp_path / "labels.npz"

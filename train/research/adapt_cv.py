@@ -227,13 +227,17 @@ def markdown(results: dict, command: str) -> str:
              "on its remaining trials, against the unadapted model on the same trials. Method and shrinkage are "
              "chosen per K by an inner CV on the outer fold's training subjects only (\"none\" is a candidate). "
              "Mean ± std over the 16 subjects:", "",
-             "| K | scored trials | accuracy, no adaptation | accuracy, adapted | gain (points) | Score, no "
-             "adaptation | Score, adapted | subjects worse |", "|---|---|---|---|---|---|---|---|"]
+             "| K | scored trials (one = … points) | accuracy, no adaptation | accuracy, adapted | gain (points) | "
+             "Score, no adaptation | Score, adapted | subjects worse | worst subject (points, ± sd over draws) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for k in ks:
         s = summary(results, k)
-        lines.append(f"| {k} | {s['n_scored']} | {s['base_acc'][0]:.3f} ± {s['base_acc'][1]:.3f} | "
+        rows = {p: (r.get(str(k)) or r[k]) for p, r in results["subjects"].items()}
+        worst = min(rows, key=lambda p: rows[p]["gain"])
+        lines.append(f"| {k} | {s['n_scored']} ({100 / s['n_scored']:.1f}) | {s['base_acc'][0]:.3f} ± {s['base_acc'][1]:.3f} | "
                      f"{s['acc'][0]:.3f} ± {s['acc'][1]:.3f} | {100 * s['gain'][0]:+.1f} ± {100 * s['gain'][1]:.1f} | "
-                     f"{s['base_score'][0]:.4f} | {s['score'][0]:.4f} | {len(s['worse'])} |")
+                     f"{s['base_score'][0]:.4f} | {s['score'][0]:.4f} | {len(s['worse'])} | {worst} "
+                     f"{100 * rows[worst]['gain']:+.1f} ± {100 * rows[worst]['gain_sd_draws']:.1f} |")
     lines += ["", "Chosen by the inner CV (per outer fold, count of subjects):", ""]
     for k in ks:
         counts: dict[str, int] = {}
