@@ -48,10 +48,11 @@ from fmri_edge.submission import _whole
 
 METHODS = ("bias", "scale_bias", "features")
 # the best mean inner-CV accuracy gain at K = 9, pooled over the 9 outer folds of
-# train/research/adapt_cv.py (training subjects only; docs/results.md, "Subject adaptation"). On
-# the subject-aligned linear model every candidate's gain is within ±0.2 points of none.
+# train/research/adapt_cv.py (training subjects only; docs/results.md, "Subject adaptation"),
+# for models with and without in-graph subject alignment. With alignment every candidate's gain
+# is within ±0.2 points of none; without it, features λ = 0.3 gained most (+2.3 points inner).
 DEFAULT_METHOD = "features"
-DEFAULT_SHRINKAGE = 10.0
+DEFAULT_SHRINKAGE = {"aligned": 10.0, "unaligned": 0.3}
 # fewer labeled trials than this: the correction cannot even see every class once
 MIN_LABELS = 3
 EPS_PROB = 1e-12
@@ -116,7 +117,7 @@ def class_weights(y: np.ndarray) -> np.ndarray:
 
 
 def fit_correction(class_probs: np.ndarray, y: np.ndarray, method: str = DEFAULT_METHOD,
-                   shrinkage: float = DEFAULT_SHRINKAGE, features: np.ndarray | None = None,
+                   shrinkage: float = DEFAULT_SHRINKAGE["aligned"], features: np.ndarray | None = None,
                    feature_scale: float | None = None, iters: int = 50) -> Correction:
     """Fit δ on K labeled trials: ``class_probs`` (K, 3) of the shipped model, ``y`` (K,) class
     indices 0, 1, 2 (CLASS −1, 0, 1), ``features`` (K, F) for ``features``; ``feature_scale``: the
@@ -433,7 +434,7 @@ class Result:
 
 
 def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: str | Path,
-          method: str = DEFAULT_METHOD, shrinkage: float = DEFAULT_SHRINKAGE, participant: str | None = None,
+          method: str = DEFAULT_METHOD, shrinkage: float | None = None, participant: str | None = None,
           force: bool = False, policy: Policy | None = None, threads: int = 0) -> Result:
     from fmri_edge.submission import check_new
 
@@ -454,6 +455,8 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         raise io.InputError(decoder.path, f"already adapted to {a.get('participant')!r}; adapt the base model "
                                           f"(sha256 {str(a.get('base_sha256'))[:16]}…)")
     check_labels(labels)
+    if shrinkage is None:
+        shrinkage = DEFAULT_SHRINKAGE["aligned" if decoder.aligned else "unaligned"]
     seen = observe(decoder, trials, participant, policy)
     idx = match_labels(seen, labels)
     y = np.searchsorted(scoring.CLASS_VALUES, labels.valence_class)

@@ -321,8 +321,10 @@ def adapt(
         help="bias: one offset per class on the log probabilities; scale_bias: also a temperature; features: a new "
              "final layer on the model's features (all shrunk toward the shipped model).")] = "features",
     # defaults: fmri_edge.adapt.DEFAULT_METHOD / DEFAULT_SHRINKAGE (chosen by train/research/adapt_cv.py)
-    shrinkage: Annotated[float, typer.Option(help="L2 pull toward the shipped model, in labeled trials (larger: "
-                                                  "closer to the base model).", min=1e-6)] = 10.0,
+    shrinkage: Annotated[Optional[float], typer.Option(
+        help="L2 pull toward the shipped model, in labeled trials (larger: closer to the base model). Default: "
+             "10 for models with subject alignment, 0.3 without (chosen by cross-validation, docs/results.md).",
+        min=1e-6, show_default=False)] = None,
     participant: Annotated[Optional[str], typer.Option(
         help="Treat every input as this one participant's trials (several files of one person).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file and card.")] = False,

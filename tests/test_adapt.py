@@ -209,7 +209,13 @@ def test_cli_defaults_are_the_library_defaults():
 
     params = inspect.signature(cli.adapt).parameters
     assert params["method"].default == adapt.DEFAULT_METHOD
-    assert params["shrinkage"].default == adapt.DEFAULT_SHRINKAGE
+    assert params["shrinkage"].default is None  # the library picks by the model's alignment
+
+
+def test_default_shrinkage_follows_alignment(adapt_models, participant, tmp_path):
+    trials, labels, _, _ = participant
+    r = adapt.adapt([trials], labels, adapt_models[0], tmp_path / "a.onnx")
+    assert r.correction.shrinkage == adapt.DEFAULT_SHRINKAGE["aligned"] and r.correction.method == "features"
 
 
 def test_labels_npz_labels_the_first_trials(adapt_models, participant, tmp_path):
