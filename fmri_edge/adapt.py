@@ -322,7 +322,8 @@ def match_labels(seen: Seen, labels: Labels) -> np.ndarray:
     """Indices into ``seen`` of the labeled trials; refuses labels for trials not in TRIALS."""
     where = {int(t): i for i, t in enumerate(seen.trial)}
     if labels.participant is not None and labels.participant != seen.participant:
-        raise io.InputError(labels.path, f"line 2: labels are for participant {labels.participant!r}, TRIALS hold "
+        raise io.InputError(labels.path, f"line {labels.lines.get(int(labels.trial[0]), 2)}: labels are for "
+                                         f"participant {labels.participant!r}, TRIALS hold "
                                          f"{seen.participant!r}; give the labels of the same participant (or "
                                          f"--participant {labels.participant})")
     skipped = {p.trial: p for p in seen.problems if p.trial is not None and p.outcome == "skipped"}
