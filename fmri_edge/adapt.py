@@ -486,6 +486,12 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         raise io.InputError(out, "is the base model itself; give the adapted model another name")
     out.with_suffix(".md").unlink(missing_ok=True)  # an old card (--force) would not match the new file
     write_adapted(graph, out, corr, meta, seen.subject, decoder.path)
+    try:  # where the tool writes a weights digest at export, the adapted graph gets its own
+        from fmri_edge import integrity
+    except ImportError:
+        pass
+    else:
+        integrity.stamp(out)
     check = Decoder(out, threads=threads)
     # the adapted file is opened and checked against the numpy definition on the participant's trials
     got = observe(check, trials, seen.participant, policy)
