@@ -183,6 +183,8 @@ def test_cli_adapt_info_predict_round_trip(adapt_models, participant, tmp_path):
     assert res.exit_code == 0, res.output
     assert "answers changed" in res.output and "K = 9" in res.output
     assert check_model_card(out) == out.with_suffix(".md")
+    # with fmri_edge.integrity (weights digests), the adapted graph carries its own, verified
+    assert getattr(Decoder(out), "integrity", "verified") == "verified"
     assert f"`{file_sha256(base)}`" in out.with_suffix(".md").read_text()
     res = runner.invoke(app, ["info", str(out), "--json"])
     a = json.loads(res.output)["adaptation"]
