@@ -56,7 +56,20 @@ def export_folds(recipe, ds, folder: Path, tag: str, log) -> dict[str, Path]:
         meta = {"model_version": f"{recipe.name}:{tag}:{f.name}", "level_rule": recipe.eval.level_rule,
                 "region_names": [f"R{i}" for i in range(ds.trials.shape[1])],
                 "heads": dict(recipe.model.heads)}
-        export_onnx([x.model for x in f.fits], path, meta, ds.trials[:64])
+        members = [x.model for x in f.fits]
+        if len(members) > 1:
+            # the graph's default alignment is the members' average (Ensemble.population_stats), but
+            # the PyTorch reference of the parity check uses each member's own: make them one, or
+            # the export's parity check fails. Only the default (a participant with < 10 trials)
+            # is affected; every CV subject here is aligned over its own 30 trials.
+            import torch
+
+            with torch.no_grad():
+                for name in ("pop_mean", "pop_scale"):
+                    avg = torch.stack([getattr(m, name) for m in members]).mean(0)
+                    for m in members:
+                        getattr(m, name).copy_(avg)
+        export_onnx(members, path, meta, ds.trials[:64])
         for p in sorted(set(f.test.participants)):
             out[p] = path
     log(f"  {tag}: {len(folds)} folds trained and exported in {time.time() - t:.0f} s")
