@@ -129,6 +129,7 @@ def predict(
             _require_attention(decoder)
         if errors_json:
             submission.check_new(errors_json, force)
+        _warn_adapted(decoder, paths, participant)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
                 _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as regions:
             def on_batch(b):
@@ -192,6 +193,18 @@ def _require_attention(decoder) -> None:
         raise UsageError(f"{decoder.path}: this model has no region attention (its networks have no input SE "
                          "block, e.g. the linear default); use the SE CNN: --model "
                          f"{decoder.path.with_name('fmri-edge-se.onnx')}")
+
+
+def _warn_adapted(decoder, paths, participant) -> None:
+    """An adapted model answers other participants too, but was fitted to one: say so."""
+    from fmri_edge.adapt import other_participants
+
+    others = other_participants(decoder.info.meta, paths, participant)
+    if others:
+        who = decoder.info.meta["adaptation"].get("participant")
+        err.print(f"[yellow]warning:[/] {escape(decoder.path.name)} was adapted to participant {escape(str(who))}; "
+                  f"it also answers {escape(', '.join(others[:5]))}{' …' if len(others) > 5 else ''} (use the base "
+                  f"model for other participants)", highlight=False, soft_wrap=True)
 
 
 def _rows_json(b, region_names=None, top_k: int = 5) -> list[dict]:
@@ -349,6 +362,69 @@ def _faithfulness_table(f) -> Table:
     return t
 
 
+# ---- adapt -----------------------------------------------------------------------------------------
+
+@app.command()
+def adapt(
+    trials: Annotated[list[Path], typer.Argument(help="One participant's trials: .npy/.npz files or an ICBHI subject "
+                                                      "folder (all of them are aligned together, as predict does).",
+                                                 show_default=False)],
+    labels: Annotated[Path, typer.Option(help="Labels of some of these trials: ICBHI labels.npz (rows = trials 1, "
+                                              "2, … in order) or a CSV with columns Participant,Trial,CLASS[,LEVEL].",
+                                         show_default=False)],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The adapted model (.onnx); its model card is written "
+                                                               "beside it (.md).", show_default=False)],
+    model: Annotated[Optional[Path], typer.Option(help="Base ONNX model (default: the shipped one).")] = None,
+    method: Annotated[Literal["bias", "scale_bias", "features"], typer.Option(
+        help="bias: one offset per class on the log probabilities; scale_bias: also a temperature; features: a new "
+             "final layer on the model's features (all shrunk toward the shipped model).")] = "features",
+    # defaults: fmri_edge.adapt.DEFAULT_METHOD / DEFAULT_SHRINKAGE (chosen by train/research/adapt_cv.py)
+    shrinkage: Annotated[Optional[float], typer.Option(
+        help="L2 pull toward the shipped model, in labeled trials (larger: closer to the base model). Default: "
+             "10 for models with subject alignment, 0.3 without (chosen by cross-validation, docs/results.md).",
+        min=1e-6, show_default=False)] = None,
+    participant: Annotated[Optional[str], typer.Option(
+        help="Treat every input as this one participant's trials (several files of one person).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file and card.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+):
+    """Adapt a model to one participant from a few of its labeled trials (no torch): writes a new
+    self-describing ONNX for that participant, which predict --model uses like any model."""
+    from fmri_edge import adapt as lib
+
+    with user_errors():
+        r = lib.adapt(trials, labels, model, out_path, method, shrinkage, participant, force, threads=threads)
+    _report_problems([p for p in r.problems if p.outcome != "predicted"], None)
+    a = r.correction.summary()
+    if as_json:
+        print(json.dumps({"out": str(r.out), "card": str(r.card), "participant": r.participant, "k": r.k,
+                          "n_trials": r.n_trials, "correction": a, "changed": r.changed,
+                          "answers_before": r.before.tolist(), "answers_after": r.after.tolist(),
+                          "labeled_accuracy": list(r.fit_accuracy), "seconds": round(r.seconds, 3)}))
+        return
+    t = Table(title=f"adapted to {r.participant} from K = {r.k} labeled trials ({r.n_trials} trials seen)",
+              title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("method", f"{a['method']}, shrinkage λ = {a['shrinkage']:g}")
+    t.add_row("log-probability offsets", "  ".join(f"{c:+d}: {b:+.3f}" if c else f"0: {b:+.3f}"
+                                                   for c, b in zip((-1, 0, 1), a["bias"])))
+    if "scale" in a:
+        t.add_row("temperature term", f"{a['scale']:+.3f} · log p")
+    if "weight_norm" in a:
+        t.add_row("feature weights", f"‖ΔW‖ = {a['weight_norm']:.4f}")
+    t.add_row("answers changed", f"{r.changed} of {r.n_trials} trials; CLASS −1/0/+1: "
+                                 f"{'/'.join(map(str, r.before))} → {'/'.join(map(str, r.after))}")
+    t.add_row("labeled trials right", f"{r.fit_accuracy[0]:.2f} → {r.fit_accuracy[1]:.2f} (the trials it was "
+                                      "fitted on: not a measure of benefit, see docs/results.md)")
+    t.add_row("checked", f"adapted ONNX vs its numpy definition on the {r.n_trials} trials: max |diff| "
+                         f"{r.max_check_diff:.1e}; {r.seconds:.2f} s")
+    out.print(t)
+    err.print(f"wrote {r.out} and {r.card} — next: fmri-edge predict {' '.join(map(str, trials))} "
+              f"--model {r.out}", highlight=False)
+
+
 # ---- score -----------------------------------------------------------------------------------------
 
 @app.command()
@@ -470,6 +546,13 @@ def _describe(meta: dict) -> dict[str, str]:
             f"CLASS acc {m['CLASS_accuracy']:.3f} ± {m['CLASS_accuracy_folds_std']:.3f}, F1 {m['CLASS_f1']:.3f}, "
             f"LEVEL_error {m['LEVEL_error']:.4f}, Score {m['Score']:.4f} "
             f"({m['n_folds']} {'seeds' if protocol == 'random' else 'folds'})")
+    a = meta.get("adaptation")
+    if a:
+        extra = "".join(f", {k} {a[k]}" for k in ("scale", "weight_norm") if k in a)
+        rows["adapted to"] = (f"participant {a.get('participant')} from K = {a.get('k')} labeled trials "
+                              f"({a.get('labels')}), {a.get('method')}, shrinkage {a.get('shrinkage')}, "
+                              f"bias {a.get('bias')}{extra}; {a.get('adapted')}")
+        rows["base model"] = f"{a.get('base_model')} ({a.get('base_model_version')}), sha256 {a.get('base_sha256')}"
     for k in ("members", "fmri_edge_version", "exported", "opset"):
         if k in meta:
             rows[k] = str(meta[k])

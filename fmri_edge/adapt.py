@@ -1,0 +1,546 @@
+"""Adapt a model to one participant from a few of its labeled trials (numpy + onnxruntime only).
+
+The shipped model answers p(CLASS | trial). Adaptation learns a correction δ of its log
+class probabilities from the participant's K labeled trials:
+
+    p'(c | x) ∝ p(c | x) · exp(δ_c(x))
+
+- ``bias``: δ = b, one offset per class (3 numbers): the participant's prior shift;
+- ``scale_bias``: δ = τ · log p + b: also sharpens (τ > 0) or flattens (τ < 0) the answers;
+- ``features``: δ = W f(x) + b, a new final layer on the graph's ``features`` output (what the
+  member networks' final layers read). For one network this is exactly a refit of its final
+  layer, started from and shrunk toward the shipped weights (softmax ignores the per-trial
+  constant that separates log p from the logits); for an ensemble it is the same correction
+  on top of the ensemble's answer.
+
+Every parameter is shrunk toward 0 — toward the shipped model — by an L2 penalty:
+minimize Σ_k w_k · CE(p'_k, y_k) + λ · ‖θ‖², with class-balanced weights w (an unbalanced
+calibration block does not become a prior) and λ (``shrinkage``) in units of labeled trials.
+As λ grows the adapted model becomes the shipped one. ``features`` are divided by their RMS
+norm over the participant's trials, so λ means the same for every model; its weights are
+fitted in the span of the K labeled trials (representer theorem: 3 + 3K unknowns, Newton).
+
+LEVEL follows the adapted CLASS. A class-only model's LEVEL probabilities are
+``class_probs @ P(LEVEL | CLASS)`` inside its graph: the adapted graph computes the same product
+with the adapted class probabilities, so the model's ``level_rule`` (argmax or least expected
+LEVEL_error) applies unchanged. A model with a LEVEL head has every level's probability
+reweighted by the change of its class's (the sign of the level) and renormalized.
+
+The adapted model is the shipped ONNX graph with a few nodes appended (:mod:`fmri_edge.onnx_edit`,
+no ``onnx`` package), the participant's alignment statistics as its new defaults, and metadata
+(``adaptation``) recording the base model's sha256, the participant, K, the method and λ.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmri_edge import io, onnx_edit, scoring
+from fmri_edge.predict import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
+from fmri_edge.runtime import ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
+from fmri_edge.submission import _whole
+
+METHODS = ("bias", "scale_bias", "features")
+# the best mean inner-CV accuracy gain at K = 9, pooled over the 9 outer folds of
+# train/research/adapt_cv.py (training subjects only; docs/results.md, "Subject adaptation"),
+# for models with and without in-graph subject alignment. With alignment every candidate's gain
+# is within ±0.2 points of none; without it, features λ = 0.3 gained most (+2.3 points inner).
+DEFAULT_METHOD = "features"
+DEFAULT_SHRINKAGE = {"aligned": 10.0, "unaligned": 0.3}
+# fewer labeled trials than this: the correction cannot even see every class once
+MIN_LABELS = 3
+EPS_PROB = 1e-12
+PREFIX = "fmri_edge_adapt/"
+SIGN_OF_LEVEL = np.stack([np.sign(scoring.LEVEL_VALUES) == c for c in scoring.CLASS_VALUES]).astype(np.float32)
+
+
+# ---- the correction ---------------------------------------------------------------------------------
+
+@dataclass
+class Correction:
+    """δ(x) = scale · log p(x) + f(x) @ weight + bias; zero parameters are the identity."""
+
+    method: str
+    shrinkage: float
+    bias: np.ndarray                      # (3,)
+    scale: float = 0.0
+    weight: np.ndarray | None = None      # (F, 3), in raw feature units
+
+    def delta(self, class_probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        d = np.broadcast_to(self.bias, class_probs.shape).astype(np.float64)
+        if self.scale:
+            d = d + self.scale * np.log(np.maximum(class_probs, EPS_PROB))
+        if self.weight is not None:
+            d = d + np.asarray(features, dtype=np.float64) @ self.weight
+        return d
+
+    def apply(self, class_probs: np.ndarray, level_probs: np.ndarray, features: np.ndarray | None = None,
+              level_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """What the adapted graph computes (numpy, float64). ``level_map``: the (3, 9)
+        P(LEVEL | CLASS) of a class-only model (:func:`level_map`); None: LEVEL probabilities are
+        reweighted by the change of their class's (the sign of the level)."""
+        e = np.exp(self.delta(class_probs, features))
+        u = class_probs * e
+        z = u.sum(axis=1, keepdims=True)
+        if level_map is not None:
+            return u / z, (u / z) @ level_map
+        v = level_probs * ((e / z) @ SIGN_OF_LEVEL)
+        return u / z, v / v.sum(axis=1, keepdims=True)
+
+    def summary(self) -> dict:
+        out = {"method": self.method, "shrinkage": self.shrinkage,
+               "bias": [round(float(b), 4) for b in self.bias]}
+        if self.method == "scale_bias":
+            out["scale"] = round(float(self.scale), 4)
+        if self.weight is not None:
+            out["weight_norm"] = round(float(np.linalg.norm(self.weight)), 4)
+        return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def class_weights(y: np.ndarray) -> np.ndarray:
+    """Per-trial weights that give every present class the same total (summing to K)."""
+    classes, counts = np.unique(y, return_counts=True)
+    per = {c: len(y) / (len(classes) * n) for c, n in zip(classes, counts)}
+    return np.array([per[c] for c in y])
+
+
+def fit_correction(class_probs: np.ndarray, y: np.ndarray, method: str = DEFAULT_METHOD,
+                   shrinkage: float = DEFAULT_SHRINKAGE["aligned"], features: np.ndarray | None = None,
+                   feature_scale: float | None = None, iters: int = 50) -> Correction:
+    """Fit δ on K labeled trials: ``class_probs`` (K, 3) of the shipped model, ``y`` (K,) class
+    indices 0, 1, 2 (CLASS −1, 0, 1), ``features`` (K, F) for ``features``; ``feature_scale``: the
+    RMS feature norm over all of the participant's trials (default: over the K)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown adaptation method {method!r} ({', '.join(METHODS)})")
+    if not shrinkage > 0:
+        raise ValueError(f"shrinkage must be > 0, got {shrinkage}")
+    k = len(y)
+    logp = np.log(np.maximum(np.asarray(class_probs, dtype=np.float64), EPS_PROB))
+    # δ_i = Φ_i θ, Φ_i (3 × P); penalty λ θᵀ R θ
+    blocks = [np.broadcast_to(np.eye(3), (k, 3, 3))]
+    penalty = [np.eye(3)]
+    gram = None
+    if method == "scale_bias":
+        blocks.append(logp[:, :, None])
+        penalty.append(np.eye(1))
+    if method == "features":
+        f = np.asarray(features, dtype=np.float64)
+        s = feature_scale or float(np.sqrt(np.mean(np.sum(f ** 2, axis=1)))) or 1.0
+        gram = (f / s) @ (f / s).T                                 # (K, K)
+        # δ_i += Σ_j G_ij α_j (α_j ∈ R³): Φ_i[:, 3j + c] = G_ij [c == row]
+        blocks.append(np.einsum("ij,ab->iajb", gram, np.eye(3)).reshape(k, 3, 3 * k))
+        penalty.append(np.kron(gram, np.eye(3)) + 1e-9 * np.eye(3 * k))
+    phi = np.concatenate(blocks, axis=2)                           # (K, 3, P)
+    p_dim = phi.shape[2]
+    r = np.zeros((p_dim, p_dim))
+    at = 0
+    for b in penalty:
+        r[at:at + len(b), at:at + len(b)] = b
+        at += len(b)
+    w = class_weights(y)
+    onehot = np.eye(3)[y]
+
+    def objective(theta):
+        z = logp + phi @ theta
+        lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+        return float(np.sum(w * (lse - z[np.arange(k), y])) + shrinkage * theta @ r @ theta)
+
+    theta = np.zeros(p_dim)
+    value = objective(theta)
+    for _ in range(iters):
+        q = _softmax(logp + phi @ theta)
+        wphi = (w[:, None, None] * phi).reshape(3 * k, p_dim)
+        grad = wphi.T @ (q - onehot).reshape(-1) + 2 * shrinkage * r @ theta
+        cov = q[:, :, None] * np.eye(3) - q[:, :, None] * q[:, None, :]        # (K, 3, 3)
+        hess = wphi.T @ (cov @ phi).reshape(3 * k, p_dim) + 2 * shrinkage * r
+        step = np.linalg.solve(hess + 1e-12 * np.eye(p_dim), grad)
+        t = 1.0
+        while t > 1e-6:
+            new = objective(theta - t * step)
+            if new <= value:
+                break
+            t /= 2
+        theta, done = theta - t * step, value - new < 1e-10
+        value = min(value, new)
+        if done:
+            break
+    corr = Correction(method, float(shrinkage), theta[:3].copy())
+    if method == "scale_bias":
+        corr.scale = float(theta[3])
+    if method == "features":
+        alpha = theta[3:].reshape(k, 3)
+        corr.weight = (f / s).T @ alpha / s                        # raw units: δ = f @ weight
+    return corr
+
+
+# ---- labels -----------------------------------------------------------------------------------------
+
+@dataclass
+class Labels:
+    trial: np.ndarray            # (K,) 1-based trial numbers
+    valence_class: np.ndarray    # (K,) in {−1, 0, 1}
+    participant: str | None      # as written in a CSV; None for labels.npz (no names inside)
+    path: Path
+    lines: dict = field(default_factory=dict)   # trial → CSV line, for messages
+
+
+CSV_REQUIRED = ("Participant", "Trial", "CLASS")
+
+
+def read_labels(path: str | Path) -> Labels:
+    """A participant's labels: ICBHI ``labels.npz`` (rows are trials 1, 2, … in order; fewer rows
+    than trials label the first ones) or a CSV with columns ``Participant,Trial,CLASS[,LEVEL]``,
+    found by name (other columns are ignored). Every problem names the file (and line)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        lab = io.load_labels(path)
+        return Labels(np.arange(1, len(lab) + 1), lab[:, 0], None, path)
+    if path.suffix != ".csv":
+        raise io.InputError(path, f"labels must be an ICBHI labels.npz or a .csv with columns "
+                                  f"{','.join(CSV_REQUIRED)}[,LEVEL] (got {path.suffix or 'no suffix'!r})")
+    if not path.is_file():
+        raise io.InputError(path, "no such file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise io.InputError(path, f"not a readable CSV ({str(e)[:100]})") from None
+    if not rows:
+        raise io.InputError(path, f"empty file; expected a header with {','.join(CSV_REQUIRED)}[,LEVEL]")
+    header = [c.strip() for c in rows[0]]
+    dup = sorted({c for c in header if c and header.count(c) > 1})
+    if dup:
+        raise io.InputError(path, f"line 1: column(s) {', '.join(dup)} appear more than once")
+    missing = [c for c in CSV_REQUIRED if c not in header]
+    if missing:
+        raise io.InputError(path, f"line 1: no column {', '.join(missing)} (header {','.join(header)!r}); "
+                                  f"expected {','.join(CSV_REQUIRED)}[,LEVEL]")
+    col = {c: header.index(c) for c in (*CSV_REQUIRED, "LEVEL") if c in header}
+    parts, trials, classes, lines = [], [], [], {}
+    for n, row in enumerate(rows[1:], start=2):
+        if not "".join(row).strip():
+            continue
+        if len(row) < len(header):
+            raise io.InputError(path, f"line {n}: {len(row)} values for {len(header)} columns")
+        p = row[col["Participant"]].strip()
+        t, c = _whole(row[col["Trial"]]), _whole(row[col["CLASS"]])
+        if not p:
+            raise io.InputError(path, f"line {n}: empty Participant")
+        if t is None or t < 1:
+            raise io.InputError(path, f"line {n}: Trial {row[col['Trial']].strip()!r} is not a trial number (1, 2, …)")
+        if c not in (-1, 0, 1):
+            raise io.InputError(path, f"line {n}: CLASS {row[col['CLASS']].strip()!r} outside {{-1, 0, 1}}")
+        if "LEVEL" in col and row[col["LEVEL"]].strip():
+            lv = _whole(row[col["LEVEL"]])
+            if lv is None or not -4 <= lv <= 4:
+                raise io.InputError(path, f"line {n}: LEVEL {row[col['LEVEL']].strip()!r} outside {{-4 … 4}}")
+        if parts and p != parts[0]:
+            raise io.InputError(path, f"line {n}: participant {p!r}, but line 2 is {parts[0]!r}; adapt one "
+                                      "participant at a time (one labels file each)")
+        if t in lines:
+            raise io.InputError(path, f"line {n}: trial {t} again (first on line {lines[t]}); one label per trial")
+        parts.append(p), trials.append(t), classes.append(c)
+        lines[t] = n
+    if not parts:
+        raise io.InputError(path, "no label rows after the header")
+    return Labels(np.array(trials), np.array(classes), parts[0], path, lines)
+
+
+# ---- the participant's trials through the base model --------------------------------------------------
+
+@dataclass
+class Seen:
+    participant: str
+    trial: np.ndarray            # (N,) 1-based trial numbers of the good trials
+    class_probs: np.ndarray      # (N, 3)
+    level_probs: np.ndarray      # (N, 9)
+    features: np.ndarray         # (N, F)
+    subject: tuple | None        # alignment statistics used (None: the population's)
+    problems: list
+    paths: list
+
+
+def observe(decoder: Decoder, paths: list, participant: str | None = None, policy: Policy | None = None,
+            batch_size: int = DEFAULT_BATCH) -> Seen:
+    """The base model's outputs on one participant's trials, aligned exactly as ``predict``
+    aligns them (over all of the participant's good trials in ``paths``)."""
+    groups, problems = [], []
+    for item in group_sources(paths, participant):
+        (problems if isinstance(item, io.InputError) else groups).append(item)
+    for p in problems:
+        if p.outcome == "refused":
+            raise p
+    if len(groups) != 1:
+        names = ", ".join(g[0] for g in groups)
+        raise io.InputError(paths[0], f"TRIALS hold {len(groups)} participants ({names}); adapt one participant "
+                                      "at a time, or give --participant to treat every file as one person's")
+    name, sources = groups[0]
+    subject, offsets = None, {}
+    if decoder.aligned:
+        stats, found, counts = participant_stats(decoder, sources, batch_size, policy)
+        problems += found
+        if stats.n >= MIN_ALIGN_TRIALS:
+            subject = stats.result()
+        total = 0
+        for src in sources:
+            offsets[src.path] = total
+            total += counts[src.path]
+    outs = {"class_probs": [], "level_probs": [], "features": []}
+    trials = []
+    for src in sources:
+        for item in model_ready(decoder, src, batch_size, policy):
+            if isinstance(item, io.InputError):
+                if not decoder.aligned:
+                    problems.append(item)
+                continue
+            got = decoder.run(item[1], subject, outputs=tuple(outs))
+            for k in outs:
+                outs[k].append(got[k])
+            trials.append(item[0] + offsets.get(src.path, 0))
+    for p in problems:
+        if p.outcome == "refused":
+            raise p
+    if not trials:
+        raise io.InputError(sources[0].path, "no trial of this participant could be read")
+    return Seen(name, np.concatenate(trials), *(np.concatenate(outs[k]).astype(np.float64) for k in outs),
+                subject, problems, [s.path for s in sources])
+
+
+def match_labels(seen: Seen, labels: Labels) -> np.ndarray:
+    """Indices into ``seen`` of the labeled trials; refuses labels for trials not in TRIALS."""
+    where = {int(t): i for i, t in enumerate(seen.trial)}
+    if labels.participant is not None and labels.participant != seen.participant:
+        raise io.InputError(labels.path, f"line {labels.lines.get(int(labels.trial[0]), 2)}: labels are for "
+                                         f"participant {labels.participant!r}, TRIALS hold "
+                                         f"{seen.participant!r}; give the labels of the same participant (or "
+                                         f"--participant {labels.participant})")
+    skipped = {p.trial: p for p in seen.problems if p.trial is not None and p.outcome == "skipped"}
+    idx = []
+    for t in labels.trial.tolist():
+        if t not in where:
+            line = f"line {labels.lines[t]}: " if t in labels.lines else f"row {t}: "
+            why = (f"it was skipped ({skipped[t].problem.split(';')[0]})" if t in skipped else
+                   f"{seen.participant} has {int(seen.trial.max())} trials in TRIALS")
+            raise io.InputError(labels.path, f"{line}label for trial {t}, which is not in TRIALS: {why}")
+        idx.append(where[t])
+    return np.array(idx, dtype=np.int64)
+
+
+def check_labels(labels: Labels, minimum: int = MIN_LABELS) -> None:
+    k = len(labels.trial)
+    present = sorted(set(labels.valence_class.tolist()))
+    if k < minimum:
+        raise io.InputError(labels.path, f"only {k} labeled trial(s); adaptation needs at least {minimum} "
+                                         f"(one of each CLASS −1, 0, 1 at best; the CV in docs/results.md "
+                                         "measured K = 3 … 15)")
+    if len(present) < 2:
+        raise io.InputError(labels.path, f"every one of the {k} labeled trials is CLASS {present[0]:+d}; adaptation "
+                                         "needs labeled trials of at least two classes (ideally all three, "
+                                         "e.g. 3 trials of each)")
+
+
+# ---- the adapted ONNX --------------------------------------------------------------------------------
+
+def level_map(model: onnx_edit.Model) -> tuple[np.ndarray, str] | tuple[None, None]:
+    """A class-only model's P(LEVEL | CLASS): the graph computes ``level_probs = class_probs @ M``
+    with M (3, 9) an initializer → (M, its name); (None, None) for a model with a LEVEL head."""
+    prod = model.producer("level_probs")
+    if prod and prod[0] == "MatMul" and len(prod[1]) == 2 and prod[1][0] == "class_probs":
+        m = model.initializer(prod[1][1])
+        if m is not None and m.shape == (3, 9):
+            return m.astype(np.float64), prod[1][1]
+    return None, None
+
+
+def write_adapted(model: onnx_edit.Model, out: Path, corr: Correction, meta: dict, subject: tuple | None,
+                  base: Path) -> None:
+    """The base graph + the correction's nodes; ``subject`` statistics become the new defaults.
+    LEVEL: a class-only model's own P(LEVEL | CLASS) product on the adapted class probabilities;
+    otherwise its LEVEL probabilities reweighted per class and renormalized."""
+    _, map_name = level_map(model)
+    if model.mentions(PREFIX):
+        raise io.InputError(base, "this model was already adapted; adapt the base model it was made from")
+    n = lambda s: PREFIX + s  # noqa: E731
+    for old in ("class_probs", "level_probs"):
+        model.rename(old, n(f"base_{old}"))
+    terms = [n("bias")]
+    model.add_initializer(n("bias"), corr.bias.reshape(1, 3))
+    if corr.scale:
+        model.add_initializer(n("eps"), np.array([EPS_PROB], dtype=np.float32))
+        model.add_initializer(n("scale"), np.array([corr.scale], dtype=np.float32))
+        model.add_node("Max", [n("base_class_probs"), n("eps")], [n("clipped")], n("Max"))
+        model.add_node("Log", [n("clipped")], [n("log_probs")], n("Log"))
+        model.add_node("Mul", [n("log_probs"), n("scale")], [n("scaled")], n("Mul_scale"))
+        terms.append(n("scaled"))
+    if corr.weight is not None:
+        model.add_initializer(n("weight"), corr.weight)
+        model.add_node("MatMul", ["features", n("weight")], [n("from_features")], n("MatMul_features"))
+        terms.append(n("from_features"))
+    delta = terms[0]
+    for i, t in enumerate(terms[1:]):
+        model.add_node("Add", [delta, t], [n(f"delta_{i}")], n(f"Add_{i}"))
+        delta = n(f"delta_{i}")
+    model.add_initializer(n("ones3"), np.ones((3, 1), dtype=np.float32))
+    if map_name is None:
+        model.add_initializer(n("ones9"), np.ones((9, 1), dtype=np.float32))
+        model.add_initializer(n("class_of_level"), SIGN_OF_LEVEL)
+    model.add_node("Exp", [delta], [n("e")], n("Exp"))
+    model.add_node("Mul", [n("base_class_probs"), n("e")], [n("u")], n("Mul_u"))
+    model.add_node("MatMul", [n("u"), n("ones3")], [n("z")], n("MatMul_z"))
+    model.add_node("Div", [n("u"), n("z")], ["class_probs"], n("Div_class"))
+    if map_name is not None:
+        model.add_node("MatMul", ["class_probs", map_name], ["level_probs"], n("MatMul_level"))
+    else:
+        model.add_node("Div", [n("e"), n("z")], [n("ratio")], n("Div_ratio"))
+        model.add_node("MatMul", [n("ratio"), n("class_of_level")], [n("level_ratio")], n("MatMul_level"))
+        model.add_node("Mul", [n("base_level_probs"), n("level_ratio")], [n("v")], n("Mul_v"))
+        model.add_node("MatMul", [n("v"), n("ones9")], [n("v_sum")], n("MatMul_v"))
+        model.add_node("Div", [n("v"), n("v_sum")], ["level_probs"], n("Div_level"))
+    if subject is not None:
+        for name, value in zip(ALIGN_INPUTS, subject):
+            model.replace_initializer(name, value)
+    model.set_metadata(METADATA_KEY, json.dumps(meta))
+    # a digest of the graph written at export no longer describes this graph
+    model.set_metadata("weights_sha256", None)
+    model.save(out)
+
+
+@dataclass
+class Result:
+    out: Path
+    card: Path
+    participant: str
+    k: int
+    n_trials: int
+    correction: Correction
+    changed: int                 # CLASS answers that differ on the participant's N trials
+    before: np.ndarray           # (3,) answers per CLASS before
+    after: np.ndarray            # (3,) and after
+    fit_accuracy: tuple          # on the K labeled trials (in-sample): before, after
+    seconds: float
+    max_check_diff: float        # |adapted ONNX − numpy| on the participant's trials
+    problems: list
+
+
+def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: str | Path,
+          method: str = DEFAULT_METHOD, shrinkage: float | None = None, participant: str | None = None,
+          force: bool = False, policy: Policy | None = None, threads: int = 0) -> Result:
+    from fmri_edge.submission import check_new
+
+    start = time.perf_counter()
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise io.InputError(out, "give the adapted model an .onnx name (its model card is written beside it)")
+    check_new(out, force)
+    check_new(out.with_suffix(".md"), force)
+    labels = read_labels(labels_path)
+    decoder = Decoder(model, threads=threads)
+    if "features" not in decoder.outputs:
+        raise io.InputError(decoder.path, f"model has no `features` output (outputs: {', '.join(decoder.outputs)}); "
+                                          "adaptation needs a model exported by this version of fmri-edge "
+                                          "(`fmri-edge export`)")
+    if decoder.info.meta.get("adaptation"):
+        a = decoder.info.meta["adaptation"]
+        raise io.InputError(decoder.path, f"already adapted to {a.get('participant')!r}; adapt the base model "
+                                          f"(sha256 {str(a.get('base_sha256'))[:16]}…)")
+    check_labels(labels)
+    if shrinkage is None:
+        shrinkage = DEFAULT_SHRINKAGE["aligned" if decoder.aligned else "unaligned"]
+    seen = observe(decoder, trials, participant, policy)
+    idx = match_labels(seen, labels)
+    y = np.searchsorted(scoring.CLASS_VALUES, labels.valence_class)
+    scale = float(np.sqrt(np.mean(np.sum(seen.features ** 2, axis=1)))) or 1.0
+    corr = fit_correction(seen.class_probs[idx], y, method, shrinkage, seen.features[idx], scale)
+    graph = onnx_edit.Model.load(decoder.path)
+    lmap, _ = level_map(graph)
+    new_c, new_l = corr.apply(seen.class_probs, seen.level_probs, seen.features, lmap)
+    base_sha = file_sha256(decoder.path)
+    meta = dict(decoder.info.meta)
+    base_version = meta.get("model_version", decoder.path.stem)
+    meta["model_version"] = f"{base_version}+{seen.participant}"
+    meta["adaptation"] = {
+        "participant": seen.participant, "k": int(len(idx)),
+        "labeled_trials": [int(t) for t in labels.trial],
+        "class_counts": {str(c): int(np.sum(labels.valence_class == c)) for c in scoring.CLASS_VALUES},
+        **corr.summary(),
+        "base_sha256": base_sha, "base_model": decoder.path.name, "base_model_version": base_version,
+        "labels": Path(labels_path).name, "trials_seen": int(len(seen.trial)),
+        "alignment_defaults": "this participant's statistics" if seen.subject is not None else
+        "the training population's (fewer than the minimum trials to align)",
+        "feature_scale": round(scale, 6) if method == "features" else None,
+        "adapted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if out.resolve() == decoder.path.resolve():
+        raise io.InputError(out, "is the base model itself; give the adapted model another name")
+    out.with_suffix(".md").unlink(missing_ok=True)  # an old card (--force) would not match the new file
+    write_adapted(graph, out, corr, meta, seen.subject, decoder.path)
+    try:  # where the tool writes a weights digest at export, the adapted graph gets its own
+        from fmri_edge import integrity
+    except ImportError:
+        pass
+    else:
+        integrity.stamp(out)
+    check = Decoder(out, threads=threads)
+    # the adapted file is opened and checked against the numpy definition on the participant's trials
+    got = observe(check, trials, seen.participant, policy)
+    diff = float(max(np.abs(got.class_probs - new_c).max(), np.abs(got.level_probs - new_l).max()))
+    if diff > 1e-4:
+        out.unlink()
+        raise RuntimeError(f"the adapted model differs from its numpy definition by {diff:.2e}; nothing written")
+    card = write_card(out, meta, base_sha, file_sha256(out))
+    before, after = scoring.decide_class(seen.class_probs), scoring.decide_class(new_c)
+    yl = labels.valence_class
+    return Result(out, card, seen.participant, len(idx), len(seen.trial), corr, int(np.sum(before != after)),
+                  np.array([np.sum(before == c) for c in scoring.CLASS_VALUES]),
+                  np.array([np.sum(after == c) for c in scoring.CLASS_VALUES]),
+                  (float(np.mean(before[idx] == yl)), float(np.mean(after[idx] == yl))),
+                  time.perf_counter() - start, diff, seen.problems)
+
+
+def other_participants(meta: dict, paths: list, participant: str | None = None) -> list[str]:
+    """Participants in ``paths`` that an adapted model was not adapted to (empty for base models)."""
+    a = meta.get("adaptation")
+    if not a:
+        return []
+    names = {participant} if participant else {s.participant for s in io.iter_sources(paths)
+                                               if isinstance(s, io.Source)}
+    return sorted(n for n in names if n != a.get("participant"))
+
+
+def write_card(out: Path, meta: dict, base_sha: str, sha: str) -> Path:
+    a = meta["adaptation"]
+    card = out.with_suffix(".md")
+    lines = [
+        f"# {out.stem}", "",
+        f"`{a['base_model']}` adapted to participant {a['participant']} from {a['k']} labeled trials "
+        f"(`fmri-edge adapt`). Use it for this participant only.", "",
+        "| | |", "|---|---|",
+        f"| file | `{out.name}` |",
+        f"| sha256 | `{sha}` |",
+        f"| base model | `{a['base_model']}` ({a['base_model_version']}), sha256 `{base_sha}` |",
+        f"| participant | {a['participant']} ({a['trials_seen']} trials seen; alignment defaults: "
+        f"{a['alignment_defaults']}) |",
+        f"| labeled trials | K = {a['k']}: trials {', '.join(map(str, a['labeled_trials']))} "
+        f"(CLASS −1/0/+1: {a['class_counts']['-1']}/{a['class_counts']['0']}/{a['class_counts']['1']}), "
+        f"from `{a['labels']}` |",
+        f"| method | {a['method']}, shrinkage λ = {a['shrinkage']:g}; bias {a['bias']}"
+        + (f", scale {a['scale']}" if "scale" in a else "")
+        + (f", ‖weight‖ {a['weight_norm']}" if "weight_norm" in a else "") + " |",
+        f"| adapted | {a['adapted']} |", "",
+        "Measured benefit of adaptation (cross-subject CV): docs/results.md, section \"Subject adaptation\".", "",
+    ]
+    with open(card, "w") as f:
+        f.write("\n".join(lines))
+    return card
