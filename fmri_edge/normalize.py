@@ -68,9 +68,6 @@ def normalize_by_participant(trials: np.ndarray, participants: np.ndarray, mode:
     return out
 
 
-ALIGN_MODES = ("none", "center", "zscore")
-
-
 class AlignStats:
     """Subject alignment statistics, streamed: the mean and standard deviation of every entry of
     a model's per-trial representation (regions × time steps) over one participant's trials.
@@ -114,15 +111,8 @@ class AlignStats:
                 (np.sqrt(self.m2 / self.n) + EPS).astype(np.float32))
 
 
-def align_stats_by_participant(rep: np.ndarray, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-trial (mean, scale) arrays, (N, C, T') each: every trial gets its participant's
-    statistics over that participant's trials in ``rep``."""
+def align_stats_by_participant(rep: np.ndarray, participants: np.ndarray) -> dict:
+    """{participant: (mean, scale)}: each participant's :class:`AlignStats` over its trials in
+    ``rep`` (N, C, T')."""
     participants = np.asarray(participants)
-    mean = np.empty(rep.shape, dtype=np.float32)
-    scale = np.empty(rep.shape, dtype=np.float32)
-    for p in np.unique(participants):
-        m = participants == p
-        stats = AlignStats()
-        stats.add(rep[m])
-        mean[m], scale[m] = stats.result()
-    return mean, scale
+    return {p: AlignStats.of(rep[participants == p]).result() for p in np.unique(participants)}

@@ -3,18 +3,21 @@ import subprocess
 import sys
 import textwrap
 
-BLOCK_TORCH = textwrap.dedent("""
-    import sys
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this test")
-    sys.meta_path.insert(0, _NoTorch())
-""")
+def _blocking(*packages: str) -> str:
+    """Code that makes ``packages`` (and their submodules) unimportable in a fresh interpreter."""
+    return textwrap.dedent(f"""
+        import sys
+        class _Blocked:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {packages!r}:
+                    raise ImportError(f"{{name}} is blocked in this test", name=name)
+        sys.meta_path.insert(0, _Blocked())
+    """)
 
 
-def _run(code: str):
-    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)],
+def _run(code: str, block: tuple[str, ...] = ("torch",)):
+    """``code`` in a fresh interpreter where ``block`` cannot be imported."""
+    return subprocess.run([sys.executable, "-c", _blocking(*block) + textwrap.dedent(code)],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -54,29 +57,19 @@ def test_predict_score_info_run_with_torch_unimportable(sim_model, sim_data, tmp
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
 
 
-BLOCK_NIFTI = textwrap.dedent("""
-    import sys
-    class _NoNifti:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("nilearn", "nibabel"):
-                raise ImportError(f"{name} is blocked in this test")
-    sys.meta_path.insert(0, _NoNifti())
-""")
-
-
 def test_importing_the_cli_and_extract_does_not_import_nilearn_or_nibabel():
-    r = subprocess.run([sys.executable, "-c", BLOCK_NIFTI + textwrap.dedent("""
+    r = _run(("""
         import sys
         import fmri_edge.cli, fmri_edge.extract, fmri_edge.nifti_sim, fmri_edge.predict, fmri_edge.io
         bad = [m for m in ("nilearn", "nibabel", "torch", "sklearn", "scipy", "pandas") if m in sys.modules]
         assert not bad, bad
         print("ok")
-    """)], capture_output=True, text=True, timeout=120)
+    """), block=("nilearn", "nibabel"))
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
 def test_extract_without_the_nifti_extra_is_one_line_naming_it(tmp_path):
-    r = subprocess.run([sys.executable, "-c", BLOCK_NIFTI + textwrap.dedent(f"""
+    r = _run((f"""
         from typer.testing import CliRunner
         from fmri_edge.cli import app
         runner = CliRunner()
@@ -89,18 +82,8 @@ def test_extract_without_the_nifti_extra_is_one_line_naming_it(tmp_path):
             assert len(lines) == 1 and "pip install 'fmri-edge[nifti]'" in lines[0], res.stderr
             assert "Traceback" not in res.output
         print("ok")
-    """)], capture_output=True, text=True, timeout=120)
+    """), block=("nilearn", "nibabel"))
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
-
-
-BLOCK_DASK = textwrap.dedent("""
-    import sys
-    class _NoDask:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("dask", "distributed"):
-                raise ImportError(f"{name} is blocked in this test", name=name)
-    sys.meta_path.insert(0, _NoDask())
-""")
 
 
 def test_the_runtime_imports_nothing_of_dask(sim_model, sim_data, tmp_path):
@@ -110,7 +93,7 @@ def test_the_runtime_imports_nothing_of_dask(sim_model, sim_data, tmp_path):
 
     np.save(tmp_path / "t.npy", sim_data[0][:3])
     args = ["predict", str(tmp_path / "t.npy"), "--model", str(sim_model)]
-    local = textwrap.dedent(f"""
+    local = f"""
         import sys
         from typer.testing import CliRunner
         from fmri_edge.cli import app
@@ -120,8 +103,8 @@ def test_the_runtime_imports_nothing_of_dask(sim_model, sim_data, tmp_path):
         bad = [m for m in ("dask", "distributed") if m in sys.modules]
         assert not bad, bad
         print("ok")
-    """)
-    blocked = BLOCK_DASK + textwrap.dedent(f"""
+    """
+    blocked = f"""
         from typer.testing import CliRunner
         from fmri_edge.cli import app
         res = CliRunner().invoke(app, {args + ["--out", str(tmp_path / "p.csv"), "--scheduler", "local:2"]!r})
@@ -130,8 +113,8 @@ def test_the_runtime_imports_nothing_of_dask(sim_model, sim_data, tmp_path):
         assert len(lines) == 1 and "pip install 'fmri-edge[dask]'" in lines[0], res.stderr
         assert "Traceback" not in res.output
         print("ok")
-    """)
-    for code in (local, blocked):
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """
+    for code, block in ((local, ()), (blocked, ("dask", "distributed"))):
+        r = _run(code, block)
         assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
     assert not (tmp_path / "p.csv").exists()

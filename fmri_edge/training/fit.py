@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fmri_edge import scoring
-from fmri_edge.normalize import AlignStats, align_stats_by_participant
+from fmri_edge.normalize import align_stats_by_participant
 from fmri_edge.training.model import ValenceNet, build_model
 from fmri_edge.training.recipe import Recipe
 
@@ -77,17 +77,10 @@ def represent(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | 
         return x0
     if participants is None:
         return model.align(x0)
-    if pool is None:
-        mean, scale = align_stats_by_participant(x0.numpy(), participants)
-    else:
-        pool_x0 = _normalized(model, pool[0]).numpy()
-        stats = {}
-        for q in np.unique(participants):
-            st = AlignStats()
-            st.add(pool_x0[np.asarray(pool[1]) == q])
-            stats[q] = st.result()
-        mean = np.stack([stats[q][0] for q in participants])
-        scale = np.stack([stats[q][1] for q in participants])
+    stats = align_stats_by_participant(x0.numpy(), participants) if pool is None else \
+        align_stats_by_participant(_normalized(model, pool[0]).numpy(), pool[1])
+    mean = np.stack([stats[q][0] for q in participants])
+    scale = np.stack([stats[q][1] for q in participants])
     return model.align(x0, torch.from_numpy(mean), torch.from_numpy(scale))
 
 
@@ -97,16 +90,9 @@ def set_population_stats(model: ValenceNet, trials: np.ndarray, participants: np
     if model.cfg.subject_align == "none":
         return
     with torch.inference_mode():
-        x0 = model.normalize(torch.as_tensor(trials, dtype=torch.float32)).numpy()
-    means, scales = [], []
-    for p in np.unique(participants):
-        st = AlignStats()
-        st.add(x0[np.asarray(participants) == p])
-        m, sc = st.result()
-        means.append(m)
-        scales.append(sc)
-    model.pop_mean.copy_(torch.from_numpy(np.mean(means, axis=0)))
-    model.pop_scale.copy_(torch.from_numpy(np.mean(scales, axis=0)))
+        stats = align_stats_by_participant(_normalized(model, trials).numpy(), participants)
+    model.pop_mean.copy_(torch.from_numpy(np.mean([m for m, _ in stats.values()], axis=0)))
+    model.pop_scale.copy_(torch.from_numpy(np.mean([sc for _, sc in stats.values()], axis=0)))
 
 
 def set_level_given_class(model: ValenceNet, labels: np.ndarray, prior: float = 0.5) -> None:

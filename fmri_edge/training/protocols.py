@@ -16,6 +16,7 @@ import numpy as np
 from fmri_edge import scoring, splits
 from fmri_edge.normalize import normalize_by_participant
 from fmri_edge.training.fit import FitResult, decide, fit, predict_proba
+from fmri_edge.training.model import CLASS_RULE
 from fmri_edge.training.recipe import Recipe
 
 Progress = Callable[[str, int, int], None]  # (stage, epoch, epochs)
@@ -85,8 +86,8 @@ def evaluate(recipe: Recipe, probs: dict, labels: np.ndarray) -> dict:
 
 
 def baseline_level(valence_class: np.ndarray) -> np.ndarray:
-    """The class-only LEVEL baseline: −1 → −3, 0 → 0, 1 → 2."""
-    return np.select([valence_class < 0, valence_class > 0], [-3, 2], 0)
+    """The class-only LEVEL baseline: −1 → −3, 0 → 0, 1 → 2 (:data:`~fmri_edge.training.model.CLASS_RULE`)."""
+    return np.select([valence_class < 0, valence_class > 0], [CLASS_RULE[-1], CLASS_RULE[1]], CLASS_RULE[0])
 
 
 def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Progress | None = None,
