@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ from typer.testing import CliRunner
 from fmri_edge import adapt, onnx_edit, scoring
 from fmri_edge.cli import app
 from fmri_edge.runtime import Decoder, check_model_card, file_sha256
-from tests.test_runtime_without_torch import BLOCK_TORCH
+from tests.test_runtime_without_torch import _run
 
 runner = CliRunner()
 NAMES = [f"R{i}" for i in range(246)]
@@ -293,7 +290,7 @@ def test_refusals(adapt_models, participant, tmp_path, sim_data):
 
 def test_adapt_runs_with_torch_unimportable(adapt_models, participant, tmp_path):
     trials, labels, _, _ = participant
-    code = BLOCK_TORCH + textwrap.dedent(f"""
+    r = _run(f"""
         from typer.testing import CliRunner
         from fmri_edge.cli import app
         res = CliRunner().invoke(app, ["adapt", r"{trials}", "--labels", r"{labels}", "--model",
@@ -302,5 +299,4 @@ def test_adapt_runs_with_torch_unimportable(adapt_models, participant, tmp_path)
         assert "torch" not in sys.modules and "onnx" not in sys.modules
         print("ok")
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
