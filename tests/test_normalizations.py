@@ -45,6 +45,22 @@ def test_psc_mean_tells_a_larger_response_from_a_smaller_one():
     np.testing.assert_allclose((z(large, 5).std(dim=2) / z(small, 5).std(dim=2)).numpy(), 1, rtol=1e-3)
 
 
+def test_psc_mean_gsr_removes_a_whole_brain_response_and_keeps_a_regional_one():
+    x, level, shape = realistic_trial(amplitude=0.01)
+    t = torch.arange(x.shape[2], dtype=torch.float64)
+    common = 1 + 0.02 * torch.sin(t / 3)                                   # a 2 % whole-brain swing
+    f = TRIAL_NORMALIZATIONS["psc_mean_gsr"]
+    out = f(x, 5).double().numpy()[0]
+    out_common = f((x.double() * common).float(), 5).double().numpy()[0]
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-4)             # every second: zero over regions
+    np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-3)             # every region: zero over time
+    psc = TRIAL_NORMALIZATIONS["psc_mean"](x, 5).double().numpy()[0]
+    psc_common = TRIAL_NORMALIZATIONS["psc_mean"]((x.double() * common).float(), 5).double().numpy()[0]
+    assert np.abs(psc_common - psc).max() > 1.5                             # psc_mean keeps the 2 % swing
+    assert np.abs(out_common - out).max() < 0.03                            # GSR cancels it (to 2nd order)
+    np.testing.assert_allclose(out, psc - psc.mean(axis=0, keepdims=True), atol=1e-4)  # regional part stays
+
+
 def test_minmax_region_keeps_every_regions_temporal_variation():
     x, _, shape = realistic_trial()
     mm = TRIAL_NORMALIZATIONS["minmax_region"](x, 5).double().numpy()[0]

@@ -50,6 +50,7 @@ class FitResult:
     best_epoch: int                      # 1-based epoch of the kept checkpoint
     val_metric: float | None = None      # validation metric of the kept checkpoint (lower is better)
     history: list = field(default_factory=list)  # per epoch: train loss, val metrics
+    states: list | None = None           # per epoch: the weights (only with ``keep_states``)
 
 
 def targets(labels: np.ndarray, heads: dict) -> dict[str, torch.Tensor]:
@@ -178,12 +179,13 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
         epochs: int | None = None, seed: int | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
         participants: np.ndarray | None = None, val_participants: np.ndarray | None = None,
-        pool: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
+        pool: tuple[np.ndarray, np.ndarray] | None = None, keep_states: bool = False) -> FitResult:
     """Train one network. With validation data the checkpoint with the best validation metric is
     kept; without, the weights after ``epochs`` epochs. ``participants`` (one id per trial) is
     needed by models with subject alignment: each participant is aligned over its own trials,
     training and validation alike (without it, all trials count as one participant), or over all
-    of its trials in ``pool`` (see :func:`represent`)."""
+    of its trials in ``pool`` (see :func:`represent`). ``keep_states`` keeps every epoch's weights
+    (for :func:`common_checkpoint`; meant for small models)."""
     seed = recipe.seed if seed is None else seed
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -200,7 +202,10 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     y_all = targets(labels, recipe.model.heads)
     weights = {t: (o.level_loss_weight if t == "level" else 1.0) for t in recipe.model.heads}
     n, epochs = len(z_all), epochs or o.epochs
-    best = (np.inf, np.inf, 0, None)  # metric, val loss, epoch, state
+    if recipe.eval.checkpoint_on not in ("metric", "loss", "ensemble"):
+        raise ValueError(f"unknown checkpoint_on {recipe.eval.checkpoint_on!r}; choose 'metric', 'loss' or 'ensemble'")
+    states = [] if keep_states else None
+    best = (np.inf, np.inf, 0, None, None)  # selection key (2), epoch, state, val metric
     history = []
     for epoch in range(1, epochs + 1):
         model.train()
@@ -218,6 +223,8 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
                 j = torch.randperm(len(idx), generator=gen)
                 x0 = lam * x0 + (1 - lam) * x0[j]
                 ys = {t: lam * y + (1 - lam) * y[j] for t, y in ys.items()}
+            if o.label_smoothing > 0:
+                ys = {t: (1 - o.label_smoothing) * y + o.label_smoothing / y.shape[1] for t, y in ys.items()}
             logits = model.split_heads(model.forward_normalized(x0))
             loss = sum(weights[t] * F.cross_entropy(logits[t], ys[t]) for t in logits)
             opt.zero_grad()
@@ -231,18 +238,38 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
             vy = targets(val_labels, recipe.model.heads)
             row["val_loss"] = float(sum(weights[t] * F.cross_entropy(torch.log(torch.as_tensor(probs[t]) + 1e-9), vy[t])
                                         for t in recipe.model.heads))
-            if (row["val_metric"], row["val_loss"]) < best[:2]:
-                best = (row["val_metric"], row["val_loss"], epoch, copy.deepcopy(model.state_dict()))
+            key = (row["val_loss"], row["val_metric"]) if recipe.eval.checkpoint_on == "loss" else \
+                (row["val_metric"], row["val_loss"])
+            if key < best[:2]:
+                best = (*key, epoch, copy.deepcopy(model.state_dict()), row["val_metric"])
         history.append(row)
+        if states is not None:
+            states.append(copy.deepcopy(model.state_dict()))
         if on_epoch:
             on_epoch(epoch, row)
     if best[3] is not None:
         model.load_state_dict(best[3])
-        best_epoch, val_metric = best[2], float(best[0])
+        best_epoch, val_metric = best[2], float(best[4])
     else:
         best_epoch, val_metric = epochs, None
     model.eval()
-    return FitResult(model, best_epoch, val_metric=val_metric, history=history)
+    return FitResult(model, best_epoch, val_metric=val_metric, history=history, states=states)
+
+
+def common_checkpoint(fits: list[FitResult]) -> int:
+    """One checkpoint epoch for all networks of an ensemble (each fitted with ``keep_states``): the
+    epoch with the lowest validation metric averaged over the networks (ties: the lowest mean
+    validation loss), i.e. chosen on all their validation trials together instead of each network
+    on its own small group. Every network is set to its weights of that epoch, ``val_metric`` and
+    ``best_epoch`` follow; returns the 1-based epoch."""
+    metric = np.mean([[h["val_metric"] for h in f.history] for f in fits], axis=0)
+    loss = np.mean([[h["val_loss"] for h in f.history] for f in fits], axis=0)
+    e = min(range(len(metric)), key=lambda i: (metric[i], loss[i]))
+    for f in fits:
+        f.model.load_state_dict(f.states[e])
+        f.model.eval()
+        f.best_epoch, f.val_metric, f.states = e + 1, float(f.history[e]["val_metric"]), None
+    return e + 1
 
 
 def save_checkpoint(model: ValenceNet, path, **extra) -> None:

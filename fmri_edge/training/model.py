@@ -59,6 +59,13 @@ def _psc_mean(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
     return 100.0 * (x - mu) / (mu.abs() + EPS)
 
 
+def _psc_mean_gsr(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
+    """``psc_mean``, then the global signal removed: at every second, the mean over all regions
+    subtracted (a response shared by the whole brain, e.g. arousal or breathing, cancels)."""
+    p = _psc_mean(x, baseline_s)
+    return p - p.mean(dim=1, keepdim=True)
+
+
 def _minmax_region(x: torch.Tensor, baseline_s: int) -> torch.Tensor:
     """Each region min-maxed to [0, 1] over the trial's seconds (the paper's Eq. 1 per feature,
     as its text motivates it: 'the values of different features similar')."""
@@ -78,6 +85,7 @@ TRIAL_NORMALIZATIONS = {
     "minmax_trial": _minmax_trial,
     "minmax_region": _minmax_region,
     "psc_mean": _psc_mean,
+    "psc_mean_gsr": _psc_mean_gsr,
     "zscore_region": _zscore_region,
     "baseline_psc": _baseline_psc,
     "baseline_z": _baseline_z,
@@ -141,6 +149,10 @@ class ModelConfig:
     # subject-wise normalization applied OUTSIDE the graph, per participant over all its trials,
     # by fmri_edge.normalize.subject_normalize (numpy): "none" | "zscore" | "center"
     subject_norm: str = "none"
+    # kind = "lowrank": temporal filters of the representation (T' → rank), then one linear layer
+    # over regions × rank (a rank-limited linear model: every class weight map is a sum of
+    # ``rank`` region patterns times a shared time course)
+    rank: int = 2
 
     def seen_times(self) -> int:
         """Time steps of the representation the network reads (after window and bins)."""
@@ -174,7 +186,7 @@ def class_rule_matrix() -> torch.Tensor:
     for c, lvl in enumerate(CLASS_RULE.values()):
         m[c, lvl + 4] = 1.0
     return m
-MODEL_KINDS = ("cnn", "linear")
+MODEL_KINDS = ("cnn", "linear", "lowrank")
 
 
 class ValenceNet(nn.Module):
@@ -267,6 +279,21 @@ class LinearNet(ValenceNet):
         return self.head(x0)
 
 
+class LowRankNet(ValenceNet):
+    """A linear model with a rank limit over time: the representation (B, C, T') is projected on
+    ``rank`` learned time courses (shared by all regions and classes), and the (B, C, rank)
+    result feeds one linear layer. C·rank + T'·rank weights per class instead of C·T'."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.temporal = nn.Linear(cfg.seen_times(), cfg.rank, bias=False)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout))
+        self.final_layer = nn.Linear(cfg.seen_regions() * cfg.rank, sum(cfg.heads.values()))
+
+    def forward_features(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.head(self.temporal(x0))                      # (B, C·rank)
+
+
 class SEResCNN(ValenceNet):
     """The SE residual 1-D CNN of Lin & Lee on the representation (B, C, T')."""
 
@@ -307,4 +334,4 @@ def build_model(cfg: ModelConfig | dict) -> ValenceNet:
                              "dense": tuple(cfg.get("dense", (512, 100)))})
     if cfg.kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {cfg.kind!r}; choose from {MODEL_KINDS}")
-    return (LinearNet if cfg.kind == "linear" else SEResCNN)(cfg)
+    return {"linear": LinearNet, "lowrank": LowRankNet}.get(cfg.kind, SEResCNN)(cfg)

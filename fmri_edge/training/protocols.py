@@ -15,7 +15,7 @@ import numpy as np
 
 from fmri_edge import scoring, splits
 from fmri_edge.normalize import normalize_by_participant
-from fmri_edge.training.fit import FitResult, decide, fit, predict_proba
+from fmri_edge.training.fit import FitResult, common_checkpoint, decide, fit, predict_proba
 from fmri_edge.training.model import CLASS_RULE
 from fmri_edge.training.recipe import Recipe
 
@@ -93,19 +93,27 @@ def baseline_level(valence_class: np.ndarray) -> np.ndarray:
 def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Progress | None = None,
                  val_ds: Dataset | None = None, pool: Dataset | None = None) -> list[FitResult]:
     """The recipe's model fitted on ``ds``: one network validated on ``val_ds`` or, with
-    ``recipe.ensemble``, one network per subject group of ``ds``, each trained on the other groups
-    and validated (checkpoint chosen) on its own."""
+    ``recipe.ensemble``, one network per subject group of ``ds`` (``ensemble_seeds`` per group),
+    each trained on the other groups and validated (checkpoint chosen) on its own — or, with
+    ``eval.checkpoint_on = "ensemble"``, all at the one epoch best on their validation groups together."""
+    common = recipe.ensemble and recipe.eval.checkpoint_on == "ensemble"
+
     def one(fit_ds, v_ds, label, s):
         cb = (lambda e, row: progress(label, e, recipe.optim.epochs)) if progress else None
         return fit(recipe, fit_ds.trials, fit_ds.labels, v_ds.trials, v_ds.labels, seed=s, on_epoch=cb,
                    participants=fit_ds.participants, val_participants=v_ds.participants,
-                   pool=None if pool is None else (pool.trials, pool.participants))
+                   pool=None if pool is None else (pool.trials, pool.participants), keep_states=common)
 
     if not recipe.ensemble:
         return [one(ds, val_ds, name, seed)]
     groups = splits.groups_of(sorted(set(ds.participants)))
-    return [one(ds.of([p for h, ps in groups.items() if h != g for p in ps]), ds.of(ps), f"{name} · val {g}", seed + j)
-            for j, (g, ps) in enumerate(groups.items())]
+    n = len(groups)  # seed s of group j: seed + j + s·n (s = 0 is the one-per-group ensemble)
+    fits = [one(ds.of([p for h, ps in groups.items() if h != g for p in ps]), ds.of(ps),
+                f"{name} · val {g}" + (f" · seed {s}" if s else ""), seed + j + s * n)
+            for s in range(max(1, recipe.ensemble_seeds)) for j, (g, ps) in enumerate(groups.items())]
+    if common:  # checkpoint_on = "ensemble": one epoch for all, on all their validation trials
+        common_checkpoint(fits)
+    return fits
 
 
 def ensemble_proba(fits: list[FitResult], test: Dataset, pool: Dataset | None = None) -> dict:

@@ -23,6 +23,8 @@ class OptimConfig:
     # the input SE block's lr = lr × this, without L2: at 1 its region weights stay at their
     # initial values (rank correlation 0.998 with init in the subject CV), at 30 they learn
     input_se_lr_mult: float = 1.0
+    # training targets smoothed toward uniform by this much (0 = one-hot), after mixup
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -43,6 +45,12 @@ class EvalConfig:
     # with least expected error under p(class | x) × the training labels' P(LEVEL | class)
     # (Score-optimal); argmax answers the class-only rule −1 → −3, 0 → 0, 1 → 2
     level_rule: str = "argmax"
+    # which validation number keeps the checkpoint: "metric" (the selection metric, ties broken by
+    # the validation loss), "loss" (the validation cross-entropy, smoother on ~60 trials, ties
+    # broken by the metric) or, for an ensemble, "ensemble": one epoch for all its networks, the one
+    # with the lowest metric averaged over them (each on its own group: all training subjects
+    # together). FitResult.val_metric is the selection metric at the kept epoch in every case
+    checkpoint_on: str = "metric"
 
 
 @dataclass
@@ -57,6 +65,9 @@ class Recipe:
     # chosen) on its own group and trained on the others; the subject CV evaluates exactly that
     # inside each outer fold (8 networks per fold), the shipped model has one per group (9)
     ensemble: bool = False
+    # with ``ensemble``: networks per subject group, each from its own seed (a seed ensemble on top
+    # of the group ensemble; every member of a group is validated on that group). 1 = one per group
+    ensemble_seeds: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -60,6 +60,14 @@ row = dict(name=name, protocol="random" if random_protocol else "subject", base=
            networks=len(fits), best_epochs_median=float(np.median([x.best_epoch for x in fits])), seconds=round(wall, 1))
 Path("runs/research").mkdir(parents=True, exist_ok=True)
 Path(f"runs/research/{name}.json").write_text(json.dumps(row, indent=1))
+# per fold, for the nested choice (train/research/nested.py): that fold's inner numbers (its own
+# networks only, trained and validated on its training subjects) and its held-out probabilities
+per_fold = [dict(name=f.name, inner=float(np.mean([x.val_metric for x in f.fits])),
+                 inner_last10=float(np.mean([np.mean([h["val_metric"] for h in x.history[-10:]]) for x in f.fits])),
+                 participants=f.test.participants.tolist(), trial=f.test.trial_index.tolist(),
+                 labels=f.test.labels.tolist(), probs={t: p.tolist() for t, p in f.probs.items()})
+            for f in folds]
+Path(f"runs/research/{name}.folds.json").write_text(json.dumps(dict(row=row, recipe=r.to_dict(), folds=per_fold)))
 line = (f"| {name} | {inner:.3f} | {inner10:.3f} | {row['acc']:.3f} | {row['fold_acc_mean']:.3f} ± {row['fold_acc_std']:.3f} "
         f"| {row['f1']:.3f} | {row['LEVEL_error']:.4f} | {row['Score']:.4f} | {other}: {row['other_Score']:.4f} "
         f"| {len(fits)} | {wall:.0f} s | `cv.py {name} {('--base ' + base + ' ') if base else ''}{' '.join(args)}"
