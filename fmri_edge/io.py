@@ -26,6 +26,8 @@ from typing import Iterator
 
 import numpy as np
 
+from fmri_edge.errors import InputError, UsageError  # noqa: F401  (re-exported: fmri_edge.io.InputError)
+
 DATA_FILE = "fMRI_data.npz"
 LABEL_FILE = "labels.npz"
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -50,32 +52,6 @@ KNOWN_ATLASES = {
     200: "Schaefer-200 or Craddock-200", 264: "Power-264", 268: "Shen-268", 333: "Gordon-333",
     360: "Glasser-360 (HCP-MMP)", 400: "Schaefer-400",
 }
-
-
-class UsageError(ValueError):
-    """A user-facing problem with how a command was asked (options, recipes): one line, exit 2."""
-
-
-class InputError(ValueError):
-    """A user-facing problem with an input file: one line, names the file (and trial, 1-based).
-
-    ``outcome`` says what became of it: ``refused`` (the whole file), ``skipped`` (one trial, the
-    others are predicted), ``repaired`` (a trial predicted after ``--nan interpolate``) or
-    ``predicted`` (a warning: the trial is suspicious but was predicted) or ``ignored`` (a folder
-    or file deliberately not read, e.g. a symlink loop; no trial of it is lost).
-    """
-
-    def __init__(self, path: str | Path, problem: str, trial: int | None = None, outcome: str = "refused"):
-        self.path, self.problem, self.trial, self.outcome = str(path), problem, trial, outcome
-        where = f"{path}: trial {trial}" if trial is not None else str(path)
-        super().__init__(f"{where}: {problem}")
-
-    def __reduce__(self):  # pickled as its fields (multiprocessing, Dask workers), not as its message
-        return type(self), (self.path, self.problem, self.trial, self.outcome)
-
-    def as_dict(self) -> dict:
-        """The machine-readable form written by ``predict --errors`` and ``--json``."""
-        return {"file": self.path, "trial": self.trial, "outcome": self.outcome, "problem": self.problem}
 
 
 @dataclass(frozen=True)

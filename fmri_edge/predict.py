@@ -43,6 +43,28 @@ def run_batched(decoder: Decoder, trials: np.ndarray, batch_size: int = DEFAULT_
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def run_by_participant(decoder: Decoder, trials: np.ndarray, participants: np.ndarray,
+                       batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
+    """:func:`run_batched` with each participant aligned over its own trials in ``trials`` (as
+    ``predict`` aligns a subject folder; under :data:`MIN_ALIGN_TRIALS` trials, or for a model
+    without alignment, the graph's defaults). Rows stay in the order of ``trials``."""
+    participants = np.asarray(participants)
+    out: dict[str, np.ndarray] = {}
+    for p in dict.fromkeys(participants.tolist()):
+        idx = np.flatnonzero(participants == p)
+        subject = None
+        if decoder.aligned and len(idx) >= MIN_ALIGN_TRIALS:
+            stats = AlignStats()
+            for i in range(0, len(idx), batch_size):
+                stats.merge(AlignStats.of(decoder.represent(trials[idx[i:i + batch_size]])))
+            subject = stats.result()
+        for i in range(0, len(idx), batch_size):
+            rows = idx[i:i + batch_size]
+            for k, v in decoder.run(trials[rows], subject).items():
+                out.setdefault(k, np.empty((len(trials), *v.shape[1:]), v.dtype))[rows] = v
+    return out
+
+
 @dataclass(frozen=True)
 class Policy:
     """What to do with trials that do not fit the model as stored; every repair is opt-in.

@@ -50,7 +50,7 @@ def test_release_pages_keeps_values_and_ignores_plain_arrays(tmp_path):
 def tiny_run(tmp_path_factory):
     """A freshly initialised small network saved as a run folder, and its ONNX export."""
     pytest.importorskip("torch")
-    from fmri_edge.bench import random_run
+    from fmri_edge.training.graph import random_run
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.fit import load_checkpoint
 
@@ -64,7 +64,8 @@ def tiny_run(tmp_path_factory):
 
 
 def test_flops_from_graph_equal_flops_from_layers(tiny_run):
-    from fmri_edge.bench import flops_onnx, flops_torch, load_reference
+    from fmri_edge.training.bench import flops_onnx, flops_torch
+    from fmri_edge.training.graph import reference_net as load_reference
 
     run, onnx_path = tiny_run
     _, members, _, _ = load_reference(run)
@@ -137,23 +138,28 @@ def test_bench_runs_on_tiny_settings_and_writes_every_key(tiny_run, tmp_path):
     assert res.exit_code == 0, res.output
     r = json.loads(out.read_text())
     for key in ("machine", "model", "flops", "gemm", "engines", "efficiency", "ratios", "model_only_best",
-                "session_options", "batch_sweep", "cold_start", "import_time_s", "large_input", "targets"):
+                "session_options", "batch_sweep", "cold_start", "import_time", "large_input", "targets",
+                "engines_by_policy", "ratios_by_policy", "profile"):
         assert key in r, key
-    assert set(r["engines"]) == {"ort-fp32", "ort-int8", "torch"}
+    assert set(r["engines"]) == {"ort-fp32", "ort-int8", "torch", "torch-graph"}
+    assert set(r["engines_by_policy"]) == {"spinning off", "spinning on"}
+    assert r["profile"]["nodes"] and abs(sum(n["share"] for n in r["profile"]["nodes"]) - 1) < 0.01
     assert set(r["engines"]["torch"]) == {"1", "4"} and r["engines"]["ort-fp32"]["4"]["trials_per_s"] > 0
     assert set(r["ratios"]) >= {"ort_fp32_vs_torch", "ort_int8_vs_fp32"}
     assert r["model"]["parity_max_abs_diff_vs_torch"] < 1e-4
     assert r["flops"]["per_trial"] == r["flops"]["per_trial_torch_layers"] > 0
     assert r["large_input"]["csv_rows"] == 40 and r["large_input"]["peak_rss_mb"] > 0
     assert r["cold_start"]["same_answers"] == 1.0
-    assert r["import_time_s"]["heavy_modules_imported"] == []      # no torch/onnx behind the CLI
+    assert r["import_time"]["predict"]["heavy_modules_imported"] == []      # no torch/onnx behind the CLI
+    assert r["import_time"]["help"]["exit_code"] == 0
     assert "simulated" in r["inputs"]
     assert {t["target"] for t in r["targets"]} and "| engine |" in md.read_text()
     assert "fmri-edge bench" in res.stdout
 
 
 def test_bench_refuses_a_model_with_other_weights(tiny_run, tmp_path):
-    from fmri_edge.bench import BenchConfig, random_run, run_bench
+    from fmri_edge.training.bench import BenchConfig, run_bench
+    from fmri_edge.training.graph import random_run
 
     _, fp32 = tiny_run
     other = random_run(tmp_path / "other", seed=1, widths=(8, 16, 16), dense=(32, 16), normalization="minmax_trial")
@@ -167,7 +173,7 @@ def test_int8_accuracy_change_on_held_out_participants_of_each_fold(tmp_path):
     pytest.importorskip("torch")
     from fmri_edge.training.fit import load_checkpoint, save_checkpoint
     from fmri_edge.training.quantize import cv_accuracy_change, int8_verdict
-    from fmri_edge.bench import random_run
+    from fmri_edge.training.graph import random_run
     from tests.conftest import write_icbhi
 
     x, y, subj = simulate(30, n_subjects=3, seed=6)
@@ -194,14 +200,42 @@ def test_bench_module_imports_neither_torch_nor_onnx():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", "import sys, fmri_edge.bench, fmri_edge.predict; "
+    r = subprocess.run([sys.executable, "-c", "import sys, fmri_edge.training.bench, fmri_edge.predict; "
                         "print([m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])"],
                        capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
 
 
+def test_flops_of_a_linear_ensemble_by_hand(tmp_path):
+    """The fused linear graph: one (T'+1)×T projection per region, one GEMM for all members."""
+    pytest.importorskip("torch")
+    from fmri_edge.training.bench import efficiency, flops_onnx, gemm_nodes
+    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.graph import load_members
+
+    run = random_run_linear(tmp_path)
+    members, _, _ = load_members(run)
+    export_onnx(members, tmp_path / "lin.onnx", {"model_version": "lin", "level_rule": "argmax"}, simulate(64, seed=2)[0])
+    f = flops_onnx(tmp_path / "lin.onnx")
+    projection = 2 * (5 + 1) * 25 * 246   # 5 bins and the trial mean, each over the 25 s of a region
+    gemm = 2 * (246 * 5) * (2 * 3)                                              # 2 members × 3 classes
+    class_to_level = 2 * 3 * 9
+    assert f["per_trial"] == projection + gemm + class_to_level
+    nodes, _, _ = gemm_nodes(tmp_path / "lin.onnx", 8)
+    assert sorted((n["m"], n["k"], n["n"]) for n in nodes) == sorted([(8 * 6, 25, 246), (8, 1230, 6), (8, 3, 9)])
+    e = efficiency(1000.0, 2e6, 10.0)
+    assert e == {"gflops": 2.0, "pct_of_gemm_peak": 20.0}
+
+
+def random_run_linear(tmp_path):
+    from fmri_edge.training.graph import random_run
+
+    return random_run(tmp_path / "lin", n_members=2, kind="linear", heads={"class": 3}, se=False,
+                      normalization="psc_mean", time_window=[5, 25], time_bins=5)
+
+
 def test_markdown_section_replaces_only_the_marked_block(tmp_path):
-    from fmri_edge.bench import MD_END, MD_START, write_markdown
+    from fmri_edge.training.bench import MD_END, MD_START, write_markdown
 
     doc = tmp_path / "speed.md"
     doc.write_text(f"# Speed\nprose\n{MD_START}\nold table\n{MD_END}\nmore prose\n")

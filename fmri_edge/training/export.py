@@ -76,7 +76,7 @@ class Ensemble(nn.Module):
     def forward(self, trials: torch.Tensor, subject_mean: torch.Tensor | None = None,
                 subject_scale: torch.Tensor | None = None):
         """Outputs: class_probs, level_probs, region_weights, then ``features`` (what the members'
-        final layers read, side by side) and ``normalized`` (the per-trial representation before
+        final layers read, side by side; once for linear members, which all read the aligned representation) and ``normalized`` (the per-trial representation before
         subject alignment, from which ``predict`` computes a participant's statistics)."""
         probs: dict[str, list] = {"class": [], "level": []}
         weights, features = [], []
@@ -104,8 +104,29 @@ class Ensemble(nn.Module):
         if weights:
             region_weights = torch.stack(weights).mean(0)
         else:  # models without input attention: uniform weights
-            region_weights = torch.ones_like(trials[:, :, 0])
+            region_weights = trials.new_ones((trials.shape[0], trials.shape[1]))  # no slicing: a Gather on
+            # the last axis is slow in onnxruntime
+        if all(type(m).__name__ == "LinearNet" for m in self.members):  # they all read the same z: once
+            features = features[:1]
         return cls, lvl, region_weights, torch.cat(features, dim=1), x0
+
+
+def graph_module(members: list[ValenceNet], level_from: str, trials: np.ndarray) -> nn.Module:
+    """The module that :func:`export_onnx` turns into the graph: the members' Ensemble, rewritten
+    for onnxruntime's kernels where a rewrite exists and answers like the original on ``trials``
+    (:mod:`fmri_edge.training.fastgraph`: CNNs channels-last, linear ensembles fused). The same
+    function as ``Ensemble(members)``; ``fmri-edge bench`` also times it in PyTorch, like for like."""
+    from fmri_edge.training.fastgraph import for_inference, fused_ensemble
+
+    n_regions = members[0].cfg.n_regions
+    ens = Ensemble([m.eval() for m in for_inference(members, trials)], n_regions, level_from).eval()
+    return fused_ensemble(ens, trials)
+
+
+def level_from_class(members: list[ValenceNet], level_rule: str | None) -> str:
+    """How a class-only ensemble's LEVEL probabilities are made (see :class:`Ensemble`)."""
+    return "frequencies" if level_rule == "min_expected_error" and \
+        all("level" not in m.cfg.heads for m in members) else "class_rule"
 
 
 def _shared_representation(members: list[ValenceNet]) -> None:
@@ -134,27 +155,21 @@ def _with_default_inputs(path: Path, defaults: dict[str, np.ndarray]) -> None:
 
 def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, parity_trials: np.ndarray,
                 recipe: ExportRecipe | None = None, channels_last: bool = True) -> dict:
-    level_from = "frequencies" if metadata.get("level_rule") == "min_expected_error" and \
-        all("level" not in m.cfg.heads for m in members) else "class_rule"
     """Export, check with onnx.checker, verify onnxruntime against PyTorch, embed metadata.
     Returns a report with the largest difference per output; raises if above tolerance.
 
-    With ``channels_last`` the graph computes the same function with GEMM-shaped convolutions
-    (:mod:`fmri_edge.training.fastgraph`, ≈ 2× faster in onnxruntime); parity is always checked
-    against the original networks."""
+    With ``channels_last`` (the default) the graph is :func:`graph_module`'s rewrite of the same
+    function for onnxruntime's kernels; parity is always checked against the original networks."""
     import onnx
 
+    level_from = level_from_class(members, metadata.get("level_rule"))
     recipe = recipe or ExportRecipe()
     out = Path(out)
     n_regions = members[0].cfg.n_regions
     _shared_representation(members)
     reference = Ensemble([m.eval() for m in members], n_regions, level_from).eval()
     aligned = reference.aligned
-    if channels_last:
-        from fmri_edge.training.fastgraph import for_inference
-
-        members = for_inference(members, parity_trials)
-    ens = Ensemble([m.eval() for m in members], n_regions, level_from).eval()
+    ens = graph_module(members, level_from, parity_trials) if channels_last else reference
     example = torch.as_tensor(parity_trials[:2], dtype=torch.float32)
     pop = [t.detach().clone() for t in reference.population_stats()]
     args = (example, *pop) if aligned else (example,)

@@ -5,15 +5,12 @@ import json
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
-from fmri_edge.io import InputError, load_icbhi
-from fmri_edge.normalize import normalize_by_participant
+from fmri_edge.io import InputError
 from fmri_edge.predict import MIN_ALIGN_TRIALS
-from fmri_edge.simulate import simulate
 from fmri_edge.splits import PROTOCOL_LABEL
 from fmri_edge.training.export import export_onnx, load_export_recipe
-from fmri_edge.training.fit import load_checkpoint
+from fmri_edge.training.graph import graph_trials, load_members
 
 
 def _metrics(results: dict) -> dict:
@@ -30,25 +27,6 @@ def _metrics(results: dict) -> dict:
     return out
 
 
-def graph_trials(data: str | Path, n_times: int, subject_norm: str | None = None) -> tuple[np.ndarray, str]:
-    """Trials as the graph receives them, for parity checks and benchmarks: the real ICBHI trials
-    in ``data`` where present (subject-normalized if the model asks for it), else 480 simulated
-    ones of the same shape and scale. Returns (trials, where they came from)."""
-    from fmri_edge.training.quantize import graph_inputs
-
-    root = Path(data)
-    if root.is_dir():
-        try:
-            x, _, _ = graph_inputs(load_icbhi(root, n_times=n_times), subject_norm)
-            return x, f"{len(x)} real trials ({root})"
-        except InputError:
-            pass
-    x, _, subj = simulate(30, n_times=n_times, n_subjects=16, seed=0)  # 480 trials, 16 "participants"
-    if (subject_norm or "none") != "none":
-        x = normalize_by_participant(x, subj, subject_norm)
-    return x.astype(np.float32), f"{len(x)} simulated trials (no real data at {root})"
-
-
 def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out: str | Path | None = None,
                log: Callable[[str], None] = print) -> dict:
     run_dir = Path(run_dir)
@@ -56,12 +34,8 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     if not ckpt_path.is_file():
         raise InputError(ckpt_path, "no checkpoint; run `fmri-edge train --config train/<recipe>.toml` first")
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
-    model, ckpt = load_checkpoint(ckpt_path)
-    recipe = json.loads(ckpt["recipe"])
-    members = [model]
-    if recipe.get("ensemble"):  # model.pt and member1.pt … : one network per subject group
-        others = sorted(run_dir.glob("member*.pt"), key=lambda p: int(p.stem[6:]) if p.stem[6:].isdigit() else 0)
-        members += [load_checkpoint(p)[0] for p in others]
+    members, ckpt, recipe = load_members(run_dir)  # model.pt (and member<j>.pt: one network per subject group)
+    model = members[0]
     er = load_export_recipe(export_recipe)
     if er.n_times != model.cfg.n_times:
         raise InputError(er.source or "export recipe", f"n_times={er.n_times} but the model was trained with "

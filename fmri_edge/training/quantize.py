@@ -38,7 +38,7 @@ import numpy as np
 
 from fmri_edge import scoring
 from fmri_edge.io import InputError
-from fmri_edge.predict import run_batched
+from fmri_edge.predict import run_by_participant
 from fmri_edge import integrity
 from fmri_edge.runtime import METADATA_KEY, Decoder, file_sha256
 
@@ -140,18 +140,6 @@ def quantize_members(members, fp32_model: str | Path, out_path: str | Path, cali
     return recipe
 
 
-# ---- data as the graph receives it ----------------------------------------------------------------
-
-def graph_inputs(subjects: dict[str, tuple[np.ndarray, np.ndarray]], subject_norm: str | None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ICBHI {participant: (trials, labels)} → (trials as the graph receives them, labels,
-    participant per trial), subject-normalized per participant where the model asks for it."""
-    from fmri_edge.training.protocols import dataset_from_icbhi, normalize_subjects
-
-    ds = normalize_subjects(dataset_from_icbhi(subjects), subject_norm)
-    return ds.trials.astype(np.float32), ds.labels, ds.participants
-
-
 def _answers(out: dict, level_rule: str) -> tuple[np.ndarray, np.ndarray]:
     return scoring.decide_class(out["class_probs"]), scoring.decide_level(out["level_probs"], level_rule)
 
@@ -164,36 +152,36 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
     participants. int8 calibration uses only the fold's training participants."""
     from fmri_edge.io import load_icbhi
     from fmri_edge.training.export import export_onnx
-    from fmri_edge.training.fit import load_checkpoint
+    from fmri_edge.training.graph import fold_models, graph_inputs
 
     run_dir = Path(run_dir)
-    folds = sorted(run_dir.glob("fold*.pt"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else p.stem)
+    folds = fold_models(run_dir)
     if not folds:
-        raise FileNotFoundError(f"no fold models (fold<k>.pt) in {run_dir}; train with the subject protocol")
+        raise FileNotFoundError(f"no fold models (fold<k>.pt or fold<k>/member<j>.pt) in {run_dir}; train with "
+                                "the subject protocol")
     subjects = load_icbhi(data)
     stored = _stored_cv_probs(run_dir / "results.json")
     own = tempfile.TemporaryDirectory() if workdir is None else contextlib.nullcontext(str(workdir))
     rows, pooled = [], {"fp32": [], "int8": [], "truth": []}
     with own as wd:
         wd = Path(wd)
-        for k, path in enumerate(folds):
-            model, ckpt = load_checkpoint(path)
-            test_p = list(ckpt.get("test_participants") or [])
+        for k, (name, members, test_p) in enumerate(folds):
             if not test_p or any(p not in subjects for p in test_p):
-                raise InputError(path, f"held-out participants {test_p} not all in {data}")
-            cfg = model.cfg
+                raise InputError(run_dir / name, f"held-out participants {test_p} not all in {data}")
+            cfg = members[0].cfg
             x, y, who = graph_inputs(subjects, cfg.subject_norm)
             test = np.isin(who, test_p)
-            meta = {"model_version": f"{run_dir.name}/{path.stem}", "level_rule": "argmax",
+            meta = {"model_version": f"{run_dir.name}/{name}", "level_rule": "argmax",
                     "subject_normalization": cfg.subject_norm}
-            fp32 = wd / f"{path.stem}.onnx"
-            int8 = wd / f"{path.stem}.int8.onnx"
-            log(f"{path.name}: export fp32, quantize int8 (calibrated on {len(set(who[~test]))} training "
+            fp32 = wd / f"{name}.onnx"
+            int8 = wd / f"{name}.int8.onnx"
+            log(f"{name}: export fp32, quantize int8 (calibrated on {len(set(who[~test]))} training "
                 f"participants), predict {', '.join(test_p)} …")
-            export_onnx([model], fp32, meta, x[~test][:64])
-            quantize_members([model], fp32, int8, x[~test], f"{int((~test).sum())} training trials of fold {k}")
+            export_onnx(members, fp32, meta, x[~test][:64])
+            quantize_members(members, fp32, int8, x[~test], f"{int((~test).sum())} training trials of fold {k}")
             level_rule = "argmax"
-            f_out, q_out = run_batched(Decoder(fp32), x[test]), run_batched(Decoder(int8), x[test])
+            # each held-out participant aligned over its own trials, as predict does
+            f_out, q_out = (run_by_participant(Decoder(f), x[test], who[test]) for f in (fp32, int8))
             fc, fl = _answers(f_out, level_rule)
             qc, ql = _answers(q_out, level_rule)
             truth = y[test]
@@ -201,7 +189,7 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
             ref = [stored.get((w, int(t))) for w, t in zip(who[test], trial_no)]
             if stored and all(r is not None for r in ref):
                 pooled.setdefault("vs_training", []).append(float(np.abs(f_out["class_probs"] - np.array(ref)).max()))
-            rows.append({"fold": path.stem, "test_participants": test_p, "n_trials": int(test.sum()),
+            rows.append({"fold": name, "test_participants": test_p, "n_trials": int(test.sum()),
                          "fp32_accuracy": float(np.mean(fc == truth[:, 0])),
                          "int8_accuracy": float(np.mean(qc == truth[:, 0])),
                          "class_agreement": float(np.mean(fc == qc)),
@@ -274,12 +262,12 @@ def export_int8(run_dir: str | Path, fp32_path: str | Path, out: str | Path | No
                 log: Callable[[str], None] = print) -> dict:
     """The shipped fp32 model → ``<name>.int8.onnx`` calibrated on all labeled trials, with the
     accuracy change on the run's cross-validation fold models and its speed against fp32 in its card."""
-    from fmri_edge.bench import load_reference
     from fmri_edge.io import load_icbhi
+    from fmri_edge.training.graph import graph_inputs, load_members
 
     run_dir, fp32_path = Path(run_dir), Path(fp32_path)
     out = Path(out) if out else int8_path(fp32_path)
-    _, members, _, recipe = load_reference(run_dir)  # the networks `fmri-edge export` put in fp32_path
+    members, _, recipe = load_members(run_dir)  # the networks `fmri-edge export` put in fp32_path
     model = members[0]
     data = Path(recipe.get("data", "../shared/data/icbhi2024/Train"))
     if not data.is_dir():
@@ -289,7 +277,7 @@ def export_int8(run_dir: str | Path, fp32_path: str | Path, out: str | Path | No
     out.with_suffix(".md").unlink(missing_ok=True)  # a card from an earlier export would not match the new file
     qrecipe = quantize_members(members, fp32_path, out, x, f"{len(x)} labeled trials ({data})")
     cv = None
-    if any(run_dir.glob("fold*.pt")):
+    if any(run_dir.glob("fold*")):
         log("accuracy change on the cross-validation fold models (fp32 and int8 each) …")
         cv = cv_accuracy_change(run_dir, data, log=log)
     log("speed against fp32 at batch 256 …")

@@ -1,0 +1,302 @@
+"""Commands on data and answers: score, simulate, extract (no model, no torch)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fmri_edge.cli.common import (Table, app, err, escape, out,
+                                  report_problems as _report_problems, user_errors)
+from fmri_edge.errors import InputError, UsageError
+
+PANEL = "Data and scoring"
+
+
+# ---- score -----------------------------------------------------------------------------------------
+
+@app.command(rich_help_panel=PANEL)
+def score(
+    predictions: Annotated[Path, typer.Argument(help="Submission CSV (Participant,Trial,CLASS,LEVEL).")],
+    labels: Annotated[Path, typer.Argument(help="Labels: a CSV in the same format or an ICBHI folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+):
+    """The challenge score and the paper's metrics (precision, sensitivity, F1, confusion)."""
+    from fmri_edge import scoring, submission
+
+    with user_errors():
+        pred = submission.read_answers(predictions)
+        truth = submission.read_labels(labels)
+        pi, ti = submission.align(pred, truth, predictions, labels)
+        report = scoring.full_report(pred.valence_class[pi], truth.valence_class[ti],
+                                     pred.valence_level[pi], truth.valence_level[ti])
+    if as_json:
+        print(json.dumps(report))
+        return
+    t = Table(title=f"challenge score ({report['n_trials']} trials; lower is better)", title_justify="left")
+    for c in ("CLASS_error", "LEVEL_error", "Score"):
+        t.add_column(c, justify="right")
+    t.add_row(*(f"{report[c]:.4f}" for c in ("CLASS_error", "LEVEL_error", "Score")))
+    out.print(t)
+    m = Table(title="paper metrics (macro over classes)", title_justify="left")
+    for c in ("task", "accuracy", "precision", "sensitivity", "F1"):
+        m.add_column(c, justify="right")
+    for task in ("CLASS", "LEVEL"):
+        r = report[task]
+        m.add_row(task, *(f"{r[k]:.3f}" for k in ("accuracy", "precision", "sensitivity", "f1")))
+    out.print(m)
+    for task in ("CLASS", "LEVEL"):
+        out.print(_confusion_table(task, report[task]))
+
+
+def _confusion_table(task: str, r: dict) -> Table:
+    t = Table(title=f"{task} confusion (rows: true, columns: predicted)", title_justify="left")
+    t.add_column("true \\ pred", justify="right")
+    for v in r["values"]:
+        t.add_column(f"{v:+d}" if v else "0", justify="right")
+    for v, row in zip(r["values"], r["confusion"]):
+        t.add_row(f"{v:+d}" if v else "0", *(str(x) if x else "·" for x in row))
+    return t
+
+
+@app.command(rich_help_panel=PANEL)
+def simulate(
+    out_path: Annotated[Path, typer.Argument(metavar="OUT", help="OUT.npy (trials only) or a folder "
+                                                                  "(ICBHI layout with labels).")],
+    trials: Annotated[int, typer.Option(help="Trials per subject.", min=1)] = 30,
+    subjects: Annotated[int, typer.Option(help="Subjects (folder output: one subject folder each).", min=1)] = 1,
+    n_times: Annotated[int, typer.Option(help="Seconds per trial.", min=6)] = 25,
+    effect: Annotated[float, typer.Option(help="Planted signal, fraction of BOLD level.")] = 0.02,
+    seed: Annotated[int, typer.Option()] = 0,
+    force: Annotated[bool, typer.Option(help="Overwrite existing output.")] = False,
+    nifti: Annotated[bool, typer.Option("--nifti", help="Write OUT/atlas.nii.gz (246 labels as cubes), OUT/bold.nii.gz "
+                                                        "(4-D, TR 2 s) and OUT/events.tsv for `fmri-edge extract` "
+                                                        "(needs the nifti extra).")] = False,
+    bids: Annotated[bool, typer.Option("--bids", help="Write OUT/atlas.nii.gz and a tiny BIDS study OUT/study "
+                                                      "(raw events, fMRIPrep-named derivatives) of --subjects × "
+                                                      "--runs runs (needs the nifti extra).")] = False,
+    runs: Annotated[int, typer.Option(help="Runs per subject with --bids.", min=1)] = 2,
+):
+    """Write simulated BOLD-like trials with a planted valence signal (no real data needed);
+    with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on."""
+    import numpy as np
+
+    from fmri_edge.simulate import simulate as sim
+
+    if nifti or bids:
+        _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force)
+        return
+    with user_errors():
+        x, y, subj = sim(trials, n_times=n_times, effect=effect, n_subjects=subjects, seed=seed)
+        if out_path.suffix == ".npy":
+            if out_path.exists() and not force:
+                raise InputError(out_path, "exists; use --force to overwrite")
+            np.save(out_path, x)
+            err.print(f"wrote {len(x)} trials {x.shape} to {out_path}")
+            return
+        for s in range(subjects):
+            folder = out_path / f"S{s + 1:02d}"
+            if folder.exists() and not force:
+                raise InputError(folder, "exists; use --force to overwrite")
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / "fMRI_data.npz", data=x[subj == s].astype(np.float64))
+            np.savez(folder / "labels.npz", data=y[subj == s].astype(np.float64))
+        err.print(f"wrote {subjects} subject folder(s) of {trials} trials with labels to {out_path}/")
+
+
+def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool):
+    with user_errors():
+        from fmri_edge.extract import require_nifti
+
+        require_nifti()
+        from fmri_edge import nifti_sim
+
+        if out_path.suffix:
+            raise UsageError(f"{out_path}: --nifti and --bids write a folder; give a folder name")
+        if out_path.exists() and any(out_path.iterdir()) and not force:
+            raise InputError(out_path, "exists and is not empty; use --force to write into it")
+        out_path.mkdir(parents=True, exist_ok=True)
+        nifti_sim.write_atlas(out_path / "atlas.nii.gz")
+        if bids:
+            written = nifti_sim.write_bids(out_path / "study", subjects, runs, n_events=n_events, seed=seed)
+            err.print(f"wrote {out_path / 'atlas.nii.gz'} and {out_path / 'study'}/: {len(written)} subject(s) × "
+                      f"{runs} run(s) of {n_events} events (TR 2 s)")
+            return
+        run = nifti_sim.write_run(out_path / "bold.nii.gz", out_path / "events.tsv", n_events=n_events, seed=seed)
+        err.print(f"wrote {out_path}/atlas.nii.gz, bold.nii.gz ({run.n_volumes} volumes, TR {run.tr:g} s) and "
+                  f"events.tsv ({n_events} events)")
+
+
+# ---- extract (nilearn + nibabel, the nifti extra, imported lazily) --------------------------------------
+
+@app.command(rich_help_panel=PANEL)
+def extract(
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="One run's 4-D BOLD (.nii/.nii.gz), or a BIDS "
+                                           "folder holding fMRIPrep derivatives (sub-*/(ses-*/)func/"
+                                           "*_desc-preproc_bold.nii.gz).", show_default=False)],
+    atlas: Annotated[Path, typer.Option(help="Label atlas: 3-D NIfTI, labels 1 … 246 (Brainnetome "
+                                        "BN_Atlas_246_2mm.nii.gz), 0 = background.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="trials.npz (one run) or a folder (BIDS: "
+                                      "OUT/sub-XX/fMRI_data.npz, which `fmri-edge predict OUT` reads).",
+                                      show_default=False)],
+    events: Annotated[Optional[Path], typer.Option(help="The run's BIDS events.tsv (onset in seconds; one trial "
+                                                   "per row). BIDS folders: found per run.")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model whose window (n_times, baseline_s) and "
+                                                  "region count to cut for (default: the shipped one).")] = None,
+    tr: Annotated[Optional[float], typer.Option("--tr", help="Repetition time in seconds (default: the NIfTI "
+                                                "header's).")] = None,
+    slice_time_ref: Annotated[float, typer.Option(
+        help="Where in its TR each volume is taken: volume k at (k + this) × TR seconds. 0 (default): at the "
+             "start of its acquisition, the BIDS onset clock; 0.5 for data slice-time corrected to mid-volume.",
+        min=0.0, max=1.0)] = 0.0,
+    trial_type: Annotated[Optional[list[str]], typer.Option(
+        "--trial-type", help="Keep only event rows of this trial_type (repeatable; default: every row).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="BIDS folders: only runs of this task.")] = None,
+    space: Annotated[Optional[str], typer.Option(help="BIDS folders: only BOLD in this space (the atlas's), e.g. "
+                                                 "MNI152NLin2009cAsym.")] = None,
+    confounds: Annotated[Optional[str], typer.Option(
+        help="Regress out confounds: a TSV with one row per volume (fMRIPrep's *_desc-confounds_timeseries.tsv), "
+             "or 'auto' for fMRIPrep's file beside each BOLD. Default: none (raw signal).")] = None,
+    confound_columns: Annotated[str, typer.Option(help="Columns of the confounds TSV, comma-separated.")]
+        = "trans_x,trans_y,trans_z,rot_x,rot_y,rot_z",
+    detrend: Annotated[bool, typer.Option(help="Remove each region's linear trend and mean (changes the raw level "
+                                               "the model was trained on).")] = False,
+    high_pass: Annotated[Optional[float], typer.Option(help="High-pass filter cutoff in Hz (nilearn). Default: "
+                                                       "none.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
+    errors_json: Annotated[Optional[Path], typer.Option("--errors", help="Write refused runs and skipped events "
+                                                        "as JSON.")] = None,
+):
+    """Region time series from NIfTI BOLD with an atlas (nilearn), resampled to 1 s and cut into one
+    trial per event: the trials `fmri-edge predict` reads. Needs pip install 'fmri-edge\\[nifti]'."""
+    with user_errors():
+        from fmri_edge import extract as lib
+
+        lib.require_nifti()
+        from fmri_edge.runtime import Decoder
+
+        info = Decoder(model).info
+        window = lib.Window.from_model(info)
+        if window.baseline_from.startswith("default"):
+            err.print(f"[yellow]note:[/] baseline {window.baseline_s:g} s: {window.baseline_from}", highlight=False)
+        opts = lib.Options(tr=tr, slice_time_ref=slice_time_ref, trial_types=tuple(trial_type or ()),
+                           confounds=confounds, confound_columns=tuple(c.strip() for c in confound_columns.split(",")
+                                                                       if c.strip()),
+                           detrend=detrend, high_pass=high_pass)
+        if errors_json:
+            from fmri_edge.submission import check_new
+
+            check_new(errors_json, force)
+        if source.is_dir():
+            _extract_bids(lib, source, atlas, out, window, opts, task, space, force, as_json, errors_json)
+        else:
+            _extract_one(lib, source, atlas, out, events, window, opts, force, as_json, errors_json)
+
+
+def _window_json(window) -> dict:
+    return {"n_regions": window.n_regions, "n_times": window.n_times, "baseline_s": window.baseline_s,
+            "baseline_from": window.baseline_from}
+
+
+def _run_json(r) -> dict:
+    return {"bold": str(r.bold), "events": str(r.events), "volumes": r.n_volumes, "tr": r.tr,
+            "trials": len(r.trials), "skipped": len(r.skipped)}
+
+
+def _print_notes(notes) -> None:
+    for n in dict.fromkeys(notes):  # each note once
+        err.print(f"[yellow]note:[/] {escape(n)}", highlight=False, soft_wrap=True)
+
+
+def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path | None, window, opts, force,
+                 as_json, errors_json):
+    if events is None:
+        raise UsageError(f"{bold}: give the run's events with --events EVENTS.tsv (or point at a BIDS folder)")
+    if out_path.suffix != ".npz":
+        raise UsageError(f"--out {out_path}: give an .npz file name for one run (a folder is for BIDS input)")
+    from fmri_edge.submission import check_new
+
+    check_new(out_path, force)
+    conf = opts.confounds
+    if conf == "auto":
+        conf = lib.confounds_beside(bold)
+    atlas = lib.Atlas(atlas_path, window.n_regions)
+    r = lib.extract_run(bold, atlas, events, window, opts, conf)
+    _print_notes(r.notes)
+    if not len(r.trials):
+        _report_problems(r.skipped, errors_json, force=force)
+        raise InputError(r.events, f"no event's {window.n_times}-s window fits inside the scan ({len(r.skipped)} "
+                                   "skipped above); nothing written")
+    lib.save_trials(out_path, [r], force)
+    _report_problems(r.skipped, errors_json, force=force)
+    if as_json:
+        print(json.dumps({"window": _window_json(window), "out": str(out_path), "runs": [_run_json(r)],
+                          "errors": [p.as_dict() for p in r.skipped]}))
+    else:
+        t = Table(title=f"extracted {len(r.trials)} trials ({window.n_regions} regions × {window.n_times} s, "
+                        f"from onset − {window.baseline_s:g} s)", title_justify="left")
+        for c in ("run", "volumes", "TR", "events", "trials", "skipped"):
+            t.add_column(c, justify="left" if c == "run" else "right")
+        t.add_row(bold.name, str(r.n_volumes), f"{r.tr:g} s", str(len(r.trials) + len(r.skipped)),
+                  str(len(r.trials)), str(len(r.skipped)))
+        out.print(t)
+    err.print(f"wrote {len(r.trials)} trials {tuple(r.trials.shape)} float32 to {out_path} — next: "
+              f"fmri-edge predict {out_path}", highlight=False)
+
+
+def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts, task, space, force, as_json,
+                  errors_json):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if out_dir.suffix == ".npz" or out_dir.is_file():
+        raise UsageError(f"--out {out_dir}: a BIDS folder is written as one folder per participant; give a folder")
+    if opts.confounds not in (None, "auto"):
+        raise UsageError(f"--confounds {opts.confounds}: with a BIDS folder use --confounds auto (fMRIPrep's "
+                         "*_desc-confounds_timeseries.tsv beside each BOLD)")
+    runs = lib.find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
+    atlas = lib.Atlas(atlas_path, window.n_regions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_runs = sum(len(v) for v in runs.values())
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
+        task_id = bar.add_task("extracting runs", total=n_runs)
+
+        def on_run(run, result):
+            bar.update(task_id, advance=1, description=f"extracting {run.bold.name[:48]}")
+
+        results = lib.extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs)
+    _print_notes([n for p in results for r in p.runs for n in r.notes])
+    problems = [e for p in results for e in (*p.failed, *p.skipped)]
+    written = [p for p in results if p.out is not None]
+    if not written:
+        _report_problems(problems, errors_json, force=force)
+        raise UsageError(f"{root}: no participant's trials could be extracted ({len(problems)} problem(s) above); "
+                         "nothing written")
+    _report_problems(problems, errors_json, force=force)
+    if as_json:
+        print(json.dumps({"window": _window_json(window), "out": str(out_dir), "participants": [
+            {"participant": p.participant, "out": str(p.out) if p.out else None, "trials": p.n_trials,
+             "runs": [_run_json(r) for r in p.runs], "failed": [e.as_dict() for e in p.failed]} for p in results],
+            "errors": [e.as_dict() for e in problems]}))
+    else:
+        t = Table(title=f"extracted {sum(p.n_trials for p in results)} trials of {len(written)} participant(s) "
+                        f"({window.n_regions} regions × {window.n_times} s)", title_justify="left")
+        for c in ("participant", "runs", "trials", "skipped events", "written"):
+            t.add_column(c, justify="right" if c in ("runs", "trials", "skipped events") else "left")
+        for p in results:
+            why = "; ".join(sorted({_why(s.problem) for s in p.skipped}))
+            t.add_row(p.participant, f"{len(p.runs)}/{p.n_runs}",
+                      str(p.n_trials), f"{len(p.skipped)}" + (f" ({why})" if why else ""),
+                      str(p.out) if p.out else f"[red]nothing[/] ({len(p.failed)} problem(s) above)")
+        out.print(t)
+    err.print(f"wrote {len(written)} participant folder(s) to {out_dir}/ (each participant's runs concatenated in "
+              f"run order) — next: fmri-edge predict {out_dir}", highlight=False)
+
+
+def _why(problem: str) -> str:
+    return "past the scan end" if "past the end" in problem else "before the first volume" \
+        if "before the first" in problem else "other"
+
+

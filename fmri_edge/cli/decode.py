@@ -1,0 +1,454 @@
+"""Commands that run a model: predict, explain, adapt, info (numpy + onnxruntime only)."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from fmri_edge.cli.common import (EXIT_PARTIAL, MAX_TABLE_ROWS, NoVerify, Table, app, err, escape, out,
+                                  report_problems as _report_problems, user_errors)
+from fmri_edge.errors import UsageError
+
+PANEL = "Decode (numpy + onnxruntime)"
+
+
+# ---- predict -------------------------------------------------------------------------------------
+
+@app.command(rich_help_panel=PANEL)
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help=".npy/.npz files (N, 246, T) or (246, T), ICBHI subject "
+                                                     "folders, or folders of them.", show_default=False)],
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
+    out_csv: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the submission CSV here.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
+    errors_json: Annotated[Optional[Path], typer.Option("--errors", help="Write skipped files/trials as JSON.")] = None,
+    nan: Annotated[Literal["skip", "error", "interpolate"], typer.Option(
+        help="Trials with NaN/Inf: skip them (reported; the others are predicted), stop with an error, or "
+             "interpolate gaps linearly over time (a region missing over half its seconds is still skipped).")] = "skip",
+    crop: Annotated[bool, typer.Option(help="Accept trials longer than the model's T: keep their first T seconds.")] = False,
+    pad: Annotated[bool, typer.Option(help="Accept trials shorter than the model's T: repeat their last second.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Add each trial's most attended brain regions (input SE "
+                                          "weights) to the table and JSON, and to OUT.regions.csv beside --out.")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", help="Regions per trial with --explain.", min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call (capped at 512: larger batches "
+                                                 "only cost memory and run slower).", min=1)] = 256,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core; with --scheduler, per task: "
+                                              "0 = 1, or the cores shared among local:N's workers).", min=0)] = 0,
+    participant: Annotated[Optional[str], typer.Option(
+        help="Treat every input as trials of this one participant (e.g. several runs of one person): aligned "
+             "together, trials numbered on from file to file.")] = None,
+    align: Annotated[bool, typer.Option(
+        "--align/--no-align", help="Subject alignment (models that have it): align each participant over all of "
+        "its trials. --no-align uses the training population's statistics for every trial.")] = True,
+    no_verify: NoVerify = False,
+    probs: Annotated[bool, typer.Option("--probs", help="Add the class probabilities (p_negative, p_neutral, "
+                                        "p_positive) to --out; the challenge format has only "
+                                        "Participant,Trial,CLASS,LEVEL.")] = False,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Exit 0 even when some files or trials "
+                                                "were refused or skipped and their rows are missing from --out "
+                                                f"(otherwise exit {EXIT_PARTIAL}).")] = False,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="Score on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N for N local worker "
+             "processes; same output as without. Needs pip install 'fmri-edge\\[dask]'; see the README.")] = None,
+):
+    """Predict valence CLASS and LEVEL for every trial."""
+    from fmri_edge import io, predict as lib, submission
+    from fmri_edge.runtime import Decoder
+
+    participants: set[str] = set()
+    with user_errors():
+        decoder = Decoder(model, threads=threads, verify=not no_verify)
+        if explain:
+            _require_attention(decoder)
+        if errors_json:
+            submission.check_new(errors_json, force)
+        _warn_adapted(decoder, paths, participant)
+        with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
+                _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as regions:
+            def on_batch(b):
+                participants.add(b.participant)
+                if regions is not None:
+                    regions(b)
+            run = dict(keep=None if as_json else MAX_TABLE_ROWS, policy=lib.Policy(nan, crop, pad),
+                       on_batch=on_batch, participant=participant, align=align, probs=probs)
+            if scheduler is None:
+                result = lib.predict_to(decoder, paths, f, batch_size, **run)
+            else:
+                from fmri_edge import cluster
+
+                result = cluster.predict_to(scheduler, decoder, paths, f, batch_size, threads=threads,
+                                            weights=explain, console=err, **run)
+            if result.n_trials == 0:  # nothing is written; one bad input gives one error line
+                one = len(result.problems) == 1
+                _report_problems([] if one else result.problems, errors_json, result.problems if one else (), force)
+                raise result.problems[0] if one else UsageError(
+                    f"no trial could be predicted ({len(result.problems)} problems above); nothing written")
+        _report_problems(result.problems, errors_json, force=force)
+    refused_paths = [p.path for p in result.problems if p.outcome == "refused"]
+    found = io.survey(paths, refused_paths)   # headers only: what the inputs hold, for the summary
+    missing, refused = max(0, found.trials - result.n_trials), len(refused_paths)
+    n_participants = 1 if participant else found.participants
+    names = decoder.info.region_names if explain else None
+    if as_json:
+        print(json.dumps({"model": str(decoder.path), "n_trials": result.n_trials,
+                          "found": {"files": found.files, "participants": n_participants, "trials": found.trials},
+                          "missing_rows": missing, "refused": refused,
+                          "predictions": [r for b in result.kept for r in _rows_json(b, names, top_k)],
+                          "errors": [p.as_dict() for p in result.problems]}))
+    else:
+        out.print(_predictions_table(result.kept, result.n_trials, names, top_k))
+    err.print(f"found {found.files} file(s) of {n_participants} participant(s) holding {found.trials} trial(s); "
+              f"predicted {result.n_trials}" + (f", {missing} missing" if missing else "")
+              + (f"; {refused} input(s) refused" if refused else ""), highlight=False, soft_wrap=True)
+    if out_csv:
+        err.print(f"wrote {result.n_trials} rows to {out_csv}")
+        odd = submission.unlike_challenge(participants)
+        if odd:
+            err.print(f"[yellow]warning:[/] participant name(s) {', '.join(map(repr, odd[:5]))}"
+                      f"{' …' if len(odd) > 5 else ''} do not look like the challenge's (P17): the Participant "
+                      "column is the subject folder or file name; rename the inputs before submitting",
+                      highlight=False, soft_wrap=True)
+    if out_csv and explain:
+        from fmri_edge.explain import regions_csv_path
+
+        err.print(f"wrote the top {top_k} regions of each trial to {regions_csv_path(out_csv)}")
+    if out_csv and (missing or refused) and not allow_partial:
+        lacks = " and ".join(([f"{missing} row(s) of the trials found"] if missing else [])
+                             + ([f"every trial of {refused} refused input(s)"] if refused else []))
+        err.print(f"[red]partial:[/] {out_csv} lacks {lacks} (problems above); the rows written are good; "
+                  f"exit {EXIT_PARTIAL} (--allow-partial accepts a partial submission)", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _require_attention(decoder) -> None:
+    """--explain and `explain` read the input SE attention: refuse models that have none."""
+    if decoder.info.meta.get("region_attention") is False:
+        raise UsageError(f"{decoder.path}: this model has no region attention (its networks have no input SE "
+                         "block, e.g. the linear default); use the SE CNN: --model "
+                         f"{decoder.path.with_name('fmri-edge-se.onnx')}")
+
+
+def _warn_adapted(decoder, paths, participant) -> None:
+    """An adapted model answers other participants too, but was fitted to one: say so."""
+    if not decoder.info.meta.get("adaptation"):
+        return
+    from fmri_edge.adapt import other_participants
+
+    others = other_participants(decoder.info.meta, paths, participant)
+    if others:
+        who = decoder.info.meta["adaptation"].get("participant")
+        err.print(f"[yellow]warning:[/] {escape(decoder.path.name)} was adapted to participant {escape(str(who))}; "
+                  f"it also answers {escape(', '.join(others[:5]))}{' …' if len(others) > 5 else ''} (use the base "
+                  f"model for other participants)", highlight=False, soft_wrap=True)
+
+
+def _rows_json(b, region_names=None, top_k: int = 5) -> list[dict]:
+    rows = [{"participant": b.participant, "trial": int(t), "CLASS": int(c), "LEVEL": int(lv),
+             "class_probs": [round(float(x), 4) for x in p]}
+            for t, c, lv, p in zip(b.trial, b.valence_class, b.valence_level, b.class_probs)]
+    if region_names is not None:  # --explain
+        from fmri_edge.explain import top_regions
+
+        for row, regions in zip(rows, top_regions(b.region_weights, region_names, top_k)):
+            row["regions"] = [{k: r[k] for k in ("region", "hemisphere", "weight", "index")} for r in regions]
+    return rows
+
+
+@contextmanager
+def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int):
+    """With --explain and --out: stream each trial's top regions to OUT.regions.csv (atomically);
+    yields the per-batch callback for predict_to, or None (no extra work without --explain)."""
+    if out_csv is None:
+        yield None
+        return
+    from fmri_edge import explain, submission
+
+    with submission.atomic_write(explain.regions_csv_path(out_csv), force) as f:
+        explain.write_regions_header(f)
+        yield lambda b: explain.write_regions_rows(f, b.participant, b.trial, b.region_weights, region_names, top_k)
+
+
+def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5) -> Table:
+    table = Table(title=f"fmri-edge predictions ({n_trials} trials)", title_justify="left")
+    for col in ("Participant", "Trial", "CLASS", "LEVEL", "p(-1)", "p(0)", "p(+1)"):
+        table.add_column(col, justify="left" if col == "Participant" else "right")
+    if region_names is not None:  # --explain
+        from fmri_edge.explain import top_regions
+
+        table.add_column(f"top {top_k} regions (SE weight)", justify="left")
+    rows = 0
+    for b in batches:
+        regions = top_regions(b.region_weights, region_names, top_k) if region_names is not None else None
+        for n, (t, c, lv, p) in enumerate(zip(b.trial, b.valence_class, b.valence_level, b.class_probs)):
+            if rows == MAX_TABLE_ROWS:
+                table.caption = f"… {n_trials - rows} more rows: use --out FILE.csv or --json"
+                return table
+            table.add_row(b.participant, str(t), f"{c:+d}" if c else "0", f"{lv:+d}" if lv else "0",
+                          *(f"{x:.2f}" for x in p),
+                          *([", ".join(f"{r['region']} {r['weight']:.2f}" for r in regions[n])] if regions else []))
+            rows += 1
+    return table
+
+
+# ---- explain ---------------------------------------------------------------------------------------
+
+@app.command(rich_help_panel=PANEL)
+def explain(
+    paths: Annotated[list[Path], typer.Argument(help="Trials: .npy/.npz files, ICBHI subject folders, or folders "
+                                                     "of them.", show_default=False)],
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
+    rows: Annotated[int, typer.Option(help="Regions to list (table) and to draw per class (--plot).", min=1)] = 20,
+    top_k: Annotated[int, typer.Option("--top-k", help="k of the 'in top-k' column: how often a region is among a "
+                                                       "trial's k most attended.", min=1)] = 10,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Draw the figure to this PNG (needs matplotlib: pip install 'fmri-edge\\[plot]').")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --plot file.")] = False,
+    faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also mask each trial's top-k regions vs k "
+                                               "random ones and report how much the predictions change.")] = False,
+    k: Annotated[Optional[list[int]], typer.Option("--k", help="k for --faithfulness (repeatable; default 5, 10, 20).",
+                                                   min=1)] = None,
+    draws: Annotated[int, typer.Option(help="Random draws per k for --faithfulness.", min=1)] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the random regions for --faithfulness.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (every region) instead of "
+                                                         "tables.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call.", min=1)] = 256,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+    no_verify: NoVerify = False,
+):
+    """Which brain regions the model attends to: mean input-SE weight per region over your trials,
+    overall and per predicted CLASS, ranked; optionally a figure and a faithfulness check."""
+    from fmri_edge import explain as lib
+    from fmri_edge.runtime import Decoder
+
+    with user_errors():
+        decoder = Decoder(model, threads=threads, verify=not no_verify)
+        _require_attention(decoder)
+        if plot is not None:
+            from fmri_edge.submission import check_new
+
+            check_new(plot, force)
+        summary, problems = lib.summarize(decoder, paths, top_k, batch_size)
+        faith = lib.faithfulness_paths(decoder, paths, tuple(k or (5, 10, 20)), draws, seed, batch_size)[0] \
+            if faithfulness else None
+    _report_problems(problems, None)
+    if summary.uniform:
+        err.print("[yellow]warning:[/] every region has the same weight: this model has no input attention "
+                  "(a vanilla model?), so there is nothing to rank")
+    elif summary.static:
+        err.print("[yellow]note:[/] every trial gets the same region weights (the SE gate does not depend on the "
+                  "input with this model's per-trial normalization): the ranking is global, not per trial or class",
+                  highlight=False)
+    if plot is not None:
+        from fmri_edge.plot import plot_attention
+
+        try:
+            version = decoder.info.meta.get("model_version", decoder.path.name)
+            plot_attention(summary, plot, top=rows, title=f"{version}: input SE attention per brain region")
+        except ImportError as e:
+            err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None
+        err.print(f"wrote {plot}")
+    if as_json:
+        print(json.dumps({"model": str(decoder.path), "model_version": decoder.info.meta.get("model_version"),
+                          "summary": summary.to_json(),
+                          "faithfulness": faith.to_json() if faith else None,
+                          "errors": [p.as_dict() for p in problems]}))
+        return
+    out.print(_attention_table(summary, rows))
+    ref = summary.reference()
+    if ref:
+        out.print("literature regions (rank of " + str(len(summary.region_names)) + "): "
+                  + ", ".join(f"{r['region']} #{r['rank']}" for r in ref), highlight=False)
+    if faith:
+        out.print(_faithfulness_table(faith))
+
+
+def _attention_table(s, rows: int) -> Table:
+    t = Table(title=f"input SE attention per region ({s.n_trials} trials), ranked by mean weight",
+              title_justify="left", caption=f"top-{s.top_k}: share of trials with the region among their {s.top_k} "
+                                            "most attended; -1/0/+1: mean over the trials predicted as that class; "
+                                            "lit.: the paper's EBR regions, amygdala")
+    for col in ("rank", "region", "lit.", "mean", "sd", f"top-{s.top_k}"):
+        t.add_column(col, justify="left" if col in ("region", "lit.") else "right", no_wrap=True)
+    shown = [c for c, n in zip(s.class_values, s.class_counts) if n]
+    for c in shown:
+        t.add_column(f"{c:+d}" if c else "0", justify="right", no_wrap=True)
+    for r in s.rows(rows):
+        t.add_row(str(r["rank"]), r["region"], {"amygdala": "amyg"}.get(r["reference"], r["reference"] or ""),
+                  f"{r['mean']:.3f}", f"{r['std']:.3f}", f"{100 * r['top_k_rate']:.0f}%",
+                  *(f"{r['by_class'][str(c)]:.3f}" for c in shown))
+    return t
+
+
+def _faithfulness_table(f) -> Table:
+    held = {"yes": "held out from training", "no": "NOT held out", "unknown": "held out: unknown"}[f.held_out["status"]]
+    t = Table(title=f"faithfulness ({f.n_trials} trials, {held}): mask k regions per trial (flat at their "
+                    f"first-{f.baseline_s}-s mean)", title_justify="left",
+              caption=f"chg: % of CLASS answers that change; |dp|: mean change of the predicted class's "
+                      f"probability; masked regions: the trial's top-k by attention, k random (mean±sd over "
+                      f"{f.draws} draws), or its bottom-k")
+    for col in ("k", "chg top", "chg random", "chg bottom", "|dp| top", "|dp| random", "|dp| bottom"):
+        t.add_column(col, justify="right", overflow="fold")
+    for r in f.rows:
+        top, rnd, bot = r["top"], r["random"], r["bottom"]
+        t.add_row(str(r["k"]), f"{100 * top['changed']:.1f}",
+                  f"{100 * rnd['changed']:.1f}±{100 * rnd['changed_std']:.1f}", f"{100 * bot['changed']:.1f}",
+                  f"{top['delta_p']:.4f}", f"{rnd['delta_p']:.4f}±{rnd['delta_p_std']:.4f}", f"{bot['delta_p']:.4f}")
+    return t
+
+
+# ---- adapt -----------------------------------------------------------------------------------------
+
+@app.command(rich_help_panel=PANEL)
+def adapt(
+    trials: Annotated[list[Path], typer.Argument(help="One participant's trials: .npy/.npz files or an ICBHI subject "
+                                                      "folder (all of them are aligned together, as predict does).",
+                                                 show_default=False)],
+    labels: Annotated[Path, typer.Option(help="Labels of some of these trials: ICBHI labels.npz (rows = trials 1, "
+                                              "2, … in order) or a CSV with columns Participant,Trial,CLASS[,LEVEL].",
+                                         show_default=False)],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The adapted model (.onnx); its model card is written "
+                                                               "beside it (.md).", show_default=False)],
+    model: Annotated[Optional[Path], typer.Option(help="Base ONNX model (default: the shipped one).")] = None,
+    method: Annotated[Literal["bias", "scale_bias", "features"], typer.Option(
+        help="bias: one offset per class on the log probabilities; scale_bias: also a temperature; features: a new "
+             "final layer on the model's features (all shrunk toward the shipped model).")] = "features",
+    # defaults: fmri_edge.adapt.DEFAULT_METHOD / DEFAULT_SHRINKAGE (chosen by train/research/adapt_cv.py)
+    shrinkage: Annotated[Optional[float], typer.Option(
+        help="L2 pull toward the shipped model, in labeled trials (larger: closer to the base model). Default: "
+             "10 for models with subject alignment, 0.3 without (chosen by cross-validation, docs/results.md).",
+        min=1e-6, show_default=False)] = None,
+    participant: Annotated[Optional[str], typer.Option(
+        help="Treat every input as this one participant's trials (several files of one person).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file and card.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
+):
+    """Adapt a model to one participant from a few of its labeled trials (no torch): writes a new
+    self-describing ONNX for that participant, which predict --model uses like any model."""
+    from fmri_edge import adapt as lib
+
+    with user_errors():
+        r = lib.adapt(trials, labels, model, out_path, method, shrinkage, participant, force, threads=threads)
+    _report_problems([p for p in r.problems if p.outcome != "predicted"], None)
+    a = r.correction.summary()
+    if as_json:
+        print(json.dumps({"out": str(r.out), "card": str(r.card), "participant": r.participant, "k": r.k,
+                          "n_trials": r.n_trials, "correction": a, "changed": r.changed,
+                          "answers_before": r.before.tolist(), "answers_after": r.after.tolist(),
+                          "labeled_accuracy": list(r.fit_accuracy), "seconds": round(r.seconds, 3)}))
+        return
+    t = Table(title=f"adapted to {r.participant} from K = {r.k} labeled trials ({r.n_trials} trials seen)",
+              title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("method", f"{a['method']}, shrinkage λ = {a['shrinkage']:g}")
+    t.add_row("log-probability offsets", "  ".join(f"{c:+d}: {b:+.3f}" if c else f"0: {b:+.3f}"
+                                                   for c, b in zip((-1, 0, 1), a["bias"])))
+    if "scale" in a:
+        t.add_row("temperature term", f"{a['scale']:+.3f} · log p")
+    if "weight_norm" in a:
+        t.add_row("feature weights", f"‖ΔW‖ = {a['weight_norm']:.4f}")
+    t.add_row("answers changed", f"{r.changed} of {r.n_trials} trials; CLASS −1/0/+1: "
+                                 f"{'/'.join(map(str, r.before))} → {'/'.join(map(str, r.after))}")
+    t.add_row("labeled trials right", f"{r.fit_accuracy[0]:.2f} → {r.fit_accuracy[1]:.2f} (the trials it was "
+                                      "fitted on: not a measure of benefit, see docs/results.md)")
+    t.add_row("checked", f"adapted ONNX vs its numpy definition on the {r.n_trials} trials: max |diff| "
+                         f"{r.max_check_diff:.1e}; {r.seconds:.2f} s")
+    out.print(t)
+    err.print(f"wrote {r.out} and {r.card} — next: fmri-edge predict {' '.join(map(str, trials))} "
+              f"--model {r.out}", highlight=False)
+
+
+# ---- info, simulate ------------------------------------------------------------------------------------
+
+@app.command(rich_help_panel=PANEL)
+def info(
+    model: Annotated[Optional[Path], typer.Argument(help="ONNX model (default: the shipped one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full metadata as JSON.")] = False,
+    no_verify: NoVerify = False,
+):
+    """What an fmri-edge ONNX file says about itself."""
+    from fmri_edge.runtime import Decoder
+
+    with user_errors():
+        d = Decoder(model, verify=not no_verify)
+    meta = d.info.meta
+    if as_json:
+        print(json.dumps(meta))
+        return
+    t = Table(title=str(d.path), title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("input", f"trials: (batch, {d.info.n_regions} regions, {d.info.n_times} s) raw BOLD, float32")
+    if d.aligned:
+        t.add_row("optional inputs", f"subject_mean, subject_scale {d.align_shape}: one participant's alignment "
+                                     "statistics (default: the training population's)")
+    t.add_row("outputs", ", ".join(meta.get("outputs", [])))
+    t.add_row("CLASS / LEVEL", f"{list(d.info.class_values)} / {list(d.info.level_values)}")
+    heads = meta.get("heads", {})
+    t.add_row("LEVEL", f"LEVEL head, {d.info.level_rule}" if "level" in heads or not heads else
+              f"from CLASS: {meta.get('level_from_class') or 'the class-only rule −1 → −3, 0 → 0, 1 → 2'} "
+              "(no LEVEL head)")
+    for key, v in _describe(meta).items():
+        t.add_row(key, v)
+    t.add_row("weights", _integrity_row(d.integrity))
+    names = d.info.region_names
+    t.add_row("regions", f"{len(names)}: {', '.join(names[:4])} … {names[-1]}")
+    out.print(t)
+
+
+def _integrity_row(status: str) -> str:
+    from fmri_edge import integrity
+
+    return {integrity.VERIFIED: f"{integrity.DIGEST_KEY} verified: weights and graph as exported",
+            integrity.UNVERIFIABLE: f"not verifiable: exported without a {integrity.DIGEST_KEY} (export it again "
+                                    "to add one)",
+            integrity.NOT_CHECKED: "not checked (--no-verify)"}[status]
+
+
+def _describe(meta: dict) -> dict[str, str]:
+    """Readable one-line summaries of the model's metadata for `info`."""
+    rows = {k: str(meta[k]) for k in ("model_version", "architecture") if k in meta}
+    norm = meta.get("normalization") or {}
+    if norm:
+        rows["normalization"] = f"{norm.get('per_trial')} per trial, inside the graph" + (
+            f"; {meta['subject_normalization']} per subject before it" if meta.get("subject_normalization") else "")
+    align = meta.get("subject_alignment")
+    rows["subject alignment"] = (
+        f"{align['mode']} of each participant's representation over its own trials, inside the graph; predict "
+        f"aligns every participant with ≥ {align['min_trials']} trials (subject folder, file, or --participant); "
+        "fewer trials or --no-align: the training population's statistics" if align else
+        "none (every trial is answered on its own)")
+    if meta.get("recipe"):
+        rows["recipe"] = f"{meta['recipe']} (re-run its CV: fmri-edge train --config {meta['recipe']} " \
+                         "--protocol subject --no-final)"
+    tr = meta.get("training") or {}
+    if tr:
+        ps = tr.get("participants") or []
+        rows["training"] = (f"{tr.get('recipe')}, {len(ps)} subjects ({ps[0]}…{ps[-1]}), {tr.get('epochs')} epochs"
+                            + (", ensemble of fold models" if tr.get("ensemble_of_folds") else "")
+                            + f", commit {tr.get('git_commit')}" if ps else json.dumps(tr))
+    from fmri_edge.splits import PROTOCOL_LABEL
+    for protocol, m in (meta.get("metrics") or {}).items():
+        rows[f"measured: {PROTOCOL_LABEL.get(protocol, protocol)}"] = (
+            f"CLASS acc {m['CLASS_accuracy']:.3f} ± {m['CLASS_accuracy_folds_std']:.3f}, F1 {m['CLASS_f1']:.3f}, "
+            f"LEVEL_error {m['LEVEL_error']:.4f}, Score {m['Score']:.4f} "
+            f"({m['n_folds']} {'seeds' if protocol == 'random' else 'folds'})")
+    a = meta.get("adaptation")
+    if a:
+        extra = "".join(f", {k} {a[k]}" for k in ("scale", "weight_norm") if k in a)
+        rows["adapted to"] = (f"participant {a.get('participant')} from K = {a.get('k')} labeled trials "
+                              f"({a.get('labels')}), {a.get('method')}, shrinkage {a.get('shrinkage')}, "
+                              f"bias {a.get('bias')}{extra}; {a.get('adapted')}")
+        rows["base model"] = f"{a.get('base_model')} ({a.get('base_model_version')}), sha256 {a.get('base_sha256')}"
+    for k in ("members", "fmri_edge_version", "exported", "opset"):
+        if k in meta:
+            rows[k] = str(meta[k])
+    return rows
+
+

@@ -1,0 +1,179 @@
+"""Training-side commands: train, report, export, bench. Each imports torch (fmri_edge.training)
+only when it runs, so the runtime CLI and its --help never load it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fmri_edge.cli.common import (Table, app, err, out,
+                                  user_errors)
+from fmri_edge.errors import UsageError
+
+PANEL = "Train, export, benchmark (torch: pip install 'fmri-edge[train]')"
+
+
+# ---- train, export (torch, imported lazily) --------------------------------------------------------------
+
+@app.command(rich_help_panel=PANEL)
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Training recipe (TOML), e.g. train/fmri-edge.toml.")],
+    protocol: Annotated[Optional[list[str]], typer.Option(
+        help="Evaluation protocol(s): subject (cross-subject CV) and/or random (paper's 8:1:1 trial split). "
+             "Default: the recipe's.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe name>).")] = None,
+    final: Annotated[bool, typer.Option(help="Fit the model on all subjects after evaluation.")] = True,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default).", min=0)] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """Evaluate a recipe (cross-subject CV and/or the paper's split) and fit the model to ship."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with user_errors():
+        from fmri_edge.training.recipe import load_recipe
+        from fmri_edge.training.run import run
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        recipe = load_recipe(config)
+        protocols = protocol or recipe.eval.protocols
+        bad = set(protocols) - {"subject", "random"}
+        if bad:
+            raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject and/or random")
+        out_dir = out_dir or Path("runs") / recipe.name
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=as_json, disable=as_json) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(stage: str, epoch: int, epochs: int):
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=epochs)
+                bar.update(tasks[stage], completed=epoch)
+
+            results = run(recipe, protocols, out_dir, fit_final=final, progress=progress)
+    summaries = {p: r["summary"] for p, r in results["protocols"].items()}
+    if as_json:
+        print(json.dumps({"out": str(out_dir), "summaries": summaries, "final": results.get("final")}))
+        return
+    t = Table(title=f"{recipe.name}: held-out metrics", title_justify="left")
+    for c in ("protocol", "CLASS acc", "CLASS F1", "LEVEL F1", "CLASS_error", "LEVEL_error", "Score", "seconds"):
+        t.add_column(c, justify="right")
+    for p, s in summaries.items():
+        t.add_row(p, f"{s['CLASS']['accuracy']:.3f} ± {s['CLASS']['accuracy_folds_std']:.3f}",
+                  f"{s['CLASS']['f1']:.3f}", f"{s['LEVEL']['f1']:.3f}", f"{s['CLASS_error']:.4f}",
+                  f"{s['LEVEL_error']:.4f}", f"{s['Score']:.4f}", str(results["protocols"][p]["seconds"]))
+    out.print(t)
+    err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}")
+
+
+@app.command(rich_help_panel=PANEL)
+def report(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Report definition (rows of recipes).")] = Path("train/report.toml"),
+    runs: Annotated[Path, typer.Option(help="Folder of training runs.")] = Path("runs"),
+):
+    """Results report (Markdown + PNG): the paper's table with fmri-edge's rows, both protocols.
+    Trains the runs that are missing (torch); needs matplotlib (the plot extra)."""
+    with user_errors():
+        from fmri_edge.training.report import write_report
+
+        path = write_report(config, runs, log=err.print)
+    out.print(f"wrote {path}")
+
+
+@app.command(rich_help_panel=PANEL)
+def export(
+    run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `fmri-edge train`.")] = Path("runs/fmri-edge-se"),
+    recipe: Annotated[Path, typer.Option(help="Export recipe (opset, T, parity tolerance).")] = Path("export/default.toml"),
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default models/<name>.onnx).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write <name>.int8.onnx (static QDQ int8, calibrated on "
+                                                      "the real training trials) and its card: accuracy change on "
+                                                      "the run's cross-validation fold models, speed vs fp32.")] = False,
+):
+    """Checkpoint → ONNX (raw BOLD in, probabilities out), checked against PyTorch on real trials."""
+    with user_errors():
+        from fmri_edge.training.packaging import export_run
+
+        report = export_run(run_dir, recipe, out_path, log=err.print)
+        if int8:
+            from fmri_edge.training.quantize import export_int8
+
+            report["int8"] = export_int8(run_dir, report["path"], log=err.print)
+    if as_json:
+        print(json.dumps(report))
+        return
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in report["parity"]["max_abs_diff"].items())
+    out.print(f"[green]exported[/] {report['path']} ({report['parity']['bytes'] / 1e6:.1f} MB, "
+              f"sha256 {report['parity']['sha256'][:12]}…)")
+    out.print(f"parity vs PyTorch on {report['parity_source']} (batches {report['parity']['batches']}): "
+              f"max |diff| {diffs} ≤ atol {report['parity']['atol']:.0e}")
+    if int8:
+        q, v = report["int8"], report["int8"]["verdict"]
+        cv = q["cv"]
+        acc = (f"CLASS accuracy {cv['pooled']['fp32']['CLASS_accuracy']:.3f} → {cv['pooled']['int8']['CLASS_accuracy']:.3f} "
+               f"({cv['accuracy_change_points']:+.2f} points) on {cv['n_folds']} CV folds" if cv else "accuracy not measured (no fold models)")
+        out.print(f"[green]int8[/] {q['path']} ({q['bytes'] / 1e6:.1f} MB): {q['speed']['speedup']:.2f}× fp32 at batch 256, "
+                  f"{acc}; " + ("[bold]int8 qualifies as the default[/]" if v["default"] == "int8" else
+                                f"[bold]fp32 stays the default[/] ({'; '.join(v['reasons'])})"))
+    err.print(f"next: fmri-edge info {report['path']} · fmri-edge predict TRIALS.npy --model {report['path']}")
+
+
+# ---- bench (torch for the PyTorch side, imported lazily) --------------------------------------------
+
+@app.command(rich_help_panel=PANEL)
+def bench(
+    run_dir: Annotated[Path, typer.Option("--run", help="Run folder (model.pt) whose weights are benchmarked.")] = Path("runs/fmri-edge"),
+    model: Annotated[Optional[Path], typer.Option(help="fp32 ONNX of the same weights (default models/<name>.onnx; "
+                                                       "exported to a temporary file if missing).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Real trials (ICBHI folder; default: the run's training data).")] = None,
+    threads: Annotated[int, typer.Option(help="Threads for onnxruntime, PyTorch and numpy (0 = all CPUs).", min=0)] = 0,
+    batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,32,256,4096",
+    seconds: Annotated[float, typer.Option(help="Timing budget per engine, batch and round.", min=0)] = 1.0,
+    rounds: Annotated[int, typer.Option(help="Interleaved timing rounds.", min=1)] = 3,
+    cold_runs: Annotated[int, typer.Option(help="Cold-start runs of each path (0 = skip).", min=0)] = 5,
+    large_trials: Annotated[int, typer.Option(help="Trials in the large-input file (0 = skip).", min=0)] = 100_000,
+    gemm_sizes: Annotated[str, typer.Option(help="Matrix sizes for the numpy GEMM peak, comma-separated.")] = "2048,4096",
+    no_torch: Annotated[bool, typer.Option("--no-torch", help="Leave PyTorch eager out of the engines.")] = False,
+    sweep: Annotated[bool, typer.Option(help="Also time session-option alternatives and batch sizes.")] = True,
+    int8_json: Annotated[Optional[Path], typer.Option(help="JSON of `fmri-edge export --int8 --json` whose cross-"
+                                                           "validation accuracy change to quote (default: read from "
+                                                           "<model>.int8.onnx when it was quantized from --model).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write all results to this JSON file.")] = None,
+    markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="Write a README-ready section here.")] = None,
+):
+    """Speed of onnxruntime fp32/int8 vs PyTorch eager, vs the CPU's GEMM peak, cold start and memory."""
+    import sys
+
+    from fmri_edge.training.bench import BenchConfig, markdown, run_bench, tables
+
+    with user_errors():
+        sizes = tuple(int(b) for b in batches.split(",") if b.strip())
+        gemm = tuple(int(n) for n in gemm_sizes.split(",") if n.strip())
+        if not sizes or min(sizes) < 1 or not gemm or min(gemm) < 1:
+            raise UsageError(f"--batches {batches!r} / --gemm-sizes {gemm_sizes!r}: give positive whole numbers, "
+                             "e.g. 1,32,256,4096")
+        cv = None
+        if int8_json:
+            report = json.loads(int8_json.read_text())
+            cv = (report.get("int8") or report).get("cv")
+        cfg = BenchConfig(run=run_dir, model=model, data=data, threads=threads, batches=sizes, seconds=seconds,
+                          rounds=rounds, cold_runs=cold_runs, large_trials=large_trials, sweep=sweep, int8_cv=cv,
+                          gemm_sizes=gemm,
+                          engines=("ort-fp32", "ort-int8") if no_torch else ("ort-fp32", "ort-int8", "torch", "torch-graph"))
+        res = run_bench(cfg, log=lambda s: err.print(s, highlight=False))
+        command = "fmri-edge " + " ".join(sys.argv[1:])
+        res["command"] = command
+        if json_path:
+            json_path.write_text(json.dumps(res, indent=1))
+            err.print(f"wrote {json_path}")
+        if markdown_path:
+            from fmri_edge.training.bench import write_markdown
+
+            write_markdown(markdown_path, markdown(res, command))
+            err.print(f"wrote {markdown_path}")
+    for t in tables(res):
+        out.print(t)

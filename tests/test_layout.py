@@ -1,0 +1,91 @@
+"""The runtime/training boundary is visible and enforced: every module of the runtime package
+(fmri_edge, fmri_edge.cli) imports nothing of torch and nothing from fmri_edge.training — not
+even lazily, except the CLI's training-side commands (fmri_edge.cli.develop) — and no module of
+the package imports one that imports it back."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import fmri_edge
+
+ROOT = Path(fmri_edge.__file__).parent
+TRAINING = "fmri_edge.training"
+LAZY_TRAINING_OK = {"fmri_edge.cli.develop"}   # its command bodies import the training side (torch) when run
+
+
+def _modules():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), path
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every fmri_edge/torch module a file imports, at module level or inside functions."""
+    out = set()
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}  # `from fmri_edge import io` imports fmri_edge.io
+    return {m for m in out if m.split(".")[0] in ("fmri_edge", "torch")}
+
+
+MODULES = dict(_modules())
+RUNTIME = [m for m in MODULES if not m.startswith(TRAINING)]
+
+
+def test_runtime_modules_never_import_torch_or_the_training_side():
+    bad = {}
+    for m in RUNTIME:
+        imported = _imports(m, MODULES[m])
+        hits = [i for i in imported if (i.split(".")[0] == "torch" or i.startswith(TRAINING))
+                and m not in LAZY_TRAINING_OK]
+        if hits:
+            bad[m] = sorted(hits)
+    assert not bad, bad
+    assert len(RUNTIME) > 15 and "fmri_edge.cli.decode" in RUNTIME
+
+
+def test_importing_every_runtime_module_loads_no_torch():
+    code = "import sys\n" + "".join(f"import {m}\n" for m in RUNTIME if not m.endswith("__main__")) + \
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('fmri_edge.training')]\n" \
+        "print(bad)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_no_import_cycles_in_the_package():
+    graph = {m: {i for i in _imports(m, p) if i in MODULES and i != m} for m, p in MODULES.items()}
+    # a module's parent package runs first but is not an edge: `import fmri_edge.x` is not a cycle through fmri_edge
+    state, cycles = {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                cycles.append(stack[stack.index(n):] + [n])
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles
+
+
+def test_training_side_holds_bench_report_and_quantize():
+    for m in ("bench", "report", "quantize", "graph", "export", "fit"):
+        assert f"{TRAINING}.{m}" in MODULES
+    for m in ("fmri_edge.bench", "fmri_edge.report"):
+        assert m not in MODULES
