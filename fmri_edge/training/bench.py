@@ -40,7 +40,7 @@ from typing import Callable
 import numpy as np
 
 from fmri_edge.errors import UsageError
-from fmri_edge.training.graph import DEFAULT_DATA, graph_trials, random_run, reference_net  # noqa: F401
+from fmri_edge.training.graph import DEFAULT_DATA, graph_trials, reference_net
 
 DEFAULT_RUN = Path("runs/fmri-edge")
 ENGINES = ("ort-fp32", "ort-int8", "torch", "torch-graph")
@@ -401,17 +401,18 @@ def _time_engines_worker(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     threads, x = spec["threads"], np.load(spec["trials"])
     engines: dict[str, Callable] = {}
+    if {"torch", "torch-graph"} & set(spec["engines"]):  # loaded once for both PyTorch forms
+        net, members, _, recipe = reference_net(Path(spec["run"]))
     for name in spec["engines"]:
         if name == "ort-fp32":
             engines[name] = ort_engine(Path(spec["fp32"]), threads, spinning=spec["spinning"])
         elif name == "ort-int8" and spec.get("int8"):
             engines[name] = ort_engine(Path(spec["int8"]), threads, spinning=spec["spinning"])
-        elif name in ("torch", "torch-graph"):
-            net, members, _, recipe = reference_net(Path(spec["run"]))
-            if name == "torch-graph":
-                rule = (recipe.get("eval") or {}).get("level_rule")
-                net = graph_module(members, level_from_class(members, rule), x[:256])
+        elif name == "torch":
             engines[name] = torch_engine(net, threads)
+        elif name == "torch-graph":
+            rule = (recipe.get("eval") or {}).get("level_rule")
+            engines[name] = torch_engine(graph_module(members, level_from_class(members, rule), x[:256]), threads)
     res = time_engines(engines, x, spec["batches"], spec["seconds"], spec["rounds"])
     print(json.dumps(res))
 

@@ -14,7 +14,8 @@
   ran at 0.9–1.0× fp32; with uint8 activations every Conv becomes a QLinearConv (U8S8) and the
   model runs ≈ 2–2.7× fp32 at batch 256 with the same answers.
 - :func:`cv_accuracy_change` — the accuracy cost of int8, measured on the honest
-  cross-validation predictions: every fold model ``fold<k>.pt`` of a run folder is exported fp32
+  cross-validation predictions: every fold model (``fold<k>.pt``, or an ensemble's
+  ``fold<k>/member<j>.pt``) of a run folder is exported fp32
   and int8 (calibrated on that fold's *training* participants only), both predict the fold's
   held-out participants, and CLASS accuracy (and LEVEL_error, Score) are compared pooled over
   folds.
@@ -162,14 +163,16 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
     subjects = load_icbhi(data)
     stored = _stored_cv_probs(run_dir / "results.json")
     own = tempfile.TemporaryDirectory() if workdir is None else contextlib.nullcontext(str(workdir))
-    rows, pooled = [], {"fp32": [], "int8": [], "truth": []}
+    rows, pooled, inputs = [], {"fp32": [], "int8": [], "truth": []}, {}
     with own as wd:
         wd = Path(wd)
         for k, (name, members, test_p) in enumerate(folds):
             if not test_p or any(p not in subjects for p in test_p):
                 raise InputError(run_dir / name, f"held-out participants {test_p} not all in {data}")
             cfg = members[0].cfg
-            x, y, who = graph_inputs(subjects, cfg.subject_norm)
+            if cfg.subject_norm not in inputs:  # the same for every fold of a run: built once
+                inputs[cfg.subject_norm] = graph_inputs(subjects, cfg.subject_norm)
+            x, y, who = inputs[cfg.subject_norm]
             test = np.isin(who, test_p)
             meta = {"model_version": f"{run_dir.name}/{name}", "level_rule": "argmax",
                     "subject_normalization": cfg.subject_norm}
@@ -348,7 +351,7 @@ def write_int8_card(path: Path, fp32_path: Path, qrecipe: dict, cv: dict | None,
         "",
     ]
     if cv is None:
-        lines.append("Not measured: the run folder holds no fold models (`fold<k>.pt`).")
+        lines.append("Not measured: the run folder holds no fold models (`fold<k>.pt` or `fold<k>/member<j>.pt`).")
     else:
         f, q = cv["pooled"]["fp32"], cv["pooled"]["int8"]
         lines += [
