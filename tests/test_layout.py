@@ -89,3 +89,25 @@ def test_training_side_holds_bench_report_and_quantize():
         assert f"{TRAINING}.{m}" in MODULES
     for m in ("fmri_edge.bench", "fmri_edge.report"):
         assert m not in MODULES
+
+
+def test_the_cli_loads_neither_numpy_nor_rich_before_a_command_runs():
+    """So `--help` stays fast and the console script can still set OPENBLAS_NUM_THREADS."""
+    code = "import sys, fmri_edge.cli; print(sorted(m for m in ('numpy', 'rich', 'onnxruntime') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+
+
+def test_console_script_gives_openblas_one_thread_for_runtime_commands_only():
+    code = ("import os, sys, fmri_edge.cli as c; c.app = lambda **kw: print(os.environ.get('OPENBLAS_NUM_THREADS')); "
+            "sys.argv = ['fmri-edge'] + sys.argv[1:]; c.run()")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_NUM_THREADS"}
+
+    def blas_threads(*args):
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
+                              env=env).stdout.strip()
+
+    assert blas_threads("--debug", "predict", "x.npy") == "1"
+    assert blas_threads("train", "--config", "r.toml") == "None"
+    env["OPENBLAS_NUM_THREADS"] = "4"   # the user's own setting wins
+    assert blas_threads("predict", "x.npy") == "4"

@@ -7,10 +7,26 @@
 Results go to stdout (a table, or one JSON document with ``--json``); progress, warnings and
 errors go to stderr. A bad input is a one-line error naming the file, exit code 2.
 """
+import os
+import sys
+
 from fmri_edge.cli.common import EXIT_BAD_INPUT, EXIT_PARTIAL, app, main
 from fmri_edge.cli import decode, data, develop  # noqa: E402,F401  (registers the commands, in this order)
 from fmri_edge.cli.decode import adapt, explain, info, predict  # noqa: E402,F401
 from fmri_edge.cli.data import extract, score, simulate  # noqa: E402,F401
 from fmri_edge.cli.develop import bench, export, report, train  # noqa: E402,F401
 
-__all__ = ["app", "main", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]
+__all__ = ["app", "main", "run", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]
+
+# Commands whose numpy work is small (per-trial statistics, matrices of a few hundred rows): for
+# them OpenBLAS's thread pool only costs start-up (about 15 % of a cold `predict` on 2 cores,
+# docs/speed.md). Set before numpy is first imported; an OPENBLAS_NUM_THREADS of the user's wins.
+SMALL_NUMPY_COMMANDS = frozenset({"predict", "explain", "adapt", "info", "score", "simulate"})
+
+
+def run() -> None:
+    """The ``fmri-edge`` console script (and ``python -m fmri_edge.cli``)."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command in SMALL_NUMPY_COMMANDS:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    app(prog_name="fmri-edge")

@@ -1,3 +1,3 @@
-from fmri_edge.cli import app
+from fmri_edge.cli import run
 
-app(prog_name="fmri-edge")
+run()

@@ -1,11 +1,11 @@
 """What every command shares: the Typer app, the two consoles, user-facing errors and exit codes.
 
-Imports here are only typer and the standard library: rich (consoles, tables, markup) is loaded
-the first time a command prints, and numpy/onnxruntime by the commands that use them, so
-``fmri-edge --help`` starts in about the time of ``import typer`` (docs/speed.md).
+Imports here are only typer and the standard library: rich is loaded only when a command prints to
+a terminal (:mod:`fmri_edge.cli.console`), and numpy/onnxruntime by the commands that use them, so
+``fmri-edge --help`` starts in about the time of ``import typer`` (docs/speed.md). Annotations are
+real objects, not strings (no ``from __future__ import annotations``): typer would otherwise
+``eval`` each of them on every start (~450 evals, ~20 ms).
 """
-from __future__ import annotations
-
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from fmri_edge import __version__
+from fmri_edge.cli.console import Table, err, escape, out  # noqa: F401  (re-exported for the commands)
 from fmri_edge.errors import InputError, UsageError
 
 EXIT_BAD_INPUT = 2
@@ -46,37 +47,6 @@ app = typer.Typer(cls=SectionedGroup, rich_markup_mode=None, add_completion=Fals
                   pretty_exceptions_show_locals=False,
                   help="Decode emotional valence (CLASS -1/0/+1, LEVEL -4…4) from region-wise fMRI trials, "
                        "on CPU with ONNX Runtime.")
-
-
-class _LazyConsole:
-    """A rich Console created on first use (importing rich costs ~30 ms that --help never needs)."""
-
-    def __init__(self, **kwargs):
-        self._kwargs, self._console = kwargs, None
-
-    def __getattr__(self, name):
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(**self._kwargs)
-        return getattr(self._console, name)
-
-
-err = _LazyConsole(stderr=True)
-out = _LazyConsole()
-
-
-def Table(*args, **kwargs):  # noqa: N802  (rich.table.Table, imported when a command draws one)
-    from rich.table import Table as RichTable
-
-    return RichTable(*args, **kwargs)
-
-
-def escape(text: str) -> str:
-    """rich.markup.escape, imported when needed."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
 
 
 _state = {"debug": False}

@@ -1,5 +1,4 @@
 """Commands on data and answers: score, simulate, extract (no model, no torch)."""
-from __future__ import annotations
 
 import json
 from pathlib import Path
@@ -260,7 +259,7 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
     out_dir.mkdir(parents=True, exist_ok=True)
     n_runs = sum(len(v) for v in runs.values())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
+                  console=err.rich, transient=True, disable=as_json or not err.rich.is_terminal) as bar:
         task_id = bar.add_task("extracting runs", total=n_runs)
 
         def on_run(run, result):

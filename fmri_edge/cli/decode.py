@@ -1,5 +1,4 @@
 """Commands that run a model: predict, explain, adapt, info (numpy + onnxruntime only)."""
-from __future__ import annotations
 
 import json
 from contextlib import contextmanager, nullcontext
@@ -81,7 +80,7 @@ def predict(
                 from fmri_edge import cluster
 
                 result = cluster.predict_to(scheduler, decoder, paths, f, batch_size, threads=threads,
-                                            weights=explain, console=err, **run)
+                                            weights=explain, console=err.rich, **run)
             if result.n_trials == 0:  # nothing is written; one bad input gives one error line
                 one = len(result.problems) == 1
                 _report_problems([] if one else result.problems, errors_json, result.problems if one else (), force)

@@ -1,6 +1,5 @@
 """Training-side commands: train, report, export, bench. Each imports torch (fmri_edge.training)
 only when it runs, so the runtime CLI and its --help never load it."""
-from __future__ import annotations
 
 import json
 from pathlib import Path
@@ -46,7 +45,7 @@ def train(
             raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject and/or random")
         out_dir = out_dir or Path("runs") / recipe.name
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, transient=as_json, disable=as_json) as bar:
+                      TimeElapsedColumn(), console=err.rich, transient=as_json, disable=as_json) as bar:
             tasks: dict[str, int] = {}
 
             def progress(stage: str, epoch: int, epochs: int):
