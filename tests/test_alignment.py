@@ -87,8 +87,12 @@ def test_the_graph_exposes_features_and_defaults_its_statistics(aligned_model, s
     x, _ = subject5
     d = Decoder(aligned_model)
     out = d.run(np.ascontiguousarray(x[:3]), outputs=("class_probs", "features", "normalized"))
-    assert out["features"].shape == (3, 246 * 5) and out["normalized"].shape == (3, 246, 5)
-    neutral = (np.zeros((246, 5), np.float32), np.ones((246, 5), np.float32))
+    axes = d.info.meta["normalized_axes"]            # the graph's own layout of the representation
+    assert axes in (["batch", "regions", "time"], ["batch", "time", "regions"])
+    shape = (246, 5) if axes[1] == "regions" else (5, 246)
+    assert d.align_shape == shape
+    assert out["features"].shape == (3, 246 * 5) and out["normalized"].shape == (3, *shape)
+    neutral = (np.zeros(shape, np.float32), np.ones(shape, np.float32))
     same = d.run(np.ascontiguousarray(x[:3]), neutral, outputs=("features", "normalized"))
     np.testing.assert_allclose(same["features"], same["normalized"].reshape(3, -1), atol=1e-6)
 

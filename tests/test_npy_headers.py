@@ -3,7 +3,6 @@ header, length field and data give either exactly the array numpy would read, or
 the file — from the library and from `predict` (exit code 2, no traceback) — and nothing is ever
 unpickled. Small arrays (4 regions × 3 s), so the whole file runs in well under a minute."""
 import io as stdio
-from pathlib import Path
 import itertools
 import pickle
 import zipfile

@@ -381,17 +381,25 @@ def torch_engine(net, threads: int) -> Callable:
 
 
 def time_engines_in_process(spec: dict, policy: str, workdir: Path) -> dict:
-    """:func:`time_engines` in a fresh process under one of :data:`THREAD_POLICIES`.
+    """:func:`time_engines` under one of :data:`THREAD_POLICIES`, each engine in a fresh process of
+    its own: with spinning on, one engine's idle threads would otherwise keep spinning and take
+    the cores from the engine being timed (PyTorch's OpenMP pool under OMP_WAIT_POLICY=ACTIVE
+    halved onnxruntime's throughput when both ran in one process).
     ``spec``: run, fp32, int8 (or None), trials (.npy), engines, threads, batches, seconds, rounds."""
     pol = THREAD_POLICIES[policy]
-    path = workdir / f"timing-{policy.replace(' ', '-')}.json"
-    path.write_text(json.dumps({**spec, "spinning": pol["ort_spinning"]}))
     env = {**os.environ, **pol["env"]}
-    r = subprocess.run([sys.executable, "-m", "fmri_edge.training.bench", "--time-engines", str(path)],
-                       capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        raise RuntimeError(f"timing under {policy!r} failed: {r.stderr.strip()[-600:]}")
-    return {k: {int(b): v for b, v in per.items()} for k, per in json.loads(r.stdout).items()}
+    out: dict = {}
+    for engine in spec["engines"]:
+        if engine == "ort-int8" and not spec.get("int8"):
+            continue
+        path = workdir / f"timing-{policy.replace(' ', '-')}-{engine}.json"
+        path.write_text(json.dumps({**spec, "engines": [engine], "spinning": pol["ort_spinning"]}))
+        r = subprocess.run([sys.executable, "-m", "fmri_edge.training.bench", "--time-engines", str(path)],
+                           capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"timing {engine} under {policy!r} failed: {r.stderr.strip()[-600:]}")
+        out.update({k: {int(b): v for b, v in per.items()} for k, per in json.loads(r.stdout).items()})
+    return out
 
 
 def _time_engines_worker(spec_path: str) -> None:

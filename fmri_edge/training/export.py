@@ -172,7 +172,10 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     ens = graph_module(members, level_from, parity_trials) if channels_last else reference
     example = torch.as_tensor(parity_trials[:2], dtype=torch.float32)
     pop = [t.detach().clone() for t in reference.population_stats()]
-    args = (example, *pop) if aligned else (example,)
+    # the graph may lay its representation out its own way (LinearEnsemble: time × regions)
+    to_graph = getattr(ens, "from_reference", lambda name, value: value)
+    graph_pop = [to_graph(n, t).contiguous() for n, t in zip(ALIGN_INPUTS, pop)]
+    args = (example, *graph_pop) if aligned else (example,)
     input_names = ["trials", *ALIGN_INPUTS] if aligned else ["trials"]
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -183,6 +186,7 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
         )
     meta = {**metadata, "n_regions": n_regions, "n_times": recipe.n_times,
             "outputs": [*OUTPUT_NAMES, *EXTRA_OUTPUTS], "inputs": input_names,
+            "normalized_axes": list(getattr(ens, "NORMALIZED_AXES", ("batch", "regions", "time"))),
             "fmri_edge_version": fmri_edge.__version__,
             "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "opset": recipe.opset}
@@ -192,7 +196,7 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     tmp = out.with_suffix(".onnx.tmp")
     program.save(str(tmp), external_data=False)
     if aligned:
-        _with_default_inputs(tmp, dict(zip(ALIGN_INPUTS, (t.numpy() for t in pop))))
+        _with_default_inputs(tmp, dict(zip(ALIGN_INPUTS, (t.numpy() for t in graph_pop))))
     onnx.checker.check_model(str(tmp), full_check=True)
     from fmri_edge.integrity import stamp
     stamp(tmp)  # the last change to the file: metadata weights_sha256, checked whenever the model is opened
@@ -209,8 +213,9 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
                 cases.append(((pop[0] + 0.1 * pop[1]).numpy(), (1.5 * pop[1]).numpy()))
             for stats in cases:
                 extra = [torch.as_tensor(v) for v in stats] if stats else []
-                ref = [t.numpy() for t in reference(torch.as_tensor(x), *extra)]
-                got = decoder.run(x, subject=stats, outputs=names)
+                ref = [to_graph(n, t.numpy()) for n, t in zip(names, reference(torch.as_tensor(x), *extra))]
+                fed = tuple(np.ascontiguousarray(to_graph(n, v)) for n, v in zip(ALIGN_INPUTS, stats)) if stats else None
+                got = decoder.run(x, subject=fed, outputs=names)
                 for name, r in zip(names, ref):
                     # features and representations are checked relative to their own scale
                     d = float(np.max(np.abs(got[name] - r))) / max(1.0, float(np.max(np.abs(r))))
