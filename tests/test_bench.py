@@ -94,6 +94,24 @@ def test_int8_model_opens_answers_alike_and_says_so(tiny_run, tmp_path):
     assert np.abs(a["class_probs"] - b["class_probs"]).max() < 0.2
 
 
+def test_int8_of_a_linear_graph_quantizes_only_its_gemm(aligned_model, tmp_path):
+    """The fused linear graph's MatMul projects raw BOLD over time: it stays float32 (and so does
+    the input); its final Gemm becomes int8 and the answers stay the same."""
+    import onnx
+
+    from fmri_edge.runtime import Decoder
+    from fmri_edge.training.quantize import quantize_int8, quantized_ops
+
+    assert quantized_ops(onnx.load(str(aligned_model))) == ["Gemm"]
+    x = simulate(60, n_subjects=2, seed=5)[0]
+    recipe = quantize_int8(aligned_model, tmp_path / "lin.int8.onnx", x, "120 simulated trials")
+    nodes = onnx.load(str(tmp_path / "lin.int8.onnx")).graph.node
+    assert recipe["ops"] == ["Gemm"] and any(n.op_type == "QuantizeLinear" for n in nodes)
+    assert not any(n.op_type == "QuantizeLinear" and "trials" in n.input for n in nodes)   # raw BOLD stays fp32
+    a, b = Decoder(tmp_path / "lin.int8.onnx").run(x), Decoder(aligned_model).run(x)
+    assert np.mean(a["class_probs"].argmax(1) == b["class_probs"].argmax(1)) >= 0.95
+
+
 def test_predict_streams_subject_normalized_file_like_the_whole_file(tiny_run, tmp_path):
     """A model with subject-wise normalization: two streamed passes give the answers of
     normalizing the whole file at once, whatever the chunk size."""
