@@ -60,3 +60,38 @@ def test_export_parity_on_real_trials(icbhi, tmp_path):
     x = np.concatenate([load_trials(icbhi / "Train" / p / "fMRI_data.npz") for p in ("P01", "P09")])
     report = export_onnx([_small(heads={"class": 3, "level": 9})], tmp_path / "r.onnx", {}, x)
     assert report["ok"] and max(report["max_abs_diff"].values()) <= 1e-4
+
+
+@pytest.mark.parametrize("normalization", ["psc_mean", "psc_mean_gsr"])
+def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normalization, sim_data, tmp_path):
+    """The fused graph of linear members computes the Ensemble's outputs, its representation laid
+    out (time, regions); the exported file passes parity with a participant's statistics fed in."""
+    from fmri_edge.training.fastgraph import LinearEnsemble, fused_ensemble
+
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = _small(kind="linear", se=False, normalization=normalization, time_window=[5, 25], time_bins=5,
+                   subject_align="zscore", heads={"class": 3})
+        m.pop_mean.normal_(0, 0.5)
+        m.pop_scale.uniform_(0.5, 2.0)
+        members.append(m)
+    x = sim_data[0][:32].astype(np.float32)
+    ens = Ensemble(members).eval()
+    fast = fused_ensemble(ens, x)
+    assert isinstance(fast, LinearEnsemble)
+    mean, scale = (s * 1.1 + 0.05 for s in ens.population_stats())
+    xt = torch.as_tensor(x)
+    with torch.inference_mode():
+        ref = ens(xt, mean, scale)
+        got = fast(xt, fast.from_reference("subject_mean", mean), fast.from_reference("subject_scale", scale))
+    names = (*OUTPUT_NAMES, *EXTRA_OUTPUTS)
+    assert got[4].shape == (32, 5, 246) and ref[4].shape == (32, 246, 5)
+    for name, g, r in zip(names, got, ref):
+        np.testing.assert_allclose(g.numpy(), fast.from_reference(name, r).numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+    if normalization == "psc_mean_gsr":   # the global signal is gone from every bin
+        np.testing.assert_allclose(got[4].mean(dim=2).numpy(), 0, atol=1e-3)
+    report = export_onnx(members, tmp_path / "lin.onnx", {"model_version": "t"}, x)
+    d = Decoder(tmp_path / "lin.onnx")
+    assert report["ok"] and d.align_shape == (5, 246)
+    assert d.info.meta["normalized_axes"] == ["batch", "time", "regions"]

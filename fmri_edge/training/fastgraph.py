@@ -128,8 +128,9 @@ def for_inference(members: list[SEResCNN], trials: np.ndarray, atol: float = 1e-
 # ---- linear ensembles ------------------------------------------------------------------------------
 
 class LinearEnsemble(nn.Module):
-    """An ensemble of :class:`~fmri_edge.training.model.LinearNet` on one ``psc_mean``
-    representation, computing what :class:`~fmri_edge.training.export.Ensemble` computes in a
+    """An ensemble of :class:`~fmri_edge.training.model.LinearNet` on one ``psc_mean`` (or
+    ``psc_mean_gsr``: then each bin's mean over the regions is subtracted) representation,
+    computing what :class:`~fmri_edge.training.export.Ensemble` computes in a
     few large operations laid out for onnxruntime's CPU kernels:
 
     - the time window, the time bins and the trial mean are linear over time, so one
@@ -206,6 +207,8 @@ class LinearEnsemble(nn.Module):
         y = self.proj_t @ trials.transpose(1, 2)                             # (B, T'+1, R): one pass over the input
         m = y[:, -1]                                                         # (B, R) trial means
         x0 = y[:, :-1] * (100.0 / (m.abs() + EPS)).unsqueeze(1)              # (B, T', R)
+        if self.cfg.normalization == "psc_mean_gsr":  # global signal: linear, so it commutes with the bins
+            x0 = x0 - x0.mean(dim=2, keepdim=True)
         z = x0
         if self.aligned:
             z = z - (self.pop_mean if subject_mean is None else subject_mean)
@@ -219,15 +222,18 @@ class LinearEnsemble(nn.Module):
         return probs, level, region_weights, z.flatten(1), x0
 
 
+FUSED_NORMALIZATIONS = ("psc_mean", "psc_mean_gsr")
+
+
 def fused_ensemble(ensemble, trials: np.ndarray, atol: float = 1e-4, log=lambda s: None):
-    """:class:`LinearEnsemble` for an Ensemble of class-only linear networks on ``psc_mean``
-    without region subsets, where it answers like the Ensemble on ``trials`` (every output within
+    """:class:`LinearEnsemble` for an Ensemble of class-only linear networks on ``psc_mean`` or
+    ``psc_mean_gsr`` without region subsets, where it answers like the Ensemble on ``trials`` (every output within
     ``atol``, relative to its scale); otherwise the Ensemble itself."""
     from fmri_edge.training.model import LinearNet
 
     members = list(ensemble.members)
     cfg = members[0].cfg
-    if not (all(type(m) is LinearNet for m in members) and cfg.normalization == "psc_mean"
+    if not (all(type(m) is LinearNet for m in members) and cfg.normalization in FUSED_NORMALIZATIONS
             and cfg.region_idx is None and list(cfg.heads) == ["class"]):
         return ensemble
     fast = LinearEnsemble(ensemble).eval()
