@@ -226,12 +226,15 @@ class Decoder:
         return dict(zip(outputs, outs))
 
     def represent(self, trials: np.ndarray) -> np.ndarray:
-        """The per-trial representation (N, regions, times) that subject alignment is computed
-        over (graph output ``normalized``); onnxruntime runs only the nodes it needs."""
+        """The per-trial representation that subject alignment is computed over (graph output
+        ``normalized``: (N, …) laid out as the metadata's ``normalized_axes`` say)."""
         return self.session.run(["normalized"], {self.input_name: self.as_input(trials)})[0]
 
     def as_input(self, trials, name: str = "trials array") -> np.ndarray:
         """Checked C-contiguous native float32 (N, n_regions, n_times): no copy when it already is."""
+        if type(trials) is np.ndarray and trials.dtype == np.float32 and trials.ndim == 3 and trials.shape[0] \
+                and trials.shape[1:] == (self.info.n_regions, self.info.n_times) and trials.flags.c_contiguous:
+            return trials   # already what the graph takes (the common case, checked in ~1 µs)
         from fmri_edge import io
 
         arr = trials if isinstance(trials, np.ndarray) else np.asarray(trials)
