@@ -135,12 +135,21 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
 
 def quantize_members(members, fp32_model: str | Path, out_path: str | Path, calibration: np.ndarray,
                      calibration_source: str = "") -> dict:
-    """int8 for the networks behind the shipped ``fp32_model``, quantized from their plain Conv
-    export (``channels_last=False``): onnxruntime's QLinearConv runs that form faster than the
-    quantized channels-last MatMuls of the fp32 export (measured: 16.6k vs 13.1k trials/s at
-    batch 256, 3.7k vs 3.3k at batch 1, the same answers). The metadata is ``fp32_model``'s."""
+    """int8 for the networks behind the shipped ``fp32_model``. Convolutional networks are quantized
+    from their plain Conv export (``channels_last=False``): onnxruntime's QLinearConv runs that
+    form faster than the quantized channels-last MatMuls of the fp32 export (measured: 16.6k vs
+    13.1k trials/s at batch 256, 3.7k vs 3.3k at batch 1, the same answers). Networks without
+    convolutions (the linear ensemble) are quantized from ``fp32_model`` itself, the fused graph:
+    the same graph, so also the same representation layout as its metadata says. The metadata is
+    ``fp32_model``'s."""
+    import torch
+
     from fmri_edge.training.export import export_onnx
 
+    if not any(isinstance(mod, torch.nn.Conv1d) for m in members for mod in m.modules()):
+        recipe = quantize_int8(fp32_model, out_path, calibration, calibration_source)
+        recipe["graph"] = "quantized from the shipped fp32 graph itself"
+        return recipe
     meta = Decoder(fp32_model).info.meta
     with tempfile.TemporaryDirectory() as tmp:
         conv = Path(tmp) / "conv.onnx"
@@ -339,7 +348,9 @@ def write_int8_card(path: Path, fp32_path: Path, qrecipe: dict, cv: dict | None,
         f"# {path.stem}",
         "",
         f"int8 version of `{fp32_path.name}` (static quantization, QDQ format). Same inputs, outputs and "
-        "metadata; only Conv, Gemm and MatMul run in int8 (normalization and softmax stay float32).",
+        f"metadata; only {', '.join(qrecipe['ops'])} run{'s' * (len(qrecipe['ops']) == 1)} in int8 (normalization"
+        + (", the projection of raw BOLD over time" if qrecipe["ops"] == LINEAR_QUANTIZED_OPS else "")
+        + " and softmax stay float32).",
         "",
         "| | |", "|---|---|",
         f"| file | `{path.name}`, {size / 1e6:.1f} MB ({fp32_size / size:.1f}× smaller than fp32) |",
