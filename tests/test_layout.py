@@ -111,3 +111,23 @@ def test_console_script_gives_openblas_one_thread_for_runtime_commands_only():
     assert blas_threads("train", "--config", "r.toml") == "None"
     env["OPENBLAS_NUM_THREADS"] = "4"   # the user's own setting wins
     assert blas_threads("predict", "x.npy") == "4"
+
+
+def test_console_script_keeps_exit_codes_and_all_output_when_it_skips_teardown(sim_model, tmp_path):
+    """Runtime commands end with os._exit (no interpreter teardown): exit codes, every line on
+    stdout and stderr, and the files they wrote are complete."""
+    import numpy as np
+
+    from fmri_edge.simulate import simulate
+
+    x = tmp_path / "t.npy"
+    np.save(x, simulate(40, seed=3)[0])
+    cli = [sys.executable, "-m", "fmri_edge.cli"]
+    ok = subprocess.run([*cli, "predict", str(x), "--model", str(sim_model), "--out", str(tmp_path / "o.csv"),
+                         "--json"], capture_output=True, text=True)
+    assert ok.returncode == 0 and len(__import__("json").loads(ok.stdout)["predictions"]) == 40
+    assert "wrote 40 rows" in ok.stderr and len((tmp_path / "o.csv").read_text().splitlines()) == 41
+    bad = subprocess.run([*cli, "predict", str(tmp_path / "missing.npy")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("missing.npy: no such file or folder")
+    usage = subprocess.run([*cli, "predict"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr
