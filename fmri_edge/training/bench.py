@@ -383,8 +383,8 @@ def torch_engine(net, threads: int) -> Callable:
 def time_engines_in_process(spec: dict, policy: str, workdir: Path) -> dict:
     """:func:`time_engines` under one of :data:`THREAD_POLICIES`, each engine in a fresh process of
     its own: with spinning on, one engine's idle threads would otherwise keep spinning and take
-    the cores from the engine being timed (PyTorch's OpenMP pool under OMP_WAIT_POLICY=ACTIVE
-    halved onnxruntime's throughput when both ran in one process).
+    the cores from the engine being timed (with PyTorch's OpenMP pool under OMP_WAIT_POLICY=ACTIVE
+    in the same process, onnxruntime ran at 0.4× its spinning-off rate; docs/speed.md).
     ``spec``: run, fp32, int8 (or None), trials (.npy), engines, threads, batches, seconds, rounds."""
     pol = THREAD_POLICIES[policy]
     env = {**os.environ, **pol["env"]}
