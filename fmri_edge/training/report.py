@@ -216,6 +216,9 @@ def plot_curves(res: dict, protocol: str, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+KEEP_BELOW = "<!-- fmri-edge report ends here; what follows is kept when the report is written again -->"
+
+
 def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], None] = print) -> Path:
     rows, raw = load_rows(config)
     out_md = Path(raw.get("out", "docs/results.md"))
@@ -272,5 +275,7 @@ def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], N
     if "subject" in sres["protocols"]:
         plot_curves(sres, "subject", fig_dir / "curves_subject.png", f"{shipped.label}: cross-subject folds")
         lines += [f"![training curves]({fig_dir.name}/curves_subject.png)", ""]
-    out_md.write_text("\n".join(lines) + "\n")
+    # sections written by other tools (e.g. train/research/adapt_cv.py) sit below the marker and are kept
+    kept = out_md.read_text().split(KEEP_BELOW, 1)[1] if out_md.exists() and KEEP_BELOW in out_md.read_text() else "\n"
+    out_md.write_text("\n".join(lines) + "\n" + KEEP_BELOW + kept)
     return out_md
