@@ -66,7 +66,7 @@ def test_off_a_terminal_print_is_plain_and_loads_no_rich(monkeypatch):
     code = ("import sys; from fmri_edge.cli.console import out, Table; t = Table(title='x'); t.add_column('a'); "
             "t.add_row('1'); out.print(t); out.print('[red]y[/]'); print('rich' in sys.modules, file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": ""})
-    assert r.stdout == "x\na\n1\ny\n" and r.stderr.strip() == "False"
+    assert r.stdout == "x\na\n1\n\ny\n" and r.stderr.strip() == "False"
 
 
 def test_force_color_gives_richs_table(monkeypatch):

@@ -100,6 +100,8 @@ class Console:
     def print(self, *objects, **kwargs) -> None:
         if not is_terminal(self.stream) and all(isinstance(o, (str, Table)) for o in objects):
             text = " ".join(o.to_text() if isinstance(o, Table) else plain(o) for o in objects)
+            if any(isinstance(o, Table) for o in objects):
+                text += "\n"   # a blank line after a table: rich's borders separate tables, plain text needs this
             print(text, file=self.stream, flush=self.stderr)
             return
         self.rich.print(*(o.to_rich() if isinstance(o, Table) else o for o in objects), **kwargs)
