@@ -301,3 +301,11 @@ def test_for_inference_keeps_a_network_it_cannot_reproduce(monkeypatch):
     monkeypatch.setattr(fastgraph, "unfold", lambda t, k: fastgraph.F.pad(t, (0, 0, 0, 0)).repeat(1, 1, k) * 0.5)
     messages = []
     assert fastgraph.for_inference([m], x, log=messages.append)[0] is m and "differs" in messages[0]
+
+
+def test_paired_ratio_spread_pairs_rounds_in_order():
+    from fmri_edge.training.bench import paired_ratio_spread
+
+    timing = {"a": {256: {"rounds_trials_per_s": [100.0, 300.0, 200.0]}},
+              "b": {256: {"rounds_trials_per_s": [100.0, 100.0, 400.0]}}}
+    assert paired_ratio_spread(timing, "a", "b", [256]) == {"256": {"min": 0.5, "median": 1.0, "max": 3.0}}

@@ -385,20 +385,45 @@ def time_engines_in_process(spec: dict, policy: str, workdir: Path) -> dict:
     its own: with spinning on, one engine's idle threads would otherwise keep spinning and take
     the cores from the engine being timed (with PyTorch's OpenMP pool under OMP_WAIT_POLICY=ACTIVE
     in the same process, onnxruntime ran at 0.4× its spinning-off rate; docs/speed.md).
+    The rounds stay interleaved: round r starts one process per engine in turn, so a drift of the
+    machine's speed hits every engine alike. Per engine and batch: the median over rounds of
+    each round's median call, and ``rounds_trials_per_s`` (one value per round, for paired ratios).
     ``spec``: run, fp32, int8 (or None), trials (.npy), engines, threads, batches, seconds, rounds."""
     pol = THREAD_POLICIES[policy]
     env = {**os.environ, **pol["env"]}
+    engines = [e for e in spec["engines"] if e != "ort-int8" or spec.get("int8")]
+    per_round: dict[str, list] = {e: [] for e in engines}
+    for r in range(spec["rounds"]):
+        for engine in engines:
+            path = workdir / f"timing-{policy.replace(' ', '-')}-{engine}.json"
+            path.write_text(json.dumps({**spec, "engines": [engine], "rounds": 1, "spinning": pol["ort_spinning"]}))
+            res = subprocess.run([sys.executable, "-m", "fmri_edge.training.bench", "--time-engines", str(path)],
+                                 capture_output=True, text=True, env=env)
+            if res.returncode != 0:
+                raise RuntimeError(f"timing {engine} under {policy!r} failed: {res.stderr.strip()[-600:]}")
+            per_round[engine].append({int(b): v for b, v in json.loads(res.stdout)[engine].items()})
     out: dict = {}
-    for engine in spec["engines"]:
-        if engine == "ort-int8" and not spec.get("int8"):
-            continue
-        path = workdir / f"timing-{policy.replace(' ', '-')}-{engine}.json"
-        path.write_text(json.dumps({**spec, "engines": [engine], "spinning": pol["ort_spinning"]}))
-        r = subprocess.run([sys.executable, "-m", "fmri_edge.training.bench", "--time-engines", str(path)],
-                           capture_output=True, text=True, env=env)
-        if r.returncode != 0:
-            raise RuntimeError(f"timing {engine} under {policy!r} failed: {r.stderr.strip()[-600:]}")
-        out.update({k: {int(b): v for b, v in per.items()} for k, per in json.loads(r.stdout).items()})
+    for engine, rounds in per_round.items():
+        out[engine] = {}
+        for b in rounds[0]:
+            tps = [rd[b]["trials_per_s"] for rd in rounds]
+            ms = [rd[b]["ms_per_call"] for rd in rounds]
+            out[engine][b] = {"trials_per_s": round(float(np.median(tps)), 1), "ms_per_call": round(float(np.median(ms)), 4),
+                              "ms_per_call_p10": min(rd[b]["ms_per_call_p10"] for rd in rounds),
+                              "ms_per_call_p90": max(rd[b]["ms_per_call_p90"] for rd in rounds),
+                              "calls": sum(rd[b]["calls"] for rd in rounds), "rounds_trials_per_s": tps}
+    return out
+
+
+def paired_ratio_spread(timing: dict, a: str, c: str, batches) -> dict:
+    """Per batch, the round-by-round ratios of engine ``a`` to ``c`` (rounds interleaved, so each
+    pair ran minutes apart at most): min, median and max."""
+    out = {}
+    for b in batches:
+        ra, rc = timing[a][b].get("rounds_trials_per_s"), timing[c][b].get("rounds_trials_per_s")
+        if ra and rc:
+            q = [x / y for x, y in zip(ra, rc)]
+            out[str(b)] = {"min": round(min(q), 3), "median": round(float(np.median(q)), 3), "max": round(max(q), 3)}
     return out
 
 
@@ -782,6 +807,11 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
             log(f"  batch {b}: " + ", ".join(f"{k} {timing[k][b]['trials_per_s']:,.0f}/s" for k in timing))
         res["engines_by_policy"][policy] = {k: {str(b): v for b, v in per.items()} for k, per in timing.items()}
         res["ratios_by_policy"][policy] = engine_ratios(timing, cfg.batches)
+        res.setdefault("ratio_spread_by_policy", {})[policy] = {
+            name: paired_ratio_spread(timing, a, c, cfg.batches)
+            for name, (a, c) in (("ort_fp32_vs_torch", ("ort-fp32", "torch")),
+                                 ("ort_fp32_vs_torch_graph", ("ort-fp32", "torch-graph")))
+            if a in timing and c in timing}
     headline = cfg.policies[0]
     res["policy"] = headline
     res["engines"] = res["engines_by_policy"][headline]
@@ -983,6 +1013,11 @@ def summary_rows(res: dict) -> list[tuple[str, str]]:
             rows.append((f"ratios, threads {policy}", " · ".join(
                 f"{name.replace('_', ' ').replace('ort', 'onnxruntime')}: " + "/".join(f"{v:.2f}" for v in per.values())
                 for name, per in r.items()) + " (batches " + "/".join(next(iter(r.values())).keys()) + ")"))
+    for policy, spreads in (res.get("ratio_spread_by_policy") or {}).items():
+        per = spreads.get("ort_fp32_vs_torch_graph")
+        if per:
+            rows.append((f"onnxruntime fp32 vs torch graph round by round, {policy}", " · ".join(
+                f"batch {b}: {v['min']:.2f}–{v['max']:.2f}× (median {v['median']:.2f})" for b, v in per.items())))
     large = res.get("large_input")
     if large:
         rows.append(("large input", f"{large['n_trials']:,} trials ({large['file_bytes'] / 1e9:.2f} GB): "
