@@ -31,61 +31,72 @@ from fmri_edge.training.model import build_model  # noqa: E402
 from fmri_edge.training.recipe import load_recipe  # noqa: E402
 
 torch.set_num_threads(1)
-args = sys.argv[1:]
-name = args.pop(0)
-base, C = "train/fmri-edge.toml", 0.01
-if "--base" in args:
-    i = args.index("--base"); base = args[i + 1]; del args[i:i + 2]
-if "--C" in args:
-    i = args.index("--C"); C = float(args[i + 1]); del args[i:i + 2]
-r = load_recipe(base)
-for kv in args:
-    k, v = kv.split("=", 1)
-    sec, key = k.split(".") if "." in k else (None, k)
-    obj = getattr(r, sec) if sec else r
-    assert hasattr(obj, key), k
-    setattr(obj, key, json.loads(v))
-
-ds = P.dataset_from_icbhi(load_icbhi(r.data, n_times=r.model.n_times))
-model = build_model(r.model)  # only its representation is used (no parameters are learned there)
-X = represent(model, ds.trials, ds.participants).reshape(len(ds.trials), -1).numpy().astype(np.float64)
-y = ds.labels[:, 0].astype(int)
 
 
-def lr_fit(mask):
-    return LogisticRegression(C=C, max_iter=5000).fit(X[mask], y[mask])
+def features(r):
+    """(dataset, X, y) of a recipe: its representation of every trial, flattened (float64), and CLASS.
+    Also used by train/research/logreg_nested.py."""
+    ds = P.dataset_from_icbhi(load_icbhi(r.data, n_times=r.model.n_times))
+    model = build_model(r.model)  # only its representation is used (no parameters are learned there)
+    X = represent(model, ds.trials, ds.participants).reshape(len(ds.trials), -1).numpy().astype(np.float64)
+    return ds, X, ds.labels[:, 0].astype(int)
 
 
-t0 = time.time()
-folds, per_fold = [], []
-for train_p, test_p in splits.subject_folds(sorted(set(ds.participants))):
-    tr, te = np.isin(ds.participants, train_p), np.isin(ds.participants, test_p)
-    groups = splits.groups_of(sorted(train_p))
-    inner = []
-    for g, ps in groups.items():
-        va = np.isin(ds.participants, ps)
-        inner.append(float(np.mean(lr_fit(tr & ~va).predict(X[va]) != y[va])))
-    clf = lr_fit(tr)
-    p = clf.predict_proba(X[te])[:, [list(clf.classes_).index(c) for c in (-1, 0, 1)]]
-    test = ds.take(te)
-    per_fold.append(dict(name="test " + "+".join(test_p), inner=float(np.mean(inner)), inner_last10=float(np.mean(inner)),
-                         participants=test.participants.tolist(), trial=test.trial_index.tolist(),
-                         labels=test.labels.tolist(), probs={"class": p.tolist()}))
-    cls = np.array([-1, 0, 1])[p.argmax(1)]
-    folds.append(scoring.challenge_score(cls, test.labels[:, 0], P.baseline_level(cls), test.labels[:, 1]) | {"cls": cls, "lab": test.labels})
-cls = np.concatenate([f["cls"] for f in folds]); lab = np.concatenate([f["lab"] for f in folds])
-s = scoring.challenge_score(cls, lab[:, 0], P.baseline_level(cls), lab[:, 1])
-acc = [1 - f["CLASS_error"] for f in folds]
-row = dict(name=name, protocol="subject", base=base, args=args, C=C, inner=float(np.mean([f["inner"] for f in per_fold])),
-           inner_last10=float(np.mean([f["inner"] for f in per_fold])), acc=1 - s["CLASS_error"],
-           fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)), LEVEL_error=s["LEVEL_error"],
-           Score=s["Score"], seconds=round(time.time() - t0, 1))
-Path("runs/research").mkdir(parents=True, exist_ok=True)
-Path(f"runs/research/{name}.json").write_text(json.dumps(row, indent=1))
-rec = r.to_dict(); rec["eval"]["level_rule"] = "argmax"
-Path(f"runs/research/{name}.folds.json").write_text(json.dumps(dict(row=row, recipe=rec, folds=per_fold)))
-line = (f"| {name} | {row['inner']:.3f} (LOGO) | {row['acc']:.3f} | {row['fold_acc_mean']:.3f} ± {row['fold_acc_std']:.3f} "
-        f"| {row['LEVEL_error']:.4f} | {row['Score']:.4f} | {row['seconds']:.0f} s | `logreg_cv.py {name} --base {base} --C {C} {' '.join(args)}` |")
-print(line)
-with open("runs/research/cv_log.md", "a") as f:
-    f.write(line + "\n")
+def main():
+    args = sys.argv[1:]
+    name = args.pop(0)
+    base, C = "train/fmri-edge.toml", 0.01
+    if "--base" in args:
+        i = args.index("--base"); base = args[i + 1]; del args[i:i + 2]
+    if "--C" in args:
+        i = args.index("--C"); C = float(args[i + 1]); del args[i:i + 2]
+    r = load_recipe(base)
+    for kv in args:
+        k, v = kv.split("=", 1)
+        sec, key = k.split(".") if "." in k else (None, k)
+        obj = getattr(r, sec) if sec else r
+        assert hasattr(obj, key), k
+        setattr(obj, key, json.loads(v))
+
+    ds, X, y = features(r)
+
+    def lr_fit(mask):
+        return LogisticRegression(C=C, max_iter=5000).fit(X[mask], y[mask])
+
+    t0 = time.time()
+    folds, per_fold = [], []
+    for train_p, test_p in splits.subject_folds(sorted(set(ds.participants))):
+        tr, te = np.isin(ds.participants, train_p), np.isin(ds.participants, test_p)
+        groups = splits.groups_of(sorted(train_p))
+        inner = []
+        for g, ps in groups.items():
+            va = np.isin(ds.participants, ps)
+            inner.append(float(np.mean(lr_fit(tr & ~va).predict(X[va]) != y[va])))
+        clf = lr_fit(tr)
+        p = clf.predict_proba(X[te])[:, [list(clf.classes_).index(c) for c in (-1, 0, 1)]]
+        test = ds.take(te)
+        per_fold.append(dict(name="test " + "+".join(test_p), inner=float(np.mean(inner)), inner_last10=float(np.mean(inner)),
+                             participants=test.participants.tolist(), trial=test.trial_index.tolist(),
+                             labels=test.labels.tolist(), probs={"class": p.tolist()}))
+        cls = np.array([-1, 0, 1])[p.argmax(1)]
+        folds.append(scoring.challenge_score(cls, test.labels[:, 0], P.baseline_level(cls), test.labels[:, 1]) | {"cls": cls, "lab": test.labels})
+    cls = np.concatenate([f["cls"] for f in folds]); lab = np.concatenate([f["lab"] for f in folds])
+    s = scoring.challenge_score(cls, lab[:, 0], P.baseline_level(cls), lab[:, 1])
+    acc = [1 - f["CLASS_error"] for f in folds]
+    row = dict(name=name, protocol="subject", base=base, args=args, C=C, inner=float(np.mean([f["inner"] for f in per_fold])),
+               inner_last10=float(np.mean([f["inner"] for f in per_fold])), acc=1 - s["CLASS_error"],
+               fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)), LEVEL_error=s["LEVEL_error"],
+               Score=s["Score"], seconds=round(time.time() - t0, 1))
+    Path("runs/research").mkdir(parents=True, exist_ok=True)
+    Path(f"runs/research/{name}.json").write_text(json.dumps(row, indent=1))
+    rec = r.to_dict(); rec["eval"]["level_rule"] = "argmax"
+    Path(f"runs/research/{name}.folds.json").write_text(json.dumps(dict(row=row, recipe=rec, folds=per_fold)))
+    line = (f"| {name} | {row['inner']:.3f} (LOGO) | {row['acc']:.3f} | {row['fold_acc_mean']:.3f} ± {row['fold_acc_std']:.3f} "
+            f"| {row['LEVEL_error']:.4f} | {row['Score']:.4f} | {row['seconds']:.0f} s | `logreg_cv.py {name} --base {base} --C {C} {' '.join(args)}` |")
+    print(line)
+    with open("runs/research/cv_log.md", "a") as f:
+        f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
