@@ -25,6 +25,7 @@ imported lazily, only by the parts that need them. Library code only: the CLI re
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -496,12 +497,14 @@ def op_profile(path: Path, x: np.ndarray, threads: int, batch: int = 256, calls:
             "by_op": {k: round(v, 4) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])}}
 
 
+ENGINE_PAIRS = {"ort_fp32_vs_torch": ("ort-fp32", "torch"), "ort_fp32_vs_torch_graph": ("ort-fp32", "torch-graph"),
+                "ort_int8_vs_fp32": ("ort-int8", "ort-fp32"), "ort_int8_vs_torch": ("ort-int8", "torch")}
+
+
 def engine_ratios(timing: dict, batches) -> dict:
     """trials/s ratios between engines at each batch size (one policy, one run)."""
-    pairs = {"ort_fp32_vs_torch": ("ort-fp32", "torch"), "ort_fp32_vs_torch_graph": ("ort-fp32", "torch-graph"),
-             "ort_int8_vs_fp32": ("ort-int8", "ort-fp32"), "ort_int8_vs_torch": ("ort-int8", "torch")}
     return {name: {str(b): round(timing[a][b]["trials_per_s"] / timing[c][b]["trials_per_s"], 3) for b in batches}
-            for name, (a, c) in pairs.items() if a in timing and c in timing}
+            for name, (a, c) in ENGINE_PAIRS.items() if a in timing and c in timing}
 
 
 def session_option_sweep(path: Path, x: np.ndarray, threads: int, seconds: float, rounds: int,
@@ -590,6 +593,7 @@ print(json.dumps({"wall_s": elapsed, "maxrss_kb": usage.ru_maxrss, "code": os.wa
 """
 
 
+@functools.lru_cache(maxsize=1)
 def installed_env() -> dict:
     """The environment of a user's process: the package's bytecode compiled (as ``pip install``
     leaves it) and used. A PYTHONDONTWRITEBYTECODE=1 in this environment (some sandboxes set it)
@@ -808,10 +812,9 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
         res["engines_by_policy"][policy] = {k: {str(b): v for b, v in per.items()} for k, per in timing.items()}
         res["ratios_by_policy"][policy] = engine_ratios(timing, cfg.batches)
         res.setdefault("ratio_spread_by_policy", {})[policy] = {
-            name: paired_ratio_spread(timing, a, c, cfg.batches)
-            for name, (a, c) in (("ort_fp32_vs_torch", ("ort-fp32", "torch")),
-                                 ("ort_fp32_vs_torch_graph", ("ort-fp32", "torch-graph")))
-            if a in timing and c in timing}
+            name: paired_ratio_spread(timing, *ENGINE_PAIRS[name], cfg.batches)
+            for name in ("ort_fp32_vs_torch", "ort_fp32_vs_torch_graph")
+            if all(e in timing for e in ENGINE_PAIRS[name])}
     headline = cfg.policies[0]
     res["policy"] = headline
     res["engines"] = res["engines_by_policy"][headline]

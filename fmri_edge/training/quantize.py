@@ -50,12 +50,12 @@ QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 # a graph without convolutions (the fused linear ensemble): only its final Gemm. Its one MatMul
 # projects raw BOLD (≈ 1e2 … 1e5) over time; quantizing it (and so the input) ran at 0.31× fp32.
 LINEAR_QUANTIZED_OPS = ["Gemm"]
+CALIBRATION_BATCH = 64
 
 
 def quantized_ops(model) -> list[str]:
     """The op types :func:`quantize_int8` quantizes in an ONNX ``model``."""
     return QUANTIZED_OPS if any(n.op_type == "Conv" for n in model.graph.node) else LINEAR_QUANTIZED_OPS
-CALIBRATION_BATCH = 64
 
 
 class _Trials:

@@ -276,6 +276,7 @@ def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], N
         plot_curves(sres, "subject", fig_dir / "curves_subject.png", f"{shipped.label}: cross-subject folds")
         lines += [f"![training curves]({fig_dir.name}/curves_subject.png)", ""]
     # sections written by other tools (e.g. train/research/adapt_cv.py) sit below the marker and are kept
-    kept = out_md.read_text().split(KEEP_BELOW, 1)[1] if out_md.exists() and KEEP_BELOW in out_md.read_text() else "\n"
+    before = out_md.read_text() if out_md.exists() else ""
+    kept = before.split(KEEP_BELOW, 1)[1] if KEEP_BELOW in before else "\n"
     out_md.write_text("\n".join(lines) + "\n" + KEEP_BELOW + kept)
     return out_md
