@@ -1,0 +1,159 @@
+"""Round 6 of docs/research.md: new features (or one other linear estimator), chosen inside.
+
+Candidates A0–A5 (docs/research.md, "Round 6"): logistic regression at C = 0.01 on the shipped
+representation (A0), plus the trial's sustained level (A1), its fluctuation energy (A2), both (A3),
+shrinkage LDA on A0's features (A4), homologous regions averaged (A5). Every added block is z-scored
+per participant over its own trials (no labels). Per outer fold (fmri_edge.splits.subject_folds)
+every candidate's inner criterion is its mean CLASS error over leave-one-group-out of the 8 training
+groups; the lowest (ties: earlier in the list) is refitted on the training subjects and scores the
+held-out fold. The candidate that ships is the one with the lowest LOGO error over all 9 groups.
+Fits are cached by the set of groups left out (45 per candidate).
+
+usage: PYTHONPATH=$PWD:$PWD/train/research python train/research/round6_features.py NAME [--ship-csv PATH]
+"""
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+
+from fmri_edge import scoring, splits
+from fmri_edge.training.protocols import baseline_level
+from fmri_edge.training.recipe import load_recipe
+from logreg_cv import features
+
+C = 0.01
+args = sys.argv[1:]
+name = args.pop(0)
+ship_csv = "/work/main/runs/fmri-edge/cv_predictions.csv"
+if "--ship-csv" in args:
+    i = args.index("--ship-csv"); ship_csv = args[i + 1]; del args[i:i + 2]
+
+t0 = time.time()
+recipe = load_recipe("train/fmri-edge.toml")
+ds, X0, y = features(recipe)                       # (N, 246·5): psc_mean_gsr, 5–25 s, 5 bins, participant z-scored
+parts = np.asarray(ds.participants)
+grp = np.array([splits.subject_group(p) for p in parts])
+CLS = np.array([-1, 0, 1])
+raw = np.asarray(ds.trials, dtype=np.float64)      # (N, 246, 25) raw BOLD
+start, stop = recipe.model.time_window
+
+
+def by_participant_z(v):
+    """Each column z-scored over each participant's own trials (no labels), like the base alignment."""
+    out = np.empty_like(v)
+    for p in np.unique(parts):
+        m = parts == p
+        out[m] = (v[m] - v[m].mean(0)) / (v[m].std(0) + 1e-6)
+    return out
+
+
+level = by_participant_z(np.log(raw[:, :, start:stop].mean(2)))
+mu = raw.mean(2, keepdims=True)
+psc = 100.0 * (raw - mu) / np.abs(mu)
+psc -= psc.mean(1, keepdims=True)                  # psc_mean_gsr, per second
+variability = by_participant_z(np.log(psc[:, :, start:stop].std(2) + 1e-6))
+hemis = by_participant_z(X0.reshape(len(y), 123, 2, -1).mean(2).reshape(len(y), -1))
+
+logreg = lambda: LogisticRegression(C=C, max_iter=5000)
+CANDIDATES = {
+    "A0 base": (X0, logreg),
+    "A1 base + level": (np.hstack([X0, level]), logreg),
+    "A2 base + variability": (np.hstack([X0, variability]), logreg),
+    "A3 base + level + variability": (np.hstack([X0, level, variability]), logreg),
+    "A4 shrinkage LDA": (X0, lambda: LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")),
+    "A5 hemispheres": (hemis, logreg),
+}
+NAMES = list(CANDIDATES)
+cache, n_warn = {}, [0]
+
+
+def fit(cand, excluded):
+    """Class probabilities (columns -1, 0, 1) for all trials, from a fit without the ``excluded`` groups."""
+    key = (cand, frozenset(excluded))
+    if key not in cache:
+        X, make = CANDIDATES[cand]
+        tr = ~np.isin(grp, list(excluded))
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always", ConvergenceWarning)
+            clf = make().fit(X[tr], y[tr])
+        n_warn[0] += sum(issubclass(x.category, ConvergenceWarning) for x in w)
+        cache[key] = clf.predict_proba(X)[:, [list(clf.classes_).index(c) for c in CLS]]
+    return cache[key]
+
+
+def err(probs, g):
+    m = grp == g
+    return float(np.mean(CLS[probs[m].argmax(1)] != y[m]))
+
+
+def logo(cand, left_out, groups):
+    return float(np.mean([err(fit(cand, left_out | {g}), g) for g in groups]))
+
+
+def score(cls, mask):
+    return scoring.challenge_score(cls, ds.labels[mask, 0], baseline_level(cls), ds.labels[mask, 1])
+
+
+ship = {}
+for line in Path(ship_csv).read_text().splitlines()[1:]:
+    p, t, c, *_ = line.split(",")
+    ship[(p, int(t))] = int(c)
+trial1 = np.asarray(ds.trial_index) + (1 if min(ds.trial_index) == 0 else 0)
+ship_cls = np.array([ship[(p, int(t))] for p, t in zip(parts, trial1)])
+
+rows, nested_cls = [], np.zeros_like(y)
+outer_cls = {c: np.zeros_like(y) for c in NAMES}
+for train_p, test_p in splits.subject_folds(sorted(set(parts))):
+    t = splits.subject_group(test_p[0]); G = sorted({splits.subject_group(p) for p in train_p})
+    te = grp == t
+    inner = {c: logo(c, {t}, G) for c in NAMES}
+    pick = min(NAMES, key=lambda c: (inner[c], NAMES.index(c)))
+    for c in NAMES:
+        outer_cls[c][te] = CLS[fit(c, {t})[te].argmax(1)]
+    nested_cls[te] = outer_cls[pick][te]
+    rows.append(dict(fold=t, inner=inner, pick=pick))
+all_groups = sorted(set(grp))
+ship_logo = {c: logo(c, set(), all_groups) for c in NAMES}
+ships = min(NAMES, key=lambda c: (ship_logo[c], NAMES.index(c)))
+
+
+def summary(cls):
+    s = score(cls, np.ones(len(y), bool))
+    acc = [1 - score(cls[grp == r["fold"]], grp == r["fold"])["CLASS_error"] for r in rows]
+    sc = [score(cls[grp == r["fold"]], grp == r["fold"])["Score"] for r in rows]
+    return dict(acc=1 - s["CLASS_error"], Score=s["Score"], LEVEL_error=s["LEVEL_error"], fold_acc=acc, fold_Score=sc,
+                fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)))
+
+
+def paired(a, b, lower_is_better=False):
+    d = np.asarray(a) - np.asarray(b); s = -1 if lower_is_better else 1
+    return dict(mean=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(len(d))), better=int((s * d > 0).sum()), worse=int((s * d < 0).sum()))
+
+
+res = {c: summary(v) for c, v in outer_cls.items()} | {"nested": summary(nested_cls), "shipped ensemble": summary(ship_cls)}
+pos_corr = float(np.mean([np.corrcoef(np.asarray(ds.trial_index)[parts == p], level[parts == p].mean(1))[0, 1] for p in np.unique(parts)]))
+out = dict(name=name, C=C, folds=rows, results=res, ship_logo=ship_logo, ships=ships, level_position_corr=pos_corr,
+           fits=len(cache), convergence_warnings=n_warn[0], seconds=round(time.time() - t0, 1))
+Path("runs/research").mkdir(parents=True, exist_ok=True)
+Path(f"runs/research/{name}.json").write_text(json.dumps(out, indent=1))
+
+short = {c: c.split()[0] for c in NAMES}
+print("| held-out fold | " + " | ".join(f"{short[c]} inner" for c in NAMES) + " | chosen |")
+print("|---|" + "---|" * (len(NAMES) + 1))
+for r in rows:
+    print(f"| {r['fold']} | " + " | ".join(f"{r['inner'][c]:.3f}" for c in NAMES) + f" | {short[r['pick']]} |")
+print("| LOGO over all 9 groups | " + " | ".join(f"{ship_logo[c]:.3f}" for c in NAMES) + f" | ships: {short[ships]} |")
+pr = lambda p: f"{p['mean']:+.3f} ± {p['se']:.3f} (better {p['better']}, worse {p['worse']})"
+print("\n| row | pooled acc | fold acc (mean ± std) | Score | vs A0: acc | vs shipped: acc | vs shipped: Score |\n|---|---|---|---|---|---|---|")
+for c, s in res.items():
+    print(f"| {c} | {s['acc']:.4f} | {s['fold_acc_mean']:.3f} ± {s['fold_acc_std']:.3f} | {s['Score']:.4f} "
+          f"| {pr(paired(s['fold_acc'], res['A0 base']['fold_acc']))} | {pr(paired(s['fold_acc'], res['shipped ensemble']['fold_acc']))} "
+          f"| {pr(paired(s['fold_Score'], res['shipped ensemble']['fold_Score'], True))} |")
+print(f"\nlevel vs trial position (mean within-participant r of the mean level block): {pos_corr:+.3f}")
+print(f"{len(cache)} fits, {n_warn[0]} convergence warnings, {out['seconds']} s")
