@@ -169,10 +169,14 @@ class LinearEnsemble(nn.Module):
         for k in range(bins):
             proj[k, seconds[k * per_bin:(k + 1) * per_bin]] += 1.0 / per_bin
         proj[bins] = 1.0 / t                                                # … and the trial mean
-        self.register_buffer("proj_t", proj)                                # (T'+1, T)
+        if cfg.trial_level:                                                 # … and the window mean
+            proj = torch.cat([proj, torch.zeros(1, t)])
+            proj[bins + 1, seconds] = 1.0 / len(seconds)
+        self.register_buffer("proj_t", proj)                                # (T'+1 or T'+2, T)
+        self.bins = bins
         r = cfg.n_regions
         w = torch.cat([m.final_layer.weight.detach() for m in members])     # (members·classes, R·T')
-        w = w.reshape(-1, r, bins).permute(0, 2, 1).reshape(w.shape[0], -1)  # columns in (T', R) order
+        w = w.reshape(-1, r, cfg.seen_times()).permute(0, 2, 1).reshape(w.shape[0], -1)  # columns in (T', R) order
         self.register_buffer("weight", w.t().contiguous())
         self.register_buffer("bias", torch.cat([m.final_layer.bias.detach() for m in members]))
         self.register_buffer("class_to_level", ensemble.class_to_level.clone())
@@ -204,11 +208,13 @@ class LinearEnsemble(nn.Module):
                 subject_scale: torch.Tensor | None = None):
         from fmri_edge.training.model import EPS
 
-        y = self.proj_t @ trials.transpose(1, 2)                             # (B, T'+1, R): one pass over the input
-        m = y[:, -1]                                                         # (B, R) trial means
-        x0 = y[:, :-1] * (100.0 / (m.abs() + EPS)).unsqueeze(1)              # (B, T', R)
+        y = self.proj_t @ trials.transpose(1, 2)                             # (B, T'+1 [+1], R): one pass over the input
+        m = y[:, self.bins]                                                  # (B, R) trial means
+        x0 = y[:, :self.bins] * (100.0 / (m.abs() + EPS)).unsqueeze(1)       # (B, T', R)
         if self.cfg.normalization == "psc_mean_gsr":  # global signal: linear, so it commutes with the bins
             x0 = x0 - x0.mean(dim=2, keepdim=True)
+        if self.cfg.trial_level:                                             # log |window mean|: one more step
+            x0 = torch.cat([x0, torch.log(y[:, self.bins + 1:].abs() + EPS)], dim=1)
         z = x0
         if self.aligned:
             z = z - (self.pop_mean if subject_mean is None else subject_mean)

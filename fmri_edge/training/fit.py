@@ -197,6 +197,11 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     set_population_stats(model, trials, participants)
     set_level_given_class(model, labels)
     o = recipe.optim
+    if o.solver == "lbfgs":
+        return _fit_lbfgs(model, recipe, represent(model, trials, participants, pool).clone(), labels,
+                          val_trials, val_labels, val_participants, pool)
+    if o.solver != "radam":
+        raise ValueError(f"unknown solver {o.solver!r}; choose 'radam' or 'lbfgs'")
     opt = Lookahead(torch.optim.RAdam(_param_groups(model, o), lr=o.lr), o.lookahead_k, o.lookahead_alpha)
     z_all = represent(model, trials, participants, pool).clone()  # normalization has no parameters
     y_all = targets(labels, recipe.model.heads)
@@ -254,6 +259,50 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
         best_epoch, val_metric = epochs, None
     model.eval()
     return FitResult(model, best_epoch, val_metric=val_metric, history=history, states=states)
+
+
+def _fit_lbfgs(model: ValenceNet, recipe: Recipe, z: torch.Tensor, labels: np.ndarray, val_trials, val_labels,
+               val_participants, pool) -> FitResult:
+    """A linear model fitted to convergence: minimize C·Σ cross-entropy + ½‖W‖² over all trials at
+    once with L-BFGS (strong Wolfe line search) in float64, from zero weights — scikit-learn's
+    ``LogisticRegression(C)`` (multinomial, lbfgs) for every head. Deterministic; the validation
+    data, if any, is only scored."""
+    o = recipe.optim
+    if recipe.model.kind != "linear":
+        raise ValueError(f"solver 'lbfgs' fits kind = \"linear\" models only, not {recipe.model.kind!r}")
+    layer = model.final_layer
+    w = torch.zeros(layer.weight.shape, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(layer.bias.shape, dtype=torch.float64, requires_grad=True)
+    x = model.forward_features(z).double()
+    y = targets(labels, recipe.model.heads)
+    sizes = list(recipe.model.heads.values())
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=o.max_iter, history_size=20, tolerance_grad=1e-8,
+                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad()
+        logits = torch.split(torch.addmm(b, x, w.t()), sizes, dim=1)
+        loss = o.C * sum(F.cross_entropy(lg, y[t], reduction="sum") for lg, t in zip(logits, y)) + 0.5 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    state = opt.state[opt._params[0]]
+    with torch.no_grad():
+        layer.weight.copy_(w.float())
+        layer.bias.copy_(b.float())
+        grad = float(torch.cat([w.grad.flatten(), b.grad.flatten()]).abs().max())
+        logits = torch.split(torch.addmm(b, x, w.t()), sizes, dim=1)
+        mean_ce = float(sum(F.cross_entropy(lg, y[t]) for lg, t in zip(logits, y)))
+    row = {"epoch": 1, "train_loss": mean_ce, "iterations": int(state["n_iter"]), "max_abs_grad": grad}
+    if state["n_iter"] >= o.max_iter:
+        row["warning"] = f"L-BFGS stopped at max_iter={o.max_iter} before converging"
+    model.eval()
+    val_metric = None
+    if val_trials is not None:
+        probs = predict_proba(model, val_trials, val_participants, pool=pool)
+        val_metric = row["val_metric"] = selection_metric(probs, val_labels, recipe.eval.level_rule)
+    return FitResult(model, 1, val_metric=val_metric, history=[row])
 
 
 def common_checkpoint(fits: list[FitResult]) -> int:

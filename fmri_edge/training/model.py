@@ -153,15 +153,21 @@ class ModelConfig:
     # over regions × rank (a rank-limited linear model: every class weight map is a sum of
     # ``rank`` region patterns times a shared time course)
     rank: int = 2
+    # kind = "linear": append each region's sustained level — log |mean raw BOLD| over the
+    # time window — as one more step of the representation, after the bins (every per-trial
+    # normalization removes it; subject alignment then compares it with the participant's other
+    # trials). Round 6 of docs/research.md
+    trial_level: bool = False
 
     def seen_times(self) -> int:
-        """Time steps of the representation the network reads (after window and bins)."""
+        """Time steps of the representation the network reads (after window and bins, plus the
+        level step with ``trial_level``)."""
+        return self._binned_times() + (1 if self.trial_level else 0)
+
+    def _binned_times(self) -> int:
         if self.time_bins:
             return self.time_bins
-        if self.time_window is None:
-            return self.n_times
-        start, stop = self.time_window
-        return len(range(self.n_times)[start:stop])
+        return self.window_times()
 
     def window_times(self) -> int:
         if self.time_window is None:
@@ -208,6 +214,8 @@ class ValenceNet(nn.Module):
             raise ValueError(f"unknown subject_align {cfg.subject_align!r}; choose from {SUBJECT_ALIGN}")
         if cfg.time_bins and cfg.window_times() % cfg.time_bins:
             raise ValueError(f"time_bins={cfg.time_bins} does not divide the {cfg.window_times()} seconds seen")
+        if cfg.trial_level and cfg.kind != "linear":
+            raise ValueError(f"trial_level is for kind = \"linear\" (a {cfg.kind} would read the level as one more second)")
         idx = cfg.region_idx
         self.register_buffer("region_idx", torch.tensor(idx if idx is not None else [], dtype=torch.long),
                              persistent=False)
@@ -221,14 +229,21 @@ class ValenceNet(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw BOLD → the per-trial representation (before subject alignment)."""
+        raw = x
         x = TRIAL_NORMALIZATIONS[self.cfg.normalization](x, self.cfg.baseline_s)
+        x, raw = self._window(x), self._window(raw)
+        if self.cfg.time_bins:
+            x = x.reshape(x.shape[0], x.shape[1], self.cfg.time_bins, -1).mean(dim=3)
+        if self.cfg.trial_level:
+            x = torch.cat([x, torch.log(raw.mean(dim=2, keepdim=True).abs() + EPS)], dim=2)
+        return x
+
+    def _window(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.time_window is not None:
             start, stop = self.cfg.time_window
             x = x[:, :, start:stop]
         if self.cfg.region_idx is not None:
             x = x.index_select(1, self.region_idx)
-        if self.cfg.time_bins:
-            x = x.reshape(x.shape[0], x.shape[1], self.cfg.time_bins, -1).mean(dim=3)
         return x
 
     def align(self, x0: torch.Tensor, subject_mean: torch.Tensor | None = None,

@@ -100,8 +100,9 @@ def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Pr
 
     def one(fit_ds, v_ds, label, s):
         cb = (lambda e, row: progress(label, e, recipe.optim.epochs)) if progress else None
-        return fit(recipe, fit_ds.trials, fit_ds.labels, v_ds.trials, v_ds.labels, seed=s, on_epoch=cb,
-                   participants=fit_ds.participants, val_participants=v_ds.participants,
+        val = (None, None, None) if v_ds is None else (v_ds.trials, v_ds.labels, v_ds.participants)
+        return fit(recipe, fit_ds.trials, fit_ds.labels, val[0], val[1], seed=s, on_epoch=cb,
+                   participants=fit_ds.participants, val_participants=val[2],
                    pool=None if pool is None else (pool.trials, pool.participants), keep_states=common)
 
     if not recipe.ensemble:
@@ -135,7 +136,8 @@ def run_subject_cv(recipe: Recipe, ds: Dataset, progress: Progress | None = None
     folds = []
     for k, (train_p, test_p) in enumerate(splits.subject_folds(sorted(set(ds.participants)))):
         name = "test " + "+".join(test_p)
-        if recipe.ensemble:  # every training group takes its turn as validation
+        if recipe.ensemble or recipe.optim.solver == "lbfgs":
+            # ensemble: every training group takes its turn as validation; lbfgs: nothing to choose
             fit_ds, val_ds = ds.of(train_p), None
         else:
             fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k)

@@ -25,6 +25,13 @@ class OptimConfig:
     input_se_lr_mult: float = 1.0
     # training targets smoothed toward uniform by this much (0 = one-hot), after mixup
     label_smoothing: float = 0.0
+    # "radam": minibatch RAdam in Lookahead for ``epochs``, checkpoint chosen on validation data.
+    # "lbfgs" (kind = "linear" only): full-batch L-BFGS to convergence of scikit-learn's
+    # multinomial logistic-regression objective C·Σ log-loss + ½‖W‖² (bias unpenalized), from
+    # zero weights: deterministic, no epochs and no checkpoint to choose, so no validation split
+    solver: str = "radam"
+    C: float = 1.0                # lbfgs: inverse regularization strength (scikit-learn's C)
+    max_iter: int = 5000          # lbfgs: iteration limit (a warning in the history if reached)
 
 
 @dataclass

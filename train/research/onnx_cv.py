@@ -24,8 +24,9 @@ recipe = json.loads(load_checkpoint(run / "model.pt")[1]["recipe"])
 subjects = load_icbhi(data)
 pred, true = [], []
 with tempfile.TemporaryDirectory() as tmp:
-    for fold in sorted(p for p in run.iterdir() if p.is_dir() and p.name.startswith("fold")):
-        members = [load_checkpoint(p) for p in sorted(fold.glob("member*.pt"))]
+    # an ensemble's fold k is a folder fold<k>/ of member<j>.pt; a single network's is fold<k>.pt
+    for fold in sorted(p for p in run.iterdir() if p.name.startswith("fold") and (p.is_dir() or p.suffix == ".pt")):
+        members = [load_checkpoint(p) for p in (sorted(fold.glob("member*.pt")) if fold.is_dir() else [fold])]
         test = members[0][1]["test_participants"]
         x = np.concatenate([subjects[p][0] for p in subjects if p not in test]).astype(np.float32)
         out = Path(tmp) / f"{fold.name}.onnx"
