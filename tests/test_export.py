@@ -62,8 +62,10 @@ def test_export_parity_on_real_trials(icbhi, tmp_path):
     assert report["ok"] and max(report["max_abs_diff"].values()) <= 1e-4
 
 
-@pytest.mark.parametrize("normalization", ["psc_mean", "psc_mean_gsr"])
-def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normalization, sim_data, tmp_path):
+@pytest.mark.parametrize("normalization,trial_level", [("psc_mean", False), ("psc_mean_gsr", False),
+                                                       ("psc_mean_gsr", True)])
+def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normalization, trial_level, sim_data,
+                                                                          tmp_path):
     """The fused graph of linear members computes the Ensemble's outputs, its representation laid
     out (time, regions); the exported file passes parity with a participant's statistics fed in."""
     from fmri_edge.training.fastgraph import LinearEnsemble, fused_ensemble
@@ -72,7 +74,7 @@ def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normal
     for seed in (0, 1):
         torch.manual_seed(seed)
         m = _small(kind="linear", se=False, normalization=normalization, time_window=[5, 25], time_bins=5,
-                   subject_align="zscore", heads={"class": 3})
+                   subject_align="zscore", heads={"class": 3}, trial_level=trial_level)
         m.pop_mean.normal_(0, 0.5)
         m.pop_scale.uniform_(0.5, 2.0)
         members.append(m)
@@ -86,12 +88,16 @@ def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normal
         ref = ens(xt, mean, scale)
         got = fast(xt, fast.from_reference("subject_mean", mean), fast.from_reference("subject_scale", scale))
     names = (*OUTPUT_NAMES, *EXTRA_OUTPUTS)
-    assert got[4].shape == (32, 5, 246) and ref[4].shape == (32, 246, 5)
+    steps = 6 if trial_level else 5       # the level is one more step after the 5 bins
+    assert got[4].shape == (32, steps, 246) and ref[4].shape == (32, 246, steps)
     for name, g, r in zip(names, got, ref):
         np.testing.assert_allclose(g.numpy(), fast.from_reference(name, r).numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
     if normalization == "psc_mean_gsr":   # the global signal is gone from every bin
-        np.testing.assert_allclose(got[4].mean(dim=2).numpy(), 0, atol=1e-3)
+        np.testing.assert_allclose(got[4][:, :5].mean(dim=2).numpy(), 0, atol=1e-3)
+    if trial_level:                       # … and the level is not part of the global-signal step
+        level = np.log(x[:, :, 5:25].astype(np.float64).mean(axis=2))
+        np.testing.assert_allclose(got[4][:, 5].numpy(), level, rtol=1e-5)
     report = export_onnx(members, tmp_path / "lin.onnx", {"model_version": "t"}, x)
     d = Decoder(tmp_path / "lin.onnx")
-    assert report["ok"] and d.align_shape == (5, 246)
+    assert report["ok"] and d.align_shape == (steps, 246)
     assert d.info.meta["normalized_axes"] == ["batch", "time", "regions"]

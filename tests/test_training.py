@@ -61,3 +61,65 @@ def test_sim_model_finds_planted_signal_on_held_out_subject(sim_model, sim_data)
     out = Decoder(sim_model).run(x[subj == 5])
     acc = np.mean(np.array([-1, 0, 1])[out["class_probs"].argmax(1)] == y[subj == 5, 0])
     assert acc >= 0.6
+
+
+def _lbfgs_recipe(C=0.01):
+    from fmri_edge.training.recipe import Recipe
+
+    r = Recipe(name="lbfgs", data="/nonexistent", seed=0)
+    r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean_gsr"
+    r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = [5, 25], 5, "zscore", True
+    r.model.heads = {"class": 3}
+    r.optim.solver, r.optim.C = "lbfgs", C
+    return r
+
+
+def test_lbfgs_solver_reaches_the_logistic_regression_optimum_deterministically(sim_data):
+    """optim.solver = "lbfgs" is scikit-learn's LogisticRegression(C): at its result the gradient of
+    C·Σ log-loss + ½‖W‖² vanishes (checked here in numpy, independently of torch's loss), the seed
+    changes nothing, and where scikit-learn is installed (the [nifti] extra brings it) it gives the
+    same probabilities."""
+    from fmri_edge.training.fit import fit, represent
+
+    x, y, subj = sim_data
+    r = _lbfgs_recipe()
+    a = fit(r, x, y, participants=subj)
+    b = fit(r, x, y, participants=subj, seed=123)
+    w, bias = a.model.final_layer.weight.detach().double().numpy(), a.model.final_layer.bias.detach().double().numpy()
+    np.testing.assert_array_equal(w, b.model.final_layer.weight.detach().numpy())
+    z = represent(a.model, x, subj).reshape(len(x), -1).double().numpy()
+    logits = z @ w.T + bias
+    p = np.exp(logits - logits.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+    onehot = np.eye(3)[y[:, 0] + 1]
+    grad_w, grad_b = r.optim.C * (p - onehot).T @ z + w, r.optim.C * (p - onehot).sum(0)
+    assert np.abs(grad_w).max() < 1e-3 * np.abs(w).max() and np.abs(grad_b).max() < 1e-4
+    assert a.history[0]["iterations"] < r.optim.max_iter and "warning" not in a.history[0]
+    assert np.abs(w).max() > 1e-3                           # it did move from zero
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    ref = sklearn.LogisticRegression(C=r.optim.C, max_iter=5000, tol=1e-8).fit(z, y[:, 0])
+    np.testing.assert_allclose(p, ref.predict_proba(z), atol=1e-4)
+
+
+def test_lbfgs_subject_cv_fits_each_fold_on_all_its_training_subjects(sim_data):
+    """Nothing to choose, so no inner validation group is taken out of training."""
+    from fmri_edge.training.protocols import Dataset, run_subject_cv
+
+    x, y, subj = sim_data
+    names = np.array([f"P{s + 1:02d}" for s in subj])
+    ds = Dataset(x, y, names, np.concatenate([np.arange(1, 31)] * 6))
+    r = _lbfgs_recipe()
+    r.model.trial_level = False
+    folds = run_subject_cv(r, ds)
+    from fmri_edge.training.fit import fit
+
+    for f in folds:
+        held_out = set(f.test.participants.tolist())
+        assert f.fit.val_metric is None and f.fit.best_epoch == 1
+        assert len(held_out) in (1, 2) and f.metrics["CLASS"]["accuracy"] > 0.5
+    train = ~np.isin(names, list(folds[0].test.participants))
+    alone = fit(r, x[train], y[train], participants=names[train])   # every training subject, nothing held back
+    np.testing.assert_allclose(folds[0].fit.model.final_layer.weight.detach().numpy(),
+                               alone.model.final_layer.weight.detach().numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="lbfgs"):
+        r.model.kind = "cnn"
+        fit(r, x, y, participants=subj)

@@ -416,6 +416,7 @@ def _describe(meta: dict) -> dict[str, str]:
     norm = meta.get("normalization") or {}
     if norm:
         rows["normalization"] = f"{norm.get('per_trial')} per trial, inside the graph" + (
+            ", plus each region's sustained level (log mean raw BOLD)" if norm.get("trial_level") else "") + (
             f"; {meta['subject_normalization']} per subject before it" if meta.get("subject_normalization") else "")
     align = meta.get("subject_alignment")
     rows["subject alignment"] = (
@@ -429,7 +430,8 @@ def _describe(meta: dict) -> dict[str, str]:
     tr = meta.get("training") or {}
     if tr:
         ps = tr.get("participants") or []
-        rows["training"] = (f"{tr.get('recipe')}, {len(ps)} subjects ({ps[0]}…{ps[-1]}), {tr.get('epochs')} epochs"
+        fitted = f"L-BFGS to convergence, C = {tr.get('C')}" if tr.get("solver") == "lbfgs" else f"{tr.get('epochs')} epochs"
+        rows["training"] = (f"{tr.get('recipe')}, {len(ps)} subjects ({ps[0]}…{ps[-1]}), {fitted}"
                             + (", ensemble of fold models" if tr.get("ensemble_of_folds") else "")
                             + f", commit {tr.get('git_commit')}" if ps else json.dumps(tr))
     from fmri_edge.splits import PROTOCOL_LABEL

@@ -53,7 +53,8 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
         "recipe": recipe.get("source") or name,
         "baseline_s": cfg.baseline_s,
         "normalization": {"per_trial": cfg.normalization, "baseline_s": cfg.baseline_s, "inside_graph": True,
-                          "time_window": cfg.time_window, "time_bins": cfg.time_bins},
+                          "time_window": cfg.time_window, "time_bins": cfg.time_bins,
+                          "trial_level": bool(getattr(cfg, "trial_level", False))},
         # the recipe keeps it as [model] subject_norm ("none" | "zscore" | "center")
         "subject_normalization": None if getattr(cfg, "subject_norm", "none") == "none" else cfg.subject_norm,
         "subject_alignment": None if cfg.subject_align == "none" else {
@@ -72,6 +73,7 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
         "region_names": list(ckpt["region_names"]),
         "training": {"recipe": recipe.get("source") or name, "data": recipe["data"],
                      "participants": list(ckpt["participants"]), "epochs": int(ckpt["epochs"]),
+                     "solver": recipe.get("optim", {}).get("solver", "radam"), "C": recipe.get("optim", {}).get("C"),
                      "ensemble_of_folds": len(members) > 1, "git_commit": results.get("git_commit"),
                      "started": results.get("started")},
         "metrics": _metrics(results),
@@ -101,8 +103,12 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         f"({', '.join(t['participants'])}), {results.get('n_trials', '?')} trials |",
         f"| recipe | `{t['recipe']}`, " + (f"{meta['members']} networks, one validated on each subject group and "
         f"trained on the others (median {t['epochs']} epochs), probabilities averaged in the graph"
-        if t["ensemble_of_folds"] else f"{t['epochs']} epochs on all subjects") + " |",
+        if t["ensemble_of_folds"] else f"L-BFGS to convergence of the logistic-regression objective (C = {t['C']:g}) "
+        "on all subjects, from zero weights (deterministic)" if t.get("solver") == "lbfgs"
+        else f"{t['epochs']} epochs on all subjects") + " |",
         f"| normalization | {meta['normalization']['per_trial']} per trial, inside the graph"
+        + (", plus each region's sustained level (log mean raw BOLD over the time window) as one more step"
+           if meta["normalization"].get("trial_level") else "")
         + (f"; {meta['subject_normalization']} per subject before the graph" if meta.get("subject_normalization") else "")
         + (f"; subject alignment ({meta['subject_alignment']['mode']} of the representation over each participant's "
            f"own trials, inside the graph; fewer than {meta['subject_alignment']['min_trials']} trials: the training "
@@ -117,7 +123,7 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         "",
         "Every number comes from `fmri-edge train --config " + str(t["recipe"]) + "` (results in "
         "`runs/<name>/results.json`). The random split puts the same subjects in training and test and is "
-        "**optimistic**; the subject protocol holds out whole order-mate groups and chooses checkpoints on an "
+        "**optimistic**; the subject protocol holds out whole order-mate groups and chooses any checkpoint on an "
         "inner validation group, never on the held-out subjects.",
         "",
         "How the recipe was chosen: `docs/research.md`; every variant and the paper's table: `docs/results.md`. "
