@@ -126,12 +126,15 @@ def challenge_table(rows: list[Row], results: dict) -> list[str]:
                 f"| {r.label} | {PROTOCOL_LABEL[protocol]} | {len(cr['protocols'][protocol]['folds'])} | "
                 f"{s['CLASS']['accuracy']:.3f} | {s['CLASS']['accuracy_folds_mean']:.3f} ± "
                 f"{s['CLASS']['accuracy_folds_std']:.3f} | {s['CLASS']['f1']:.3f} | {level_err:.4f} | "
-                f"{base_err:.4f} | {score:.4f} | {_epochs(s['best_epochs'])} | {minutes:.1f} |")
+                f"{base_err:.4f} | {score:.4f} | {_epochs(s['best_epochs'], cr)} | {minutes:.1f} |")
     return lines
 
 
-def _epochs(best: list[int]) -> str:
-    """The epochs kept by the networks of a run: all of them, or median [min–max] for many."""
+def _epochs(best: list[int], res: dict | None = None) -> str:
+    """The epochs kept by the networks of a run: all of them, or median [min–max] for many; a
+    converged fit (optim.solver = "lbfgs") has no epochs to keep."""
+    if ((res or {}).get("recipe") or {}).get("optim", {}).get("solver") == "lbfgs":
+        return "converged (L-BFGS)"
     if len(best) <= 9:
         return ", ".join(map(str, best))
     return f"{int(np.median(best))} [{min(best)}–{max(best)}], {len(best)} networks"
@@ -238,7 +241,8 @@ def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], N
         "subjects (and video order) sit in training and test. Its numbers are **optimistic**. Mean ± std over seeds.",
         "- **cross-subject** holds out whole order-mate groups (9 folds, pairs P01=P10 … kept together); "
         "epochs and checkpoints are chosen on one more group held out of the training subjects, never on "
-        "the test fold. Mean ± std over folds.",
+        "the test fold (a converged fit has none to choose and trains on all of the fold's training subjects). "
+        "Mean ± std over folds.",
         "- Rows named *paper recipe* use the paper's settings (whole-trial min-max, RAdam in Lookahead, L2 0.01, "
         "checkpoint on validation accuracy) for the CLASS network; their LEVEL answers use the class-only rule "
         "(the paper's separate LEVEL networks are not re-run here). Rows named *fmri-edge* use fmri-edge's "
@@ -272,7 +276,7 @@ def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], N
         name = f"fold_accuracy_{protocol}.png"
         plot_fold_accuracy(rows, results, protocol, fig_dir / name)
         lines += [f"![per-fold accuracy {protocol}]({fig_dir.name}/{name})", ""]
-    if "subject" in sres["protocols"]:
+    if "subject" in sres["protocols"] and _epochs([], sres) != "converged (L-BFGS)":  # a converged fit has no curve
         plot_curves(sres, "subject", fig_dir / "curves_subject.png", f"{shipped.label}: cross-subject folds")
         lines += [f"![training curves]({fig_dir.name}/curves_subject.png)", ""]
     # sections written by other tools (e.g. train/research/adapt_cv.py) sit below the marker and are kept
