@@ -48,8 +48,19 @@ def run_by_participant(decoder: Decoder, trials: np.ndarray, participants: np.nd
     """:func:`run_batched` with each participant aligned over its own trials in ``trials`` (as
     ``predict`` aligns a subject folder; under :data:`MIN_ALIGN_TRIALS` trials, or for a model
     without alignment, the graph's defaults). Rows stay in the order of ``trials``."""
-    participants = np.asarray(participants)
     out: dict[str, np.ndarray] = {}
+    for rows, subject in participant_batches(decoder, trials, participants, batch_size):
+        for k, v in decoder.run(trials[rows], subject).items():
+            out.setdefault(k, np.empty((len(trials), *v.shape[1:]), v.dtype))[rows] = v
+    return out
+
+
+def participant_batches(decoder: Decoder, trials: np.ndarray, participants: np.ndarray,
+                        batch_size: int = DEFAULT_BATCH):
+    """(row indices, alignment statistics or None) per batch of one participant's trials: the
+    statistics over all of that participant's trials in ``trials`` (None, the graph's defaults,
+    under :data:`MIN_ALIGN_TRIALS` trials or for a model without alignment)."""
+    participants = np.asarray(participants)
     for p in dict.fromkeys(participants.tolist()):
         idx = np.flatnonzero(participants == p)
         subject = None
@@ -59,10 +70,7 @@ def run_by_participant(decoder: Decoder, trials: np.ndarray, participants: np.nd
                 stats.merge(AlignStats.of(decoder.represent(trials[idx[i:i + batch_size]])))
             subject = stats.result()
         for i in range(0, len(idx), batch_size):
-            rows = idx[i:i + batch_size]
-            for k, v in decoder.run(trials[rows], subject).items():
-                out.setdefault(k, np.empty((len(trials), *v.shape[1:]), v.dtype))[rows] = v
-    return out
+            yield idx[i:i + batch_size], subject
 
 
 @dataclass(frozen=True)

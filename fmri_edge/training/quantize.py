@@ -39,9 +39,9 @@ import numpy as np
 
 from fmri_edge import scoring
 from fmri_edge.io import InputError
-from fmri_edge.predict import run_by_participant
+from fmri_edge.predict import participant_batches, run_by_participant
 from fmri_edge import integrity
-from fmri_edge.runtime import METADATA_KEY, Decoder, file_sha256
+from fmri_edge.runtime import ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
 
 # What int8 must deliver to replace fp32 as the default (issue 4): speed at batch 256 and accuracy.
 INT8_MIN_SPEEDUP = 1.5
@@ -59,30 +59,47 @@ def quantized_ops(model) -> list[str]:
 
 
 class _Trials:
-    """onnxruntime CalibrationDataReader over float32 trials, a batch at a time."""
+    """onnxruntime CalibrationDataReader over float32 trials, a batch at a time. With
+    ``participants``, each batch holds one participant's trials and, for a graph with subject
+    alignment, that participant's own statistics as its alignment inputs — the activations are
+    calibrated on the ranges ``predict`` feeds, not on the population defaults (for a model whose
+    representation differs a lot between participants, e.g. the sustained level, the two differ
+    by an order of magnitude)."""
 
-    def __init__(self, input_name: str, trials: np.ndarray, batch: int = CALIBRATION_BATCH):
-        self.input_name, self.trials, self.batch, self.i = input_name, trials, batch, 0
+    def __init__(self, decoder: Decoder, trials: np.ndarray, participants: np.ndarray | None = None,
+                 batch: int = CALIBRATION_BATCH):
+        self.input_name, self.trials = decoder.input_name, trials
+        if participants is None:
+            self.batches = [(np.arange(i, min(i + batch, len(trials))), None) for i in range(0, len(trials), batch)]
+        else:
+            self.batches = list(participant_batches(decoder, trials, participants, batch))
+        self.i = 0
 
     def get_next(self):
-        if self.i >= len(self.trials):
+        if self.i >= len(self.batches):
             return None
-        x = np.ascontiguousarray(self.trials[self.i:self.i + self.batch], dtype=np.float32)
-        self.i += self.batch
-        return {self.input_name: x}
+        rows, subject = self.batches[self.i]
+        self.i += 1
+        feeds = {self.input_name: np.ascontiguousarray(self.trials[rows], dtype=np.float32)}
+        if subject is not None:
+            feeds.update({n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(ALIGN_INPUTS, subject)})
+        return feeds
 
     def rewind(self):
         self.i = 0
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray,
-                  calibration_source: str = "", per_channel: bool = True, fp32_model: str | Path | None = None) -> dict:
+                  calibration_source: str = "", per_channel: bool = True, fp32_model: str | Path | None = None,
+                  participants: np.ndarray | None = None) -> dict:
     """Static QDQ int8 quantization of an fmri-edge model; returns the quantization recipe.
 
     ``calibration``: float32 (N, regions, T) trials as the graph receives them (after any
     subject-wise normalization), e.g. all labeled training trials. ``fp32_model``: the shipped
     fp32 file this int8 model stands for, when ``fp32_path`` is another export of the same
-    networks (see :func:`quantize_members`); its metadata is the one carried over."""
+    networks (see :func:`quantize_members`); its metadata is the one carried over.
+    ``participants`` (one id per calibration trial): calibrate each participant aligned over its
+    own trials, as predict runs it (see :class:`_Trials`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -110,7 +127,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
             recipe["quant_pre_process"] = "without symbolic shape inference"
         q = Path(tmp) / "int8.onnx"
-        quantize_static(str(pre), str(q), _Trials(input_name, calibration),
+        quantize_static(str(pre), str(q), _Trials(Decoder(fp32_path, verify=False), calibration, participants),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
@@ -134,7 +151,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
 
 
 def quantize_members(members, fp32_model: str | Path, out_path: str | Path, calibration: np.ndarray,
-                     calibration_source: str = "") -> dict:
+                     calibration_source: str = "", participants: np.ndarray | None = None) -> dict:
     """int8 for the networks behind the shipped ``fp32_model``. Convolutional networks are quantized
     from their plain Conv export (``channels_last=False``): onnxruntime's QLinearConv runs that
     form faster than the quantized channels-last MatMuls of the fp32 export (measured: 16.6k vs
@@ -147,14 +164,15 @@ def quantize_members(members, fp32_model: str | Path, out_path: str | Path, cali
     from fmri_edge.training.export import export_onnx
 
     if not any(isinstance(mod, torch.nn.Conv1d) for m in members for mod in m.modules()):
-        recipe = quantize_int8(fp32_model, out_path, calibration, calibration_source)
+        recipe = quantize_int8(fp32_model, out_path, calibration, calibration_source, participants=participants)
         recipe["graph"] = "quantized from the shipped fp32 graph itself"
         return recipe
     meta = Decoder(fp32_model).info.meta
     with tempfile.TemporaryDirectory() as tmp:
         conv = Path(tmp) / "conv.onnx"
         export_onnx(members, conv, dict(meta), calibration[:256], channels_last=False)
-        recipe = quantize_int8(conv, out_path, calibration, calibration_source, fp32_model=fp32_model)
+        recipe = quantize_int8(conv, out_path, calibration, calibration_source, fp32_model=fp32_model,
+                               participants=participants)
     recipe["graph"] = "quantized from the Conv form of the same networks (fp32 ships channels-last)"
     return recipe
 
@@ -199,7 +217,8 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
             log(f"{name}: export fp32, quantize int8 (calibrated on {len(set(who[~test]))} training "
                 f"participants), predict {', '.join(test_p)} …")
             export_onnx(members, fp32, meta, x[~test][:64])
-            quantize_members(members, fp32, int8, x[~test], f"{int((~test).sum())} training trials of fold {k}")
+            quantize_members(members, fp32, int8, x[~test], f"{int((~test).sum())} training trials of fold {k}",
+                             participants=who[~test])
             level_rule = "argmax"
             # each held-out participant aligned over its own trials, as predict does
             f_out, q_out = (run_by_participant(Decoder(f), x[test], who[test]) for f in (fp32, int8))
@@ -293,10 +312,11 @@ def export_int8(run_dir: str | Path, fp32_path: str | Path, out: str | Path | No
     data = Path(recipe.get("data", "../shared/data/icbhi2024/Train"))
     if not data.is_dir():
         raise FileNotFoundError(f"calibration needs the labeled trials the model was trained on ({data})")
-    x, _, _ = graph_inputs(load_icbhi(data, n_times=model.cfg.n_times), model.cfg.subject_norm)
+    x, _, who = graph_inputs(load_icbhi(data, n_times=model.cfg.n_times), model.cfg.subject_norm)
     log(f"quantizing {fp32_path} to int8, calibrated on {len(x)} real trials ({data}) …")
     out.with_suffix(".md").unlink(missing_ok=True)  # a card from an earlier export would not match the new file
-    qrecipe = quantize_members(members, fp32_path, out, x, f"{len(x)} labeled trials ({data})")
+    qrecipe = quantize_members(members, fp32_path, out, x, f"{len(x)} labeled trials ({data}), each participant "
+                               "aligned over its own", participants=who)
     cv = None
     if any(run_dir.glob("fold*")):
         log("accuracy change on the cross-validation fold models (fp32 and int8 each) …")
