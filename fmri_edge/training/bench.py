@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from fmri_edge.errors import UsageError
-from fmri_edge.training.graph import DEFAULT_DATA, graph_trials, reference_net
+from fmri_edge.training.graph import DEFAULT_DATA, participant_trials, reference_net
 
 DEFAULT_RUN = Path("runs/fmri-edge")
 ENGINES = ("ort-fp32", "ort-int8", "torch", "torch-graph")
@@ -142,10 +142,12 @@ def _load() -> list[float]:
 
 # ---- inputs ---------------------------------------------------------------------------------------
 
-def real_trials(data: Path | None, recipe: dict, n_times: int, subject_norm: str) -> tuple[np.ndarray, str]:
-    """Trials as the graph receives them (:func:`fmri_edge.training.graph.graph_trials`), from
-    ``data``, else the recipe's data folder, else the default one."""
-    return graph_trials(data or recipe.get("data") or DEFAULT_DATA, n_times, subject_norm)
+def real_trials(data: Path | None, recipe: dict, n_times: int, subject_norm: str
+                ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Trials as the graph receives them and their participants
+    (:func:`fmri_edge.training.graph.participant_trials`), from ``data``, else the recipe's data
+    folder, else the default one."""
+    return participant_trials(data or recipe.get("data") or DEFAULT_DATA, n_times, subject_norm)
 
 
 def batch_of(x: np.ndarray, b: int) -> np.ndarray:
@@ -726,7 +728,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
 
 
 def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
-    from fmri_edge.predict import DEFAULT_BATCH
+    from fmri_edge.predict import DEFAULT_BATCH, run_by_participant
     from fmri_edge.runtime import Decoder, file_sha256
 
     res: dict = {"machine": machine_info(), "threads": threads,
@@ -738,7 +740,7 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
     log(f"loading the PyTorch network from {run} …")
     net, members, ckpt, recipe = reference_net(run)
     mcfg = members[0].cfg
-    x, source = real_trials(cfg.data, recipe, mcfg.n_times, mcfg.subject_norm)
+    x, who, source = real_trials(cfg.data, recipe, mcfg.n_times, mcfg.subject_norm)
     res["inputs"] = source
 
     # the same weights in ONNX, fp32 and int8
@@ -775,11 +777,11 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> dict:
         else:
             int8 = workdir / "int8.onnx"
             log("quantizing to int8 (static, calibrated on the real trials) …")
-            quantize_members(members, fp32, int8, x, source)
+            quantize_members(members, fp32, int8, x, source, participants=who)
         res["model"]["int8"] = str(int8)
         qdec = Decoder(int8, threads=threads)
-        q = qdec.run(np.ascontiguousarray(x))
-        f = dec.run(np.ascontiguousarray(x))
+        # each participant aligned over its own trials, as predict runs them (and as int8 is calibrated)
+        q, f = (run_by_participant(d, np.ascontiguousarray(x), who) for d in (qdec, dec))
         res["model"]["int8_bytes"] = int8.stat().st_size
         res["model"]["int8_quantization"] = qdec.info.meta.get("quantization")
         res["model"]["int8_vs_fp32"] = {

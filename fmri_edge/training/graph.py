@@ -37,17 +37,24 @@ def graph_trials(data: str | Path, n_times: int, subject_norm: str | None = None
     """Trials as the graph receives them, for parity checks and benchmarks: the real ICBHI trials
     in ``data`` where present (subject-normalized if the model asks for it), else 480 simulated
     ones of the same shape and scale. Returns (trials, where they came from)."""
+    x, _, source = participant_trials(data, n_times, subject_norm)
+    return x, source
+
+
+def participant_trials(data: str | Path, n_times: int, subject_norm: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`graph_trials` with the participant of every trial: (trials, participants, source)."""
     root = Path(data)
     if root.is_dir():
         try:
-            x, _, _ = graph_inputs(load_icbhi(root, n_times=n_times), subject_norm)
-            return x, f"{len(x)} real trials ({root})"
+            x, _, who = graph_inputs(load_icbhi(root, n_times=n_times), subject_norm)
+            return x, who, f"{len(x)} real trials ({root})"
         except InputError:
             pass
     x, _, subj = simulate(30, n_times=n_times, n_subjects=16, seed=0)  # 480 trials, 16 "participants"
     if (subject_norm or "none") != "none":
         x = normalize_by_participant(x, subj, subject_norm)
-    return x.astype(np.float32), f"{len(x)} simulated trials (no real data at {root})"
+    return x.astype(np.float32), subj, f"{len(x)} simulated trials (no real data at {root})"
 
 
 def _member_index(p: Path) -> int:

@@ -109,7 +109,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
     meta = {p.key: p.value for p in (onnx.load(str(fp32_model)) if fp32_model else src).metadata_props}
     if METADATA_KEY not in meta:
         raise InputError(fp32_path, "no fmri-edge metadata; quantize a model written by `fmri-edge export`")
-    input_name = src.graph.input[0].name
     ops = quantized_ops(src)
     recipe = {"format": "QDQ", "weights": "int8, symmetric, per output channel" if per_channel else "int8, per tensor",
               "activations": "uint8, asymmetric, min/max calibration", "ops": ops,
