@@ -8,7 +8,7 @@ the leave-one-group-out error inside the outer fold's training subjects (a model
 scored on the 8th; no checkpoint or selection involved), so it sits on the same footing as the
 networks' last-10 number. Writes runs/research/NAME.json and NAME.folds.json like cv.py.
 
-usage: python train/research/logreg_cv.py NAME [--base train/fmri-edge.toml] [--C 0.01] [section.key=json_value ...]
+usage: python train/research/logreg_cv.py NAME [--base train/fmri-edge-ensemble.toml] [--C 0.01] [section.key=json_value ...]
 """
 import json
 import os
@@ -45,7 +45,7 @@ def features(r):
 def main():
     args = sys.argv[1:]
     name = args.pop(0)
-    base, C = "train/fmri-edge.toml", 0.01
+    base, C = "train/fmri-edge-ensemble.toml", 0.01  # the Round 4-5 default recipe
     if "--base" in args:
         i = args.index("--base"); base = args[i + 1]; del args[i:i + 2]
     if "--C" in args:

@@ -7,7 +7,7 @@ groups (mean CLASS error over the groups, ties to the smaller C), refitted on al
 and scored on the held-out fold. The logreg's inner criterion for the nested choice is the LOGO
 error of that whole procedure inside the training groups (C re-chosen without the scored group);
 the ensemble's is inner_last10 of a seed-0 re-run of the shipped recipe (runs/research/SHIP.folds.json,
-written by `cv.py SHIP --base train/fmri-edge.toml`). Every fit is cached by the set of groups
+written by `cv.py SHIP --base train/fmri-edge-ensemble.toml`, the Round 4-5 default recipe). Every fit is cached by the set of groups
 left out, so the 9 x (8 + 28) inner fits share their models (645 fits in all).
 
 usage: python train/research/logreg_nested.py NAME [--ship-csv PATH] [--ship-run r5_ship]
@@ -25,19 +25,20 @@ from sklearn.linear_model import LogisticRegression
 from fmri_edge import scoring, splits
 from fmri_edge.training.protocols import baseline_level
 from fmri_edge.training.recipe import load_recipe
+from fold_stats import paired, summary as fold_summary
 from logreg_cv import features
 
 GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 args = sys.argv[1:]
 name = args.pop(0)
-ship_csv, ship_run = "/work/main/runs/fmri-edge/cv_predictions.csv", "r5_ship"
+ship_csv, ship_run = "runs/fmri-edge-ensemble/cv_predictions.csv", "r5_ship"  # the Round 4-5 default model
 if "--ship-csv" in args:
     i = args.index("--ship-csv"); ship_csv = args[i + 1]; del args[i:i + 2]
 if "--ship-run" in args:
     i = args.index("--ship-run"); ship_run = args[i + 1]; del args[i:i + 2]
 
 t0 = time.time()
-ds, X, y = features(load_recipe("train/fmri-edge.toml"))
+ds, X, y = features(load_recipe("train/fmri-edge-ensemble.toml"))  # the Round 4-5 representation
 parts = np.asarray(ds.participants)
 grp = np.array([splits.subject_group(p) for p in parts])
 CLS = np.array([-1, 0, 1])
@@ -108,17 +109,7 @@ for train_p, test_p in splits.subject_folds(sorted(set(parts))):
 
 
 def summary(cls):
-    s = score(cls, np.ones(len(y), bool))
-    acc = [1 - score(cls[grp == r["fold"]], grp == r["fold"])["CLASS_error"] for r in rows]
-    sc = [score(cls[grp == r["fold"]], grp == r["fold"])["Score"] for r in rows]
-    return dict(acc=1 - s["CLASS_error"], Score=s["Score"], LEVEL_error=s["LEVEL_error"], fold_acc=acc, fold_Score=sc,
-                fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)))
-
-
-def paired(a, b, lower_is_better=False):
-    """a - b per fold: mean, s.e., and in how many folds a is better / worse (for Score, lower is better)."""
-    d = np.asarray(a) - np.asarray(b); s = -1 if lower_is_better else 1
-    return dict(mean=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(len(d))), better=int((s * d > 0).sum()), worse=int((s * d < 0).sum()))
+    return fold_summary(cls, ds.labels, grp, [r["fold"] for r in rows])
 
 
 out = dict(name=name, grid=GRID, ship_csv=ship_csv, ship_run=ship_run, folds=rows,

@@ -25,17 +25,18 @@ from sklearn.linear_model import LogisticRegression
 from fmri_edge import scoring, splits
 from fmri_edge.training.protocols import baseline_level
 from fmri_edge.training.recipe import load_recipe
+from fold_stats import paired, summary as fold_summary
 from logreg_cv import features
 
 C = 0.01
 args = sys.argv[1:]
 name = args.pop(0)
-ship_csv = "/work/main/runs/fmri-edge/cv_predictions.csv"
+ship_csv = "runs/fmri-edge-ensemble/cv_predictions.csv"  # the Round 4-5 default model
 if "--ship-csv" in args:
     i = args.index("--ship-csv"); ship_csv = args[i + 1]; del args[i:i + 2]
 
 t0 = time.time()
-recipe = load_recipe("train/fmri-edge.toml")
+recipe = load_recipe("train/fmri-edge-ensemble.toml")  # Round 6's base representation (Rounds 4-5)
 ds, X0, y = features(recipe)                       # (N, 246·5): psc_mean_gsr, 5–25 s, 5 bins, participant z-scored
 parts = np.asarray(ds.participants)
 grp = np.array([splits.subject_group(p) for p in parts])
@@ -124,16 +125,7 @@ ships = min(NAMES, key=lambda c: (ship_logo[c], NAMES.index(c)))
 
 
 def summary(cls):
-    s = score(cls, np.ones(len(y), bool))
-    acc = [1 - score(cls[grp == r["fold"]], grp == r["fold"])["CLASS_error"] for r in rows]
-    sc = [score(cls[grp == r["fold"]], grp == r["fold"])["Score"] for r in rows]
-    return dict(acc=1 - s["CLASS_error"], Score=s["Score"], LEVEL_error=s["LEVEL_error"], fold_acc=acc, fold_Score=sc,
-                fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)))
-
-
-def paired(a, b, lower_is_better=False):
-    d = np.asarray(a) - np.asarray(b); s = -1 if lower_is_better else 1
-    return dict(mean=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(len(d))), better=int((s * d > 0).sum()), worse=int((s * d < 0).sum()))
+    return fold_summary(cls, ds.labels, grp, [r["fold"] for r in rows])
 
 
 res = {c: summary(v) for c, v in outer_cls.items()} | {"nested": summary(nested_cls), "shipped ensemble": summary(ship_cls)}

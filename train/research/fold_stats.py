@@ -1,0 +1,27 @@
+"""Summaries shared by the research drivers: pooled and per-fold challenge numbers of a set of
+held-out answers, and paired per-fold differences (mean ± standard error over the folds)."""
+import numpy as np
+
+from fmri_edge import scoring
+from fmri_edge.training.protocols import baseline_level
+
+
+def summary(cls, labels, groups, folds):
+    """Pooled accuracy, Score and LEVEL error of CLASS answers ``cls`` (LEVEL by the class-only
+    rule) against ``labels`` (N, 2), and accuracy and Score per fold: ``folds`` lists the group
+    names, ``groups`` the group of every trial."""
+    def score(mask):
+        c = cls[mask]
+        return scoring.challenge_score(c, labels[mask, 0], baseline_level(c), labels[mask, 1])
+
+    s = score(np.ones(len(cls), bool))
+    per = [score(groups == g) for g in folds]
+    acc = [1 - f["CLASS_error"] for f in per]
+    return dict(acc=1 - s["CLASS_error"], Score=s["Score"], LEVEL_error=s["LEVEL_error"], fold_acc=acc,
+                fold_Score=[f["Score"] for f in per], fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)))
+
+
+def paired(a, b, lower_is_better=False):
+    """a - b per fold: mean, s.e., and in how many folds a is better / worse (for Score, lower is better)."""
+    d = np.asarray(a) - np.asarray(b); s = -1 if lower_is_better else 1
+    return dict(mean=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(len(d))), better=int((s * d > 0).sum()), worse=int((s * d < 0).sum()))
