@@ -25,3 +25,26 @@ def paired(a, b, lower_is_better=False):
     """a - b per fold: mean, s.e., and in how many folds a is better / worse (for Score, lower is better)."""
     d = np.asarray(a) - np.asarray(b); s = -1 if lower_is_better else 1
     return dict(mean=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(len(d))), better=int((s * d > 0).sum()), worse=int((s * d < 0).sum()))
+
+
+CLS = np.array([-1, 0, 1])
+
+
+def fitted_probs(make, X, y, train):
+    """Class probabilities (columns -1, 0, 1) of every row of ``X`` from ``make()`` fitted on the
+    ``train`` rows (a scikit-learn classifier), and how many convergence warnings the fit raised."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf = make().fit(X[train], y[train])
+    n = sum(issubclass(x.category, ConvergenceWarning) for x in w)
+    return clf.predict_proba(X)[:, [list(clf.classes_).index(c) for c in CLS]], n
+
+
+def group_error(probs, y, groups, g):
+    """CLASS error of the argmax answers on the trials of group ``g``."""
+    m = groups == g
+    return float(np.mean(CLS[probs[m].argmax(1)] != y[m]))

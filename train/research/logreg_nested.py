@@ -15,17 +15,15 @@ usage: python train/research/logreg_nested.py NAME [--ship-csv PATH] [--ship-run
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from fmri_edge import scoring, splits
 from fmri_edge.training.protocols import baseline_level
 from fmri_edge.training.recipe import load_recipe
-from fold_stats import paired, summary as fold_summary
+from fold_stats import fitted_probs, group_error, paired, summary as fold_summary
 from logreg_cv import features
 
 GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
@@ -49,17 +47,13 @@ def fit(excluded, C):
     """Class probabilities (columns -1, 0, 1) for all trials of a model fitted without ``excluded`` groups."""
     key = (frozenset(excluded), C)
     if key not in cache:
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always", ConvergenceWarning)
-            clf = LogisticRegression(C=C, max_iter=5000).fit(X[~np.isin(grp, list(excluded))], y[~np.isin(grp, list(excluded))])
-        n_warn[0] += sum(issubclass(x.category, ConvergenceWarning) for x in w)
-        cache[key] = clf.predict_proba(X)[:, [list(clf.classes_).index(c) for c in CLS]]
+        cache[key], n = fitted_probs(lambda: LogisticRegression(C=C, max_iter=5000), X, y, ~np.isin(grp, list(excluded)))
+        n_warn[0] += n
     return cache[key]
 
 
 def err(probs, g):
-    m = grp == g
-    return float(np.mean(CLS[probs[m].argmax(1)] != y[m]))
+    return group_error(probs, y, grp, g)
 
 
 def choose_C(left_out, groups):

@@ -14,18 +14,16 @@ usage: PYTHONPATH=$PWD:$PWD/train/research python train/research/round6_features
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from fmri_edge import scoring, splits
 from fmri_edge.training.protocols import baseline_level
 from fmri_edge.training.recipe import load_recipe
-from fold_stats import paired, summary as fold_summary
+from fold_stats import fitted_probs, group_error, paired, summary as fold_summary
 from logreg_cv import features
 
 C = 0.01
@@ -79,18 +77,13 @@ def fit(cand, excluded):
     key = (cand, frozenset(excluded))
     if key not in cache:
         X, make = CANDIDATES[cand]
-        tr = ~np.isin(grp, list(excluded))
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always", ConvergenceWarning)
-            clf = make().fit(X[tr], y[tr])
-        n_warn[0] += sum(issubclass(x.category, ConvergenceWarning) for x in w)
-        cache[key] = clf.predict_proba(X)[:, [list(clf.classes_).index(c) for c in CLS]]
+        cache[key], n = fitted_probs(make, X, y, ~np.isin(grp, list(excluded)))
+        n_warn[0] += n
     return cache[key]
 
 
 def err(probs, g):
-    m = grp == g
-    return float(np.mean(CLS[probs[m].argmax(1)] != y[m]))
+    return group_error(probs, y, grp, g)
 
 
 def logo(cand, left_out, groups):
