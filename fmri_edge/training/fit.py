@@ -273,31 +273,33 @@ def _fit_lbfgs(model: ValenceNet, recipe: Recipe, z: torch.Tensor, labels: np.nd
     layer = model.final_layer
     w = torch.zeros(layer.weight.shape, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(layer.bias.shape, dtype=torch.float64, requires_grad=True)
+    model.eval()  # the features as the graph computes them (no dropout)
     x = model.forward_features(z).double()
     y = targets(labels, recipe.model.heads)
     sizes = list(recipe.model.heads.values())
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=o.max_iter, history_size=20, tolerance_grad=1e-8,
                             tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
+    def log_loss(reduction):
+        logits = torch.split(torch.addmm(b, x, w.t()), sizes, dim=1)
+        return sum(F.cross_entropy(lg, y[t], reduction=reduction) for lg, t in zip(logits, y))
+
     def objective():
         opt.zero_grad()
-        logits = torch.split(torch.addmm(b, x, w.t()), sizes, dim=1)
-        loss = o.C * sum(F.cross_entropy(lg, y[t], reduction="sum") for lg, t in zip(logits, y)) + 0.5 * (w * w).sum()
+        loss = o.C * log_loss("sum") + 0.5 * (w * w).sum()
         loss.backward()
         return loss
 
     opt.step(objective)
-    state = opt.state[opt._params[0]]
+    n_iter = int(opt.state[w]["n_iter"])
     with torch.no_grad():
         layer.weight.copy_(w.float())
         layer.bias.copy_(b.float())
         grad = float(torch.cat([w.grad.flatten(), b.grad.flatten()]).abs().max())
-        logits = torch.split(torch.addmm(b, x, w.t()), sizes, dim=1)
-        mean_ce = float(sum(F.cross_entropy(lg, y[t]) for lg, t in zip(logits, y)))
-    row = {"epoch": 1, "train_loss": mean_ce, "iterations": int(state["n_iter"]), "max_abs_grad": grad}
-    if state["n_iter"] >= o.max_iter:
+        mean_ce = float(log_loss("mean"))
+    row = {"epoch": 1, "train_loss": mean_ce, "iterations": n_iter, "max_abs_grad": grad}
+    if n_iter >= o.max_iter:
         row["warning"] = f"L-BFGS stopped at max_iter={o.max_iter} before converging"
-    model.eval()
     val_metric = None
     if val_trials is not None:
         probs = predict_proba(model, val_trials, val_participants, pool=pool)
