@@ -162,3 +162,34 @@ def test_cli_participant_option_numbers_trials_on(aligned_model, subject5, tmp_p
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "s.csv")))
     assert [(r["Participant"], int(r["Trial"])) for r in rows] == [("P21", t) for t in range(1, 31)]
+
+
+def test_single_trial_answers_of_a_level_model_do_not_depend_on_the_scanner_gain(sim_data, tmp_path):
+    """The sustained level means something only against the participant's own trials. Without
+    them (one trial, fewer than 10, --no-align: the graph's defaults) the level step is neutral, so
+    a trial's answer is the same whatever its raw BOLD gain; with the population's level as the
+    default instead (as before), a gain of 3 would move every answer."""
+    pytest.importorskip("torch")
+    from fmri_edge.runtime import Decoder
+    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.fit import fit
+    from fmri_edge.training.recipe import Recipe
+
+    x, y, subj = sim_data
+    r = Recipe(name="level", data="/nonexistent", seed=0)
+    r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean_gsr"
+    r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = [5, 25], 5, "zscore", True
+    r.optim.solver, r.optim.C = "lbfgs", 0.01
+    model = fit(r, x[subj < 4], y[subj < 4], participants=subj[subj < 4]).model
+    out = tmp_path / "level.onnx"
+    export_onnx([model], out, {"model_version": "t", "region_names": [f"R{i}" for i in range(246)]}, x[:64])
+    d = Decoder(out)
+    one = x[subj == 4][:8]
+    outs = ("class_probs", "features", "normalized")
+    a, b = d.run(one, outputs=outs), d.run((one * 3.0).astype(np.float32), outputs=outs)  # the graph's defaults
+    np.testing.assert_allclose(a["class_probs"], b["class_probs"], atol=1e-4)
+    level = a["normalized"][:, 5] if d.info.meta["normalized_axes"][1] == "time" else a["normalized"][:, :, 5]
+    assert np.abs(level).max() > 1                                   # the level itself is there (log BOLD) …
+    features = a["features"].reshape(len(one), *a["normalized"].shape[1:])
+    z_level = features[:, 5] if d.info.meta["normalized_axes"][1] == "time" else features[:, :, 5]
+    assert np.abs(z_level).max() < 1e-6                              # … and neutral without the participant

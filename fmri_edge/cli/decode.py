@@ -422,7 +422,8 @@ def _describe(meta: dict) -> dict[str, str]:
     rows["subject alignment"] = (
         f"{align['mode']} of each participant's representation over its own trials, inside the graph; predict "
         f"aligns every participant with ≥ {align['min_trials']} trials (subject folder, file, or --participant); "
-        "fewer trials or --no-align: the training population's statistics" if align else
+        "fewer trials or --no-align: the training population's statistics"
+        + ("; the sustained-level step neutral" if norm.get("trial_level") else "") if align else
         "none (every trial is answered on its own)")
     if meta.get("recipe"):
         rows["recipe"] = f"{meta['recipe']} (re-run its CV: fmri-edge train --config {meta['recipe']} " \

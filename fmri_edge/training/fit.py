@@ -85,15 +85,23 @@ def represent(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | 
     return model.align(x0, torch.from_numpy(mean), torch.from_numpy(scale))
 
 
+NEUTRAL_SCALE = 1e30  # a default alignment scale that makes a representation entry's z-score 0
+
+
 def set_population_stats(model: ValenceNet, trials: np.ndarray, participants: np.ndarray) -> None:
     """The graph's default alignment statistics: the average over the training participants of
-    their own means and scales (used when a participant has too few trials to align)."""
+    their own means and scales (used when a participant has too few trials to align), except a
+    ``trial_level`` step, made neutral (scale :data:`NEUTRAL_SCALE`)."""
     if model.cfg.subject_align == "none":
         return
     with torch.inference_mode():
         stats = align_stats_by_participant(_normalized(model, trials).numpy(), participants)
     model.pop_mean.copy_(torch.from_numpy(np.mean([m for m, _ in stats.values()], axis=0)))
     model.pop_scale.copy_(torch.from_numpy(np.mean([sc for _, sc in stats.values()], axis=0)))
+    if model.cfg.trial_level:
+        # the sustained level only means something against the participant's own trials (raw BOLD
+        # gains differ between scanners and people): without them it is neutral, its z-score 0
+        model.pop_scale[:, -1] = NEUTRAL_SCALE
 
 
 def set_level_given_class(model: ValenceNet, labels: np.ndarray, prior: float = 0.5) -> None:

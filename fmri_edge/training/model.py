@@ -156,7 +156,8 @@ class ModelConfig:
     # kind = "linear": append each region's sustained level — log |mean raw BOLD| over the
     # time window — as one more step of the representation, after the bins (every per-trial
     # normalization removes it; subject alignment then compares it with the participant's other
-    # trials). Round 6 of docs/research.md
+    # trials; without the participant's statistics — the graph's defaults — the step is neutral).
+    # Round 6 of docs/research.md
     trial_level: bool = False
 
     def seen_times(self) -> int:

@@ -61,7 +61,8 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
             "mode": cfg.subject_align, "inside_graph": True, "inputs": ["subject_mean", "subject_scale"],
             "statistics_of": "output `normalized`, over all of one participant's trials",
             "min_trials": MIN_ALIGN_TRIALS,
-            "default": "the training participants' average statistics (fewer trials, or --no-align)"},
+            "default": "the training participants' average statistics (fewer trials, or --no-align)"
+                       + ("; the sustained-level step neutral (its z-score 0)" if getattr(cfg, "trial_level", False) else "")},
         "class_values": [-1, 0, 1], "level_values": list(range(-4, 5)),
         "level_rule": recipe["eval"]["level_rule"],
         "level_from_class": None if "level" in cfg.heads else (
@@ -112,7 +113,8 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         + (f"; {meta['subject_normalization']} per subject before the graph" if meta.get("subject_normalization") else "")
         + (f"; subject alignment ({meta['subject_alignment']['mode']} of the representation over each participant's "
            f"own trials, inside the graph; fewer than {meta['subject_alignment']['min_trials']} trials: the training "
-           "population's statistics)" if meta.get("subject_alignment") else "") + " |",
+           "population's statistics" + (", the sustained-level step neutral" if meta["normalization"].get("trial_level") else "")
+           + ")" if meta.get("subject_alignment") else "") + " |",
         "| LEVEL | " + (f"LEVEL head, {meta['level_rule']}" if "level" in meta["heads"] else
                         f"from CLASS: {meta['level_from_class']} (no LEVEL head)") + " |",
         f"| export | `{export_recipe}`, opset {meta.get('opset', 20)}; parity vs PyTorch on {parity_source}: "

@@ -3,7 +3,10 @@ exported as one ONNX ensemble, its held-out subjects predicted by `fmri_edge.pre
 `fmri-edge predict` does (subject alignment per participant folder), the answers scored against
 the labels. Checks that what ships computes what the CV measured.
 
-usage: python train/research/onnx_cv.py runs/fmri-edge [--data ../shared/data/icbhi2024/Train]
+usage: python train/research/onnx_cv.py runs/fmri-edge [--data ../shared/data/icbhi2024/Train] [--no-align]
+
+--no-align: every participant answered with the graph's defaults, as predict answers a participant
+with fewer than 10 trials (or with --no-align).
 """
 import json
 import sys
@@ -33,7 +36,7 @@ with tempfile.TemporaryDirectory() as tmp:
         export_onnx([m for m, _ in members], out, {"model_version": fold.name, "level_rule": recipe["eval"]["level_rule"],
                                                     "region_names": [f"R{i}" for i in range(246)]}, x[:256])
         d = Decoder(out)
-        for item in lib.predict(d, [data / p for p in test]):
+        for item in lib.predict(d, [data / p for p in test], align="--no-align" not in sys.argv):
             if isinstance(item, lib.Batch):
                 labels = subjects[item.participant][1][item.trial - 1]
                 pred.append(np.stack([item.valence_class, item.valence_level], 1))
@@ -41,4 +44,4 @@ with tempfile.TemporaryDirectory() as tmp:
         print(fold.name, test, flush=True)
 pred, true = np.concatenate(pred), np.concatenate(true)
 s = scoring.challenge_score(pred[:, 0], true[:, 0], pred[:, 1], true[:, 1])
-print(f"ONNX path, {len(true)} held-out trials: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}")
+print(f"ONNX path{' without alignment' if '--no-align' in sys.argv else ''}, {len(true)} held-out trials: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}")
