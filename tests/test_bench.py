@@ -312,10 +312,11 @@ def test_paired_ratio_spread_pairs_rounds_in_order():
 
 
 def test_int8_calibration_aligns_each_participant_as_predict_does(sim_data, tmp_path):
-    """A model whose representation differs a lot between participants (the sustained level, on
-    participants whose scanner gains differ) must be calibrated on the aligned activations predict
-    feeds: calibrated per participant, int8 answers like fp32; calibrated on the population
-    defaults, the activation range is far too wide and the answers drift."""
+    """int8 must be calibrated on the aligned activations predict feeds, not on the graph's default
+    statistics: here the defaults are far from every participant's own (as the population's
+    sustained level was from each participant's before that step became neutral by default).
+    Calibrated per participant, int8 answers like fp32; calibrated on the defaults, the activation
+    range is far too wide and the answers drift."""
     from fmri_edge.predict import run_by_participant
     from fmri_edge.runtime import Decoder
     from fmri_edge.training.export import export_onnx
@@ -324,13 +325,13 @@ def test_int8_calibration_aligns_each_participant_as_predict_does(sim_data, tmp_
     from fmri_edge.training.recipe import Recipe
 
     x, y, subj = sim_data
-    x = (x * np.array([1.0, 3.0, 0.4, 6.0, 0.2, 2.5])[subj][:, None, None]).astype(np.float32)  # per-participant gain
     r = Recipe(name="level", data="/nonexistent", seed=0)
     r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean_gsr"
     r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = [5, 25], 5, "zscore", True
     r.optim.solver, r.optim.C = "lbfgs", 0.01
     tr = subj < 4
     model = fit(r, x[tr], y[tr], participants=subj[tr]).model
+    model.pop_mean += 40.0   # defaults far from every participant's own statistics (aligned answers unchanged)
     fp32 = tmp_path / "level.onnx"
     export_onnx([model], fp32, {"model_version": "t", "region_names": [f"R{i}" for i in range(246)]}, x[:64])
     quantize_int8(fp32, tmp_path / "aligned.int8.onnx", x[tr], "sim", participants=subj[tr])
