@@ -68,6 +68,19 @@ def write_icbhi(root: Path, trials: np.ndarray, labels: np.ndarray | None, subje
     return folder
 
 
+def level_recipe(name: str = "level", C: float = 0.01):
+    """A recipe of the shipped model's kind: converged logistic regression (lbfgs) on psc_mean_gsr
+    bins plus the sustained level, each participant z-scored."""
+    from fmri_edge.training.recipe import Recipe
+
+    r = Recipe(name=name, data="/nonexistent", seed=0)
+    r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean_gsr"
+    r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = [5, 25], 5, "zscore", True
+    r.model.heads = {"class": 3}
+    r.optim.solver, r.optim.C = "lbfgs", C
+    return r
+
+
 @pytest.fixture(scope="session")
 def aligned_model(tmp_path_factory, sim_data) -> Path:
     """A linear model with in-graph subject alignment (z-score of each participant's representation

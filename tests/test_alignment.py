@@ -173,13 +173,10 @@ def test_single_trial_answers_of_a_level_model_do_not_depend_on_the_scanner_gain
     from fmri_edge.runtime import Decoder
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.fit import fit
-    from fmri_edge.training.recipe import Recipe
+    from tests.conftest import level_recipe
 
     x, y, subj = sim_data
-    r = Recipe(name="level", data="/nonexistent", seed=0)
-    r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean_gsr"
-    r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = [5, 25], 5, "zscore", True
-    r.optim.solver, r.optim.C = "lbfgs", 0.01
+    r = level_recipe()
     model = fit(r, x[subj < 4], y[subj < 4], participants=subj[subj < 4]).model
     out = tmp_path / "level.onnx"
     export_onnx([model], out, {"model_version": "t", "region_names": [f"R{i}" for i in range(246)]}, x[:64])

@@ -322,13 +322,10 @@ def test_int8_calibration_aligns_each_participant_as_predict_does(sim_data, tmp_
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.fit import fit
     from fmri_edge.training.quantize import quantize_int8
-    from fmri_edge.training.recipe import Recipe
+    from tests.conftest import level_recipe
 
     x, y, subj = sim_data
-    r = Recipe(name="level", data="/nonexistent", seed=0)
-    r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean_gsr"
-    r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = [5, 25], 5, "zscore", True
-    r.optim.solver, r.optim.C = "lbfgs", 0.01
+    r = level_recipe()
     tr = subj < 4
     model = fit(r, x[tr], y[tr], participants=subj[tr]).model
     model.pop_mean += 40.0   # defaults far from every participant's own statistics (aligned answers unchanged)

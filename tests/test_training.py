@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 from fmri_edge.cli import app  # noqa: E402
-from tests.conftest import write_icbhi  # noqa: E402
+from tests.conftest import level_recipe, write_icbhi  # noqa: E402
 
 RECIPE = """
 name = "sim"
@@ -64,14 +64,7 @@ def test_sim_model_finds_planted_signal_on_held_out_subject(sim_model, sim_data)
 
 
 def _lbfgs_recipe(C=0.01):
-    from fmri_edge.training.recipe import Recipe
-
-    r = Recipe(name="lbfgs", data="/nonexistent", seed=0)
-    r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean_gsr"
-    r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = [5, 25], 5, "zscore", True
-    r.model.heads = {"class": 3}
-    r.optim.solver, r.optim.C = "lbfgs", C
-    return r
+    return level_recipe("lbfgs", C)
 
 
 def test_lbfgs_solver_reaches_the_logistic_regression_optimum_deterministically(sim_data):

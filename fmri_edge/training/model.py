@@ -231,12 +231,11 @@ class ValenceNet(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw BOLD → the per-trial representation (before subject alignment)."""
         raw = x
-        x = TRIAL_NORMALIZATIONS[self.cfg.normalization](x, self.cfg.baseline_s)
-        x, raw = self._window(x), self._window(raw)
+        x = self._window(TRIAL_NORMALIZATIONS[self.cfg.normalization](x, self.cfg.baseline_s))
         if self.cfg.time_bins:
             x = x.reshape(x.shape[0], x.shape[1], self.cfg.time_bins, -1).mean(dim=3)
         if self.cfg.trial_level:
-            x = torch.cat([x, torch.log(raw.mean(dim=2, keepdim=True).abs() + EPS)], dim=2)
+            x = torch.cat([x, torch.log(self._window(raw).mean(dim=2, keepdim=True).abs() + EPS)], dim=2)
         return x
 
     def _window(self, x: torch.Tensor) -> torch.Tensor:

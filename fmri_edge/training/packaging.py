@@ -54,7 +54,7 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
         "baseline_s": cfg.baseline_s,
         "normalization": {"per_trial": cfg.normalization, "baseline_s": cfg.baseline_s, "inside_graph": True,
                           "time_window": cfg.time_window, "time_bins": cfg.time_bins,
-                          "trial_level": bool(getattr(cfg, "trial_level", False))},
+                          "trial_level": cfg.trial_level},
         # the recipe keeps it as [model] subject_norm ("none" | "zscore" | "center")
         "subject_normalization": None if getattr(cfg, "subject_norm", "none") == "none" else cfg.subject_norm,
         "subject_alignment": None if cfg.subject_align == "none" else {
@@ -62,7 +62,7 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
             "statistics_of": "output `normalized`, over all of one participant's trials",
             "min_trials": MIN_ALIGN_TRIALS,
             "default": "the training participants' average statistics (fewer trials, or --no-align)"
-                       + ("; the sustained-level step neutral (its z-score 0)" if getattr(cfg, "trial_level", False) else "")},
+                       + ("; the sustained-level step neutral (its z-score 0)" if cfg.trial_level else "")},
         "class_values": [-1, 0, 1], "level_values": list(range(-4, 5)),
         "level_rule": recipe["eval"]["level_rule"],
         "level_from_class": None if "level" in cfg.heads else (

@@ -66,13 +66,13 @@ class _Trials:
     representation differs a lot between participants, e.g. the sustained level, the two differ
     by an order of magnitude)."""
 
-    def __init__(self, decoder: Decoder, trials: np.ndarray, participants: np.ndarray | None = None,
+    def __init__(self, model: Path, input_name: str, trials: np.ndarray, participants: np.ndarray | None = None,
                  batch: int = CALIBRATION_BATCH):
-        self.input_name, self.trials = decoder.input_name, trials
+        self.input_name, self.trials = input_name, trials
         if participants is None:
             self.batches = [(np.arange(i, min(i + batch, len(trials))), None) for i in range(0, len(trials), batch)]
         else:
-            self.batches = list(participant_batches(decoder, trials, participants, batch))
+            self.batches = list(participant_batches(Decoder(model, verify=False), trials, participants, batch))
         self.i = 0
 
     def get_next(self):
@@ -109,6 +109,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
     meta = {p.key: p.value for p in (onnx.load(str(fp32_model)) if fp32_model else src).metadata_props}
     if METADATA_KEY not in meta:
         raise InputError(fp32_path, "no fmri-edge metadata; quantize a model written by `fmri-edge export`")
+    input_name = src.graph.input[0].name
     ops = quantized_ops(src)
     recipe = {"format": "QDQ", "weights": "int8, symmetric, per output channel" if per_channel else "int8, per tensor",
               "activations": "uint8, asymmetric, min/max calibration", "ops": ops,
@@ -126,7 +127,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
             recipe["quant_pre_process"] = "without symbolic shape inference"
         q = Path(tmp) / "int8.onnx"
-        quantize_static(str(pre), str(q), _Trials(Decoder(fp32_path, verify=False), calibration, participants),
+        quantize_static(str(pre), str(q), _Trials(fp32_path, input_name, calibration, participants),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
