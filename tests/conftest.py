@@ -113,3 +113,19 @@ _ALIGNED: dict = {}
 def aligned_network(aligned_model):
     """The PyTorch network behind ``aligned_model``."""
     return _ALIGNED[aligned_model]
+
+
+def qdq_in_float(monkeypatch) -> None:
+    """Make every Decoder run a quantized (QDQ) graph unfused: each QuantizeLinear/DequantizeLinear
+    pair computed in float, no int8 kernels. onnxruntime picks int8 kernels per CPU (AVX2's u8s8
+    path saturates, AVX-512 VNNI and AMX do not), so answers of the fused graph differ between
+    machines; unfused, they are the quantized model's own arithmetic, the same on every x86-64 CPU."""
+    import fmri_edge.runtime as runtime
+
+    plain = runtime.session_options
+
+    def unfused(*args, **kwargs):
+        so = plain(*args, **kwargs)
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
+        return so
+    monkeypatch.setattr(runtime, "session_options", unfused)

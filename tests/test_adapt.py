@@ -128,7 +128,7 @@ def test_identity_when_shrinkage_dominates(adapt_models, participant, tmp_path, 
         before, after = _base_outputs(base, trials), _base_outputs(out, trials)
         assert np.array_equal(before.trial, after.trial)
         for k in ("class_probs", "level_probs", "features"):
-            np.testing.assert_allclose(getattr(after, k), getattr(before, k), atol=2e-6)
+            np.testing.assert_allclose(getattr(after, k), getattr(before, k), atol=1e-5)
         assert r.changed == 0
         # and a weak pull changes the answers: the test above can fail
         weak = adapt.adapt([trials], labels, base, tmp_path / f"weak-{base.stem}-{method}.onnx", method=method,
@@ -165,7 +165,7 @@ def test_participant_statistics_become_the_defaults(adapt_models, participant, t
     x = np.load(trials)[:3].astype(np.float32)
     alone = Decoder(r.out).run(x)["class_probs"]  # 3 trials: predict would use the defaults
     fed = Decoder(r.out).run(x, subject=seen.subject)["class_probs"]
-    np.testing.assert_allclose(alone, fed, atol=1e-6)
+    np.testing.assert_allclose(alone, fed, atol=1e-5)
     assert not np.allclose(Decoder(base).run(x)["class_probs"], Decoder(base).run(x, seen.subject)["class_probs"])
 
 
