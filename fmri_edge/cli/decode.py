@@ -388,7 +388,7 @@ def _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view,
 def _attention_table(s, rows: int) -> Table:
     from fmri_edge.explain import KINDS
 
-    t = Table(title=f"{_shown(s.kind)} per region ({s.n_trials} trials), ranked by its mean",
+    t = Table(title=f"{_shown(s.kind)} per region ({s.n_trials} trials), ranked by mean {KINDS[s.kind].key}",
               title_justify="left", caption=f"top-{s.top_k}: share of trials with the region among their {s.top_k} "
                                             "highest-scoring; -1/0/+1: mean over the trials predicted as that class; "
                                             "lit.: the paper's EBR regions, amygdala; units: " + KINDS[s.kind].units)
@@ -547,6 +547,9 @@ def _describe(meta: dict) -> dict[str, str]:
         "fewer trials or --no-align: the training population's statistics"
         + ("; the sustained-level step neutral" if norm.get("trial_level") else "") if align else
         "none (every trial is answered on its own)")
+    expl = meta.get("explanation") or {}
+    if expl.get("kind"):
+        rows["explanation"] = f"{expl['kind']} per region (output {expl.get('output')}): {expl.get('what')}"
     if meta.get("recipe"):
         rows["recipe"] = f"{meta['recipe']} (re-run its CV: fmri-edge train --config {meta['recipe']} " \
                          "--protocol subject --no-final)"
