@@ -220,9 +220,10 @@ class Decoder:
     def explanation(self) -> str | None:
         """The model's per-region explanation: ``"contribution"`` (output ``region_contributions``: exact
         shares of the answered class's logit, linear models), ``"attention"`` (``region_weights``: the
-        input SE gate) or None (neither: e.g. a linear model exported before contributions existed)."""
+        input SE gate) or None (neither: e.g. a linear model exported before contributions existed, or
+        one adapted to a participant: its contributions are the base model's, not a split of its answer)."""
         if CONTRIBUTION_OUTPUT in self.outputs:
-            return "contribution"
+            return None if self.info.meta.get("adaptation") else "contribution"
         return None if self.info.meta.get("region_attention") is False else "attention"
 
     @property

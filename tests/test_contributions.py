@@ -150,17 +150,15 @@ def test_bad_explain_requests_are_one_line_and_write_nothing(aligned_model, sim_
         assert len(r.stderr.strip().splitlines()) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["S5.npy"]
 
 
-def test_a_model_with_neither_kind_is_refused_with_the_reason(sim_data, tmp_path):
-    pytest.importorskip("torch")
-    from fmri_edge.training.export import export_onnx
-    from fmri_edge.training.model import ModelConfig, build_model
+def test_a_model_with_neither_kind_is_refused_with_the_reason(tmp_path):
+    """e.g. a vanilla CNN (no input SE block, not linear), or an adapted linear model, whose
+    contributions are its base model's."""
+    from types import SimpleNamespace
 
-    vanilla = build_model(ModelConfig(widths=(4, 4, 4), dense=(8, 4), se=False)).eval()
-    export_onnx([vanilla], tmp_path / "v.onnx", {"region_attention": False}, sim_data[0][:8])
-    d = Decoder(tmp_path / "v.onnx")
-    assert d.explanation is None and d.info.meta["explanation"]["kind"] is None
-    with pytest.raises(explain.io.UsageError, match="cannot explain its answers per region"):
-        explain.require_kind(d)
-    np.save(tmp_path / "S.npy", sim_data[0][:3])
-    r = runner.invoke(app, ["predict", str(tmp_path / "S.npy"), "--model", str(tmp_path / "v.onnx"), "--explain"])
-    assert r.exit_code == 2 and "neither region contributions nor region attention" in r.stderr
+    def model(meta):
+        return SimpleNamespace(explanation=None, path=tmp_path / "m.onnx", info=SimpleNamespace(meta=meta))
+
+    with pytest.raises(explain.io.UsageError, match="neither region contributions nor region attention"):
+        explain.require_kind(model({"region_attention": False}))
+    with pytest.raises(explain.io.UsageError, match="adapted to one participant.*base model"):
+        explain.require_kind(model({"adaptation": {"base_model": "fmri-edge.onnx"}}))
