@@ -517,6 +517,11 @@ def info(
               "(no LEVEL head)")
     for key, v in _describe(meta).items():
         t.add_row(key, v)
+    if "explanation" not in meta:   # exported before the key existed: what the outputs say
+        from fmri_edge.explain import KINDS
+
+        t.add_row("explanation", f"{d.explanation} per region: {KINDS[d.explanation].what}" if d.explanation else
+                  "none (neither region contributions nor region attention)")
     t.add_row("weights", _integrity_row(d.integrity))
     names = d.info.region_names
     t.add_row("regions", f"{len(names)}: {', '.join(names[:4])} … {names[-1]}")
