@@ -143,8 +143,9 @@ class LinearEnsemble(nn.Module):
       (weight rows permuted to the (time, region) order), the members' softmaxes one softmax
       over a (B, members, classes) view, then averaged.
 
-    Same inputs and outputs as the Ensemble (``region_contributions`` included), except that the representation keeps the graph's
-    own layout: ``normalized`` is (B, T', regions), ``features`` its (T', regions) flattening and
+    Same inputs and outputs as the Ensemble (``region_contributions`` included), except that the
+    representation keeps the graph's own layout: ``normalized`` is (B, T', regions), ``features`` its
+    (T', regions) flattening and
     the alignment statistics ``subject_mean``/``subject_scale`` are (T', regions). Transposing
     them back to the Ensemble's (regions, T') cost 43 % of the kernel time at batch 256
     (onnxruntime computes every output, asked for or not); a participant's statistics are
