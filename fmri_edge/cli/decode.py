@@ -284,6 +284,8 @@ def explain(
                              "(e.g. ../shared/data/icbhi2024/BN_Atlas_246_1mm.nii.gz)")
         if atlas is not None and not (brain_map or map_nifti):
             raise UsageError("--atlas is for --brain-map PNG and/or --map-nifti NIFTI: give one of them")
+        if valence_class is not None and atlas is None:
+            raise UsageError("--class chooses the trials of --brain-map/--map-nifti (the table shows every class)")
         from fmri_edge.submission import check_new
 
         for target in (plot, brain_map, map_nifti):

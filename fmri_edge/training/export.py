@@ -7,8 +7,8 @@ says what predict needs: shape, label values, normalization, region names, prove
 
 Models whose CLASS logits are linear in per-region features (``LinearNet``, ``LowRankNet``) also
 answer ``region_contributions`` (N, n_regions): each region's exact share of the answered class's
-centred logit (:func:`contribution_weights`); the metadata's ``explanation`` says which kind of
-per-region explanation a model gives and what its numbers mean.
+centred logit (:func:`fmri_edge.training.model.contribution_weights`); the metadata's
+``explanation`` says which kind of per-region explanation a model gives and what its numbers mean.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import fmri_edge
 from fmri_edge import scoring
 from fmri_edge.runtime import (ALIGN_INPUTS, CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES,
                                Decoder, file_sha256)
-from fmri_edge.training.model import ValenceNet, class_rule_matrix
+from fmri_edge.training.model import ValenceNet, class_rule_matrix, contribution_weights
 
 
 @dataclass
@@ -56,28 +56,6 @@ def contributing(members) -> bool:
     every member's last step is linear in per-region features (``forward_features`` laid out
     region-major, (B, regions · k)) and it has a CLASS head."""
     return all(type(m).__name__ in CONTRIBUTING_KINDS and "class" in m.cfg.heads for m in members)
-
-
-def _class_rows(m) -> slice:
-    start = 0
-    for task, n in m.cfg.heads.items():
-        if task == "class":
-            return slice(start, start + n)
-        start += n
-    raise ValueError("no CLASS head")
-
-
-def contribution_weights(m) -> tuple[torch.Tensor, torch.Tensor]:
-    """One member's final layer for the CLASS head, centred over the classes: ``(weight (C,
-    regions, k), constant (C,))``. Softmax is unchanged by subtracting the mean over the classes, so
-    the centred logit of class c, log p(c) − mean over classes of log p, is exactly
-    ``constant[c] + Σ_r Σ_j weight[c, r, j] · features[r, j]``; region r's contribution is its inner
-    sum. With subject alignment the features are 0 for the participant's average trial, the reference
-    of the contributions."""
-    rows = _class_rows(m)
-    w, b = m.final_layer.weight[rows].detach(), m.final_layer.bias[rows].detach()
-    w = (w - w.mean(0, keepdim=True)).reshape(w.shape[0], m.cfg.seen_regions(), -1)
-    return w, b - b.mean()
 
 
 def explanation_metadata(members) -> dict:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fmri_edge.training.model import SEResCNN, SqueezeExcite
+from fmri_edge.training.model import SEResCNN, SqueezeExcite, contribution_weights
 
 UNITS = ("b1", "b2", "s2_0", "b3", "s3_0", "s3_1")
 
@@ -181,10 +181,8 @@ class LinearEnsemble(nn.Module):
         self.register_buffer("weight", w.t().contiguous())
         self.register_buffer("bias", torch.cat([m.final_layer.bias.detach() for m in members]))
         self.register_buffer("class_to_level", ensemble.class_to_level.clone())
-        # region contributions to the answered class (export.contribution_weights), the members'
+        # region contributions to the answered class (model.contribution_weights), the members'
         # mean, in the graph's (T', R) layout: (classes, T', R)
-        from fmri_edge.training.export import contribution_weights
-
         cw = torch.stack([contribution_weights(m)[0] for m in members]).mean(0)             # (C, R, T')
         self.register_buffer("contribution_weight", cw.permute(0, 2, 1).contiguous())
         pop_mean, pop_scale = ensemble.population_stats()
