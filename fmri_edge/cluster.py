@@ -119,13 +119,13 @@ def plan_task(name: str, sources: list[io.Source], stats: list | None, align: bo
 def answer_task(ref: ModelRef, src: io.Source, batch_size: int, policy, span, plan: tuple,
                 reported: bool, weights: bool) -> list:
     """Second pass over one span of one file: :func:`fmri_edge.predict.predict_source`. Without
-    ``weights`` the region weights stay on the worker (only ``--explain`` reads them)."""
+    ``weights`` the region weights and contributions stay on the worker (only ``--explain`` reads them)."""
     subject, offsets, _ = plan
     items = _own_problems(list(local.predict_source(worker_decoder(ref), src, batch_size, policy, subject,
                                                     offsets[src.path], reported, span)), span)
     if not weights:
-        items = [replace(x, region_weights=np.empty((len(x), 0), np.float32)) if isinstance(x, local.Batch) else x
-                 for x in items]
+        items = [replace(x, region_weights=np.empty((len(x), 0), np.float32), region_contributions=None)
+                 if isinstance(x, local.Batch) else x for x in items]
     return items
 
 

@@ -1,16 +1,22 @@
-"""Which brain regions drove the predictions: the input SE block's attention per region (numpy only).
+"""Which brain regions drove the predictions, per region and trial (numpy only). Two kinds, one per
+kind of model (:attr:`fmri_edge.runtime.Decoder.explanation`, described by :data:`KINDS`):
 
-The exported model's third output ``region_weights`` (N, n_regions) is the excitation of the
-squeeze-and-excitation block on the input: one weight in (0, 1) per brain region and trial, by
-which that region's (normalized) time course is multiplied before the CNN sees it. It is computed
-in the forward pass anyway, so explaining costs nothing extra at prediction time.
+- ``contribution`` (linear models, output ``region_contributions`` (N, n_regions)): each region's
+  exact share of the answered class's logit, centred over the classes; with the constant in the
+  metadata (``explanation.constant``) the shares sum to log p(answer) − mean over classes of log p.
+  Reference: a representation of 0, i.e. the participant's own average trial under subject alignment;
+- ``attention`` (the SE CNN, output ``region_weights``): the excitation of the squeeze-and-excitation
+  block on the input, one weight in (0, 1) per region and trial, by which that region's
+  (normalized) time course is multiplied before the CNN sees it.
 
-- :func:`top_regions` — the k most attended regions of each trial (name, hemisphere, weight);
-- :func:`summarize` — mean attention per region over a data set, overall and per predicted CLASS,
+Both are computed in the forward pass anyway, so explaining costs nothing extra at prediction time.
+
+- :func:`top_regions` — the k highest-scoring regions of each trial (name, hemisphere, score);
+- :func:`summarize` — mean score per region over a data set, overall and per predicted CLASS,
   ranked (:class:`AttentionSummary`);
-- :func:`faithfulness` — does attention point at regions the prediction depends on? Masks the
+- :func:`faithfulness` — do the scores point at regions the prediction depends on? Masks the
   top-k regions of each trial and compares the change in predictions with masking k random
-  (and the k least attended) regions.
+  (and the k lowest-scoring) regions.
 
 Masking (defined once, here): a masked region's time course is replaced, in that trial only, by
 the mean of its own first ``baseline_s`` seconds (the fixation baseline), so it becomes a flat
@@ -21,7 +27,8 @@ per-trial normalizations ``baseline_z``, ``baseline_sub``, ``zscore_region`` and
 applied to the array the graph receives, i.e. after any subject-wise normalization (a per-region
 affine map, so a flat region stays flat).
 
-Plotting lives in :mod:`fmri_edge.plot` (matplotlib, imported lazily, optional extra ``[plot]``).
+Plotting lives in :mod:`fmri_edge.plot` (matplotlib, imported lazily, optional extra ``[plot]``);
+brain maps on an atlas in :mod:`fmri_edge.brainmap` (nibabel and nilearn, ``[nifti]`` and ``[plot]``).
 """
 from __future__ import annotations
 
@@ -37,6 +44,29 @@ from fmri_edge.runtime import Decoder
 
 DEFAULT_BASELINE_S = 5
 STATIC_SD = 1e-4          # below this standard deviation over trials, attention is input-independent
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of per-region explanation is, in words for tables, figures and JSON."""
+
+    name: str          # "contribution" | "attention"
+    key: str           # its field in per-trial JSON and the sidecar CSV
+    short: str         # column headers
+    units: str         # colour bars and axes
+    what: str          # one sentence for the user
+    signed: bool       # can be negative (diverging colours, bars from 0)
+
+
+KINDS = {
+    "contribution": Kind("contribution", "contribution", "contribution", "contribution to the logit (log-odds)",
+                         "each region's contribution to the answered class's logit (log-odds, centred over the "
+                         "classes; relative to the participant's average trial); with the model's constant they "
+                         "sum exactly to that logit. Positive: pushed toward the answer", True),
+    "attention": Kind("attention", "weight", "SE weight", "input SE weight (0-1)",
+                      "the input SE block's attention weight per region, in (0, 1): the gain the network gives the "
+                      "region's time course; it is not a share of the answer", False),
+}
 
 # Regions the literature links to emotional valence, by Brainnetome name. The first four are the
 # regions of the paper's EBR ("emotion-related brain regions") ablation (Lin & Lee, after Lee et
@@ -79,17 +109,23 @@ def top_k_indices(weights: np.ndarray, k: int) -> np.ndarray:
     return order[:, :k]
 
 
-def top_regions(weights: np.ndarray, region_names, k: int = 5) -> list[list[dict]]:
-    """Per trial, its ``k`` most attended regions: [{rank, index, region, hemisphere, weight}]."""
+def top_regions(weights: np.ndarray, region_names, k: int = 5, key: str = "weight") -> list[list[dict]]:
+    """Per trial, its ``k`` highest-scoring regions: [{rank, index, region, hemisphere, <key>}]
+    (``key``: ``weight`` for attention, ``contribution`` for contributions, :data:`KINDS`)."""
     idx = top_k_indices(weights, k)
     w = np.take_along_axis(np.asarray(weights), idx, axis=1)
     names = list(region_names)
     return [[{"rank": r + 1, "index": int(i), "region": names[i], "hemisphere": hemisphere(names[i]),
-              "weight": round(float(x), 4)} for r, (i, x) in enumerate(zip(row_i, row_w))]
+              key: round(float(x), 4)} for r, (i, x) in enumerate(zip(row_i, row_w))]
             for row_i, row_w in zip(idx, w)]
 
 
 REGIONS_CSV_HEADER = ["Participant", "Trial", "Rank", "Region", "Hemisphere", "Weight", "Index"]
+
+
+def regions_csv_header(key: str = "weight") -> list[str]:
+    """The sidecar's columns; the score column is named after the kind (``Weight``, ``Contribution``)."""
+    return [key.capitalize() if c == "Weight" else c for c in REGIONS_CSV_HEADER]
 
 
 def regions_csv_path(out: str | Path) -> Path:
@@ -99,20 +135,21 @@ def regions_csv_path(out: str | Path) -> Path:
     return out.with_suffix(".regions.csv") if out.suffix == ".csv" else out.with_name(out.name + ".regions.csv")
 
 
-def write_regions_header(f) -> None:
+def write_regions_header(f, key: str = "weight") -> None:
     import csv
 
-    csv.writer(f, lineterminator="\n").writerow(REGIONS_CSV_HEADER)
+    csv.writer(f, lineterminator="\n").writerow(regions_csv_header(key))
 
 
-def write_regions_rows(f, participant: str, trial, weights: np.ndarray, region_names, k: int) -> None:
+def write_regions_rows(f, participant: str, trial, weights: np.ndarray, region_names, k: int,
+                       key: str = "weight") -> None:
     """Append one row per (trial, top-k region), long format, to an open CSV file."""
     import csv
 
     w = csv.writer(f, lineterminator="\n")
-    for t, regions in zip(np.asarray(trial).tolist(), top_regions(weights, region_names, k)):
+    for t, regions in zip(np.asarray(trial).tolist(), top_regions(weights, region_names, k, key)):
         for r in regions:
-            w.writerow([participant, t, r["rank"], r["region"], r["hemisphere"], f"{r['weight']:.4f}", r["index"]])
+            w.writerow([participant, t, r["rank"], r["region"], r["hemisphere"], f"{r[key]:.4f}", r["index"]])
 
 
 # ---- loading trials as the graph receives them ------------------------------------------------------
@@ -158,7 +195,8 @@ def load(decoder: Decoder, paths: list) -> tuple[list[Trials], list[io.InputErro
 
 @dataclass
 class AttentionSummary:
-    """Mean input-SE attention per region over a data set, overall and per predicted CLASS."""
+    """Mean score per region over a data set (input-SE attention, or contributions to the answered
+    class's logit: ``kind``), overall and per predicted CLASS."""
 
     region_names: tuple
     class_values: tuple
@@ -169,6 +207,11 @@ class AttentionSummary:
     top_k_rate: np.ndarray              # (R,) fraction of trials with the region in their top-k
     class_counts: np.ndarray            # (C,) trials predicted as each class
     class_mean: np.ndarray              # (C, R) mean weight over trials predicted as each class (NaN if none)
+    kind: str = "attention"             # see KINDS
+
+    def values(self, cls: int | None = None) -> np.ndarray:
+        """(R,) mean score over all trials, or over the trials answered ``cls`` (NaN where none was)."""
+        return self.mean if cls is None else self.class_mean[list(self.class_values).index(cls)]
 
     @property
     def uniform(self) -> bool:
@@ -185,8 +228,7 @@ class AttentionSummary:
 
     def ranking(self, cls: int | None = None) -> np.ndarray:
         """Region indices by mean weight, highest first (overall, or for one predicted class)."""
-        m = self.mean if cls is None else self.class_mean[list(self.class_values).index(cls)]
-        return np.argsort(-np.nan_to_num(m, nan=-np.inf), kind="stable")
+        return np.argsort(-np.nan_to_num(self.values(cls), nan=-np.inf), kind="stable")
 
     def ranks(self, cls: int | None = None) -> np.ndarray:
         """(R,) 1-based rank of every region (1 = most attended)."""
@@ -223,6 +265,7 @@ class AttentionSummary:
     def to_json(self, top: int | None = None) -> dict:
         names = list(self.region_names)
         return {
+            "kind": self.kind, "what": KINDS[self.kind].what,
             "n_trials": self.n_trials, "top_k": self.top_k, "uniform": self.uniform, "static": self.static,
             "max_sd_over_trials": float(np.max(self.std)),
             "classes": [{"class": int(c), "n_trials": int(n),
@@ -236,8 +279,9 @@ class AttentionSummary:
 class AttentionAccumulator:
     """Streaming sums for :class:`AttentionSummary` (memory independent of the number of trials)."""
 
-    def __init__(self, region_names, class_values=(-1, 0, 1), top_k: int = 10):
+    def __init__(self, region_names, class_values=(-1, 0, 1), top_k: int = 10, kind: str = "attention"):
         self.region_names, self.class_values, self.top_k = tuple(region_names), tuple(class_values), top_k
+        self.kind = kind
         r, c = len(self.region_names), len(self.class_values)
         self.n = 0
         self.s1, self.s2, self.in_top = np.zeros(r), np.zeros(r), np.zeros(r)
@@ -263,19 +307,36 @@ class AttentionAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             class_mean = self.class_s1 / self.class_n[:, None]
         return AttentionSummary(self.region_names, self.class_values, self.top_k, self.n, mean, std,
-                                self.in_top / self.n, self.class_n.copy(), class_mean)
+                                self.in_top / self.n, self.class_n.copy(), class_mean, self.kind)
+
+
+def require_kind(decoder: Decoder) -> str:
+    """The model's kind of explanation, or a one-line refusal that says why it has none."""
+    kind = decoder.explanation
+    if kind is not None:
+        return kind
+    if decoder.info.meta.get("adaptation"):
+        why = ("it was adapted to one participant, and its region contributions are its base model's; explain the "
+               f"base model ({decoder.info.meta['adaptation'].get('base_model')})")
+    else:
+        why = ("it has neither region contributions nor region attention (exported before contributions "
+               "existed?); export it again with `fmri-edge export`, or use the SE CNN: --model "
+               f"{decoder.path.with_name('fmri-edge-se.onnx')}")
+    raise io.UsageError(f"{decoder.path}: this model cannot explain its answers per region: {why}")
 
 
 def summarize(decoder: Decoder, paths: list, top_k: int = 10, batch_size: int = DEFAULT_BATCH,
               ) -> tuple[AttentionSummary, list[io.InputError]]:
-    """Run the model over ``paths`` (as ``predict`` does, streamed) and summarize its region attention."""
-    acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k)
+    """Run the model over ``paths`` (as ``predict`` does, streamed) and summarize its per-region
+    explanation (contributions or attention, :func:`require_kind`)."""
+    kind = require_kind(decoder)
+    acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k, kind)
     problems = []
     for item in predict.predict(decoder, paths, batch_size):
         if isinstance(item, io.InputError):
             problems.append(item)
         else:
-            acc.add(item.region_weights, item.valence_class)
+            acc.add(item.region_scores(kind), item.valence_class)
     if acc.n == 0:
         raise io.InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
     return acc.result(), problems
@@ -324,9 +385,11 @@ class MaskEffect:
 
 
 def mask_effect(decoder: Decoder, x: np.ndarray, regions: np.ndarray, base_probs: np.ndarray,
-                baseline_s: int, batch_size: int = DEFAULT_BATCH) -> MaskEffect:
+                baseline_s: int, batch_size: int = DEFAULT_BATCH, plan: list | None = None) -> MaskEffect:
+    """How masking ``regions`` of each trial changes its answer; ``plan``: the trials' alignment
+    (:func:`alignment_plan`; None: the graph's defaults)."""
     base_idx = np.argmax(base_probs, axis=1)
-    probs = predict.run_batched(decoder, mask_regions(x, regions, baseline_s), batch_size)["class_probs"]
+    probs = run_planned(decoder, mask_regions(x, regions, baseline_s), plan, batch_size)["class_probs"]
     rows = np.arange(len(x))
     return MaskEffect(float(np.mean(np.argmax(probs, axis=1) != base_idx)),
                       float(np.mean(np.abs(probs[rows, base_idx] - base_probs[rows, base_idx]))))
@@ -341,9 +404,12 @@ class FaithfulnessReport:
     rows: list = field(default_factory=list)   # one dict per k
     participants: list = field(default_factory=list)
     held_out: dict = field(default_factory=dict)
+    kind: str = "attention"                    # what ranks the regions (KINDS)
+    aligned: bool = False                      # each participant aligned over its own unmasked trials
 
     def to_json(self) -> dict:
         return {"n_trials": self.n_trials, "participants": self.participants, "held_out": self.held_out,
+                "ranked_by": self.kind, "aligned_per_participant": self.aligned,
                 "baseline_s": self.baseline_s, "random_draws": self.draws, "seed": self.seed,
                 "masking": "region time course → its own fixation-baseline mean "
                            f"(first {self.baseline_s} s), per trial",
@@ -362,29 +428,57 @@ def held_out(decoder: Decoder, participants) -> dict:
     return {"status": "yes", "detail": "no participant was in the training data"}
 
 
-def faithfulness(decoder: Decoder, x: np.ndarray, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
-                 baseline_s: int | None = None, batch_size: int = DEFAULT_BATCH) -> FaithfulnessReport:
-    """Mask each trial's top-k regions by attention, its k least attended regions, and k random
-    regions (``draws`` independent draws); report the changed-CLASS fraction and mean |Δp| of the
-    originally predicted class for each. Attention is faithful if top-k ≫ random ≥ bottom-k.
+def alignment_plan(decoder: Decoder, x: np.ndarray, participants, batch_size: int = DEFAULT_BATCH) -> list | None:
+    """[(rows, alignment statistics)] of ``x``: each participant aligned over its own trials, as
+    ``predict`` aligns them (:func:`fmri_edge.predict.participant_batches`); computed once from the
+    unmasked trials, so that masking a region in one trial leaves the reference of the others
+    alone. None (the graph's defaults) without ``participants`` or for a model without alignment."""
+    if participants is None or not decoder.aligned:
+        return None
+    return list(predict.participant_batches(decoder, x, participants, batch_size))
 
-    ``x`` must be model-ready trials (see :func:`iter_trials`)."""
+
+def run_planned(decoder: Decoder, x: np.ndarray, plan: list | None, batch_size: int = DEFAULT_BATCH
+                ) -> dict[str, np.ndarray]:
+    """Model outputs for ``x``, aligned as ``plan`` says (:func:`alignment_plan`)."""
+    if plan is None:
+        return predict.run_batched(decoder, x, batch_size)
+    out: dict[str, np.ndarray] = {}
+    for rows, subject in plan:
+        for k, v in decoder.run(x[rows], subject).items():
+            out.setdefault(k, np.empty((len(x), *v.shape[1:]), v.dtype))[rows] = v
+    return out
+
+
+def faithfulness(decoder: Decoder, x: np.ndarray, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
+                 baseline_s: int | None = None, batch_size: int = DEFAULT_BATCH,
+                 participants=None) -> FaithfulnessReport:
+    """Mask each trial's top-k regions by its explanation (contribution or attention), its k
+    lowest-scoring regions, and k random regions (``draws`` independent draws); report the
+    changed-CLASS fraction and mean |Δp| of the originally predicted class for each. The
+    explanation is faithful if top-k ≫ random ≥ bottom-k.
+
+    ``x`` must be model-ready trials (see :func:`iter_trials`); ``participants`` (one per trial)
+    aligns each participant over its own unmasked trials, as ``predict`` does (:func:`alignment_plan`)."""
+    kind = require_kind(decoder)
     x = np.ascontiguousarray(x, dtype=np.float32)
     baseline_s = baseline_seconds(decoder) if baseline_s is None else baseline_s
-    base = predict.run_batched(decoder, x, batch_size)
-    p0, w = base["class_probs"], base["region_weights"]
+    plan = alignment_plan(decoder, x, participants, batch_size)
+    base = run_planned(decoder, x, plan, batch_size)
+    p0 = base["class_probs"]
+    w = base["region_contributions" if kind == "contribution" else "region_weights"]
     n, r = w.shape
     rng = np.random.default_rng(seed)
     order = np.argsort(-w, axis=1, kind="stable")
-    report = FaithfulnessReport(n, baseline_s, draws, seed)
+    report = FaithfulnessReport(n, baseline_s, draws, seed, kind=kind, aligned=plan is not None)
     for k in ks:
         k = int(k)
         if not 0 < k <= r:
             raise io.UsageError(f"--k {k}: outside 1 … {r} (the number of regions)")
-        top = mask_effect(decoder, x, order[:, :k], p0, baseline_s, batch_size)
-        bottom = mask_effect(decoder, x, order[:, r - k:], p0, baseline_s, batch_size)
-        rand = [mask_effect(decoder, x, np.argsort(rng.random((n, r)), axis=1)[:, :k], p0, baseline_s, batch_size)
-                for _ in range(draws)]
+        top = mask_effect(decoder, x, order[:, :k], p0, baseline_s, batch_size, plan)
+        bottom = mask_effect(decoder, x, order[:, r - k:], p0, baseline_s, batch_size, plan)
+        rand = [mask_effect(decoder, x, np.argsort(rng.random((n, r)), axis=1)[:, :k], p0, baseline_s, batch_size,
+                            plan) for _ in range(draws)]
         rc, rp = np.array([e.changed for e in rand]), np.array([e.delta_p for e in rand])
         report.rows.append({
             "k": k, "top": top.to_json(), "bottom": bottom.to_json(),
@@ -402,7 +496,9 @@ def faithfulness_paths(decoder: Decoder, paths: list, ks=(5, 10, 20), draws: int
     found, problems = load(decoder, paths)
     if not found:
         raise io.InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
-    report = faithfulness(decoder, np.concatenate([t.x for t in found]), ks, draws, seed, batch_size=batch_size)
+    who = np.concatenate([np.full(len(t.x), t.participant, dtype=object) for t in found])
+    report = faithfulness(decoder, np.concatenate([t.x for t in found]), ks, draws, seed, batch_size=batch_size,
+                          participants=who)
     report.participants = sorted({t.participant for t in found})
     report.held_out = held_out(decoder, report.participants)
     return report, problems

@@ -1,4 +1,4 @@
-"""Figures for region attention (matplotlib, the optional ``[plot]`` extra, imported lazily).
+"""Figures for region attention or contributions (matplotlib, the optional ``[plot]`` extra, imported lazily).
 
 :func:`plot_attention` draws one PNG from an :class:`~fmri_edge.explain.AttentionSummary`:
 a bar chart of the most attended regions per predicted CLASS, with atlas names (literature
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.explain import REFERENCE_REGIONS, AttentionSummary, brainnetome_lobes
+from fmri_edge.explain import KINDS, REFERENCE_REGIONS, AttentionSummary, brainnetome_lobes
 
 CLASS_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
 GROUP_COLORS = {"EBR": "#d95f02", "amygdala": "#c2185b", None: "#5b7fa6"}
@@ -41,7 +41,10 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
     names = list(summary.region_names)
     classes = list(summary.class_values)
     top = max(1, min(top, len(names)))
-    median = float(np.median(summary.mean))
+    kind = KINDS[summary.kind]
+    # bars start from the median region (attention: all weights are positive) or from 0 (contributions)
+    median = 0.0 if kind.signed else float(np.median(summary.mean))
+    origin = "0" if kind.signed else "the median region"
     shown = [(j, c) for j, c in enumerate(classes) if summary.class_counts[j]]
     missing = [_class_label(c) for j, c in enumerate(classes) if not summary.class_counts[j]]
     ref_idx = [names.index(n) for n in REFERENCE_REGIONS if n in names]
@@ -51,6 +54,8 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
                             wspace=0.8, left=0.11, right=0.93, top=0.84, bottom=0.1)
     hi = float(np.nanmax(summary.class_mean[[j for j, _ in shown]]))
     lo = min(float(summary.mean[ref_idx].min()) if ref_idx else median, median)
+    if kind.signed:
+        lo = min(lo, float(np.nanmin(summary.class_mean[[j for j, _ in shown]])))
 
     def bars(ax, idx, vals, xlabel, ranks=None):
         colors = [GROUP_COLORS[REFERENCE_REGIONS.get(names[i])] for i in idx]
@@ -74,11 +79,11 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
         ax.set_title(f"predicted {CLASS_NAMES.get(c, c)} ({_class_label(c)}) · {n} trial{'s' * (n != 1)}\n"
                      f"top {top} regions", fontsize=9)
         idx = summary.ranking(c)[:top]
-        bars(ax, idx, summary.class_mean[j, idx], "mean SE weight (bars from the median region)")
+        bars(ax, idx, summary.class_mean[j, idx], f"mean {kind.units} (bars from {origin})")
     if ref_idx:
         ax = fig.add_subplot(grid[0, n_panels - 1])
         ax.set_title(f"literature regions, all {summary.n_trials} trials\n(#rank of {len(names)})", fontsize=9)
-        bars(ax, ref_idx, summary.mean[ref_idx], "mean SE weight (bars from the median region)",
+        bars(ax, ref_idx, summary.mean[ref_idx], f"mean {kind.units} (bars from {origin})",
              summary.ranks()[ref_idx])
     handles = [Patch(color=GROUP_COLORS["EBR"], label="paper's EBR regions (A9/46d, aSTS)"),
                Patch(color=GROUP_COLORS["amygdala"], label="amygdala"),
@@ -90,7 +95,11 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
     rows = [summary.mean] + [summary.class_mean[j] for j, n in enumerate(summary.class_counts) if n]
     labels = ["all"] + [_class_label(c) for c, n in zip(classes, summary.class_counts) if n]
     strip = np.vstack(rows)
-    im = ax.imshow(strip, aspect="auto", cmap="viridis", interpolation="nearest")
+    if kind.signed:
+        peak = float(np.nanmax(np.abs(strip))) or 1.0
+        im = ax.imshow(strip, aspect="auto", cmap="RdBu_r", vmin=-peak, vmax=peak, interpolation="nearest")
+    else:
+        im = ax.imshow(strip, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("predicted", fontsize=8)
     ref = [(names.index(n), n) for n in REFERENCE_REGIONS if n in names]
@@ -111,7 +120,7 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
                  fontsize=9, pad=16 if lobes else 6)
     cax = fig.add_axes([0.945, 0.1, 0.01, 0.14])
     fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)
-    cax.set_title("weight", fontsize=7)
+    cax.set_title(kind.short, fontsize=7)
 
     sub = f"{summary.n_trials} trials" + (f"; no trial predicted as {', '.join(missing)}" if missing else "") \
         + ("; the same weights in every trial" if summary.static else "")

@@ -15,7 +15,7 @@ import numpy as np
 
 from fmri_edge import io, scoring
 from fmri_edge.normalize import AlignStats, SubjectStats
-from fmri_edge.runtime import Decoder
+from fmri_edge.runtime import CONTRIBUTION_OUTPUT, Decoder
 
 DEFAULT_BATCH = 256   # the fastest batch size measured by `fmri-edge bench` (docs/speed.md)
 MAX_BATCH = 512       # larger chunks only cost memory and run slower per trial (cache misses): capped
@@ -32,9 +32,16 @@ class Batch:
     region_weights: np.ndarray   # (n, n_regions) input SE attention
     valence_class: np.ndarray    # (n,) in {−1, 0, 1}
     valence_level: np.ndarray    # (n,) in {−4 … 4}
+    # (n, n_regions) each region's share of the answered class's logit, for models that have it
+    region_contributions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.trial)
+
+    def region_scores(self, kind: str) -> np.ndarray:
+        """The per-region explanation of ``kind`` (:attr:`fmri_edge.runtime.Decoder.explanation`):
+        contributions, or the input SE attention."""
+        return self.region_contributions if kind == "contribution" else self.region_weights
 
 
 def run_batched(decoder: Decoder, trials: np.ndarray, batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
@@ -251,7 +258,8 @@ def answer(decoder: Decoder, source: io.Source, trial: np.ndarray, x: np.ndarray
         yield Batch(source.participant, source.path, trial,
                     out["class_probs"], out["level_probs"], out["region_weights"],
                     scoring.decide_class(out["class_probs"]),
-                    scoring.decide_level(out["level_probs"], decoder.info.level_rule))
+                    scoring.decide_level(out["level_probs"], decoder.info.level_rule),
+                    out.get(CONTRIBUTION_OUTPUT))
 
 
 def screen(chunk: np.ndarray, raw: np.ndarray, path: Path, start: int, nan: str = "skip",

@@ -3,7 +3,9 @@
 The ONNX file is the contract: its metadata (key ``fmri_edge``, a JSON document, parsed with
 ``json.loads`` and never evaluated) says the input shape, label values, normalization, region
 names and provenance. Outputs: ``class_probs`` (N, 3), ``level_probs`` (N, 9) and
-``region_weights`` (N, n_regions), the input SE block's attention per region.
+``region_weights`` (N, n_regions), the input SE block's attention per region; models linear in
+per-region features also answer ``region_contributions`` (N, n_regions), each region's exact share
+of the answered class's logit (:attr:`Decoder.explanation` says which a model gives).
 
 Before a model is opened, its sha256 is checked against its model card (``<name>.md`` beside
 ``<name>.onnx``, line ``| sha256 | `<hex>` |``) when one is there; once open, its weights are
@@ -30,6 +32,8 @@ OUTPUT_NAMES = ("class_probs", "level_probs", "region_weights")
 # subject alignment; models with subject alignment take a participant's statistics as inputs
 EXTRA_OUTPUTS = ("features", "normalized")
 ALIGN_INPUTS = ("subject_mean", "subject_scale")
+# models whose CLASS logits are linear in per-region features: each region's share of the answer
+CONTRIBUTION_OUTPUT = "region_contributions"
 DEFAULT_MODEL = "fmri-edge.onnx"
 CLASS_VALUES = (-1, 0, 1)
 LEVEL_VALUES = tuple(range(-4, 5))
@@ -205,20 +209,37 @@ class Decoder:
         if missing:
             raise InputError(self.path, f"model lacks outputs {missing} (has {outputs})")
         widths = {"class_probs": len(self.info.class_values), "level_probs": len(self.info.level_values),
-                  "region_weights": self.info.n_regions}
+                  "region_weights": self.info.n_regions, CONTRIBUTION_OUTPUT: self.info.n_regions}
         for o in self.session.get_outputs():
             if o.name in widths and o.shape and isinstance(o.shape[-1], int) and o.shape[-1] != widths[o.name]:
                 raise InputError(self.path, f"model output {o.name} has shape {o.shape}, its metadata says "
                                             f"(batch, {widths[o.name]})")
         self.input_name = inputs[0].name
 
+    @property
+    def explanation(self) -> str | None:
+        """The model's per-region explanation: ``"contribution"`` (output ``region_contributions``: exact
+        shares of the answered class's logit, linear models), ``"attention"`` (``region_weights``: the
+        input SE gate) or None (neither: e.g. a linear model exported before contributions existed, or
+        one adapted to a participant: its contributions are the base model's, not a split of its answer)."""
+        if CONTRIBUTION_OUTPUT in self.outputs:
+            return None if self.info.meta.get("adaptation") else "contribution"
+        return None if self.info.meta.get("region_attention") is False else "attention"
+
+    @property
+    def run_outputs(self) -> tuple[str, ...]:
+        """What ``predict`` asks for: the three answers, and the contributions where the model has them."""
+        return OUTPUT_NAMES + ((CONTRIBUTION_OUTPUT,) if CONTRIBUTION_OUTPUT in self.outputs else ())
+
     def run(self, trials: np.ndarray, subject: tuple[np.ndarray, np.ndarray] | None = None,
-            outputs: list[str] | tuple[str, ...] = OUTPUT_NAMES) -> dict[str, np.ndarray]:
+            outputs: list[str] | tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """One onnxruntime call on (N, n_regions, n_times) trials (or one (n_regions, n_times)
         trial) of any real numeric dtype, byte order or memory layout → {output name: array}.
         ``subject``: a participant's (mean, scale) alignment statistics (see :meth:`represent`);
         None for the graph's defaults, the training population's. A wrong shape or dtype raises
-        :class:`~fmri_edge.io.InputError`, never onnxruntime's error."""
+        :class:`~fmri_edge.io.InputError`, never onnxruntime's error. ``outputs``: default
+        :attr:`run_outputs`."""
+        outputs = self.run_outputs if outputs is None else outputs
         feeds = {self.input_name: self.as_input(trials)}
         if subject is not None and self.aligned:
             feeds.update({n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(ALIGN_INPUTS, subject)})

@@ -135,7 +135,9 @@ def test_score_optimal_level_is_never_worse_in_expectation():
     assert scoring.level_error(optimal, true_level) <= scoring.level_error(fixed, true_level)
 
 
-def test_explain_refuses_a_model_without_region_attention(aligned_model, subject5, tmp_path):
+def test_a_linear_model_explains_itself_by_contributions(aligned_model, subject5, tmp_path):
+    """A linear model has no region attention, but --explain and explain give its exact region
+    contributions (tests/test_contributions.py checks the numbers)."""
     from typer.testing import CliRunner
 
     from fmri_edge.cli import app
@@ -143,7 +145,7 @@ def test_explain_refuses_a_model_without_region_attention(aligned_model, subject
     np.save(tmp_path / "S05.npy", subject5[0])
     for args in (["predict", str(tmp_path / "S05.npy"), "--explain"], ["explain", str(tmp_path / "S05.npy")]):
         res = CliRunner().invoke(app, [*args, "--model", str(aligned_model)])
-        assert res.exit_code == 2 and "no region attention" in res.stderr and "Traceback" not in res.output
+        assert res.exit_code == 0 and "contribution" in res.stdout and "answered class's logit" in res.stderr
 
 
 def test_cli_participant_option_numbers_trials_on(aligned_model, subject5, tmp_path):

@@ -30,8 +30,9 @@ def predict(
              "interpolate gaps linearly over time (a region missing over half its seconds is still skipped).")] = "skip",
     crop: Annotated[bool, typer.Option(help="Accept trials longer than the model's T: keep their first T seconds.")] = False,
     pad: Annotated[bool, typer.Option(help="Accept trials shorter than the model's T: repeat their last second.")] = False,
-    explain: Annotated[bool, typer.Option("--explain", help="Add each trial's most attended brain regions (input SE "
-                                          "weights) to the table and JSON, and to OUT.regions.csv beside --out.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Add each trial's top brain regions to the table and JSON, "
+                                          "and to OUT.regions.csv beside --out: contributions to the answered class's "
+                                          "logit (linear models) or input SE attention (the SE CNN).")] = False,
     top_k: Annotated[int, typer.Option("--top-k", help="Regions per trial with --explain.", min=1)] = 5,
     batch_size: Annotated[int, typer.Option(help="Trials per onnxruntime call (capped at 512: larger batches "
                                                  "only cost memory and run slower).", min=1)] = 256,
@@ -59,15 +60,18 @@ def predict(
     from fmri_edge.runtime import Decoder
 
     participants: set[str] = set()
+    kind = None
     with user_errors():
         decoder = Decoder(model, threads=threads, verify=not no_verify)
         if explain:
-            _require_attention(decoder)
+            from fmri_edge.explain import require_kind
+
+            kind = require_kind(decoder)
         if errors_json:
             submission.check_new(errors_json, force)
         _warn_adapted(decoder, paths, participant)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
-                _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k) as regions:
+                _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k, kind) as regions:
             def on_batch(b):
                 participants.add(b.participant)
                 if regions is not None:
@@ -96,10 +100,13 @@ def predict(
         print(json.dumps({"model": str(decoder.path), "n_trials": result.n_trials,
                           "found": {"files": found.files, "participants": n_participants, "trials": found.trials},
                           "missing_rows": missing, "refused": refused,
-                          "predictions": [r for b in result.kept for r in _rows_json(b, names, top_k)],
+                          **({"explanation": _explanation_json(decoder, kind)} if explain else {}),
+                          "predictions": [r for b in result.kept for r in _rows_json(b, names, top_k, kind)],
                           "errors": [p.as_dict() for p in result.problems]}))
     else:
-        out.print(_predictions_table(result.kept, result.n_trials, names, top_k))
+        out.print(_predictions_table(result.kept, result.n_trials, names, top_k, kind))
+        if explain:
+            err.print(_explanation_note(decoder, kind), highlight=False, soft_wrap=True)
     err.print(f"found {found.files} file(s) of {n_participants} participant(s) holding {found.trials} trial(s); "
               f"predicted {result.n_trials}" + (f", {missing} missing" if missing else "")
               + (f"; {refused} input(s) refused" if refused else ""), highlight=False, soft_wrap=True)
@@ -123,12 +130,30 @@ def predict(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _require_attention(decoder) -> None:
-    """--explain and `explain` read the input SE attention: refuse models that have none."""
-    if decoder.info.meta.get("region_attention") is False:
-        raise UsageError(f"{decoder.path}: this model has no region attention (its networks have no input SE "
-                         "block, e.g. the linear default); use the SE CNN: --model "
-                         f"{decoder.path.with_name('fmri-edge-se.onnx')}")
+def _constant(decoder) -> list | None:
+    """The contributions' constant per class (metadata ``explanation.constant``), if any."""
+    c = (decoder.info.meta.get("explanation") or {}).get("constant")
+    return c if isinstance(c, list) and len(c) == len(decoder.info.class_values) else None
+
+
+def _explanation_json(decoder, kind: str) -> dict:
+    from fmri_edge.explain import KINDS
+
+    doc = {"kind": kind, "units": KINDS[kind].units, "what": KINDS[kind].what}
+    if kind == "contribution" and _constant(decoder):
+        doc["constant"] = dict(zip(map(str, decoder.info.class_values), _constant(decoder)))
+    return doc
+
+
+def _explanation_note(decoder, kind: str) -> str:
+    """One line on stderr: what the region numbers are."""
+    from fmri_edge.explain import KINDS
+
+    note = f"regions: {KINDS[kind].what}"
+    if kind == "contribution" and _constant(decoder):
+        note += "; constant per class " + ", ".join(f"{c:+d}: {v:+.4f}" if c else f"0: {v:+.4f}"
+                                                   for c, v in zip(decoder.info.class_values, _constant(decoder)))
+    return note
 
 
 def _warn_adapted(decoder, paths, participant) -> None:
@@ -145,20 +170,21 @@ def _warn_adapted(decoder, paths, participant) -> None:
                   f"model for other participants)", highlight=False, soft_wrap=True)
 
 
-def _rows_json(b, region_names=None, top_k: int = 5) -> list[dict]:
+def _rows_json(b, region_names=None, top_k: int = 5, kind: str | None = None) -> list[dict]:
     rows = [{"participant": b.participant, "trial": int(t), "CLASS": int(c), "LEVEL": int(lv),
              "class_probs": [round(float(x), 4) for x in p]}
             for t, c, lv, p in zip(b.trial, b.valence_class, b.valence_level, b.class_probs)]
     if region_names is not None:  # --explain
-        from fmri_edge.explain import top_regions
+        from fmri_edge.explain import KINDS, top_regions
 
-        for row, regions in zip(rows, top_regions(b.region_weights, region_names, top_k)):
-            row["regions"] = [{k: r[k] for k in ("region", "hemisphere", "weight", "index")} for r in regions]
+        key = KINDS[kind].key
+        for row, regions in zip(rows, top_regions(b.region_scores(kind), region_names, top_k, key)):
+            row["regions"] = [{k: r[k] for k in ("region", "hemisphere", key, "index")} for r in regions]
     return rows
 
 
 @contextmanager
-def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int):
+def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int, kind: str | None):
     """With --explain and --out: stream each trial's top regions to OUT.regions.csv (atomically);
     yields the per-batch callback for predict_to, or None (no extra work without --explain)."""
     if out_csv is None:
@@ -166,29 +192,33 @@ def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int
         return
     from fmri_edge import explain, submission
 
+    key = explain.KINDS[kind].key
     with submission.atomic_write(explain.regions_csv_path(out_csv), force) as f:
-        explain.write_regions_header(f)
-        yield lambda b: explain.write_regions_rows(f, b.participant, b.trial, b.region_weights, region_names, top_k)
+        explain.write_regions_header(f, key)
+        yield lambda b: explain.write_regions_rows(f, b.participant, b.trial, b.region_scores(kind), region_names,
+                                                   top_k, key)
 
 
-def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5) -> Table:
+def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5, kind: str | None = None) -> Table:
     table = Table(title=f"fmri-edge predictions ({n_trials} trials)", title_justify="left")
     for col in ("Participant", "Trial", "CLASS", "LEVEL", "p(-1)", "p(0)", "p(+1)"):
         table.add_column(col, justify="left" if col == "Participant" else "right")
     if region_names is not None:  # --explain
-        from fmri_edge.explain import top_regions
+        from fmri_edge.explain import KINDS, top_regions
 
-        table.add_column(f"top {top_k} regions (SE weight)", justify="left")
+        key = KINDS[kind].key
+        table.add_column(f"top {top_k} regions ({KINDS[kind].short})", justify="left")
     rows = 0
     for b in batches:
-        regions = top_regions(b.region_weights, region_names, top_k) if region_names is not None else None
+        regions = top_regions(b.region_scores(kind), region_names, top_k, key) if region_names is not None else None
         for n, (t, c, lv, p) in enumerate(zip(b.trial, b.valence_class, b.valence_level, b.class_probs)):
             if rows == MAX_TABLE_ROWS:
                 table.caption = f"… {n_trials - rows} more rows: use --out FILE.csv or --json"
                 return table
             table.add_row(b.participant, str(t), f"{c:+d}" if c else "0", f"{lv:+d}" if lv else "0",
                           *(f"{x:.2f}" for x in p),
-                          *([", ".join(f"{r['region']} {r['weight']:.2f}" for r in regions[n])] if regions else []))
+                          *([", ".join(f"{r['region']} {r[key]:+.2f}" if kind == "contribution" else
+                                       f"{r['region']} {r[key]:.2f}" for r in regions[n])] if regions else []))
             rows += 1
     return table
 
@@ -197,15 +227,30 @@ def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5
 
 @app.command(rich_help_panel=PANEL)
 def explain(
-    paths: Annotated[list[Path], typer.Argument(help="Trials: .npy/.npz files, ICBHI subject folders, or folders "
-                                                     "of them.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(help="[MODEL.onnx] then trials: .npy/.npz files, ICBHI subject folders, "
+                                                     "or folders of them (a first .onnx argument is the model, like "
+                                                     "--model).", show_default=False)],
     model: Annotated[Optional[Path], typer.Option(help="ONNX model (default: the shipped one).")] = None,
     rows: Annotated[int, typer.Option(help="Regions to list (table) and to draw per class (--plot).", min=1)] = 20,
     top_k: Annotated[int, typer.Option("--top-k", help="k of the 'in top-k' column: how often a region is among a "
-                                                       "trial's k most attended.", min=1)] = 10,
+                                                       "trial's k highest-scoring.", min=1)] = 10,
     plot: Annotated[Optional[Path], typer.Option(
-        help="Draw the figure to this PNG (needs matplotlib: pip install 'fmri-edge\\[plot]').")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing --plot file.")] = False,
+        help="Draw the region figure to this PNG (needs matplotlib: pip install 'fmri-edge\\[plot]').")] = None,
+    atlas: Annotated[Optional[Path], typer.Option(
+        help="Atlas label image (NIfTI) of the model's regions, for --brain-map/--map-nifti: label v is region v "
+             "(BN_atlas.txt order, from 1), 0 or NaN outside; any voxel size or MNI grid.")] = None,
+    brain_map: Annotated[Optional[Path], typer.Option(
+        "--brain-map", help="Paint the mean region scores on the atlas and draw them to this PNG (needs "
+                            "pip install 'fmri-edge\\[nifti,plot]').")] = None,
+    map_nifti: Annotated[Optional[Path], typer.Option(
+        "--map-nifti", help="Write the same map as a NIfTI on the atlas grid (.nii or .nii.gz): each region's value "
+                            "in each of its voxels, 0 outside; for FSLeyes, MRIcroGL, nilearn.")] = None,
+    valence_class: Annotated[Optional[int], typer.Option(
+        "--class", help="Map only the trials answered as this CLASS (-1, 0 or 1); default: every trial, each "
+                        "for its answered class.", show_default=False)] = None,
+    view: Annotated[Literal["glass", "slices"], typer.Option(
+        help="--brain-map: a glass brain (every region seen through the brain) or orthogonal slices.")] = "glass",
+    force: Annotated[bool, typer.Option(help="Overwrite existing --plot, --brain-map and --map-nifti files.")] = False,
     faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also mask each trial's top-k regions vs k "
                                                "random ones and report how much the predictions change.")] = False,
     k: Annotated[Optional[list[int]], typer.Option("--k", help="k for --faithfulness (repeatable; default 5, 10, 20).",
@@ -218,43 +263,68 @@ def explain(
     threads: Annotated[int, typer.Option(help="onnxruntime threads (0 = one per core).", min=0)] = 0,
     no_verify: NoVerify = False,
 ):
-    """Which brain regions the model attends to: mean input-SE weight per region over your trials,
-    overall and per predicted CLASS, ranked; optionally a figure and a faithfulness check."""
+    """Which brain regions drive the answers: per region, the mean contribution to the answered
+    class's logit (linear models) or the mean input-SE attention (the SE CNN) over your trials,
+    overall and per predicted CLASS, ranked; optionally a figure, a brain map on an atlas, and a
+    faithfulness check."""
     from fmri_edge import explain as lib
     from fmri_edge.runtime import Decoder
 
+    if model is None and len(paths) > 1 and paths[0].suffix == ".onnx":  # explain MODEL DATA …
+        model, paths = paths[0], paths[1:]
+    label_image = None
     with user_errors():
         decoder = Decoder(model, threads=threads, verify=not no_verify)
-        _require_attention(decoder)
-        if plot is not None:
-            from fmri_edge.submission import check_new
+        kind = lib.require_kind(decoder)
+        if valence_class is not None and valence_class not in decoder.info.class_values:
+            raise UsageError(f"--class {valence_class}: not one of the model's classes "
+                             f"{', '.join(map(str, decoder.info.class_values))}")
+        if (brain_map or map_nifti) and atlas is None:
+            raise UsageError("--brain-map and --map-nifti paint the regions on an atlas: give --atlas ATLAS.nii.gz "
+                             "(e.g. ../shared/data/icbhi2024/BN_Atlas_246_1mm.nii.gz)")
+        if atlas is not None and not (brain_map or map_nifti):
+            raise UsageError("--atlas is for --brain-map PNG and/or --map-nifti NIFTI: give one of them")
+        if valence_class is not None and atlas is None:
+            raise UsageError("--class chooses the trials of --brain-map/--map-nifti (the table shows every class)")
+        from fmri_edge.submission import check_new
 
-            check_new(plot, force)
+        for target in (plot, brain_map, map_nifti):
+            if target is not None:
+                check_new(target, force)
+        if atlas is not None:
+            from fmri_edge import brainmap
+
+            label_image = _needs_extra(lambda: brainmap.load_label_image(atlas, decoder.info.n_regions,
+                                                                         decoder.info.region_names))
         summary, problems = lib.summarize(decoder, paths, top_k, batch_size)
+        if valence_class is not None and label_image is not None and \
+                not summary.class_counts[list(summary.class_values).index(valence_class)]:
+            raise UsageError(f"--class {valence_class}: no trial was answered {valence_class:+d}, so there is nothing "
+                             "to map; leave --class out, or give other trials")
         faith = lib.faithfulness_paths(decoder, paths, tuple(k or (5, 10, 20)), draws, seed, batch_size)[0] \
             if faithfulness else None
     _report_problems(problems, None)
-    if summary.uniform:
+    if kind == "attention" and summary.uniform:
         err.print("[yellow]warning:[/] every region has the same weight: this model has no input attention "
                   "(a vanilla model?), so there is nothing to rank")
-    elif summary.static:
+    elif kind == "attention" and summary.static:
         err.print("[yellow]note:[/] every trial gets the same region weights (the SE gate does not depend on the "
                   "input with this model's per-trial normalization): the ranking is global, not per trial or class",
                   highlight=False)
+    version = decoder.info.meta.get("model_version", decoder.path.name)
     if plot is not None:
         from fmri_edge.plot import plot_attention
 
-        try:
-            version = decoder.info.meta.get("model_version", decoder.path.name)
-            plot_attention(summary, plot, top=rows, title=f"{version}: input SE attention per brain region")
-        except ImportError as e:
-            err.print(f"[red]error:[/] {e}")
-            raise typer.Exit(1) from None
+        _needs_extra(lambda: plot_attention(summary, plot, top=rows, title=f"{version}: {_shown(kind)} per brain region"))
         err.print(f"wrote {plot}")
+    maps = _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view, version, paths) \
+        if label_image is not None else None
     if as_json:
-        print(json.dumps({"model": str(decoder.path), "model_version": decoder.info.meta.get("model_version"),
+        print(json.dumps({"model": str(decoder.path), "model_version": version,
+                          "explanation": _explanation_json(decoder, kind),
                           "summary": summary.to_json(),
                           "faithfulness": faith.to_json() if faith else None,
+                          "brain_map": maps,
                           "errors": [p.as_dict() for p in problems]}))
         return
     out.print(_attention_table(summary, rows))
@@ -264,22 +334,76 @@ def explain(
                   + ", ".join(f"{r['region']} #{r['rank']}" for r in ref), highlight=False)
     if faith:
         out.print(_faithfulness_table(faith))
+    err.print(_explanation_note(decoder, kind), highlight=False, soft_wrap=True)
+
+
+def _needs_extra(make):
+    """Run ``make()``; a missing optional extra (ImportError) is one line and exit 1."""
+    try:
+        return make()
+    except ImportError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+
+
+def _shown(kind: str) -> str:
+    return {"contribution": "contribution to the answered class's logit",
+            "attention": "input SE attention"}[kind]
+
+
+def _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view, version, paths) -> dict:
+    """Paint the summary's mean scores (all trials, or those answered ``valence_class``) on the
+    atlas; write the NIfTI and/or the figure; say what was written."""
+    import numpy as np
+
+    from fmri_edge import brainmap
+    from fmri_edge.explain import KINDS
+    from fmri_edge.plot import CLASS_NAMES
+
+    kind = KINDS[summary.kind]
+    values = summary.values(valence_class)
+    if valence_class is None:
+        n, which = summary.n_trials, "every trial, each for its answered class"
+    else:
+        n = int(summary.class_counts[list(summary.class_values).index(valence_class)])
+        which = f"the trials answered {valence_class:+d} ({CLASS_NAMES[valence_class]})" if valence_class else \
+            f"the trials answered 0 ({CLASS_NAMES[0]})"
+    data = ", ".join(p.name or str(p) for p in paths[:3]) + (" …" if len(paths) > 3 else "")
+    shown = f"mean {_shown(summary.kind)}, {which}"
+    volume = brainmap.paint(label_image, values)
+    err.print(f"note: {label_image.note()}", highlight=False, soft_wrap=True)
+    doc = {"atlas": str(label_image.path), "grid": label_image.grid, "notes": label_image.notes,
+           "shown": shown, "units": kind.units, "class": valence_class, "n_trials": n,
+           "range": [round(float(np.nanmin(values)), 6), round(float(np.nanmax(values)), 6)]}
+    if map_nifti is not None:
+        brainmap.write_map(map_nifti, label_image, volume, f"fmri-edge {version}: mean {summary.kind}")
+        err.print(f"wrote {map_nifti} (region values on the atlas grid, 0 outside)")
+        doc["nifti"] = str(map_nifti)
+    if brain_map is not None:
+        title = f"{version} on {data} ({n} trials): {shown}"
+        _needs_extra(lambda: brainmap.plot_map(label_image, volume, brain_map, title, kind.units, kind.signed, view))
+        err.print(f"wrote {brain_map}")
+        doc["png"] = str(brain_map)
+    return doc
 
 
 def _attention_table(s, rows: int) -> Table:
-    t = Table(title=f"input SE attention per region ({s.n_trials} trials), ranked by mean weight",
+    from fmri_edge.explain import KINDS
+
+    t = Table(title=f"{_shown(s.kind)} per region ({s.n_trials} trials), ranked by mean {KINDS[s.kind].key}",
               title_justify="left", caption=f"top-{s.top_k}: share of trials with the region among their {s.top_k} "
-                                            "most attended; -1/0/+1: mean over the trials predicted as that class; "
-                                            "lit.: the paper's EBR regions, amygdala")
+                                            "highest-scoring; -1/0/+1: mean over the trials predicted as that class; "
+                                            "lit.: the paper's EBR regions, amygdala; units: " + KINDS[s.kind].units)
     for col in ("rank", "region", "lit.", "mean", "sd", f"top-{s.top_k}"):
         t.add_column(col, justify="left" if col in ("region", "lit.") else "right", no_wrap=True)
     shown = [c for c, n in zip(s.class_values, s.class_counts) if n]
     for c in shown:
         t.add_column(f"{c:+d}" if c else "0", justify="right", no_wrap=True)
+    fmt = "{:+.3f}" if s.kind == "contribution" else "{:.3f}"
     for r in s.rows(rows):
         t.add_row(str(r["rank"]), r["region"], {"amygdala": "amyg"}.get(r["reference"], r["reference"] or ""),
-                  f"{r['mean']:.3f}", f"{r['std']:.3f}", f"{100 * r['top_k_rate']:.0f}%",
-                  *(f"{r['by_class'][str(c)]:.3f}" for c in shown))
+                  fmt.format(r["mean"]), f"{r['std']:.3f}", f"{100 * r['top_k_rate']:.0f}%",
+                  *(fmt.format(r["by_class"][str(c)]) for c in shown))
     return t
 
 
@@ -288,7 +412,7 @@ def _faithfulness_table(f) -> Table:
     t = Table(title=f"faithfulness ({f.n_trials} trials, {held}): mask k regions per trial (flat at their "
                     f"first-{f.baseline_s}-s mean)", title_justify="left",
               caption=f"chg: % of CLASS answers that change; |dp|: mean change of the predicted class's "
-                      f"probability; masked regions: the trial's top-k by attention, k random (mean±sd over "
+                      f"probability; masked regions: the trial's top-k by {f.kind}, k random (mean±sd over "
                       f"{f.draws} draws), or its bottom-k")
     for col in ("k", "chg top", "chg random", "chg bottom", "|dp| top", "|dp| random", "|dp| bottom"):
         t.add_column(col, justify="right", overflow="fold")
@@ -395,6 +519,11 @@ def info(
               "(no LEVEL head)")
     for key, v in _describe(meta).items():
         t.add_row(key, v)
+    if "explanation" not in meta:   # exported before the key existed: what the outputs say
+        from fmri_edge.explain import KINDS
+
+        t.add_row("explanation", f"{d.explanation} per region: {KINDS[d.explanation].what}" if d.explanation else
+                  "none (neither region contributions nor region attention)")
     t.add_row("weights", _integrity_row(d.integrity))
     names = d.info.region_names
     t.add_row("regions", f"{len(names)}: {', '.join(names[:4])} … {names[-1]}")
@@ -425,6 +554,9 @@ def _describe(meta: dict) -> dict[str, str]:
         "fewer trials or --no-align: the training population's statistics"
         + ("; the sustained-level step neutral" if norm.get("trial_level") else "") if align else
         "none (every trial is answered on its own)")
+    expl = meta.get("explanation") or {}
+    if expl.get("kind"):
+        rows["explanation"] = f"{expl['kind']} per region (output {expl.get('output')}): {expl.get('what')}"
     if meta.get("recipe"):
         rows["recipe"] = f"{meta['recipe']} (re-run its CV: fmri-edge train --config {meta['recipe']} " \
                          "--protocol subject --no-final)"

@@ -4,6 +4,11 @@ The graph holds everything between the file and the answer: per-trial normalizat
 member network (a CLASS net, a LEVEL net, a multi-head net or the models of several folds,
 averaged), and the input SE block's region weights. The metadata (key ``fmri_edge``, JSON)
 says what predict needs: shape, label values, normalization, region names, provenance.
+
+Models whose CLASS logits are linear in per-region features (``LinearNet``, ``LowRankNet``) also
+answer ``region_contributions`` (N, n_regions): each region's exact share of the answered class's
+centred logit (:func:`fmri_edge.training.model.contribution_weights`); the metadata's
+``explanation`` says which kind of per-region explanation a model gives and what its numbers mean.
 """
 from __future__ import annotations
 
@@ -22,9 +27,9 @@ from torch import nn
 
 import fmri_edge
 from fmri_edge import scoring
-from fmri_edge.runtime import (ALIGN_INPUTS, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, Decoder,
-                               file_sha256)
-from fmri_edge.training.model import ValenceNet, class_rule_matrix
+from fmri_edge.runtime import (ALIGN_INPUTS, CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES,
+                               Decoder, file_sha256)
+from fmri_edge.training.model import ValenceNet, class_rule_matrix, contribution_weights
 
 
 @dataclass
@@ -41,6 +46,35 @@ def load_export_recipe(path: str | Path | None) -> ExportRecipe:
         return ExportRecipe()
     raw = tomllib.loads(Path(path).read_text())
     return ExportRecipe(**raw, source=str(path))
+
+
+CONTRIBUTING_KINDS = ("LinearNet", "LowRankNet")
+
+
+def contributing(members) -> bool:
+    """Can the members' CLASS logits be split exactly into per-region contributions? True when
+    every member's last step is linear in per-region features (``forward_features`` laid out
+    region-major, (B, regions · k)) and it has a CLASS head."""
+    return all(type(m).__name__ in CONTRIBUTING_KINDS and "class" in m.cfg.heads for m in members)
+
+
+def explanation_metadata(members) -> dict:
+    """What a model's per-region explanation is (metadata ``explanation``), by the members' kind."""
+    if contributing(members):
+        const = torch.stack([contribution_weights(m)[1] for m in members]).mean(0)
+        return {"kind": "contribution", "output": CONTRIBUTION_OUTPUT, "units": "logit (log-odds)",
+                "what": "each region's contribution to the answered CLASS's logit, centred over the classes "
+                        "(log p(answer) − mean over classes of log p); with the constant they sum exactly to it"
+                        + (" (an ensemble: to the members' mean centred logit)" if len(members) > 1 else ""),
+                "reference": "a representation of 0: with subject alignment, the participant's own average trial "
+                             "(its regions all contribute 0)",
+                "constant": [round(float(c), 7) for c in const]}
+    if any(getattr(m, "input_se", None) is not None for m in members):
+        return {"kind": "attention", "output": "region_weights", "units": "SE gate weight in (0, 1)",
+                "what": "the input squeeze-and-excitation block's weight per region: the gain by which the network "
+                        "multiplies the region's time course (attention, not a share of the answer)"}
+    return {"kind": None, "what": "no per-region explanation: the networks are neither linear in per-region "
+                                  "features nor have an input SE block"}
 
 
 class Ensemble(nn.Module):
@@ -63,6 +97,7 @@ class Ensemble(nn.Module):
         else:
             base = class_rule_matrix()
         self.register_buffer("class_to_level", base)
+        self.contributing = contributing(members)
 
     @property
     def aligned(self) -> bool:
@@ -77,9 +112,11 @@ class Ensemble(nn.Module):
                 subject_scale: torch.Tensor | None = None):
         """Outputs: class_probs, level_probs, region_weights, then ``features`` (what the members'
         final layers read, side by side; once for linear members, which all read the aligned representation) and ``normalized`` (the per-trial representation before
-        subject alignment, from which ``predict`` computes a participant's statistics)."""
+        subject alignment, from which ``predict`` computes a participant's statistics); for
+        :func:`contributing` members also ``region_contributions`` (see :func:`contribution_weights`;
+        the members' mean, for the answered class, zero for regions the members do not read)."""
         probs: dict[str, list] = {"class": [], "level": []}
-        weights, features = [], []
+        weights, features, contributions = [], [], []
         x0 = self.members[0].normalize(trials)  # members share the representation (checked at export)
         if self.aligned and subject_mean is None:  # one default for all members, as in the graph
             subject_mean, subject_scale = self.population_stats()
@@ -87,6 +124,9 @@ class Ensemble(nn.Module):
             z = m.align(x0, subject_mean, subject_scale)
             f = m.forward_features(z)
             features.append(f)
+            if self.contributing:                                # (B, C, regions seen)
+                w, _ = contribution_weights(m)
+                contributions.append((f.reshape(f.shape[0], 1, *w.shape[1:]) * w).sum(dim=3))
             for task, logits in m.split_heads(m.final_layer(f)).items():
                 probs[task].append(torch.softmax(logits, dim=1))
             if m.input_se is not None:
@@ -108,7 +148,13 @@ class Ensemble(nn.Module):
             # the last axis is slow in onnxruntime
         if all(type(m).__name__ == "LinearNet" for m in self.members):  # they all read the same z: once
             features = features[:1]
-        return cls, lvl, region_weights, torch.cat(features, dim=1), x0
+        if not self.contributing:
+            return cls, lvl, region_weights, torch.cat(features, dim=1), x0
+        c = torch.stack(contributions).mean(0)
+        c = c[torch.arange(c.shape[0]), cls.argmax(dim=1)]                  # (B, regions seen): the answered class
+        if self.members[0].cfg.region_idx is not None:
+            c = c.new_zeros(c.shape[0], self.n_regions).index_copy(1, self.members[0].region_idx, c)
+        return cls, lvl, region_weights, torch.cat(features, dim=1), x0, c
 
 
 def graph_module(members: list[ValenceNet], level_from: str, trials: np.ndarray) -> nn.Module:
@@ -177,15 +223,16 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     graph_pop = [to_graph(n, t).contiguous() for n, t in zip(ALIGN_INPUTS, pop)]
     args = (example, *graph_pop) if aligned else (example,)
     input_names = ["trials", *ALIGN_INPUTS] if aligned else ["trials"]
+    names = [*OUTPUT_NAMES, *EXTRA_OUTPUTS, *([CONTRIBUTION_OUTPUT] if reference.contributing else [])]
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         program = torch.onnx.export(
             ens, args, dynamo=True, opset_version=recipe.opset,
-            input_names=input_names, output_names=[*OUTPUT_NAMES, *EXTRA_OUTPUTS],
+            input_names=input_names, output_names=names,
             dynamic_shapes=({0: "batch"}, *([None] * (len(args) - 1))),
         )
     meta = {**metadata, "n_regions": n_regions, "n_times": recipe.n_times,
-            "outputs": [*OUTPUT_NAMES, *EXTRA_OUTPUTS], "inputs": input_names,
+            "outputs": names, "inputs": input_names, "explanation": explanation_metadata(members),
             "normalized_axes": list(getattr(ens, "NORMALIZED_AXES", ("batch", "regions", "time"))),
             "fmri_edge_version": fmri_edge.__version__,
             "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -203,7 +250,6 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
 
     decoder = Decoder(tmp)
     report = {"max_abs_diff": {}, "batches": recipe.parity_batches, "atol": recipe.atol}
-    names = [*OUTPUT_NAMES, *EXTRA_OUTPUTS]
     with torch.inference_mode():
         for b in recipe.parity_batches:
             x = np.ascontiguousarray(np.resize(parity_trials, (b, *parity_trials.shape[1:])), dtype=np.float32)

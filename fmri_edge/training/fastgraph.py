@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fmri_edge.training.model import SEResCNN, SqueezeExcite
+from fmri_edge.training.model import SEResCNN, SqueezeExcite, contribution_weights
 
 UNITS = ("b1", "b2", "s2_0", "b3", "s3_0", "s3_1")
 
@@ -143,8 +143,9 @@ class LinearEnsemble(nn.Module):
       (weight rows permuted to the (time, region) order), the members' softmaxes one softmax
       over a (B, members, classes) view, then averaged.
 
-    Same inputs and outputs as the Ensemble, except that the representation keeps the graph's
-    own layout: ``normalized`` is (B, T', regions), ``features`` its (T', regions) flattening and
+    Same inputs and outputs as the Ensemble (``region_contributions`` included), except that the
+    representation keeps the graph's own layout: ``normalized`` is (B, T', regions), ``features`` its
+    (T', regions) flattening and
     the alignment statistics ``subject_mean``/``subject_scale`` are (T', regions). Transposing
     them back to the Ensemble's (regions, T') cost 43 % of the kernel time at batch 256
     (onnxruntime computes every output, asked for or not); a participant's statistics are
@@ -180,6 +181,10 @@ class LinearEnsemble(nn.Module):
         self.register_buffer("weight", w.t().contiguous())
         self.register_buffer("bias", torch.cat([m.final_layer.bias.detach() for m in members]))
         self.register_buffer("class_to_level", ensemble.class_to_level.clone())
+        # region contributions to the answered class (model.contribution_weights), the members'
+        # mean, in the graph's (T', R) layout: (classes, T', R)
+        cw = torch.stack([contribution_weights(m)[0] for m in members]).mean(0)             # (C, R, T')
+        self.register_buffer("contribution_weight", cw.permute(0, 2, 1).contiguous())
         pop_mean, pop_scale = ensemble.population_stats()
         self.register_buffer("pop_mean", pop_mean.detach().t().contiguous())          # (T', R)
         self.register_buffer("pop_scale", pop_scale.detach().t().contiguous())
@@ -225,7 +230,9 @@ class LinearEnsemble(nn.Module):
         probs = torch.softmax(logits.reshape(-1, self.n_members, self.n_classes), dim=2).mean(dim=1)
         level = probs @ self.class_to_level
         region_weights = torch.ones_like(m)                                  # no attention: uniform
-        return probs, level, region_weights, z.flatten(1), x0
+        answered = self.contribution_weight[probs.argmax(dim=1)]             # (B, T', R)
+        contributions = (z * answered).sum(dim=1)                            # (B, R)
+        return probs, level, region_weights, z.flatten(1), x0, contributions
 
 
 FUSED_NORMALIZATIONS = ("psc_mean", "psc_mean_gsr")
@@ -244,11 +251,11 @@ def fused_ensemble(ensemble, trials: np.ndarray, atol: float = 1e-4, log=lambda 
         return ensemble
     fast = LinearEnsemble(ensemble).eval()
     x = torch.as_tensor(np.ascontiguousarray(trials[:64]), dtype=torch.float32)
-    from fmri_edge.runtime import EXTRA_OUTPUTS, OUTPUT_NAMES
+    from fmri_edge.runtime import CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, OUTPUT_NAMES
 
     with torch.inference_mode():
         worst = max(float((a - fast.from_reference(n, b)).abs().max()) / max(1.0, float(b.abs().max()))
-                    for n, a, b in zip((*OUTPUT_NAMES, *EXTRA_OUTPUTS), fast(x), ensemble(x)))
+                    for n, a, b in zip((*OUTPUT_NAMES, *EXTRA_OUTPUTS, CONTRIBUTION_OUTPUT), fast(x), ensemble(x)))
     if not worst <= atol:
         log(f"[yellow]exporting the ensemble unfused:[/] the fused form differs by {worst:.1e} > {atol:.0e}")
         return ensemble

@@ -309,6 +309,28 @@ class LowRankNet(ValenceNet):
         return self.head(self.temporal(x0))                      # (B, C·rank)
 
 
+def _class_rows(m) -> slice:
+    start = 0
+    for task, n in m.cfg.heads.items():
+        if task == "class":
+            return slice(start, start + n)
+        start += n
+    raise ValueError("no CLASS head")
+
+
+def contribution_weights(m) -> tuple[torch.Tensor, torch.Tensor]:
+    """One member's final layer for the CLASS head, centred over the classes: ``(weight (C,
+    regions, k), constant (C,))``. Softmax is unchanged by subtracting the mean over the classes, so
+    the centred logit of class c, log p(c) − mean over classes of log p, is exactly
+    ``constant[c] + Σ_r Σ_j weight[c, r, j] · features[r, j]``; region r's contribution is its inner
+    sum. With subject alignment the features are 0 for the participant's average trial, the reference
+    of the contributions."""
+    rows = _class_rows(m)
+    w, b = m.final_layer.weight[rows].detach(), m.final_layer.bias[rows].detach()
+    w = (w - w.mean(0, keepdim=True)).reshape(w.shape[0], m.cfg.seen_regions(), -1)
+    return w, b - b.mean()
+
+
 class SEResCNN(ValenceNet):
     """The SE residual 1-D CNN of Lin & Lee on the representation (B, C, T')."""
 

@@ -9,7 +9,7 @@ from typing import Callable
 from fmri_edge.io import InputError
 from fmri_edge.predict import MIN_ALIGN_TRIALS
 from fmri_edge.splits import PROTOCOL_LABEL
-from fmri_edge.training.export import export_onnx, load_export_recipe
+from fmri_edge.training.export import explanation_metadata, export_onnx, load_export_recipe
 from fmri_edge.training.graph import graph_trials, load_members
 
 
@@ -71,6 +71,7 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
         "heads": cfg.heads,
         "members": len(members),
         "region_attention": any(getattr(m, "input_se", None) is not None for m in members),
+        "explanation": explanation_metadata(members),
         "region_names": list(ckpt["region_names"]),
         "training": {"recipe": recipe.get("source") or name, "data": recipe["data"],
                      "participants": list(ckpt["participants"]), "epochs": int(ckpt["epochs"]),
@@ -92,7 +93,9 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         f"# {onnx_path.stem}",
         "",
         f"{meta['architecture']}. Raw BOLD in (batch × regions × seconds), CLASS and LEVEL probabilities"
-        + (" and per-region SE attention" if meta.get("region_attention") else "") + " out"
+        + (" and per-region SE attention" if meta.get("region_attention") else "")
+        + (" and each region's exact contribution to the answered class's logit (`region_contributions`)"
+           if (meta.get("explanation") or {}).get("kind") == "contribution" else "") + " out"
         + (", with the participant's alignment statistics as optional inputs" if meta.get("subject_alignment") else "")
         + ".",
         "",
