@@ -1,0 +1,84 @@
+"""Subject alignment without the future, measured on the cross-subject CV of a run: each fold's
+network exported to ONNX (as train/research/onnx_cv.py does), each held-out participant's 30 trials
+answered one at a time in trial order, as `fmri-edge stream` answers them, under each alignment mode
+of :class:`fmri_edge.stream.Alignment`:
+
+- offline: the participant's statistics over all of its 30 trials (what `predict` does; the reference);
+- none (`--no-align`): the graph's population defaults for every trial;
+- running (the default): trial i aligned with the statistics of trials 1 … i once i ≥ 10, the
+  population's defaults before (also with other thresholds, for the choice);
+- stats-from: statistics from another run of the same participant. ICBHI has one run per
+  participant, so its two halves stand in for two runs: trials 1-15 answered with the statistics of
+  trials 16-30 and the other way round (same session: optimistic for a run on another day).
+
+usage: python train/research/stream_align_cv.py runs/fmri-edge [--data ../shared/data/icbhi2024/Train]
+"""
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fmri_edge import scoring
+from fmri_edge.io import load_icbhi
+from fmri_edge.normalize import AlignStats
+from fmri_edge.predict import Batch, answer
+from fmri_edge.io import Source
+from fmri_edge.runtime import Decoder
+from fmri_edge.stream import Alignment, stats_from_trials
+from fmri_edge.training.export import export_onnx
+from fmri_edge.training.fit import load_checkpoint
+
+run = Path(sys.argv[1])
+data = Path(sys.argv[sys.argv.index("--data") + 1]) if "--data" in sys.argv else Path("../shared/data/icbhi2024/Train")
+recipe = json.loads(load_checkpoint(run / "model.pt")[1]["recipe"])
+subjects = load_icbhi(data)
+MODES = ("offline", "none", "running", "running-5", "running-20", "stats-from")
+pred = {m: [] for m in MODES}
+true = []
+
+
+def decide(decoder, x, subject):
+    b = next(item for item in answer(decoder, Source("p", Path("p")), np.array([1]), x, subject) if isinstance(item, Batch))
+    return [int(b.valence_class[0]), int(b.valence_level[0])]
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    for fold in sorted(p for p in run.iterdir() if p.name.startswith("fold") and (p.is_dir() or p.suffix == ".pt")):
+        members = [load_checkpoint(p) for p in (sorted(fold.glob("member*.pt")) if fold.is_dir() else [fold])]
+        test = members[0][1]["test_participants"]
+        x = np.concatenate([subjects[p][0] for p in subjects if p not in test]).astype(np.float32)
+        out = Path(tmp) / f"{fold.name}.onnx"
+        export_onnx([m for m, _ in members], out, {"model_version": fold.name, "level_rule": recipe["eval"]["level_rule"],
+                                                    "region_names": [f"R{i}" for i in range(246)]}, x[:256])
+        d = Decoder(out)
+        for p in test:
+            trials, labels = subjects[p][0].astype(np.float32), subjects[p][1]
+            n = len(trials)
+            offline = AlignStats.of(d.represent(trials)).result()
+            halves = [np.arange(n // 2), np.arange(n // 2, n)]
+            other = {}
+            for h, idx in enumerate(halves):
+                np.save(Path(tmp) / f"{p}_h{h}.npy", trials[idx])
+            for h, idx in enumerate(halves):
+                other.update({int(i): stats_from_trials(d, [Path(tmp) / f"{p}_h{1 - h}.npy"]) for i in idx})
+            running = {m: Alignment(d, "running", min_trials=k) for m, k in
+                       (("running", 10), ("running-5", 5), ("running-20", 20))}
+            for i in range(n):
+                xi = trials[i:i + 1]
+                pred["offline"].append(decide(d, xi, offline))
+                pred["none"].append(decide(d, xi, None))
+                for m, a in running.items():
+                    pred[m].append(decide(d, xi, a(xi)[0]))
+                pred["stats-from"].append(decide(d, xi, other[i]))
+                true.append(labels[i])
+        print(fold.name, test, flush=True)
+true = np.asarray(true)
+print(f"{len(true)} held-out trials, answered one at a time in trial order ({run}):")
+for m in MODES:
+    p = np.asarray(pred[m])
+    s = scoring.challenge_score(p[:, 0], true[:, 0], p[:, 1], true[:, 1])
+    late = np.tile(np.arange(30) >= 10, len(true) // 30)  # trials 11-30: where running alignment is on
+    acc_late = float((p[late, 0] == true[late, 0]).mean())
+    print(f"{m:>11}: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}; trials 11-30 only: CLASS acc {acc_late:.4f}")
