@@ -61,8 +61,8 @@ def _confusion_table(task: str, r: dict) -> Table:
 
 @app.command(rich_help_panel=PANEL)
 def simulate(
-    out_path: Annotated[Path, typer.Argument(metavar="OUT", help="OUT.npy (trials only) or a folder "
-                                                                  "(ICBHI layout with labels).")],
+    out_path: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="OUT.npy (trials only) or a folder "
+                                                       "(ICBHI layout with labels); not with --scanner.")] = None,
     trials: Annotated[int, typer.Option(help="Trials per subject.", min=1)] = 30,
     subjects: Annotated[int, typer.Option(help="Subjects (folder output: one subject folder each).", min=1)] = 1,
     n_times: Annotated[int, typer.Option(help="Seconds per trial.", min=6)] = 25,
@@ -76,13 +76,30 @@ def simulate(
                                                       "(raw events, fMRIPrep-named derivatives) of --subjects × "
                                                       "--runs runs (needs the nifti extra).")] = False,
     runs: Annotated[int, typer.Option(help="Runs per subject with --bids.", min=1)] = 2,
+    scanner: Annotated[Optional[Path], typer.Option("--scanner", metavar="WATCH_DIR", help="Replay --from into this "
+                                                    "folder as a scanner exports it, a file per volume at TR pace, "
+                                                    "some written in place in two halves (try `fmri-edge stream` "
+                                                    "on it).")] = None,
+    bold: Annotated[Optional[Path], typer.Option("--from", metavar="BOLD", help="With --scanner: the 4-D run to "
+                                                 "replay (.nii/.nii.gz).")] = None,
+    tr: Annotated[Optional[float], typer.Option("--tr", help="With --scanner: seconds between volumes.")] = None,
+    speed: Annotated[float, typer.Option(help="With --scanner: replay this many times faster than real time.")] = 1.0,
+    volume_format: Annotated[str, typer.Option("--format", help="With --scanner: nii (3-D NIfTI, MURFI's naming) "
+                                               "or dicom (Siemens XA enhanced, ideacmdtool's naming).")] = "nii",
 ):
     """Write simulated BOLD-like trials with a planted valence signal (no real data needed);
-    with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on."""
+    with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on;
+    with --scanner, replay a 4-D run into a folder as a scanner would, for `fmri-edge stream`."""
     import numpy as np
 
     from fmri_edge.simulate import simulate as sim
 
+    if scanner is not None:
+        _simulate_scanner(scanner, out_path, bold, tr, speed, volume_format)
+        return
+    if out_path is None:
+        with user_errors():
+            raise UsageError("give OUT (a .npy file or a folder), or --scanner WATCH_DIR --from BOLD --tr S")
     if nifti or bids:
         _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force)
         return
@@ -102,6 +119,21 @@ def simulate(
             np.savez(folder / "fMRI_data.npz", data=x[subj == s].astype(np.float64))
             np.savez(folder / "labels.npz", data=y[subj == s].astype(np.float64))
         err.print(f"wrote {subjects} subject folder(s) of {trials} trials with labels to {out_path}/")
+
+
+def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
+    with user_errors():
+        if out_path is not None:
+            raise UsageError(f"{out_path}: --scanner writes into WATCH_DIR; give no OUT")
+        if bold is None or tr is None:
+            raise UsageError("--scanner needs --from BOLD.nii.gz (a 4-D run) and --tr SECONDS")
+        from fmri_edge.extract import require_nifti
+        from fmri_edge.replay import replay
+
+        require_nifti()
+        err.print(f"replaying {bold.name} into {folder}/ every {tr / speed:g} s ({fmt})", highlight=False)
+        n = replay(bold, folder, tr, speed, fmt)
+        err.print(f"wrote {n} volumes to {folder}/")
 
 
 def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool):
