@@ -200,19 +200,9 @@ def cut_trials(times: np.ndarray, signals: np.ndarray, events: Events, window: W
 
 # ---- images -----------------------------------------------------------------------------------------------
 
-def _load_nifti(path: Path, what: str):
-    import nibabel as nib
-
-    if not path.is_file():
-        raise InputError(path, f"{what} not found")
-    try:
-        return nib.load(str(path))
-    except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors …
-        raise InputError(path, f"{what} is not a readable NIfTI image ({_short(e)})") from None
-
-
 def bold_tr(img, path: Path, tr: float | None, notes: list[str]) -> float:
-    """The repetition time in seconds: ``tr`` if given, else the header's 4th zoom in its unit."""
+    """The repetition time in seconds: ``tr`` if given, else the header's 4th zoom in its unit.
+    ``img``: anything with a nibabel ``header`` (a :class:`~fmri_edge.volumes.Header`, an image)."""
     if tr is not None:
         if not TR_RANGE[0] <= tr <= TR_RANGE[1]:
             raise UsageError(f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})")
@@ -236,10 +226,6 @@ def bold_tr(img, path: Path, tr: float | None, notes: list[str]) -> float:
     return value
 
 
-def _grid(img) -> tuple:
-    return tuple(img.shape[:3]), np.asarray(img.affine, dtype=np.float64)
-
-
 def _ranges(values) -> str:
     """[1, 2, 3, 7, 9, 10] → '1-3, 7, 9-10' (at most 12 pieces)."""
     values = sorted(int(v) for v in values)
@@ -253,30 +239,48 @@ def _ranges(values) -> str:
 
 
 class Atlas:
-    """A checked label atlas, resampled (once per grid) to the BOLD images it is used with."""
+    """A checked label atlas, put (once per grid) on the grids of the images it is used with.
+
+    Accepted as distributed, each with a note: NaN background (taken as 0), float labels (whole
+    numbers), a 4-D file of one volume, any grid (1 mm, 2 mm, SPM 181×217×181 or FSL 182×218×182):
+    resampled to the image's grid by nearest neighbour (nilearn) when it differs."""
 
     def __init__(self, path: str | Path, n_regions: int):
-        import nibabel as nib
+        from fmri_edge import volumes
 
         self.path, self.n_regions = Path(path), n_regions
-        img = _load_nifti(self.path, "atlas")
-        data = np.asanyarray(img.dataobj)
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise InputError(self.path, f"atlas must be a 3-D image of region labels, got shape {data.shape}"
-                                        + (" (a 4-D probabilistic atlas? use the maximum-probability label image)"
-                                           if data.ndim == 4 else ""))
-        if not np.issubdtype(data.dtype, np.integer):
-            finite = data[np.isfinite(data)]
-            if finite.size != data.size or not np.allclose(finite, np.round(finite), atol=1e-3):
-                raise InputError(self.path, "atlas values are not whole-number labels (a probability or "
-                                            "intensity image?); use the label image (e.g. BN_Atlas_246_2mm.nii.gz)")
-            data = np.round(data)
-        data = data.astype(np.int32)
-        self._check_labels(np.unique(data), "")
-        self.img = nib.Nifti1Image(data, img.affine)
-        self._resampled: dict[tuple, tuple[object, bool]] = {}
+        self.notes: list[str] = []
+        h = volumes.read_header(self.path, "atlas")
+        if h.n_volumes > 1:
+            raise InputError(self.path, f"atlas must be a 3-D image of region labels, got shape {h.shape} (a 4-D "
+                                        "probabilistic atlas? use the maximum-probability label image)")
+        data = volumes.read_image(h, "atlas", native=True)
+        if data.dtype.kind == "f":
+            data = self._whole_numbers(data)
+        if data.size and (data.min() < np.iinfo(np.int32).min or data.max() > np.iinfo(np.int32).max):
+            raise InputError(self.path, f"atlas values {data.min():g} … {data.max():g} are not region labels")
+        self.labels = np.asarray(data, dtype=np.int32)
+        self.affine, self.grid = h.affine, volumes.describe_grid(h.shape, h.affine)
+        self._check_labels(np.unique(self.labels), "")
+        self._on_grid: dict[tuple, tuple[np.ndarray, str | None]] = {}
+
+    def _whole_numbers(self, data: np.ndarray) -> np.ndarray:
+        name = self.path.name
+        if np.isinf(data).any():
+            raise InputError(self.path, "atlas holds infinite values; expected whole-number region labels")
+        nan = np.isnan(data)
+        if nan.all():
+            raise InputError(self.path, "atlas holds only NaN values; expected whole-number region labels")
+        if nan.any():
+            self.notes.append(f"atlas {name}: {int(nan.sum())} NaN voxels taken as background (0), as in public "
+                              "copies of the Brainnetome atlas")
+            data = np.where(nan, 0, data)
+        whole = np.round(data)
+        if not np.allclose(data, whole, atol=1e-3, rtol=0):
+            raise InputError(self.path, "atlas values are not whole-number labels (a probability or intensity "
+                                        "image?); use the label image (e.g. BN_Atlas_246_2mm.nii.gz)")
+        self.notes.append(f"atlas {name}: labels stored as {data.dtype} numbers, read as whole-number labels")
+        return whole
 
     def _check_labels(self, labels: np.ndarray, after: str) -> None:
         labels = labels[labels != 0]
@@ -292,36 +296,49 @@ class Atlas:
                 parts.append(f"unexpected labels: {_ranges(extra)}")
             raise InputError(self.path, "; ".join(parts))
 
-    def on_grid_of(self, bold_img, bold_path: Path, notes: list[str]):
-        """The atlas on the BOLD's grid (resampled with nearest neighbour where the grids differ)."""
-        shape, affine = _grid(bold_img)
-        key = (shape, affine.round(6).tobytes())
-        if key not in self._resampled:
-            a_shape, a_affine = _grid(self.img)
-            if a_shape == shape and np.allclose(a_affine, affine, atol=1e-4):
-                self._resampled[key] = (self.img, False)
+    def labels_on_grid(self, shape: tuple[int, int, int], affine: np.ndarray, notes: list[str],
+                       source: str | Path | None = None) -> np.ndarray:
+        """(X, Y, Z) int32 labels on the grid ``shape``/``affine``: the atlas itself when the grids
+        agree, else resampled once per grid (nilearn, nearest neighbour), with a note."""
+        from fmri_edge.volumes import describe_grid
+
+        affine = np.asarray(affine, dtype=np.float64)
+        name = Path(source).name if source else "the image"
+        key = (tuple(shape), affine.round(6).tobytes())
+        if key not in self._on_grid:
+            if self.labels.shape == tuple(shape) and np.allclose(self.affine, affine, atol=1e-4):
+                self._on_grid[key] = (self.labels, None)
             else:
-                from nilearn.image import resample_to_img
+                grid = describe_grid(shape, affine)
+                data = self._resampled(shape, affine)
+                present = np.unique(data)
+                if not (present != 0).any():
+                    raise InputError(self.path, f"atlas {self.grid} and {name} {grid} do not overlap in space: no "
+                                                "atlas label falls inside the image; both must be in the same space "
+                                                "(e.g. MNI152)")
+                self._check_labels(present, f" left after resampling to the grid of {name} {shape} (nearest "
+                                            "neighbour)")
+                self._on_grid[key] = (data, f"atlas {self.path.name} {self.grid} differs from the grid of {name} "
+                                            f"{grid}: resampled the atlas to the BOLD grid (nilearn, nearest neighbour); "
+                                            "check that both are in the same space (e.g. MNI152)")
+        labels, note = self._on_grid[key]
+        notes.extend(self.notes)
+        if note:
+            notes.append(note)
+        return labels
 
-                img = resample_to_img(self.img, bold_img, interpolation="nearest")
-                data = np.asarray(img.dataobj).astype(np.int32)
-                self._check_labels(np.unique(data), f" left after resampling to the grid of {bold_path.name} "
-                                                    f"{shape} (nearest neighbour)")
-                import nibabel as nib
+    def _resampled(self, shape, affine) -> np.ndarray:
+        import warnings
 
-                self._resampled[key] = (nib.Nifti1Image(data, img.affine), True)
-        img, resampled = self._resampled[key]
-        if resampled:
-            notes.append(f"atlas {self.path.name} {_describe_grid(self.img)} differs from the grid of {bold_path.name} "
-                         f"{_describe_grid(bold_img)}: resampled the atlas to the BOLD grid (nilearn, nearest "
-                         "neighbour); check that both are in the same space (e.g. MNI152)")
-        return img
+        import nibabel as nib
+        from nilearn.image import resample_img
 
-
-def _describe_grid(img) -> str:
-    zooms = img.header.get_zooms()[:3]
-    return f"({'×'.join(map(str, img.shape[:3]))}, {'×'.join(f'{z:g}' for z in zooms)} mm)"
-
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = resample_img(nib.Nifti1Image(self.labels, self.affine), target_affine=affine,
+                               target_shape=tuple(shape), interpolation="nearest", force_resample=True,
+                               copy_header=True)
+        return np.asarray(img.dataobj).astype(np.int32)
 
 # ---- confounds --------------------------------------------------------------------------------------------
 
@@ -386,19 +403,38 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def region_signals(bold_img, bold_path: Path, atlas: Atlas, tr: float, opts: Options, confounds, notes):
-    """(V, n_regions) raw mean signal per region and volume, with nilearn's labels masker."""
+def needs_nilearn(opts: Options, confounds) -> bool:
+    """Confound regression, detrending and filtering need the whole run: nilearn does them."""
+    return confounds is not None or opts.detrend or opts.high_pass is not None
+
+
+def region_signals(bold, atlas: Atlas, tr: float, opts: Options, confounds, notes,
+                   block_volumes: int | None = None) -> np.ndarray:
+    """(V, n_regions) raw mean signal per region and volume of a checked BOLD header
+    (:class:`~fmri_edge.volumes.Header`): the region-means kernel over blocks of volumes, or nilearn's
+    labels masker on the whole run when confounds, detrending or filtering are asked."""
+    from fmri_edge import volumes
+
+    labels = atlas.labels_on_grid(bold.volume_shape, bold.affine, notes, bold.path)
+    if not needs_nilearn(opts, confounds):
+        index = volumes.RegionIndex(labels, atlas.n_regions)
+        return np.concatenate([index.means(block) for block in
+                               volumes.iter_blocks(bold, block_volumes or volumes.DEFAULT_BLOCK_VOLUMES)])
+    return _masker_signals(volumes.read_image(bold, "BOLD image"), bold.affine, labels, atlas, tr, opts, confounds)
+
+
+def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: Options, confounds) -> np.ndarray:
     import warnings
 
+    import nibabel as nib
     from nilearn.maskers import NiftiLabelsMasker
 
-    labels = atlas.on_grid_of(bold_img, bold_path, notes)
-    masker = NiftiLabelsMasker(labels_img=labels, background_label=0, strategy="mean", standardize=None,
-                               detrend=opts.detrend, high_pass=opts.high_pass, t_r=tr, resampling_target=None,
-                               keep_masked_labels=False)
+    masker = NiftiLabelsMasker(labels_img=nib.Nifti1Image(labels, affine), background_label=0, strategy="mean",
+                               standardize=None, detrend=opts.detrend, high_pass=opts.high_pass, t_r=tr,
+                               resampling_target=None, keep_masked_labels=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        signals = masker.fit_transform(bold_img, confounds=confounds)
+        signals = masker.fit_transform(nib.Nifti1Image(data, affine), confounds=confounds)
     ids = getattr(masker, "region_ids_", None)
     if isinstance(ids, dict):
         got = [int(v) for k, v in ids.items() if k != "background"]
@@ -410,24 +446,30 @@ def region_signals(bold_img, bold_path: Path, atlas: Atlas, tr: float, opts: Opt
 
 
 def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events, window: Window,
-                opts: Options | None = None, confounds_path: str | Path | None = None) -> RunResult:
+                opts: Options | None = None, confounds_path: str | Path | None = None,
+                block_volumes: int | None = None) -> RunResult:
     """One 4-D BOLD run → its trials; raises :class:`InputError` for a run that cannot be used."""
+    from fmri_edge import volumes
+
     opts = opts or Options()
     bold = Path(bold)
     notes: list[str] = []
     if not bold.name.endswith(NIFTI_SUFFIXES):
         raise InputError(bold, "not a NIfTI image (.nii or .nii.gz)")
     ev = events if isinstance(events, Events) else read_events(events, opts.trial_types)
-    img = _load_nifti(bold, "BOLD image")
-    if len(img.shape) != 4:
-        raise InputError(bold, f"{len(img.shape)}-D image (shape {img.shape}); extract needs a 4-D BOLD time "
+    h = volumes.read_header(bold, "BOLD image")
+    if len(h.shape) != 4:
+        raise InputError(bold, f"{len(h.shape)}-D image (shape {h.shape}); extract needs a 4-D BOLD time "
                                "series (x, y, z, volumes), not a single volume or an anatomical image")
-    n_vol = int(img.shape[3])
+    n_vol = h.n_volumes
     if n_vol < 2:
         raise InputError(bold, f"4-D image with {n_vol} volume: at least 2 are needed to interpolate in time")
-    tr = bold_tr(img, bold, opts.tr, notes)
+    tr = bold_tr(h, bold, opts.tr, notes)
     conf = read_confounds(confounds_path, opts.confound_columns, n_vol) if confounds_path else None
-    signals = region_signals(img, bold, atlas, tr, opts, conf, notes)
+    try:
+        signals = region_signals(h, atlas, tr, opts, conf, notes, block_volumes)
+    except MemoryError:
+        raise InputError(bold, f"not enough memory to extract this run ({'×'.join(map(str, h.shape))})") from None
     if not np.isfinite(signals).all():
         raise InputError(bold, "region signals hold NaN or Inf (NaN voxels in the BOLD image?)")
     times = volume_times(n_vol, tr, opts.slice_time_ref)
