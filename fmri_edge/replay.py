@@ -54,9 +54,11 @@ def write_in_place(path: Path, data: bytes, split: bool, pause: float) -> None:
 
 
 def replay(bold: str | Path, folder: str | Path, tr: float, speed: float = 1.0, fmt: str = "nii",
-           split_every: int = 3, series: int = 1, on_volume: Callable[[int, Path], None] | None = None) -> int:
+           split_every: int = 3, series: int = 1, on_volume: Callable[[int, Path], None] | None = None,
+           pause: float | None = None) -> int:
     """Write each volume of ``bold`` (4-D NIfTI) into ``folder`` at ``k · tr / speed`` seconds from
-    the start; returns the number of volumes written."""
+    the start; returns the number of volumes written. ``pause``: between the two halves of a volume
+    written in pieces (default a quarter of the interval, at most 0.5 s)."""
     import nibabel as nib
 
     bold, folder = Path(bold), Path(folder)
@@ -77,7 +79,7 @@ def replay(bold: str | Path, folder: str | Path, tr: float, speed: float = 1.0, 
 
         encode = dicom.Encoder(img.affine, img.shape[:3], series)
     period = tr / speed
-    pause = min(0.5, period / 4)
+    pause = min(0.5, period / 4) if pause is None else pause
     start = time.monotonic()
     n = int(img.shape[3])
     for k in range(n):

@@ -100,6 +100,7 @@ class VolumeFolder:
     _gap_since: dict = field(default_factory=dict)  # index → clock time a later volume made it a gap
     _events = None
     ended: bool = False
+    retried: int = 0                                # volumes that decoded only after a failed try (in writing)
 
     def start(self) -> list[InputError]:
         """Check the folder, note the files already there, and start watching."""
@@ -214,6 +215,7 @@ class VolumeFolder:
                 continue
             del self.pending[name]
             self.done.add(index)
+            self.retried += p.attempts > 0
             self._gap_since.pop(index, None)
             if index > self.highest:
                 for gap in range(self.highest + 1, index):

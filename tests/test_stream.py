@@ -70,12 +70,14 @@ def _stream(folder, run, decoder, **kw):
 def _live(folder, run, decoder, fmt="nii", **kw):
     """Stream while the run is replayed into ``folder`` (some volumes in two halves with a pause)."""
     live, answers, problems = _stream(folder, run, decoder, **kw)
-    t = threading.Thread(target=replay, args=(run[0].bold, folder, TR, SPEED, fmt), kwargs={"split_every": 3})
+    t = threading.Thread(target=replay, args=(run[0].bold, folder, TR, SPEED, fmt),
+                         kwargs={"split_every": 3, "pause": 0.05})
     t.start()
     try:
         result = live.run()
     finally:
         t.join()
+    result.retried = live.feed.retried
     return result, [json.loads(a) for a in answers], problems
 
 
@@ -95,6 +97,7 @@ def test_stream_answers_every_trial_as_extract_and_predict_do(run, decoder, refe
     out = tmp_path / "answers.csv"
     result, answers, problems = _live(folder, run, decoder, align="none", out=out)
     assert result.complete and result.answered == len(reference) == len(answers)
+    assert result.retried > 0          # volumes were seen half-written, and waited for
     assert not result.incomplete and not [p for p in problems if p.outcome == "refused"]
     for a in answers:
         want = reference[a["trial"]]
@@ -257,33 +260,38 @@ def test_cli_stream_one_line_errors(tmp_path, run):
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-def test_cli_stream_and_simulate_scanner(tmp_path, run, reference):
-    """`simulate --scanner` and `stream` as a user runs them: JSON lines on stdout, exit 0."""
+def test_cli_simulate_scanner(tmp_path, run):
+    from typer.testing import CliRunner
+
+    from fmri_edge.cli import app
+
+    sim, _ = run
+    r = CliRunner().invoke(app, ["simulate", "--scanner", str(tmp_path), "--from", str(sim.bold), "--tr", str(TR),
+                                 "--speed", "1e6"])
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [volume_file("nii", 1, k + 1) for k in range(sim.n_volumes)]
+    r = CliRunner().invoke(app, ["simulate", "--scanner", str(tmp_path / "no"), "--from", str(sim.bold), "--tr", "2"])
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+
+
+def test_cli_stream(tmp_path, run, reference):
+    """`stream` as a user runs it while a scanner writes: JSON lines on stdout, rows in --out, exit 0."""
     from typer.testing import CliRunner
 
     from fmri_edge.cli import app
 
     sim, atlas = run
-    watch = tmp_path / "scanner"
-    watch.mkdir()
-    player = threading.Thread(target=CliRunner().invoke, args=(app, [
-        "simulate", "--scanner", str(watch), "--from", str(sim.bold), "--tr", str(TR), "--speed", str(SPEED)]))
-    r = None
-
-    def start_player():
-        player.start()
-
-    timer = threading.Timer(0.3, start_player)
-    timer.start()
+    player = threading.Timer(0.5, replay, args=(sim.bold, tmp_path, TR, SPEED))
+    player.start()
     try:
-        r = CliRunner().invoke(app, ["stream", str(watch), "--atlas", str(atlas), "--events", str(sim.events),
+        r = CliRunner().invoke(app, ["stream", str(tmp_path), "--atlas", str(atlas), "--events", str(sim.events),
                                      "--tr", str(TR), "--no-align", "--volume-timeout", "2",
-                                     "--out", str(tmp_path / "a.csv")])
+                                     "--out", str(tmp_path.parent / "a.csv"), "--participant", "P21"])
     finally:
-        timer.join()
         player.join()
     assert r.exit_code == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert sorted(a["trial"] for a in lines) == sorted(reference)
     assert {"trial", "onset", "CLASS", "LEVEL", "probs", "volume", "latency_ms"} <= set(lines[0])
-    assert "answered 4 of 4" in r.stderr
+    assert lines[0]["participant"] == "P21" and "answered 4 of 4" in r.stderr
+    assert len((tmp_path.parent / "a.csv").read_text().splitlines()) == 5
