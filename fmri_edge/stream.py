@@ -165,6 +165,7 @@ class RowFile:
         if self.fd is None:
             return False
         data = line.encode()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})   # no half row on Ctrl-C
         try:
             written = 0
             while written < len(data):
@@ -179,6 +180,8 @@ class RowFile:
             self.error = InputError(self.path, f"cannot write ({e.strerror or e}); {self.rows} whole row(s) kept, "
                                                "the answers go on on stdout")
             return False
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self.size += len(data)
         return True
 
@@ -254,8 +257,10 @@ class Answer:
 
 @dataclass
 class Timing:
-    """Per volume: decode (read) and region means (reduce), in ms; per answer: latency in ms."""
+    """Per volume: from its file's last change to the read that decoded it (wait: event delivery,
+    retries), the read (decode) and the region means (reduce), in ms; per answer: latency in ms."""
 
+    wait_ms: list = field(default_factory=list)
     read_ms: list = field(default_factory=list)
     reduce_ms: list = field(default_factory=list)
     latency_ms: list = field(default_factory=list)
@@ -296,17 +301,20 @@ class _Terminated(KeyboardInterrupt):
 
 @contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM ends the loop as Ctrl-C does (whole rows stay on disk); main thread only."""
+    """SIGTERM ends the loop as Ctrl-C does (whole rows stay on disk); main thread only. Yields a
+    dict whose ``signal`` says which one came (watchfiles turns any signal into KeyboardInterrupt)."""
+    state = {"signal": None}
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def handler(signum, frame):
+        state["signal"] = "SIGTERM"
         raise _Terminated()
 
     old = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        yield state
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -372,16 +380,17 @@ class Stream:
     def run(self) -> StreamResult:
         """Watch, answer, and return when every trial is answered or declared incomplete (or on
         Ctrl-C / SIGTERM, with whatever was answered kept)."""
+        state = {"signal": None}
         try:
-            with _sigterm_as_interrupt():
+            with _sigterm_as_interrupt() as state:
                 while self.waiting:
                     self.feed.wait()
                     for item in self.feed.collect():
                         self._take(item)
                         if not self.waiting:
                             break
-        except KeyboardInterrupt as e:
-            self.result.interrupted = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT"
+        except KeyboardInterrupt:
+            self.result.interrupted = state["signal"] or "SIGINT"
         finally:
             self.close()
         return self.result
@@ -426,6 +435,7 @@ class Stream:
             means = self.index.means(data)
             self.result.timing.reduce_ms.append((time.perf_counter() - t0) * 1e3)
             self.result.timing.read_ms.append(a.read_ms)
+            self.result.timing.wait_ms.append(max(0.0, (a.seen_ns - a.complete_ns) / 1e6))
             if not np.isfinite(means).all():
                 problem = "region means hold NaN or Inf (NaN voxels inside the atlas?)"
         if problem is not None:

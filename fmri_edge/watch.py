@@ -59,6 +59,7 @@ class Arrival:
     decoded: tuple
     complete_ns: int          # the file's last modification (time.time_ns clock): when it became complete
     read_ms: float            # time spent decoding it (the successful read)
+    seen_ns: int = 0          # when that read started (time.time_ns clock)
 
 
 @dataclass
@@ -201,6 +202,7 @@ class VolumeFolder:
             index = self._known[name]
             try:
                 st = p.path.stat()
+                seen_ns = time.time_ns()
                 t0 = time.perf_counter()
                 decoded = self.reader(p.path)
                 read_ms = (time.perf_counter() - t0) * 1e3
@@ -222,7 +224,7 @@ class VolumeFolder:
                     self._gap_since.setdefault(gap, now)
                 self.highest = index
             self.last_complete = self.clock()
-            out.append(Arrival(index, p.path, decoded, st.st_mtime_ns, read_ms))
+            out.append(Arrival(index, p.path, decoded, st.st_mtime_ns, read_ms, seen_ns))
         return out
 
     def _gaps(self, now: float) -> list:

@@ -295,3 +295,74 @@ def test_cli_stream(tmp_path, run, reference):
     assert {"trial", "onset", "CLASS", "LEVEL", "probs", "volume", "latency_ms"} <= set(lines[0])
     assert lines[0]["participant"] == "P21" and "answered 4 of 4" in r.stderr
     assert len((tmp_path.parent / "a.csv").read_text().splitlines()) == 5
+
+
+def test_sigterm_leaves_whole_rows_and_exit_143(run, decoder, replayed, tmp_path):
+    """A stream stopped by SIGTERM (or Ctrl-C) mid-run: the answers so far are on disk, whole rows."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sim, atlas = run
+    live, _, _ = _stream(replayed, run, decoder)
+    first_two = max(t.hi for t in live.schedule.trials[:2])
+    live.close()
+    folder = tmp_path / "w"
+    folder.mkdir()
+    for k in range(first_two + 1):
+        shutil.copy(replayed / volume_file("nii", 1, k + 1), folder)
+    out = tmp_path / "a.csv"
+    p = subprocess.Popen([sys.executable, "-m", "fmri_edge.cli", "stream", str(folder), "--atlas", str(atlas),
+                          "--events", str(sim.events), "--tr", str(TR), "--out", str(out), "--include-existing",
+                          "--volume-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 143, stderr
+    assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr
+    rows = out.read_text().splitlines()
+    assert len(rows) == 3 and all(len(r.split(",")) == 7 for r in rows) and out.read_text().endswith("\n")
+    assert len(stdout.splitlines()) == 2
+
+
+def test_dicom_reader_siemens_mosaic_and_a_partial_file(tmp_path):
+    """The Siemens mosaic that ships inside nibabel (ideacmdtool's kind of file) unpacks to a volume;
+    the same file cut short parses its header but not its pixels: one line naming the file."""
+    pytest.importorskip("pydicom")
+    import gzip
+
+    import nibabel
+
+    from fmri_edge import dicom
+
+    src = Path(nibabel.__file__).parent / "nicom" / "tests" / "data" / "siemens_dwi_0.dcm.gz"
+    if not src.is_file():
+        pytest.skip("nibabel's test DICOM is not installed")
+    whole = tmp_path / "001_000005_000001.dcm"
+    whole.write_bytes(gzip.decompress(src.read_bytes()))
+    data, affine, series = dicom.read_volume(whole)
+    assert data.shape == (128, 128, 48) and data.dtype == np.float32 and affine.shape == (4, 4) and series
+    part = tmp_path / "001_000005_000002.dcm"
+    part.write_bytes(whole.read_bytes()[: whole.stat().st_size - 10_000])
+    with pytest.raises(InputError, match="001_000005_000002.dcm: not a readable DICOM volume"):
+        dicom.read_volume(part)
+
+
+def test_a_dicom_of_another_series_is_refused(run, decoder, tmp_path):
+    pytest.importorskip("pydicom")
+    import nibabel as nib
+
+    from fmri_edge import dicom
+
+    sim, _ = run
+    replay(sim.bold, tmp_path, TR, speed=1e6, fmt="dicom", split_every=0)
+    img = nib.load(str(sim.bold))
+    stray = tmp_path / volume_file("dicom", 1, 3)
+    stray.write_bytes(dicom.Encoder(img.affine, img.shape[:3])(np.asarray(img.dataobj[..., 2]), 3))
+    live, _, problems = _stream(tmp_path, run, decoder, include_existing=True, align="none", volume_timeout=0.2)
+    result = live.run()
+    assert any(stray.name in str(p) and "another series" in str(p) for p in problems)
+    assert result.answered == len([t for t in live.schedule.trials if not t.lo <= 2 <= t.hi])
