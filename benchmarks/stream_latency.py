@@ -82,7 +82,7 @@ def main():
             p.unlink()
     watch.mkdir(exist_ok=True)
     problems = []
-    live = Stream(watch, files["atlas"], files["events"], TR, Decoder(), align="running", out=args.work / "answers.csv",
+    live = Stream(watch, files["atlas"], files["events"], TR, Decoder(threads=1), align="running", out=args.work / "answers.csv",
                   force=True, volume_timeout=5.0, poll=args.poll, on_answer=lambda line: None,
                   on_problem=problems.append)
     exe = str(Path(sys.executable).with_name("fmri-edge"))
@@ -100,7 +100,7 @@ def main():
         "watch": f"poll every {args.poll:g} s" if args.poll else "file events (watchfiles/inotify)",
         "trials": result.n_trials, "answered": result.answered, "incomplete": len(result.incomplete),
         "volumes_retried_while_written": live.feed.retried,
-        "wait_ms": stats(t.wait_ms), "read_ms": stats(t.read_ms), "reduce_ms": stats(t.reduce_ms), "latency_ms": stats(t.latency_ms),
+        "wait_ms": stats(t.wait_ms), "read_ms": stats(t.read_ms), "reduce_ms": stats(t.reduce_ms), "answer_ms": stats(t.answer_ms), "latency_ms": stats(t.latency_ms),
         "answers_within_50_ms": f"{int((np.asarray(t.latency_ms) <= 50).sum())}/{len(t.latency_ms)}",
         "wall_s": round(wall, 1), "problems": [str(p) for p in problems if getattr(p, "outcome", "") != "note"],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},

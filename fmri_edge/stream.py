@@ -262,6 +262,7 @@ class Timing:
 
     wait_ms: list = field(default_factory=list)
     read_ms: list = field(default_factory=list)
+    answer_ms: list = field(default_factory=list)     # per answer: cut, alignment, model, outputs
     reduce_ms: list = field(default_factory=list)
     latency_ms: list = field(default_factory=list)
 
@@ -478,6 +479,7 @@ class Stream:
         self.waiting = keep
 
     def _answer(self, t: Trial) -> None:
+        t0 = time.perf_counter()
         x = self.schedule.cut(t, self.signals)
         subject, aligned = self.alignment(x)
         last = max((self.arrived[k] for k in range(t.lo, t.hi + 1)), key=lambda v: v[0])[1]
@@ -501,6 +503,7 @@ class Stream:
                     self._problem(self.sender.error)
             self.result.answered += 1
             self.result.timing.latency_ms.append(a.latency_ms)
+            self.result.timing.answer_ms.append((time.perf_counter() - t0) * 1e3)
 
 
 def stream(folder, atlas, events, tr, decoder: Decoder, **options) -> StreamResult:

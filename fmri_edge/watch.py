@@ -130,7 +130,7 @@ class VolumeFolder:
                 notes.append(InputError(folder, f"watchfiles is not installed (pip install 'fmri-edge[realtime]'): "
                                                 f"polling the folder every {TICK_S * 1000:.0f} ms", outcome="note"))
             else:
-                self._events = watchfiles.watch(folder, watch_filter=None, debounce=int(TICK_S * 1000), step=2,
+                self._events = watchfiles.watch(folder, watch_filter=None, debounce=int(TICK_S * 1000), step=1,
                                                 rust_timeout=int(TICK_S * 1000), yield_on_timeout=True,
                                                 recursive=False)
         return notes

@@ -66,7 +66,7 @@ def stream(
         require_nifti()
         if no_align and stats_from:
             raise UsageError("--no-align and --stats-from exclude each other")
-        decoder = Decoder(model, verify=not no_verify)
+        decoder = Decoder(model, threads=1, verify=not no_verify)   # one trial per call: no thread hand-offs
         live = Stream(watch_dir, atlas, events, tr, decoder, participant=participant, out=out_csv, force=force,
                       align="none" if no_align else "stats" if stats_from else "running", stats_from=stats_from,
                       send=send, volume_timeout=volume_timeout, poll=poll, first_volume=first_volume,

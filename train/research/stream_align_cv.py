@@ -13,26 +13,22 @@ of :class:`fmri_edge.stream.Alignment`:
 
 usage: python train/research/stream_align_cv.py runs/fmri-edge [--data ../shared/data/icbhi2024/Train]
 """
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import scoring
-from fmri_edge.io import load_icbhi
-from fmri_edge.normalize import AlignStats
-from fmri_edge.predict import Batch, answer
-from fmri_edge.io import Source
-from fmri_edge.runtime import Decoder
-from fmri_edge.stream import Alignment, stats_from_trials
-from fmri_edge.training.export import export_onnx
-from fmri_edge.training.fit import load_checkpoint
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fmri_edge import scoring  # noqa: E402
+from fmri_edge.io import Source, load_icbhi  # noqa: E402
+from fmri_edge.normalize import AlignStats  # noqa: E402
+from fmri_edge.predict import Batch, answer  # noqa: E402
+from fmri_edge.stream import Alignment, stats_from_trials  # noqa: E402
+from onnx_folds import fold_decoders  # noqa: E402
 
 run = Path(sys.argv[1])
 data = Path(sys.argv[sys.argv.index("--data") + 1]) if "--data" in sys.argv else Path("../shared/data/icbhi2024/Train")
-recipe = json.loads(load_checkpoint(run / "model.pt")[1]["recipe"])
 subjects = load_icbhi(data)
 MODES = ("offline", "none", "running", "running-5", "running-20", "stats-from")
 pred = {m: [] for m in MODES}
@@ -45,14 +41,7 @@ def decide(decoder, x, subject):
 
 
 with tempfile.TemporaryDirectory() as tmp:
-    for fold in sorted(p for p in run.iterdir() if p.name.startswith("fold") and (p.is_dir() or p.suffix == ".pt")):
-        members = [load_checkpoint(p) for p in (sorted(fold.glob("member*.pt")) if fold.is_dir() else [fold])]
-        test = members[0][1]["test_participants"]
-        x = np.concatenate([subjects[p][0] for p in subjects if p not in test]).astype(np.float32)
-        out = Path(tmp) / f"{fold.name}.onnx"
-        export_onnx([m for m, _ in members], out, {"model_version": fold.name, "level_rule": recipe["eval"]["level_rule"],
-                                                    "region_names": [f"R{i}" for i in range(246)]}, x[:256])
-        d = Decoder(out)
+    for name, test, d in fold_decoders(run, subjects, Path(tmp)):
         for p in test:
             trials, labels = subjects[p][0].astype(np.float32), subjects[p][1]
             n = len(trials)
@@ -73,7 +62,7 @@ with tempfile.TemporaryDirectory() as tmp:
                     pred[m].append(decide(d, xi, a(xi)[0]))
                 pred["stats-from"].append(decide(d, xi, other[i]))
                 true.append(labels[i])
-        print(fold.name, test, flush=True)
+        print(name, test, flush=True)
 true = np.asarray(true)
 print(f"{len(true)} held-out trials, answered one at a time in trial order ({run}):")
 for m in MODES:
