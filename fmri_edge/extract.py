@@ -659,8 +659,11 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
                 on_run and on_run(r, failed[-1])
         written = None
         if any(len(x.trials) for x in done):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+            except OSError as e:     # a file where the folder goes, a full disk: this participant only
+                failed.append(InputError(target, f"cannot be written ({e.strerror or type(e).__name__})"))
         elif done:
             failed.append(InputError(out_dir / participant, "no event of any run fits inside its scan; "
                                                             "nothing written for this participant"))

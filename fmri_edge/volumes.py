@@ -42,6 +42,7 @@ DEFLATE_MAX_RATIO = 1032          # deflate never expands its input more than th
 HEADER_SIZES = {348: "NIfTI-1", 540: "NIfTI-2"}
 DEFAULT_BLOCK_VOLUMES = 16        # 16 volumes of 97×115×97 float32: 69 MB per block
 _CHUNK = 1 << 24                  # bytes per read call
+_GZ_IN, _GZ_OUT = 1 << 20, 1 << 20  # compressed bytes read, decompressed bytes made, per inflate call
 _READ_ERRORS = (OSError, EOFError, zlib.error, _zlib.error, ValueError)
 
 
@@ -142,10 +143,10 @@ class _Inflater:
 
     def _input(self) -> bytes:
         tail = self.inflater.unconsumed_tail
-        return tail if tail else self.raw.read(_CHUNK)
+        return tail if tail else self.raw.read(_GZ_IN)
 
     def _next_member(self) -> bool:
-        rest = self.inflater.unused_data or self.raw.read(_CHUNK)
+        rest = self.inflater.unused_data or self.raw.read(_GZ_IN)
         if rest[:2] != GZIP_MAGIC:
             self.ended = True
             return False
@@ -165,7 +166,7 @@ class _Inflater:
             self._pending = b""
             if not data:
                 raise EOFError("gzip data end before the end of the stream")
-            out = self.inflater.decompress(data, len(buf) - n)
+            out = self.inflater.decompress(data, min(len(buf) - n, _GZ_OUT))   # small pieces: no big temporaries
             buf[n:n + len(out)] = out
             n += len(out)
         return n
@@ -183,7 +184,7 @@ class _Inflater:
             self._pending = b""
             if not data:
                 return
-            self.inflater.decompress(data, _CHUNK)
+            self.inflater.decompress(data, _GZ_OUT)
 
     def close(self) -> None:
         self.raw.close()

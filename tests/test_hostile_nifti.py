@@ -307,3 +307,14 @@ def test_an_os_error_while_writing_is_one_line(good, tmp_path, monkeypatch):
                  "--out", tmp_path / "t.npz")
     assert_one_line(res, "No space left on device")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_participant_whose_output_cannot_be_written_does_not_stop_the_others(good, tmp_path):
+    study = tmp_path / "study"
+    nifti_sim.write_bids(study, n_subjects=2, n_runs=1, n_events=2)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub-01").write_text("a file where the participant's folder goes")
+    res = invoke("extract", study, "--atlas", good["atlas"], "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert "refused:" in res.stderr and "sub-01" in res.stderr and "cannot be written" in res.stderr
+    assert (tmp_path / "out" / "sub-02" / "fMRI_data.npz").is_file()
