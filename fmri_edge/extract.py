@@ -113,6 +113,8 @@ def read_events(path: str | Path, trial_types: Iterable[str] | None = None) -> E
     """A BIDS ``*_events.tsv``: tab-separated, a header with ``onset`` (seconds, numbers) and
     usually ``duration`` and ``trial_type``. ``trial_types`` keeps only those rows."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "events file is a folder; give the run's BIDS *_events.tsv")
     if not path.is_file():
         raise InputError(path, "events file not found; give the run's BIDS *_events.tsv (columns onset, "
                                "duration, trial_type)")
@@ -652,10 +654,16 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
             except InputError as e:
                 failed.append(e)
                 on_run and on_run(r, e)
+            except (OSError, EOFError, MemoryError) as e:    # whatever the reader did not name: still one run
+                failed.append(InputError(r.bold, f"cannot be read ({type(e).__name__}: {_short(e)})"))
+                on_run and on_run(r, failed[-1])
         written = None
         if any(len(x.trials) for x in done):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+            except OSError as e:     # a file where the folder goes, a full disk: this participant only
+                failed.append(InputError(target, f"cannot be written ({e.strerror or type(e).__name__})"))
         elif done:
             failed.append(InputError(out_dir / participant, "no event of any run fits inside its scan; "
                                                             "nothing written for this participant"))

@@ -11,7 +11,7 @@ truncated file, a header lying about its size, a gzip stream cut short or corrup
 a folder, a broken link, an unreadable file. Nothing is unpickled, nothing is memory-mapped.
 
 ``.nii.gz`` is decompressed with ISA-L (the ``isal`` package, part of the ``nifti`` extra: about
-2× faster than zlib here) when installed, else with the standard library's ``gzip``.
+2× faster than zlib here) when installed, else with zlib, as a stream that inflates only what is read.
 
 Reducing. :class:`RegionIndex` puts a label atlas on one image grid once (the label of every voxel,
 resampled by nearest neighbour if the grids differ, :meth:`fmri_edge.extract.Atlas.labels_on_grid`)
@@ -22,7 +22,6 @@ in float64) — the values of nilearn's ``NiftiLabelsMasker(strategy="mean")`` (
 from __future__ import annotations
 
 import errno
-import gzip
 import os
 import zlib
 from dataclasses import dataclass
@@ -33,18 +32,18 @@ import numpy as np
 
 from fmri_edge.errors import InputError
 
-try:  # ISA-L's gzip: the same format, about twice zlib's decompression speed
-    from isal import igzip as _gzip
-    from isal.isal_zlib import error as _isal_error
+try:  # ISA-L's inflate: the same format, about twice zlib's decompression speed
+    from isal import isal_zlib as _zlib
 except ImportError:  # pragma: no cover - the nifti extra installs it
-    _gzip, _isal_error = gzip, zlib.error
+    _zlib = zlib
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFLATE_MAX_RATIO = 1032          # deflate never expands its input more than this (zlib's technical notes)
 HEADER_SIZES = {348: "NIfTI-1", 540: "NIfTI-2"}
 DEFAULT_BLOCK_VOLUMES = 16        # 16 volumes of 97×115×97 float32: 69 MB per block
 _CHUNK = 1 << 24                  # bytes per read call
-_READ_ERRORS = (OSError, EOFError, zlib.error, _isal_error, ValueError)
+_GZ_IN, _GZ_OUT = 1 << 20, 1 << 20  # compressed bytes read, decompressed bytes made, per inflate call
+_READ_ERRORS = (OSError, EOFError, zlib.error, _zlib.error, ValueError)
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,69 @@ def _open(path: Path, what: str) -> tuple[IO[bytes], bool]:
         raise InputError(path, f"{what} cannot be read ({_os_reason(e)})") from None
     if not gzipped:
         return raw, False
-    return _gzip.GzipFile(fileobj=raw, mode="rb"), True
+    return _Inflater(raw), True
+
+
+class _Inflater:
+    """A gzip file's decompressed bytes as a stream (``readinto``, ``read``), inflating only as much
+    as asked: memory follows the data read. Concatenated gzip members are read on; bytes after the
+    last member that are not gzip (padding, garbage) end the data, as for gzip(1). The CRC and length
+    at the end of each member are checked by the inflater when the member's end is reached
+    (:meth:`finish`)."""
+
+    def __init__(self, raw: IO[bytes]):
+        self.raw = raw
+        self.inflater = _zlib.decompressobj(31)
+        self.ended = False
+        self._pending = b""              # input bytes of the next member, already read
+
+    def _input(self) -> bytes:
+        tail = self.inflater.unconsumed_tail
+        return tail if tail else self.raw.read(_GZ_IN)
+
+    def _next_member(self) -> bool:
+        rest = self.inflater.unused_data or self.raw.read(_GZ_IN)
+        if rest[:2] != GZIP_MAGIC:
+            self.ended = True
+            return False
+        self.inflater = _zlib.decompressobj(31)
+        self._pending = rest
+        return True
+
+    def readinto(self, buf) -> int:
+        buf = memoryview(buf).cast("B")
+        n = 0
+        while n < len(buf) and not self.ended:
+            if self.inflater.eof:
+                if not self._next_member():
+                    break
+                continue
+            data = self._pending or self._input()
+            self._pending = b""
+            if not data:
+                raise EOFError("gzip data end before the end of the stream")
+            out = self.inflater.decompress(data, min(len(buf) - n, _GZ_OUT))   # small pieces: no big temporaries
+            buf[n:n + len(out)] = out
+            n += len(out)
+        return n
+
+    def read(self, size: int) -> bytes:
+        buf = bytearray(size)
+        return bytes(buf[:self.readinto(buf)])
+
+    def finish(self) -> None:
+        """Inflate to the end of the current member (the data were all read): its CRC and length
+        are checked on the way. A member cut inside its trailer is tolerated (every declared byte
+        was read)."""
+        while not self.inflater.eof:
+            data = self._pending or self._input()
+            self._pending = b""
+            if not data:
+                return
+            self.inflater.decompress(data, _GZ_OUT)
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def _os_reason(e: OSError) -> str:
@@ -147,10 +208,13 @@ def _read_exactly(f: IO[bytes], buf: memoryview) -> int:
 def _damage(path: Path, what: str, e: BaseException, gzipped: bool, where: str) -> InputError:
     """One line for an exception met while reading the (decompressed) bytes."""
     if isinstance(e, EOFError):
-        return InputError(path, f"{what}: its gzip data end early, {where} (the file was cut short: an "
-                                "interrupted copy or download, a full disk?)")
+        return InputError(path, f"{what}: its gzip data end early, {where}: the file was cut short (an "
+                                "interrupted copy or download, a full disk?) or its header declares more than it holds")
     if isinstance(e, MemoryError):
         return InputError(path, f"{what}: not enough memory to read it ({where})")
+    if gzipped and ("data check" in str(e) or "length check" in str(e) or "checksum" in str(e)):
+        return InputError(path, f"{what}: corrupt gzip data: the checksum at its end does not match the data "
+                                f"({where}; a damaged copy?)")
     kind = "corrupt gzip data" if gzipped else "unreadable data"
     text = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
     return InputError(path, f"{what}: {kind}, {where} ({text})")
@@ -182,8 +246,9 @@ def read_header(path: str | Path, what: str = "image") -> Header:
         raise InputError(path, f"{what}: cut short inside its {kind} header ({n} of {header_size} bytes"
                                f"{' after decompression' if gzipped else ''})")
     cls = nib.Nifti1Header if kind == "NIfTI-1" else nib.Nifti2Header
+    endian = "<" if HEADER_SIZES.get(size_le) else ">"
     try:
-        hdr = cls(block[:header_size], check=False)
+        hdr = cls(block[:header_size], endianness=endian, check=False)
     except Exception as e:  # nibabel's HeaderDataError and friends: a header it cannot parse at all
         raise InputError(path, f"{what}: unreadable {kind} header ({str(e)[:100]})") from None
     magic = bytes(hdr["magic"]).rstrip(b"\x00")
@@ -302,15 +367,24 @@ def _blocks(h: Header, what: str, block_volumes: int, native: bool = False) -> I
                 done += t
                 yield raw if native else _to_float32(raw, h)
             if h.gzipped:
-                f.read(1)   # reach the end of the gzip member: its CRC and length are checked
+                _check_trailer(f, h, what)
+        except InputError:
+            raise
         except _READ_ERRORS + (MemoryError,) as e:
-            where = (f"after {done} of {h.n_volumes} volume(s)" if h.n_volumes > 1 else "in its data") \
-                if done < h.n_volumes else "at the end of its data (CRC or length check)"
+            where = f"after {done} of {h.n_volumes} volume(s)" if h.n_volumes > 1 else "in its data"
             if isinstance(e, EOFError) and not h.gzipped:
                 raise InputError(h.path, f"{what}: the file ends {where}: cut short") from None
             raise _damage(h.path, what, e, h.gzipped, where) from None
     finally:
         f.close()
+
+
+def _check_trailer(f: "_Inflater", h: Header, what: str) -> None:
+    """After the data: reach the end of the gzip member, whose CRC and length are then checked."""
+    try:
+        f.finish()
+    except _READ_ERRORS as e:
+        raise _damage(h.path, what, e, True, "at the end of its data") from None
 
 
 def _skip(f: IO[bytes], offset: int) -> None:
@@ -403,7 +477,8 @@ class RegionIndex:
         by_volume = data.reshape((-1, t), order="F").T          # (t, n_voxels): a view for NIfTI blocks
         picked = np.take(by_volume, self.voxels, axis=1)        # (t, labelled voxels), file order
         out = np.empty((t, self.n_regions), dtype=np.float64)
-        for k in range(t):
-            out[k] = np.bincount(self.region, weights=picked[k], minlength=self.n_regions)
-        out /= self.n_voxels
+        with np.errstate(all="ignore"):          # NaN or Inf voxels give NaN or Inf means, said by the caller
+            for k in range(t):
+                out[k] = np.bincount(self.region, weights=picked[k], minlength=self.n_regions)
+            out /= self.n_voxels
         return out[0] if single else out

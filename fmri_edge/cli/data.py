@@ -220,10 +220,16 @@ def extract(
             from fmri_edge.submission import check_new
 
             check_new(errors_json, force)
-        if source.is_dir():
-            _extract_bids(lib, source, atlas, out, window, opts, task, space, force, as_json, errors_json)
-        else:
-            _extract_one(lib, source, atlas, out, events, window, opts, force, as_json, errors_json)
+        if source.is_dir() and source.name.endswith(lib.NIFTI_SUFFIXES):
+            raise InputError(source, "BOLD image is a folder, not a NIfTI file")
+        try:
+            if source.is_dir():
+                _extract_bids(lib, source, atlas, out, window, opts, task, space, force, as_json, errors_json)
+            else:
+                _extract_one(lib, source, atlas, out, events, window, opts, force, as_json, errors_json)
+        except (EOFError, OSError) as e:   # never click's bare "Aborted!" nor a traceback: one line naming the file
+            raise InputError(getattr(e, "filename", None) or source,
+                             f"{getattr(e, 'strerror', None) or type(e).__name__}: {str(e)[:120]}") from None
 
 
 def _window_json(window) -> dict:
