@@ -40,13 +40,18 @@ def run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(run, decoder):
+def reference(run, decoder, tmp_path_factory):
     """extract + predict --no-align on the same run: {events row: class probabilities}."""
+    from fmri_edge.predict import Batch, predict
+
     sim, atlas = run
     window = extract.Window.from_model(decoder.info)
     r = extract.extract_run(sim.bold, extract.Atlas(atlas, window.n_regions), sim.events, window)
-    probs = decoder.run(r.trials)["class_probs"]
-    rows = extract.read_events(sim.events).row
+    trials = extract.save_trials(tmp_path_factory.mktemp("extracted") / "trials.npz", [r])
+    batches = [b for b in predict(decoder, [trials], align=False) if isinstance(b, Batch)]
+    probs = np.concatenate([b.class_probs for b in batches])
+    rows = extract.read_events(sim.events).row      # every event fits in the run: trial n is row n
+    assert len(probs) == len(rows)
     return {int(row): p for row, p in zip(rows, probs)}
 
 
@@ -171,11 +176,13 @@ def test_a_corrupt_or_foreign_volume_is_skipped_and_reported(run, decoder, repla
 
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)), str(other))   # another grid
     nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), np.eye(4)), str(folder / "img-00002-00001.nii"))
+    shutil.copy(folder / volume_file("nii", 1, 5), folder / "img-00001-005.nii")     # volume 5 again
     result = live.run()
     text = [str(p) for p in problems]
     assert any(cut.name in s and "did not decode within" in s for s in text)
     assert any(other.name in s and "differs from the first volume" in s for s in text)
     assert any("another series" in s for s in text)
+    assert any("a second file for volume 5" in s for s in text)
     gone = {p.problem.split(" ")[2] for p in result.incomplete}
     assert gone == {str(t0.row), str(t1.row)} and result.answered == len(live.schedule.trials) - 2
 
