@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from fmri_edge.errors import InputError
 
@@ -151,15 +151,16 @@ class VolumeFolder:
         with os.scandir(self.folder) as it:
             return [e.name for e in it if e.is_file()]
 
-    def collect(self) -> list[Arrival | Missing | InputError]:
-        """Everything new since the last call, volumes in index order."""
-        out: list = []
+    def collect(self) -> Iterator[Arrival | Missing | InputError]:
+        """Everything new since the last call, volumes in index order; lazily: a volume is read
+        only when the one before it has been taken (so its answers can be written first)."""
         now = self.clock()
         try:
             names = self._listing()
         except OSError as e:
-            return [InputError(self.folder, f"watch folder cannot be listed ({e.strerror or e}); retrying",
-                               outcome="note")]
+            yield InputError(self.folder, f"watch folder cannot be listed ({e.strerror or e}); retrying",
+                             outcome="note")
+            return
         for name in names:
             if name in self._known or name in self._reported:
                 continue
@@ -173,31 +174,29 @@ class VolumeFolder:
                 self._reported.add(name)
                 if key not in self._reported:
                     self._reported.add(key)
-                    out.append(InputError(self.folder / name, f"a file of another series ({key}; the stream follows "
-                                                              f"{self.series}): ignored, with any more of that series",
-                                          outcome="ignored"))
+                    yield InputError(self.folder / name, f"a file of another series ({key}; the stream follows "
+                                                         f"{self.series}): ignored, with any more of that series",
+                                     outcome="ignored")
                 continue
             index = number - self.first_volume
             if index < 0:
                 self._reported.add(name)
-                out.append(InputError(self.folder / name, f"volume number {number} is below the first volume "
-                                                          f"({self.first_volume}, --first-volume): ignored",
-                                      outcome="ignored"))
+                yield InputError(self.folder / name, f"volume number {number} is below the first volume "
+                                                     f"({self.first_volume}, --first-volume): ignored",
+                                 outcome="ignored")
                 continue
             if index in self._indices:
                 self._reported.add(name)
-                out.append(InputError(self.folder / name, f"a second file for volume {number} (index {index}): "
-                                                          "ignored, the first one counts", outcome="ignored"))
+                yield InputError(self.folder / name, f"a second file for volume {number} (index {index}): "
+                                                     "ignored, the first one counts", outcome="ignored")
                 continue
             self._known[name] = index
             self._indices.add(index)
             self.pending[name] = _Pending(self.folder / name, now)
-        out += self._try_pending(now)
-        out += self._gaps(now)
-        return out
+        yield from self._try_pending(now)
+        yield from self._gaps(now)
 
-    def _try_pending(self, now: float) -> list:
-        out = []
+    def _try_pending(self, now: float) -> Iterator[Arrival | Missing]:
         for name, p in sorted(self.pending.items(), key=lambda kv: self._known[kv[0]]):
             index = self._known[name]
             try:
@@ -212,8 +211,8 @@ class VolumeFolder:
                 if now - p.first_seen >= self.timeout:
                     del self.pending[name]
                     self.done.add(index)
-                    out.append(Missing(index, InputError(p.path, f"did not decode within --volume-timeout "
-                                                                 f"{self.timeout:g} s ({p.last_error}): skipped")))
+                    yield Missing(index, InputError(p.path, f"did not decode within --volume-timeout "
+                                                            f"{self.timeout:g} s ({p.last_error}): skipped"))
                 continue
             del self.pending[name]
             self.done.add(index)
@@ -224,11 +223,9 @@ class VolumeFolder:
                     self._gap_since.setdefault(gap, now)
                 self.highest = index
             self.last_complete = self.clock()
-            out.append(Arrival(index, p.path, decoded, st.st_mtime_ns, read_ms, seen_ns))
-        return out
+            yield Arrival(index, p.path, decoded, st.st_mtime_ns, read_ms, seen_ns)
 
-    def _gaps(self, now: float) -> list:
-        out = []
+    def _gaps(self, now: float) -> Iterator[Missing]:
         for index, since in sorted(self._gap_since.items()):
             if index in self._indices:   # its file came (decoded, or pending with its own timeout)
                 del self._gap_since[index]
@@ -237,14 +234,13 @@ class VolumeFolder:
                 del self._gap_since[index]
                 self.done.add(index)
                 number = index + self.first_volume
-                out.append(Missing(index, InputError(self.folder, f"volume {number} (index {index}) never came: "
-                                                                  f"later volumes arrived {self.timeout:g} s ago "
-                                                                  "(--volume-timeout)")))
+                yield Missing(index, InputError(self.folder, f"volume {number} (index {index}) never came: "
+                                                             f"later volumes arrived {self.timeout:g} s ago "
+                                                             "(--volume-timeout)"))
         if self.last_complete is not None and not self.pending and not self.ended \
                 and now - self.last_complete >= self.timeout:
             self.ended = True
-            out.append(Missing(self.highest + 1, None, end=True))
-        return out
+            yield Missing(self.highest + 1, None, end=True)
 
 
 def _span(names: list[str]) -> str:
