@@ -367,6 +367,10 @@ class Stream:
         except BaseException:
             self.close()
             raise
+        if volume_timeout <= tr:
+            self._problem(InputError(self.folder, f"--volume-timeout {volume_timeout:g} s is not longer than the TR "
+                                                  f"({tr:g} s): at scanner pace, every pause between two volumes "
+                                                  "would end the run (fine for a faster replay)", outcome="note"))
         for p in self.schedule.skipped:
             self._incomplete(p)
 
@@ -493,14 +497,14 @@ class Stream:
             a.latency_ms = (time.time_ns() - last.complete_ns) / 1e6
             line = a.as_json(self.participant)
             self.on_answer(line)
-            if self.rows is not None and not self.rows.row(self.participant, a):
-                if self.result.out_error is None:
-                    self.result.out_error = self.rows.error
-                    self._problem(self.rows.error)
-            if self.sender is not None and not self.sender.send(line):
+            if self.sender is not None and not self.sender.send(line):     # the stimulus program first
                 if self.result.send_error is None:
                     self.result.send_error = self.sender.error
                     self._problem(self.sender.error)
+            if self.rows is not None and not self.rows.row(self.participant, a):   # then the row, fsync'ed (~3 ms)
+                if self.result.out_error is None:
+                    self.result.out_error = self.rows.error
+                    self._problem(self.rows.error)
             self.result.answered += 1
             self.result.timing.latency_ms.append(a.latency_ms)
             self.result.timing.answer_ms.append((time.perf_counter() - t0) * 1e3)

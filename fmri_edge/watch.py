@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from fmri_edge.errors import InputError
+from fmri_edge.errors import InputError, UsageError
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".ima")
 RETRY_S = 0.05                 # rt-cloud's retry interval for files still being written
@@ -205,6 +205,8 @@ class VolumeFolder:
                 t0 = time.perf_counter()
                 decoded = self.reader(p.path)
                 read_ms = (time.perf_counter() - t0) * 1e3
+            except UsageError:       # e.g. DICOM without pydicom: no use retrying
+                raise
             except (InputError, OSError, ValueError, EOFError) as e:
                 p.attempts += 1
                 p.last_error = e.problem if isinstance(e, InputError) else str(e) or type(e).__name__
