@@ -283,17 +283,24 @@ class StreamResult:
         return self.answered == self.n_trials and not self.out_error and not self.send_error
 
 
-def read_volume(path: Path) -> tuple:
-    """(float32 (X, Y, Z), 4×4 affine, series id or None) of one volume file."""
-    name = path.name.lower()
-    if name.endswith((".dcm", ".ima")):
-        from fmri_edge import dicom
+class VolumeReader:
+    """(float32 (X, Y, Z), 4×4 affine, series id or None) of one volume file: NIfTI by
+    :func:`fmri_edge.volumes.read_volume`, DICOM by a :class:`fmri_edge.dicom.Reader` kept for the series."""
 
-        return dicom.read_volume(path)
-    from fmri_edge.volumes import read_volume as read_nifti
+    def __init__(self):
+        self.dicom = None
 
-    data, affine = read_nifti(path)
-    return data, affine, None
+    def __call__(self, path: Path) -> tuple:
+        if path.name.lower().endswith((".dcm", ".ima")):
+            if self.dicom is None:
+                from fmri_edge import dicom
+
+                self.dicom = dicom.Reader()
+            return self.dicom(path)
+        from fmri_edge.volumes import read_volume as read_nifti
+
+        data, affine = read_nifti(path)
+        return data, affine, None
 
 
 class _Terminated(KeyboardInterrupt):
@@ -347,7 +354,7 @@ class Stream:
         self.schedule = Schedule(read_events(events, trial_types), self.window, tr, slice_time_ref)
         self.atlas = Atlas(atlas, self.window.n_regions)
         self.alignment = Alignment(decoder, align, stats_from)
-        self.feed = VolumeFolder(self.folder, read_volume, volume_timeout, first_volume, poll, include_existing)
+        self.feed = VolumeFolder(self.folder, VolumeReader(), volume_timeout, first_volume, poll, include_existing)
         self.on_answer = on_answer or (lambda line: print(line, flush=True))
         self.on_problem = on_problem or (lambda p: None)
         self.result = StreamResult(len(self.schedule.trials) + len(self.schedule.skipped))

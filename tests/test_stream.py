@@ -373,3 +373,26 @@ def test_a_dicom_of_another_series_is_refused(run, decoder, tmp_path):
     result = live.run()
     assert any(stray.name in str(p) and "another series" in str(p) for p in problems)
     assert result.answered == len([t for t in live.schedule.trials if not t.lo <= 2 <= t.hi])
+
+
+def test_dicom_fast_path_reads_what_nibabel_reads(run, tmp_path):
+    """After the first volume of an enhanced series, volumes with the same geometry and scaling are
+    read from their pixel data directly: the same arrays as nibabel's wrappers give; a cut file is an
+    error naming it; another geometry goes through nibabel again."""
+    pytest.importorskip("pydicom")
+    from fmri_edge import dicom
+
+    sim, _ = run
+    replay(sim.bold, tmp_path, TR, speed=1e6, fmt="dicom", split_every=0)
+    files = sorted(tmp_path.iterdir())[:4]
+    reader = dicom.Reader()
+    for f in files:
+        fast, slow = reader(f), dicom.read_volume(f)
+        np.testing.assert_array_equal(fast[0], slow[0])
+        np.testing.assert_array_equal(fast[1], slow[1])
+        assert fast[2] == slow[2]
+    assert reader.template is not None
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(files[1].read_bytes()[:-3000])
+    with pytest.raises(InputError, match="cut.dcm: not a readable DICOM volume"):
+        reader(cut)
