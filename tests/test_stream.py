@@ -251,6 +251,8 @@ def test_send_over_udp_and_tcp_and_a_receiver_that_is_not_listening():
     t.close()
     with pytest.raises(UsageError, match="no receiver"):
         lib.Sender(f"tcp://127.0.0.1:{port}")
+    gone = lib.Sender(f"udp://127.0.0.1:{port}")      # nobody listens there: the kernel says so on a later send
+    assert not all(gone.send('{"trial": 3}') for _ in range(5)) and "stopped listening" in str(gone.error)
     with pytest.raises(UsageError, match="udp://HOST:PORT"):
         lib.Sender("http://127.0.0.1:1")
 

@@ -1,5 +1,7 @@
 """The real-time command: stream (numpy + nibabel + onnxruntime; DICOM with the realtime extra)."""
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -62,6 +64,14 @@ def stream(
     def problem(p):
         err.print(f"[yellow]{getattr(p, 'outcome', 'error')}:[/] {escape(str(p))}", highlight=False, soft_wrap=True)
 
+    def answer(line, state={"stdout": True}):
+        if state["stdout"]:
+            try:
+                print(line, flush=True)
+            except BrokenPipeError:   # the reader of stdout went away (`| head`): --out and --send go on
+                state["stdout"] = False
+                sys.stdout = open(os.devnull, "w")
+
     with user_errors():
         require_nifti()
         if no_align and stats_from:
@@ -71,7 +81,7 @@ def stream(
                       align="none" if no_align else "stats" if stats_from else "running", stats_from=stats_from,
                       send=send, volume_timeout=volume_timeout, poll=poll, first_volume=first_volume,
                       slice_time_ref=slice_time_ref, trial_types=tuple(trial_type or ()),
-                      include_existing=include_existing, on_problem=problem)
+                      include_existing=include_existing, on_answer=answer, on_problem=problem)
         err.print(f"waiting for volumes in {escape(str(watch_dir))} ({'polling every ' + f'{poll:g} s' if poll else 'file events'}): "
                   f"{len(live.waiting)} trial(s) to answer", highlight=False)
         result = live.run()
