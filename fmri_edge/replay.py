@@ -5,7 +5,7 @@ stream`` without a scanner; the tests use it.
 Like a scanner or a network share, some volumes are written in place in two halves with a pause
 between them (every ``split_every``-th volume), so a reader sees them incomplete first.
 
-- ``nii``: 3-D NIfTI-1 named as MURFI's receiver names them, ``img-<series:05>-<volume:05>.nii``;
+- ``nii``: 3-D NIfTI-1 files named ``img-<series:05>-<volume:05>.nii``;
 - ``dicom``: Siemens XA enhanced multi-frame DICOM, one file per volume, named as ideacmdtool
   names its exports, ``001_<series:06>_<volume:06>.dcm`` (:mod:`fmri_edge.dicom`).
 

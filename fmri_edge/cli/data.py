@@ -84,7 +84,7 @@ def simulate(
                                                  "replay (.nii/.nii.gz).")] = None,
     tr: Annotated[Optional[float], typer.Option("--tr", help="With --scanner: seconds between volumes.")] = None,
     speed: Annotated[float, typer.Option(help="With --scanner: replay this many times faster than real time.")] = 1.0,
-    volume_format: Annotated[str, typer.Option("--format", help="With --scanner: nii (3-D NIfTI, MURFI's naming) "
+    volume_format: Annotated[str, typer.Option("--format", help="With --scanner: nii (3-D NIfTI, img-SERIES-VOLUME.nii) "
                                                "or dicom (Siemens XA enhanced, ideacmdtool's naming).")] = "nii",
 ):
     """Write simulated BOLD-like trials with a planted valence signal (no real data needed);
