@@ -5,17 +5,21 @@ nilearn and nibabel are imported inside the functions that use them, so importin
 (and ``fmri_edge.cli``) costs nothing on a runtime install.
 
 What one run goes through
-1. The BOLD image (4-D NIfTI) and its TR: ``img.header.get_zooms()[3]`` in the header's time
-   unit (seconds, or ms/µs converted; an unknown unit is taken as seconds when plausible), or
-   ``tr`` given by the user.
+1. The BOLD image (4-D NIfTI), read safely (:mod:`fmri_edge.volumes`: the header checked against the
+   file before anything is allocated; damage is one :class:`InputError`), and its TR:
+   ``header.get_zooms()[3]`` in the header's time unit (seconds, or ms/µs converted; an unknown unit
+   is taken as seconds when plausible), or ``tr`` given by the user.
 2. The atlas: a 3-D image of whole-number labels 1 … n_regions (the Brainnetome atlas: label v is
-   region v − 1 of the model's ``region_names``, 0 is background). Missing or unexpected labels are
-   refused, naming them. An atlas on another grid (shape or affine) than the BOLD is resampled to
-   the BOLD's grid with nearest-neighbour interpolation (nilearn), and a note says so; a label that
-   has no voxel left after resampling is refused.
-3. Region means per volume with nilearn's :class:`~nilearn.maskers.NiftiLabelsMasker`, raw:
-   ``standardize=None``, no detrending, no filtering (unless asked), optional confounds regressed
-   out (nilearn standardizes the confounds, so each region's mean level is kept).
+   region v − 1 of the model's ``region_names``, 0 is background; NaN background and float labels
+   are accepted with a note). Missing or unexpected labels are refused, naming them. An atlas on
+   another grid (shape or affine) than the BOLD is resampled to the BOLD's grid with
+   nearest-neighbour interpolation (nilearn), and a note says so; a label that has no voxel left
+   after resampling is refused.
+3. Region means per volume, raw: by the kernel (:class:`fmri_edge.volumes.RegionIndex`), the run
+   read block by block — the values of nilearn's ``NiftiLabelsMasker(strategy="mean")``. When
+   confounds, detrending or filtering are asked (they need the whole run), nilearn's masker does it
+   all: ``standardize=None``, confounds regressed out (nilearn standardizes the confounds, so each
+   region's mean level is kept).
 4. Volume times: volume ``k`` (0-based) is taken at ``(k + slice_time_ref) · TR`` seconds from the
    start of the scan, the clock of the events file (BIDS: onsets from the start of the first
    volume's acquisition). The default ``slice_time_ref = 0`` puts volume k at k · TR; data
@@ -626,13 +630,16 @@ class ParticipantResult:
 def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window, opts: Options | None = None,
                  task: str | None = None, space: str | None = None, force: bool = False,
                  on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
-                 runs: dict[str, list[BidsRun]] | None = None) -> list[ParticipantResult]:
+                 runs: dict[str, list[BidsRun]] | None = None,
+                 extract: Callable[[BidsRun], RunResult] | None = None) -> list[ParticipantResult]:
     """Every participant's runs → ``out_dir/<participant>/fMRI_data.npz`` (runs concatenated in run
     order). A run that fails is reported and the participant's other runs, and the other
-    participants, still come out."""
+    participants, still come out. ``extract(run)`` gives a run's result (default: here, now;
+    :func:`extract_bids_on` collects them from a Dask cluster)."""
     opts = opts or Options()
     out_dir = Path(out_dir)
     runs = runs if runs is not None else find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
+    extract = extract or (lambda r: extract_run(r.bold, atlas, r.events, window, opts, r.confounds))
     results = []
     for participant, prs in runs.items():
         target = out_dir / participant / DATA_FILE
@@ -648,7 +655,7 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
                 if r.events is None:
                     raise InputError(r.bold, f"no events file {_events_name(r.bold)} found (looked in "
                                              f"{', '.join(str(p.parent) for p in r.searched[:3])} …)")
-                res = extract_run(r.bold, atlas, r.events, window, opts, r.confounds)
+                res = extract(r)
                 done.append(res)
                 on_run and on_run(r, res)
             except InputError as e:
@@ -669,6 +676,61 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
                                                             "nothing written for this participant"))
         results.append(ParticipantResult(participant, written, done, failed, len(prs)))
     return results
+
+
+def to_write(runs: dict[str, list[BidsRun]], out_dir: str | Path, force: bool) -> list[BidsRun]:
+    """The runs :func:`extract_bids` will extract: those of participants whose output may be
+    written, that have an events file."""
+    return [r for participant, prs in runs.items() if force or not (Path(out_dir) / participant / DATA_FILE).exists()
+            for r in prs if r.events is not None]
+
+
+# ---- on a Dask cluster (the dask extra) -------------------------------------------------------------------
+
+_worker_atlases: dict[tuple, Atlas] = {}
+
+
+def run_task(run: BidsRun, atlas_path: str, n_regions: int, window: Window, opts: Options) -> RunResult | InputError:
+    """One run on a Dask worker: its result, or the :class:`InputError` saying why it cannot be used
+    (returned, not raised: a bad run is reported, never retried). The worker reads the atlas
+    itself, once per process (workers need the inputs at the same paths as the client)."""
+    try:
+        path = Path(atlas_path)
+        key = (str(path), n_regions, *((path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else ()))
+        if key not in _worker_atlases:
+            _worker_atlases[key] = Atlas(path, n_regions)
+        return extract_run(run.bold, _worker_atlases[key], run.events, window, opts, run.confounds)
+    except InputError as e:
+        return e
+    except (OSError, EOFError, MemoryError) as e:
+        return InputError(run.bold, f"cannot be read ({type(e).__name__}: {_short(e)})")
+
+
+def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window,
+                    opts: Options | None = None, force: bool = False,
+                    on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
+                    runs: dict[str, list[BidsRun]] | None = None) -> list[ParticipantResult]:
+    """:func:`extract_bids` with the runs extracted by the workers of a Dask scheduler
+    (``tcp://host:8786``) or of a local cluster of N processes (``local:N``): every run is submitted
+    at once, the client collects the results in run order and writes each participant's file as
+    :func:`extract_bids` does (the same files, the same reports)."""
+    from fmri_edge import cluster
+
+    opts = opts or Options()
+    runs = runs if runs is not None else find_bids_runs(root, confounds=opts.confounds == "auto")
+    distributed = cluster._distributed()
+    with cluster.connect(address) as (client, _):
+        futures = {r.bold: client.submit(run_task, r, str(atlas.path.resolve()), atlas.n_regions, window, opts,
+                                         pure=False) for r in to_write(runs, out_dir, force)}
+
+        def collect(run: BidsRun) -> RunResult:
+            result = cluster._result(futures.pop(run.bold), address, distributed)
+            if isinstance(result, InputError):
+                raise result
+            return result
+
+        return extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs,
+                            extract=collect)
 
 
 def _short(e: BaseException) -> str:
