@@ -532,6 +532,7 @@ class BidsRun:
     events: Path | None       # None: not found (the run is reported, the others go on)
     confounds: Path | None
     searched: list[Path] = field(default_factory=list)
+    duplicate_of: Path | None = None   # the same run also as .nii.gz: this copy is not read (reported)
 
     @property
     def sort_key(self):
@@ -603,8 +604,9 @@ def find_bids_runs(root: str | Path, task: str | None = None, space: str | None 
     for b in bolds:
         ev, searched = _find_events(b, root)
         conf = confounds_beside(b) if confounds else None
+        twin = b.with_name(b.name + ".gz") if b.name.endswith(".nii") else None
         out.setdefault(f"sub-{entities(b.name)['sub']}", []).append(BidsRun(
-            f"sub-{entities(b.name)['sub']}", b, ev, conf, searched))
+            f"sub-{entities(b.name)['sub']}", b, ev, conf, searched, twin if twin in bolds else None))
     for runs in out.values():
         runs.sort(key=lambda r: r.sort_key)
     return dict(sorted(out.items()))
@@ -651,6 +653,11 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
             results.append(ParticipantResult(participant, None, [], failed, len(prs)))
             continue
         for r in prs:
+            if r.duplicate_of is not None:     # never the same run twice in a participant's trials
+                failed.append(InputError(r.bold, f"the same run as {r.duplicate_of.name}, which is read; this "
+                                                 "copy is not (remove one of them)", outcome="ignored"))
+                on_run and on_run(r, failed[-1])
+                continue
             try:
                 if r.events is None:
                     raise InputError(r.bold, f"no events file {_events_name(r.bold)} found (looked in "
@@ -682,7 +689,7 @@ def to_write(runs: dict[str, list[BidsRun]], out_dir: str | Path, force: bool) -
     """The runs :func:`extract_bids` will extract: those of participants whose output may be
     written, that have an events file."""
     return [r for participant, prs in runs.items() if force or not (Path(out_dir) / participant / DATA_FILE).exists()
-            for r in prs if r.events is not None]
+            for r in prs if r.events is not None and r.duplicate_of is None]
 
 
 # ---- on a Dask cluster (the dask extra) -------------------------------------------------------------------

@@ -9,25 +9,16 @@ from typer.testing import CliRunner
 
 pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'fmri-edge[dask]')")
 pytest.importorskip("nilearn", reason="extract needs the nifti extra: pip install 'fmri-edge[nifti]'")
-import distributed  # noqa: E402
 
 from fmri_edge import nifti_sim  # noqa: E402
 from fmri_edge.cli import app  # noqa: E402
+from tests.test_cluster import scheduler  # noqa: E402,F401  (2 in-process workers behind a TCP scheduler)
 
 runner = CliRunner()
 
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    """2 in-process workers × 1 thread behind a TCP scheduler on 127.0.0.1 (results travel pickled
-    over TCP, as from remote workers)."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, host="127.0.0.1",
-                                  protocol="tcp://", dashboard_address="127.0.0.1:0") as lc:
-        yield lc.scheduler_address
 
 
 @pytest.fixture(scope="module")
