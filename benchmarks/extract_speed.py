@@ -11,7 +11,8 @@ Then, alternating so that both meet the same load, each in a fresh process under
   resampling_target=None).fit_transform(bold)``, timed the same way (nilearn reads the file itself);
 - ``command``: the whole ``fmri-edge extract`` command line (imports, model metadata, output file).
 
-It reports the median of --repeats runs of each, the kernel/masker ratio of the medians, each
+It reports the median of --repeats runs of each (wall and CPU seconds of the timed section), the
+kernel/masker ratio of the medians, each
 process's peak resident memory, and the largest relative difference between the kernel's and the
 masker's region signals. Then, for stream, per-volume read and reduce times of single 3-D volume
 files (.nii and .nii.gz): median and 99th percentile.

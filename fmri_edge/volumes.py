@@ -146,7 +146,9 @@ class _Inflater:
         return tail if tail else self.raw.read(_GZ_IN)
 
     def _next_member(self) -> bool:
-        rest = self.inflater.unused_data or self.raw.read(_GZ_IN)
+        rest = self.inflater.unused_data
+        if len(rest) < 2:                       # the next member's magic may straddle two reads
+            rest += self.raw.read(_GZ_IN)
         if rest[:2] != GZIP_MAGIC:
             self.ended = True
             return False
