@@ -71,6 +71,17 @@ def test_bad_image_gets_one_line(name, good, tmp_path):
     assert not (tmp_path / "t.npz").exists()
 
 
+@pytest.mark.parametrize("name", ["gzip cut short", "nii cut short", "enormous image declared (.nii.gz)"])
+def test_bad_image_on_the_nilearn_path_gets_the_same_line(name, good, tmp_path):
+    """--detrend (nilearn's masker on the whole run) reads the run through the same safe reader."""
+    case = corpus.BAD_IMAGES[name]
+    bold = tmp_path / f"bold{case.suffix}"
+    case.make(bold, good["good"])
+    res = invoke("extract", bold, "--atlas", good["atlas"], "--events", good["run"].events, "--out",
+                 tmp_path / "t.npz", "--detrend")
+    assert_one_line(res, str(bold), case.message)
+
+
 @pytest.mark.parametrize("name", sorted(corpus.TOLERATED_IMAGES))
 def test_odd_but_intact_image_extracts_like_the_good_one(name, good, tmp_path):
     case = corpus.TOLERATED_IMAGES[name]
