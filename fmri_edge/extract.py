@@ -117,8 +117,6 @@ def read_events(path: str | Path, trial_types: Iterable[str] | None = None) -> E
     """A BIDS ``*_events.tsv``: tab-separated, a header with ``onset`` (seconds, numbers) and
     usually ``duration`` and ``trial_type``. ``trial_types`` keeps only those rows."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "events file is a folder; give the run's BIDS *_events.tsv")
     if not path.is_file():
         raise InputError(path, "events file not found; give the run's BIDS *_events.tsv (columns onset, "
                                "duration, trial_type)")

@@ -203,7 +203,7 @@ EVENTS = {
     "NUL bytes": (lambda p: p.write_bytes(b"onset\tduration\n1\x00\t2\n"), "malformed events file"),
     "NaN onset": (lambda p: p.write_text("onset\tduration\n12\t15\nnan\t15\n"), "row 2 onset 'nan' is not finite"),
     "infinite onset": (lambda p: p.write_text("onset\tduration\n12\t15\ninf\t15\n"), "is not finite"),
-    "a folder": (lambda p: p.mkdir(), "events file is a folder"),
+    "a folder": (lambda p: p.mkdir(), "events file"),
 }
 
 
