@@ -172,8 +172,10 @@ def extract(
              "for N local worker processes (pip install 'fmri-edge[dask]'); workers need the files at the same "
              "paths (a shared file system).")] = None,
 ):
-    """Region time series from NIfTI BOLD with an atlas (nilearn), resampled to 1 s and cut into one
-    trial per event: the trials `fmri-edge predict` reads. Needs pip install 'fmri-edge\\[nifti]'."""
+    """Region time series from NIfTI BOLD with an atlas (region means read block by block; nilearn
+    for confounds and filtering), resampled to 1 s and cut into one trial per event: the trials
+    `fmri-edge predict` reads. Damaged files are refused one line each; a study's good runs always
+    come out. Needs pip install 'fmri-edge\\[nifti]'."""
     with user_errors():
         from fmri_edge import extract as lib
 
