@@ -5,17 +5,21 @@ nilearn and nibabel are imported inside the functions that use them, so importin
 (and ``fmri_edge.cli``) costs nothing on a runtime install.
 
 What one run goes through
-1. The BOLD image (4-D NIfTI) and its TR: ``img.header.get_zooms()[3]`` in the header's time
-   unit (seconds, or ms/µs converted; an unknown unit is taken as seconds when plausible), or
-   ``tr`` given by the user.
+1. The BOLD image (4-D NIfTI), read safely (:mod:`fmri_edge.volumes`: the header checked against the
+   file before anything is allocated; damage is one :class:`InputError`), and its TR:
+   ``header.get_zooms()[3]`` in the header's time unit (seconds, or ms/µs converted; an unknown unit
+   is taken as seconds when plausible), or ``tr`` given by the user.
 2. The atlas: a 3-D image of whole-number labels 1 … n_regions (the Brainnetome atlas: label v is
-   region v − 1 of the model's ``region_names``, 0 is background). Missing or unexpected labels are
-   refused, naming them. An atlas on another grid (shape or affine) than the BOLD is resampled to
-   the BOLD's grid with nearest-neighbour interpolation (nilearn), and a note says so; a label that
-   has no voxel left after resampling is refused.
-3. Region means per volume with nilearn's :class:`~nilearn.maskers.NiftiLabelsMasker`, raw:
-   ``standardize=None``, no detrending, no filtering (unless asked), optional confounds regressed
-   out (nilearn standardizes the confounds, so each region's mean level is kept).
+   region v − 1 of the model's ``region_names``, 0 is background; NaN background and float labels
+   are accepted with a note). Missing or unexpected labels are refused, naming them. An atlas on
+   another grid (shape or affine) than the BOLD is resampled to the BOLD's grid with
+   nearest-neighbour interpolation (nilearn), and a note says so; a label that has no voxel left
+   after resampling is refused.
+3. Region means per volume, raw: by the kernel (:class:`fmri_edge.volumes.RegionIndex`), the run
+   read block by block — the values of nilearn's ``NiftiLabelsMasker(strategy="mean")``. When
+   confounds, detrending or filtering are asked (they need the whole run), nilearn's masker does it
+   all: ``standardize=None``, confounds regressed out (nilearn standardizes the confounds, so each
+   region's mean level is kept).
 4. Volume times: volume ``k`` (0-based) is taken at ``(k + slice_time_ref) · TR`` seconds from the
    start of the scan, the clock of the events file (BIDS: onsets from the start of the first
    volume's acquisition). The default ``slice_time_ref = 0`` puts volume k at k · TR; data
@@ -113,8 +117,6 @@ def read_events(path: str | Path, trial_types: Iterable[str] | None = None) -> E
     """A BIDS ``*_events.tsv``: tab-separated, a header with ``onset`` (seconds, numbers) and
     usually ``duration`` and ``trial_type``. ``trial_types`` keeps only those rows."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "events file is a folder; give the run's BIDS *_events.tsv")
     if not path.is_file():
         raise InputError(path, "events file not found; give the run's BIDS *_events.tsv (columns onset, "
                                "duration, trial_type)")
@@ -528,6 +530,7 @@ class BidsRun:
     events: Path | None       # None: not found (the run is reported, the others go on)
     confounds: Path | None
     searched: list[Path] = field(default_factory=list)
+    duplicate_of: Path | None = None   # the same run also as .nii.gz: this copy is not read (reported)
 
     @property
     def sort_key(self):
@@ -599,8 +602,9 @@ def find_bids_runs(root: str | Path, task: str | None = None, space: str | None 
     for b in bolds:
         ev, searched = _find_events(b, root)
         conf = confounds_beside(b) if confounds else None
+        twin = b.with_name(b.name + ".gz") if b.name.endswith(".nii") else None
         out.setdefault(f"sub-{entities(b.name)['sub']}", []).append(BidsRun(
-            f"sub-{entities(b.name)['sub']}", b, ev, conf, searched))
+            f"sub-{entities(b.name)['sub']}", b, ev, conf, searched, twin if twin in bolds else None))
     for runs in out.values():
         runs.sort(key=lambda r: r.sort_key)
     return dict(sorted(out.items()))
@@ -626,13 +630,16 @@ class ParticipantResult:
 def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window, opts: Options | None = None,
                  task: str | None = None, space: str | None = None, force: bool = False,
                  on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
-                 runs: dict[str, list[BidsRun]] | None = None) -> list[ParticipantResult]:
+                 runs: dict[str, list[BidsRun]] | None = None,
+                 extract: Callable[[BidsRun], RunResult] | None = None) -> list[ParticipantResult]:
     """Every participant's runs → ``out_dir/<participant>/fMRI_data.npz`` (runs concatenated in run
     order). A run that fails is reported and the participant's other runs, and the other
-    participants, still come out."""
+    participants, still come out. ``extract(run)`` gives a run's result (default: here, now;
+    :func:`extract_bids_on` collects them from a Dask cluster)."""
     opts = opts or Options()
     out_dir = Path(out_dir)
     runs = runs if runs is not None else find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
+    extract = extract or (lambda r: extract_run(r.bold, atlas, r.events, window, opts, r.confounds))
     results = []
     for participant, prs in runs.items():
         target = out_dir / participant / DATA_FILE
@@ -644,11 +651,16 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
             results.append(ParticipantResult(participant, None, [], failed, len(prs)))
             continue
         for r in prs:
+            if r.duplicate_of is not None:     # never the same run twice in a participant's trials
+                failed.append(InputError(r.bold, f"the same run as {r.duplicate_of.name}, which is read; this "
+                                                 "copy is not (remove one of them)", outcome="ignored"))
+                on_run and on_run(r, failed[-1])
+                continue
             try:
                 if r.events is None:
                     raise InputError(r.bold, f"no events file {_events_name(r.bold)} found (looked in "
                                              f"{', '.join(str(p.parent) for p in r.searched[:3])} …)")
-                res = extract_run(r.bold, atlas, r.events, window, opts, r.confounds)
+                res = extract(r)
                 done.append(res)
                 on_run and on_run(r, res)
             except InputError as e:
@@ -669,6 +681,61 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
                                                             "nothing written for this participant"))
         results.append(ParticipantResult(participant, written, done, failed, len(prs)))
     return results
+
+
+def to_write(runs: dict[str, list[BidsRun]], out_dir: str | Path, force: bool) -> list[BidsRun]:
+    """The runs :func:`extract_bids` will extract: those of participants whose output may be
+    written, that have an events file."""
+    return [r for participant, prs in runs.items() if force or not (Path(out_dir) / participant / DATA_FILE).exists()
+            for r in prs if r.events is not None and r.duplicate_of is None]
+
+
+# ---- on a Dask cluster (the dask extra) -------------------------------------------------------------------
+
+_worker_atlases: dict[tuple, Atlas] = {}
+
+
+def run_task(run: BidsRun, atlas_path: str, n_regions: int, window: Window, opts: Options) -> RunResult | InputError:
+    """One run on a Dask worker: its result, or the :class:`InputError` saying why it cannot be used
+    (returned, not raised: a bad run is reported, never retried). The worker reads the atlas
+    itself, once per process (workers need the inputs at the same paths as the client)."""
+    try:
+        path = Path(atlas_path)
+        key = (str(path), n_regions, *((path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else ()))
+        if key not in _worker_atlases:
+            _worker_atlases[key] = Atlas(path, n_regions)
+        return extract_run(run.bold, _worker_atlases[key], run.events, window, opts, run.confounds)
+    except InputError as e:
+        return e
+    except (OSError, EOFError, MemoryError) as e:
+        return InputError(run.bold, f"cannot be read ({type(e).__name__}: {_short(e)})")
+
+
+def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window,
+                    opts: Options | None = None, force: bool = False,
+                    on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
+                    runs: dict[str, list[BidsRun]] | None = None) -> list[ParticipantResult]:
+    """:func:`extract_bids` with the runs extracted by the workers of a Dask scheduler
+    (``tcp://host:8786``) or of a local cluster of N processes (``local:N``): every run is submitted
+    at once, the client collects the results in run order and writes each participant's file as
+    :func:`extract_bids` does (the same files, the same reports)."""
+    from fmri_edge import cluster
+
+    opts = opts or Options()
+    runs = runs if runs is not None else find_bids_runs(root, confounds=opts.confounds == "auto")
+    distributed = cluster._distributed()
+    with cluster.connect(address) as (client, _):
+        futures = {r.bold: client.submit(run_task, r, str(atlas.path.resolve()), atlas.n_regions, window, opts,
+                                         pure=False) for r in to_write(runs, out_dir, force)}
+
+        def collect(run: BidsRun) -> RunResult:
+            result = cluster._result(futures.pop(run.bold), address, distributed)
+            if isinstance(result, InputError):
+                raise result
+            return result
+
+        return extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs,
+                            extract=collect)
 
 
 def _short(e: BaseException) -> str:

@@ -146,7 +146,9 @@ class _Inflater:
         return tail if tail else self.raw.read(_GZ_IN)
 
     def _next_member(self) -> bool:
-        rest = self.inflater.unused_data or self.raw.read(_GZ_IN)
+        rest = self.inflater.unused_data
+        if len(rest) < 2:                       # the next member's magic may straddle two reads
+            rest += self.raw.read(_GZ_IN)
         if rest[:2] != GZIP_MAGIC:
             self.ended = True
             return False
@@ -239,7 +241,7 @@ def read_header(path: str | Path, what: str = "image") -> Header:
     size_le, size_be = (int.from_bytes(block[:4], order) if n >= 4 else 0 for order in ("little", "big"))
     kind = HEADER_SIZES.get(size_le) or HEADER_SIZES.get(size_be)
     if kind is None:
-        looks = " (a gzip file that is not NIfTI inside?)" if gzipped else ""
+        looks = " (a gzip file that is not NIfTI inside?)" if gzipped else _looks_like(block)
         raise InputError(path, f"{what} is not a NIfTI image: its first bytes are no NIfTI-1 or NIfTI-2 header{looks}")
     header_size = 348 if kind == "NIfTI-1" else 540
     if n < header_size:
@@ -281,6 +283,18 @@ def read_header(path: str | Path, what: str = "image") -> Header:
     h = Header(path, hdr, shape, dtype.newbyteorder(hdr.endianness), affine, offset, slope, inter, gzipped)
     _check_size(h, file_size, what)
     return h
+
+
+def _looks_like(block: bytes) -> str:
+    """What a file that is not NIfTI seems to be, from its first bytes ('' when unknown)."""
+    for magic, what in ((b"BZh", "bzip2-compressed; NIfTI is read plain or gzip-compressed"),
+                        (b"PK\x03\x04", "a zip archive; unpack it"), (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+                        (b"\xfd7zXZ", "xz-compressed"), (b"<", "text or HTML: an error page saved as the file?")):
+        if block.startswith(magic):
+            return f" ({what})"
+    if block[128:132] == b"DICM":
+        return " (a DICOM file: convert it to NIfTI, e.g. with dcm2niix)"
+    return ""
 
 
 def _checked_shape(path: Path, what: str, hdr) -> tuple[int, ...]:

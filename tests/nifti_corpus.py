@@ -105,7 +105,11 @@ BAD_IMAGES: dict[str, Case] = {
     "gzip of text": Case(".nii.gz", lambda p, g: p.write_bytes(gz(b"not an image\n" * 40)),
                          "is not a NIfTI image"),
     "html error page": Case(".nii.gz", lambda p, g: p.write_bytes(b"<html><body>404 Not Found</body></html>" * 10),
-                            "is not a NIfTI image"),
+                            "an error page saved as the file?"),
+    "bzip2 instead of gzip": Case(".nii.gz", lambda p, g: p.write_bytes(__import__("bz2").compress(g.nii)),
+                                  "bzip2-compressed"),
+    "a zip archive": Case(".nii.gz", lambda p, g: p.write_bytes(b"PK\x03\x04" + g.nii[:2000]), "a zip archive"),
+    "a DICOM file": Case(".nii", lambda p, g: p.write_bytes(b"\0" * 128 + b"DICM" + g.nii[:2000]), "a DICOM file"),
     # lying headers
     "more volumes declared (.nii)": Case(".nii", _bytes(lambda g: _dim(i4=2 * dims(g.nii)[4])(g)),
                                          "whole volume(s) of"),

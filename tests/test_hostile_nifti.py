@@ -37,6 +37,20 @@ def good(tmp_path_factory):
     return {"dir": d, "run": run, "atlas": atlas, "good": g}
 
 
+def with_case(case, role, good, tmp_path):
+    """Write the case's file as the BOLD image or the atlas and run extract on it with the good rest."""
+    path = tmp_path / f"{role}{case.suffix}"
+    case.make(path, good["good"])
+    files = {"bold": good["run"].bold, "atlas": good["atlas"], role: path}
+    return path, invoke("extract", files["bold"], "--atlas", files["atlas"], "--events", good["run"].events,
+                        "--out", tmp_path / "t.npz")
+
+
+def good_trials(good, bold=None, atlas=None):
+    return ex.extract_run(bold or good["run"].bold, ex.Atlas(atlas or good["atlas"], 246), good["run"].events,
+                          ex.Window(246, 25, 5.0)).trials
+
+
 def assert_one_line(res, *needles):
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and "Aborted" not in res.output, res.output
@@ -52,11 +66,20 @@ def assert_one_line(res, *needles):
 @pytest.mark.parametrize("name", sorted(corpus.BAD_IMAGES))
 def test_bad_image_gets_one_line(name, good, tmp_path):
     case = corpus.BAD_IMAGES[name]
-    bold = tmp_path / f"bold{case.suffix}"
-    case.make(bold, good["good"])
-    res = invoke("extract", bold, "--atlas", good["atlas"], "--events", good["run"].events, "--out", tmp_path / "t.npz")
+    bold, res = with_case(case, "bold", good, tmp_path)
     assert_one_line(res, str(bold), case.message)
     assert not (tmp_path / "t.npz").exists()
+
+
+@pytest.mark.parametrize("name", ["gzip cut short", "nii cut short", "enormous image declared (.nii.gz)"])
+def test_bad_image_on_the_nilearn_path_gets_the_same_line(name, good, tmp_path):
+    """--detrend (nilearn's masker on the whole run) reads the run through the same safe reader."""
+    case = corpus.BAD_IMAGES[name]
+    bold = tmp_path / f"bold{case.suffix}"
+    case.make(bold, good["good"])
+    res = invoke("extract", bold, "--atlas", good["atlas"], "--events", good["run"].events, "--out",
+                 tmp_path / "t.npz", "--detrend")
+    assert_one_line(res, str(bold), case.message)
 
 
 @pytest.mark.parametrize("name", sorted(corpus.TOLERATED_IMAGES))
@@ -64,11 +87,7 @@ def test_odd_but_intact_image_extracts_like_the_good_one(name, good, tmp_path):
     case = corpus.TOLERATED_IMAGES[name]
     bold = tmp_path / f"bold{case.suffix}"
     case.make(bold, good["good"])
-    atlas = ex.Atlas(good["atlas"], 246)
-    window = ex.Window(246, 25, 5.0)
-    expected = ex.extract_run(good["run"].bold, atlas, good["run"].events, window).trials
-    got = ex.extract_run(bold, atlas, good["run"].events, window).trials
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(good_trials(good, bold=bold), good_trials(good))
 
 
 def test_an_enormous_declared_image_is_refused_before_any_allocation(good, tmp_path):
@@ -137,10 +156,7 @@ def test_an_eof_from_anywhere_is_one_line(good, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", sorted(corpus.BAD_ATLASES))
 def test_bad_atlas_gets_one_line(name, good, tmp_path):
     case = corpus.BAD_ATLASES[name]
-    atlas = tmp_path / f"atlas{case.suffix}"
-    case.make(atlas, good["good"])
-    res = invoke("extract", good["run"].bold, "--atlas", atlas, "--events", good["run"].events,
-                 "--out", tmp_path / "t.npz")
+    atlas, res = with_case(case, "atlas", good, tmp_path)
     assert_one_line(res, str(atlas), case.message)
     assert not (tmp_path / "t.npz").exists()
 
@@ -148,15 +164,10 @@ def test_bad_atlas_gets_one_line(name, good, tmp_path):
 @pytest.mark.parametrize("name", sorted(corpus.TOLERATED_ATLASES))
 def test_atlas_variants_work_with_a_note(name, good, tmp_path):
     case = corpus.TOLERATED_ATLASES[name]
-    atlas = tmp_path / f"atlas{case.suffix}"
-    case.make(atlas, good["good"])
-    res = invoke("extract", good["run"].bold, "--atlas", atlas, "--events", good["run"].events,
-                 "--out", tmp_path / "t.npz")
+    _, res = with_case(case, "atlas", good, tmp_path)
     assert res.exit_code == 0, res.output
     assert case.message in " ".join(res.stderr.split())
-    expected = ex.extract_run(good["run"].bold, ex.Atlas(good["atlas"], 246), good["run"].events,
-                              ex.Window(246, 25, 5.0)).trials
-    np.testing.assert_array_equal(np.load(tmp_path / "t.npz")["data"], expected)
+    np.testing.assert_array_equal(np.load(tmp_path / "t.npz")["data"], good_trials(good))
 
 
 def test_the_real_brainnetome_atlas_on_spm_fsl_and_2mm_grids(icbhi, tmp_path):
@@ -192,7 +203,7 @@ EVENTS = {
     "NUL bytes": (lambda p: p.write_bytes(b"onset\tduration\n1\x00\t2\n"), "malformed events file"),
     "NaN onset": (lambda p: p.write_text("onset\tduration\n12\t15\nnan\t15\n"), "row 2 onset 'nan' is not finite"),
     "infinite onset": (lambda p: p.write_text("onset\tduration\n12\t15\ninf\t15\n"), "is not finite"),
-    "a folder": (lambda p: p.mkdir(), "events file is a folder"),
+    "a folder": (lambda p: p.mkdir(), "events file"),
 }
 
 
@@ -318,3 +329,16 @@ def test_a_participant_whose_output_cannot_be_written_does_not_stop_the_others(g
     assert res.exit_code == 0, res.output
     assert "refused:" in res.stderr and "sub-01" in res.stderr and "cannot be written" in res.stderr
     assert (tmp_path / "out" / "sub-02" / "fMRI_data.npz").is_file()
+
+
+def test_a_run_present_as_nii_and_nii_gz_is_read_once(good, tmp_path):
+    study = tmp_path / "study"
+    nifti_sim.write_bids(study, n_subjects=1, n_runs=1, n_events=2)
+    gz_bold = next((study / "derivatives").rglob("*_bold.nii.gz"))
+    gz_bold.with_name(gz_bold.name[:-3]).write_bytes(gzip.decompress(gz_bold.read_bytes()))
+    res = invoke("extract", study, "--atlas", good["atlas"], "--out", tmp_path / "out", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["participants"][0]["trials"] == 2
+    assert [e["outcome"] for e in doc["errors"]] == ["ignored"] and "which is read" in doc["errors"][0]["problem"]
+    assert "ignored:" in res.stderr

@@ -127,3 +127,14 @@ def test_extract_kernel_and_nilearn_paths_agree(tmp_path):
     reference = ex._masker_signals(volumes.read_image(h), h.affine, labels, atlas, 2.0, opts, None)
     assert kernel.shape == (run.n_volumes, 246)
     assert np.abs(kernel / reference - 1).max() <= 1e-5
+
+
+def test_concatenated_gzip_members_are_one_stream(tmp_path):
+    """pigz/bgzip-style files: several gzip members one after the other decompress as one stream."""
+    import gzip
+
+    _, data, affine = labels_and_data(n_volumes=4)
+    plain = write(tmp_path / "run.nii", data, affine).read_bytes()
+    cut = [0, 1000, 1001, len(plain) // 2, len(plain)]
+    (tmp_path / "members.nii.gz").write_bytes(b"".join(gzip.compress(plain[a:b]) for a, b in zip(cut, cut[1:])))
+    np.testing.assert_array_equal(volumes.read_image(tmp_path / "members.nii.gz"), volumes.read_image(tmp_path / "run.nii"))

@@ -199,9 +199,15 @@ def extract(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
     errors_json: Annotated[Optional[Path], typer.Option("--errors", help="Write refused runs and skipped events "
                                                         "as JSON.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="BIDS folders: extract the runs on a Dask cluster, a scheduler's address (tcp://host:8786) or local:N "
+             "for N local worker processes (pip install 'fmri-edge[dask]'); workers need the files at the same "
+             "paths (a shared file system).")] = None,
 ):
-    """Region time series from NIfTI BOLD with an atlas (nilearn), resampled to 1 s and cut into one
-    trial per event: the trials `fmri-edge predict` reads. Needs pip install 'fmri-edge\\[nifti]'."""
+    """Region time series from NIfTI BOLD with an atlas (region means read block by block; nilearn
+    for confounds and filtering), resampled to 1 s and cut into one trial per event: the trials
+    `fmri-edge predict` reads. Damaged files are refused one line each; a study's good runs always
+    come out. Needs pip install 'fmri-edge\\[nifti]'."""
     with user_errors():
         from fmri_edge import extract as lib
 
@@ -224,7 +230,10 @@ def extract(
             raise InputError(source, "BOLD image is a folder, not a NIfTI file")
         try:
             if source.is_dir():
-                _extract_bids(lib, source, atlas, out, window, opts, task, space, force, as_json, errors_json)
+                _extract_bids(lib, source, atlas, out, window, opts, task, space, force, as_json, errors_json,
+                              scheduler)
+            elif scheduler:
+                raise UsageError(f"--scheduler {scheduler}: distributes the runs of a BIDS folder; {source} is one run")
             else:
                 _extract_one(lib, source, atlas, out, events, window, opts, force, as_json, errors_json)
         except (EOFError, OSError) as e:   # never click's bare "Aborted!" nor a traceback: one line naming the file
@@ -284,7 +293,7 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
 
 
 def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts, task, space, force, as_json,
-                  errors_json):
+                  errors_json, scheduler=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if out_dir.suffix == ".npz" or out_dir.is_file():
@@ -303,7 +312,11 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
         def on_run(run, result):
             bar.update(task_id, advance=1, description=f"extracting {run.bold.name[:48]}")
 
-        results = lib.extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs)
+        if scheduler:
+            results = lib.extract_bids_on(scheduler, root, atlas, out_dir, window, opts, force=force, on_run=on_run,
+                                          runs=runs)
+        else:
+            results = lib.extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs)
     _print_notes([n for p in results for r in p.runs for n in r.notes])
     problems = [e for p in results for e in (*p.failed, *p.skipped)]
     written = [p for p in results if p.out is not None]
