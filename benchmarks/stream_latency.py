@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -102,7 +103,7 @@ def main():
         "volumes_retried_while_written": live.feed.retried,
         "wait_ms": stats(t.wait_ms), "read_ms": stats(t.read_ms), "reduce_ms": stats(t.reduce_ms), "answer_ms": stats(t.answer_ms), "latency_ms": stats(t.latency_ms),
         "answers_within_50_ms": f"{int((np.asarray(t.latency_ms) <= 50).sum())}/{len(t.latency_ms)}",
-        "wall_s": round(wall, 1), "problems": [str(p) for p in problems if getattr(p, "outcome", "") != "note"],
+        "wall_s": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "problems": [str(p) for p in problems if getattr(p, "outcome", "") != "note"],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -456,6 +456,7 @@ class Stream:
         if a.index < len(self.signals):
             self.signals[a.index] = means
             self.have[a.index] = True
+        a.decoded = None            # the volume itself is done with: memory holds region means only
         self.arrived[a.index] = (len(self.arrived), a)
         self._answer_ready()
 
