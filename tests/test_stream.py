@@ -398,3 +398,25 @@ def test_dicom_fast_path_reads_what_nibabel_reads(run, tmp_path):
     cut.write_bytes(files[1].read_bytes()[:-3000])
     with pytest.raises(InputError, match="cut.dcm: not a readable DICOM volume"):
         reader(cut)
+
+
+@pytest.mark.parametrize("tr, ref", [(2.0, 0.0), (2.0, 0.5), (0.8, 0.0), (1.3, 0.25)])
+def test_the_schedule_cuts_each_trial_as_extract_cuts_the_whole_run(tmp_path, decoder, tr, ref):
+    """With only the volumes up to the one right of its last sample, each trial is the trial extract
+    cuts from the whole run; and that volume is the first one it could be answered at."""
+    rng = np.random.default_rng(int(tr * 10 + ref * 4))
+    onsets = np.sort(rng.uniform(5.0, 200.0, 25))
+    events = tmp_path / "events.tsv"
+    events.write_text("onset\tduration\ttrial_type\n" + "".join(f"{o:.3f}\t15\tx\n" for o in onsets))
+    ev = extract.read_events(events)
+    window = extract.Window.from_model(decoder.info)
+    n = int(np.ceil(260 / tr))
+    signals = rng.uniform(500, 15000, (n, 246))
+    whole, keep, _ = extract.cut_trials(extract.volume_times(n, tr, ref), signals, ev, window, "run")
+    schedule = lib.Schedule(ev, window, tr, ref)
+    assert [t.i for t in schedule.trials] == keep.tolist()
+    for t, want in zip(schedule.trials, whole):
+        np.testing.assert_allclose(schedule.cut(t, signals)[0], want, rtol=1e-6)
+        last_sample = t.onset + window.offsets()[-1]
+        times = extract.volume_times(t.hi + 1, tr, ref)
+        assert times[-1] >= last_sample - 1e-6 and (t.hi == 0 or times[-2] < last_sample - 1e-6)
