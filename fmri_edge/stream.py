@@ -378,6 +378,10 @@ class Stream:
             self._problem(InputError(self.folder, f"--volume-timeout {volume_timeout:g} s is not longer than the TR "
                                                   f"({tr:g} s): at scanner pace, every pause between two volumes "
                                                   "would end the run (fine for a faster replay)", outcome="note"))
+        if align != "none" and not decoder.aligned:
+            self._problem(InputError(decoder.path, "this model has no subject alignment: every trial is answered "
+                                                   "as it is" + (" (--stats-from is not used)" if stats_from else ""),
+                                     outcome="note"))
         for p in self.schedule.skipped:
             self._incomplete(p)
 
