@@ -5,17 +5,21 @@ nilearn and nibabel are imported inside the functions that use them, so importin
 (and ``fmri_edge.cli``) costs nothing on a runtime install.
 
 What one run goes through
-1. The BOLD image (4-D NIfTI) and its TR: ``img.header.get_zooms()[3]`` in the header's time
-   unit (seconds, or ms/µs converted; an unknown unit is taken as seconds when plausible), or
-   ``tr`` given by the user.
+1. The BOLD image (4-D NIfTI), read safely (:mod:`fmri_edge.volumes`: the header checked against the
+   file before anything is allocated; damage is one :class:`InputError`), and its TR:
+   ``header.get_zooms()[3]`` in the header's time unit (seconds, or ms/µs converted; an unknown unit
+   is taken as seconds when plausible), or ``tr`` given by the user.
 2. The atlas: a 3-D image of whole-number labels 1 … n_regions (the Brainnetome atlas: label v is
-   region v − 1 of the model's ``region_names``, 0 is background). Missing or unexpected labels are
-   refused, naming them. An atlas on another grid (shape or affine) than the BOLD is resampled to
-   the BOLD's grid with nearest-neighbour interpolation (nilearn), and a note says so; a label that
-   has no voxel left after resampling is refused.
-3. Region means per volume with nilearn's :class:`~nilearn.maskers.NiftiLabelsMasker`, raw:
-   ``standardize=None``, no detrending, no filtering (unless asked), optional confounds regressed
-   out (nilearn standardizes the confounds, so each region's mean level is kept).
+   region v − 1 of the model's ``region_names``, 0 is background; NaN background and float labels
+   are accepted with a note). Missing or unexpected labels are refused, naming them. An atlas on
+   another grid (shape or affine) than the BOLD is resampled to the BOLD's grid with
+   nearest-neighbour interpolation (nilearn), and a note says so; a label that has no voxel left
+   after resampling is refused.
+3. Region means per volume, raw: by the kernel (:class:`fmri_edge.volumes.RegionIndex`), the run
+   read block by block — the values of nilearn's ``NiftiLabelsMasker(strategy="mean")``. When
+   confounds, detrending or filtering are asked (they need the whole run), nilearn's masker does it
+   all: ``standardize=None``, confounds regressed out (nilearn standardizes the confounds, so each
+   region's mean level is kept).
 4. Volume times: volume ``k`` (0-based) is taken at ``(k + slice_time_ref) · TR`` seconds from the
    start of the scan, the clock of the events file (BIDS: onsets from the start of the first
    volume's acquisition). The default ``slice_time_ref = 0`` puts volume k at k · TR; data
@@ -200,19 +204,9 @@ def cut_trials(times: np.ndarray, signals: np.ndarray, events: Events, window: W
 
 # ---- images -----------------------------------------------------------------------------------------------
 
-def _load_nifti(path: Path, what: str):
-    import nibabel as nib
-
-    if not path.is_file():
-        raise InputError(path, f"{what} not found")
-    try:
-        return nib.load(str(path))
-    except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors …
-        raise InputError(path, f"{what} is not a readable NIfTI image ({_short(e)})") from None
-
-
 def bold_tr(img, path: Path, tr: float | None, notes: list[str]) -> float:
-    """The repetition time in seconds: ``tr`` if given, else the header's 4th zoom in its unit."""
+    """The repetition time in seconds: ``tr`` if given, else the header's 4th zoom in its unit.
+    ``img``: anything with a nibabel ``header`` (a :class:`~fmri_edge.volumes.Header`, an image)."""
     if tr is not None:
         if not TR_RANGE[0] <= tr <= TR_RANGE[1]:
             raise UsageError(f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})")
@@ -236,10 +230,6 @@ def bold_tr(img, path: Path, tr: float | None, notes: list[str]) -> float:
     return value
 
 
-def _grid(img) -> tuple:
-    return tuple(img.shape[:3]), np.asarray(img.affine, dtype=np.float64)
-
-
 def _ranges(values) -> str:
     """[1, 2, 3, 7, 9, 10] → '1-3, 7, 9-10' (at most 12 pieces)."""
     values = sorted(int(v) for v in values)
@@ -253,30 +243,48 @@ def _ranges(values) -> str:
 
 
 class Atlas:
-    """A checked label atlas, resampled (once per grid) to the BOLD images it is used with."""
+    """A checked label atlas, put (once per grid) on the grids of the images it is used with.
+
+    Accepted as distributed, each with a note: NaN background (taken as 0), float labels (whole
+    numbers), a 4-D file of one volume, any grid (1 mm, 2 mm, SPM 181×217×181 or FSL 182×218×182):
+    resampled to the image's grid by nearest neighbour (nilearn) when it differs."""
 
     def __init__(self, path: str | Path, n_regions: int):
-        import nibabel as nib
+        from fmri_edge import volumes
 
         self.path, self.n_regions = Path(path), n_regions
-        img = _load_nifti(self.path, "atlas")
-        data = np.asanyarray(img.dataobj)
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise InputError(self.path, f"atlas must be a 3-D image of region labels, got shape {data.shape}"
-                                        + (" (a 4-D probabilistic atlas? use the maximum-probability label image)"
-                                           if data.ndim == 4 else ""))
-        if not np.issubdtype(data.dtype, np.integer):
-            finite = data[np.isfinite(data)]
-            if finite.size != data.size or not np.allclose(finite, np.round(finite), atol=1e-3):
-                raise InputError(self.path, "atlas values are not whole-number labels (a probability or "
-                                            "intensity image?); use the label image (e.g. BN_Atlas_246_2mm.nii.gz)")
-            data = np.round(data)
-        data = data.astype(np.int32)
-        self._check_labels(np.unique(data), "")
-        self.img = nib.Nifti1Image(data, img.affine)
-        self._resampled: dict[tuple, tuple[object, bool]] = {}
+        self.notes: list[str] = []
+        h = volumes.read_header(self.path, "atlas")
+        if h.n_volumes > 1:
+            raise InputError(self.path, f"atlas must be a 3-D image of region labels, got shape {h.shape} (a 4-D "
+                                        "probabilistic atlas? use the maximum-probability label image)")
+        data = volumes.read_image(h, "atlas", native=True)
+        if data.dtype.kind == "f":
+            data = self._whole_numbers(data)
+        if data.size and (data.min() < np.iinfo(np.int32).min or data.max() > np.iinfo(np.int32).max):
+            raise InputError(self.path, f"atlas values {data.min():g} … {data.max():g} are not region labels")
+        self.labels = np.asarray(data, dtype=np.int32)
+        self.affine, self.grid = h.affine, volumes.describe_grid(h.shape, h.affine)
+        self._check_labels(np.unique(self.labels), "")
+        self._on_grid: dict[tuple, tuple[np.ndarray, str | None]] = {}
+
+    def _whole_numbers(self, data: np.ndarray) -> np.ndarray:
+        name = self.path.name
+        if np.isinf(data).any():
+            raise InputError(self.path, "atlas holds infinite values; expected whole-number region labels")
+        nan = np.isnan(data)
+        if nan.all():
+            raise InputError(self.path, "atlas holds only NaN values; expected whole-number region labels")
+        if nan.any():
+            self.notes.append(f"atlas {name}: {int(nan.sum())} NaN voxels taken as background (0), as in public "
+                              "copies of the Brainnetome atlas")
+            data = np.where(nan, 0, data)
+        whole = np.round(data)
+        if not np.allclose(data, whole, atol=1e-3, rtol=0):
+            raise InputError(self.path, "atlas values are not whole-number labels (a probability or intensity "
+                                        "image?); use the label image (e.g. BN_Atlas_246_2mm.nii.gz)")
+        self.notes.append(f"atlas {name}: labels stored as {data.dtype} numbers, read as whole-number labels")
+        return whole
 
     def _check_labels(self, labels: np.ndarray, after: str) -> None:
         labels = labels[labels != 0]
@@ -292,36 +300,49 @@ class Atlas:
                 parts.append(f"unexpected labels: {_ranges(extra)}")
             raise InputError(self.path, "; ".join(parts))
 
-    def on_grid_of(self, bold_img, bold_path: Path, notes: list[str]):
-        """The atlas on the BOLD's grid (resampled with nearest neighbour where the grids differ)."""
-        shape, affine = _grid(bold_img)
-        key = (shape, affine.round(6).tobytes())
-        if key not in self._resampled:
-            a_shape, a_affine = _grid(self.img)
-            if a_shape == shape and np.allclose(a_affine, affine, atol=1e-4):
-                self._resampled[key] = (self.img, False)
+    def labels_on_grid(self, shape: tuple[int, int, int], affine: np.ndarray, notes: list[str],
+                       source: str | Path | None = None) -> np.ndarray:
+        """(X, Y, Z) int32 labels on the grid ``shape``/``affine``: the atlas itself when the grids
+        agree, else resampled once per grid (nilearn, nearest neighbour), with a note."""
+        from fmri_edge.volumes import describe_grid
+
+        affine = np.asarray(affine, dtype=np.float64)
+        name = Path(source).name if source else "the image"
+        key = (tuple(shape), affine.round(6).tobytes())
+        if key not in self._on_grid:
+            if self.labels.shape == tuple(shape) and np.allclose(self.affine, affine, atol=1e-4):
+                self._on_grid[key] = (self.labels, None)
             else:
-                from nilearn.image import resample_to_img
+                grid = describe_grid(shape, affine)
+                data = self._resampled(shape, affine)
+                present = np.unique(data)
+                if not (present != 0).any():
+                    raise InputError(self.path, f"atlas {self.grid} and {name} {grid} do not overlap in space: no "
+                                                "atlas label falls inside the image; both must be in the same space "
+                                                "(e.g. MNI152)")
+                self._check_labels(present, f" left after resampling to the grid of {name} {shape} (nearest "
+                                            "neighbour)")
+                self._on_grid[key] = (data, f"atlas {self.path.name} {self.grid} differs from the grid of {name} "
+                                            f"{grid}: resampled the atlas to the BOLD grid (nilearn, nearest neighbour); "
+                                            "check that both are in the same space (e.g. MNI152)")
+        labels, note = self._on_grid[key]
+        notes.extend(self.notes)
+        if note:
+            notes.append(note)
+        return labels
 
-                img = resample_to_img(self.img, bold_img, interpolation="nearest")
-                data = np.asarray(img.dataobj).astype(np.int32)
-                self._check_labels(np.unique(data), f" left after resampling to the grid of {bold_path.name} "
-                                                    f"{shape} (nearest neighbour)")
-                import nibabel as nib
+    def _resampled(self, shape, affine) -> np.ndarray:
+        import warnings
 
-                self._resampled[key] = (nib.Nifti1Image(data, img.affine), True)
-        img, resampled = self._resampled[key]
-        if resampled:
-            notes.append(f"atlas {self.path.name} {_describe_grid(self.img)} differs from the grid of {bold_path.name} "
-                         f"{_describe_grid(bold_img)}: resampled the atlas to the BOLD grid (nilearn, nearest "
-                         "neighbour); check that both are in the same space (e.g. MNI152)")
-        return img
+        import nibabel as nib
+        from nilearn.image import resample_img
 
-
-def _describe_grid(img) -> str:
-    zooms = img.header.get_zooms()[:3]
-    return f"({'×'.join(map(str, img.shape[:3]))}, {'×'.join(f'{z:g}' for z in zooms)} mm)"
-
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = resample_img(nib.Nifti1Image(self.labels, self.affine), target_affine=affine,
+                               target_shape=tuple(shape), interpolation="nearest", force_resample=True,
+                               copy_header=True)
+        return np.asarray(img.dataobj).astype(np.int32)
 
 # ---- confounds --------------------------------------------------------------------------------------------
 
@@ -386,19 +407,38 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def region_signals(bold_img, bold_path: Path, atlas: Atlas, tr: float, opts: Options, confounds, notes):
-    """(V, n_regions) raw mean signal per region and volume, with nilearn's labels masker."""
+def needs_nilearn(opts: Options, confounds) -> bool:
+    """Confound regression, detrending and filtering need the whole run: nilearn does them."""
+    return confounds is not None or opts.detrend or opts.high_pass is not None
+
+
+def region_signals(bold, atlas: Atlas, tr: float, opts: Options, confounds, notes,
+                   block_volumes: int | None = None) -> np.ndarray:
+    """(V, n_regions) raw mean signal per region and volume of a checked BOLD header
+    (:class:`~fmri_edge.volumes.Header`): the region-means kernel over blocks of volumes, or nilearn's
+    labels masker on the whole run when confounds, detrending or filtering are asked."""
+    from fmri_edge import volumes
+
+    labels = atlas.labels_on_grid(bold.volume_shape, bold.affine, notes, bold.path)
+    if not needs_nilearn(opts, confounds):
+        index = volumes.RegionIndex(labels, atlas.n_regions)
+        return np.concatenate([index.means(block) for block in
+                               volumes.iter_blocks(bold, block_volumes or volumes.DEFAULT_BLOCK_VOLUMES)])
+    return _masker_signals(volumes.read_image(bold, "BOLD image"), bold.affine, labels, atlas, tr, opts, confounds)
+
+
+def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: Options, confounds) -> np.ndarray:
     import warnings
 
+    import nibabel as nib
     from nilearn.maskers import NiftiLabelsMasker
 
-    labels = atlas.on_grid_of(bold_img, bold_path, notes)
-    masker = NiftiLabelsMasker(labels_img=labels, background_label=0, strategy="mean", standardize=None,
-                               detrend=opts.detrend, high_pass=opts.high_pass, t_r=tr, resampling_target=None,
-                               keep_masked_labels=False)
+    masker = NiftiLabelsMasker(labels_img=nib.Nifti1Image(labels, affine), background_label=0, strategy="mean",
+                               standardize=None, detrend=opts.detrend, high_pass=opts.high_pass, t_r=tr,
+                               resampling_target=None, keep_masked_labels=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        signals = masker.fit_transform(bold_img, confounds=confounds)
+        signals = masker.fit_transform(nib.Nifti1Image(data, affine), confounds=confounds)
     ids = getattr(masker, "region_ids_", None)
     if isinstance(ids, dict):
         got = [int(v) for k, v in ids.items() if k != "background"]
@@ -410,24 +450,30 @@ def region_signals(bold_img, bold_path: Path, atlas: Atlas, tr: float, opts: Opt
 
 
 def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events, window: Window,
-                opts: Options | None = None, confounds_path: str | Path | None = None) -> RunResult:
+                opts: Options | None = None, confounds_path: str | Path | None = None,
+                block_volumes: int | None = None) -> RunResult:
     """One 4-D BOLD run → its trials; raises :class:`InputError` for a run that cannot be used."""
+    from fmri_edge import volumes
+
     opts = opts or Options()
     bold = Path(bold)
     notes: list[str] = []
     if not bold.name.endswith(NIFTI_SUFFIXES):
         raise InputError(bold, "not a NIfTI image (.nii or .nii.gz)")
     ev = events if isinstance(events, Events) else read_events(events, opts.trial_types)
-    img = _load_nifti(bold, "BOLD image")
-    if len(img.shape) != 4:
-        raise InputError(bold, f"{len(img.shape)}-D image (shape {img.shape}); extract needs a 4-D BOLD time "
+    h = volumes.read_header(bold, "BOLD image")
+    if len(h.shape) != 4:
+        raise InputError(bold, f"{len(h.shape)}-D image (shape {h.shape}); extract needs a 4-D BOLD time "
                                "series (x, y, z, volumes), not a single volume or an anatomical image")
-    n_vol = int(img.shape[3])
+    n_vol = h.n_volumes
     if n_vol < 2:
         raise InputError(bold, f"4-D image with {n_vol} volume: at least 2 are needed to interpolate in time")
-    tr = bold_tr(img, bold, opts.tr, notes)
+    tr = bold_tr(h, bold, opts.tr, notes)
     conf = read_confounds(confounds_path, opts.confound_columns, n_vol) if confounds_path else None
-    signals = region_signals(img, bold, atlas, tr, opts, conf, notes)
+    try:
+        signals = region_signals(h, atlas, tr, opts, conf, notes, block_volumes)
+    except MemoryError:
+        raise InputError(bold, f"not enough memory to extract this run ({'×'.join(map(str, h.shape))})") from None
     if not np.isfinite(signals).all():
         raise InputError(bold, "region signals hold NaN or Inf (NaN voxels in the BOLD image?)")
     times = volume_times(n_vol, tr, opts.slice_time_ref)
@@ -484,6 +530,7 @@ class BidsRun:
     events: Path | None       # None: not found (the run is reported, the others go on)
     confounds: Path | None
     searched: list[Path] = field(default_factory=list)
+    duplicate_of: Path | None = None   # the same run also as .nii.gz: this copy is not read (reported)
 
     @property
     def sort_key(self):
@@ -555,8 +602,9 @@ def find_bids_runs(root: str | Path, task: str | None = None, space: str | None 
     for b in bolds:
         ev, searched = _find_events(b, root)
         conf = confounds_beside(b) if confounds else None
+        twin = b.with_name(b.name + ".gz") if b.name.endswith(".nii") else None
         out.setdefault(f"sub-{entities(b.name)['sub']}", []).append(BidsRun(
-            f"sub-{entities(b.name)['sub']}", b, ev, conf, searched))
+            f"sub-{entities(b.name)['sub']}", b, ev, conf, searched, twin if twin in bolds else None))
     for runs in out.values():
         runs.sort(key=lambda r: r.sort_key)
     return dict(sorted(out.items()))
@@ -582,13 +630,16 @@ class ParticipantResult:
 def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window, opts: Options | None = None,
                  task: str | None = None, space: str | None = None, force: bool = False,
                  on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
-                 runs: dict[str, list[BidsRun]] | None = None) -> list[ParticipantResult]:
+                 runs: dict[str, list[BidsRun]] | None = None,
+                 extract: Callable[[BidsRun], RunResult] | None = None) -> list[ParticipantResult]:
     """Every participant's runs → ``out_dir/<participant>/fMRI_data.npz`` (runs concatenated in run
     order). A run that fails is reported and the participant's other runs, and the other
-    participants, still come out."""
+    participants, still come out. ``extract(run)`` gives a run's result (default: here, now;
+    :func:`extract_bids_on` collects them from a Dask cluster)."""
     opts = opts or Options()
     out_dir = Path(out_dir)
     runs = runs if runs is not None else find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
+    extract = extract or (lambda r: extract_run(r.bold, atlas, r.events, window, opts, r.confounds))
     results = []
     for participant, prs in runs.items():
         target = out_dir / participant / DATA_FILE
@@ -600,25 +651,91 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
             results.append(ParticipantResult(participant, None, [], failed, len(prs)))
             continue
         for r in prs:
+            if r.duplicate_of is not None:     # never the same run twice in a participant's trials
+                failed.append(InputError(r.bold, f"the same run as {r.duplicate_of.name}, which is read; this "
+                                                 "copy is not (remove one of them)", outcome="ignored"))
+                on_run and on_run(r, failed[-1])
+                continue
             try:
                 if r.events is None:
                     raise InputError(r.bold, f"no events file {_events_name(r.bold)} found (looked in "
                                              f"{', '.join(str(p.parent) for p in r.searched[:3])} …)")
-                res = extract_run(r.bold, atlas, r.events, window, opts, r.confounds)
+                res = extract(r)
                 done.append(res)
                 on_run and on_run(r, res)
             except InputError as e:
                 failed.append(e)
                 on_run and on_run(r, e)
+            except (OSError, EOFError, MemoryError) as e:    # whatever the reader did not name: still one run
+                failed.append(InputError(r.bold, f"cannot be read ({type(e).__name__}: {_short(e)})"))
+                on_run and on_run(r, failed[-1])
         written = None
         if any(len(x.trials) for x in done):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+            except OSError as e:     # a file where the folder goes, a full disk: this participant only
+                failed.append(InputError(target, f"cannot be written ({e.strerror or type(e).__name__})"))
         elif done:
             failed.append(InputError(out_dir / participant, "no event of any run fits inside its scan; "
                                                             "nothing written for this participant"))
         results.append(ParticipantResult(participant, written, done, failed, len(prs)))
     return results
+
+
+def to_write(runs: dict[str, list[BidsRun]], out_dir: str | Path, force: bool) -> list[BidsRun]:
+    """The runs :func:`extract_bids` will extract: those of participants whose output may be
+    written, that have an events file."""
+    return [r for participant, prs in runs.items() if force or not (Path(out_dir) / participant / DATA_FILE).exists()
+            for r in prs if r.events is not None and r.duplicate_of is None]
+
+
+# ---- on a Dask cluster (the dask extra) -------------------------------------------------------------------
+
+_worker_atlases: dict[tuple, Atlas] = {}
+
+
+def run_task(run: BidsRun, atlas_path: str, n_regions: int, window: Window, opts: Options) -> RunResult | InputError:
+    """One run on a Dask worker: its result, or the :class:`InputError` saying why it cannot be used
+    (returned, not raised: a bad run is reported, never retried). The worker reads the atlas
+    itself, once per process (workers need the inputs at the same paths as the client)."""
+    try:
+        path = Path(atlas_path)
+        key = (str(path), n_regions, *((path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else ()))
+        if key not in _worker_atlases:
+            _worker_atlases[key] = Atlas(path, n_regions)
+        return extract_run(run.bold, _worker_atlases[key], run.events, window, opts, run.confounds)
+    except InputError as e:
+        return e
+    except (OSError, EOFError, MemoryError) as e:
+        return InputError(run.bold, f"cannot be read ({type(e).__name__}: {_short(e)})")
+
+
+def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window,
+                    opts: Options | None = None, force: bool = False,
+                    on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
+                    runs: dict[str, list[BidsRun]] | None = None) -> list[ParticipantResult]:
+    """:func:`extract_bids` with the runs extracted by the workers of a Dask scheduler
+    (``tcp://host:8786``) or of a local cluster of N processes (``local:N``): every run is submitted
+    at once, the client collects the results in run order and writes each participant's file as
+    :func:`extract_bids` does (the same files, the same reports)."""
+    from fmri_edge import cluster
+
+    opts = opts or Options()
+    runs = runs if runs is not None else find_bids_runs(root, confounds=opts.confounds == "auto")
+    distributed = cluster._distributed()
+    with cluster.connect(address) as (client, _):
+        futures = {r.bold: client.submit(run_task, r, str(atlas.path.resolve()), atlas.n_regions, window, opts,
+                                         pure=False) for r in to_write(runs, out_dir, force)}
+
+        def collect(run: BidsRun) -> RunResult:
+            result = cluster._result(futures.pop(run.bold), address, distributed)
+            if isinstance(result, InputError):
+                raise result
+            return result
+
+        return extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs,
+                            extract=collect)
 
 
 def _short(e: BaseException) -> str:

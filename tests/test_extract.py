@@ -203,7 +203,7 @@ def _atlas_with(path, labels):
                                         np.eye(4)), str(p)), ["3-D image of region labels", "probabilistic"]),
     (lambda p: nib.save(nib.Nifti1Image(np.random.default_rng(0).random((14, 14, 14)).astype(np.float32),
                                         np.eye(4)), str(p)), ["not whole-number labels"]),
-    (lambda p: p.write_bytes(b"not a nifti"), ["atlas is not a readable NIfTI image"]),
+    (lambda p: p.write_bytes(b"not a nifti"), ["atlas is not a NIfTI image"]),
 ])
 def test_bad_atlas(study, tmp_path, make, needles):
     atlas = tmp_path / "atlas.nii.gz"

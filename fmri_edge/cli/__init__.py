@@ -2,6 +2,7 @@
 
 - :mod:`fmri_edge.cli.decode`: predict, explain, adapt, info (numpy + onnxruntime);
 - :mod:`fmri_edge.cli.data`: score, simulate, extract (no model);
+- :mod:`fmri_edge.cli.live`: stream (real time at the scanner);
 - :mod:`fmri_edge.cli.develop`: train, report, export, bench (torch, imported only when they run).
 
 Results go to stdout (a table, or one JSON document with ``--json``); progress, warnings and
@@ -11,9 +12,10 @@ import os
 import sys
 
 from fmri_edge.cli.common import EXIT_BAD_INPUT, EXIT_PARTIAL, app, main
-from fmri_edge.cli import decode, data, develop  # noqa: E402,F401  (registers the commands, in this order)
+from fmri_edge.cli import decode, live, data, develop  # noqa: E402,F401  (registers the commands, in this order)
 from fmri_edge.cli.decode import adapt, explain, info, predict  # noqa: E402,F401
 from fmri_edge.cli.data import extract, score, simulate  # noqa: E402,F401
+from fmri_edge.cli.live import stream  # noqa: E402,F401
 from fmri_edge.cli.develop import bench, export, report, train  # noqa: E402,F401
 
 __all__ = ["app", "main", "run", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]
@@ -23,7 +25,7 @@ __all__ = ["app", "main", "run", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]
 # docs/speed.md). Set before numpy is first imported; an OPENBLAS_NUM_THREADS of the user's wins.
 # They also end without the interpreter's teardown (unloading numpy, onnxruntime and typer took
 # ~50 ms of a 0.36 s `predict`): their files are closed and their output is flushed first.
-SMALL_NUMPY_COMMANDS = frozenset({"predict", "explain", "adapt", "info", "score", "simulate"})
+SMALL_NUMPY_COMMANDS = frozenset({"predict", "explain", "adapt", "info", "score", "simulate", "stream"})
 
 
 def run() -> None:

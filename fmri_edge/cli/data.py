@@ -61,8 +61,8 @@ def _confusion_table(task: str, r: dict) -> Table:
 
 @app.command(rich_help_panel=PANEL)
 def simulate(
-    out_path: Annotated[Path, typer.Argument(metavar="OUT", help="OUT.npy (trials only) or a folder "
-                                                                  "(ICBHI layout with labels).")],
+    out_path: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="OUT.npy (trials only) or a folder "
+                                                       "(ICBHI layout with labels); not with --scanner.")] = None,
     trials: Annotated[int, typer.Option(help="Trials per subject.", min=1)] = 30,
     subjects: Annotated[int, typer.Option(help="Subjects (folder output: one subject folder each).", min=1)] = 1,
     n_times: Annotated[int, typer.Option(help="Seconds per trial.", min=6)] = 25,
@@ -76,13 +76,30 @@ def simulate(
                                                       "(raw events, fMRIPrep-named derivatives) of --subjects × "
                                                       "--runs runs (needs the nifti extra).")] = False,
     runs: Annotated[int, typer.Option(help="Runs per subject with --bids.", min=1)] = 2,
+    scanner: Annotated[Optional[Path], typer.Option("--scanner", metavar="WATCH_DIR", help="Replay --from into this "
+                                                    "folder as a scanner exports it, a file per volume at TR pace, "
+                                                    "some written in place in two halves (try `fmri-edge stream` "
+                                                    "on it).")] = None,
+    bold: Annotated[Optional[Path], typer.Option("--from", metavar="BOLD", help="With --scanner: the 4-D run to "
+                                                 "replay (.nii/.nii.gz).")] = None,
+    tr: Annotated[Optional[float], typer.Option("--tr", help="With --scanner: seconds between volumes.")] = None,
+    speed: Annotated[float, typer.Option(help="With --scanner: replay this many times faster than real time.")] = 1.0,
+    volume_format: Annotated[str, typer.Option("--format", help="With --scanner: nii (3-D NIfTI, img-SERIES-VOLUME.nii) "
+                                               "or dicom (Siemens XA enhanced, ideacmdtool's naming).")] = "nii",
 ):
     """Write simulated BOLD-like trials with a planted valence signal (no real data needed);
-    with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on."""
+    with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on;
+    with --scanner, replay a 4-D run into a folder as a scanner would, for `fmri-edge stream`."""
     import numpy as np
 
     from fmri_edge.simulate import simulate as sim
 
+    if scanner is not None:
+        _simulate_scanner(scanner, out_path, bold, tr, speed, volume_format)
+        return
+    if out_path is None:
+        with user_errors():
+            raise UsageError("give OUT (a .npy file or a folder), or --scanner WATCH_DIR --from BOLD --tr S")
     if nifti or bids:
         _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force)
         return
@@ -102,6 +119,21 @@ def simulate(
             np.savez(folder / "fMRI_data.npz", data=x[subj == s].astype(np.float64))
             np.savez(folder / "labels.npz", data=y[subj == s].astype(np.float64))
         err.print(f"wrote {subjects} subject folder(s) of {trials} trials with labels to {out_path}/")
+
+
+def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
+    with user_errors():
+        if out_path is not None:
+            raise UsageError(f"{out_path}: --scanner writes into WATCH_DIR; give no OUT")
+        if bold is None or tr is None:
+            raise UsageError("--scanner needs --from BOLD.nii.gz (a 4-D run) and --tr SECONDS")
+        from fmri_edge.extract import require_nifti
+        from fmri_edge.replay import replay
+
+        require_nifti()
+        err.print(f"replaying {bold.name} into {folder}/ every {tr / speed:g} s ({fmt})", highlight=False)
+        n = replay(bold, folder, tr, speed, fmt)
+        err.print(f"wrote {n} volumes to {folder}/")
 
 
 def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool):
@@ -167,9 +199,15 @@ def extract(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
     errors_json: Annotated[Optional[Path], typer.Option("--errors", help="Write refused runs and skipped events "
                                                         "as JSON.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="BIDS folders: extract the runs on a Dask cluster, a scheduler's address (tcp://host:8786) or local:N "
+             "for N local worker processes (pip install 'fmri-edge[dask]'); workers need the files at the same "
+             "paths (a shared file system).")] = None,
 ):
-    """Region time series from NIfTI BOLD with an atlas (nilearn), resampled to 1 s and cut into one
-    trial per event: the trials `fmri-edge predict` reads. Needs pip install 'fmri-edge\\[nifti]'."""
+    """Region time series from NIfTI BOLD with an atlas (region means read block by block; nilearn
+    for confounds and filtering), resampled to 1 s and cut into one trial per event: the trials
+    `fmri-edge predict` reads. Damaged files are refused one line each; a study's good runs always
+    come out. Needs pip install 'fmri-edge\\[nifti]'."""
     with user_errors():
         from fmri_edge import extract as lib
 
@@ -188,10 +226,19 @@ def extract(
             from fmri_edge.submission import check_new
 
             check_new(errors_json, force)
-        if source.is_dir():
-            _extract_bids(lib, source, atlas, out, window, opts, task, space, force, as_json, errors_json)
-        else:
-            _extract_one(lib, source, atlas, out, events, window, opts, force, as_json, errors_json)
+        if source.is_dir() and source.name.endswith(lib.NIFTI_SUFFIXES):
+            raise InputError(source, "BOLD image is a folder, not a NIfTI file")
+        try:
+            if source.is_dir():
+                _extract_bids(lib, source, atlas, out, window, opts, task, space, force, as_json, errors_json,
+                              scheduler)
+            elif scheduler:
+                raise UsageError(f"--scheduler {scheduler}: distributes the runs of a BIDS folder; {source} is one run")
+            else:
+                _extract_one(lib, source, atlas, out, events, window, opts, force, as_json, errors_json)
+        except (EOFError, OSError) as e:   # never click's bare "Aborted!" nor a traceback: one line naming the file
+            raise InputError(getattr(e, "filename", None) or source,
+                             f"{getattr(e, 'strerror', None) or type(e).__name__}: {str(e)[:120]}") from None
 
 
 def _window_json(window) -> dict:
@@ -246,7 +293,7 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
 
 
 def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts, task, space, force, as_json,
-                  errors_json):
+                  errors_json, scheduler=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if out_dir.suffix == ".npz" or out_dir.is_file():
@@ -265,7 +312,11 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
         def on_run(run, result):
             bar.update(task_id, advance=1, description=f"extracting {run.bold.name[:48]}")
 
-        results = lib.extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs)
+        if scheduler:
+            results = lib.extract_bids_on(scheduler, root, atlas, out_dir, window, opts, force=force, on_run=on_run,
+                                          runs=runs)
+        else:
+            results = lib.extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs)
     _print_notes([n for p in results for r in p.runs for n in r.notes])
     problems = [e for p in results for e in (*p.failed, *p.skipped)]
     written = [p for p in results if p.out is not None]

@@ -1,0 +1,527 @@
+"""Decode trials while the scan runs: volumes arrive one file per volume, each trial is answered as
+soon as the volumes its window needs are in (``fmri-edge stream``).
+
+Numpy, nibabel and onnxruntime only (no torch). Pieces, each from the module that owns it:
+- arrival, order, completeness, gaps: :mod:`fmri_edge.watch`;
+- reading a volume: :func:`fmri_edge.volumes.read_volume` (NIfTI) or :func:`fmri_edge.dicom.read_volume`;
+- region means: :class:`fmri_edge.volumes.RegionIndex`, the atlas put on the volumes' grid once, as
+  ``extract`` does;
+- the clock and the cut: ``extract``'s :class:`~fmri_edge.extract.Window`, ``read_events``,
+  ``volume_times`` and ``cut_trials`` — volume k at (k + slice_time_ref) · TR, each trial cut exactly
+  as ``extract`` cuts it;
+- answers: :func:`fmri_edge.predict.answer`, the same call ``predict`` makes.
+
+Subject alignment without the future (:class:`Alignment`): ``running`` (default) aligns each trial
+with the statistics of the trials answered so far once there are :data:`MIN_ALIGN_TRIALS` of them,
+the population's defaults before; ``stats`` uses a previous run of the same participant; ``none``
+the population's defaults for every trial (docs/realtime.md measures each).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from fmri_edge import io
+from fmri_edge.errors import InputError, UsageError
+from fmri_edge.extract import Events, Window, cut_trials, read_events, volume_times
+from fmri_edge.predict import MIN_ALIGN_TRIALS, Batch, answer
+from fmri_edge.runtime import Decoder
+from fmri_edge.watch import Arrival, Missing, VolumeFolder
+
+ALIGN_MODES = ("running", "stats", "none")
+EPS = 1e-6
+DEFAULT_TIMEOUT = 10.0
+
+
+# ---- the schedule: which volumes each trial needs, and the cut -------------------------------------------
+
+@dataclass
+class Trial:
+    i: int                 # index into the events
+    row: int               # 1-based row of the events file
+    onset: float
+    trial_type: str
+    lo: int                # first and last volume (0-based) its window reads
+    hi: int
+
+
+class Schedule:
+    """The events file's trials on the volume clock: ``extract``'s window and cut, one trial at a time."""
+
+    def __init__(self, events: Events, window: Window, tr: float, slice_time_ref: float = 0.0):
+        self.events, self.window, self.tr, self.ref = events, window, float(tr), float(slice_time_ref)
+        offsets = window.offsets()
+        self.trials: list[Trial] = []
+        for i, onset in enumerate(events.onset):
+            t0, t1 = onset + offsets[0], onset + offsets[-1]
+            lo = max(0, math.floor(t0 / self.tr - self.ref + EPS))
+            hi = max(lo + 1, math.ceil(t1 / self.tr - self.ref - EPS))
+            self.trials.append(Trial(i, int(events.row[i]), float(onset), str(events.trial_type[i]), lo, hi))
+        # windows that start before the first volume: extract's own check and message
+        n = max(t.hi for t in self.trials) + 2
+        _, keep, self.skipped = cut_trials(volume_times(n, self.tr, self.ref), np.zeros((n, 1)), events, window,
+                                           "the scan")
+        kept = set(keep.tolist())
+        self.trials = [t for t in self.trials if t.i in kept]
+
+    def cut(self, trial: Trial, signals: np.ndarray) -> np.ndarray:
+        """(1, n_regions, n_times) float32 from region signals (≥ trial.hi + 1, n_regions) (rows
+        before ``trial.lo`` are not read), exactly as ``extract`` cuts it."""
+        ev = self.events
+        one = Events(ev.path, ev.onset[trial.i:trial.i + 1], ev.trial_type[trial.i:trial.i + 1],
+                     ev.row[trial.i:trial.i + 1])
+        n = trial.hi + 1
+        trials, _, skipped = cut_trials(volume_times(n, self.tr, self.ref), signals[:n], one, self.window, "the scan")
+        if skipped:  # cannot happen for a trial the schedule kept; never answer a padded window
+            raise skipped[0]
+        return trials
+
+    def window_text(self, trial: Trial) -> str:
+        o = self.window.offsets()
+        return f"{self.window.n_times}-s window {trial.onset + o[0]:g} … {trial.onset + o[-1]:g} s"
+
+
+# ---- subject alignment without the future --------------------------------------------------------------
+
+class Alignment:
+    """Which statistics align each live trial: see the module's docstring."""
+
+    def __init__(self, decoder: Decoder, mode: str = "running", stats_from: list[Path] | None = None,
+                 min_trials: int = MIN_ALIGN_TRIALS):
+        from fmri_edge.normalize import AlignStats
+
+        if mode not in ALIGN_MODES:
+            raise UsageError(f"unknown alignment {mode!r}; choose from {', '.join(ALIGN_MODES)}")
+        self.decoder, self.mode, self.min_trials = decoder, mode, min_trials
+        self.subject = None
+        self.running = AlignStats()
+        if not decoder.aligned:
+            self.mode = "none"
+        elif mode == "stats":
+            self.subject = stats_from_trials(decoder, stats_from or [], min_trials)
+
+    def __call__(self, x: np.ndarray) -> tuple[tuple | None, str]:
+        """The statistics to answer trial ``x`` (1, R, T) with, and a word on them; ``running`` first
+        adds ``x`` to the trials seen."""
+        if self.mode == "running":
+            from fmri_edge.normalize import AlignStats
+
+            self.running.merge(AlignStats.of(self.decoder.represent(x)))
+            if self.running.n >= self.min_trials:
+                return self.running.result(), f"running ({self.running.n} trials)"
+            return None, f"population ({self.running.n} < {self.min_trials} trials)"
+        if self.mode == "stats":
+            return self.subject, "stats-from"
+        return None, "population"
+
+
+def stats_from_trials(decoder: Decoder, paths: list[Path], min_trials: int = MIN_ALIGN_TRIALS) -> tuple:
+    """One participant's alignment statistics from trial files of an earlier run (``extract``'s
+    ``.npz``, ``.npy``, an ICBHI subject folder), as ``predict`` computes them."""
+    from fmri_edge.predict import participant_stats
+
+    sources = [s for p in paths for s in io.discover([Path(p)])]
+    if not sources:
+        raise UsageError("--stats-from: give the trials of an earlier run of the same participant")
+    stats, problems, _ = participant_stats(decoder, sources)
+    if problems and not stats.n:
+        raise problems[0]
+    if stats.n < min_trials:
+        raise InputError(sources[0].path, f"--stats-from holds {stats.n} good trial(s); alignment statistics need "
+                                          f"≥ {min_trials} trials of the participant")
+    return stats.result()
+
+
+# ---- outputs: rows on disk, answers over the network ---------------------------------------------------
+
+class RowFile:
+    """Submission rows appended one at a time, each whole on disk (written, flushed, fsync'ed) before
+    the next volume is read; a failed write (full disk) is cut back to the last whole row and the
+    file is closed, so the file only ever holds whole rows."""
+
+    def __init__(self, path: Path, force: bool = False):
+        from fmri_edge.submission import HEADER, PROB_COLUMNS, check_new
+
+        self.path = check_new(path, force)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self.size, self.rows, self.error = 0, 0, None
+        self.write(",".join(HEADER + PROB_COLUMNS) + "\n")
+        if self.error:
+            raise self.error
+
+    def write(self, line: str) -> bool:
+        if self.fd is None:
+            return False
+        data = line.encode()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})   # no half row on Ctrl-C
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+            os.fsync(self.fd)
+        except OSError as e:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass
+            self.close()
+            self.error = InputError(self.path, f"cannot write ({e.strerror or e}); {self.rows} whole row(s) kept, "
+                                               "the answers go on on stdout")
+            return False
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        self.size += len(data)
+        return True
+
+    def row(self, participant: str, a: "Answer") -> bool:
+        ok = self.write(f"{participant},{a.trial},{a.valence_class},{a.valence_level},"
+                        + ",".join(f"{p:.4f}" for p in a.probs) + "\n")
+        self.rows += ok
+        return ok
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Sender:
+    """Answers as JSON lines to ``udp://HOST:PORT`` or ``tcp://HOST:PORT`` (PsychoPy, Psychtoolbox)."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        if parts.scheme not in ("udp", "tcp") or not parts.hostname or not parts.port:
+            raise UsageError(f"--send {url}: give udp://HOST:PORT or tcp://HOST:PORT")
+        self.url, self.kind, self.address = url, parts.scheme, (parts.hostname, parts.port)
+        self.error = None
+        try:
+            if self.kind == "tcp":
+                self.sock = socket.create_connection(self.address, timeout=2.0)
+            else:
+                self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self.sock.connect(self.address)
+        except OSError as e:
+            raise UsageError(f"--send {url}: no receiver ({e.strerror or e}); start the listener first") from None
+
+    def send(self, line: str) -> bool:
+        if self.sock is None:
+            return False
+        try:
+            self.sock.sendall(line.encode() + b"\n")
+            return True
+        except OSError as e:
+            self.error = UsageError(f"--send {self.url}: the receiver stopped listening ({e.strerror or e}); "
+                                    "answers go on on stdout")
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Answer:
+    trial: int                 # 1-based row of the events file
+    onset: float
+    trial_type: str
+    valence_class: int
+    valence_level: int
+    probs: list                # class probabilities, the model's class order
+    volume: int                # the volume (0-based) that completed the window
+    file: str
+    latency_ms: float          # from that volume's file becoming complete (its mtime) to the answer
+    aligned: str
+
+    def as_json(self, participant: str) -> str:
+        return json.dumps({"participant": participant, "trial": self.trial, "onset": self.onset,
+                           "trial_type": self.trial_type, "CLASS": self.valence_class, "LEVEL": self.valence_level,
+                           "probs": [round(p, 6) for p in self.probs], "volume": self.volume, "file": self.file,
+                           "latency_ms": round(self.latency_ms, 2), "aligned": self.aligned})
+
+
+@dataclass
+class Timing:
+    """Per volume: from its file's last change to the read that decoded it (wait: event delivery,
+    retries), the read (decode) and the region means (reduce), in ms; per answer: latency in ms."""
+
+    wait_ms: list = field(default_factory=list)
+    read_ms: list = field(default_factory=list)
+    answer_ms: list = field(default_factory=list)     # per answer: cut, alignment, model, outputs
+    reduce_ms: list = field(default_factory=list)
+    latency_ms: list = field(default_factory=list)
+
+
+@dataclass
+class StreamResult:
+    n_trials: int
+    answered: int = 0
+    incomplete: list = field(default_factory=list)     # InputError per trial not answered
+    problems: list = field(default_factory=list)       # every other problem or note
+    interrupted: str | None = None                     # "SIGINT" / "SIGTERM"
+    out_error: InputError | None = None
+    send_error: UsageError | None = None
+    timing: Timing = field(default_factory=Timing)
+
+    @property
+    def complete(self) -> bool:
+        return self.answered == self.n_trials and not self.out_error and not self.send_error
+
+
+class VolumeReader:
+    """(float32 (X, Y, Z), 4×4 affine, series id or None) of one volume file: NIfTI by
+    :func:`fmri_edge.volumes.read_volume`, DICOM by a :class:`fmri_edge.dicom.Reader` kept for the series."""
+
+    def __init__(self):
+        self.dicom = None
+
+    def __call__(self, path: Path) -> tuple:
+        if path.name.lower().endswith((".dcm", ".ima")):
+            if self.dicom is None:
+                from fmri_edge import dicom
+
+                self.dicom = dicom.Reader()
+            return self.dicom(path)
+        from fmri_edge.volumes import read_volume as read_nifti
+
+        data, affine = read_nifti(path)
+        return data, affine, None
+
+
+class _Terminated(KeyboardInterrupt):
+    pass
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends the loop as Ctrl-C does (whole rows stay on disk); main thread only. Yields a
+    dict whose ``signal`` says which one came (watchfiles turns any signal into KeyboardInterrupt)."""
+    state = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        state["signal"] = "SIGTERM"
+        raise _Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class Stream:
+    """One live run: the folder, the atlas on its grid, the schedule, the outputs (see :func:`stream`)."""
+
+    def __init__(self, folder: Path, atlas: Path, events: Path, tr: float, decoder: Decoder, *,
+                 participant: str | None = None, out: Path | None = None, force: bool = False,
+                 align: str = "running", stats_from: list[Path] | None = None, send: str | None = None,
+                 volume_timeout: float = DEFAULT_TIMEOUT, poll: float | None = None, first_volume: int = 1,
+                 slice_time_ref: float = 0.0, trial_types=(), include_existing: bool = False,
+                 on_answer: Callable[[str], None] | None = None,
+                 on_problem: Callable[[InputError | UsageError], None] | None = None):
+        from fmri_edge.extract import TR_RANGE, Atlas
+
+        if not TR_RANGE[0] <= tr <= TR_RANGE[1]:
+            raise UsageError(f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})")
+        if volume_timeout <= 0 or (poll is not None and poll <= 0):
+            raise UsageError("--volume-timeout and --poll take a positive number of seconds")
+        if (decoder.info.subject_normalization or "none") != "none":
+            raise UsageError(f"{decoder.path}: this model normalizes each participant over all of its trials "
+                             "outside the graph, which a live run cannot see; stream needs a model with in-graph "
+                             "alignment or none")
+        self.decoder = decoder
+        self.folder = Path(folder)
+        self.participant = participant or self.folder.resolve().name
+        self.window = Window.from_model(decoder.info)
+        self.schedule = Schedule(read_events(events, trial_types), self.window, tr, slice_time_ref)
+        self.atlas = Atlas(atlas, self.window.n_regions)
+        self.alignment = Alignment(decoder, align, stats_from)
+        self.feed = VolumeFolder(self.folder, VolumeReader(), volume_timeout, first_volume, poll, include_existing)
+        self.on_answer = on_answer or (lambda line: print(line, flush=True))
+        self.on_problem = on_problem or (lambda p: None)
+        self.result = StreamResult(len(self.schedule.trials) + len(self.schedule.skipped))
+        self.rows = self.sender = None
+        self.notes: list[str] = []
+        self.index = self.grid = None
+        self.signals = np.full((max(t.hi for t in self.schedule.trials) + 1 if self.schedule.trials else 1,
+                                self.window.n_regions), np.nan)
+        self.have = np.zeros(len(self.signals), dtype=bool)
+        self.arrived: dict[int, tuple[int, Arrival]] = {}     # index → (arrival order, arrival)
+        self.waiting = list(self.schedule.trials)
+        try:
+            for p in self.feed.start():
+                self._problem(p)
+            self.sender = Sender(send) if send else None
+            self.rows = RowFile(Path(out), force) if out else None
+        except BaseException:
+            self.close()
+            raise
+        if volume_timeout <= tr:
+            self._problem(InputError(self.folder, f"--volume-timeout {volume_timeout:g} s is not longer than the TR "
+                                                  f"({tr:g} s): at scanner pace, every pause between two volumes "
+                                                  "would end the run (fine for a faster replay)", outcome="note"))
+        if align != "none" and not decoder.aligned:
+            self._problem(InputError(decoder.path, "this model has no subject alignment: every trial is answered "
+                                                   "as it is" + (" (--stats-from is not used)" if stats_from else ""),
+                                     outcome="note"))
+        for p in self.schedule.skipped:
+            self._incomplete(p)
+
+    def _problem(self, p) -> None:
+        self.result.problems.append(p)
+        self.on_problem(p)
+
+    def _incomplete(self, p: InputError) -> None:
+        self.result.incomplete.append(p)
+        self.on_problem(p)
+
+    def run(self) -> StreamResult:
+        """Watch, answer, and return when every trial is answered or declared incomplete (or on
+        Ctrl-C / SIGTERM, with whatever was answered kept)."""
+        state = {"signal": None}
+        try:
+            with _sigterm_as_interrupt() as state:
+                while self.waiting:
+                    self.feed.wait()
+                    for item in self.feed.collect():
+                        self._take(item)
+                        if not self.waiting:
+                            break
+        except KeyboardInterrupt:
+            self.result.interrupted = state["signal"] or "SIGINT"
+        finally:
+            self.close()
+        return self.result
+
+    def close(self) -> None:
+        self.feed.close()
+        if self.rows is not None:
+            self.rows.close()
+        if self.sender is not None:
+            self.sender.close()
+
+    # ---- one item from the folder ----
+
+    def _take(self, item) -> None:
+        if isinstance(item, InputError):
+            self._problem(item)
+        elif isinstance(item, Missing):
+            self._missing(item)
+        else:
+            self._arrive(item)
+
+    def _arrive(self, a: Arrival) -> None:
+        data, affine, series = a.decoded
+        if self.index is None:
+            from fmri_edge.volumes import RegionIndex
+
+            self.index = RegionIndex.on_grid(self.atlas, data.shape[:3], affine, self.notes, source=a.path)
+            self.grid = (tuple(data.shape), np.asarray(affine, dtype=np.float64), series)
+            for n in self.notes:
+                self._problem(InputError(self.atlas.path, n, outcome="note"))
+        shape, first_affine, first_series = self.grid
+        problem = None
+        if tuple(data.shape) != shape:
+            problem = f"shape {tuple(data.shape)} differs from the first volume's {shape}"
+        elif not np.allclose(affine, first_affine, atol=1e-4):
+            problem = "its affine (position or orientation) differs from the first volume's: the participant's " \
+                      "scan was re-positioned or the file belongs to another run"
+        elif series != first_series:
+            problem = f"a DICOM of another series ({series}; the stream follows {first_series})"
+        if problem is None:
+            t0 = time.perf_counter()
+            means = self.index.means(data)
+            self.result.timing.reduce_ms.append((time.perf_counter() - t0) * 1e3)
+            self.result.timing.read_ms.append(a.read_ms)
+            self.result.timing.wait_ms.append(max(0.0, (a.seen_ns - a.complete_ns) / 1e6))
+            if not np.isfinite(means).all():
+                problem = "region means hold NaN or Inf (NaN voxels inside the atlas?)"
+        if problem is not None:
+            self._missing(Missing(a.index, InputError(a.path, f"{problem}: skipped")))
+            return
+        if a.index < len(self.signals):
+            self.signals[a.index] = means
+            self.have[a.index] = True
+        a.decoded = None            # the volume itself is done with: memory holds region means only
+        self.arrived[a.index] = (len(self.arrived), a)
+        self._answer_ready()
+
+    def _missing(self, m: Missing) -> None:
+        if m.problem is not None:
+            self._problem(m.problem)
+        keep = []
+        for t in self.waiting:
+            if m.end and t.hi >= m.index:
+                last = (m.index - 1 + self.schedule.ref) * self.schedule.tr
+                self._incomplete(InputError(self.schedule.events.path, f"event row {t.row} (onset {t.onset:g} s, "
+                                            f"{t.trial_type}): its {self.schedule.window_text(t)} runs past the end "
+                                            f"of the scan (last volume at {last:g} s; nothing more came within "
+                                            f"--volume-timeout {self.feed.timeout:g} s); not answered",
+                                            outcome="skipped"))
+            elif not m.end and t.lo <= m.index <= t.hi:
+                self._incomplete(InputError(self.schedule.events.path, f"event row {t.row} (onset {t.onset:g} s, "
+                                            f"{t.trial_type}): its {self.schedule.window_text(t)} needs volume "
+                                            f"index {m.index}, which is missing or damaged; not answered",
+                                            outcome="skipped"))
+            else:
+                keep.append(t)
+        self.waiting = keep
+
+    def _answer_ready(self) -> None:
+        keep = []
+        for t in self.waiting:
+            if self.have[t.lo:t.hi + 1].all():
+                self._answer(t)
+            else:
+                keep.append(t)
+        self.waiting = keep
+
+    def _answer(self, t: Trial) -> None:
+        t0 = time.perf_counter()
+        x = self.schedule.cut(t, self.signals)
+        subject, aligned = self.alignment(x)
+        last = max((self.arrived[k] for k in range(t.lo, t.hi + 1)), key=lambda v: v[0])[1]
+        src = io.Source(self.participant, self.folder)
+        for b in answer(self.decoder, src, np.array([t.row]), x, subject):
+            if not isinstance(b, Batch):
+                self._incomplete(b)
+                continue
+            a = Answer(t.row, t.onset, t.trial_type, int(b.valence_class[0]), int(b.valence_level[0]),
+                       [float(p) for p in b.class_probs[0]], last.index, last.path.name, 0.0, aligned)
+            a.latency_ms = (time.time_ns() - last.complete_ns) / 1e6
+            line = a.as_json(self.participant)
+            self.on_answer(line)
+            if self.sender is not None and not self.sender.send(line):     # the stimulus program first
+                if self.result.send_error is None:
+                    self.result.send_error = self.sender.error
+                    self._problem(self.sender.error)
+            if self.rows is not None and not self.rows.row(self.participant, a):   # then the row, fsync'ed (~3 ms)
+                if self.result.out_error is None:
+                    self.result.out_error = self.rows.error
+                    self._problem(self.rows.error)
+            self.result.answered += 1
+            self.result.timing.latency_ms.append(a.latency_ms)
+            self.result.timing.answer_ms.append((time.perf_counter() - t0) * 1e3)
+
+
+def stream(folder, atlas, events, tr, decoder: Decoder, **options) -> StreamResult:
+    """Answer every trial of ``events`` from the volumes arriving in ``folder``; see :class:`Stream`."""
+    return Stream(Path(folder), Path(atlas), Path(events), tr, decoder, **options).run()
