@@ -119,7 +119,7 @@ def challenge_table(rows: list[Row], results: dict) -> list[str]:
             s = cr["protocols"][protocol]["summary"]
             level_err = level_errors(lr, protocol)[0]
             base_err = level_errors(cr, protocol)[1]
-            score = round(0.6 * round(s["CLASS_error"], 4) + 0.4 * round(level_err, 4), 4)
+            score = scoring.score_from_errors(s["CLASS_error"], level_err)
             minutes = (cr["protocols"][protocol]["seconds"] + (lr["protocols"][protocol]["seconds"]
                        if lr is not cr else 0)) / 60
             lines.append(

@@ -9,39 +9,51 @@ usage: python train/research/onnx_cv.py runs/fmri-edge [--data ../shared/data/ic
 with fewer than 10 trials (or with --no-align).
 """
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import predict as lib, scoring
-from fmri_edge.io import load_icbhi
-from fmri_edge.runtime import Decoder
-from fmri_edge.training.export import export_onnx
-from fmri_edge.training.fit import load_checkpoint
+from harness import data_of, parser
 
-run = Path(sys.argv[1])
-data = Path(sys.argv[sys.argv.index("--data") + 1]) if "--data" in sys.argv else Path("../shared/data/icbhi2024/Train")
-recipe = json.loads(load_checkpoint(run / "model.pt")[1]["recipe"])
-subjects = load_icbhi(data)
-pred, true = [], []
-with tempfile.TemporaryDirectory() as tmp:
-    # an ensemble's fold k is a folder fold<k>/ of member<j>.pt; a single network's is fold<k>.pt
-    for fold in sorted(p for p in run.iterdir() if p.name.startswith("fold") and (p.is_dir() or p.suffix == ".pt")):
-        members = [load_checkpoint(p) for p in (sorted(fold.glob("member*.pt")) if fold.is_dir() else [fold])]
-        test = members[0][1]["test_participants"]
-        x = np.concatenate([subjects[p][0] for p in subjects if p not in test]).astype(np.float32)
-        out = Path(tmp) / f"{fold.name}.onnx"
-        export_onnx([m for m, _ in members], out, {"model_version": fold.name, "level_rule": recipe["eval"]["level_rule"],
-                                                    "region_names": [f"R{i}" for i in range(246)]}, x[:256])
-        d = Decoder(out)
-        for item in lib.predict(d, [data / p for p in test], align="--no-align" not in sys.argv):
-            if isinstance(item, lib.Batch):
-                labels = subjects[item.participant][1][item.trial - 1]
-                pred.append(np.stack([item.valence_class, item.valence_level], 1))
-                true.append(labels)
-        print(fold.name, test, flush=True)
-pred, true = np.concatenate(pred), np.concatenate(true)
-s = scoring.challenge_score(pred[:, 0], true[:, 0], pred[:, 1], true[:, 1])
-print(f"ONNX path{' without alignment' if '--no-align' in sys.argv else ''}, {len(true)} held-out trials: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}")
+
+def main(argv=None):
+    from fmri_edge import predict as lib, scoring
+    from fmri_edge.io import load_icbhi
+    from fmri_edge.runtime import Decoder
+    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.fit import load_checkpoint
+
+    ap = parser(__doc__, name=False, recipe=False, threads=None)
+    ap.add_argument("run", type=Path, help="run folder written by `fmri-edge train` (with its fold models)")
+    ap.add_argument("--no-align", action="store_true", help="answer every participant with the graph's defaults")
+    args = ap.parse_args(argv)
+    run, data = args.run, data_of(args)
+    recipe = json.loads(load_checkpoint(run / "model.pt")[1]["recipe"])
+    subjects = load_icbhi(data)
+    pred, true = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        # an ensemble's fold k is a folder fold<k>/ of member<j>.pt; a single network's is fold<k>.pt
+        for fold in sorted(p for p in run.iterdir() if p.name.startswith("fold") and (p.is_dir() or p.suffix == ".pt")):
+            members = [load_checkpoint(p) for p in (sorted(fold.glob("member*.pt")) if fold.is_dir() else [fold])]
+            test = members[0][1]["test_participants"]
+            x = np.concatenate([subjects[p][0] for p in subjects if p not in test]).astype(np.float32)
+            out = Path(tmp) / f"{fold.name}.onnx"
+            export_onnx([m for m, _ in members], out, {"model_version": fold.name,
+                                                        "level_rule": recipe["eval"]["level_rule"],
+                                                        "region_names": [f"R{i}" for i in range(246)]}, x[:256])
+            d = Decoder(out)
+            for item in lib.predict(d, [data / p for p in test], align=not args.no_align):
+                if isinstance(item, lib.Batch):
+                    labels = subjects[item.participant][1][item.trial - 1]
+                    pred.append(np.stack([item.valence_class, item.valence_level], 1))
+                    true.append(labels)
+            print(fold.name, test, flush=True)
+    pred, true = np.concatenate(pred), np.concatenate(true)
+    s = scoring.challenge_score(pred[:, 0], true[:, 0], pred[:, 1], true[:, 1])
+    print(f"ONNX path{' without alignment' if args.no_align else ''}, {len(true)} held-out trials: "
+          f"CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -181,14 +181,18 @@ def to_rich(g: Grid):
 def to_markdown(g: Grid) -> list[str]:
     """The table's lines (its title, when it has one, as a caption line before it)."""
     lines = [g.title, ""] if g.title else []
-    lines += ["| " + " | ".join(c.name for c in g.columns) + " |",
+    lines += [_md_row([c.name for c in g.columns]),
               "|" + "".join(":---:|" if c.verdict else "---:|" if c.right else "---|" for c in g.columns)]
     for cells, derived in g.rows:
         cells = [f"**{v}**" if c.verdict and v == "no" else v for c, v in zip(g.columns, cells)]
         if derived:
             cells[0] = f"*{cells[0]}*"
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_md_row(cells))
     return lines
+
+
+def _md_row(cells: list[str]) -> str:
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
 
 
 def tables(res: BenchResult) -> list:
