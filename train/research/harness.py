@@ -23,7 +23,7 @@ RESULTS = Path("runs/research")
 TUPLE_KEYS = ("widths", "dense")   # recipe fields held as tuples
 
 
-def parser(doc: str | None, *, name: bool = True, recipe: bool = True, base: str | None = None,
+def parser(doc: str | None, *, name: bool = True, recipe: bool = True, base: str | None = None, data: bool = True,
            threads: int | None = 1) -> argparse.ArgumentParser:
     """An ArgumentParser with the shared options: NAME (the result's name), ``--base``, ``--set``
     (recipe scripts), ``--data`` and ``--threads`` (torch's CPU threads; None: not offered)."""
@@ -34,8 +34,9 @@ def parser(doc: str | None, *, name: bool = True, recipe: bool = True, base: str
         ap.add_argument("--base", default=base, help=f"recipe TOML to start from (default: {base or 'the defaults'})")
         ap.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=JSON",
                         help="change one recipe value, e.g. --set model.normalization='\"psc_mean\"' (repeatable)")
-    ap.add_argument("--data", type=Path, default=None,
-                    help=f"ICBHI Train folder (default: the recipe's, else {DEFAULT_DATA})")
+    if data:
+        ap.add_argument("--data", type=Path, default=None,
+                        help=f"ICBHI Train folder (default: the recipe's, else {DEFAULT_DATA})")
     if threads is not None:
         ap.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
     return ap

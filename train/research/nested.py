@@ -13,7 +13,6 @@ usage: python train/research/nested.py NAME RUN [RUN ...] [--by inner|inner_last
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 from fmri_edge import scoring
 from fmri_edge.training.fit import decide
 from fmri_edge.training.protocols import baseline_level
-from harness import RESULTS, write_log
+from harness import RESULTS, parser, write_log
 
 
 def load_run(name: str, where: str | Path = RESULTS) -> dict:
@@ -75,8 +74,7 @@ def paired(a: list[float], b: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("name")
+    ap = parser(__doc__, recipe=False, data=False, threads=None)
     ap.add_argument("runs", nargs="+", metavar="RUN", help="runs/research/RUN.folds.json, the shipped recipe first")
     ap.add_argument("--by", default="inner", choices=("inner", "inner_last10"))
     args = ap.parse_args(argv)

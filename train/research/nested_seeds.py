@@ -12,11 +12,10 @@ usage: python train/research/nested_seeds.py NAME PREFIX [PREFIX ...] [--seeds s
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 
-from harness import write_log
+from harness import parser, write_log
 from nested import load_run, nested_choice, paired, pooled_scores
 
 
@@ -37,8 +36,7 @@ def seed_average(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("name")
+    ap = parser(__doc__, recipe=False, data=False, threads=None)
     ap.add_argument("prefixes", nargs="+", metavar="PREFIX", help="candidates run as PREFIX_s1, PREFIX_s2, …")
     ap.add_argument("--seeds", default="s1,s2", help="seed suffixes, comma-separated")
     ap.add_argument("--by", default="inner_last10", choices=("inner", "inner_last10"))
