@@ -33,7 +33,7 @@ def installed_env() -> dict:
     """The environment of a user's process: the package's bytecode compiled (as ``pip install``
     leaves it) and used. A PYTHONDONTWRITEBYTECODE=1 in this environment (some sandboxes set it)
     would otherwise make every cold start of an editable install compile fmri_edge's sources
-    again (~60 ms)."""
+    again (its cost: docs/speed.md)."""
     import compileall
 
     compileall.compile_dir(Path(__file__).resolve().parents[2], quiet=2)
