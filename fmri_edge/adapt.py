@@ -32,7 +32,6 @@ no ``onnx`` package), the participant's alignment statistics as its new defaults
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import time
@@ -44,7 +43,7 @@ import numpy as np
 from fmri_edge import io, onnx_edit, scoring
 from fmri_edge.predict import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
 from fmri_edge.runtime import ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
-from fmri_edge.submission import _whole
+from fmri_edge.submission import HEADER, read_answers
 
 METHODS = ("bias", "scale_bias", "features")
 # the best mean inner-CV accuracy gain at K = 9, pooled over the 9 outer folds of
@@ -196,72 +195,33 @@ class Labels:
     lines: dict = field(default_factory=dict)   # trial → CSV line, for messages
 
 
-CSV_REQUIRED = ("Participant", "Trial", "CLASS")
-
-
-def read_labels(path: str | Path) -> Labels:
-    """A participant's labels: ICBHI ``labels.npz`` (rows are trials 1, 2, … in order; fewer rows
-    than trials label the first ones) or a CSV with columns ``Participant,Trial,CLASS[,LEVEL]``,
-    found by name (other columns are ignored). Every problem names the file (and line)."""
+def read_participant_labels(path: str | Path) -> Labels:
+    """One participant's CLASS labels: ICBHI ``labels.npz`` (rows are trials 1, 2, … in order;
+    fewer rows than trials label the first ones) or a CSV read as the challenge's format is
+    (:func:`fmri_edge.submission.read_answers`: ``Participant,Trial,CLASS`` by name, LEVEL and
+    other columns ignored), of one participant. Every problem names the file (and line)."""
     path = Path(path)
     if path.suffix == ".npz":
         lab = io.load_labels(path)
         return Labels(np.arange(1, len(lab) + 1), lab[:, 0], None, path)
     if path.suffix != ".csv":
         raise io.InputError(path, f"labels must be an ICBHI labels.npz or a .csv with columns "
-                                  f"{','.join(CSV_REQUIRED)}[,LEVEL] (got {path.suffix or 'no suffix'!r})")
-    if not path.is_file():
-        raise io.InputError(path, "no such file")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise io.InputError(path, f"not a readable CSV ({str(e)[:100]})") from None
-    if not rows:
-        raise io.InputError(path, f"empty file; expected a header with {','.join(CSV_REQUIRED)}[,LEVEL]")
-    header = [c.strip() for c in rows[0]]
-    dup = sorted({c for c in header if c and header.count(c) > 1})
-    if dup:
-        raise io.InputError(path, f"line 1: column(s) {', '.join(dup)} appear more than once")
-    missing = [c for c in CSV_REQUIRED if c not in header]
-    if missing:
-        raise io.InputError(path, f"line 1: no column {', '.join(missing)} (header {','.join(header)!r}); "
-                                  f"expected {','.join(CSV_REQUIRED)}[,LEVEL]")
-    col = {c: header.index(c) for c in (*CSV_REQUIRED, "LEVEL") if c in header}
-    parts, trials, classes, lines = [], [], [], {}
-    for n, row in enumerate(rows[1:], start=2):
-        if not "".join(row).strip():
-            continue
-        if len(row) < len(header):
-            raise io.InputError(path, f"line {n}: {len(row)} values for {len(header)} columns")
-        p = row[col["Participant"]].strip()
-        t, c = _whole(row[col["Trial"]]), _whole(row[col["CLASS"]])
-        if not p:
-            raise io.InputError(path, f"line {n}: empty Participant")
-        if t is None or t < 1:
-            raise io.InputError(path, f"line {n}: Trial {row[col['Trial']].strip()!r} is not a trial number (1, 2, …)")
-        if c not in (-1, 0, 1):
-            raise io.InputError(path, f"line {n}: CLASS {row[col['CLASS']].strip()!r} outside {{-1, 0, 1}}")
-        if "LEVEL" in col and row[col["LEVEL"]].strip():
-            lv = _whole(row[col["LEVEL"]])
-            if lv is None or not -4 <= lv <= 4:
-                raise io.InputError(path, f"line {n}: LEVEL {row[col['LEVEL']].strip()!r} outside {{-4 … 4}}")
-        if parts and p != parts[0]:
-            raise io.InputError(path, f"line {n}: participant {p!r}, but line 2 is {parts[0]!r}; adapt one "
-                                      "participant at a time (one labels file each)")
-        if t in lines:
-            raise io.InputError(path, f"line {n}: trial {t} again (first on line {lines[t]}); one label per trial")
-        parts.append(p), trials.append(t), classes.append(c)
-        lines[t] = n
-    if not parts:
-        raise io.InputError(path, "no label rows after the header")
-    return Labels(np.array(trials), np.array(classes), parts[0], path, lines)
+                                  f"{','.join(HEADER[:3])}[,LEVEL] (got {path.suffix or 'no suffix'!r})")
+    rows = read_answers(path, level=False)
+    other = np.flatnonzero(rows.participant != rows.participant[0])
+    if len(other):
+        raise io.InputError(path, f"line {rows.line[other[0]]}: participant {rows.participant[other[0]]!r}, but line "
+                                  f"{rows.line[0]} is {rows.participant[0]!r}; adapt one participant at a time "
+                                  "(one labels file each)")
+    return Labels(rows.trial, rows.valence_class, str(rows.participant[0]), path,
+                  dict(zip(rows.trial.tolist(), rows.line.tolist())))
 
 
 # ---- the participant's trials through the base model --------------------------------------------------
 
 @dataclass
-class Seen:
+class BaseOutputs:
+    """The base model's outputs on one participant's trials."""
     participant: str
     trial: np.ndarray            # (N,) 1-based trial numbers of the good trials
     class_probs: np.ndarray      # (N, 3)
@@ -272,8 +232,8 @@ class Seen:
     paths: list
 
 
-def observe(decoder: Decoder, paths: list, participant: str | None = None, policy: Policy | None = None,
-            batch_size: int = DEFAULT_BATCH) -> Seen:
+def base_outputs(decoder: Decoder, paths: list, participant: str | None = None, policy: Policy | None = None,
+                 batch_size: int = DEFAULT_BATCH) -> BaseOutputs:
     """The base model's outputs on one participant's trials, aligned exactly as ``predict``
     aligns them (over all of the participant's good trials in ``paths``)."""
     groups, problems = [], []
@@ -314,11 +274,11 @@ def observe(decoder: Decoder, paths: list, participant: str | None = None, polic
             raise p
     if not trials:
         raise io.InputError(sources[0].path, "no trial of this participant could be read")
-    return Seen(name, np.concatenate(trials), *(np.concatenate(outs[k]).astype(np.float64) for k in outs),
+    return BaseOutputs(name, np.concatenate(trials), *(np.concatenate(outs[k]).astype(np.float64) for k in outs),
                 subject, problems, [s.path for s in sources])
 
 
-def match_labels(seen: Seen, labels: Labels) -> np.ndarray:
+def match_labels(seen: BaseOutputs, labels: Labels) -> np.ndarray:
     """Indices into ``seen`` of the labeled trials; refuses labels for trials not in TRIALS."""
     where = {int(t): i for i, t in enumerate(seen.trial)}
     if labels.participant is not None and labels.participant != seen.participant:
@@ -445,7 +405,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         raise io.InputError(out, "give the adapted model an .onnx name (its model card is written beside it)")
     check_new(out, force)
     check_new(out.with_suffix(".md"), force)
-    labels = read_labels(labels_path)
+    labels = read_participant_labels(labels_path)
     decoder = Decoder(model, threads=threads)
     if "features" not in decoder.outputs:
         raise io.InputError(decoder.path, f"model has no `features` output (outputs: {', '.join(decoder.outputs)}); "
@@ -458,7 +418,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     check_labels(labels)
     if shrinkage is None:
         shrinkage = DEFAULT_SHRINKAGE["aligned" if decoder.aligned else "unaligned"]
-    seen = observe(decoder, trials, participant, policy)
+    seen = base_outputs(decoder, trials, participant, policy)
     idx = match_labels(seen, labels)
     y = np.searchsorted(scoring.CLASS_VALUES, labels.valence_class)
     scale = float(np.sqrt(np.mean(np.sum(seen.features ** 2, axis=1)))) or 1.0
@@ -494,7 +454,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         integrity.stamp(out)
     check = Decoder(out, threads=threads)
     # the adapted file is opened and checked against the numpy definition on the participant's trials
-    got = observe(check, trials, seen.participant, policy)
+    got = base_outputs(check, trials, seen.participant, policy)
     diff = float(max(np.abs(got.class_probs - new_c).max(), np.abs(got.level_probs - new_l).max()))
     if diff > 1e-4:
         out.unlink()

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -488,7 +486,7 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False)
     reads: ``data`` (N, R, T) float32, ``onset`` (N,) float64 seconds, ``trial_type`` (N,) unicode,
     ``run`` (N,) 1-based index into ``runs`` (M,) unicode (the BOLD file names). Atomic: the file
     appears complete or not at all. Trials are numbered 1 … N in this order by ``predict``."""
-    from fmri_edge.submission import check_new, file_mode
+    from fmri_edge.files import check_new, replace_atomically
 
     path = Path(path)
     if path.suffix != ".npz":
@@ -502,15 +500,8 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False)
         "run": np.concatenate([np.full(len(r.trials), i + 1, dtype=np.int64) for i, r in enumerate(results)]),
         "runs": np.asarray([r.bold.name for r in results], dtype=str),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, file_mode(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replace_atomically(path, binary=True) as f:
+        np.savez(f, **arrays)
     return path
 
 

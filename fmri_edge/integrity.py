@@ -14,9 +14,9 @@ naive edits; it is not a signature (whoever can edit the file can recompute it).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
+
+from fmri_edge.files import replace_atomically
 from fmri_edge.io import InputError
 from fmri_edge.onnx_edit import (LENGTH_DELIMITED, MODEL_METADATA, WireError, fields, metadata_entry,
                                  read_entry)
@@ -66,11 +66,8 @@ def stamp(path: str | Path) -> str:
         if not (f.number == METADATA_FIELD and f.wire == LENGTH_DELIMITED and read_entry(f.payload)[0] == DIGEST_KEY):
             kept += f.raw
     kept += metadata_entry(DIGEST_KEY, digest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, path.stat().st_mode & 0o777)
-    with os.fdopen(fd, "wb") as f:
+    with replace_atomically(path, binary=True) as f:
         f.write(kept)
-    os.replace(tmp, path)
     return digest
 
 

@@ -12,28 +12,48 @@ SUBJECT_NORMS = ("none", "zscore", "center")
 EPS = 1e-6
 
 
-class SubjectStats:
+class Moments:
+    """Count, mean and sum of squared deviations of samples seen in chunks, merged with Chan et
+    al.'s pairwise update (float64). Merging the same chunks in the same order gives the same
+    numbers, bit for bit."""
+
+    def __init__(self, n: int = 0, mean=0.0, m2=0.0):
+        self.n, self.mean, self.m2 = n, mean, m2
+
+    def merge(self, other: "Moments") -> None:
+        """Add statistics computed elsewhere (another chunk, file or worker)."""
+        if not other.n:
+            return
+        total = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.n / total)
+        self.m2 = self.m2 + other.m2 + delta ** 2 * (self.n * other.n / total)
+        self.n = total
+
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / self.n)
+
+
+class SubjectStats(Moments):
     """Subject-wise normalization in two passes that can be streamed: per-region mean and
-    standard deviation over every trial and second seen by :meth:`add` (float64, chunks merged
-    with Chan et al.'s pairwise update), then :meth:`apply` to each chunk."""
+    standard deviation over every trial and second seen by :meth:`add`, then :meth:`apply` to
+    each chunk."""
 
     def __init__(self, mode: str):
         if mode not in SUBJECT_NORMS:
             raise ValueError(f"unknown subject normalization {mode!r}; choose from {SUBJECT_NORMS}")
-        self.mode, self.n, self.mean, self.m2 = mode, 0, 0.0, 0.0
+        super().__init__()
+        self.mode = mode
 
     def add(self, x: np.ndarray) -> None:
         y = np.array(x, dtype=np.float64)  # in-place arithmetic below: half the time of temporaries
         n = y.shape[0] * y.shape[2]
+        if not n:
+            return
         mean = y.sum(axis=2).sum(axis=0) / n
         y -= mean[None, :, None]
         np.square(y, out=y)
-        m2 = y.sum(axis=2).sum(axis=0)
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * n / total)
-        self.n = total
+        self.merge(Moments(n, mean, y.sum(axis=2).sum(axis=0)))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         if self.mode == "none":
@@ -41,7 +61,7 @@ class SubjectStats:
         y = np.array(x, dtype=np.float64)
         y -= self.mean[None, :, None]
         if self.mode == "zscore":
-            y /= (np.sqrt(self.m2 / self.n) + EPS)[None, :, None]
+            y /= (self.std() + EPS)[None, :, None]
         return y.astype(np.float32)
 
 
@@ -68,15 +88,11 @@ def normalize_by_participant(trials: np.ndarray, participants: np.ndarray, mode:
     return out
 
 
-class AlignStats:
+class AlignStats(Moments):
     """Subject alignment statistics, streamed: the mean and standard deviation of every entry of
     a model's per-trial representation (regions × time steps) over one participant's trials.
     Training (:mod:`fmri_edge.training.fit`) and ``predict`` use this same class, so a participant
-    is aligned the same way wherever its trials come from — one file, chunks, or several files.
-    Chunks are merged with Chan et al.'s pairwise update in float64."""
-
-    def __init__(self):
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+    is aligned the same way wherever its trials come from — one file, chunks, or several files."""
 
     def add(self, rep: np.ndarray) -> None:
         """``rep``: (n, C, T') representations of n trials of the participant."""
@@ -86,29 +102,16 @@ class AlignStats:
     def of(cls, rep: np.ndarray) -> "AlignStats":
         """The statistics of one chunk of representations (n, C, T') alone."""
         y = np.asarray(rep, dtype=np.float64)
-        stats = cls()
-        if y.shape[0]:
-            stats.n, stats.mean = y.shape[0], y.mean(axis=0)
-            stats.m2 = ((y - stats.mean) ** 2).sum(axis=0)
-        return stats
-
-    def merge(self, other: "AlignStats") -> None:
-        """Add statistics computed elsewhere (another chunk, file or worker). Merging the same
-        chunks in the same order gives the same numbers, bit for bit, as adding them in order."""
-        if not other.n:
-            return
-        total = self.n + other.n
-        delta = other.mean - self.mean
-        self.mean = self.mean + delta * (other.n / total)
-        self.m2 = self.m2 + other.m2 + delta ** 2 * (self.n * other.n / total)
-        self.n = total
+        if not y.shape[0]:
+            return cls()
+        mean = y.mean(axis=0)
+        return cls(y.shape[0], mean, ((y - mean) ** 2).sum(axis=0))
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, scale) as float32 arrays of the representation's shape; scale = std + EPS."""
         if not self.n:
             raise ValueError("no trials were added")
-        return (np.asarray(self.mean, dtype=np.float32),
-                (np.sqrt(self.m2 / self.n) + EPS).astype(np.float32))
+        return np.asarray(self.mean, dtype=np.float32), (self.std() + EPS).astype(np.float32)
 
 
 def align_stats_by_participant(rep: np.ndarray, participants: np.ndarray) -> dict:

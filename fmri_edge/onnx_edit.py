@@ -13,13 +13,13 @@ Every other field is copied byte for byte, so an edit changes only what it says 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from fmri_edge.files import replace_atomically
 
 LENGTH_DELIMITED = 2
 MODEL_GRAPH, MODEL_METADATA = 7, 14
@@ -265,15 +265,5 @@ class Model:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (a temporary file beside ``path``, renamed when complete)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.to_bytes())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replace_atomically(path, binary=True) as f:
+            f.write(self.to_bytes())

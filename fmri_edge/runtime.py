@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import integrity
+from fmri_edge import integrity, scoring
 from fmri_edge.io import InputError
 from fmri_edge.normalize import SUBJECT_NORMS
 
@@ -35,9 +35,9 @@ ALIGN_INPUTS = ("subject_mean", "subject_scale")
 # models whose CLASS logits are linear in per-region features: each region's share of the answer
 CONTRIBUTION_OUTPUT = "region_contributions"
 DEFAULT_MODEL = "fmri-edge.onnx"
-CLASS_VALUES = (-1, 0, 1)
-LEVEL_VALUES = tuple(range(-4, 5))
-LEVEL_RULES = ("argmax", "min_expected_error")
+CLASS_VALUES = tuple(scoring.CLASS_VALUES.tolist())   # as the metadata lists them
+LEVEL_VALUES = tuple(scoring.LEVEL_VALUES.tolist())
+LEVEL_RULES = scoring.LEVEL_RULES
 CARD_SHA256 = re.compile(r"^\|\s*sha256\s*\|\s*`([0-9a-fA-F]{64})`\s*\|", re.MULTILINE)
 
 
@@ -91,11 +91,8 @@ class ModelInfo:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_model_card(path: Path) -> Path | None:
@@ -124,13 +121,12 @@ def _ort_reason(e: Exception) -> str:
 
 
 def session_options(threads: int = 0, spinning: bool = False):
-    """Options chosen on purpose, each measured by ``fmri-edge bench`` (docs/speed.md): all graph
-    optimizations at load time (the level changes speed by ≤ 2 % here and every level opens the
-    session in ≈ 15 ms; optimizing at load keeps the shipped file free of CPU-specific fused ops),
-    sequential execution, one thread per core (``threads=0``; one thread: 0.63× at batch 256), and
-    no busy-waiting threads: spinning was 1.42× faster at batch 1 and 1.07× at batch 256 on an idle
-    machine, but 0.27× at batch 256 while other jobs held both cores — lab workstations are shared.
-    ``spinning=True`` is for dedicated machines."""
+    """Options chosen on purpose, each timed against its alternatives by ``fmri-edge bench`` (the
+    numbers: docs/speed.md, "session options vs chosen"): all graph optimizations at load time
+    (optimizing at load keeps the shipped file free of CPU-specific fused ops), sequential
+    execution, one thread per core (``threads=0``), and no busy-waiting threads: spinning helps on
+    an idle machine but costs far more while other jobs hold the cores — lab workstations are
+    shared. ``spinning=True`` is for dedicated machines."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

@@ -12,6 +12,7 @@ import numpy as np
 
 CLASS_VALUES = np.array([-1, 0, 1])
 LEVEL_VALUES = np.arange(-4, 5)
+LEVEL_RULES = ("argmax", "min_expected_error")   # how a LEVEL is chosen from its probabilities
 
 
 def class_error(pred, true) -> float:
@@ -33,10 +34,15 @@ def level_error(pred, true) -> float:
     return math.fsum(terms.tolist()) / len(terms) if len(terms) else float("nan")
 
 
+def score_from_errors(class_err: float, level_err: float) -> float:
+    """The challenge Score of a CLASS_error and a LEVEL_error, each rounded to 4 decimals first."""
+    return round(0.6 * round(class_err, 4) + 0.4 * round(level_err, 4), 4)
+
+
 def challenge_score(class_pred, class_true, level_pred, level_true) -> dict[str, float]:
     ce = round(class_error(class_pred, class_true), 4)
     le = round(level_error(level_pred, level_true), 4)
-    return {"CLASS_error": ce, "LEVEL_error": le, "Score": round(0.6 * ce + 0.4 * le, 4)}
+    return {"CLASS_error": ce, "LEVEL_error": le, "Score": score_from_errors(ce, le)}
 
 
 def confusion(pred, true, values) -> np.ndarray:
@@ -95,7 +101,7 @@ def decide_level(level_probs: np.ndarray, rule: str = "argmax") -> np.ndarray:
         return LEVEL_VALUES[np.argmax(level_probs, axis=1)]
     if rule == "min_expected_error":
         return LEVEL_VALUES[np.argmin(expected_level_error(level_probs), axis=1)]
-    raise ValueError(f"unknown LEVEL rule {rule!r} (argmax, min_expected_error)")
+    raise ValueError(f"unknown LEVEL rule {rule!r} ({', '.join(LEVEL_RULES)})")
 
 
 def decide_class(class_probs: np.ndarray) -> np.ndarray:

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fmri_edge.files import check_new, replace_atomically
 from fmri_edge.io import LABEL_FILE, InputError, declared_shape, discover, load_labels
 
 HEADER = ["Participant", "Trial", "CLASS", "LEVEL"]
@@ -23,43 +22,12 @@ PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
 CHALLENGE_PARTICIPANT = re.compile(r"P\d+")
 
 
-def check_new(path: str | Path, force: bool = False) -> Path:
-    """Refuse an output path that exists (unless ``force``) or whose folder does not."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "is a folder; give a file name for the output")
-    if path.exists() and not force:
-        raise InputError(path, "exists; use --force to overwrite")
-    if not path.parent.is_dir():
-        raise InputError(path, f"folder {path.parent} does not exist; create it first")
-    return path
-
-
-def file_mode(path: Path) -> int:
-    """The permissions a new file at ``path`` should get: the old file's, else the umask's (a
-    temporary file from mkstemp is 0600, which would leave a submission unreadable to the lab)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
 @contextmanager
 def atomic_write(path: str | Path, force: bool = False):
-    """Open ``path`` for writing text; it appears only when the block completes. An exception or an
-    interrupt (Ctrl-C) inside the block leaves the old file, if any, untouched."""
-    path = check_new(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, file_mode(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Open ``path`` for writing text (refused if it exists, unless ``force``); it appears only
+    when the block completes (:func:`fmri_edge.files.replace_atomically`)."""
+    with replace_atomically(check_new(path, force)) as f:
+        yield f
 
 
 @dataclass
@@ -69,18 +37,20 @@ class Answers:
     participant: np.ndarray
     trial: np.ndarray
     valence_class: np.ndarray
-    valence_level: np.ndarray
+    valence_level: np.ndarray | None        # None: read without LEVEL (labels for `adapt`)
+    line: np.ndarray | None = None          # the CSV line of every row, for messages
 
     def keys(self) -> list[tuple[str, int]]:
         return list(zip(self.participant.tolist(), self.trial.tolist()))
 
 
-def read_answers(path: str | Path) -> Answers:
+def read_answers(path: str | Path, level: bool = True) -> Answers:
     """Read a submission-format CSV by column name: ``Participant``, ``Trial``, ``CLASS`` and
     ``LEVEL`` in any order (names matched without regard to case or surrounding spaces), other
     columns ignored, UTF-8 with or without BOM, LF or CRLF line ends. Every row and value is
-    checked; problems name the file and line."""
+    checked; problems name the file and line. ``level=False``: LEVEL is not read (CLASS labels)."""
     path = Path(path)
+    wanted = HEADER if level else HEADER[:3]
     if not path.is_file():
         raise InputError(path, "no such file")
     try:
@@ -90,9 +60,9 @@ def read_answers(path: str | Path) -> Answers:
         raise InputError(path, f"not a readable CSV ({str(e)[:100]}); expected a text file with header "
                                f"{','.join(HEADER)}") from None
     if not rows:
-        raise InputError(path, f"empty file; expected a header {','.join(HEADER)} and one row per trial")
-    columns = _columns(path, rows[0])
-    parts, trials, classes, levels = [], [], [], []
+        raise InputError(path, f"empty file; expected a header {','.join(wanted)} and one row per trial")
+    columns = _columns(path, rows[0], wanted)
+    parts, trials, classes, levels, lines = [], [], [], [], []
     seen: dict[tuple[str, int], int] = {}
     for n, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
@@ -100,50 +70,54 @@ def read_answers(path: str | Path) -> Answers:
         if len(row) != len(rows[0]):
             raise InputError(path, f"line {n}: {len(row)} field(s), the header has {len(rows[0])}; expected "
                                    f"{','.join(HEADER)}, got {','.join(row[:6])!r}")
-        p, t, c, lv = _parse_row(path, n, [row[i] for i in columns])
+        p, t, c, lv = _parse_row(path, n, [row[i] for i in columns], wanted)
         if (p, t) in seen:
             raise InputError(path, f"line {n}: duplicate row for participant {p}, trial {t} (first on line "
                                    f"{seen[p, t]}); keep one row per trial")
         seen[p, t] = n
-        parts.append(p), trials.append(t), classes.append(c), levels.append(lv)
+        parts.append(p), trials.append(t), classes.append(c), levels.append(lv), lines.append(n)
     if not parts:
         raise InputError(path, "no rows after the header; expected one row per trial")
-    return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels))
+    return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels) if level else None,
+                   np.array(lines))
 
 
-def _columns(path: Path, header: list[str]) -> list[int]:
-    """Indices of Participant, Trial, CLASS, LEVEL in a header row (any order, any extra columns)."""
+def _columns(path: Path, header: list[str], wanted=HEADER) -> list[int]:
+    """Indices of the ``wanted`` columns (Participant, Trial, CLASS[, LEVEL]) in a header row (any
+    order, any extra columns)."""
     names = [h.strip().lower() for h in header]
     found = []
-    for want in HEADER:
+    for want in wanted:
         at = [i for i, h in enumerate(names) if h == want.lower()]
         if len(at) != 1:
             problem = f"column {want} appears {len(at)} times" if at else f"no {want} column"
             raise InputError(path, f"line 1: {problem} (header: {','.join(header)[:120]!r}); expected the columns "
-                                   f"{','.join(HEADER)}, in any order")
+                                   f"{','.join(wanted)}, in any order")
         found.append(at[0])
     return found
 
 
-def _parse_row(path: Path, n: int, row: list[str]) -> tuple[str, int, int, int]:
-    """One row's Participant, Trial, CLASS, LEVEL fields → values, every one checked."""
-    for name, text in zip(HEADER, row):
+def _parse_row(path: Path, n: int, row: list[str], wanted=HEADER) -> tuple[str, int, int, int | None]:
+    """One row's Participant, Trial, CLASS[, LEVEL] fields → values, every one checked (LEVEL None
+    when not ``wanted``)."""
+    for name, text in zip(wanted, row):
         if not text.strip():
-            raise InputError(path, f"line {n}: {name} is blank; every row needs {','.join(HEADER)}")
-    t, c, lv = (_whole(x) for x in row[1:4])
-    for name, value, text in (("Trial", t, row[1]), ("CLASS", c, row[2]), ("LEVEL", lv, row[3])):
+            raise InputError(path, f"line {n}: {name} is blank; every row needs {','.join(wanted)}")
+    values = [_whole_number(x) for x in row[1:]]
+    for name, value, text in zip(wanted[1:], values, row[1:]):
         if value is None:
             raise InputError(path, f"line {n}: {name} {text.strip()!r} is not a whole number")
+    t, c, *lv = values
     if t < 1:
         raise InputError(path, f"line {n}: Trial {t}; trials are counted from 1")
     if c not in (-1, 0, 1):
         raise InputError(path, f"line {n}: CLASS {c} outside {{-1, 0, 1}}")
-    if not -4 <= lv <= 4:
-        raise InputError(path, f"line {n}: LEVEL {lv} outside {{-4 … 4}}")
-    return row[0].strip(), t, c, lv
+    if lv and not -4 <= lv[0] <= 4:
+        raise InputError(path, f"line {n}: LEVEL {lv[0]} outside {{-4 … 4}}")
+    return row[0].strip(), t, c, lv[0] if lv else None
 
 
-def _whole(text: str) -> int | None:
+def _whole_number(text: str) -> int | None:
     """``"3"``, ``" -1 "`` or ``"2.0"`` → int; anything else (``"0.5"``, ``"nan"``, ``"x"``) → None."""
     try:
         v = float(text)

@@ -63,7 +63,7 @@ def participant(tmp_path, sim_data):
 
 
 def _base_outputs(model, trials):
-    seen = adapt.observe(Decoder(model), [trials])
+    seen = adapt.base_outputs(Decoder(model), [trials])
     return seen
 
 
@@ -161,7 +161,7 @@ def test_participant_statistics_become_the_defaults(adapt_models, participant, t
     trials, labels, _, _ = participant
     base = adapt_models[0]
     r = adapt.adapt([trials], labels, base, tmp_path / "a.onnx")
-    seen = adapt.observe(Decoder(base), [trials])
+    seen = adapt.base_outputs(Decoder(base), [trials])
     x = np.load(trials)[:3].astype(np.float32)
     alone = Decoder(r.out).run(x)["class_probs"]  # 3 trials: predict would use the defaults
     fed = Decoder(r.out).run(x, subject=seen.subject)["class_probs"]
@@ -264,11 +264,11 @@ def test_refusals(adapt_models, participant, tmp_path, sim_data):
     _refused([trials, "--labels", few, *common], "few.csv", "only 2 labeled", "at least 3")
     # malformed CSVs, by line
     _refused([trials, "--labels", _csv(tmp_path / "c1.csv", ["P17,1,-1"], "Participant,Trial,VALENCE"), *common],
-             "c1.csv", "line 1", "no column CLASS")
+             "c1.csv", "line 1", "no CLASS column")
     _refused([trials, "--labels", _csv(tmp_path / "c2.csv", [ok_rows[0], "P17,2,5,0"]), *common],
-             "c2.csv", "line 3", "CLASS '5'")
+             "c2.csv", "line 3", "CLASS 5 outside")
     _refused([trials, "--labels", _csv(tmp_path / "c3.csv", [*ok_rows, "P17,2,1,0"]), *common],
-             "c3.csv", "line 5", "trial 2 again")
+             "c3.csv", "line 5", "duplicate row for participant P17, trial 2")
     _refused([trials, "--labels", tmp_path / "l.txt", *common], "l.txt", "labels.npz or a .csv")
     # a model without the features output
     data = onnx_edit.Model.load(base)

@@ -6,6 +6,7 @@ No test asserts a wall time: timings on a shared machine say nothing about corre
 """
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_flops_from_graph_equal_flops_from_layers(tiny_run):
-    from fmri_edge.training.bench import flops_onnx, flops_torch
+    from fmri_edge.training.bench.flops import flops_onnx, flops_torch
     from fmri_edge.training.graph import reference_net as load_reference
 
     run, onnx_path = tiny_run
@@ -154,6 +155,7 @@ def test_bench_runs_on_tiny_settings_and_writes_every_key(tiny_run, tmp_path):
     from typer.testing import CliRunner
 
     from fmri_edge.cli import app
+    from fmri_edge.training.bench.schema import schema_errors
 
     run, fp32 = tiny_run
     out = tmp_path / "bench.json"
@@ -182,10 +184,20 @@ def test_bench_runs_on_tiny_settings_and_writes_every_key(tiny_run, tmp_path):
     assert "simulated" in r["inputs"]
     assert {t["target"] for t in r["targets"]} and "| engine |" in md.read_text()
     assert "fmri-edge bench" in res.stdout
+    assert schema_errors(r) == []
+
+
+def test_the_shipped_bench_json_is_what_the_schema_says():
+    from fmri_edge.training.bench.schema import schema_errors
+
+    shipped = json.loads((Path(__file__).parents[1] / "docs" / "bench.json").read_text())
+    assert schema_errors(shipped) == []
+    assert schema_errors({**shipped, "extra": 1, "threads": "2"}) == ["result.extra: not in BenchResult",
+                                                                      "result.threads: expected int, got str"]
 
 
 def test_bench_refuses_a_model_with_other_weights(tiny_run, tmp_path):
-    from fmri_edge.training.bench import BenchConfig, run_bench
+    from fmri_edge.training.bench.run import BenchConfig, run_bench
     from fmri_edge.training.graph import random_run
 
     _, fp32 = tiny_run
@@ -227,7 +239,9 @@ def test_bench_module_imports_neither_torch_nor_onnx():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", "import sys, fmri_edge.training.bench, fmri_edge.predict; "
+    modules = ", ".join(f"fmri_edge.training.bench.{m}" for m in (
+        "run", "render", "schema", "timing", "coldstart", "flops", "probe", "targets", "gemm_rate", "process_usage"))
+    r = subprocess.run([sys.executable, "-c", f"import sys, {modules}, fmri_edge.predict; "
                         "print([m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])"],
                        capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
@@ -236,7 +250,7 @@ def test_bench_module_imports_neither_torch_nor_onnx():
 def test_flops_of_a_linear_ensemble_by_hand(tmp_path):
     """The fused linear graph: one (T'+1)×T projection per region, one GEMM for all members."""
     pytest.importorskip("torch")
-    from fmri_edge.training.bench import efficiency, flops_onnx, gemm_nodes
+    from fmri_edge.training.bench.flops import efficiency, flops_onnx, gemm_nodes
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.graph import load_members
 
@@ -262,7 +276,7 @@ def random_run_linear(tmp_path):
 
 
 def test_markdown_section_replaces_only_the_marked_block(tmp_path):
-    from fmri_edge.training.bench import MD_END, MD_START, write_markdown
+    from fmri_edge.training.bench.render import MD_END, MD_START, write_markdown
 
     doc = tmp_path / "speed.md"
     doc.write_text(f"# Speed\nprose\n{MD_START}\nold table\n{MD_END}\nmore prose\n")
@@ -313,7 +327,7 @@ def test_for_inference_keeps_a_network_it_cannot_reproduce(monkeypatch):
 
 
 def test_paired_ratio_spread_pairs_rounds_in_order():
-    from fmri_edge.training.bench import paired_ratio_spread
+    from fmri_edge.training.bench.timing import paired_ratio_spread
 
     timing = {"a": {256: {"rounds_trials_per_s": [100.0, 300.0, 200.0]}},
               "b": {256: {"rounds_trials_per_s": [100.0, 100.0, 400.0]}}}

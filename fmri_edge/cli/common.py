@@ -4,7 +4,7 @@ Imports here are only typer and the standard library: rich is loaded only when a
 a terminal (:mod:`fmri_edge.cli.console`), and numpy/onnxruntime by the commands that use them, so
 ``fmri-edge --help`` starts in about the time of ``import typer`` (docs/speed.md). Annotations are
 real objects, not strings (no ``from __future__ import annotations``): typer would otherwise
-``eval`` each of them on every start (~450 evals, ~20 ms).
+``eval`` each of them on every start.
 """
 import json
 from contextlib import contextmanager
@@ -25,8 +25,8 @@ MAX_TABLE_ROWS = 60
 
 class SectionedGroup(TyperGroup):
     """Plain (click) help with the commands listed under their section (``rich_help_panel``):
-    the runtime commands apart from the torch-side ones. Typer's Rich help would cost ~0.1 s of
-    imports (rich.markdown, markdown-it, pygments) on every ``--help``."""
+    the runtime commands apart from the torch-side ones. Typer's Rich help would import
+    rich.markdown, markdown-it and pygments on every ``--help`` (their cost: docs/speed.md)."""
 
     def format_commands(self, ctx, formatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}

@@ -3,7 +3,7 @@
 On a terminal they are rich's: colour, boxed tables. Anywhere else (a pipe, a file, a batch job,
 a test runner) they write plain text: markup tags dropped, tables as aligned columns, lines never
 wrapped. Plain output needs nothing but the standard library, so a scripted ``fmri-edge predict``
-does not pay for importing rich and laying out its table (about 60–90 ms of a cold start,
+does not pay for importing rich and laying out its table (its share of a cold start:
 docs/speed.md). ``FORCE_COLOR`` set in the environment gives rich's output everywhere.
 """
 import os

@@ -147,7 +147,8 @@ def bench(
     """Speed of onnxruntime fp32/int8 vs PyTorch eager, vs the CPU's GEMM peak, cold start and memory."""
     import sys
 
-    from fmri_edge.training.bench import BenchConfig, markdown, run_bench, tables
+    from fmri_edge.training.bench.render import markdown, tables, write_markdown
+    from fmri_edge.training.bench.run import BenchConfig, run_bench
 
     with user_errors():
         sizes = tuple(int(b) for b in batches.split(",") if b.strip())
@@ -170,8 +171,6 @@ def bench(
             json_path.write_text(json.dumps(res, indent=1))
             err.print(f"wrote {json_path}")
         if markdown_path:
-            from fmri_edge.training.bench import write_markdown
-
             write_markdown(markdown_path, markdown(res, command))
             err.print(f"wrote {markdown_path}")
     for t in tables(res):

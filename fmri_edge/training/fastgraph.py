@@ -1,14 +1,14 @@
 """The same network, written for onnxruntime's CPU kernels: every convolution as one large matrix multiply.
 
 onnxruntime runs a 1-D ``Conv`` one trial at a time (im2col, then a GEMM with only T = 20–25
-columns), which on a 2-core AVX-512 machine left the exported SE residual CNN at ≈ 16 % of the
-CPU's float32 GEMM rate and 2.4× slower than PyTorch/oneDNN at batch 256. :class:`ChannelsLast`
+columns), which left the exported SE residual CNN far below the CPU's float32 GEMM rate and
+slower than PyTorch/oneDNN at large batches. :class:`ChannelsLast`
 computes exactly the same function with activations laid out (batch, time, channels): a
 kernel-3 'same' convolution becomes ``concat(x[t-1], x[t], x[t+1]) @ W`` over all batch × time
 rows at once (one GEMM with B·T rows), squeeze-and-excitation averages over the time axis,
 batch norm is a per-channel affine map, and the dense head reads the flattened (time, channel)
-features with its weight columns permuted to match. Measured with ``fmri-edge bench``
-(docs/speed.md): ≈ 2× the trials/s of the plain export at batch 32–4096.
+features with its weight columns permuted to match. ``fmri-edge bench`` measures both forms
+(docs/speed.md, "Channels-last export").
 
 :func:`for_inference` converts trained networks and checks on given trials that the converted
 network answers as the original (max |difference| ≤ ``atol``); a network it cannot convert, or

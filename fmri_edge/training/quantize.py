@@ -8,11 +8,10 @@
   probabilities, both of which stay float32. The fmri-edge metadata is carried over with
   ``precision: int8`` and the calibration recipe added.
 
-  Why uint8 activations: measured here (onnxruntime 1.32, x86 with AVX-512 VNNI), signed int8
-  activations left 5 of the 6 convolutions unfused — their input feeds several convolutions, and
-  onnxruntime's s8→u8 rewrite for x86 does not apply to shared Q/DQ pairs — so the "int8" model
-  ran at 0.9–1.0× fp32; with uint8 activations every Conv becomes a QLinearConv (U8S8) and the
-  model runs ≈ 2–2.7× fp32 at batch 256 with the same answers.
+  Why uint8 activations (measured in docs/speed.md, "int8"): with signed int8 activations the
+  convolutions whose input feeds several convolutions stay unfused — onnxruntime's s8→u8 rewrite
+  for x86 does not apply to shared Q/DQ pairs — and the "int8" model is no faster than fp32; with
+  uint8 activations every Conv becomes a QLinearConv (U8S8).
 - :func:`cv_accuracy_change` — the accuracy cost of int8, measured on the honest
   cross-validation predictions: every fold model (``fold<k>.pt``, or an ensemble's
   ``fold<k>/member<j>.pt``) of a run folder is exported fp32
@@ -48,7 +47,8 @@ INT8_MIN_SPEEDUP = 1.5
 INT8_MAX_ACC_DROP = 0.01   # CLASS accuracy, as a fraction (1 point)
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 # a graph without convolutions (the fused linear ensemble): only its final Gemm. Its one MatMul
-# projects raw BOLD (≈ 1e2 … 1e5) over time; quantizing it (and so the input) ran at 0.31× fp32.
+# projects raw BOLD (≈ 1e2 … 1e5) over time; quantizing it (and so the input) was slower than fp32
+# (docs/speed.md).
 LINEAR_QUANTIZED_OPS = ["Gemm"]
 CALIBRATION_BATCH = 64
 
@@ -154,8 +154,8 @@ def quantize_members(members, fp32_model: str | Path, out_path: str | Path, cali
                      calibration_source: str = "", participants: np.ndarray | None = None) -> dict:
     """int8 for the networks behind the shipped ``fp32_model``. Convolutional networks are quantized
     from their plain Conv export (``channels_last=False``): onnxruntime's QLinearConv runs that
-    form faster than the quantized channels-last MatMuls of the fp32 export (measured: 16.6k vs
-    13.1k trials/s at batch 256, 3.7k vs 3.3k at batch 1, the same answers). Networks without
+    form faster than the quantized channels-last MatMuls of the fp32 export, with the same answers
+    (docs/speed.md). Networks without
     convolutions (the linear ensemble) are quantized from ``fp32_model`` itself, the fused graph:
     the same graph, so also the same representation layout as its metadata says. The metadata is
     ``fp32_model``'s."""

@@ -96,37 +96,39 @@ def paper_table(rows: list[Row], results: dict) -> list[str]:
     for label, protocol, c, lv in PAPER_ROWS:
         lines.append(f"| {label} (published) | {PROTOCOL_LABEL[protocol]} | "
                      f"{' / '.join(f'{x:.2f}' for x in c)} | {' / '.join(f'{x:.2f}' for x in lv)} |")
-    for protocol in ("random", "subject"):
+    for protocol, r, cr, lr in _measured(rows, results, ("random", "subject")):
+        c = " / ".join(_fmt(_folds_stat(cr, protocol, "CLASS", m)) for m in ("precision", "sensitivity", "f1"))
+        lv = " / ".join(_fmt(_folds_stat(lr, protocol, "LEVEL", m)) for m in ("precision", "sensitivity", "f1"))
+        lines.append(f"| {r.label} | {PROTOCOL_LABEL[protocol]} | {c} | {lv} |")
+    return lines
+
+
+def _measured(rows: list[Row], results: dict, protocols):
+    """(protocol, row, CLASS recipe's results, LEVEL recipe's results) for every row measured
+    under each protocol, protocol by protocol."""
+    for protocol in protocols:
         for r in rows:
             cr, lr = results[r.class_recipe], results[r.level_recipe]
-            if protocol not in cr["protocols"]:
-                continue
-            c = " / ".join(_fmt(_folds_stat(cr, protocol, "CLASS", m)) for m in ("precision", "sensitivity", "f1"))
-            lv = " / ".join(_fmt(_folds_stat(lr, protocol, "LEVEL", m)) for m in ("precision", "sensitivity", "f1"))
-            lines.append(f"| {r.label} | {PROTOCOL_LABEL[protocol]} | {c} | {lv} |")
-    return lines
+            if protocol in cr["protocols"]:
+                yield protocol, r, cr, lr
 
 
 def challenge_table(rows: list[Row], results: dict) -> list[str]:
     lines = ["| model | protocol | folds | CLASS acc (pooled) | CLASS acc per fold | CLASS macro-F1 | LEVEL_error | "
              "LEVEL_error, class-only baseline | Score | kept epochs | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for protocol in ("subject", "random"):
-        for r in rows:
-            cr, lr = results[r.class_recipe], results[r.level_recipe]
-            if protocol not in cr["protocols"]:
-                continue
-            s = cr["protocols"][protocol]["summary"]
-            level_err = level_errors(lr, protocol)[0]
-            base_err = level_errors(cr, protocol)[1]
-            score = round(0.6 * round(s["CLASS_error"], 4) + 0.4 * round(level_err, 4), 4)
-            minutes = (cr["protocols"][protocol]["seconds"] + (lr["protocols"][protocol]["seconds"]
-                       if lr is not cr else 0)) / 60
-            lines.append(
-                f"| {r.label} | {PROTOCOL_LABEL[protocol]} | {len(cr['protocols'][protocol]['folds'])} | "
-                f"{s['CLASS']['accuracy']:.3f} | {s['CLASS']['accuracy_folds_mean']:.3f} ± "
-                f"{s['CLASS']['accuracy_folds_std']:.3f} | {s['CLASS']['f1']:.3f} | {level_err:.4f} | "
-                f"{base_err:.4f} | {score:.4f} | {_epochs(s['best_epochs'], cr)} | {minutes:.1f} |")
+    for protocol, r, cr, lr in _measured(rows, results, ("subject", "random")):
+        s = cr["protocols"][protocol]["summary"]
+        level_err = level_errors(lr, protocol)[0]
+        base_err = level_errors(cr, protocol)[1]
+        score = scoring.score_from_errors(s["CLASS_error"], level_err)
+        minutes = (cr["protocols"][protocol]["seconds"] + (lr["protocols"][protocol]["seconds"]
+                   if lr is not cr else 0)) / 60
+        lines.append(
+            f"| {r.label} | {PROTOCOL_LABEL[protocol]} | {len(cr['protocols'][protocol]['folds'])} | "
+            f"{s['CLASS']['accuracy']:.3f} | {s['CLASS']['accuracy_folds_mean']:.3f} ± "
+            f"{s['CLASS']['accuracy_folds_std']:.3f} | {s['CLASS']['f1']:.3f} | {level_err:.4f} | "
+            f"{base_err:.4f} | {score:.4f} | {_epochs(s['best_epochs'], cr)} | {minutes:.1f} |")
     return lines
 
 

@@ -1,12 +1,13 @@
 """Does `fmri-edge adapt` help? Cross-subject CV of subject adaptation, on the ONNX path.
 
-usage: python train/research/adapt_cv.py [--recipe train/fmri-edge-linear.toml] [--out runs/adapt_cv]
-           [--set model.subject_align='"none"'] [--ks 3,6,9,15] [--draws 20] [--inner-draws 10] [--threads 1] [--plot docs/results/adapt_curve.png]
+usage: python train/research/adapt_cv.py [--base train/fmri-edge-linear.toml] [--out runs/adapt_cv]
+           [--set model.subject_align='"none"'] [--data DIR] [--ks 3,6,9,15] [--draws 20] [--inner-draws 10]
+           [--threads 1] [--plot docs/results/adapt_curve.png]
 
 For every outer fold of the tool's subject CV (fmri_edge.splits.subject_folds: one order-mate
 group held out), the fold's networks are fitted (fmri_edge.training.protocols.run_subject_cv)
 and exported with export_onnx. Each held-out subject is read exactly as `fmri-edge adapt` reads it
-(fmri_edge.adapt.observe: aligned over all of its trials); then, for K labeled trials (K/3 of
+(fmri_edge.adapt.base_outputs: aligned over all of its trials); then, for K labeled trials (K/3 of
 each class, `--draws` random draws), the correction is fitted on the K and every remaining trial
 of that subject is scored, against the base model on the same remaining trials.
 
@@ -20,7 +21,6 @@ Writes OUT/results.json, OUT/section.md (the docs/results.md section) and the pl
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from fmri_edge import adapt, onnx_edit, scoring, splits  # noqa: E402
 from fmri_edge.runtime import Decoder  # noqa: E402
+from harness import data_of, parser, recipe_of  # noqa: E402
 
 SHRINKAGES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 CANDIDATES = [("none", None)] + [(m, s) for m in adapt.METHODS for s in SHRINKAGES]
@@ -80,7 +81,7 @@ def observe_all(models: dict[str, Path], data: Path, labels: dict) -> dict:
     """Base outputs per held-out participant, through the ONNX file as `adapt` reads them."""
     obs = {}
     for p, path in models.items():
-        seen = adapt.observe(Decoder(path, threads=1), [data / p])
+        seen = adapt.base_outputs(Decoder(path, threads=1), [data / p])
         assert np.array_equal(seen.trial, np.arange(1, len(labels[p]) + 1))
         obs[p] = {"class_probs": seen.class_probs, "level_probs": seen.level_probs, "features": seen.features,
                   "labels": labels[p], "level_rule": Decoder(path).info.level_rule,
@@ -125,16 +126,12 @@ def evaluate(o: dict, cand, k: int, draws: list[np.ndarray]) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--recipe", default="train/fmri-edge-linear.toml")
+    ap = parser(__doc__, name=False, base="train/fmri-edge-linear.toml")
     ap.add_argument("--out", default="runs/adapt_cv")
     ap.add_argument("--ks", default="3,6,9,15")
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--inner-draws", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", default="docs/results/adapt_curve.png")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
-                    help="override a recipe value, e.g. model.subject_align='\"none\"'")
     ap.add_argument("--replot", action="store_true", help="only redraw the plot and section from OUT/results.json")
     args = ap.parse_args(argv)
     if args.replot:
@@ -144,21 +141,13 @@ def main(argv=None):
         (ROOT / args.out / "section.md").write_text(section)
         print(section)
         return
-    import torch
-
     from fmri_edge.io import load_icbhi
     from fmri_edge.training.protocols import dataset_from_icbhi
-    from fmri_edge.training.recipe import load_recipe
 
-    torch.set_num_threads(args.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731
     t0 = time.time()
-    recipe = load_recipe(args.recipe)
-    for kv in args.set:
-        key, value = kv.split("=", 1)
-        section, name = key.split(".")
-        setattr(getattr(recipe, section), name, json.loads(value))
-    data = (ROOT / recipe.data) if not Path(recipe.data).is_absolute() else Path(recipe.data)
+    recipe = recipe_of(args)
+    data = ROOT / data_of(args, recipe)
     subjects = load_icbhi(data, n_times=recipe.model.n_times)
     ds = dataset_from_icbhi(subjects)
     labels = {p: v[1] for p, v in subjects.items()}
@@ -167,7 +156,7 @@ def main(argv=None):
     participants = sorted(subjects)
     outer_folds = splits.subject_folds(participants)
 
-    log(f"outer CV ({len(outer_folds)} folds), recipe {args.recipe}")
+    log(f"outer CV ({len(outer_folds)} folds), recipe {args.base}")
     outer_models = export_folds(recipe, ds, out_dir / "onnx", "outer", log)
     outer = observe_all(outer_models, data, labels)
 
@@ -194,7 +183,8 @@ def main(argv=None):
             log(f"  K={k}: chose {label(best)} (inner gain {gains[label(best)] - base:+.3f})")
         inner_tables.append({"held_out": test_p, "inner_gain": table})
 
-    results = {"recipe": args.recipe + "".join(f" --set {kv}" for kv in args.set), "ks": ks, "draws": args.draws, "inner_draws": args.inner_draws,
+    results = {"recipe": args.base + "".join(f" --set {kv}" for kv in args.sets), "ks": ks, "draws": args.draws,
+               "inner_draws": args.inner_draws,
                "candidates": [label(c) for c in CANDIDATES], "subjects": {}, "inner": inner_tables}
     grid = {k: {label(c): [] for c in CANDIDATES} for k in ks}  # diagnostic only, never used to choose
     for p in participants:

@@ -14,7 +14,6 @@ usage: python train/research/nested.py NAME RUN [RUN ...] [--by inner|inner_last
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,10 @@ import numpy as np
 from fmri_edge import scoring
 from fmri_edge.training.fit import decide
 from fmri_edge.training.protocols import baseline_level
+from harness import RESULTS, parser, write_log
 
 
-def load_run(name: str, where: str | Path = "runs/research") -> dict:
+def load_run(name: str, where: str | Path = RESULTS) -> dict:
     return json.loads((Path(where) / f"{name}.folds.json").read_text())
 
 
@@ -73,11 +73,12 @@ def paired(a: list[float], b: list[float]) -> str:
             f"better in {int((d > 0).sum())}, worse in {int((d < 0).sum())} of {len(d)} folds")
 
 
-def main(argv: list[str]) -> None:
-    by = "inner"
-    if "--by" in argv:
-        i = argv.index("--by"); by = argv[i + 1]; del argv[i:i + 2]
-    name, run_names = argv[0], argv[1:]
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, recipe=False, data=False, threads=None)
+    ap.add_argument("runs", nargs="+", metavar="RUN", help="runs/research/RUN.folds.json, the shipped recipe first")
+    ap.add_argument("--by", default="inner", choices=("inner", "inner_last10"))
+    args = ap.parse_args(argv)
+    name, run_names, by = args.name, args.runs, args.by
     runs = {n: load_run(n) for n in run_names}
     rule = runs[run_names[0]]["recipe"]["eval"]["level_rule"]
     chosen, picks = nested_choice(runs, by)
@@ -95,9 +96,8 @@ def main(argv: list[str]) -> None:
             f"`nested.py {name} {' '.join(run_names)}{' --by ' + by if by != 'inner' else ''}` |")
     print(line)
     print(f"nested vs {run_names[0]}: {paired(s['fold_acc'], ref['fold_acc'])}")
-    with open("runs/research/cv_log.md", "a") as f:
-        f.write(line + "\n")
+    write_log(line)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

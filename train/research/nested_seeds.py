@@ -12,10 +12,10 @@ usage: python train/research/nested_seeds.py NAME PREFIX [PREFIX ...] [--seeds s
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 
+from harness import parser, write_log
 from nested import load_run, nested_choice, paired, pooled_scores
 
 
@@ -35,15 +35,14 @@ def seed_average(runs: list[dict]) -> dict:
     return {"row": ref["row"], "recipe": ref["recipe"], "folds": folds}
 
 
-def main(argv: list[str]) -> None:
-    seeds, by, refs = ["s1", "s2"], "inner_last10", []
-    if "--seeds" in argv:
-        i = argv.index("--seeds"); seeds = argv[i + 1].split(","); del argv[i:i + 2]
-    if "--by" in argv:
-        i = argv.index("--by"); by = argv[i + 1]; del argv[i:i + 2]
-    while "--ref" in argv:
-        i = argv.index("--ref"); refs.append(argv[i + 1]); del argv[i:i + 2]
-    name, prefixes = argv[0], argv[1:]
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, recipe=False, data=False, threads=None)
+    ap.add_argument("prefixes", nargs="+", metavar="PREFIX", help="candidates run as PREFIX_s1, PREFIX_s2, …")
+    ap.add_argument("--seeds", default="s1,s2", help="seed suffixes, comma-separated")
+    ap.add_argument("--by", default="inner_last10", choices=("inner", "inner_last10"))
+    ap.add_argument("--ref", action="append", default=[], metavar="RUN", help="reference run (no part in the choice)")
+    args = ap.parse_args(argv)
+    name, prefixes, seeds, by, refs = args.name, args.prefixes, args.seeds.split(","), args.by, args.ref
     per_seed = {p: [load_run(f"{p}_{s}") for s in seeds] for p in prefixes}
     runs = {p: seed_average(v) for p, v in per_seed.items()}
     rule = runs[prefixes[0]]["recipe"]["eval"]["level_rule"]
@@ -75,9 +74,8 @@ def main(argv: list[str]) -> None:
     line = (f"| {name} | {np.mean([f[by] for f in chosen]):.3f} ({by}, seeds {'+'.join(seeds)}) | – | {s['acc']:.3f} "
             f"| {s['fold_acc_mean']:.3f} ± {s['fold_acc_std']:.3f} | – | – | {s['Score']:.4f} | nested over {len(prefixes)} | – | – | "
             f"`nested_seeds.py {name} {' '.join(prefixes)}` |")
-    with open("runs/research/cv_log.md", "a") as f:
-        f.write(line + "\n")
+    write_log(line)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -48,3 +48,38 @@ def group_error(probs, y, groups, g):
     """CLASS error of the argmax answers on the trials of group ``g``."""
     m = groups == g
     return float(np.mean(CLS[probs[m].argmax(1)] != y[m]))
+
+
+class FitCache:
+    """Leave-groups-out fits of scikit-learn classifiers, each fitted once: the class probabilities
+    of every trial from a fit of ``make()`` on ``X`` without the ``excluded`` groups, cached by
+    (``key``, excluded), and the convergence warnings of all fits."""
+
+    def __init__(self, y, groups):
+        self.y, self.groups, self.fits, self.warnings = y, groups, {}, 0
+
+    def probs(self, key, make, X, excluded):
+        k = (key, frozenset(excluded))
+        if k not in self.fits:
+            self.fits[k], n = fitted_probs(make, X, self.y, ~np.isin(self.groups, list(excluded)))
+            self.warnings += n
+        return self.fits[k]
+
+    def error(self, probs, g):
+        return group_error(probs, self.y, self.groups, g)
+
+    def logo(self, key, make, X, left_out, groups):
+        """Mean CLASS error over ``groups``, each scored by a fit without it and ``left_out``."""
+        return float(np.mean([self.error(self.probs(key, make, X, left_out | {g}), g) for g in groups]))
+
+
+def read_answers(csv_path, participants, trial_index):
+    """Rows of a submission CSV with probabilities (Participant, Trial, CLASS, LEVEL, p…) in the
+    order of the dataset's trials: CLASS (N,) and the probability columns (N, k) (empty if none)."""
+    rows = {}
+    for line in open(csv_path).read().splitlines()[1:]:
+        p, t, c, lv, *pr = line.split(",")
+        rows[(p, int(t))] = (int(c), [float(v) for v in pr])
+    trial1 = np.asarray(trial_index) + (1 if min(trial_index) == 0 else 0)  # CSV trials count from 1
+    keys = [(p, int(t)) for p, t in zip(participants, trial1)]
+    return np.array([rows[k][0] for k in keys]), np.array([rows[k][1] for k in keys])

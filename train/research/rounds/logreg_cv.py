@@ -8,7 +8,8 @@ the leave-one-group-out error inside the outer fold's training subjects (a model
 scored on the 8th; no checkpoint or selection involved), so it sits on the same footing as the
 networks' last-10 number. Writes runs/research/NAME.json and NAME.folds.json like cv.py.
 
-usage: python train/research/logreg_cv.py NAME [--base train/fmri-edge-ensemble.toml] [--C 0.01] [section.key=json_value ...]
+usage: python train/research/rounds/logreg_cv.py NAME [--base train/fmri-edge-ensemble.toml] [--C 0.01]
+           [--set section.key=json_value ...] [--data DIR]
 """
 import json
 import os
@@ -20,43 +21,32 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from fmri_edge import scoring, splits  # noqa: E402
-from fmri_edge.io import load_icbhi  # noqa: E402
 from fmri_edge.training import protocols as P  # noqa: E402
 from fmri_edge.training.fit import represent  # noqa: E402
 from fmri_edge.training.model import build_model  # noqa: E402
-from fmri_edge.training.recipe import load_recipe  # noqa: E402
 
-torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/research: the harness
+from harness import RESULTS, icbhi_dataset, parser, recipe_of, write_result  # noqa: E402
 
 
 def features(r):
     """(dataset, X, y) of a recipe: its representation of every trial, flattened (float64), and CLASS.
     Also used by train/research/logreg_nested.py."""
-    ds = P.dataset_from_icbhi(load_icbhi(r.data, n_times=r.model.n_times))
+    ds = icbhi_dataset(r)
     model = build_model(r.model)  # only its representation is used (no parameters are learned there)
     X = represent(model, ds.trials, ds.participants).reshape(len(ds.trials), -1).numpy().astype(np.float64)
     return ds, X, ds.labels[:, 0].astype(int)
 
 
-def main():
-    args = sys.argv[1:]
-    name = args.pop(0)
-    base, C = "train/fmri-edge-ensemble.toml", 0.01  # the Round 4-5 default recipe
-    if "--base" in args:
-        i = args.index("--base"); base = args[i + 1]; del args[i:i + 2]
-    if "--C" in args:
-        i = args.index("--C"); C = float(args[i + 1]); del args[i:i + 2]
-    r = load_recipe(base)
-    for kv in args:
-        k, v = kv.split("=", 1)
-        sec, key = k.split(".") if "." in k else (None, k)
-        obj = getattr(r, sec) if sec else r
-        assert hasattr(obj, key), k
-        setattr(obj, key, json.loads(v))
+def main(argv=None):
+    ap = parser(__doc__, base="train/fmri-edge-ensemble.toml")   # the Round 4-5 default recipe
+    ap.add_argument("--C", type=float, default=0.01)
+    args = ap.parse_args(argv)
+    name, base, C = args.name, args.base, args.C
+    r = recipe_of(args)
 
     ds, X, y = features(r)
 
@@ -83,19 +73,17 @@ def main():
     cls = np.concatenate([f["cls"] for f in folds]); lab = np.concatenate([f["lab"] for f in folds])
     s = scoring.challenge_score(cls, lab[:, 0], P.baseline_level(cls), lab[:, 1])
     acc = [1 - f["CLASS_error"] for f in folds]
-    row = dict(name=name, protocol="subject", base=base, args=args, C=C, inner=float(np.mean([f["inner"] for f in per_fold])),
+    row = dict(name=name, protocol="subject", base=base, args=args.sets, C=C, inner=float(np.mean([f["inner"] for f in per_fold])),
                inner_last10=float(np.mean([f["inner"] for f in per_fold])), acc=1 - s["CLASS_error"],
                fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)), LEVEL_error=s["LEVEL_error"],
                Score=s["Score"], seconds=round(time.time() - t0, 1))
-    Path("runs/research").mkdir(parents=True, exist_ok=True)
-    Path(f"runs/research/{name}.json").write_text(json.dumps(row, indent=1))
     rec = r.to_dict(); rec["eval"]["level_rule"] = "argmax"
-    Path(f"runs/research/{name}.folds.json").write_text(json.dumps(dict(row=row, recipe=rec, folds=per_fold)))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    Path(RESULTS / f"{name}.folds.json").write_text(json.dumps(dict(row=row, recipe=rec, folds=per_fold)))
     line = (f"| {name} | {row['inner']:.3f} (LOGO) | {row['acc']:.3f} | {row['fold_acc_mean']:.3f} ± {row['fold_acc_std']:.3f} "
-            f"| {row['LEVEL_error']:.4f} | {row['Score']:.4f} | {row['seconds']:.0f} s | `logreg_cv.py {name} --base {base} --C {C} {' '.join(args)}` |")
-    print(line)
-    with open("runs/research/cv_log.md", "a") as f:
-        f.write(line + "\n")
+            f"| {row['LEVEL_error']:.4f} | {row['Score']:.4f} | {row['seconds']:.0f} s | `logreg_cv.py {name} --base {base} --C {C}"
+            f"{''.join(' --set ' + kv for kv in args.sets)}` |")
+    write_result(name, row, line)
 
 
 if __name__ == "__main__":
