@@ -421,3 +421,15 @@ def test_any_damaged_atlas_is_an_input_error_or_checked(fuzz_atlas, edits):
         assert labels.shape == (4, 4, 4)
     except InputError:
         pass
+
+
+def test_a_run_with_damaged_events_is_reported_and_the_others_come_out(good, tmp_path):
+    study = tmp_path / "study"
+    nifti_sim.write_bids(study, n_subjects=1, n_runs=2, n_events=2)
+    events = next(study.glob("sub-01/func/*run-2_events.tsv"))
+    events.write_bytes(bytes(range(256)) * 3)
+    res = invoke("extract", study, "--atlas", good["atlas"], "--out", tmp_path / "out", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["participants"][0]["trials"] == 2 and len(doc["participants"][0]["runs"]) == 1
+    assert [e["file"] for e in doc["errors"]] == [str(events)]
