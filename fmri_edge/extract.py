@@ -312,7 +312,7 @@ class Atlas:
                 self._on_grid[key] = (self.labels, None)
             else:
                 grid = describe_grid(shape, affine)
-                data = self._resampled(shape, affine)
+                data = self._resampled(shape, affine, name, grid)
                 present = np.unique(data)
                 if not (present != 0).any():
                     raise InputError(self.path, f"atlas {self.grid} and {name} {grid} do not overlap in space: no "
@@ -329,17 +329,25 @@ class Atlas:
             notes.append(note)
         return labels
 
-    def _resampled(self, shape, affine) -> np.ndarray:
+    def _resampled(self, shape, affine, name: str, grid: str) -> np.ndarray:
+        """The labels on the grid by nearest neighbour (nilearn); all 0 where the grids do not meet."""
         import warnings
 
         import nibabel as nib
         from nilearn.image import resample_img
+        from nilearn.image.resampling import BoundingBoxError
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = resample_img(nib.Nifti1Image(self.labels, self.affine), target_affine=affine,
-                               target_shape=tuple(shape), interpolation="nearest", force_resample=True,
-                               copy_header=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = resample_img(nib.Nifti1Image(self.labels, self.affine), target_affine=affine,
+                                   target_shape=tuple(shape), interpolation="nearest", force_resample=True,
+                                   copy_header=True)
+        except BoundingBoxError:     # nilearn: the grids do not meet at all
+            return np.zeros(tuple(shape), dtype=np.int32)
+        except (ValueError, np.linalg.LinAlgError, MemoryError) as e:
+            raise InputError(self.path, f"atlas {self.grid} cannot be resampled to the grid of {name} {grid} "
+                                        f"({str(e)[:100]})") from None
         return np.asarray(img.dataobj).astype(np.int32)
 
 # ---- confounds --------------------------------------------------------------------------------------------

@@ -358,7 +358,8 @@ def _to_float32(raw: np.ndarray, h: Header) -> np.ndarray:
         raw = raw.astype(raw.dtype.newbyteorder("="))
     data = raw if raw.dtype == np.float32 else raw.astype(np.float32)
     if h.slope is not None:
-        data = data * np.float32(h.slope) + np.float32(h.inter)
+        with np.errstate(over="ignore"):       # an absurd slope gives Inf values, refused where they are used
+            data = data * np.float32(h.slope) + np.float32(h.inter)
     return data
 
 
@@ -448,7 +449,8 @@ def read_image(path: str | Path | Header, what: str = "image", native: bool = Fa
         out[..., k:k + block.shape[3]] = block
         k += block.shape[3]
     if native and h.slope is not None:
-        out = out * h.slope + h.inter
+        with np.errstate(over="ignore"):
+            out = out * h.slope + h.inter
     return out if len(h.shape) == 4 else out[..., 0]
 
 

@@ -185,10 +185,12 @@ def _nan_background(g: Good):
     return data, g.affine
 
 
-def _shifted(g: Good):
-    affine = g.affine.copy()
-    affine[:3, 3] += 5000.0
-    return g.labels, affine
+def _shifted(by: float):
+    def make(g: Good):
+        affine = g.affine.copy()
+        affine[:3, 3] += by
+        return g.labels, affine
+    return make
 
 
 def _good_atlas_bytes(g: Good) -> bytes:
@@ -204,7 +206,9 @@ BAD_ATLASES: dict[str, Case] = {
     "atlas folder": Case(".nii.gz", lambda p, g: p.mkdir(), "atlas is a folder"),
     "atlas declaring an enormous image": Case(".nii.gz", lambda p, g: p.write_bytes(gz(patched(
         _good_atlas_bytes(g), dim=[3, 3000, 3000, 3000, 1, 1, 1, 1]))), "more than a gzip file of"),
-    "atlas on another grid with no overlap": Case(".nii.gz", _atlas(_shifted), "do not overlap in space"),
+    "atlas on another grid with no overlap": Case(".nii.gz", _atlas(_shifted(5000.0)), "do not overlap in space"),
+    "atlas on another grid with no overlap, below": Case(".nii.gz", _atlas(_shifted(-5000.0)),
+                                                         "do not overlap in space"),
     "atlas with infinite values": Case(".nii.gz", _atlas(lambda g: (np.where(g.labels == 0, np.inf, g.labels)
                                                                     .astype(np.float32), g.affine)), "infinite values"),
     "atlas of NaN only": Case(".nii.gz", _atlas(lambda g: (np.full(g.labels.shape, np.nan, np.float32), g.affine)),

@@ -342,3 +342,94 @@ def test_a_run_present_as_nii_and_nii_gz_is_read_once(good, tmp_path):
     assert doc["participants"][0]["trials"] == 2
     assert [e["outcome"] for e in doc["errors"]] == ["ignored"] and "which is read" in doc["errors"][0]["problem"]
     assert "ignored:" in res.stderr
+
+
+# ---- fuzzing: any damage is an InputError, never another exception --------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fuzz_target(tmp_path_factory):
+    """A tiny 4-D run (6×5×4 voxels, 3 volumes, TR 1 s), an atlas of 3 labels on its grid, one event."""
+    d = tmp_path_factory.mktemp("fuzz")
+    data = np.arange(6 * 5 * 4 * 3, dtype=np.float32).reshape(6, 5, 4, 3) + 100
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.header.set_zooms((2.0, 2.0, 2.0, 1.0))
+    labels = np.zeros((6, 5, 4), dtype=np.int16)
+    labels[:3, 0, 0] = [1, 2, 3]
+    nib.save(nib.Nifti1Image(labels, np.diag([2.0, 2.0, 2.0, 1.0])), str(d / "atlas.nii"))
+    (d / "events.tsv").write_text("onset\n0.5\n")
+    return d, img.to_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 348 + 6 * 5 * 4 * 3 * 4 - 1), st.integers(0, 255)), max_size=6),
+       cut=st.one_of(st.none(), st.integers(0, 348 + 6 * 5 * 4 * 3 * 4)), compress=st.booleans(),
+       gz_edits=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)), max_size=3))
+def test_any_damaged_file_is_an_input_error_or_read(fuzz_target, edits, cut, compress, gz_edits):
+    """Random bytes changed in the header or data, the file cut anywhere, gzip bytes changed: the
+    reader either reads it (shape as declared) or raises InputError, and never makes a block larger
+    than the file could hold."""
+    folder, good = fuzz_target
+    raw = bytearray(good)
+    for at, value in edits:
+        raw[at] = value
+    raw = bytes(raw[:cut] if cut is not None else raw)
+    if compress:
+        raw = bytearray(corpus.gz(raw))
+        for at, value in gz_edits:
+            raw[at % len(raw)] = value
+        raw = bytes(raw)
+    path = folder / ("f.nii.gz" if compress else "f.nii")
+    path.write_bytes(raw)
+    try:
+        h = volumes.read_header(path)
+        for block in volumes.iter_blocks(h, 2):
+            assert block.nbytes <= max(len(raw), 1) * volumes.DEFLATE_MAX_RATIO * 4
+            assert block.shape[:3] == h.volume_shape
+    except InputError:
+        pass
+    try:   # and the whole run through extract (TR from the header, atlas put on its grid, trials cut)
+        ex.extract_run(path, ex.Atlas(folder / "atlas.nii", 3), folder / "events.tsv", ex.Window(3, 2, 0.0))
+    except InputError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def fuzz_atlas(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzz_atlas")
+    labels = np.zeros((6, 6, 6), dtype=np.int16)
+    labels.flat[:10] = np.arange(1, 11)
+    return d, nib.Nifti1Image(labels, np.diag([3.0, 3.0, 3.0, 1.0])).to_bytes()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 348 + 6 ** 3 * 2 - 1), st.integers(0, 255)), min_size=1, max_size=4))
+def test_any_damaged_atlas_is_an_input_error_or_checked(fuzz_atlas, edits):
+    """The atlas through the same reader, its labels checked and put on another grid: it works or
+    raises InputError, nothing else."""
+    folder, good = fuzz_atlas
+    raw = bytearray(good)
+    for at, value in edits:
+        raw[at] = value
+    path = folder / "a.nii"
+    path.write_bytes(bytes(raw))
+    try:
+        atlas = ex.Atlas(path, 10)
+        labels = atlas.labels_on_grid((4, 4, 4), np.diag([4.5, 4.5, 4.5, 1.0]), [], "bold.nii")
+        assert labels.shape == (4, 4, 4)
+    except InputError:
+        pass
+
+
+def test_a_run_with_damaged_events_is_reported_and_the_others_come_out(good, tmp_path):
+    study = tmp_path / "study"
+    nifti_sim.write_bids(study, n_subjects=1, n_runs=2, n_events=2)
+    events = next(study.glob("sub-01/func/*run-2_events.tsv"))
+    events.write_bytes(bytes(range(256)) * 3)
+    res = invoke("extract", study, "--atlas", good["atlas"], "--out", tmp_path / "out", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["participants"][0]["trials"] == 2 and len(doc["participants"][0]["runs"]) == 1
+    assert [e["file"] for e in doc["errors"]] == [str(events)]
