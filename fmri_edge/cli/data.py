@@ -75,7 +75,15 @@ def simulate(
     bids: Annotated[bool, typer.Option("--bids", help="Write OUT/atlas.nii.gz and a tiny BIDS study OUT/study "
                                                       "(raw events, fMRIPrep-named derivatives) of --subjects × "
                                                       "--runs runs (needs the nifti extra).")] = False,
-    runs: Annotated[int, typer.Option(help="Runs per subject with --bids.", min=1)] = 2,
+    runs: Annotated[int, typer.Option(help="Runs per subject with --bids or --study.", min=1)] = 2,
+    study: Annotated[bool, typer.Option("--study", help="Write OUT/atlas.nii.gz and a labeled BIDS study OUT/study "
+                                                        "(events with a class column trial_type: img_neg/img_neu/"
+                                                        "img_pos, ratings 1-9, participants.tsv; subject-specific "
+                                                        "baselines and gains) for `extract --class-column` and "
+                                                        "`train --data` (needs the nifti extra).")] = False,
+    tr: Annotated[float, typer.Option("--tr", help="Repetition time in seconds with --study.", min=0.3)] = 1.5,
+    null: Annotated[bool, typer.Option("--null", help="With --study: no planted signal (labels only): what a "
+                                                      "decoder must stay at chance on.")] = False,
 ):
     """Write simulated BOLD-like trials with a planted valence signal (no real data needed);
     with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on."""
@@ -83,8 +91,8 @@ def simulate(
 
     from fmri_edge.simulate import simulate as sim
 
-    if nifti or bids:
-        _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force)
+    if nifti or bids or study:
+        _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force, study, tr, null, effect)
         return
     with user_errors():
         x, y, subj = sim(trials, n_times=n_times, effect=effect, n_subjects=subjects, seed=seed)
@@ -104,7 +112,8 @@ def simulate(
         err.print(f"wrote {subjects} subject folder(s) of {trials} trials with labels to {out_path}/")
 
 
-def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool):
+def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool,
+                    study: bool = False, tr: float = 1.5, null: bool = False, effect: float = 0.02):
     with user_errors():
         from fmri_edge.extract import require_nifti
 
@@ -117,6 +126,12 @@ def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, ru
             raise InputError(out_path, "exists and is not empty; use --force to write into it")
         out_path.mkdir(parents=True, exist_ok=True)
         nifti_sim.write_atlas(out_path / "atlas.nii.gz")
+        if study:
+            written = nifti_sim.write_labeled_study(out_path / "study", subjects, runs, n_events, tr, null, seed, effect)
+            err.print(f"wrote {out_path / 'atlas.nii.gz'} and {out_path / 'study'}/: {len(written)} participant(s) × "
+                      f"{runs} run(s) of {n_events} labeled events (TR {tr:g} s, "
+                      + ("null: no signal" if null else f"planted signal {effect:g}") + ")", highlight=False)
+            return
         if bids:
             written = nifti_sim.write_bids(out_path / "study", subjects, runs, n_events=n_events, seed=seed)
             err.print(f"wrote {out_path / 'atlas.nii.gz'} and {out_path / 'study'}/: {len(written)} subject(s) × "
