@@ -391,7 +391,7 @@ def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events | La
 
 # ---- output ----------------------------------------------------------------------------------------------
 
-def save_trials(path: str | Path, results: list[RunResult], force: bool = False) -> Path:
+def save_trials(path: str | Path, results: list[RunResult], force: bool = False, window: Window | None = None) -> Path:
     """Write runs' trials, concatenated in the given (run) order, as an ``.npz`` that ``predict``
     reads: ``data`` (N, R, T) float32, ``onset`` (N,) float64 seconds, ``trial_type`` (N,) unicode,
     ``run`` (N,) 1-based index into ``runs`` (M,) unicode (the BOLD file names). Atomic: the file
@@ -410,6 +410,8 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False)
         "run": np.concatenate([np.full(len(r.trials), i + 1, dtype=np.int64) for i, r in enumerate(results)]),
         "runs": np.asarray([r.bold.name for r in results], dtype=str),
     }
+    if window is not None:  # the window the trials were cut with: predict warns when a model's differs
+        arrays["baseline_s"], arrays["n_times"] = np.float64(window.baseline_s), np.int64(window.n_times)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, file_mode(path))
     try:
@@ -546,7 +548,7 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
         written = None
         if any(len(x.trials) for x in done):
             target.parent.mkdir(parents=True, exist_ok=True)
-            written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+            written = save_trials(target, [x for x in done if len(x.trials)], force=force, window=window)
             if opts.labels is not None:
                 labs = [x.labels for x in done if len(x.trials)]
                 save_labels(target.parent / LABEL_FILE, *(np.concatenate([getattr(lab, a) for lab in labs])

@@ -287,7 +287,7 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
         _report_problems(r.skipped, errors_json, force=force)
         raise InputError(r.events, f"no event's {window.n_times}-s window fits inside the scan ({len(r.skipped)} "
                                    "skipped above); nothing written")
-    lib.save_trials(out_path, [r], force)
+    lib.save_trials(out_path, [r], force, window)
     _report_problems(r.skipped, errors_json, force=force)
     if as_json:
         print(json.dumps({"window": _window_json(window), "out": str(out_path), "runs": [_run_json(r)],

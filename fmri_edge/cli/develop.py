@@ -53,6 +53,8 @@ def train(
 
             torch.set_num_threads(threads)
         recipe = load_recipe(config or shipped_recipe())
+        if config is None:
+            recipe.source = "fmri_edge/training/recipes/fmri-edge.toml (shipped)"
         if data is not None:
             if not data.is_dir():
                 raise UsageError(f"--data {data}: no such folder (give a folder of participant folders)")
@@ -79,7 +81,7 @@ def train(
                 bar.update(tasks[stage], completed=epoch)
 
             results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
-                          permutations=permutations)
+                          permutations=permutations, own_data=data is not None)
     summaries = {p: r["summary"] for p, r in results["protocols"].items()}
     if as_json:
         print(json.dumps({"out": str(out_dir), "summaries": summaries, "evaluation": results.get("evaluation"),
@@ -96,7 +98,7 @@ def train(
     if results.get("evaluation"):
         _print_evaluation(results["evaluation"])
     err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}" + (
-        f" --out {out_dir.name}.onnx" if data is not None else ""))
+        f" --out {out_dir.name}.onnx" if data is not None else ""), highlight=False)
 
 
 def _print_fold_plan(plan) -> None:
@@ -148,8 +150,11 @@ def report(
 @app.command(rich_help_panel=PANEL)
 def export(
     run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `fmri-edge train`.")] = Path("runs/fmri-edge-se"),
-    recipe: Annotated[Path, typer.Option(help="Export recipe (opset, T, parity tolerance).")] = Path("export/default.toml"),
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default models/<name>.onnx).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Export recipe (opset, T, parity tolerance). Default: "
+                                                    "export/default.toml where present, else opset 20, 25 s, atol "
+                                                    "1e-4.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default models/<name>.onnx; "
+                                                                   "a run of train --data: RUN/model.onnx).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON.")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also write <name>.int8.onnx (static QDQ int8, calibrated on "
                                                       "the real training trials) and its card: accuracy change on "
@@ -159,6 +164,8 @@ def export(
     with user_errors():
         from fmri_edge.training.packaging import export_run
 
+        if recipe is None and Path("export/default.toml").is_file():
+            recipe = Path("export/default.toml")
         report = export_run(run_dir, recipe, out_path, log=err.print)
         if int8:
             from fmri_edge.training.quantize import export_int8

@@ -27,6 +27,24 @@ def _metrics(results: dict) -> dict:
     return out
 
 
+def study_provenance(results: dict) -> dict | None:
+    """What a lab's own decoder carries about its study: the data, participants, CV groups, label map,
+    rating scale, window, and the CV's estimate with its interval, chance level and permutation p."""
+    ev, labels = results.get("evaluation"), results.get("study_labels")
+    if not ev and not labels:
+        return None
+    out = {"data": results.get("data"), "participants": results.get("participants"), "groups": results.get("groups"),
+           "n_trials": results.get("n_trials")}
+    if labels:
+        out["labels"] = {k: labels.get(k) for k in ("class_column", "class_map", "level", "min_gap_s")}
+        out["window"] = labels.get("window")
+    if ev:
+        out["cv"] = {k: ev.get(k) for k in ("metric", "estimate", "interval_95", "interval_method", "n_trials",
+                                           "n_participants", "n_folds", "chance", "permutation", "estimates")}
+        out["cv"]["level"] = ev.get("level")
+    return out
+
+
 def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out: str | Path | None = None,
                log: Callable[[str], None] = print) -> dict:
     run_dir = Path(run_dir)
@@ -41,7 +59,8 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
         raise InputError(er.source or "export recipe", f"n_times={er.n_times} but the model was trained with "
                                                          f"{model.cfg.n_times}")
     name = recipe["name"]
-    out = Path(out) if out else Path("models") / f"{name}.onnx"
+    # a lab's own run (train --data) never lands on the shipped model's file by default
+    out = Path(out) if out else run_dir / "model.onnx" if results.get("own_data") else Path("models") / f"{name}.onnx"
     trials, parity_source = graph_trials(recipe["data"], er.n_times, model.cfg.subject_norm)
     cfg = model.cfg
     kind = "linear model (multinomial logistic regression) on the representation" if cfg.kind == "linear" else \
@@ -79,6 +98,9 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
                      "started": results.get("started")},
         "metrics": _metrics(results),
     }
+    study = study_provenance(results)
+    if study:
+        metadata["study"] = study
     log(f"exporting {len(members)} network(s) from {run_dir} …")
     parity = export_onnx(members, out, metadata, trials, er)
     card = write_model_card(out, metadata, parity, parity_source, results, er.source or "export/default.toml")
@@ -100,7 +122,7 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         f"| file | `{onnx_path.name}`, {parity['bytes'] / 1e6:.1f} MB |",
         f"| sha256 | `{parity['sha256']}` |",
         f"| version | `{meta['model_version']}` |",
-        f"| training data | ICBHI 2024 fMRI, {len(t['participants'])} labeled subjects "
+        f"| training data | {t['data']}, {len(t['participants'])} labeled participants "
         f"({', '.join(t['participants'])}), {results.get('n_trials', '?')} trials |",
         f"| recipe | `{t['recipe']}`, " + (f"{meta['members']} networks, one validated on each subject group and "
         f"trained on the others (median {t['epochs']} epochs), probabilities averaged in the graph"

@@ -193,7 +193,9 @@ def evaluate_cv(recipe: Recipe, ds: Dataset, folds, how: str, out_dir: Path, per
 
 
 def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
-        progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0) -> dict:
+        progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
+        own_data: bool = False) -> dict:
+    """``own_data``: the data is not the recipe's own (``train --data``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or make_plan(recipe)
     ds, region_names = plan.ds, plan.region_names
@@ -201,7 +203,7 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
                "git_commit": git_commit(), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
                            "torch": torch.__version__},
-               "data": str(recipe.data), "groups": plan.groups_how,
+               "data": str(recipe.data), "own_data": own_data, "groups": plan.groups_how,
                "n_trials": len(ds.labels), "participants": sorted(set(ds.participants.tolist())),
                "n_times": int(ds.trials.shape[2]), "n_regions": int(ds.trials.shape[1]),
                "protocols": {}}
