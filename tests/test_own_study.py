@@ -21,6 +21,7 @@ from fmri_edge import nifti_sim  # noqa: E402
 from fmri_edge.cli import app  # noqa: E402
 from fmri_edge.simulate import simulate  # noqa: E402
 from tests.conftest import write_icbhi  # noqa: E402
+from tests.test_extract import one_line_error  # noqa: E402  (one line on stderr, exit 2, no traceback)
 
 runner = CliRunner()
 CLASS_MAP = "img_neg=negative,img_neu=0,img_pos=+1"
@@ -29,14 +30,6 @@ LABELS = ["--class-column", "trial_type", "--class-map", CLASS_MAP, "--level-col
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(res, *needles):
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output and res.stderr.count("error:") == 1, res.stderr
-    flat = " ".join(res.stderr.split())
-    for n in needles:
-        assert n in flat, (n, flat)
 
 
 @pytest.fixture(scope="module")
