@@ -61,7 +61,8 @@ def train(
             if group_by is None and data.resolve() != Path(recipe.data).resolve():
                 group_by = "auto"   # the recipe's groups describe the recipe's own data
             recipe.data = str(data)
-        protocols = protocol or recipe.eval.protocols
+        # a lab's own study: the honest protocol only (the random trial split is the paper's, optimistic)
+        protocols = protocol or (["subject"] if data is not None else recipe.eval.protocols)
         bad = set(protocols) - {"subject", "random"}
         if bad:
             raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject and/or random")
@@ -87,16 +88,22 @@ def train(
         print(json.dumps({"out": str(out_dir), "summaries": summaries, "evaluation": results.get("evaluation"),
                           "final": results.get("final")}))
         return
-    t = Table(title=f"{recipe.name}: held-out metrics", title_justify="left")
+    ev = results.get("evaluation")
+    rated = ev is None or ev["level"].get("rated_trials") == ev["n_trials"]
+    t = Table(title=f"{recipe.name}: held-out metrics" + ("" if rated else " (LEVEL: see the rated trials below)"),
+              title_justify="left")
     for c in ("protocol", "CLASS acc", "CLASS F1", "LEVEL F1", "CLASS_error", "LEVEL_error", "Score", "seconds"):
         t.add_column(c, justify="right")
     for p, s in summaries.items():
+        level = (f"{s['LEVEL']['f1']:.3f}", f"{s['LEVEL_error']:.4f}", f"{s['Score']:.4f}") if rated else ("—",) * 3
         t.add_row(p, f"{s['CLASS']['accuracy']:.3f} ± {s['CLASS']['accuracy_folds_std']:.3f}",
-                  f"{s['CLASS']['f1']:.3f}", f"{s['LEVEL']['f1']:.3f}", f"{s['CLASS_error']:.4f}",
-                  f"{s['LEVEL_error']:.4f}", f"{s['Score']:.4f}", str(results["protocols"][p]["seconds"]))
+                  f"{s['CLASS']['f1']:.3f}", level[0], f"{s['CLASS_error']:.4f}", *level[1:],
+                  str(results["protocols"][p]["seconds"]))
     out.print(t)
-    if results.get("evaluation"):
-        _print_evaluation(results["evaluation"])
+    if ev and data is not None:
+        _print_participants(ev["participants"])
+    if ev:
+        _print_evaluation(ev)
     err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}" + (
         f" --out {out_dir.name}.onnx" if data is not None else ""), highlight=False)
 
@@ -108,6 +115,16 @@ def _print_fold_plan(plan) -> None:
     for k, (train_p, test_p) in enumerate(plan.folds):
         t.add_row(str(k + 1), "+".join(test_p), str(int(plan.ds.of(test_p).labels.shape[0])), str(len(train_p)))
     err.print(t)
+
+
+def _print_participants(rows: list[dict]) -> None:
+    t = Table(title="per participant (held out; also in cv_participants.csv, per fold in cv_folds.csv)",
+              title_justify="left")
+    for c in ("participant", "group", "fold", "trials", "CLASS acc"):
+        t.add_column(c, justify="right" if c in ("trials", "CLASS acc") else "left")
+    for r in rows[:60]:
+        t.add_row(r["participant"], r["group"], r["fold"], str(r["trials"]), f"{r['CLASS_accuracy']:.3f}")
+    out.print(t)
 
 
 def _print_evaluation(ev: dict) -> None:
