@@ -33,7 +33,7 @@ def train(
              "times (p-value of the CV accuracy). 0 = skip.", min=0)] = 0,
     protocol: Annotated[Optional[list[str]], typer.Option(
         help="Evaluation protocol(s): subject (cross-subject CV) and/or random (paper's 8:1:1 trial split). "
-             "Default: the recipe's.")] = None,
+             "Default: the recipe's; with --data, subject.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe name>, or "
                                                                   "runs/<data folder name> with --data).")] = None,
     final: Annotated[bool, typer.Option(help="Fit the model on all subjects after evaluation.")] = True,
