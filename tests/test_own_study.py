@@ -155,6 +155,8 @@ def test_chain_train_export_info_predict_on_a_small_study(small, tmp_path):
     res = invoke("export", "--run", run, "--out", model)
     assert res.exit_code == 0, res.output
     assert f"36 real trials ({small['out']})" in " ".join(res.stdout.split())   # parity on the run's own data
+    card = (tmp_path / "mine.md").read_text()
+    assert f"fmri-edge train --data {small['out']}" in card and "95 % interval" in card and "new participants" in card
     res = invoke("info", model, "--json")
     study = json.loads(res.stdout)["study"]
     assert study["labels"]["class_map"] == {"img_neg": -1, "img_neu": 0, "img_pos": 1}

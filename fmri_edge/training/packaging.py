@@ -107,6 +107,26 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     return {"path": str(out), "card": str(card), "parity": parity, "parity_source": parity_source}
 
 
+def _study_lines(study: dict) -> list[str]:
+    """The card's account of a lab's own decoder (train --data): what the CV estimates, and how sure."""
+    cv = study.get("cv") or {}
+    lines = [f"Every number comes from `fmri-edge train --data {study.get('data')}` (results in the run folder's "
+             f"`results.json`, per fold and per participant in `cv_folds.csv` and `cv_participants.csv`). CV groups: "
+             f"{study.get('groups')}; every held-out participant was answered by a model that never saw it.", ""]
+    if cv:
+        perm = cv.get("permutation")
+        lines += [f"**{cv['metric']} {cv['estimate']:.3f}**, 95 % interval {cv['interval_95'][0]:.3f}–"
+                  f"{cv['interval_95'][1]:.3f} ({cv['interval_method']}), over {cv['n_trials']} held-out trials; "
+                  f"chance: {cv['chance']['binomial_threshold']:.3f} ({cv['chance']['meaning']})"
+                  + (f"; permutation p = {perm['p']:.3g} ({perm['n']} permutations, {perm['method']})" if perm else "")
+                  + ". " + cv.get("estimates", ""), ""]
+    lab = study.get("labels")
+    if lab:
+        lines += [f"Labels: CLASS from column `{lab['class_column']}` ({', '.join(f'{k} → {v}' for k, v in lab['class_map'].items())}); "
+                  f"LEVEL: {lab['level']['LEVEL']}.", ""]
+    return lines
+
+
 def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: str, results: dict,
                      export_recipe: str) -> Path:
     t = meta["training"]
@@ -145,15 +165,17 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         "",
         "## Measured",
         "",
-        "Every number comes from `fmri-edge train --config " + str(t["recipe"]) + "` (results in "
-        "`runs/<name>/results.json`). The random split puts the same subjects in training and test and is "
-        "**optimistic**; the subject protocol holds out whole order-mate groups and chooses any checkpoint on an "
-        "inner validation group, never on the held-out subjects.",
-        "",
-        "How the recipe was chosen: `docs/research.md`; every variant and the paper's table: `docs/results.md`. "
-        "A recipe picked among candidates reads a little better on its own CV below than the picking did: "
-        "`docs/research.md` gives the nested estimate, choice included.",
-        "",
+        *(_study_lines(meta["study"]) if meta.get("study") and results.get("own_data") else [
+            "Every number comes from `fmri-edge train --config " + str(t["recipe"]) + "` (results in "
+            "`runs/<name>/results.json`). The random split puts the same subjects in training and test and is "
+            "**optimistic**; the subject protocol holds out whole groups (" + str(results.get("groups") or
+            "order-mate groups") + ") and chooses any checkpoint on an inner validation group, never on the held-out "
+            "subjects.",
+            "",
+            "How the recipe was chosen: `docs/research.md`; every variant and the paper's table: `docs/results.md`. "
+            "A recipe picked among candidates reads a little better on its own CV below than the picking did: "
+            "`docs/research.md` gives the nested estimate, choice included.",
+            ""]),
         "| protocol | folds | CLASS acc (± fold std) | CLASS F1 | LEVEL F1 | CLASS_error | LEVEL_error | Score |",
         "|---|---|---|---|---|---|---|---|",
     ]
