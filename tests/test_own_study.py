@@ -282,3 +282,17 @@ def test_planted_signal_is_found_and_a_null_study_stays_at_chance(tmp_path):
     assert ev["n_trials"] == 240 and ev_null["n_trials"] == 240
     assert signal > ev["chance"]["binomial_threshold"] and signal >= 0.55, ev
     assert null <= 0.45, ev_null
+
+
+def test_another_trial_length_where_a_recipe_allows_it(tmp_path):
+    from fmri_edge.training.recipe import shipped_recipe
+
+    x, y, subj = simulate(12, n_subjects=3, n_times=30, seed=1)
+    for s in range(3):
+        write_icbhi(tmp_path / "long", x[subj == s], y[subj == s], f"sub-{s + 1:02d}")
+    recipe = tmp_path / "r30.toml"
+    recipe.write_text(shipped_recipe().read_text().replace("time_window = [5, 25]", "time_window = [5, 30]\nn_times = 30"))
+    res = invoke("train", "-c", recipe, "--data", tmp_path / "long", "--out", tmp_path / "r", "--no-final",
+                 "--threads", 1, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["evaluation"]["n_trials"] == 36

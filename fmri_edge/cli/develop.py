@@ -181,8 +181,6 @@ def export(
     with user_errors():
         from fmri_edge.training.packaging import export_run
 
-        if recipe is None and Path("export/default.toml").is_file():
-            recipe = Path("export/default.toml")
         report = export_run(run_dir, recipe, out_path, log=err.print)
         if int8:
             from fmri_edge.training.quantize import export_int8

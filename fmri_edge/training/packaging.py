@@ -54,7 +54,10 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
     members, ckpt, recipe = load_members(run_dir)  # model.pt (and member<j>.pt: one network per subject group)
     model = members[0]
-    er = load_export_recipe(export_recipe)
+    default = Path("export/default.toml")
+    er = load_export_recipe(export_recipe or (default if default.is_file() else None))
+    if export_recipe is None:  # the default recipe's opset and tolerance, the trained model's trial length
+        er.n_times = model.cfg.n_times
     if er.n_times != model.cfg.n_times:
         raise InputError(er.source or "export recipe", f"n_times={er.n_times} but the model was trained with "
                                                          f"{model.cfg.n_times}")
