@@ -33,15 +33,16 @@ The window (``n_times``, ``baseline_s``) and ``n_regions`` come from the model's
 """
 from __future__ import annotations
 
-import csv
 import math
-import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
+from fmri_edge.events import (LABEL_FILE, Events, Labeled, LabelSpec, check_columns, check_study,  # noqa: F401
+                              entities, find_events, label_events, read_events, save_labels)
 from fmri_edge.io import DATA_FILE, KNOWN_ATLASES, InputError, UsageError
 
 INSTALL_HINT = "pip install 'fmri-edge[nifti]'"
@@ -101,66 +102,7 @@ class Window:
         return cls(info.n_regions, info.n_times, baseline, source)
 
 
-# ---- events ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Events:
-    path: Path
-    onset: np.ndarray         # (n,) float64 seconds
-    trial_type: np.ndarray    # (n,) unicode
-    row: np.ndarray           # (n,) 1-based row numbers in the file (after the header)
-
-
-def read_events(path: str | Path, trial_types: Iterable[str] | None = None) -> Events:
-    """A BIDS ``*_events.tsv``: tab-separated, a header with ``onset`` (seconds, numbers) and
-    usually ``duration`` and ``trial_type``. ``trial_types`` keeps only those rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "events file not found; give the run's BIDS *_events.tsv (columns onset, "
-                               "duration, trial_type)")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"unreadable events file ({type(e).__name__}); expected a UTF-8 tab-separated "
-                               "table") from None
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise InputError(path, "empty events file; expected a header with onset, duration, trial_type and "
-                               "one row per event")
-    header = [h.strip() for h in lines[0].split("\t")]
-    if "onset" not in header:
-        sep = " (it looks comma-separated; BIDS events are tab-separated)" if "," in lines[0] else ""
-        raise InputError(path, f"malformed events file: no 'onset' column in its header ({', '.join(header[:6])}){sep}")
-    i_on = header.index("onset")
-    i_tt = header.index("trial_type") if "trial_type" in header else None
-    onsets, types, rows = [], [], []
-    for n, line in enumerate(csv.reader(lines[1:], delimiter="\t"), start=1):
-        if len(line) != len(header):
-            raise InputError(path, f"malformed events file: row {n} has {len(line)} fields, the header "
-                                   f"{len(header)}")
-        try:
-            onset = float(line[i_on])
-        except ValueError:
-            raise InputError(path, f"malformed events file: row {n} onset {line[i_on]!r} is not a number "
-                                   "(seconds)") from None
-        if not math.isfinite(onset):
-            raise InputError(path, f"malformed events file: row {n} onset {line[i_on]!r} is not finite")
-        onsets.append(onset)
-        types.append(line[i_tt].strip() if i_tt is not None else "n/a")
-        rows.append(n)
-    if not onsets:
-        raise InputError(path, "events file has a header but no event rows")
-    ev = Events(path, np.asarray(onsets, dtype=np.float64), np.asarray(types, dtype=str),
-                np.asarray(rows, dtype=np.int64))
-    if trial_types:
-        wanted = list(trial_types)
-        keep = np.isin(ev.trial_type, wanted)
-        if not keep.any():
-            raise InputError(path, f"no event of trial_type {', '.join(map(repr, wanted))} (found: "
-                                   f"{', '.join(sorted(set(ev.trial_type.tolist())))[:200]})")
-        ev = Events(path, ev.onset[keep], ev.trial_type[keep], ev.row[keep])
-    return ev
-
+# ---- events: fmri_edge.events (finding by BIDS inheritance, reading with pandas, labels) ----------------
 
 # ---- cutting trials (numpy only) ---------------------------------------------------------------------
 
@@ -398,6 +340,7 @@ class Options:
     confound_columns: tuple[str, ...] = DEFAULT_CONFOUNDS
     detrend: bool = False
     high_pass: float | None = None
+    labels: LabelSpec | None = None          # CLASS and LEVEL of each trial from the events (a lab's study)
 
 
 @dataclass
@@ -411,6 +354,7 @@ class RunResult:
     tr: float
     skipped: list[InputError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    labels: Labeled | None = None   # the kept trials' CLASS and LEVEL (with ``Options.labels``)
 
 
 def needs_nilearn(opts: Options, confounds) -> bool:
@@ -455,10 +399,18 @@ def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: Options
     return np.asarray(signals, dtype=np.float64)
 
 
-def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events, window: Window,
+def run_labels(events: str | Path | Events, window: Window, opts: Options) -> Labeled:
+    """The labeled events of one run (``opts.labels``): the rows mapped to a class, with their LEVEL."""
+    ev = events if isinstance(events, Events) else read_events(events, opts.trial_types)
+    offsets = window.offsets()
+    return label_events(ev, opts.labels, (float(offsets[0]), float(offsets[-1])))
+
+
+def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events | Labeled, window: Window,
                 opts: Options | None = None, confounds_path: str | Path | None = None,
                 block_volumes: int | None = None) -> RunResult:
-    """One 4-D BOLD run → its trials; raises :class:`InputError` for a run that cannot be used."""
+    """One 4-D BOLD run → its trials; raises :class:`InputError` for a run that cannot be used.
+    With ``opts.labels`` (or already labeled events) only the events mapped to a class are cut."""
     from fmri_edge import volumes
 
     opts = opts or Options()
@@ -466,7 +418,8 @@ def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events, win
     notes: list[str] = []
     if not bold.name.endswith(NIFTI_SUFFIXES):
         raise InputError(bold, "not a NIfTI image (.nii or .nii.gz)")
-    ev = events if isinstance(events, Events) else read_events(events, opts.trial_types)
+    lab = events if isinstance(events, Labeled) else run_labels(events, window, opts) if opts.labels else None
+    ev = lab.events if lab is not None else events if isinstance(events, Events) else read_events(events, opts.trial_types)
     h = volumes.read_header(bold, "BOLD image")
     if len(h.shape) != 4:
         raise InputError(bold, f"{len(h.shape)}-D image (shape {h.shape}); extract needs a 4-D BOLD time "
@@ -484,12 +437,13 @@ def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events, win
         raise InputError(bold, "region signals hold NaN or Inf (NaN voxels in the BOLD image?)")
     times = volume_times(n_vol, tr, opts.slice_time_ref)
     trials, keep, skipped = cut_trials(times, signals, ev, window, bold)
-    return RunResult(bold, ev.path, trials, ev.onset[keep], ev.trial_type[keep], n_vol, tr, skipped, notes)
+    return RunResult(bold, ev.path, trials, ev.onset[keep], ev.trial_type[keep], n_vol, tr, skipped, notes,
+                     None if lab is None else lab.take(keep))
 
 
 # ---- output ----------------------------------------------------------------------------------------------
 
-def save_trials(path: str | Path, results: list[RunResult], force: bool = False) -> Path:
+def save_trials(path: str | Path, results: list[RunResult], force: bool = False, window: Window | None = None) -> Path:
     """Write runs' trials, concatenated in the given (run) order, as an ``.npz`` that ``predict``
     reads: ``data`` (N, R, T) float32, ``onset`` (N,) float64 seconds, ``trial_type`` (N,) unicode,
     ``run`` (N,) 1-based index into ``runs`` (M,) unicode (the BOLD file names). Atomic: the file
@@ -508,19 +462,14 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False)
         "run": np.concatenate([np.full(len(r.trials), i + 1, dtype=np.int64) for i, r in enumerate(results)]),
         "runs": np.asarray([r.bold.name for r in results], dtype=str),
     }
+    if window is not None:  # the window the trials were cut with: predict warns when a model's differs
+        arrays["baseline_s"], arrays["n_times"] = np.float64(window.baseline_s), np.int64(window.n_times)
     with replace_atomically(path, binary=True) as f:
         np.savez(f, **arrays)
     return path
 
 
 # ---- BIDS folders -----------------------------------------------------------------------------------------
-
-ENTITY = re.compile(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)")
-
-
-def entities(name: str) -> dict[str, str]:
-    return {k: v for k, v in ENTITY.findall(name.split(".")[0])}
-
 
 @dataclass
 class BidsRun:
@@ -540,27 +489,6 @@ class BidsRun:
 
 def _events_name(bold: Path) -> str:
     return _stem(bold.name) + "_events.tsv"
-
-
-def _find_events(bold: Path, root: Path) -> tuple[Path | None, list[Path]]:
-    """The run's events: beside the BOLD, then in the raw tree of each folder up to two levels above
-    ``root`` (a derivatives folder such as study/derivatives/fmriprep lies inside the raw tree)."""
-    name = _events_name(bold)
-    e = entities(bold.name)
-    rel = Path(f"sub-{e['sub']}") / (f"ses-{e['ses']}" if "ses" in e else "") / "func"
-    candidates = [bold.parent / name]
-    base = root.resolve()
-    for up in (base, *list(base.parents)[:2]):
-        candidates.append(up / rel / name)
-        if "task" in e:  # BIDS inheritance: one events file for every run of the task
-            candidates.append(up / f"task-{e['task']}_events.tsv")
-    seen = []
-    for c in candidates:
-        if c not in seen:
-            seen.append(c)
-        if c.is_file():
-            return c, seen
-    return None, seen
 
 
 def _stem(name: str) -> str:
@@ -599,7 +527,7 @@ def find_bids_runs(root: str | Path, task: str | None = None, space: str | None 
                                + (f"; spaces present: {', '.join(spaces)}" if space and spaces else ""))
     out: dict[str, list[BidsRun]] = {}
     for b in bolds:
-        ev, searched = _find_events(b, root)
+        ev, searched = find_events(b, root)
         conf = confounds_beside(b) if confounds else None
         twin = b.with_name(b.name + ".gz") if b.name.endswith(".nii") else None
         out.setdefault(f"sub-{entities(b.name)['sub']}", []).append(BidsRun(
@@ -630,15 +558,21 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
                  task: str | None = None, space: str | None = None, force: bool = False,
                  on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
                  runs: dict[str, list[BidsRun]] | None = None,
-                 extract: Callable[[BidsRun], RunResult] | None = None) -> list[ParticipantResult]:
+                 labeled: dict[Path, Labeled | InputError] | None = None,
+                 extract: Callable[[BidsRun, Events | Labeled | Path], RunResult] | None = None,
+                 ) -> list[ParticipantResult]:
     """Every participant's runs → ``out_dir/<participant>/fMRI_data.npz`` (runs concatenated in run
     order). A run that fails is reported and the participant's other runs, and the other
-    participants, still come out. ``extract(run)`` gives a run's result (default: here, now;
-    :func:`extract_bids_on` collects them from a Dask cluster)."""
+    participants, still come out. With ``opts.labels``, ``labels.npz`` beside it (one row per
+    trial, same order), from ``labeled`` (:func:`label_study`) or the events read here.
+    ``extract(run, events)`` gives a run's result (default: here, now; :func:`extract_bids_on`
+    collects them from a Dask cluster)."""
     opts = opts or Options()
     out_dir = Path(out_dir)
     runs = runs if runs is not None else find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
-    extract = extract or (lambda r: extract_run(r.bold, atlas, r.events, window, opts, r.confounds))
+    if opts.labels is not None and labeled is None:
+        labeled = label_study(runs, window, opts)
+    extract = extract or (lambda r, events: extract_run(r.bold, atlas, events, window, opts, r.confounds))
     results = []
     for participant, prs in runs.items():
         target = out_dir / participant / DATA_FILE
@@ -658,8 +592,9 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
             try:
                 if r.events is None:
                     raise InputError(r.bold, f"no events file {_events_name(r.bold)} found (looked in "
-                                             f"{', '.join(str(p.parent) for p in r.searched[:3])} …)")
-                res = extract(r)
+                                             f"{', '.join(str(p) for p in r.searched[:3])} …)")
+                events = run_events(r, labeled)
+                res = extract(r, events)
                 done.append(res)
                 on_run and on_run(r, res)
             except InputError as e:
@@ -672,7 +607,11 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
         if any(len(x.trials) for x in done):
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                written = save_trials(target, [x for x in done if len(x.trials)], force=force)
+                written = save_trials(target, [x for x in done if len(x.trials)], force=force, window=window)
+                if opts.labels is not None:
+                    labs = [x.labels for x in done if len(x.trials)]
+                    save_labels(target.parent / LABEL_FILE, *(np.concatenate([getattr(lab, a) for lab in labs])
+                                                              for a in ("valence_class", "valence_level", "level_rated")))
             except OSError as e:     # a file where the folder goes, a full disk: this participant only
                 failed.append(InputError(target, f"cannot be written ({e.strerror or type(e).__name__})"))
         elif done:
@@ -682,11 +621,22 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
     return results
 
 
-def to_write(runs: dict[str, list[BidsRun]], out_dir: str | Path, force: bool) -> list[BidsRun]:
+def run_events(run: BidsRun, labeled: dict[Path, Labeled | InputError] | None) -> Path | Labeled:
+    """What :func:`extract_run` reads a run's trials from: its events file, or its labeled events
+    (raises the :class:`InputError` that refused its labels)."""
+    events = run.events if labeled is None else labeled[run.bold]
+    if isinstance(events, InputError):
+        raise events
+    return events
+
+
+def to_write(runs: dict[str, list[BidsRun]], out_dir: str | Path, force: bool,
+             labeled: dict[Path, Labeled | InputError] | None = None) -> list[BidsRun]:
     """The runs :func:`extract_bids` will extract: those of participants whose output may be
-    written, that have an events file."""
+    written, that have an events file (and labels, when asked)."""
     return [r for participant, prs in runs.items() if force or not (Path(out_dir) / participant / DATA_FILE).exists()
-            for r in prs if r.events is not None and r.duplicate_of is None]
+            for r in prs if r.events is not None and r.duplicate_of is None
+            and not (labeled is not None and isinstance(labeled.get(r.bold), InputError))]
 
 
 # ---- on a Dask cluster (the dask extra) -------------------------------------------------------------------
@@ -694,7 +644,8 @@ def to_write(runs: dict[str, list[BidsRun]], out_dir: str | Path, force: bool) -
 _worker_atlases: dict[tuple, Atlas] = {}
 
 
-def run_task(run: BidsRun, atlas_path: str, n_regions: int, window: Window, opts: Options) -> RunResult | InputError:
+def run_task(run: BidsRun, events: Path | Labeled, atlas_path: str, n_regions: int, window: Window,
+             opts: Options) -> RunResult | InputError:
     """One run on a Dask worker: its result, or the :class:`InputError` saying why it cannot be used
     (returned, not raised: a bad run is reported, never retried). The worker reads the atlas
     itself, once per process (workers need the inputs at the same paths as the client)."""
@@ -703,7 +654,7 @@ def run_task(run: BidsRun, atlas_path: str, n_regions: int, window: Window, opts
         key = (str(path), n_regions, *((path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else ()))
         if key not in _worker_atlases:
             _worker_atlases[key] = Atlas(path, n_regions)
-        return extract_run(run.bold, _worker_atlases[key], run.events, window, opts, run.confounds)
+        return extract_run(run.bold, _worker_atlases[key], events, window, opts, run.confounds)
     except InputError as e:
         return e
     except (OSError, EOFError, MemoryError) as e:
@@ -713,7 +664,8 @@ def run_task(run: BidsRun, atlas_path: str, n_regions: int, window: Window, opts
 def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window,
                     opts: Options | None = None, force: bool = False,
                     on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
-                    runs: dict[str, list[BidsRun]] | None = None) -> list[ParticipantResult]:
+                    runs: dict[str, list[BidsRun]] | None = None,
+                    labeled: dict[Path, Labeled | InputError] | None = None) -> list[ParticipantResult]:
     """:func:`extract_bids` with the runs extracted by the workers of a Dask scheduler
     (``tcp://host:8786``) or of a local cluster of N processes (``local:N``): every run is submitted
     at once, the client collects the results in run order and writes each participant's file as
@@ -722,19 +674,73 @@ def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str |
 
     opts = opts or Options()
     runs = runs if runs is not None else find_bids_runs(root, confounds=opts.confounds == "auto")
+    if opts.labels is not None and labeled is None:
+        labeled = label_study(runs, window, opts)
     distributed = cluster._distributed()
     with cluster.connect(address) as (client, _):
-        futures = {r.bold: client.submit(run_task, r, str(atlas.path.resolve()), atlas.n_regions, window, opts,
-                                         pure=False) for r in to_write(runs, out_dir, force)}
+        futures = {r.bold: client.submit(run_task, r, run_events(r, labeled), str(atlas.path.resolve()),
+                                         atlas.n_regions, window, opts, pure=False)
+                   for r in to_write(runs, out_dir, force, labeled)}
 
-        def collect(run: BidsRun) -> RunResult:
+        def collect(run: BidsRun, events) -> RunResult:
             result = cluster._result(futures.pop(run.bold), address, distributed)
             if isinstance(result, InputError):
                 raise result
             return result
 
         return extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs,
-                            extract=collect)
+                            labeled=labeled, extract=collect)
+
+
+def label_study(runs: dict[str, list[BidsRun]], window: Window, opts: Options) -> dict[Path, Labeled | InputError]:
+    """Every run's events labeled before any image is read: {BOLD: labeled events, or the
+    :class:`InputError` that refuses that run (its events file lacks a column)}. A problem that is
+    the study's (a class-map value that occurs nowhere, a column no file has, a rating outside the
+    scale) raises, so nothing is extracted under a wrong option."""
+    out: dict[Path, Labeled | InputError] = {}
+    for prs in runs.values():
+        for r in prs:
+            if r.events is None:
+                continue
+            ev = read_events(r.events, opts.trial_types)
+            try:
+                check_columns(ev, opts.labels)
+            except InputError as e:
+                out[r.bold] = e
+                continue
+            out[r.bold] = run_labels(ev, window, opts)
+    check_study(out, opts.labels)
+    return out
+
+
+def labels_summary(results: list[ParticipantResult], spec: LabelSpec, window: Window, root: Path) -> dict:
+    """What ``OUT/labels.json`` records: the options, the events files used, per-participant ×
+    class counts, rows dropped by reason, trials whose window holds another kept event."""
+    dropped: Counter = Counter()
+    participants, overlapping = {}, 0
+    for p in results:
+        kept = [r for r in p.runs if len(r.trials)]
+        for r in p.runs:
+            dropped.update(r.labels.dropped)
+        n_outside = sum(len(r.skipped) for r in p.runs)
+        if n_outside:
+            dropped["window outside the scan"] += n_outside
+        if not kept:
+            continue
+        cls = np.concatenate([r.labels.valence_class for r in kept])
+        over = int(sum(r.labels.overlapping.sum() for r in kept))
+        overlapping += over
+        participants[p.participant] = {
+            "trials": int(len(cls)), **{f"CLASS {c:+d}" if c else "CLASS 0": int((cls == c).sum()) for c in (-1, 0, 1)},
+            "rated": int(sum(r.labels.level_rated.sum() for r in kept)), "overlapping": over,
+            "runs": [{"bold": str(r.bold), "events": str(r.events), "trials": len(r.trials)} for r in kept]}
+    single = [p for p, c in participants.items() if sum(c[k] > 0 for k in ("CLASS -1", "CLASS 0", "CLASS +1")) < 2]
+    return {"study": str(root), **spec.describe(),
+            "window": {"n_regions": window.n_regions, "n_times": window.n_times, "baseline_s": window.baseline_s},
+            "participants": participants, "dropped": dict(dropped),
+            "overlapping": {"trials": overlapping, "meaning": "trials whose window holds the onset of another kept "
+                            "event (fast event-related designs); drop them with --min-gap SECONDS"},
+            "single_class_participants": single}
 
 
 def _short(e: BaseException) -> str:

@@ -523,11 +523,13 @@ def load_labels(path: str | Path, n_trials: int | None = None) -> np.ndarray:
     return labels
 
 
-def load_icbhi(root: str | Path, n_times: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Labeled ICBHI folder (e.g. ``Train``) → {participant: (trials (N, 246, T), labels (N, 2))}."""
+def load_icbhi(root: str | Path, n_times: int | None = None,
+               n_regions: int = 246) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Labeled ICBHI folder (e.g. ``Train``, or extract's labeled output) → {participant: (trials
+    (N, n_regions, T), labels (N, 2))}."""
     out = {}
     for src in discover([Path(root)]):
-        trials = load_trials(src.path, n_times=n_times)
+        trials = load_trials(src.path, n_regions=n_regions, n_times=n_times)
         label_path = src.path.parent / LABEL_FILE
         if not label_path.is_file():
             raise InputError(label_path, "missing (needed for training and scoring)")

@@ -90,8 +90,6 @@ def write_run(bold: str | Path, events: str | Path, n_regions: int = 246, tr: fl
               effect: float = 0.02, signal_regions=EMOTION_REGIONS, volume_noise: float = 0.002) -> SimRun:
     """One run: 4-D float32 BOLD (TR ``tr``, volume k at k·tr) and its BIDS events.tsv, onsets
     ``first_onset + i · spacing`` (not multiples of the TR by default)."""
-    import nibabel as nib
-
     rng = np.random.default_rng(seed)
     onsets = first_onset + spacing * np.arange(n_events)
     valence = rng.permutation(np.resize([-1, 0, 1], n_events)).astype(np.float64)
@@ -99,12 +97,23 @@ def write_run(bold: str | Path, events: str | Path, n_regions: int = 246, tr: fl
     run = SimRun(Path(bold), Path(events), float(tr), n_vol, onsets, valence,
                  rng.uniform(400, 14_000, n_regions), rng.uniform(20, 60, n_regions),
                  rng.uniform(0, 2 * np.pi, n_regions), tuple(signal_regions), effect)
-    means = run.planted(np.arange(n_vol) * tr)                       # (V, R)
+    write_bold(run.bold, run.planted(np.arange(n_vol) * tr), tr, rng, volume_noise)
+    write_events(run.events, {"onset": [f"{o:.3f}" for o in onsets], "duration": ["15.0"] * n_events,
+                              "trial_type": [VALENCE_NAMES[int(v)] for v in valence]})
+    return run
+
+
+def write_bold(path: Path, means: np.ndarray, tr: float, rng: np.random.Generator, volume_noise: float = 0.002) -> Path:
+    """Region means (V, R) → a 4-D NIfTI on the synthetic atlas's grid whose region means they are:
+    each voxel's deviation from its region's mean (a fixed pattern plus noise per volume) sums to
+    zero inside the region at every volume."""
+    import nibabel as nib
+
+    n_vol, n_regions = means.shape
     labels = atlas_array(n_regions).ravel()
     inside = labels > 0
     region = labels[inside] - 1
     counts = np.bincount(region, minlength=n_regions)
-    # per-voxel deviations with zero mean inside each region: a fixed pattern plus noise per volume
     dev = rng.normal(scale=0.05, size=(n_vol, region.size)) + rng.normal(scale=volume_noise, size=(n_vol, region.size))
     dev -= (np.stack([np.bincount(region, weights=d, minlength=n_regions) for d in dev]) / counts)[:, region]
     vox = np.zeros((n_vol, labels.size), dtype=np.float64)
@@ -114,12 +123,19 @@ def write_run(bold: str | Path, events: str | Path, n_regions: int = 246, tr: fl
     img = nib.Nifti1Image(data, _affine(VOXEL_MM))
     img.header.set_zooms((VOXEL_MM,) * 3 + (float(tr),))
     img.header.set_xyzt_units("mm", "sec")
-    run.bold.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(run.bold))
-    run.events.parent.mkdir(parents=True, exist_ok=True)
-    run.events.write_text("onset\tduration\ttrial_type\n" + "".join(
-        f"{o:.3f}\t15.0\t{VALENCE_NAMES[int(v)]}\n" for o, v in zip(onsets, valence)))
-    return run
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path
+
+
+def write_events(path: Path, columns: dict[str, list[str]]) -> Path:
+    """A BIDS events.tsv from columns of already formatted strings (``onset`` first)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = zip(*columns.values())
+    path.write_text("\t".join(columns) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return path
 
 
 def write_confounds(path: str | Path, n_volumes: int, seed: int = 0) -> Path:
@@ -155,3 +171,98 @@ def write_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2, n_regions
             runs.setdefault(sub, []).append(run)
     (root / "dataset_description.json").write_text('{"Name": "fmri-edge synthetic study", "BIDSVersion": "1.8.0"}\n')
     return runs
+
+
+# ---- a labeled study: what a lab brings to `extract --class-column … ` and `train --data` ----------------
+
+STUDY_TASK = "affect"
+CONDITION_CODES = {-1: "img_neg", 0: "img_neu", 1: "img_pos"}   # the class column holds codes, not classes
+RATING_SCALE = (1, 9)                                              # the participants' own scale, 5 = neutral
+
+
+@dataclass
+class SimParticipant:
+    participant: str
+    runs: list[SimRun]
+    valence: np.ndarray        # (N,) the planted class of every class-coded event, runs in order
+    rating: np.ndarray         # (N,) float, 1 … 9, NaN where the events file says n/a
+    gain: float                # this participant's signal gain (0 in a null study)
+    scale: float               # this participant's scanner gain on every region's BOLD level
+
+
+def write_labeled_study(root: str | Path, n_subjects: int = 10, n_runs: int = 2, n_events: int = 12,
+                        tr: float = 1.5, null: bool = False, seed: int = 0, effect: float = 0.02,
+                        noise: float = 0.01, n_regions: int = 246, signal_regions=EMOTION_REGIONS,
+                        missing_rating: float = 0.05) -> dict[str, SimParticipant]:
+    """A labeled BIDS study as a lab holds it, with a planted class signal (none with ``null``).
+
+    - ``root/derivatives/fmriprep/sub-XX/func/*_desc-preproc_bold.nii.gz``: BOLD at TR ``tr``;
+    - events with ``onset``, ``duration``, ``trial_type`` (condition codes ``img_neg``, ``img_neu``,
+      ``img_pos``, plus one unlabeled ``catch`` event per run), ``rating`` (1 … 9, ``n/a`` for a
+      fraction ``missing_rating``) and ``response_time``. Odd participants keep them in
+      ``sub-XX/func/``, even ones at the study root (as ds000205 does): both are found by BIDS inheritance;
+    - ``participants.tsv`` (``participant_id``, ``site``: A for the first half, B for the rest).
+
+    Every participant has its own BOLD baseline per region (the study's levels × a per-region
+    factor × a scanner gain ``scale``) and its own signal gain ``gain``. Events start 27–33 s
+    apart at onsets between volumes, so a 25-s window holds one event. The planted response in
+    ``signal_regions``, as a fraction of the region's level, is ``gain · effect · (valence + 0.25 ·
+    (rating − 5) / 4) · bump(t − onset)``, with ``bump(s) = exp(−((s − 8) / 4)²)``; every region
+    also carries AR(1) noise of standard deviation ``noise`` per volume and a slow drift."""
+    root = Path(root)
+    rng0 = np.random.default_rng(seed)
+    levels = rng0.uniform(400, 14_000, n_regions)
+    lo, hi = RATING_SCALE
+    out: dict[str, SimParticipant] = {}
+    for s in range(1, n_subjects + 1):
+        sub = f"sub-{s:02d}"
+        rng = np.random.default_rng([seed, s])
+        scale, gain = rng.uniform(0.6, 1.6), 0.0 if null else rng.uniform(0.5, 1.5)
+        level = levels * np.exp(rng.normal(scale=0.2, size=n_regions)) * scale
+        runs, valences, ratings = [], [], []
+        for r in range(1, n_runs + 1):
+            stem = f"{sub}_task-{STUDY_TASK}_run-{r}"
+            onsets = rng.uniform(8, 12) + np.concatenate([[0], np.cumsum(rng.uniform(27, 33, n_events - 1))])
+            valence = rng.permutation(np.resize([-1, 0, 1], n_events)).astype(np.float64)
+            rating = np.where(valence == 0, 5 + rng.integers(-1, 2, n_events),
+                              5 + valence * rng.integers(1, 5, n_events)).astype(np.float64)
+            n_vol = int(np.ceil((onsets[-1] + 22.0) / tr)) + 1
+            t = np.arange(n_vol) * tr
+            amplitude = gain * effect * (valence + 0.25 * (rating - 5) / 4)
+            bump = np.exp(-(((t[:, None] - onsets[None]) - 8.0) / 4.0) ** 2) @ amplitude          # (V,)
+            ar = np.zeros((n_vol, n_regions))
+            eps = rng.normal(scale=noise * np.sqrt(1 - 0.7 ** 2), size=ar.shape)
+            ar[0] = rng.normal(scale=noise, size=n_regions)
+            for k in range(1, n_vol):
+                ar[k] = 0.7 * ar[k - 1] + eps[k]
+            rel = ar + 0.01 * np.sin(2 * np.pi * t[:, None] / rng.uniform(60, 200, n_regions) + rng.uniform(0, 6.3, n_regions))
+            rel[:, list(signal_regions)] += bump[:, None]
+            bold = root / "derivatives" / "fmriprep" / sub / "func" / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz"
+            write_bold(bold, level[None] * (1 + rel), tr, rng)
+            catch = onsets[rng.integers(0, n_events - 1)] + 14.0 + rng.uniform(0, 2)   # between two events
+            shown = rating.copy()
+            shown[rng.random(n_events) < missing_rating] = np.nan
+            order = np.argsort(np.append(onsets, catch), kind="stable")
+            cols = {"onset": np.append(onsets, catch)[order], "duration": np.full(n_events + 1, 4.0),
+                    "trial_type": np.append([CONDITION_CODES[int(v)] for v in valence], "catch")[order],
+                    "rating": np.append(shown, np.nan)[order],
+                    "response_time": np.append(rng.uniform(0.6, 2.5, n_events), np.nan)[order]}
+            events = (root / sub / "func" if s % 2 else root) / f"{stem}_events.tsv"
+            write_events(events, {"onset": [f"{o:.3f}" for o in cols["onset"]],
+                                  "duration": [f"{d:g}" for d in cols["duration"]],
+                                  "trial_type": list(cols["trial_type"]),
+                                  "rating": ["n/a" if np.isnan(v) else f"{v:g}" for v in cols["rating"]],
+                                  "response_time": ["n/a" if np.isnan(v) else f"{v:.3f}" for v in cols["response_time"]]})
+            runs.append(SimRun(bold, events, float(tr), n_vol, onsets, valence, level, np.zeros(n_regions),
+                               np.zeros(n_regions), tuple(signal_regions), gain * effect))
+            valences.append(valence)
+            ratings.append(shown)
+        out[sub] = SimParticipant(sub, runs, np.concatenate(valences), np.concatenate(ratings), gain, scale)
+    assert lo < 5 < hi
+    half = (n_subjects + 1) // 2
+    (root / "participants.tsv").write_text("participant_id\tsite\n" + "".join(
+        f"{p}\t{'A' if i < half else 'B'}\n" for i, p in enumerate(out)))
+    (root / "dataset_description.json").write_text(
+        '{"Name": "fmri-edge synthetic labeled study' + (' (null: no signal)' if null else '')
+        + '", "BIDSVersion": "1.8.0"}\n')
+    return out

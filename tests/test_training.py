@@ -14,6 +14,7 @@ name = "sim"
 data = "{data}"
 atlas = "/nonexistent/BN_atlas.txt"
 full_epochs = 4
+groups = "participants:order_group"
 [model]
 widths = [8, 8, 8]
 dense = [16, 8]
@@ -32,6 +33,8 @@ def test_train_export_predict_score_via_cli(tmp_path, sim_data):
     x, y, subj = sim_data
     for s, name in enumerate(["P01", "P10", "P02", "P11", "P08", "P09"]):
         write_icbhi(tmp_path / "Train", x[subj == s], y[subj == s], name)
+    (tmp_path / "Train" / "participants.tsv").write_text(   # the order-mate pairs, as ICBHI's Train has them
+        "participant_id\torder_group\nP01\t1\nP10\t1\nP02\t2\nP11\t2\nP08\t8\nP09\t9\n")
     recipe = tmp_path / "sim.toml"
     recipe.write_text(RECIPE.format(data=tmp_path / "Train"))
     runner = CliRunner()

@@ -75,17 +75,25 @@ def simulate(
     bids: Annotated[bool, typer.Option("--bids", help="Write OUT/atlas.nii.gz and a tiny BIDS study OUT/study "
                                                       "(raw events, fMRIPrep-named derivatives) of --subjects × "
                                                       "--runs runs (needs the nifti extra).")] = False,
-    runs: Annotated[int, typer.Option(help="Runs per subject with --bids.", min=1)] = 2,
+    runs: Annotated[int, typer.Option(help="Runs per subject with --bids or --study.", min=1)] = 2,
     scanner: Annotated[Optional[Path], typer.Option("--scanner", metavar="WATCH_DIR", help="Replay --from into this "
                                                     "folder as a scanner exports it, a file per volume at TR pace, "
                                                     "some written in place in two halves (try `fmri-edge stream` "
                                                     "on it).")] = None,
     bold: Annotated[Optional[Path], typer.Option("--from", metavar="BOLD", help="With --scanner: the 4-D run to "
                                                  "replay (.nii/.nii.gz).")] = None,
-    tr: Annotated[Optional[float], typer.Option("--tr", help="With --scanner: seconds between volumes.")] = None,
+    tr: Annotated[Optional[float], typer.Option("--tr", help="Seconds between volumes: with --scanner (required) or "
+                                                "--study (default 1.5).")] = None,
     speed: Annotated[float, typer.Option(help="With --scanner: replay this many times faster than real time.")] = 1.0,
     volume_format: Annotated[str, typer.Option("--format", help="With --scanner: nii (3-D NIfTI, img-SERIES-VOLUME.nii) "
                                                "or dicom (Siemens XA enhanced, ideacmdtool's naming).")] = "nii",
+    study: Annotated[bool, typer.Option("--study", help="Write OUT/atlas.nii.gz and a labeled BIDS study OUT/study "
+                                                        "(events with a class column trial_type: img_neg/img_neu/"
+                                                        "img_pos, ratings 1-9, participants.tsv; subject-specific "
+                                                        "baselines and gains) for `extract --class-column` and "
+                                                        "`train --data` (needs the nifti extra).")] = False,
+    null: Annotated[bool, typer.Option("--null", help="With --study: no planted signal (labels only): what a "
+                                                      "decoder must stay at chance on.")] = False,
 ):
     """Write simulated BOLD-like trials with a planted valence signal (no real data needed);
     with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on;
@@ -100,8 +108,8 @@ def simulate(
     if out_path is None:
         with user_errors():
             raise UsageError("give OUT (a .npy file or a folder), or --scanner WATCH_DIR --from BOLD --tr S")
-    if nifti or bids:
-        _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force)
+    if nifti or bids or study:
+        _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force, study, tr or 1.5, null, effect)
         return
     with user_errors():
         x, y, subj = sim(trials, n_times=n_times, effect=effect, n_subjects=subjects, seed=seed)
@@ -136,7 +144,8 @@ def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
         err.print(f"wrote {n} volumes to {folder}/")
 
 
-def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool):
+def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool,
+                    study: bool = False, tr: float = 1.5, null: bool = False, effect: float = 0.02):
     with user_errors():
         from fmri_edge.extract import require_nifti
 
@@ -149,6 +158,12 @@ def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, ru
             raise InputError(out_path, "exists and is not empty; use --force to write into it")
         out_path.mkdir(parents=True, exist_ok=True)
         nifti_sim.write_atlas(out_path / "atlas.nii.gz")
+        if study:
+            written = nifti_sim.write_labeled_study(out_path / "study", subjects, runs, n_events, tr, null, seed, effect)
+            err.print(f"wrote {out_path / 'atlas.nii.gz'} and {out_path / 'study'}/: {len(written)} participant(s) × "
+                      f"{runs} run(s) of {n_events} labeled events (TR {tr:g} s, "
+                      + ("null: no signal" if null else f"planted signal {effect:g}") + ")", highlight=False)
+            return
         if bids:
             written = nifti_sim.write_bids(out_path / "study", subjects, runs, n_events=n_events, seed=seed)
             err.print(f"wrote {out_path / 'atlas.nii.gz'} and {out_path / 'study'}/: {len(written)} subject(s) × "
@@ -203,6 +218,25 @@ def extract(
         help="BIDS folders: extract the runs on a Dask cluster, a scheduler's address (tcp://host:8786) or local:N "
              "for N local worker processes (pip install 'fmri-edge[dask]'); workers need the files at the same "
              "paths (a shared file system).")] = None,
+    class_column: Annotated[Optional[str], typer.Option(
+        help="Label the trials (BIDS folders): the events column holding each trial's valence, e.g. trial_type. "
+             "Writes OUT/sub-X/labels.npz and OUT/labels.json for `fmri-edge train --data OUT`.",
+        rich_help_panel="Labels")] = None,
+    class_map: Annotated[Optional[str], typer.Option(
+        help="VALUE=CLASS,… with CLASS -1, 0, 1 or negative/neutral/positive; several values may map to one "
+             "class; rows with other values are dropped and counted.", rich_help_panel="Labels")] = None,
+    level_column: Annotated[Optional[str], typer.Option(
+        help="The events column holding the participant's own rating (LEVEL). Without it LEVEL is the "
+             "class-only rule -1→-3, 0→0, 1→2 and a trained model answers CLASS only.", rich_help_panel="Labels")] = None,
+    level_scale: Annotated[Optional[str], typer.Option(
+        help="The rating scale LO:HI, mapped linearly onto LEVEL -4…4 and rounded (default: ratings are "
+             "already -4…4).", rich_help_panel="Labels")] = None,
+    level_missing: Annotated[Optional[list[str]], typer.Option(
+        help="A rating value meaning 'no rating' (repeatable; n/a always is), e.g. 0.", rich_help_panel="Labels")] = None,
+    min_gap: Annotated[Optional[float], typer.Option(
+        help="Drop labeled events whose onset is closer than this many seconds to another labeled event "
+             "(their windows would hold two trials). Default: keep them and count them.", min=0.0,
+        rich_help_panel="Labels")] = None,
 ):
     """Region time series from NIfTI BOLD with an atlas (region means read block by block; nilearn
     for confounds and filtering), resampled to 1 s and cut into one trial per event: the trials
@@ -221,7 +255,8 @@ def extract(
         opts = lib.Options(tr=tr, slice_time_ref=slice_time_ref, trial_types=tuple(trial_type or ()),
                            confounds=confounds, confound_columns=tuple(c.strip() for c in confound_columns.split(",")
                                                                        if c.strip()),
-                           detrend=detrend, high_pass=high_pass)
+                           detrend=detrend, high_pass=high_pass,
+                           labels=_label_spec(class_column, class_map, level_column, level_scale, level_missing, min_gap))
         if errors_json:
             from fmri_edge.submission import check_new
 
@@ -239,6 +274,27 @@ def extract(
         except (EOFError, OSError) as e:   # never click's bare "Aborted!" nor a traceback: one line naming the file
             raise InputError(getattr(e, "filename", None) or source,
                              f"{getattr(e, 'strerror', None) or type(e).__name__}: {str(e)[:120]}") from None
+
+
+def _label_spec(class_column, class_map, level_column, level_scale, level_missing, min_gap):
+    """The --class-* and --level-* options → a LabelSpec (None without --class-column)."""
+    from fmri_edge import events
+
+    if class_column is None:
+        given = [n for n, v in (("--class-map", class_map), ("--level-column", level_column),
+                                ("--level-scale", level_scale), ("--level-missing", level_missing),
+                                ("--min-gap", min_gap)) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)} label(s) trials only with --class-column COLUMN --class-map VALUE=CLASS,…")
+        return None
+    if not class_map:
+        raise UsageError(f"--class-column {class_column}: give --class-map VALUE=CLASS,… too, e.g. "
+                         "--class-map negative=-1,neutral=0,positive=1")
+    if (level_scale or level_missing) and not level_column:
+        raise UsageError("--level-scale and --level-missing describe the rating column: give --level-column COLUMN")
+    return events.LabelSpec(class_column, events.parse_class_map(class_map), level_column,
+                            events.parse_level_scale(level_scale) if level_scale else None,
+                            tuple(dict.fromkeys([*events.MISSING, *(level_missing or [])])), min_gap)
 
 
 def _window_json(window) -> dict:
@@ -260,6 +316,9 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
                  as_json, errors_json):
     if events is None:
         raise UsageError(f"{bold}: give the run's events with --events EVENTS.tsv (or point at a BIDS folder)")
+    if opts.labels is not None:
+        raise UsageError(f"{bold}: --class-column labels a BIDS folder's participants (OUT/sub-X/labels.npz); point "
+                         "extract at the study folder")
     if out_path.suffix != ".npz":
         raise UsageError(f"--out {out_path}: give an .npz file name for one run (a folder is for BIDS input)")
     from fmri_edge.submission import check_new
@@ -275,7 +334,7 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
         _report_problems(r.skipped, errors_json, force=force)
         raise InputError(r.events, f"no event's {window.n_times}-s window fits inside the scan ({len(r.skipped)} "
                                    "skipped above); nothing written")
-    lib.save_trials(out_path, [r], force)
+    lib.save_trials(out_path, [r], force, window)
     _report_problems(r.skipped, errors_json, force=force)
     if as_json:
         print(json.dumps({"window": _window_json(window), "out": str(out_path), "runs": [_run_json(r)],
@@ -302,6 +361,7 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
         raise UsageError(f"--confounds {opts.confounds}: with a BIDS folder use --confounds auto (fMRIPrep's "
                          "*_desc-confounds_timeseries.tsv beside each BOLD)")
     runs = lib.find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
+    labeled = lib.label_study(runs, window, opts) if opts.labels else None   # option or study problems: before any image
     atlas = lib.Atlas(atlas_path, window.n_regions)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_runs = sum(len(v) for v in runs.values())
@@ -314,9 +374,10 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
 
         if scheduler:
             results = lib.extract_bids_on(scheduler, root, atlas, out_dir, window, opts, force=force, on_run=on_run,
-                                          runs=runs)
+                                          runs=runs, labeled=labeled)
         else:
-            results = lib.extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs)
+            results = lib.extract_bids(root, atlas, out_dir, window, opts, force=force, on_run=on_run, runs=runs,
+                                       labeled=labeled)
     _print_notes([n for p in results for r in p.runs for n in r.notes])
     problems = [e for p in results for e in (*p.failed, *p.skipped)]
     written = [p for p in results if p.out is not None]
@@ -325,8 +386,9 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
         raise UsageError(f"{root}: no participant's trials could be extracted ({len(problems)} problem(s) above); "
                          "nothing written")
     _report_problems(problems, errors_json, force=force)
+    summary = _write_labels(lib, results, opts.labels, window, root, out_dir, force) if opts.labels else None
     if as_json:
-        print(json.dumps({"window": _window_json(window), "out": str(out_dir), "participants": [
+        print(json.dumps({"window": _window_json(window), "out": str(out_dir), "labels": summary, "participants": [
             {"participant": p.participant, "out": str(p.out) if p.out else None, "trials": p.n_trials,
              "runs": [_run_json(r) for r in p.runs], "failed": [e.as_dict() for e in p.failed]} for p in results],
             "errors": [e.as_dict() for e in problems]}))
@@ -341,8 +403,50 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
                       str(p.n_trials), f"{len(p.skipped)}" + (f" ({why})" if why else ""),
                       str(p.out) if p.out else f"[red]nothing[/] ({len(p.failed)} problem(s) above)")
         out.print(t)
+        if summary:
+            _print_labels(summary)
+    nxt = f"fmri-edge train --data {out_dir}" if summary else f"fmri-edge predict {out_dir}"
     err.print(f"wrote {len(written)} participant folder(s) to {out_dir}/ (each participant's runs concatenated in "
-              f"run order) — next: fmri-edge predict {out_dir}", highlight=False)
+              f"run order{'; labels.npz beside each fMRI_data.npz' if summary else ''}) — next: {nxt}", highlight=False)
+
+
+def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: bool) -> dict:
+    """OUT/labels.json, and the study's participants.tsv copied to OUT (the groups `train --group-by` reads)."""
+    import shutil
+
+    from fmri_edge.events import LABELS_JSON, write_summary
+
+    summary = lib.labels_summary(results, spec, window, root)
+    for folder in (root, *list(root.resolve().parents)[:2]):
+        tsv = folder / "participants.tsv"
+        if tsv.is_file():
+            if not (out_dir / tsv.name).exists() or force:
+                shutil.copyfile(tsv, out_dir / tsv.name)
+            summary["participants_tsv"] = str(tsv)
+            break
+    write_summary(out_dir / LABELS_JSON, summary)
+    return summary
+
+
+def _print_labels(summary: dict) -> None:
+    level = summary["level"]
+    t = Table(title=f"labels: CLASS from {summary['class_column']!r}, LEVEL "
+                    + (f"from {level['column']!r} (scale {level['scale'][0]:g}…{level['scale'][1]:g} → -4…4)"
+                       if level["column"] else "not rated (class-only rule; a model answers CLASS only)"),
+              title_justify="left")
+    for c in ("participant", "trials", "CLASS -1", "CLASS 0", "CLASS +1", "rated", "overlapping"):
+        t.add_column(c, justify="left" if c == "participant" else "right")
+    for p, c in summary["participants"].items():
+        t.add_row(p, *(str(c[k]) for k in ("trials", "CLASS -1", "CLASS 0", "CLASS +1", "rated", "overlapping")))
+    out.print(t)
+    for reason, n in summary["dropped"].items():
+        err.print(f"[yellow]dropped:[/] {n} event row(s): {escape(reason)}", highlight=False)
+    if summary["overlapping"]["trials"]:
+        err.print(f"[yellow]warning:[/] {summary['overlapping']['trials']} trial(s) have another labeled event inside "
+                  "their window (their signals mix); drop them with --min-gap SECONDS", highlight=False)
+    for p in summary["single_class_participants"]:
+        err.print(f"[yellow]warning:[/] {p}: every trial has the same CLASS; `train` refuses a participant "
+                  "without at least two classes", highlight=False)
 
 
 def _why(problem: str) -> str:

@@ -70,6 +70,7 @@ def predict(
         if errors_json:
             submission.check_new(errors_json, force)
         _warn_adapted(decoder, paths, participant)
+        _warn_window(decoder, paths)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
                 _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k, kind) as regions:
             def on_batch(b):
@@ -112,7 +113,7 @@ def predict(
               + (f"; {refused} input(s) refused" if refused else ""), highlight=False, soft_wrap=True)
     if out_csv:
         err.print(f"wrote {result.n_trials} rows to {out_csv}")
-        odd = submission.unlike_challenge(participants)
+        odd = [] if decoder.info.meta.get("study") else submission.unlike_challenge(participants)
         if odd:
             err.print(f"[yellow]warning:[/] participant name(s) {', '.join(map(repr, odd[:5]))}"
                       f"{' …' if len(odd) > 5 else ''} do not look like the challenge's (P17): the Participant "
@@ -530,6 +531,30 @@ def info(
     out.print(t)
 
 
+def _warn_window(decoder, paths) -> None:
+    """Warn (once per file) where `extract` cut an input's trials with another window than the model's:
+    the shape may fit while the seconds mean something else."""
+    from fmri_edge import io
+
+    meta = decoder.info.meta
+    norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
+    baseline = meta.get("baseline_s", norm.get("baseline_s"))
+    if baseline is None:
+        return
+    for src in io.iter_sources(paths):
+        if not isinstance(src, io.Source) or src.path.suffix != ".npz":
+            continue
+        try:
+            cut = float(io.read_array(src.path, "baseline_s"))
+            n_times = int(io.read_array(src.path, "n_times"))
+        except (io.InputError, TypeError, ValueError):
+            continue  # not written by extract (or older): nothing to compare
+        if cut != float(baseline) or n_times != decoder.info.n_times:
+            err.print(f"[yellow]warning:[/] {escape(str(src.path))}: its trials were cut as {n_times} s from onset − "
+                      f"{cut:g} s, the model reads {decoder.info.n_times} s from onset − {float(baseline):g} s; "
+                      "extract again with --model this model", highlight=False, soft_wrap=True)
+
+
 def _integrity_row(status: str) -> str:
     from fmri_edge import integrity
 
@@ -537,6 +562,36 @@ def _integrity_row(status: str) -> str:
             integrity.UNVERIFIABLE: f"not verifiable: exported without a {integrity.DIGEST_KEY} (export it again "
                                     "to add one)",
             integrity.NOT_CHECKED: "not checked (--no-verify)"}[status]
+
+
+def _study_rows(study: dict | None) -> dict[str, str]:
+    """A lab's own decoder (``train --data``): its labels, window and what its CV estimates."""
+    if not study:
+        return {}
+    rows = {}
+    lab = study.get("labels")
+    if lab:
+        level = lab.get("level") or {}
+        rows["study labels"] = (f"CLASS from column {lab.get('class_column')!r}: "
+                                + ", ".join(f"{k} → {v:+d}" if v else f"{k} → 0" for k, v in (lab.get("class_map") or {}).items())
+                                + "; LEVEL " + (f"from {level['column']!r}, scale {level['scale'][0]:g}…{level['scale'][1]:g} "
+                                                "→ −4…4" if level.get("column") else
+                                                "not rated: the class-only rule (this model answers CLASS only)"))
+    w = study.get("window")
+    if w:
+        rows["study window"] = f"{w['n_times']} s per trial from onset − {w['baseline_s']:g} s, {w['n_regions']} regions"
+    ps = study.get("participants") or []
+    rows["study data"] = f"{study.get('data')}: {len(ps)} participants" + (f" ({ps[0]}…{ps[-1]})" if ps else "") + \
+        f", {study.get('n_trials')} trials; CV groups: {study.get('groups')}"
+    cv = study.get("cv")
+    if cv:
+        perm = cv.get("permutation")
+        rows["study CV"] = (f"{cv['metric']} {cv['estimate']:.3f} (95% interval {cv['interval_95'][0]:.3f}–"
+                            f"{cv['interval_95'][1]:.3f}, {cv['n_trials']} trials, {cv['n_folds']} folds); chance "
+                            f"{cv['chance']['binomial_threshold']:.3f} (binomial, α {cv['chance']['alpha']:g})"
+                            + (f"; permutation p {perm['p']:.3g} ({perm['n']})" if perm else "")
+                            + ". " + cv.get("estimates", ""))
+    return rows
 
 
 def _describe(meta: dict) -> dict[str, str]:
@@ -558,8 +613,8 @@ def _describe(meta: dict) -> dict[str, str]:
     if expl.get("kind"):
         rows["explanation"] = f"{expl['kind']} per region (output {expl.get('output')}): {expl.get('what')}"
     if meta.get("recipe"):
-        rows["recipe"] = f"{meta['recipe']} (re-run its CV: fmri-edge train --config {meta['recipe']} " \
-                         "--protocol subject --no-final)"
+        rerun = f"--data {meta['study']['data']}" if (meta.get("study") or {}).get("data") else f"--config {meta['recipe']}"
+        rows["recipe"] = f"{meta['recipe']} (re-run its CV: fmri-edge train {rerun} --protocol subject --no-final)"
     tr = meta.get("training") or {}
     if tr:
         ps = tr.get("participants") or []
@@ -573,6 +628,7 @@ def _describe(meta: dict) -> dict[str, str]:
             f"CLASS acc {m['CLASS_accuracy']:.3f} ± {m['CLASS_accuracy_folds_std']:.3f}, F1 {m['CLASS_f1']:.3f}, "
             f"LEVEL_error {m['LEVEL_error']:.4f}, Score {m['Score']:.4f} "
             f"({m['n_folds']} {'seeds' if protocol == 'random' else 'folds'})")
+    rows.update(_study_rows(meta.get("study")))
     a = meta.get("adaptation")
     if a:
         extra = "".join(f", {k} {a[k]}" for k in ("scale", "weight_norm") if k in a)

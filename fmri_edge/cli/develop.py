@@ -18,32 +18,60 @@ PANEL = "Train, export, benchmark (torch: pip install 'fmri-edge[train]')"
 
 @app.command(rich_help_panel=PANEL)
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Training recipe (TOML), e.g. train/fmri-edge.toml.")],
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="Training recipe (TOML), e.g. train/fmri-edge.toml. Default: the shipped model's "
+                               "recipe, installed with the package.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="A folder of participant folders holding fMRI_data.npz + labels.npz (extract --class-column's output, "
+             "or ICBHI's Train). Default: the recipe's data.")] = None,
+    group_by: Annotated[Optional[str], typer.Option(
+        help="CV groups: auto (leave-one-participant-out up to 20 participants, grouped 10-fold above) or "
+             "participants:COL (a column of DATA/participants.tsv). Default: the recipe's for its own data, "
+             "else auto.")] = None,
+    permutations: Annotated[int, typer.Option(
+        help="Permutation null: shuffle the labels within each participant and rerun the whole CV this many "
+             "times (p-value of the CV accuracy). 0 = skip.", min=0)] = 0,
     protocol: Annotated[Optional[list[str]], typer.Option(
         help="Evaluation protocol(s): subject (cross-subject CV) and/or random (paper's 8:1:1 trial split). "
-             "Default: the recipe's.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe name>).")] = None,
+             "Default: the recipe's; with --data, subject.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe name>, or "
+                                                                  "runs/<data folder name> with --data).")] = None,
     final: Annotated[bool, typer.Option(help="Fit the model on all subjects after evaluation.")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default).", min=0)] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
-    """Evaluate a recipe (cross-subject CV and/or the paper's split) and fit the model to ship."""
+    """Evaluate a recipe (cross-subject CV and/or the paper's split) and fit the model to ship —
+    on ICBHI or on a lab's own labeled study (--data)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with user_errors():
-        from fmri_edge.training.recipe import load_recipe
-        from fmri_edge.training.run import run
+        from fmri_edge.training.recipe import load_recipe, shipped_recipe
+        from fmri_edge.training.run import make_plan, run
 
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        recipe = load_recipe(config)
-        protocols = protocol or recipe.eval.protocols
+        recipe = load_recipe(config or shipped_recipe())
+        if config is None:
+            recipe.source = "fmri_edge/training/recipes/fmri-edge.toml (shipped)"
+        if data is not None:
+            if not data.is_dir():
+                raise UsageError(f"--data {data}: no such folder (give a folder of participant folders)")
+            if group_by is None and data.resolve() != Path(recipe.data).resolve():
+                group_by = "auto"   # the recipe's groups describe the recipe's own data
+            recipe.data = str(data)
+        # a lab's own study: the honest protocol only (the random trial split is the paper's, optimistic)
+        protocols = protocol or (["subject"] if data is not None else recipe.eval.protocols)
         bad = set(protocols) - {"subject", "random"}
         if bad:
             raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject and/or random")
-        out_dir = out_dir or Path("runs") / recipe.name
+        if permutations and "subject" not in protocols:
+            raise UsageError("--permutations reruns the subject CV: keep --protocol subject")
+        out_dir = out_dir or Path("runs") / (data.resolve().name if data is not None else recipe.name)
+        plan = make_plan(recipe, group_by)
+        if not as_json:
+            _print_fold_plan(plan)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err.rich, transient=as_json, disable=as_json) as bar:
             tasks: dict[str, int] = {}
@@ -53,20 +81,73 @@ def train(
                     tasks[stage] = bar.add_task(stage, total=epochs)
                 bar.update(tasks[stage], completed=epoch)
 
-            results = run(recipe, protocols, out_dir, fit_final=final, progress=progress)
+            results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
+                          permutations=permutations, own_data=data is not None)
     summaries = {p: r["summary"] for p, r in results["protocols"].items()}
     if as_json:
-        print(json.dumps({"out": str(out_dir), "summaries": summaries, "final": results.get("final")}))
+        print(json.dumps({"out": str(out_dir), "summaries": summaries, "evaluation": results.get("evaluation"),
+                          "final": results.get("final")}))
         return
-    t = Table(title=f"{recipe.name}: held-out metrics", title_justify="left")
+    ev = results.get("evaluation")
+    rated = ev is None or ev["level"].get("rated_trials") == ev["n_trials"]
+    t = Table(title=f"{recipe.name}: held-out metrics" + ("" if rated else " (LEVEL: see the rated trials below)"),
+              title_justify="left")
     for c in ("protocol", "CLASS acc", "CLASS F1", "LEVEL F1", "CLASS_error", "LEVEL_error", "Score", "seconds"):
         t.add_column(c, justify="right")
     for p, s in summaries.items():
+        level = (f"{s['LEVEL']['f1']:.3f}", f"{s['LEVEL_error']:.4f}", f"{s['Score']:.4f}") if rated else ("—",) * 3
         t.add_row(p, f"{s['CLASS']['accuracy']:.3f} ± {s['CLASS']['accuracy_folds_std']:.3f}",
-                  f"{s['CLASS']['f1']:.3f}", f"{s['LEVEL']['f1']:.3f}", f"{s['CLASS_error']:.4f}",
-                  f"{s['LEVEL_error']:.4f}", f"{s['Score']:.4f}", str(results["protocols"][p]["seconds"]))
+                  f"{s['CLASS']['f1']:.3f}", level[0], f"{s['CLASS_error']:.4f}", *level[1:],
+                  str(results["protocols"][p]["seconds"]))
     out.print(t)
-    err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}")
+    if ev and data is not None:
+        _print_participants(ev["participants"])
+    if ev:
+        _print_evaluation(ev)
+    err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}" + (
+        f" --out {out_dir.name}.onnx" if data is not None else ""), highlight=False)
+
+
+def _print_fold_plan(plan) -> None:
+    t = Table(title=f"cross-validation folds ({len(plan.folds)}; groups: {plan.groups_how})", title_justify="left")
+    for c in ("fold", "held out", "trials", "training participants"):
+        t.add_column(c, justify="right" if c in ("fold", "trials") else "left")
+    for k, (train_p, test_p) in enumerate(plan.folds):
+        t.add_row(str(k + 1), "+".join(test_p), str(int(plan.ds.of(test_p).labels.shape[0])), str(len(train_p)))
+    err.print(t)
+
+
+def _print_participants(rows: list[dict]) -> None:
+    t = Table(title="per participant (held out; also in cv_participants.csv, per fold in cv_folds.csv)",
+              title_justify="left")
+    for c in ("participant", "group", "fold", "trials", "CLASS acc"):
+        t.add_column(c, justify="right" if c in ("trials", "CLASS acc") else "left")
+    for r in rows[:60]:
+        t.add_row(r["participant"], r["group"], r["fold"], str(r["trials"]), f"{r['CLASS_accuracy']:.3f}")
+    out.print(t)
+
+
+def _print_evaluation(ev: dict) -> None:
+    t = Table(title=f"what the cross-validation estimates ({ev['n_trials']} held-out trials of "
+                    f"{ev['n_participants']} participants, {ev['n_folds']} folds)", title_justify="left")
+    for c in ("metric", "estimate", "95% interval", "chance", "p"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    perm = ev.get("permutation")
+    ch = ev["chance"]
+    t.add_row(ev["metric"], f"{ev['estimate']:.3f}", f"{ev['interval_95'][0]:.3f} – {ev['interval_95'][1]:.3f}",
+              f"{ch['binomial_threshold']:.3f} (binomial, α {ch['alpha']:g})",
+              f"{perm['p']:.3g} ({perm['n']} permutations)" if perm else "— (--permutations N)")
+    out.print(t)
+    level = ev.get("level") or {}
+    if level.get("rated_trials"):
+        out.print(f"LEVEL on the {level['rated_trials']} rated trials: LEVEL_error {level['LEVEL_error']:.4f}, "
+                  f"Score {level['Score']:.4f}")
+    elif level:
+        out.print(level["note"])
+    out.print(ev["estimates"])
+    err.print(f"interval: {ev['interval_method']}; chance: {ch['meaning']}"
+              + (f"; permutation null mean {perm['null_mean']:.3f}, 95th percentile {perm['null_95th']:.3f}"
+                 if perm else ""), highlight=False)
 
 
 @app.command(rich_help_panel=PANEL)
@@ -86,8 +167,11 @@ def report(
 @app.command(rich_help_panel=PANEL)
 def export(
     run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `fmri-edge train`.")] = Path("runs/fmri-edge-se"),
-    recipe: Annotated[Path, typer.Option(help="Export recipe (opset, T, parity tolerance).")] = Path("export/default.toml"),
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default models/<name>.onnx).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Export recipe (opset, T, parity tolerance). Default: "
+                                                    "export/default.toml where present, else opset 20, 25 s, atol "
+                                                    "1e-4.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default models/<name>.onnx; "
+                                                                   "a run of train --data: RUN/model.onnx).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON.")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also write <name>.int8.onnx (static QDQ int8, calibrated on "
                                                       "the real training trials) and its card: accuracy change on "

@@ -27,6 +27,24 @@ def _metrics(results: dict) -> dict:
     return out
 
 
+def study_provenance(results: dict) -> dict | None:
+    """What a lab's own decoder carries about its study: the data, participants, CV groups, label map,
+    rating scale, window, and the CV's estimate with its interval, chance level and permutation p."""
+    ev, labels = results.get("evaluation"), results.get("study_labels")
+    if not ev and not labels:
+        return None
+    out = {"data": results.get("data"), "participants": results.get("participants"), "groups": results.get("groups"),
+           "n_trials": results.get("n_trials")}
+    if labels:
+        out["labels"] = {k: labels.get(k) for k in ("class_column", "class_map", "level", "min_gap_s")}
+        out["window"] = labels.get("window")
+    if ev:
+        out["cv"] = {k: ev.get(k) for k in ("metric", "estimate", "interval_95", "interval_method", "n_trials",
+                                           "n_participants", "n_folds", "chance", "permutation", "estimates")}
+        out["cv"]["level"] = ev.get("level")
+    return out
+
+
 def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out: str | Path | None = None,
                log: Callable[[str], None] = print) -> dict:
     run_dir = Path(run_dir)
@@ -36,12 +54,16 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
     members, ckpt, recipe = load_members(run_dir)  # model.pt (and member<j>.pt: one network per subject group)
     model = members[0]
-    er = load_export_recipe(export_recipe)
+    default = Path("export/default.toml")
+    er = load_export_recipe(export_recipe or (default if default.is_file() else None))
+    if export_recipe is None:  # the default recipe's opset and tolerance, the trained model's trial length
+        er.n_times = model.cfg.n_times
     if er.n_times != model.cfg.n_times:
         raise InputError(er.source or "export recipe", f"n_times={er.n_times} but the model was trained with "
                                                          f"{model.cfg.n_times}")
     name = recipe["name"]
-    out = Path(out) if out else Path("models") / f"{name}.onnx"
+    # a lab's own run (train --data) never lands on the shipped model's file by default
+    out = Path(out) if out else run_dir / "model.onnx" if results.get("own_data") else Path("models") / f"{name}.onnx"
     trials, parity_source = graph_trials(recipe["data"], er.n_times, model.cfg.subject_norm)
     cfg = model.cfg
     kind = "linear model (multinomial logistic regression) on the representation" if cfg.kind == "linear" else \
@@ -80,10 +102,33 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
                      "started": results.get("started")},
         "metrics": _metrics(results),
     }
+    study = study_provenance(results)
+    if study:
+        metadata["study"] = study
     log(f"exporting {len(members)} network(s) from {run_dir} …")
     parity = export_onnx(members, out, metadata, trials, er)
     card = write_model_card(out, metadata, parity, parity_source, results, er.source or "export/default.toml")
     return {"path": str(out), "card": str(card), "parity": parity, "parity_source": parity_source}
+
+
+def _study_lines(study: dict) -> list[str]:
+    """The card's account of a lab's own decoder (train --data): what the CV estimates, and how sure."""
+    cv = study.get("cv") or {}
+    lines = [f"Every number comes from `fmri-edge train --data {study.get('data')}` (results in the run folder's "
+             f"`results.json`, per fold and per participant in `cv_folds.csv` and `cv_participants.csv`). CV groups: "
+             f"{study.get('groups')}; every held-out participant was answered by a model that never saw it.", ""]
+    if cv:
+        perm = cv.get("permutation")
+        lines += [f"**{cv['metric']} {cv['estimate']:.3f}**, 95 % interval {cv['interval_95'][0]:.3f}–"
+                  f"{cv['interval_95'][1]:.3f} ({cv['interval_method']}), over {cv['n_trials']} held-out trials; "
+                  f"chance: {cv['chance']['binomial_threshold']:.3f} ({cv['chance']['meaning']})"
+                  + (f"; permutation p = {perm['p']:.3g} ({perm['n']} permutations, {perm['method']})" if perm else "")
+                  + ". " + cv.get("estimates", ""), ""]
+    lab = study.get("labels")
+    if lab:
+        lines += [f"Labels: CLASS from column `{lab['class_column']}` ({', '.join(f'{k} → {v}' for k, v in lab['class_map'].items())}); "
+                  f"LEVEL: {lab['level']['LEVEL']}.", ""]
+    return lines
 
 
 def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: str, results: dict,
@@ -103,7 +148,7 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         f"| file | `{onnx_path.name}`, {parity['bytes'] / 1e6:.1f} MB |",
         f"| sha256 | `{parity['sha256']}` |",
         f"| version | `{meta['model_version']}` |",
-        f"| training data | ICBHI 2024 fMRI, {len(t['participants'])} labeled subjects "
+        f"| training data | {t['data']}, {len(t['participants'])} labeled participants "
         f"({', '.join(t['participants'])}), {results.get('n_trials', '?')} trials |",
         f"| recipe | `{t['recipe']}`, " + (f"{meta['members']} networks, one validated on each subject group and "
         f"trained on the others (median {t['epochs']} epochs), probabilities averaged in the graph"
@@ -126,15 +171,17 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
         "",
         "## Measured",
         "",
-        "Every number comes from `fmri-edge train --config " + str(t["recipe"]) + "` (results in "
-        "`runs/<name>/results.json`). The random split puts the same subjects in training and test and is "
-        "**optimistic**; the subject protocol holds out whole order-mate groups and chooses any checkpoint on an "
-        "inner validation group, never on the held-out subjects.",
-        "",
-        "How the recipe was chosen: `docs/research.md`; every variant and the paper's table: `docs/results.md`. "
-        "A recipe picked among candidates reads a little better on its own CV below than the picking did: "
-        "`docs/research.md` gives the nested estimate, choice included.",
-        "",
+        *(_study_lines(meta["study"]) if meta.get("study") and results.get("own_data") else [
+            "Every number comes from `fmri-edge train --config " + str(t["recipe"]) + "` (results in "
+            "`runs/<name>/results.json`). The random split puts the same subjects in training and test and is "
+            "**optimistic**; the subject protocol holds out whole groups (" + str(results.get("groups") or
+            "order-mate groups") + ") and chooses any checkpoint on an inner validation group, never on the held-out "
+            "subjects.",
+            "",
+            "How the recipe was chosen: `docs/research.md`; every variant and the paper's table: `docs/results.md`. "
+            "A recipe picked among candidates reads a little better on its own CV below than the picking did: "
+            "`docs/research.md` gives the nested estimate, choice included.",
+            ""]),
         "| protocol | folds | CLASS acc (± fold std) | CLASS F1 | LEVEL F1 | CLASS_error | LEVEL_error | Score |",
         "|---|---|---|---|---|---|---|---|",
     ]

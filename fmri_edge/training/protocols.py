@@ -28,9 +28,21 @@ class Dataset:
     labels: np.ndarray        # (N, 2) [CLASS, LEVEL]
     participants: np.ndarray  # (N,) participant id per trial
     trial_index: np.ndarray   # (N,) 1-based trial number within its participant
+    groups: np.ndarray | None = None       # (N,) CV group of the trial's participant (None: ICBHI order-mates)
+    level_rated: np.ndarray | None = None  # (N,) bool: LEVEL is the participant's rating (None: all are)
 
     def take(self, mask) -> "Dataset":
-        return Dataset(self.trials[mask], self.labels[mask], self.participants[mask], self.trial_index[mask])
+        return Dataset(self.trials[mask], self.labels[mask], self.participants[mask], self.trial_index[mask],
+                       *(None if a is None else a[mask] for a in (self.groups, self.level_rated)))
+
+    def with_labels(self, labels: np.ndarray) -> "Dataset":
+        return Dataset(self.trials, labels, self.participants, self.trial_index, self.groups, self.level_rated)
+
+    def group_map(self) -> dict[str, str] | None:
+        """{participant: CV group}, or None where the data name no groups."""
+        if self.groups is None:
+            return None
+        return dict(zip(self.participants.tolist(), self.groups.tolist()))
 
     def of(self, participants: list[str]) -> "Dataset":
         return self.take(np.isin(self.participants, participants))
@@ -51,7 +63,7 @@ def normalize_subjects(ds: Dataset, mode: str | None) -> Dataset:
     if (mode or "none") == "none":
         return ds
     return Dataset(normalize_by_participant(ds.trials, ds.participants, mode), ds.labels,
-                   ds.participants, ds.trial_index)
+                   ds.participants, ds.trial_index, ds.groups, ds.level_rated)
 
 
 def prepare(recipe: Recipe, ds: Dataset) -> Dataset:
@@ -107,7 +119,7 @@ def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Pr
 
     if not recipe.ensemble:
         return [one(ds, val_ds, name, seed)]
-    groups = splits.groups_of(sorted(set(ds.participants)))
+    groups = splits.groups_of(sorted(set(ds.participants)), ds.group_map())
     n = len(groups)  # seed s of group j: seed + j + s·n (s = 0 is the one-per-group ensemble)
     fits = [one(ds.of([p for h, ps in groups.items() if h != g for p in ps]), ds.of(ps),
                 f"{name} · val {g}" + (f" · seed {s}" if s else ""), seed + j + s * n)
@@ -131,16 +143,22 @@ def _fit_fold(recipe, name, fit_ds, val_ds, test_ds, progress, seed, pool=None) 
     return FoldResult(name, test_ds, probs, fits, evaluate(recipe, probs, test_ds.labels))
 
 
+def cv_folds(ds: Dataset) -> list[tuple[list[str], list[str]]]:
+    """The subject CV's folds: [(training participants, held-out participants)], one per group."""
+    return splits.subject_folds(sorted(set(ds.participants)), ds.group_map())
+
+
 def run_subject_cv(recipe: Recipe, ds: Dataset, progress: Progress | None = None) -> list[FoldResult]:
     ds = prepare(recipe, ds)
     folds = []
-    for k, (train_p, test_p) in enumerate(splits.subject_folds(sorted(set(ds.participants)))):
+    for k, (train_p, test_p) in enumerate(cv_folds(ds)):
         name = "test " + "+".join(test_p)
         if recipe.ensemble or recipe.optim.solver == "lbfgs":
             # ensemble: every training group takes its turn as validation; lbfgs: nothing to choose
             fit_ds, val_ds = ds.of(train_p), None
         else:
-            fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k)
+            fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k,
+                                                   groups=ds.group_map())
             fit_ds, val_ds = ds.of(fit_p), ds.of(val_p)
         folds.append(_fit_fold(recipe, name, fit_ds, val_ds, ds.of(test_p), progress, recipe.seed + k))
     return folds

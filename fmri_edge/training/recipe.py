@@ -66,6 +66,9 @@ class Recipe:
     data: str = "../shared/data/icbhi2024/Train"
     atlas: str = "../shared/data/icbhi2024/BN_atlas.txt"
     regions: list | None = None   # region names to keep (EBR); None = all 246
+    # the subject CV's groups, a property of the data: "auto" (leave-one-participant-out up to 20
+    # participants, grouped 10-fold above) or "participants:COL" (a column of data/participants.tsv)
+    groups: str = "auto"
     seed: int = 0
     full_epochs: int | None = None  # epochs for the model fit on all subjects (None: from CV)
     # true: the model is an ensemble of one network per subject group, each validated (checkpoint
@@ -111,6 +114,16 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(path, f"unknown normalization {recipe.model.normalization!r}; "
                                f"choose from {sorted(TRIAL_NORMALIZATIONS)}")
     return recipe
+
+
+SHIPPED = "fmri-edge.toml"
+
+
+def shipped_recipe() -> Path:
+    """The recipe of the shipped model, installed with the package (``fmri_edge/training/recipes``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("fmri_edge.training") / "recipes" / SHIPPED))
 
 
 def read_atlas(path: str | Path) -> list[str]:

@@ -1,8 +1,11 @@
 """One recipe, end to end: evaluate under the chosen protocols, then fit the shipped model.
 
-Writes to ``runs/<recipe name>/``: ``results.json`` (metrics per protocol and fold, every
-held-out prediction), ``model.pt`` (all subjects) and ``fold<k>.pt`` (the subject-CV fold
-models, each with the participants it never saw).
+The data is any folder of participant folders holding ``fMRI_data.npz`` + ``labels.npz`` (ICBHI's
+``Train``, or ``extract --class-column …``'s output). Writes to ``runs/<recipe name>/`` (or
+``--out``): ``results.json`` (metrics per protocol and fold, every held-out prediction, the
+evaluation: interval, chance, permutation null), ``cv_predictions.csv``, ``cv_folds.csv``,
+``cv_participants.csv``, ``model.pt`` (all participants) and ``fold<k>.pt`` (the subject-CV fold
+models, each with the participants it never saw), and the study's ``labels.json`` where it has one.
 """
 from __future__ import annotations
 
@@ -11,29 +14,99 @@ import json
 import platform
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import fmri_edge
+from fmri_edge import splits
 from fmri_edge.io import InputError, UsageError, load_icbhi
+from fmri_edge.training import evaluation
 from fmri_edge.training.fit import save_checkpoint
-from fmri_edge.training.protocols import (Dataset, Progress, dataset_from_icbhi, fit_all, pooled,
+from fmri_edge.training.protocols import (Dataset, Progress, cv_folds, dataset_from_icbhi, fit_all, pooled,
                                           run_random_splits, run_subject_cv)
 from fmri_edge.training.recipe import Recipe, read_atlas
 
 
-def load_dataset(recipe: Recipe) -> tuple[Dataset, list[str]]:
-    ds = dataset_from_icbhi(load_icbhi(recipe.data, n_times=recipe.model.n_times))
+MIN_PARTICIPANTS = 3
+
+
+def check_shape(recipe: Recipe, data: Path) -> None:
+    """The study's trials have the recipe's regions and seconds (from the first file's header), or a
+    clear message: another trial length or atlas needs a recipe made for it."""
+    from fmri_edge.io import declared_shape, discover
+
+    sources = discover([data])
+    shape = declared_shape(sources[0].path) if sources else None
+    if shape is None or len(shape) != 3:
+        return  # the loader names the problem
+    _, r, t = shape
+    m = recipe.model
+    if (r, t) != (m.n_regions, m.n_times):
+        what = " and ".join(x for x in (f"{r} regions (the recipe: {m.n_regions})" if r != m.n_regions else "",
+                                         f"{t}-s trials (the recipe: {m.n_times} s)" if t != m.n_times else "") if x)
+        raise UsageError(f"{sources[0].path}: {what}; the recipe {recipe.source or recipe.name} is made for "
+                         f"{m.n_regions} regions × {m.n_times} s. Cut trials with the model's window (extract) or "
+                         "train a recipe of your own (--config) whose [model] n_regions, n_times and time_window fit")
+
+
+def load_dataset(recipe: Recipe, group_by: str | None = None) -> tuple[Dataset, list[str], str]:
+    """The recipe's data as a :class:`Dataset` with its CV groups and which LEVELs are ratings,
+    the region names, and where the groups come from. ``group_by`` overrides the recipe's
+    ``groups``. Refuses fewer than 3 participants and a participant whose trials are all of one class."""
+    from fmri_edge.events import level_rated
+    from fmri_edge.io import LABEL_FILE, discover
+
+    data = Path(recipe.data)
+    check_shape(recipe, data)
+    subjects = load_icbhi(data, n_times=recipe.model.n_times, n_regions=recipe.model.n_regions)
+    if len(subjects) < MIN_PARTICIPANTS:
+        raise UsageError(f"{data}: {len(subjects)} participant(s) with labels; training and an honest "
+                         f"cross-validation need at least {MIN_PARTICIPANTS}")
+    label_files = {src.participant: src.path.parent / LABEL_FILE for src in discover([data])}
+    for p, (_, labels) in subjects.items():
+        if len(np.unique(labels[:, 0])) < 2:
+            raise InputError(label_files[p], f"every trial of {p} has CLASS {int(labels[0, 0])}; each "
+                                                      "participant needs trials of at least two classes (leave it "
+                                                      "out, or check the class map)")
+    ds = dataset_from_icbhi(subjects)
+    groups, how = splits.study_groups(sorted(subjects), group_by or recipe.groups, data)
+    ds.groups = np.asarray([groups[p] for p in ds.participants])
+    ds.level_rated = np.concatenate([level_rated(label_files[p], len(subjects[p][1])) for p in sorted(subjects)])
     atlas = Path(recipe.atlas)
-    names = read_atlas(atlas) if atlas.is_file() else [f"region_{i}" for i in range(recipe.model.n_regions)]
+    names = read_atlas(atlas) if atlas.is_file() else _region_names(recipe.model.n_regions)
     if recipe.regions:
         missing = [r for r in recipe.regions if r not in names]
         if missing:
             raise InputError(atlas, f"regions {missing} of the recipe are not in this atlas")
         recipe.model.region_idx = [names.index(r) for r in recipe.regions]
-    return ds, names
+    return ds, names, how
+
+
+def _region_names(n_regions: int) -> list[str]:
+    """The shipped model's region names (Brainnetome) where the count matches, else region_<i>."""
+    try:
+        from fmri_edge.runtime import Decoder
+
+        names = list(Decoder().info.meta.get("region_names") or [])
+    except Exception:  # no shipped model: names are only labels
+        names = []
+    return names if len(names) == n_regions else [f"region_{i}" for i in range(n_regions)]
+
+
+def check_folds(ds: Dataset) -> list[tuple[list[str], list[str]]]:
+    """The subject CV's folds; refuses a training side that lacks a class."""
+    folds = cv_folds(ds)
+    for train_p, test_p in folds:
+        have = set(np.unique(ds.of(train_p).labels[:, 0]).tolist())
+        if have != {-1, 0, 1}:
+            missing = sorted({-1, 0, 1} - have)
+            raise UsageError(f"the fold holding out {'+'.join(test_p)} trains on no trial of CLASS "
+                             f"{', '.join(map(str, missing))}; every training fold needs all three classes "
+                             "(group the participants differently, --group-by)")
+    return folds
 
 
 def _predictions(folds) -> list[dict]:
@@ -74,22 +147,76 @@ def git_commit() -> str | None:
         return None
 
 
+@dataclass
+class Plan:
+    """What a run will train on, known before any fit: the data, its region names, where the CV
+    groups come from and the subject CV's folds (checked: every training side has every class)."""
+
+    ds: Dataset
+    region_names: list[str]
+    groups_how: str
+    folds: list[tuple[list[str], list[str]]]
+
+
+def make_plan(recipe: Recipe, group_by: str | None = None) -> Plan:
+    ds, names, how = load_dataset(recipe, group_by)
+    return Plan(ds, names, how, check_folds(ds))
+
+
+def _write_table(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    from fmri_edge.submission import atomic_write
+
+    with atomic_write(path, force=True) as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def evaluate_cv(recipe: Recipe, ds: Dataset, folds, how: str, out_dir: Path, permutations: int = 0,
+                progress: Progress | None = None) -> dict:
+    """The subject CV's evaluation (:mod:`fmri_edge.training.evaluation`): the headline with its
+    interval, chance and permutation null; the per-fold and per-participant tables (also written as
+    ``cv_folds.csv`` and ``cv_participants.csv``)."""
+    rule = recipe.eval.level_rule
+    null = evaluation.permutation_null(lambda y: run_subject_cv(recipe, ds.with_labels(y)), ds.labels,
+                                       ds.participants, permutations, rule, recipe.seed, progress)
+    ev = evaluation.summarize(folds, rule, null, seed=recipe.seed)
+    groups = ds.group_map()
+    ev["groups"] = how
+    ev["folds"] = evaluation.fold_table(folds, groups, rule)
+    ev["participants"] = evaluation.participant_table(folds, groups, rule)
+    _write_table(out_dir / "cv_folds.csv", ev["folds"])
+    _write_table(out_dir / "cv_participants.csv", ev["participants"])
+    return ev
+
+
 def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
-        progress: Progress | None = None) -> dict:
+        progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
+        own_data: bool = False) -> dict:
+    """``own_data``: the data is not the recipe's own (``train --data``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    ds, region_names = load_dataset(recipe)
+    plan = plan or make_plan(recipe)
+    ds, region_names = plan.ds, plan.region_names
     results = {"recipe": recipe.to_dict(), "fmri_edge_version": fmri_edge.__version__,
                "git_commit": git_commit(), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
                            "torch": torch.__version__},
+               "data": str(recipe.data), "own_data": own_data, "groups": plan.groups_how,
                "n_trials": len(ds.labels), "participants": sorted(set(ds.participants.tolist())),
+               "n_times": int(ds.trials.shape[2]), "n_regions": int(ds.trials.shape[1]),
                "protocols": {}}
-    cv_folds = None
+    labels_json = Path(recipe.data) / "labels.json"
+    if labels_json.is_file():  # the study's label provenance (extract --class-column), for export
+        results["study_labels"] = json.loads(labels_json.read_text())
+        (out_dir / "labels.json").write_text(labels_json.read_text())
+    subject_folds = None
     for protocol in protocols:
         t0 = time.perf_counter()
         folds = (run_subject_cv if protocol == "subject" else run_random_splits)(recipe, ds, progress)
         if protocol == "subject":
-            cv_folds = folds
+            subject_folds = folds
         results["protocols"][protocol] = {
             "summary": pooled(recipe, folds),
             "folds": [{"name": f.name, "best_epoch": f.fit.best_epoch, "val_metric": f.fit.val_metric,
@@ -99,6 +226,7 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
         }
         if protocol == "subject":
             write_held_out_csv(recipe, folds, out_dir / "cv_predictions.csv")
+            results["evaluation"] = evaluate_cv(recipe, ds, folds, plan.groups_how, out_dir, permutations, progress)
         if protocol == "subject":  # fold models: for int8 checks, attention studies
             for k, f in enumerate(folds):
                 test_p = sorted(set(f.test.participants.tolist()))
@@ -112,9 +240,9 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
     if fit_final:
         epochs = recipe.full_epochs
         if epochs is None and not recipe.ensemble:
-            if cv_folds is None:
+            if subject_folds is None:
                 raise UsageError("full_epochs is not set in the recipe and no subject CV ran to choose it")
-            epochs = int(np.median([f.fit.best_epoch for f in cv_folds]))
+            epochs = int(np.median([f.fit.best_epoch for f in subject_folds]))
         t0 = time.perf_counter()
         final = fit_all(recipe, ds, epochs, progress)
         epochs = epochs or int(np.median([r.best_epoch for r in final]))
