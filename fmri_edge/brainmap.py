@@ -3,36 +3,25 @@
 The optional ``[nifti]`` extra (nibabel, nilearn) reads and writes the images; the figure is drawn
 by nilearn's plotting (``[plot]``: matplotlib). Both are imported only when used.
 
-- :func:`load_label_image` — the ONE place where an atlas file becomes a label image: label v is
-  the model's region v − 1 (Brainnetome: ``BN_atlas.txt`` order), 0 is outside every region.
-  Atlas files as distributed vary, and every variant below is accepted, with a note saying what
-  was read: NaN or 0 background, float or integer labels (float labels must be whole numbers),
-  any voxel size (1 mm, 2 mm, …) and grid (SPM 181×217×181, FSL 182×218×182, …), a 4-D file
-  holding a single volume. Refused with one line naming the file: a 4-D (several volumes) or
-  probabilistic atlas (fractional values), negative labels, and labels that do not match the
-  model's regions (which are missing, which are extra);
+- :func:`load_label_image` — an atlas file as the model's regions: label v is the model's region
+  v − 1 (Brainnetome: ``BN_atlas.txt`` order), 0 is outside every region. It is read by extract's
+  :class:`~fmri_edge.extract.Atlas` (the safe reader of :mod:`fmri_edge.volumes`: nothing allocated
+  beyond what the file holds), so every variant extract accepts is accepted here, with the same
+  notes: NaN or 0 background, float or integer labels, any voxel size and grid, a 4-D file holding a
+  single volume; and the same refusals in one line naming the file: a 4-D or probabilistic atlas,
+  labels that do not match the model's regions (which are missing, which are extra);
 - :func:`paint` — region values → a volume on the atlas grid (each region's value in each of its
   voxels, 0 outside), written by :func:`write_map` for the user's own viewer;
 - :func:`plot_map` — a glass brain or orthogonal slices, with a colour bar in the scores' units.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.errors import InputError
-
-WHOLE = 1e-3          # float labels within this of a whole number are that label (e.g. 12.0000005)
-KNOWN_GRIDS = {       # MNI152 grids met in the wild, for the note
-    (181, 217, 181): "MNI152 1 mm, SPM grid",
-    (182, 218, 182): "MNI152 1 mm, FSL grid",
-    (91, 109, 91): "MNI152 2 mm, FSL grid",
-    (79, 95, 79): "MNI152 2 mm, SPM grid",
-}
 
 
 def _nibabel():
@@ -50,89 +39,27 @@ class LabelImage:
     path: Path
     labels: np.ndarray
     affine: np.ndarray
-    voxel_mm: tuple
+    grid: str                                    # shape, voxel size, known template (volumes.describe_grid)
     notes: list = field(default_factory=list)    # what was accepted, in words
 
     @property
-    def grid(self) -> str:
-        shape = tuple(self.labels.shape)
-        size = "×".join(f"{v:g}" for v in self.voxel_mm)
-        return f"{'×'.join(map(str, shape))} voxels of {size} mm" + (
-            f" ({KNOWN_GRIDS[shape]})" if shape in KNOWN_GRIDS else "")
+    def voxel_mm(self) -> tuple:
+        return tuple(float(z) for z in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
 
     def note(self) -> str:
         """One line for the user: the grid and whatever was read in a particular way."""
-        return f"atlas {self.path.name}: {self.grid}" + "".join(f"; {n}" for n in self.notes)
+        own = f"atlas {self.path.name}: "
+        return f"atlas {self.path.name} {self.grid}" + "".join(f"; {n.removeprefix(own)}" for n in self.notes)
 
 
-def _ranges(values) -> str:
-    """[1, 2, 3, 7, 9, 10] → '1–3, 7, 9–10' (at most 8 runs shown)."""
-    runs, values = [], sorted(int(v) for v in values)
-    for v in values:
-        if runs and v == runs[-1][1] + 1:
-            runs[-1][1] = v
-        else:
-            runs.append([v, v])
-    text = ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs[:8])
-    return text + (f", … ({len(values)} labels)" if len(runs) > 8 else "")
-
-
-def load_label_image(path: str | Path, n_regions: int, region_names=None) -> LabelImage:
+def load_label_image(path: str | Path, n_regions: int) -> LabelImage:
     """Read an atlas label image for a model of ``n_regions`` regions (see the module docstring)."""
-    nib = _nibabel()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "atlas file not found")
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as e:  # nibabel raises several types for files that are not images
-        raise InputError(path, f"not a readable NIfTI label image ({type(e).__name__}: {str(e)[:100]})") from None
-    notes = []
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-        notes.append("its single volume read as 3-D")
-    if data.ndim == 4:
-        raise InputError(path, f"a 4-D image of {data.shape[3]} volumes (a probabilistic or 4-D atlas): give a 3-D "
-                               "label image, one whole-number region label per voxel (e.g. the maximum-probability map)")
-    if data.ndim != 3:
-        raise InputError(path, f"a {data.ndim}-D image of shape {data.shape}: give a 3-D label image")
-    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
-        raise InputError(path, f"voxel type {data.dtype} is not a number type")
-    if np.issubdtype(data.dtype, np.floating):
-        nan = np.isnan(data)
-        if np.isinf(data).any():
-            raise InputError(path, "holds infinite values: not a label image")
-        if nan.any():
-            data = np.where(nan, 0, data)
-            notes.append(f"NaN background ({int(nan.sum())} voxels) read as 0")
-        rounded = np.round(data)
-        off = np.abs(data - rounded) > WHOLE
-        if off.any():
-            i = tuple(int(v) for v in np.argwhere(off)[0])
-            raise InputError(path, f"values are not whole-number labels (e.g. {float(data[i]):.4g} at voxel {i}): a "
-                                   "probabilistic atlas? give a label image, one region label per voxel")
-        notes.append(f"{data.dtype} labels read as whole numbers")
-        data = rounded
-    if data.size and data.min() < 0:
-        raise InputError(path, f"negative label {data.min():g}: labels are 0 (outside) and 1 … {n_regions}")
-    if data.size and data.max() > np.iinfo(np.int32).max:
-        raise InputError(path, f"label {data.max():g} is far beyond the model's {n_regions} regions")
-    labels = data.astype(np.int32)
-    present = np.unique(labels)
-    present = present[present > 0]
-    missing = np.setdiff1d(np.arange(1, n_regions + 1), present)
-    extra = present[present > n_regions]
-    if missing.size or extra.size:
-        named = ""
-        if missing.size and region_names is not None and missing.size <= 5:
-            named = " (" + ", ".join(region_names[v - 1] for v in missing) + ")"
-        parts = ([f"missing label(s) {_ranges(missing)}{named}"] if missing.size else []) + \
-                ([f"extra label(s) {_ranges(extra)}"] if extra.size else [])
-        raise InputError(path, f"its labels do not match the model's {n_regions} regions (labels 1 … {n_regions} "
-                               f"in atlas order): {'; '.join(parts)}; give the model's atlas")
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return LabelImage(path, labels, np.asarray(img.affine, dtype=np.float64), zooms, notes)
+    from fmri_edge.extract import Atlas
+
+    _nibabel()
+    atlas = Atlas(path, n_regions)
+    return LabelImage(atlas.path, atlas.labels, np.asarray(atlas.affine, dtype=np.float64), atlas.grid,
+                      list(atlas.notes))
 
 
 def paint(atlas: LabelImage, values: np.ndarray) -> np.ndarray:
@@ -151,15 +78,11 @@ def write_map(path: str | Path, atlas: LabelImage, volume: np.ndarray, descripti
     img = nib.Nifti1Image(np.asarray(volume, dtype=np.float32), atlas.affine)
     img.header["descrip"] = description.encode("ascii", "replace")[:79]
     img.header.set_xyzt_units("mm")
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from fmri_edge.files import replace_atomically
+
+    data = img.to_bytes()
+    with replace_atomically(path, binary=True) as f:
+        f.write(gzip.compress(data, compresslevel=6) if path.name.endswith(".gz") else data)
     return path
 
 

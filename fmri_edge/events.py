@@ -314,21 +314,11 @@ def check_study(labeled: dict[Path, Labeled | InputError], spec: LabelSpec) -> l
 def save_labels(path: Path, valence_class: np.ndarray, valence_level: np.ndarray, level_rated: np.ndarray) -> Path:
     """``labels.npz`` in the ICBHI layout that ``train`` and ``score`` read: ``data`` (N, 2) float64
     [CLASS, LEVEL], plus ``level_rated`` (N,) int8 (0: LEVEL is the class-only rule). Atomic."""
-    import io
-    import os
-    import tempfile
+    from fmri_edge.files import replace_atomically
 
-    buf = io.BytesIO()
-    np.savez(buf, data=np.stack([valence_class, valence_level], axis=1).astype(np.float64),
-             level_rated=np.asarray(level_rated, dtype=np.int8))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replace_atomically(path, binary=True) as f:
+        np.savez(f, data=np.stack([valence_class, valence_level], axis=1).astype(np.float64),
+                 level_rated=np.asarray(level_rated, dtype=np.int8))
     return path
 
 

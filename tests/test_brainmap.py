@@ -86,9 +86,9 @@ def test_atlas_variants_are_read_as_the_same_regions(name, tmp_path):
     data, voxel = variant(name)
     atlas = brainmap.load_label_image(save(tmp_path / "atlas.nii.gz", data, voxel), N)
     np.testing.assert_array_equal(atlas.labels, LABELS)
-    assert atlas.voxel_mm == (voxel,) * 3 and atlas.note().startswith("atlas atlas.nii.gz: 14×16×14 voxels")
+    assert atlas.voxel_mm == (voxel,) * 3 and atlas.note().startswith("atlas atlas.nii.gz (14×16×14, ")
     if "NaN" in name:
-        assert any("NaN background" in n for n in atlas.notes)
+        assert any("NaN voxels taken as background" in n for n in atlas.notes)
     values = np.linspace(-1, 1, N)
     volume = brainmap.paint(atlas, values)
     assert_painted(volume, LABELS, values)
@@ -118,23 +118,23 @@ def _bad(name: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name,message", [
-    ("4-D", "a 4-D image of 3 volumes (a probabilistic or 4-D atlas)"),
-    ("probabilistic", "not whole-number labels (e.g. 0.37"),
-    ("missing", "missing label(s) 5 (R4)"),
-    ("extra", "extra label(s) 300"),
-    ("negative", "negative label -1"),
+    ("4-D", "(a 4-D probabilistic atlas? use the maximum-probability label image)"),
+    ("probabilistic", "atlas values are not whole-number labels"),
+    ("missing", "missing labels: 5"),
+    ("extra", "unexpected labels: 300"),
+    ("negative", "unexpected labels: -1"),
 ])
 def test_bad_atlases_are_refused_in_one_line(name, message, tmp_path):
     path = save(tmp_path / "bad.nii.gz", _bad(name))
     with pytest.raises(InputError, match=None) as e:
-        brainmap.load_label_image(path, N, [f"R{i}" for i in range(N)])
+        brainmap.load_label_image(path, N)
     text = str(e.value)
     assert message in text and "bad.nii.gz" in text and "\n" not in text, text
 
 
 def test_not_an_image_is_refused(tmp_path):
     (tmp_path / "atlas.nii.gz").write_text("index\tname\n")
-    with pytest.raises(InputError, match="not a readable NIfTI label image"):
+    with pytest.raises(InputError, match="atlas is not a NIfTI image"):
         brainmap.load_label_image(tmp_path / "atlas.nii.gz", N)
 
 
@@ -162,7 +162,7 @@ def test_explain_writes_the_brain_map_and_its_nifti(model_fixture, kind, trials,
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["summary"]["kind"] == kind and doc["brain_map"]["units"]
-    assert "NaN background" in r.stderr and png.read_bytes()[:8] == PNG
+    assert "NaN voxels taken as background" in r.stderr and png.read_bytes()[:8] == PNG
     by_index = np.zeros(N)
     for region in doc["summary"]["regions"]:
         by_index[region["index"]] = region["mean"]
@@ -190,7 +190,7 @@ def test_a_mismatched_atlas_stops_explain_before_any_work(aligned_model, trials,
     atlas = save(tmp_path / "other.nii.gz", np.where(LABELS > 200, 0, LABELS).astype(np.int16))
     r = runner.invoke(app, ["explain", str(aligned_model), str(trials), "--atlas", str(atlas),
                             "--map-nifti", str(tmp_path / "m.nii.gz")])
-    assert r.exit_code == 2 and "missing label(s) 201–246" in r.stderr and "Traceback" not in r.output
+    assert r.exit_code == 2 and "missing labels: 201-246" in r.stderr and "Traceback" not in r.output
     assert not (tmp_path / "m.nii.gz").exists()
 
 
@@ -217,7 +217,7 @@ def test_real_atlas_variants(real_atlas, tmp_path):
         "two_mm.nii.gz": image.resample_img(img, target_affine=np.diag([2.0, 2.0, 2.0]), interpolation="nearest",
                                             force_resample=True, copy_header=True),
     }
-    grids = {"nan_float.nii": "SPM grid", "fsl_grid.nii": "FSL grid", "two_mm.nii.gz": "2×2×2 mm"}
+    grids = {"nan_float.nii": "the SPM MNI152 1 mm grid", "fsl_grid.nii": "the FSL MNI152 1 mm grid", "two_mm.nii.gz": "2×2×2 mm"}
     for name, variant_img in made.items():
         nib.save(variant_img, str(tmp_path / name))
         atlas = brainmap.load_label_image(tmp_path / name, N)

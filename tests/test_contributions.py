@@ -144,7 +144,7 @@ def test_bad_explain_requests_are_one_line_and_write_nothing(aligned_model, sim_
              "give --atlas": ["--brain-map", str(tmp_path / "m.png")],
              "--atlas is for --brain-map": ["--atlas", str(tmp_path / "a.nii.gz")],
              "--class chooses the trials of --brain-map": ["--class", "1"],
-             "atlas file not found": ["--atlas", str(tmp_path / "a.nii.gz"), "--map-nifti", str(tmp_path / "m.nii")]}
+             "atlas not found": ["--atlas", str(tmp_path / "a.nii.gz"), "--map-nifti", str(tmp_path / "m.nii")]}
     for message, extra in cases.items():
         r = runner.invoke(app, [*base, *extra])
         assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output, (message, r.output)

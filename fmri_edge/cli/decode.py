@@ -295,8 +295,7 @@ def explain(
         if atlas is not None:
             from fmri_edge import brainmap
 
-            label_image = _needs_extra(lambda: brainmap.load_label_image(atlas, decoder.info.n_regions,
-                                                                         decoder.info.region_names))
+            label_image = _needs_extra(lambda: brainmap.load_label_image(atlas, decoder.info.n_regions))
         summary, problems = lib.summarize(decoder, paths, top_k, batch_size)
         if valence_class is not None and label_image is not None and \
                 not summary.class_counts[list(summary.class_values).index(valence_class)]:
