@@ -111,7 +111,7 @@ def worker(kind: str, bold: Path, atlas_path: Path, save: Path) -> None:
         t, cpu = time.perf_counter(), time.process_time()
         a = extract.Atlas(atlas_path, N_REGIONS)
         h = volumes.read_header(bold)
-        signals = extract.region_signals(h, a, TR, extract.Options(), None, [])
+        signals = extract.region_signals(h, a, TR, extract.ExtractOptions(), None, [])
     else:
         from nilearn.maskers import NiftiLabelsMasker
 

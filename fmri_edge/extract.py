@@ -330,7 +330,7 @@ def read_confounds(path: str | Path, columns: Iterable[str], n_volumes: int) -> 
 # ---- one run -------------------------------------------------------------------------------------------
 
 @dataclass
-class Options:
+class ExtractOptions:
     """How region signals are made; every non-default changes the raw signal the model expects."""
 
     tr: float | None = None
@@ -354,15 +354,15 @@ class RunResult:
     tr: float
     skipped: list[InputError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    labels: Labeled | None = None   # the kept trials' CLASS and LEVEL (with ``Options.labels``)
+    labels: Labeled | None = None   # the kept trials' CLASS and LEVEL (with ``ExtractOptions.labels``)
 
 
-def needs_nilearn(opts: Options, confounds) -> bool:
+def needs_nilearn(opts: ExtractOptions, confounds) -> bool:
     """Confound regression, detrending and filtering need the whole run: nilearn does them."""
     return confounds is not None or opts.detrend or opts.high_pass is not None
 
 
-def region_signals(bold, atlas: Atlas, tr: float, opts: Options, confounds, notes,
+def region_signals(bold, atlas: Atlas, tr: float, opts: ExtractOptions, confounds, notes,
                    block_volumes: int | None = None) -> np.ndarray:
     """(V, n_regions) raw mean signal per region and volume of a checked BOLD header
     (:class:`~fmri_edge.volumes.Header`): the region-means kernel over blocks of volumes, or nilearn's
@@ -377,7 +377,7 @@ def region_signals(bold, atlas: Atlas, tr: float, opts: Options, confounds, note
     return _masker_signals(volumes.read_image(bold, "BOLD image"), bold.affine, labels, atlas, tr, opts, confounds)
 
 
-def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: Options, confounds) -> np.ndarray:
+def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: ExtractOptions, confounds) -> np.ndarray:
     import warnings
 
     import nibabel as nib
@@ -399,7 +399,7 @@ def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: Options
     return np.asarray(signals, dtype=np.float64)
 
 
-def run_labels(events: str | Path | Events, window: Window, opts: Options) -> Labeled:
+def run_labels(events: str | Path | Events, window: Window, opts: ExtractOptions) -> Labeled:
     """The labeled events of one run (``opts.labels``): the rows mapped to a class, with their LEVEL."""
     ev = events if isinstance(events, Events) else read_events(events, opts.trial_types)
     offsets = window.offsets()
@@ -407,13 +407,13 @@ def run_labels(events: str | Path | Events, window: Window, opts: Options) -> La
 
 
 def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events | Labeled, window: Window,
-                opts: Options | None = None, confounds_path: str | Path | None = None,
+                opts: ExtractOptions | None = None, confounds_path: str | Path | None = None,
                 block_volumes: int | None = None) -> RunResult:
     """One 4-D BOLD run → its trials; raises :class:`InputError` for a run that cannot be used.
     With ``opts.labels`` (or already labeled events) only the events mapped to a class are cut."""
     from fmri_edge import volumes
 
-    opts = opts or Options()
+    opts = opts or ExtractOptions()
     bold = Path(bold)
     notes: list[str] = []
     if not bold.name.endswith(NIFTI_SUFFIXES):
@@ -554,7 +554,7 @@ class ParticipantResult:
         return [s for r in self.runs for s in r.skipped]
 
 
-def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window, opts: Options | None = None,
+def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window, opts: ExtractOptions | None = None,
                  task: str | None = None, space: str | None = None, force: bool = False,
                  on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
                  runs: dict[str, list[BidsRun]] | None = None,
@@ -567,7 +567,7 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
     trial, same order), from ``labeled`` (:func:`label_study`) or the events read here.
     ``extract(run, events)`` gives a run's result (default: here, now; :func:`extract_bids_on`
     collects them from a Dask cluster)."""
-    opts = opts or Options()
+    opts = opts or ExtractOptions()
     out_dir = Path(out_dir)
     runs = runs if runs is not None else find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
     if opts.labels is not None and labeled is None:
@@ -645,7 +645,7 @@ _worker_atlases: dict[tuple, Atlas] = {}
 
 
 def run_task(run: BidsRun, events: Path | Labeled, atlas_path: str, n_regions: int, window: Window,
-             opts: Options) -> RunResult | InputError:
+             opts: ExtractOptions) -> RunResult | InputError:
     """One run on a Dask worker: its result, or the :class:`InputError` saying why it cannot be used
     (returned, not raised: a bad run is reported, never retried). The worker reads the atlas
     itself, once per process (workers need the inputs at the same paths as the client)."""
@@ -662,7 +662,7 @@ def run_task(run: BidsRun, events: Path | Labeled, atlas_path: str, n_regions: i
 
 
 def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window,
-                    opts: Options | None = None, force: bool = False,
+                    opts: ExtractOptions | None = None, force: bool = False,
                     on_run: Callable[[BidsRun, RunResult | InputError], None] | None = None,
                     runs: dict[str, list[BidsRun]] | None = None,
                     labeled: dict[Path, Labeled | InputError] | None = None) -> list[ParticipantResult]:
@@ -672,7 +672,7 @@ def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str |
     :func:`extract_bids` does (the same files, the same reports)."""
     from fmri_edge import cluster
 
-    opts = opts or Options()
+    opts = opts or ExtractOptions()
     runs = runs if runs is not None else find_bids_runs(root, confounds=opts.confounds == "auto")
     if opts.labels is not None and labeled is None:
         labeled = label_study(runs, window, opts)
@@ -692,7 +692,7 @@ def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str |
                             labeled=labeled, extract=collect)
 
 
-def label_study(runs: dict[str, list[BidsRun]], window: Window, opts: Options) -> dict[Path, Labeled | InputError]:
+def label_study(runs: dict[str, list[BidsRun]], window: Window, opts: ExtractOptions) -> dict[Path, Labeled | InputError]:
     """Every run's events labeled before any image is read: {BOLD: labeled events, or the
     :class:`InputError` that refuses that run (its events file lacks a column)}. A problem that is
     the study's (a class-map value that occurs nowhere, a column no file has, a rating outside the

@@ -52,7 +52,7 @@ def test_release_pages_keeps_values_and_ignores_plain_arrays(tmp_path):
 def tiny_run(tmp_path_factory):
     """A freshly initialised small network saved as a run folder, and its ONNX export."""
     pytest.importorskip("torch")
-    from fmri_edge.training.graph import random_run
+    from fmri_edge.training.checkpoints import random_run
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.fit import load_checkpoint
 
@@ -67,7 +67,7 @@ def tiny_run(tmp_path_factory):
 
 def test_flops_from_graph_equal_flops_from_layers(tiny_run):
     from fmri_edge.training.bench.flops import flops_onnx, flops_torch
-    from fmri_edge.training.graph import reference_net as load_reference
+    from fmri_edge.training.checkpoints import reference_net as load_reference
 
     run, onnx_path = tiny_run
     _, members, _, _ = load_reference(run)
@@ -198,7 +198,7 @@ def test_the_shipped_bench_json_is_what_the_schema_says():
 
 def test_bench_refuses_a_model_with_other_weights(tiny_run, tmp_path):
     from fmri_edge.training.bench.run import BenchConfig, run_bench
-    from fmri_edge.training.graph import random_run
+    from fmri_edge.training.checkpoints import random_run
 
     _, fp32 = tiny_run
     other = random_run(tmp_path / "other", seed=1, widths=(8, 16, 16), dense=(32, 16), normalization="minmax_trial")
@@ -212,7 +212,7 @@ def test_int8_accuracy_change_on_held_out_participants_of_each_fold(tmp_path):
     pytest.importorskip("torch")
     from fmri_edge.training.fit import load_checkpoint, save_checkpoint
     from fmri_edge.training.quantize import cv_accuracy_change, int8_verdict
-    from fmri_edge.training.graph import random_run
+    from fmri_edge.training.checkpoints import random_run
     from tests.conftest import write_icbhi
 
     x, y, subj = simulate(30, n_subjects=3, seed=6)
@@ -252,7 +252,7 @@ def test_flops_of_a_linear_ensemble_by_hand(tmp_path):
     pytest.importorskip("torch")
     from fmri_edge.training.bench.flops import efficiency, flops_onnx, gemm_nodes
     from fmri_edge.training.export import export_onnx
-    from fmri_edge.training.graph import load_members
+    from fmri_edge.training.checkpoints import load_members
 
     run = random_run_linear(tmp_path)
     members, _, _ = load_members(run)
@@ -269,7 +269,7 @@ def test_flops_of_a_linear_ensemble_by_hand(tmp_path):
 
 
 def random_run_linear(tmp_path):
-    from fmri_edge.training.graph import random_run
+    from fmri_edge.training.checkpoints import random_run
 
     return random_run(tmp_path / "lin", n_members=2, kind="linear", heads={"class": 3}, se=False,
                       normalization="psc_mean", time_window=[5, 25], time_bins=5)
@@ -295,7 +295,7 @@ def test_markdown_section_replaces_only_the_marked_block(tmp_path):
 ])
 def test_channels_last_network_answers_like_the_original(config):
     torch = pytest.importorskip("torch")
-    from fmri_edge.training.fastgraph import ChannelsLast, for_inference
+    from fmri_edge.training.fused import ChannelsLast, for_inference
     from fmri_edge.training.model import ModelConfig, build_model
 
     torch.manual_seed(0)
@@ -316,14 +316,14 @@ def test_channels_last_network_answers_like_the_original(config):
 
 def test_for_inference_keeps_a_network_it_cannot_reproduce(monkeypatch):
     pytest.importorskip("torch")
-    from fmri_edge.training import fastgraph
+    from fmri_edge.training import fused
     from fmri_edge.training.model import ModelConfig, build_model
 
     m = build_model(ModelConfig(widths=(8, 16, 16), dense=(32, 16))).eval()
     x = simulate(8, seed=9)[0]
-    monkeypatch.setattr(fastgraph, "unfold", lambda t, k: fastgraph.F.pad(t, (0, 0, 0, 0)).repeat(1, 1, k) * 0.5)
+    monkeypatch.setattr(fused, "unfold", lambda t, k: fused.F.pad(t, (0, 0, 0, 0)).repeat(1, 1, k) * 0.5)
     messages = []
-    assert fastgraph.for_inference([m], x, log=messages.append)[0] is m and "differs" in messages[0]
+    assert fused.for_inference([m], x, log=messages.append)[0] is m and "differs" in messages[0]
 
 
 def test_paired_ratio_spread_pairs_rounds_in_order():

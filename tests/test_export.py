@@ -68,7 +68,7 @@ def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normal
                                                                           tmp_path):
     """The fused graph of linear members computes the Ensemble's outputs, its representation laid
     out (time, regions); the exported file passes parity with a participant's statistics fed in."""
-    from fmri_edge.training.fastgraph import LinearEnsemble, fused_ensemble
+    from fmri_edge.training.fused import LinearEnsemble, fused_ensemble
 
     members = []
     for seed in (0, 1):

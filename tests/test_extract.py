@@ -83,7 +83,7 @@ def test_volume_time_convention_k_times_tr_or_shifted_by_slice_time_ref(study):
     shifted = ex.volume_times(50, TR, slice_time_ref=0.5)
     assert shifted[:2].tolist() == [1.0, 3.0]
     run = study["run"]
-    r = ex.extract_run(run.bold, ex.Atlas(study["atlas"], 246), run.events, WINDOW, ex.Options(slice_time_ref=0.5))
+    r = ex.extract_run(run.bold, ex.Atlas(study["atlas"], 246), run.events, WINDOW, ex.ExtractOptions(slice_time_ref=0.5))
     assert np.abs(r.trials / interpolated_volume_means(run, sample_times(r.onset), 0.5) - 1).max() < 1e-5
 
 
@@ -111,7 +111,7 @@ def test_confounds_are_regressed_out_keeping_the_level(study, tmp_path):
     with pytest.raises(ex.InputError, match="confound rows for"):
         ex.extract_run(run.bold, atlas, run.events, WINDOW, confounds_path=short)
     with pytest.raises(ex.InputError, match="lacks column"):
-        ex.extract_run(run.bold, atlas, run.events, WINDOW, ex.Options(confound_columns=("csf",)), conf)
+        ex.extract_run(run.bold, atlas, run.events, WINDOW, ex.ExtractOptions(confound_columns=("csf",)), conf)
 
 
 def test_window_comes_from_the_model_metadata():

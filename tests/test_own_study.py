@@ -260,7 +260,7 @@ def _cv_accuracy(tmp_path, null: bool, seed: int) -> tuple[float, dict]:
     nifti_sim.write_atlas(tmp_path / "atlas.nii.gz")
     nifti_sim.write_labeled_study(root, n_subjects=10, n_runs=2, n_events=12, tr=1.5, null=null, seed=seed)
     window = ex.Window(246, 25, 5.0)
-    opts = ex.Options(labels=ev_lib.LabelSpec("trial_type", ev_lib.parse_class_map(CLASS_MAP), "rating", (1, 9)))
+    opts = ex.ExtractOptions(labels=ev_lib.LabelSpec("trial_type", ev_lib.parse_class_map(CLASS_MAP), "rating", (1, 9)))
     results = ex.extract_bids(root, ex.Atlas(tmp_path / "atlas.nii.gz", 246), tmp_path / f"out-{root.name}", window, opts)
     assert sum(p.n_trials for p in results) == 240
     recipe = load_recipe(shipped_recipe())

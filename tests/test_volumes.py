@@ -121,7 +121,7 @@ def test_extract_kernel_and_nilearn_paths_agree(tmp_path):
     run = nifti_sim.write_run(tmp_path / "bold.nii.gz", tmp_path / "events.tsv", tr=2.0, n_events=3)
     atlas = ex.Atlas(nifti_sim.write_atlas(tmp_path / "atlas.nii.gz"), 246)
     h = volumes.read_header(run.bold)
-    opts = ex.Options()
+    opts = ex.ExtractOptions()
     kernel = ex.region_signals(h, atlas, 2.0, opts, None, [], block_volumes=4)
     labels = atlas.labels_on_grid(h.volume_shape, h.affine, [])
     reference = ex._masker_signals(volumes.read_image(h), h.affine, labels, atlas, 2.0, opts, None)

@@ -252,7 +252,7 @@ def extract(
         window = lib.Window.from_model(info)
         if window.baseline_from.startswith("default"):
             err.print(f"[yellow]note:[/] baseline {window.baseline_s:g} s: {window.baseline_from}", highlight=False)
-        opts = lib.Options(tr=tr, slice_time_ref=slice_time_ref, trial_types=tuple(trial_type or ()),
+        opts = lib.ExtractOptions(tr=tr, slice_time_ref=slice_time_ref, trial_types=tuple(trial_type or ()),
                            confounds=confounds, confound_columns=tuple(c.strip() for c in confound_columns.split(",")
                                                                        if c.strip()),
                            detrend=detrend, high_pass=high_pass,

@@ -160,9 +160,9 @@ class Ensemble(nn.Module):
 def graph_module(members: list[ValenceNet], level_from: str, trials: np.ndarray) -> nn.Module:
     """The module that :func:`export_onnx` turns into the graph: the members' Ensemble, rewritten
     for onnxruntime's kernels where a rewrite exists and answers like the original on ``trials``
-    (:mod:`fmri_edge.training.fastgraph`: CNNs channels-last, linear ensembles fused). The same
+    (:mod:`fmri_edge.training.fused`: CNNs channels-last, linear ensembles fused). The same
     function as ``Ensemble(members)``; ``fmri-edge bench`` also times it in PyTorch, like for like."""
-    from fmri_edge.training.fastgraph import for_inference, fused_ensemble
+    from fmri_edge.training.fused import for_inference, fused_ensemble
 
     n_regions = members[0].cfg.n_regions
     ens = Ensemble([m.eval() for m in for_inference(members, trials)], n_regions, level_from).eval()

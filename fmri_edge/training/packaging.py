@@ -10,7 +10,7 @@ from fmri_edge.io import InputError
 from fmri_edge.predict import MIN_ALIGN_TRIALS
 from fmri_edge.splits import PROTOCOL_LABEL
 from fmri_edge.training.export import explanation_metadata, export_onnx, load_export_recipe
-from fmri_edge.training.graph import graph_trials, load_members
+from fmri_edge.training.checkpoints import graph_trials, load_members
 
 
 def _metrics(results: dict) -> dict:

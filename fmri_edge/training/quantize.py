@@ -189,7 +189,7 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
     participants. int8 calibration uses only the fold's training participants."""
     from fmri_edge.io import load_icbhi
     from fmri_edge.training.export import export_onnx
-    from fmri_edge.training.graph import fold_models, graph_inputs
+    from fmri_edge.training.checkpoints import fold_models, graph_inputs
 
     run_dir = Path(run_dir)
     folds = fold_models(run_dir)
@@ -303,7 +303,7 @@ def export_int8(run_dir: str | Path, fp32_path: str | Path, out: str | Path | No
     """The shipped fp32 model → ``<name>.int8.onnx`` calibrated on all labeled trials, with the
     accuracy change on the run's cross-validation fold models and its speed against fp32 in its card."""
     from fmri_edge.io import load_icbhi
-    from fmri_edge.training.graph import graph_inputs, load_members
+    from fmri_edge.training.checkpoints import graph_inputs, load_members
 
     run_dir, fp32_path = Path(run_dir), Path(fp32_path)
     out = Path(out) if out else int8_path(fp32_path)

@@ -26,7 +26,7 @@ from fmri_edge import explain, predict
 from fmri_edge.io import load_trials
 from fmri_edge.runtime import Decoder
 from fmri_edge.training.export import export_onnx
-from fmri_edge.training.graph import fold_models
+from fmri_edge.training.checkpoints import fold_models
 from fmri_edge.training.recipe import read_atlas
 
 

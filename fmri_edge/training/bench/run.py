@@ -20,7 +20,7 @@ from fmri_edge.training.bench.targets import check_targets
 from fmri_edge.training.bench.timing import (ENGINE_PAIRS, ENGINES, THREAD_POLICIES, TimingJob, engine_ratios,
                                              op_profile, paired_ratio_spread, session_option_sweep, time_engines,
                                              time_engines_in_process, torch_engine)
-from fmri_edge.training.graph import DEFAULT_DATA, participant_trials, reference_net
+from fmri_edge.training.checkpoints import DEFAULT_DATA, participant_trials, reference_net
 
 DEFAULT_RUN = Path("runs/fmri-edge")
 
@@ -49,7 +49,7 @@ class BenchConfig:
 def real_trials(data: Path | None, recipe: dict, n_times: int, subject_norm: str
                 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Trials as the graph receives them and their participants
-    (:func:`fmri_edge.training.graph.participant_trials`), from ``data``, else the recipe's data
+    (:func:`fmri_edge.training.checkpoints.participant_trials`), from ``data``, else the recipe's data
     folder, else the default one."""
     return participant_trials(data or recipe.get("data") or DEFAULT_DATA, n_times, subject_norm)
 

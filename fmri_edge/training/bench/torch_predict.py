@@ -12,7 +12,7 @@ import torch
 from fmri_edge import scoring
 from fmri_edge.normalize import AlignStats, subject_normalize
 from fmri_edge.predict import MIN_ALIGN_TRIALS
-from fmri_edge.training.graph import reference_net
+from fmri_edge.training.checkpoints import reference_net
 
 
 def main(run: Path, trials_path: Path, out_path: str, threads: int) -> None:
