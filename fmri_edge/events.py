@@ -93,6 +93,9 @@ def read_events(path: str | Path, trial_types=None) -> Events:
     """A BIDS ``*_events.tsv``: tab-separated, a header with ``onset`` (seconds, numbers) and
     usually ``duration`` and ``trial_type``. ``trial_types`` keeps only those rows."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder, not an events file; give the run's BIDS *_events.tsv (columns "
+                               "onset, duration, trial_type)")
     if not path.is_file():
         raise InputError(path, "events file not found; give the run's BIDS *_events.tsv (columns onset, "
                                "duration, trial_type)")
@@ -114,6 +117,14 @@ def read_events(path: str | Path, trial_types=None) -> Events:
         if not math.isfinite(onsets[n - 1]):
             raise InputError(path, f"malformed events file: row {n} onset {value!r} is not finite")
     columns = {c: np.asarray([v.strip() for v in table[c]], dtype=str) for c in header}
+    for n, value in enumerate(columns.get("duration", ()), start=1):   # not used (the window is fixed), but a
+        try:                                                            # negative one is a damaged file
+            bad = float(value) < 0
+        except ValueError:
+            bad = value.lower() not in ("n/a", "na", "")
+        if bad:
+            raise InputError(path, f"malformed events file: row {n} duration {str(value)!r} is not a duration in seconds "
+                                   "(a number ≥ 0, or n/a)")
     tt = columns.get("trial_type", np.full(len(table), "n/a"))
     ev = Events(path, onsets, tt, np.arange(1, len(table) + 1, dtype=np.int64), columns)
     if trial_types:

@@ -243,10 +243,16 @@ def test_3d_image_is_refused(study, tmp_path):
     ("onset\tduration\nsoon\t15\n", ["row 1 onset 'soon' is not a number"]),
     ("onset\tduration\n1.0\t15\t3\n", ["row 1 has 3 fields"]),
     ("onset\tduration\ttrial_type\n", ["no event rows"]),
+    ("onset\tduration\nnan\t15\n", ["row 1 onset 'nan' is not finite"]),
+    ("onset\tduration\n1.0\t15\n9.0\t-3\n", ["row 2 duration '-3' is not a duration in seconds"]),
+    ("onset\tduration\n1.0\tlong\n", ["row 1 duration 'long' is not a duration in seconds"]),
+    ("folder", ["is a folder, not an events file"]),
 ])
 def test_missing_or_malformed_events(study, tmp_path, content, needles):
     events = tmp_path / "events.tsv"
-    if content is not None:
+    if content == "folder":
+        events.mkdir()
+    elif content is not None:
         events.write_text(content)
     res = invoke("extract", study["run"].bold, "--atlas", study["atlas"], "--events", events,
                  "--out", tmp_path / "t.npz")
