@@ -28,24 +28,13 @@ from fmri_edge.runtime import Decoder
 from fmri_edge.training.export import export_onnx
 from fmri_edge.training.checkpoints import fold_models
 from fmri_edge.training.recipe import read_atlas
+from harness import data_of, parser
 
-
-def arg(name, default):
-    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
-
-
-runs = [Path(a) for a in sys.argv[1:] if not a.startswith("--") and sys.argv[sys.argv.index(a) - 1][:2] != "--"]
-data = Path(arg("--data", "../shared/data/icbhi2024/Train"))
-atlas_path = Path(arg("--atlas", "../shared/data/icbhi2024/BN_Atlas_246_1mm.nii.gz"))
-json_path = arg("--json", None)
-png_dir = Path(arg("--png-dir", "docs"))
-top = int(arg("--top", 20))
-names = read_atlas(data.parent / "BN_atlas.txt")
 classes = (-1, 0, 1)
 KS = (5, 10, 20)
 
 
-def explain_run(run: Path) -> dict:
+def explain_run(run: Path, data: Path, names: list, top: int) -> dict:
     folds = fold_models(run)
     kind = None
     counts = {c: np.zeros(len(names), int) for c in classes}          # folds with the region in their top-20
@@ -102,7 +91,7 @@ def explain_run(run: Path) -> dict:
     return out
 
 
-def figure(result: dict, out: Path) -> None:
+def figure(result: dict, out: Path, atlas_path: Path, names: list) -> None:
     """One glass brain per CLASS (rows): the pooled mean map over the fold models' held-out trials."""
     import matplotlib
     matplotlib.use("Agg")
@@ -114,7 +103,7 @@ def figure(result: dict, out: Path) -> None:
     from fmri_edge.explain import KINDS
 
     kind = KINDS[result["kind"]]
-    atlas = brainmap.load_label_image(atlas_path, len(names), names)
+    atlas = brainmap.load_label_image(atlas_path, len(names))
     maps = [np.array(result["classes"][str(c)]["mean"]) for c in classes]
     if kind.signed:
         peak = max(float(np.abs(m).max()) for m in maps)
@@ -144,20 +133,36 @@ def figure(result: dict, out: Path) -> None:
     print(f"wrote {out}")
 
 
-results = []
-for run in runs:
-    r = explain_run(run)
-    results.append(r)
-    figure(r, png_dir / f"explain_cv_{run.name}.png")
-    for k, f in r["faithfulness"].items():
-        print(f"{run.name} k={k}: changed top {f['changed']['top']:.3f} random {f['changed']['random']:.3f} "
-              f"bottom {f['changed']['bottom']:.3f}; |dp| top {f['delta_p']['top']:.4f} random "
-              f"{f['delta_p']['random']:.4f} ± {f['delta_p']['random_sd_over_draws']:.4f} bottom "
-              f"{f['delta_p']['bottom']:.4f}; folds where top beat every random draw "
-              f"{f['folds_top_beats_every_random_draw']}/{r['n_folds']}")
-    for c, v in r["classes"].items():
-        print(f"{run.name} class {c}: {len(v['stable'])} regions in ≥ {(r['n_folds'] + 1) // 2} folds' top {top}: "
-              + ", ".join(f"{s['region']} {s['folds']}" for s in v["stable"][:12]))
-if json_path:
-    Path(json_path).write_text(json.dumps({"command": "python " + " ".join(sys.argv), "results": results}, indent=1))
-    print(f"wrote {json_path}")
+def main(argv=None):
+    ap = parser(__doc__, name=False, recipe=False, threads=None)
+    ap.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folder(s) written by `fmri-edge train`")
+    ap.add_argument("--atlas", type=Path, default=Path("../shared/data/icbhi2024/BN_Atlas_246_1mm.nii.gz"),
+                    help="atlas label image for the figures")
+    ap.add_argument("--json", dest="json_path", default=None, help="write the results here as JSON")
+    ap.add_argument("--png-dir", type=Path, default=Path("docs"), help="folder of the figures explain_cv_RUN.png")
+    ap.add_argument("--top", type=int, default=20, help="regions per fold and class counted as its top")
+    args = ap.parse_args(argv)
+    data, top, json_path = data_of(args), args.top, args.json_path
+    names = read_atlas(data.parent / "BN_atlas.txt")
+    command = sys.argv if argv is None else [sys.argv[0], *argv]
+    results = []
+    for run in args.runs:
+        r = explain_run(run, data, names, top)
+        results.append(r)
+        figure(r, args.png_dir / f"explain_cv_{run.name}.png", args.atlas, names)
+        for k, f in r["faithfulness"].items():
+            print(f"{run.name} k={k}: changed top {f['changed']['top']:.3f} random {f['changed']['random']:.3f} "
+                  f"bottom {f['changed']['bottom']:.3f}; |dp| top {f['delta_p']['top']:.4f} random "
+                  f"{f['delta_p']['random']:.4f} ± {f['delta_p']['random_sd_over_draws']:.4f} bottom "
+                  f"{f['delta_p']['bottom']:.4f}; folds where top beat every random draw "
+                  f"{f['folds_top_beats_every_random_draw']}/{r['n_folds']}")
+        for c, v in r["classes"].items():
+            print(f"{run.name} class {c}: {len(v['stable'])} regions in ≥ {(r['n_folds'] + 1) // 2} folds' top {top}: "
+                  + ", ".join(f"{s['region']} {s['folds']}" for s in v["stable"][:12]))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"command": "python " + " ".join(command), "results": results}, indent=1))
+        print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,61 +13,70 @@ of :class:`fmri_edge.stream.Alignment`:
 
 usage: python train/research/stream_align_cv.py runs/fmri-edge [--data ../shared/data/icbhi2024/Train]
 """
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fmri_edge import scoring  # noqa: E402
-from fmri_edge.io import Source, load_icbhi  # noqa: E402
-from fmri_edge.normalize import AlignStats  # noqa: E402
-from fmri_edge.predict import Batch, answer  # noqa: E402
-from fmri_edge.stream import Alignment, stats_from_trials  # noqa: E402
-from onnx_folds import fold_decoders  # noqa: E402
+from harness import data_of, parser
 
-run = Path(sys.argv[1])
-data = Path(sys.argv[sys.argv.index("--data") + 1]) if "--data" in sys.argv else Path("../shared/data/icbhi2024/Train")
-subjects = load_icbhi(data)
 MODES = ("offline", "none", "running", "running-5", "running-20", "stats-from")
-pred = {m: [] for m in MODES}
-true = []
 
 
 def decide(decoder, x, subject):
+    from fmri_edge.io import Source
+    from fmri_edge.predict import Batch, answer
+
     b = next(item for item in answer(decoder, Source("p", Path("p")), np.array([1]), x, subject) if isinstance(item, Batch))
     return [int(b.valence_class[0]), int(b.valence_level[0])]
 
 
-with tempfile.TemporaryDirectory() as tmp:
-    for name, test, d in fold_decoders(run, subjects, Path(tmp)):
-        for p in test:
-            trials, labels = subjects[p][0].astype(np.float32), subjects[p][1]
-            n = len(trials)
-            offline = AlignStats.of(d.represent(trials)).result()
-            halves = [np.arange(n // 2), np.arange(n // 2, n)]
-            other = {}
-            for h, idx in enumerate(halves):
-                np.save(Path(tmp) / f"{p}_h{h}.npy", trials[idx])
-            for h, idx in enumerate(halves):
-                other.update({int(i): stats_from_trials(d, [Path(tmp) / f"{p}_h{1 - h}.npy"]) for i in idx})
-            running = {m: Alignment(d, "running", min_trials=k) for m, k in
-                       (("running", 10), ("running-5", 5), ("running-20", 20))}
-            for i in range(n):
-                xi = trials[i:i + 1]
-                pred["offline"].append(decide(d, xi, offline))
-                pred["none"].append(decide(d, xi, None))
-                for m, a in running.items():
-                    pred[m].append(decide(d, xi, a(xi)[0]))
-                pred["stats-from"].append(decide(d, xi, other[i]))
-                true.append(labels[i])
-        print(name, test, flush=True)
-true = np.asarray(true)
-print(f"{len(true)} held-out trials, answered one at a time in trial order ({run}):")
-for m in MODES:
-    p = np.asarray(pred[m])
-    s = scoring.challenge_score(p[:, 0], true[:, 0], p[:, 1], true[:, 1])
-    late = np.tile(np.arange(30) >= 10, len(true) // 30)  # trials 11-30: where running alignment is on
-    acc_late = float((p[late, 0] == true[late, 0]).mean())
-    print(f"{m:>11}: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}; trials 11-30 only: CLASS acc {acc_late:.4f}")
+def main(argv=None):
+    from fmri_edge import scoring
+    from fmri_edge.io import load_icbhi
+    from fmri_edge.normalize import AlignStats
+    from fmri_edge.stream import Alignment, stats_from_trials
+    from onnx_folds import fold_decoders
+
+    ap = parser(__doc__, name=False, recipe=False, threads=None)
+    ap.add_argument("run", type=Path, help="run folder written by `fmri-edge train` (with its fold models)")
+    args = ap.parse_args(argv)
+    run, data = args.run, data_of(args)
+    subjects = load_icbhi(data)
+    pred = {m: [] for m in MODES}
+    true = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, test, d in fold_decoders(run, subjects, Path(tmp)):
+            for p in test:
+                trials, labels = subjects[p][0].astype(np.float32), subjects[p][1]
+                n = len(trials)
+                offline = AlignStats.of(d.represent(trials)).result()
+                halves = [np.arange(n // 2), np.arange(n // 2, n)]
+                other = {}
+                for h, idx in enumerate(halves):
+                    np.save(Path(tmp) / f"{p}_h{h}.npy", trials[idx])
+                for h, idx in enumerate(halves):
+                    other.update({int(i): stats_from_trials(d, [Path(tmp) / f"{p}_h{1 - h}.npy"]) for i in idx})
+                running = {m: Alignment(d, "running", min_trials=k) for m, k in
+                           (("running", 10), ("running-5", 5), ("running-20", 20))}
+                for i in range(n):
+                    xi = trials[i:i + 1]
+                    pred["offline"].append(decide(d, xi, offline))
+                    pred["none"].append(decide(d, xi, None))
+                    for m, a in running.items():
+                        pred[m].append(decide(d, xi, a(xi)[0]))
+                    pred["stats-from"].append(decide(d, xi, other[i]))
+                    true.append(labels[i])
+            print(name, test, flush=True)
+    true = np.asarray(true)
+    print(f"{len(true)} held-out trials, answered one at a time in trial order ({run}):")
+    for m in MODES:
+        p = np.asarray(pred[m])
+        s = scoring.challenge_score(p[:, 0], true[:, 0], p[:, 1], true[:, 1])
+        late = np.tile(np.arange(30) >= 10, len(true) // 30)  # trials 11-30: where running alignment is on
+        acc_late = float((p[late, 0] == true[late, 0]).mean())
+        print(f"{m:>11}: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}; trials 11-30 only: CLASS acc {acc_late:.4f}")
+
+
+if __name__ == "__main__":
+    main()
