@@ -21,10 +21,10 @@ from fmri_edge.cli.build import bench, export, report, train  # noqa: E402,F401
 __all__ = ["app", "main", "run", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]
 
 # Commands whose numpy work is small (per-trial statistics, matrices of a few hundred rows): for
-# them OpenBLAS's thread pool only costs start-up (about 15 % of a cold `predict` on 2 cores,
-# docs/speed.md). Set before numpy is first imported; an OPENBLAS_NUM_THREADS of the user's wins.
-# They also end without the interpreter's teardown (unloading numpy, onnxruntime and typer took
-# ~50 ms of a 0.36 s `predict`): their files are closed and their output is flushed first.
+# them OpenBLAS's thread pool only costs start-up (measured in docs/speed.md). Set before numpy is
+# first imported; an OPENBLAS_NUM_THREADS of the user's wins. They also end without the
+# interpreter's teardown (its cost is in docs/speed.md): their files are closed and their output
+# is flushed first.
 SMALL_NUMPY_COMMANDS = frozenset({"predict", "explain", "adapt", "info", "score", "simulate", "stream"})
 
 
