@@ -278,20 +278,21 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     args = (example, *graph_pop) if aligned else (example,)
     input_names = ["trials", *ALIGN_INPUTS] if aligned else ["trials"]
     defaults = dict(zip(ALIGN_INPUTS, (t.numpy() for t in graph_pop))) if aligned else {}
+    module = ens
     if adaptation_head:
         with torch.inference_mode():
             n_features = ens(*args)[3].shape[1]
         head = adaptation_defaults(n_features)
         # a class-only graph's LEVEL probabilities are class_probs @ its class_to_level
         level_map = ens.class_to_level.detach().clone() if all("level" not in m.cfg.heads for m in members) else None
-        ens = (AlignedHead if aligned else UnalignedHead)(ens, level_map).eval()
+        module = (AlignedHead if aligned else UnalignedHead)(ens, level_map).eval()
         args, input_names, defaults = (*args, *map(torch.as_tensor, head.values())), [*input_names, *head], \
             {**defaults, **head}
     names = [*OUTPUT_NAMES, *EXTRA_OUTPUTS, *([CONTRIBUTION_OUTPUT] if reference.contributing else [])]
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         program = torch.onnx.export(
-            ens, args, dynamo=True, opset_version=recipe.opset,
+            module, args, dynamo=True, opset_version=recipe.opset,
             input_names=input_names, output_names=names,
             dynamic_shapes=({0: "batch"}, *([None] * (len(args) - 1))),
         )
