@@ -338,3 +338,29 @@ def test_adapt_runs_with_torch_unimportable(adapt_models, participant, tmp_path)
         print("ok")
     """)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
+
+
+def test_head_of_a_model_with_a_level_head_is_exact_at_defaults_and_adapts_as_defined(participant, tmp_path, sim_data):
+    """The other LEVEL branch (a CNN with CLASS and LEVEL heads, no alignment): at its defaults the
+    head changes no output bit; adapted, LEVEL is reweighted per class as Correction.apply says."""
+    torch = pytest.importorskip("torch")
+    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(widths=(8, 8, 8), dense=(16, 8), heads={"class": 3, "level": 9})).eval()
+    meta = {"model_version": "heads", "level_rule": "argmax", "region_names": NAMES}
+    x = sim_data[0][:16].astype(np.float32)
+    export_onnx([net], tmp_path / "head.onnx", meta, x)
+    export_onnx([net], tmp_path / "bare.onnx", meta, x, adaptation_head=False)
+    with_head, bare = Decoder(tmp_path / "head.onnx"), Decoder(tmp_path / "bare.onnx")
+    assert not with_head.aligned and adapt.level_map(with_head.info.meta) is None
+    a, b = with_head.run(x, outputs=bare.outputs), bare.run(x, outputs=bare.outputs)
+    assert all(np.array_equal(a[k], b[k]) for k in bare.outputs)
+    trials, labels, _, _ = participant
+    r = adapt.adapt([trials], labels, tmp_path / "head.onnx", tmp_path / "a.onnx", method="scale_bias", shrinkage=0.01)
+    base, got = _base_outputs(tmp_path / "head.onnx", trials), _base_outputs(r.out, trials)
+    want_c, want_l = r.correction.apply(base.class_probs, base.level_probs, base.features)
+    assert np.abs(want_c - base.class_probs).max() > 1e-3   # the correction is not the identity
+    np.testing.assert_allclose(got.class_probs, want_c, atol=1e-6)
+    np.testing.assert_allclose(got.level_probs, want_l, atol=1e-6)
