@@ -26,9 +26,13 @@ with the adapted class probabilities, so the model's ``level_rule`` (argmax or l
 LEVEL_error) applies unchanged. A model with a LEVEL head has every level's probability
 reweighted by the change of its class's (the sign of the level) and renormalized.
 
-The adapted model is the shipped ONNX graph with a few nodes appended (:mod:`fmri_edge.onnx_edit`,
-no ``onnx`` package), the participant's alignment statistics as its new defaults, and metadata
-(``adaptation``) recording the base model's sha256, the participant, K, the method and λ.
+Every exported graph ends with an adaptation head that computes this correction from graph inputs
+(``adapt_bias``, ``adapt_scale``, ``adapt_weight``) whose default values are zero, the identity
+(:class:`fmri_edge.training.export.AdaptationHead`). The adapted model is the shipped ONNX file with
+those defaults replaced by the fitted correction (:mod:`fmri_edge.onnx_edit`, no ``onnx``
+package), the participant's alignment statistics as its new alignment defaults, metadata
+(``adaptation``) recording the base model's sha256, the participant, K, the method and λ, and its
+own weights digest. Models exported before the head existed are refused (export them again).
 """
 from __future__ import annotations
 
@@ -40,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import io, onnx_edit, scoring
+from fmri_edge import integrity, io, onnx_edit, scoring
 from fmri_edge.predict import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
-from fmri_edge.runtime import ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
+from fmri_edge.runtime import ADAPT_INPUTS, ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
 from fmri_edge.submission import HEADER, read_answers
 
 METHODS = ("bias", "scale_bias", "features")
@@ -55,7 +59,6 @@ DEFAULT_SHRINKAGE = {"aligned": 10.0, "unaligned": 0.3}
 # fewer labeled trials than this: the correction cannot even see every class once
 MIN_LABELS = 3
 EPS_PROB = 1e-12
-PREFIX = "fmri_edge_adapt/"
 SIGN_OF_LEVEL = np.stack([np.sign(scoring.LEVEL_VALUES) == c for c in scoring.CLASS_VALUES]).astype(np.float32)
 
 
@@ -313,68 +316,27 @@ def check_labels(labels: Labels, minimum: int = MIN_LABELS) -> None:
 
 # ---- the adapted ONNX --------------------------------------------------------------------------------
 
-def level_map(model: onnx_edit.Model) -> tuple[np.ndarray, str] | tuple[None, None]:
-    """A class-only model's P(LEVEL | CLASS): the graph computes ``level_probs = class_probs @ M``
-    with M (3, 9) an initializer → (M, its name); (None, None) for a model with a LEVEL head."""
-    prod = model.producer("level_probs")
-    if prod and prod[0] == "MatMul" and len(prod[1]) == 2 and prod[1][0] == "class_probs":
-        m = model.initializer(prod[1][1])
-        if m is not None and m.shape == (3, 9):
-            return m.astype(np.float64), prod[1][1]
-    return None, None
+def level_map(meta: dict) -> np.ndarray | None:
+    """A class-only model's P(LEVEL | CLASS) (3, 9), as its export wrote it in the metadata
+    (``adaptation_head``); None for a model with a LEVEL head."""
+    m = (meta.get("adaptation_head") or {}).get("level_given_class")
+    return None if m is None else np.asarray(m, dtype=np.float64)
 
 
-def write_adapted(model: onnx_edit.Model, out: Path, corr: Correction, meta: dict, subject: tuple | None,
-                  base: Path) -> None:
-    """The base graph + the correction's nodes; ``subject`` statistics become the new defaults.
-    LEVEL: a class-only model's own P(LEVEL | CLASS) product on the adapted class probabilities;
-    otherwise its LEVEL probabilities reweighted per class and renormalized."""
-    _, map_name = level_map(model)
-    if model.mentions(PREFIX):
-        raise io.InputError(base, "this model was already adapted; adapt the base model it was made from")
-    n = lambda s: PREFIX + s  # noqa: E731
-    for old in ("class_probs", "level_probs"):
-        model.rename(old, n(f"base_{old}"))
-    terms = [n("bias")]
-    model.add_initializer(n("bias"), corr.bias.reshape(1, 3))
-    if corr.scale:
-        model.add_initializer(n("eps"), np.array([EPS_PROB], dtype=np.float32))
-        model.add_initializer(n("scale"), np.array([corr.scale], dtype=np.float32))
-        model.add_node("Max", [n("base_class_probs"), n("eps")], [n("clipped")], n("Max"))
-        model.add_node("Log", [n("clipped")], [n("log_probs")], n("Log"))
-        model.add_node("Mul", [n("log_probs"), n("scale")], [n("scaled")], n("Mul_scale"))
-        terms.append(n("scaled"))
+def write_adapted(model: onnx_edit.Model, out: Path, corr: Correction, meta: dict, subject: tuple | None) -> None:
+    """The base graph with the correction as its adaptation head's defaults (``adapt_*``, see
+    :class:`fmri_edge.training.export.AdaptationHead`) and ``subject`` statistics as the alignment
+    defaults; new metadata and its own weights digest. No node is added or changed."""
+    model.replace_initializer("adapt_bias", corr.bias.reshape(1, 3))
+    model.replace_initializer("adapt_scale", np.array([corr.scale]))
     if corr.weight is not None:
-        model.add_initializer(n("weight"), corr.weight)
-        model.add_node("MatMul", ["features", n("weight")], [n("from_features")], n("MatMul_features"))
-        terms.append(n("from_features"))
-    delta = terms[0]
-    for i, t in enumerate(terms[1:]):
-        model.add_node("Add", [delta, t], [n(f"delta_{i}")], n(f"Add_{i}"))
-        delta = n(f"delta_{i}")
-    model.add_initializer(n("ones3"), np.ones((3, 1), dtype=np.float32))
-    if map_name is None:
-        model.add_initializer(n("ones9"), np.ones((9, 1), dtype=np.float32))
-        model.add_initializer(n("class_of_level"), SIGN_OF_LEVEL)
-    model.add_node("Exp", [delta], [n("e")], n("Exp"))
-    model.add_node("Mul", [n("base_class_probs"), n("e")], [n("u")], n("Mul_u"))
-    model.add_node("MatMul", [n("u"), n("ones3")], [n("z")], n("MatMul_z"))
-    model.add_node("Div", [n("u"), n("z")], ["class_probs"], n("Div_class"))
-    if map_name is not None:
-        model.add_node("MatMul", ["class_probs", map_name], ["level_probs"], n("MatMul_level"))
-    else:
-        model.add_node("Div", [n("e"), n("z")], [n("ratio")], n("Div_ratio"))
-        model.add_node("MatMul", [n("ratio"), n("class_of_level")], [n("level_ratio")], n("MatMul_level"))
-        model.add_node("Mul", [n("base_level_probs"), n("level_ratio")], [n("v")], n("Mul_v"))
-        model.add_node("MatMul", [n("v"), n("ones9")], [n("v_sum")], n("MatMul_v"))
-        model.add_node("Div", [n("v"), n("v_sum")], ["level_probs"], n("Div_level"))
+        model.replace_initializer("adapt_weight", corr.weight)
     if subject is not None:
         for name, value in zip(ALIGN_INPUTS, subject):
             model.replace_initializer(name, value)
     model.set_metadata(METADATA_KEY, json.dumps(meta))
-    # a digest of the graph written at export no longer describes this graph
-    model.set_metadata("weights_sha256", None)
     model.save(out)
+    integrity.stamp(out)  # the weights changed: the adapted graph gets its own digest
 
 
 @dataclass
@@ -411,6 +373,10 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         raise io.InputError(decoder.path, f"model has no `features` output (outputs: {', '.join(decoder.outputs)}); "
                                           "adaptation needs a model exported by this version of fmri-edge "
                                           "(`fmri-edge export`)")
+    if not decoder.adaptable:
+        raise io.InputError(decoder.path, f"model has no adaptation inputs ({', '.join(ADAPT_INPUTS)}): it was "
+                                          "exported before models carried an adaptation head; export it again with "
+                                          "`fmri-edge export` to adapt it (predict still runs it)")
     if decoder.info.meta.get("adaptation"):
         a = decoder.info.meta["adaptation"]
         raise io.InputError(decoder.path, f"already adapted to {a.get('participant')!r}; adapt the base model "
@@ -423,9 +389,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     y = np.searchsorted(scoring.CLASS_VALUES, labels.valence_class)
     scale = float(np.sqrt(np.mean(np.sum(seen.features ** 2, axis=1)))) or 1.0
     corr = fit_correction(seen.class_probs[idx], y, method, shrinkage, seen.features[idx], scale)
-    graph = onnx_edit.Model.load(decoder.path)
-    lmap, _ = level_map(graph)
-    new_c, new_l = corr.apply(seen.class_probs, seen.level_probs, seen.features, lmap)
+    new_c, new_l = corr.apply(seen.class_probs, seen.level_probs, seen.features, level_map(decoder.info.meta))
     base_sha = file_sha256(decoder.path)
     meta = dict(decoder.info.meta)
     base_version = meta.get("model_version", decoder.path.stem)
@@ -445,13 +409,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     if out.resolve() == decoder.path.resolve():
         raise io.InputError(out, "is the base model itself; give the adapted model another name")
     out.with_suffix(".md").unlink(missing_ok=True)  # an old card (--force) would not match the new file
-    write_adapted(graph, out, corr, meta, seen.subject, decoder.path)
-    try:  # where the tool writes a weights digest at export, the adapted graph gets its own
-        from fmri_edge import integrity
-    except ImportError:
-        pass
-    else:
-        integrity.stamp(out)
+    write_adapted(onnx_edit.Model.load(decoder.path), out, corr, meta, seen.subject)
     check = Decoder(out, threads=threads)
     # the adapted file is opened and checked against the numpy definition on the participant's trials
     got = base_outputs(check, trials, seen.participant, policy)

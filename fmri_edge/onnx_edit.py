@@ -1,12 +1,11 @@
-"""Extend an ONNX model without the ``onnx`` package: a minimal protobuf wire-format reader and
-writer for the few messages an edit touches (numpy only).
+"""Read an ONNX model and replace its initializers and metadata without the ``onnx`` package: a
+minimal protobuf wire-format walk (numpy only), for the weights digest (:mod:`fmri_edge.integrity`)
+and ``fmri-edge adapt`` (new defaults of graph inputs, new metadata). No node is ever built or changed.
 
 An ONNX file is one ``ModelProto``. What is read and written here (field numbers from onnx.proto):
 
 - ModelProto: 7 ``graph`` (GraphProto), 14 ``metadata_props`` (StringStringEntryProto: key 1, value 2);
-- GraphProto: 1 ``node`` (NodeProto), 5 ``initializer`` (TensorProto), 11 ``input``, 12 ``output``,
-  13 ``value_info`` (ValueInfoProto: name 1);
-- NodeProto: 1 ``input``, 2 ``output`` (tensor names), 3 ``name``, 4 ``op_type``;
+- GraphProto: 5 ``initializer`` (TensorProto), 11 ``input``, 12 ``output`` (ValueInfoProto: name 1);
 - TensorProto: 1 ``dims``, 2 ``data_type`` (1 = float), 8 ``name``, 9 ``raw_data`` (little endian).
 
 Every other field is copied byte for byte, so an edit changes only what it says it changes.
@@ -23,8 +22,7 @@ from fmri_edge.files import replace_atomically
 
 LENGTH_DELIMITED = 2
 MODEL_GRAPH, MODEL_METADATA = 7, 14
-GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT, GRAPH_VALUE_INFO = 1, 5, 11, 12, 13
-NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE = 1, 2, 3, 4
+GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT = 5, 11, 12
 FLOAT = 1
 
 
@@ -106,12 +104,6 @@ def strings_of(buf, number: int) -> list[str]:
 
 # ---- messages --------------------------------------------------------------------------------------
 
-def node(op_type: str, inputs: list[str], outputs: list[str], name: str) -> bytes:
-    """A NodeProto of the default domain without attributes (MatMul, Add, Mul, Div, Exp, Log, Max)."""
-    return (b"".join(string(NODE_INPUT, i) for i in inputs) + b"".join(string(NODE_OUTPUT, o) for o in outputs)
-            + string(NODE_NAME, name) + string(NODE_OP_TYPE, op_type))
-
-
 def tensor(name: str, value: np.ndarray) -> bytes:
     """A float32 TensorProto holding ``value`` (raw little-endian data)."""
     value = np.asarray(value, dtype="<f4")
@@ -162,8 +154,8 @@ def read_entry(buf: bytes) -> tuple[str, str]:
 # ---- a model ---------------------------------------------------------------------------------------
 
 class Model:
-    """An ONNX ModelProto as its top-level fields, with the edits an adaptation needs:
-    rename tensors in the main graph, append nodes and initializers, set metadata entries."""
+    """An ONNX ModelProto as its top-level fields, with the edits an adaptation needs: replace
+    initializers (the defaults of graph inputs), set metadata entries."""
 
     def __init__(self, data: bytes):
         self.fields = list(fields(memoryview(data)))
@@ -184,25 +176,6 @@ class Model:
         """Names of the graph's inputs (11), outputs (12) or value infos (13)."""
         return [strings_of(f.payload, 1)[0] for f in self.graph if f.number == number]
 
-    def initializers(self) -> dict[str, np.ndarray | None]:
-        return dict(read_tensor(f.payload) for f in self.graph if f.number == GRAPH_INITIALIZER)
-
-    def mentions(self, text: str) -> bool:
-        """Whether any node or initializer name of the main graph contains ``text`` (a byte search
-        over node messages, and over initializer names only)."""
-        needle = text.encode()
-        return any(needle in bytes(f.payload) for f in self.graph if f.number == GRAPH_NODE) or \
-            any(text in tensor_name(f.payload) for f in self.graph if f.number == GRAPH_INITIALIZER)
-
-    def producer(self, tensor: str) -> tuple[str, list[str]] | None:
-        """(op_type, inputs) of the main-graph node that outputs ``tensor``; None if none does."""
-        needle = tensor.encode()
-        for f in self.graph:
-            if f.number == GRAPH_NODE and needle in bytes(f.payload) and tensor in strings_of(f.payload, NODE_OUTPUT):
-                op = strings_of(f.payload, NODE_OP_TYPE)
-                return (op[0] if op else ""), strings_of(f.payload, NODE_INPUT)
-        return None
-
     def initializer(self, name: str) -> np.ndarray | None:
         for f in self.graph:
             if f.number == GRAPH_INITIALIZER and tensor_name(f.payload) == name:
@@ -210,34 +183,6 @@ class Model:
         return None
 
     # -- editing
-    def rename(self, old: str, new: str) -> int:
-        """Rename a tensor wherever the main graph's nodes and value infos mention it (not the graph
-        outputs: a new node is expected to produce ``old`` again); returns how many places changed."""
-        changed, graph, needle = 0, [], old.encode()
-        for f in self.graph:
-            if f.number == GRAPH_NODE and needle in bytes(f.payload):  # cheap filter, then parse
-                parts = []
-                for g in fields(f.payload):
-                    if g.number in (NODE_INPUT, NODE_OUTPUT) and g.payload == old.encode():
-                        parts.append(string(g.number, new))
-                        changed += 1
-                    else:
-                        parts.append(g.raw)
-                f = Field(f.number, f.wire, b"", b"".join(parts))
-            elif f.number == GRAPH_VALUE_INFO and strings_of(f.payload, 1) == [old]:
-                f = Field(f.number, f.wire, b"", b"".join(
-                    string(1, new) if g.number == 1 else g.raw for g in fields(f.payload)))
-                changed += 1
-            graph.append(f)
-        self.graph = graph
-        return changed
-
-    def add_node(self, op_type: str, inputs: list[str], outputs: list[str], name: str) -> None:
-        self.graph.append(Field(GRAPH_NODE, LENGTH_DELIMITED, b"", node(op_type, inputs, outputs, name)))
-
-    def add_initializer(self, name: str, value: np.ndarray) -> None:
-        self.graph.append(Field(GRAPH_INITIALIZER, LENGTH_DELIMITED, b"", tensor(name, value)))
-
     def replace_initializer(self, name: str, value: np.ndarray) -> None:
         """Give an existing initializer (e.g. a graph input's default) a new float32 value."""
         old = [f for f in self.graph if f.number == GRAPH_INITIALIZER and tensor_name(f.payload) == name]
@@ -246,8 +191,8 @@ class Model:
         shape = read_tensor(old[0].payload)[1].shape
         if tuple(np.shape(value)) != shape:
             raise WireError(f"initializer {name!r} has shape {shape}, got {np.shape(value)}")
-        self.graph = [f for f in self.graph if f is not old[0]]
-        self.add_initializer(name, value)
+        new = Field(GRAPH_INITIALIZER, LENGTH_DELIMITED, b"", tensor(name, value))
+        self.graph = [new if f is old[0] else f for f in self.graph]
 
     def set_metadata(self, key: str, value: str | None) -> None:
         """Replace (or, with None, remove) a metadata entry."""
@@ -258,8 +203,7 @@ class Model:
 
     # -- writing
     def to_bytes(self) -> bytes:
-        """The model; nodes are kept in stored order (new ones last: ONNX wants them topologically
-        sorted, and every new node only reads tensors produced before it)."""
+        """The model, every field in stored order."""
         graph = b"".join(f.raw if f.raw else delimited(f.number, f.payload) for f in self.graph)
         return b"".join(delimited(MODEL_GRAPH, graph) if f.number == MODEL_GRAPH else f.raw for f in self.fields)
 

@@ -32,6 +32,9 @@ OUTPUT_NAMES = ("class_probs", "level_probs", "region_weights")
 # subject alignment; models with subject alignment take a participant's statistics as inputs
 EXTRA_OUTPUTS = ("features", "normalized")
 ALIGN_INPUTS = ("subject_mean", "subject_scale")
+# the identity adaptation head's parameters, inputs with zero defaults that ``predict`` never feeds:
+# ``fmri-edge adapt`` writes a participant's correction as their defaults (fmri_edge.adapt)
+ADAPT_INPUTS = ("adapt_bias", "adapt_scale", "adapt_weight")
 # models whose CLASS logits are linear in per-region features: each region's share of the answer
 CONTRIBUTION_OUTPUT = "region_contributions"
 DEFAULT_MODEL = "fmri-edge.onnx"
@@ -176,6 +179,9 @@ class Decoder:
     def _check_graph(self) -> None:
         # inputs with a default value (an initializer of the same name) are listed apart
         inputs = [*self.session.get_inputs(), *self.session.get_overridable_initializers()]
+        # models exported before the adaptation head lack its inputs (they run, but cannot be adapted)
+        self.adaptable = {i.name for i in inputs} >= set(ADAPT_INPUTS)
+        inputs = [i for i in inputs if i.name not in ADAPT_INPUTS]
         inputs = [i for i in inputs if i.name not in ALIGN_INPUTS] + \
             sorted((i for i in inputs if i.name in ALIGN_INPUTS), key=lambda i: ALIGN_INPUTS.index(i.name))
         outputs = [o.name for o in self.session.get_outputs()]

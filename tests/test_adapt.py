@@ -45,7 +45,14 @@ def adapt_models(tmp_path_factory, sim_data):
     export_onnx([fits[0].model], folder / "single.onnx", meta, x[:64])
     export_onnx([f.model for f in fits], folder / "ensemble.onnx", {**meta, "level_rule": "min_expected_error"},
                 x[:64])
+    # as models were exported before they carried the adaptation head
+    export_onnx([fits[0].model], folder / "headless.onnx", meta, x[:64], adaptation_head=False)
     return folder / "single.onnx", folder / "ensemble.onnx"
+
+
+@pytest.fixture()
+def headless(adapt_models):
+    return adapt_models[0].parent / "headless.onnx"
 
 
 @pytest.fixture()
@@ -147,14 +154,45 @@ def test_adapted_graph_computes_its_numpy_definition_and_level_follows_class(ada
             r = adapt.adapt([trials], labels, base, tmp_path / f"{base.stem}-{method}.onnx", method=method,
                             shrinkage=0.5)
             a = _base_outputs(r.out, trials)
-            lmap = adapt.level_map(onnx_edit.Model.load(base))[0]
+            # only the head's defaults (and the alignment's) changed: same nodes, same outputs
+            before, after = onnx_edit.Model.load(base), onnx_edit.Model.load(r.out)
+            assert [f.raw for f in before.graph if f.number == 1] == [f.raw for f in after.graph if f.number == 1]
+            assert after.initializer("adapt_bias").ravel().tolist() == pytest.approx(r.correction.bias.tolist())
+            lmap = adapt.level_map(Decoder(base).info.meta)
             assert lmap is not None and np.allclose(lmap, m, atol=1e-4)
             want_c, want_l = r.correction.apply(b.class_probs, b.level_probs, b.features, lmap)
-            np.testing.assert_allclose(a.class_probs, want_c, atol=1e-5)
-            np.testing.assert_allclose(a.level_probs, want_l, atol=1e-5)
+            np.testing.assert_allclose(a.class_probs, want_c, atol=1e-6)
+            np.testing.assert_allclose(a.level_probs, want_l, atol=1e-6)
             np.testing.assert_allclose(a.level_probs, a.class_probs @ m, atol=1e-5)
             np.testing.assert_allclose(a.class_probs.sum(1), 1, atol=1e-5)
             assert r.max_check_diff < 1e-5 and r.k == len(pick) == 9
+
+
+def test_adaptation_head_at_its_defaults_changes_no_output_bit(adapt_models, headless, sim_data):
+    x = sim_data[0][:40].astype(np.float32)
+    with_head, without = Decoder(adapt_models[0]), Decoder(headless)
+    assert with_head.adaptable and not without.adaptable
+    names = list(without.outputs)
+    assert names == list(with_head.outputs)
+    z = without.represent(x)
+    for subject in (None, (z.mean(axis=0), z.std(axis=0) + 0.1)):
+        a, b = with_head.run(x, subject, names), without.run(x, subject, names)
+        for k in names:
+            assert np.array_equal(a[k], b[k]), k   # bit for bit, not within a tolerance
+    # the graph inputs are there, with zero defaults
+    m = onnx_edit.Model.load(adapt_models[0])
+    assert {"adapt_bias", "adapt_scale", "adapt_weight"} <= set(m.graph_names(onnx_edit.GRAPH_INPUT))
+    assert m.initializer("adapt_weight").shape == (with_head.run(x[:1], outputs=["features"])["features"].shape[1], 3)
+    assert not any(m.initializer(n).any() for n in ("adapt_bias", "adapt_scale", "adapt_weight"))
+
+
+def test_adapt_refuses_a_model_exported_before_the_head_which_predict_still_runs(headless, participant, tmp_path):
+    trials, labels, _, _ = participant
+    _refused([trials, "--labels", labels, "--model", headless, "--out", tmp_path / "o.onnx"], "headless.onnx",
+             "no adaptation inputs", "export it again")
+    res = runner.invoke(app, ["predict", str(trials), "--model", str(headless), "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "o.onnx").exists()
 
 
 def test_participant_statistics_become_the_defaults(adapt_models, participant, tmp_path):
@@ -300,3 +338,29 @@ def test_adapt_runs_with_torch_unimportable(adapt_models, participant, tmp_path)
         print("ok")
     """)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
+
+
+def test_head_of_a_model_with_a_level_head_is_exact_at_defaults_and_adapts_as_defined(participant, tmp_path, sim_data):
+    """The other LEVEL branch (a CNN with CLASS and LEVEL heads, no alignment): at its defaults the
+    head changes no output bit; adapted, LEVEL is reweighted per class as Correction.apply says."""
+    torch = pytest.importorskip("torch")
+    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(widths=(8, 8, 8), dense=(16, 8), heads={"class": 3, "level": 9})).eval()
+    meta = {"model_version": "heads", "level_rule": "argmax", "region_names": NAMES}
+    x = sim_data[0][:16].astype(np.float32)
+    export_onnx([net], tmp_path / "head.onnx", meta, x)
+    export_onnx([net], tmp_path / "bare.onnx", meta, x, adaptation_head=False)
+    with_head, bare = Decoder(tmp_path / "head.onnx"), Decoder(tmp_path / "bare.onnx")
+    assert not with_head.aligned and adapt.level_map(with_head.info.meta) is None
+    a, b = with_head.run(x, outputs=bare.outputs), bare.run(x, outputs=bare.outputs)
+    assert all(np.array_equal(a[k], b[k]) for k in bare.outputs)
+    trials, labels, _, _ = participant
+    r = adapt.adapt([trials], labels, tmp_path / "head.onnx", tmp_path / "a.onnx", method="scale_bias", shrinkage=0.01)
+    base, got = _base_outputs(tmp_path / "head.onnx", trials), _base_outputs(r.out, trials)
+    want_c, want_l = r.correction.apply(base.class_probs, base.level_probs, base.features)
+    assert np.abs(want_c - base.class_probs).max() > 1e-3   # the correction is not the identity
+    np.testing.assert_allclose(got.class_probs, want_c, atol=1e-6)
+    np.testing.assert_allclose(got.level_probs, want_l, atol=1e-6)

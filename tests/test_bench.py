@@ -74,8 +74,10 @@ def test_flops_from_graph_equal_flops_from_layers(tiny_run):
     f = flops_onnx(onnx_path)
     w1, w2, w3 = 8, 16, 16
     convs = 2 * 3 * 25 * (246 * w1 + w1 * w2 + 246 * w2 + w2 * w3 + 246 * w3 + w1 * w3)
-    # the export computes convolutions as GEMMs (channels-last): same multiply-adds, other op names
-    assert f["per_trial"] == flops_torch(members, 25) > convs
+    # the export computes convolutions as GEMMs (channels-last): same multiply-adds, other op names;
+    # the adaptation head adds features @ adapt_weight (F × 3) and the LEVEL reweighting (3 × 9)
+    head = 2 * 3 * (members[0].final_layer.in_features + 9)
+    assert f["per_trial"] == flops_torch(members, 25) + head > convs + head
     assert sum(f["by_op"].values()) == f["per_trial"]
     assert f["parameters"] > 0
 
@@ -176,7 +178,8 @@ def test_bench_runs_on_tiny_settings_and_writes_every_key(tiny_run, tmp_path):
     assert set(r["engines"]["torch"]) == {"1", "4"} and r["engines"]["ort-fp32"]["4"]["trials_per_s"] > 0
     assert set(r["ratios"]) >= {"ort_fp32_vs_torch", "ort_int8_vs_fp32"}
     assert r["model"]["parity_max_abs_diff_vs_torch"] < 1e-4
-    assert r["flops"]["per_trial"] == r["flops"]["per_trial_torch_layers"] > 0
+    # the graph also computes the adaptation head (counted exactly in test_flops_from_graph_equal_flops_from_layers)
+    assert r["flops"]["per_trial"] > r["flops"]["per_trial_torch_layers"] > 0
     assert r["large_input"]["csv_rows"] == 40 and r["large_input"]["peak_rss_mb"] > 0
     assert r["cold_start"]["same_answers"] == 1.0
     assert r["import_time"]["predict"]["heavy_modules_imported"] == []      # no torch/onnx behind the CLI
@@ -261,9 +264,11 @@ def test_flops_of_a_linear_ensemble_by_hand(tmp_path):
     projection = 2 * (5 + 1) * 25 * 246   # 5 bins and the trial mean, each over the 25 s of a region
     gemm = 2 * (246 * 5) * (2 * 3)                                              # 2 members × 3 classes
     class_to_level = 2 * 3 * 9
-    assert f["per_trial"] == projection + gemm + class_to_level
+    head = 2 * (246 * 5) * 3                          # the adaptation head's features @ adapt_weight
+    assert f["per_trial"] == projection + gemm + class_to_level + head
     nodes, _, _ = gemm_nodes(tmp_path / "lin.onnx", 8)
-    assert sorted((n["m"], n["k"], n["n"]) for n in nodes) == sorted([(8 * 6, 25, 246), (8, 1230, 6), (8, 3, 9)])
+    assert sorted((n["m"], n["k"], n["n"]) for n in nodes) == \
+        sorted([(8 * 6, 25, 246), (8, 1230, 6), (8, 3, 9), (8, 1230, 3)])
     e = efficiency(1000.0, 2e6, 10.0)
     assert e == {"gflops": 2.0, "pct_of_gemm_peak": 20.0}
 

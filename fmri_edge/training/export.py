@@ -27,7 +27,7 @@ from torch import nn
 
 import fmri_edge
 from fmri_edge import scoring
-from fmri_edge.runtime import (ALIGN_INPUTS, CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES,
+from fmri_edge.runtime import (ADAPT_INPUTS, ALIGN_INPUTS, CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES,
                                Decoder, file_sha256)
 from fmri_edge.training.model import ValenceNet, class_rule_matrix, contribution_weights
 
@@ -157,6 +157,58 @@ class Ensemble(nn.Module):
         return cls, lvl, region_weights, torch.cat(features, dim=1), x0, c
 
 
+class AdaptationHead(nn.Module):
+    """The graph's last step: a participant's correction δ of the class probabilities p, with its
+    parameters as graph inputs (``adapt_bias`` (1, 3), ``adapt_scale`` (1,), ``adapt_weight``
+    (F, 3) on the ``features`` output) whose defaults, all zero, make it the identity, bit for bit:
+
+        δ = adapt_bias + adapt_scale · log max(p, ε) + features @ adapt_weight
+        r = e^δ · Σp / Σ(p e^δ)          (δ = 0: r = 1 exactly)
+        class_probs = p · r              (∝ p e^δ)
+
+    and LEVEL follows: a class-only graph (``level_given_class`` M, its P(LEVEL | CLASS)) answers
+    ``(p · r) @ M``, the same product as without the head; a graph with a LEVEL head l reweights
+    every level by its class's r (the sign of the level), l · (r @ SIGN) · Σl / Σ(l · (r @ SIGN)).
+    :meth:`fmri_edge.adapt.Correction.apply` is the numpy definition; ``fmri-edge adapt`` only
+    replaces the defaults (no ``torch`` or ``onnx`` at run time). Sums are computed on both sides
+    with the same operation so that at δ = 0 their ratio is exactly 1, not 1 ± rounding."""
+
+    def __init__(self, graph: nn.Module, level_given_class: torch.Tensor | None):
+        super().__init__()
+        from fmri_edge.adapt import EPS_PROB, SIGN_OF_LEVEL
+
+        self.inner, self.eps = graph, EPS_PROB   # not `graph`: torch.export's modules have a .graph
+        self.register_buffer("class_of_level", torch.as_tensor(SIGN_OF_LEVEL))
+        self.register_buffer("level_given_class", level_given_class)
+
+    def corrected(self, outputs, adapt_bias, adapt_scale, adapt_weight):
+        p, lvl, region_weights, features, *rest = outputs
+        delta = adapt_bias + adapt_scale * torch.log(torch.clamp_min(p, self.eps)) + features @ adapt_weight
+        e = torch.exp(delta)
+        r = e * (p.sum(dim=1, keepdim=True) / (p * e).sum(dim=1, keepdim=True))
+        cls = p * r
+        if self.level_given_class is not None:
+            return (cls, cls @ self.level_given_class, region_weights, features, *rest)
+        v = lvl * (r @ self.class_of_level)
+        return (cls, v * (lvl.sum(dim=1, keepdim=True) / v.sum(dim=1, keepdim=True)), region_weights, features, *rest)
+
+
+class AlignedHead(AdaptationHead):
+    def forward(self, trials, subject_mean, subject_scale, adapt_bias, adapt_scale, adapt_weight):
+        return self.corrected(self.inner(trials, subject_mean, subject_scale), adapt_bias, adapt_scale, adapt_weight)
+
+
+class UnalignedHead(AdaptationHead):
+    def forward(self, trials, adapt_bias, adapt_scale, adapt_weight):
+        return self.corrected(self.inner(trials), adapt_bias, adapt_scale, adapt_weight)
+
+
+def adaptation_defaults(n_features: int) -> dict[str, np.ndarray]:
+    """The head's inputs at the identity: every parameter zero."""
+    shapes = {"adapt_bias": (1, 3), "adapt_scale": (1,), "adapt_weight": (n_features, 3)}
+    return {name: np.zeros(shapes[name], dtype=np.float32) for name in ADAPT_INPUTS}
+
+
 def graph_module(members: list[ValenceNet], level_from: str, trials: np.ndarray) -> nn.Module:
     """The module that :func:`export_onnx` turns into the graph: the members' Ensemble, rewritten
     for onnxruntime's kernels where a rewrite exists and answers like the original on ``trials``
@@ -200,12 +252,14 @@ def _with_default_inputs(path: Path, defaults: dict[str, np.ndarray]) -> None:
 
 
 def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, parity_trials: np.ndarray,
-                recipe: ExportRecipe | None = None, channels_last: bool = True) -> dict:
+                recipe: ExportRecipe | None = None, channels_last: bool = True, adaptation_head: bool = True) -> dict:
     """Export, check with onnx.checker, verify onnxruntime against PyTorch, embed metadata.
     Returns a report with the largest difference per output; raises if above tolerance.
 
     With ``channels_last`` (the default) the graph is :func:`graph_module`'s rewrite of the same
-    function for onnxruntime's kernels; parity is always checked against the original networks."""
+    function for onnxruntime's kernels; parity is always checked against the original networks.
+    With ``adaptation_head`` (the default) the graph ends with :class:`AdaptationHead`, the identity
+    at its default inputs (``False``: the graphs exported before it, for tests)."""
     import onnx
 
     level_from = level_from_class(members, metadata.get("level_rule"))
@@ -223,11 +277,22 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     graph_pop = [to_graph(n, t).contiguous() for n, t in zip(ALIGN_INPUTS, pop)]
     args = (example, *graph_pop) if aligned else (example,)
     input_names = ["trials", *ALIGN_INPUTS] if aligned else ["trials"]
+    defaults = dict(zip(ALIGN_INPUTS, (t.numpy() for t in graph_pop))) if aligned else {}
+    module = ens
+    if adaptation_head:
+        with torch.inference_mode():
+            n_features = ens(*args)[3].shape[1]
+        head = adaptation_defaults(n_features)
+        # a class-only graph's LEVEL probabilities are class_probs @ its class_to_level
+        level_map = ens.class_to_level.detach().clone() if all("level" not in m.cfg.heads for m in members) else None
+        module = (AlignedHead if aligned else UnalignedHead)(ens, level_map).eval()
+        args, input_names, defaults = (*args, *map(torch.as_tensor, head.values())), [*input_names, *head], \
+            {**defaults, **head}
     names = [*OUTPUT_NAMES, *EXTRA_OUTPUTS, *([CONTRIBUTION_OUTPUT] if reference.contributing else [])]
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         program = torch.onnx.export(
-            ens, args, dynamo=True, opset_version=recipe.opset,
+            module, args, dynamo=True, opset_version=recipe.opset,
             input_names=input_names, output_names=names,
             dynamic_shapes=({0: "batch"}, *([None] * (len(args) - 1))),
         )
@@ -237,13 +302,16 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
             "fmri_edge_version": fmri_edge.__version__,
             "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "opset": recipe.opset}
+    if adaptation_head:  # what `fmri-edge adapt` needs to check the adapted graph against its numpy definition
+        meta["adaptation_head"] = {"inputs": list(head), "level_given_class":
+                                   None if level_map is None else level_map.numpy().astype(float).tolist()}
     program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
     program.model.producer_name = "fmri-edge"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".onnx.tmp")
     program.save(str(tmp), external_data=False)
-    if aligned:
-        _with_default_inputs(tmp, dict(zip(ALIGN_INPUTS, (t.numpy() for t in graph_pop))))
+    if defaults:
+        _with_default_inputs(tmp, defaults)
     onnx.checker.check_model(str(tmp), full_check=True)
     from fmri_edge.integrity import stamp
     stamp(tmp)  # the last change to the file: metadata weights_sha256, checked whenever the model is opened

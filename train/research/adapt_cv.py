@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fmri_edge import adapt, onnx_edit, scoring, splits  # noqa: E402
+from fmri_edge import adapt, scoring, splits  # noqa: E402
 from fmri_edge.runtime import Decoder  # noqa: E402
 from harness import data_of, parser, recipe_of  # noqa: E402
 
@@ -85,7 +85,7 @@ def observe_all(models: dict[str, Path], data: Path, labels: dict) -> dict:
         assert np.array_equal(seen.trial, np.arange(1, len(labels[p]) + 1))
         obs[p] = {"class_probs": seen.class_probs, "level_probs": seen.level_probs, "features": seen.features,
                   "labels": labels[p], "level_rule": Decoder(path).info.level_rule,
-                  "level_map": adapt.level_map(onnx_edit.Model.load(path))[0]}
+                  "level_map": adapt.level_map(Decoder(path).info.meta)}
     return obs
 
 

@@ -47,7 +47,7 @@ class Flops(TypedDict):
     other_elements: int              # output elements of every other op (not FLOPs)
     parameters: int
     method: str
-    per_trial_torch_layers: int      # the same count from the PyTorch layers
+    per_trial_torch_layers: int      # the same count from the PyTorch layers (without the adaptation head)
 
 
 class GemmProduct(TypedDict):
