@@ -45,15 +45,15 @@ from fmri_edge.events import (LABEL_FILE, Events, Labeled, LabelSpec, check_colu
                               entities, find_events, label_events, read_events, save_labels)
 from fmri_edge.io import DATA_FILE, KNOWN_ATLASES, InputError, UsageError
 
-INSTALL_HINT = "pip install 'fmri-edge[nifti]'"
 DEFAULT_BASELINE_S = 5           # ICBHI trials: 5 s fixation, 15 s video, 5 s after
 DEFAULT_CONFOUNDS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 TR_RANGE = (0.1, 30.0)           # plausible repetition times, seconds
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-def require_nifti() -> None:
-    """Raise a one-line :class:`UsageError` naming the extra when nilearn or nibabel is missing."""
+def require_nifti(command: str = "extract", extra: str = "nifti") -> None:
+    """Raise a one-line :class:`UsageError` naming ``command`` and the ``extra`` to install when
+    nilearn or nibabel is missing."""
     import importlib
 
     missing = []
@@ -63,7 +63,7 @@ def require_nifti() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise UsageError(f"extract needs {' and '.join(missing)} (not installed): {INSTALL_HINT}")
+        raise UsageError(f"{command} needs {' and '.join(missing)} (not installed): pip install 'fmri-edge[{extra}]'")
 
 
 # ---- the window, from the model ---------------------------------------------------------------------

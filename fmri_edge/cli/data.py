@@ -138,7 +138,7 @@ def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
         from fmri_edge.extract import require_nifti
         from fmri_edge.replay import replay
 
-        require_nifti()
+        require_nifti("simulate")
         err.print(f"replaying {bold.name} into {folder}/ every {tr / speed:g} s ({fmt})", highlight=False)
         n = replay(bold, folder, tr, speed, fmt)
         err.print(f"wrote {n} volumes to {folder}/")
@@ -149,7 +149,7 @@ def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, ru
     with user_errors():
         from fmri_edge.extract import require_nifti
 
-        require_nifti()
+        require_nifti("simulate")
         from fmri_edge import nifti_sim
 
         if out_path.suffix:

@@ -73,7 +73,7 @@ def stream(
                 sys.stdout = open(os.devnull, "w")
 
     with user_errors():
-        require_nifti()
+        require_nifti("stream", "realtime")
         if no_align and stats_from:
             raise UsageError("--no-align and --stats-from exclude each other")
         decoder = Decoder(model, threads=1, verify=not no_verify)   # one trial per call: no thread hand-offs
