@@ -589,20 +589,14 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
                                                  "copy is not (remove one of them)", outcome="ignored"))
                 on_run and on_run(r, failed[-1])
                 continue
-            try:
+            def one(r=r):
                 if r.events is None:
                     raise InputError(r.bold, f"no events file {_events_name(r.bold)} found (looked in "
                                              f"{', '.join(str(p) for p in r.searched[:3])} …)")
-                events = run_events(r, labeled)
-                res = extract(r, events)
-                done.append(res)
-                on_run and on_run(r, res)
-            except InputError as e:
-                failed.append(e)
-                on_run and on_run(r, e)
-            except (OSError, EOFError, MemoryError) as e:    # whatever the reader did not name: still one run
-                failed.append(InputError(r.bold, f"cannot be read ({type(e).__name__}: {_short(e)})"))
-                on_run and on_run(r, failed[-1])
+                return extract(r, run_events(r, labeled))
+            res = _attempt(r.bold, one)
+            (failed if isinstance(res, InputError) else done).append(res)
+            on_run and on_run(r, res)
         written = None
         if any(len(x.trials) for x in done):
             try:
@@ -649,16 +643,13 @@ def run_task(run: BidsRun, events: Path | Labeled, atlas_path: str, n_regions: i
     """One run on a Dask worker: its result, or the :class:`InputError` saying why it cannot be used
     (returned, not raised: a bad run is reported, never retried). The worker reads the atlas
     itself, once per process (workers need the inputs at the same paths as the client)."""
-    try:
+    def one():
         path = Path(atlas_path)
         key = (str(path), n_regions, *((path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else ()))
         if key not in _worker_atlases:
             _worker_atlases[key] = Atlas(path, n_regions)
         return extract_run(run.bold, _worker_atlases[key], events, window, opts, run.confounds)
-    except InputError as e:
-        return e
-    except (OSError, EOFError, MemoryError) as e:
-        return InputError(run.bold, f"cannot be read ({type(e).__name__}: {_short(e)})")
+    return _attempt(run.bold, one)
 
 
 def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str | Path, window: Window,
@@ -741,6 +732,17 @@ def labels_summary(results: list[ParticipantResult], spec: LabelSpec, window: Wi
             "overlapping": {"trials": overlapping, "meaning": "trials whose window holds the onset of another kept "
                             "event (fast event-related designs); drop them with --min-gap SECONDS"},
             "single_class_participants": single}
+
+
+def _attempt(bold: Path, work: Callable[[], RunResult]) -> RunResult | InputError:
+    """``work()``, or the :class:`InputError` saying why the run cannot be used: whatever the reader
+    did not name (an OS or decompression error, memory) is still one line about this run."""
+    try:
+        return work()
+    except InputError as e:
+        return e
+    except (OSError, EOFError, MemoryError) as e:
+        return InputError(bold, f"cannot be read ({type(e).__name__}: {_short(e)})")
 
 
 def _short(e: BaseException) -> str:
