@@ -7,7 +7,7 @@ Writes (once, into --work) a 100 000-trial float32 .npy (2.46 GB; 2 000 simulate
   and with `--scheduler local:2`, each under /usr/bin/time -v (wall seconds from process start to
   exit, cluster start-up included, and peak resident memory of the largest process), in turns,
   ``--runs`` times; the CSVs must be byte-identical;
-- the overhead per task: `fmri_edge.cluster.predict` on a `local:1` cluster started once, over
+- the overhead per task: `fmri_edge.decoding.cluster.predict` on a `local:1` cluster started once, over
   the first ``--overhead-trials`` trials at batch 64, as tasks of 64 trials and as one task
   (the same onnxruntime calls either way), in turns; (time(many) − time(one)) / (extra tasks).
   With ``--skip-whole`` the JSON's earlier whole-process figures are kept.
@@ -37,7 +37,7 @@ N_TRIALS = 100_000
 def make_trials(path: Path, n_trials: int) -> Path:
     if path.is_file():
         return path
-    from fmri_edge.simulate import simulate
+    from fmri_edge.simulation.simulate import simulate
 
     x = simulate(2000, n_subjects=1, seed=1)[0].astype(np.float32)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_trials, *x.shape[1:]))
@@ -78,8 +78,8 @@ def whole_process(trials: Path, work: Path, runs: int) -> dict:
 def task_overhead(trials: Path, n: int, runs: int) -> dict:
     import distributed
 
-    from fmri_edge import cluster
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.decoding import cluster
+    from fmri_edge.model.runtime import Decoder
 
     part = trials.with_name(f"first{n}.npy")
     if not part.is_file():

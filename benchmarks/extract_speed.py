@@ -5,7 +5,7 @@ Writes (once, into --work) a synthetic fMRIPrep-sized run: --volumes volumes (de
 atlas on the same grid and one on the 1 mm grid (193×229×193, resampled by extract), and 12 events.
 Then, alternating so that both meet the same load, each in a fresh process under /usr/bin/time -v:
 
-- ``kernel``: fmri_edge.extract's region signals (atlas read and checked, the run read block by block,
+- ``kernel``: fmri_edge.imaging.extract's region signals (atlas read and checked, the run read block by block,
   means by the kernel), timed inside the process from before the atlas is read to the signals;
 - ``masker``: ``NiftiLabelsMasker(labels_img=atlas, strategy="mean", standardize=None,
   resampling_target=None).fit_transform(bold)``, timed the same way (nilearn reads the file itself);
@@ -106,7 +106,7 @@ def worker(kind: str, bold: Path, atlas_path: Path, save: Path) -> None:
     if kind == "kernel":
         import nibabel  # noqa: F401  (imports are outside the timed section, as nilearn's are for the masker)
 
-        from fmri_edge import extract, volumes
+        from fmri_edge.imaging import extract, volumes
 
         t, cpu = time.perf_counter(), time.process_time()
         a = extract.Atlas(atlas_path, N_REGIONS)
@@ -146,7 +146,7 @@ def timed(cmd: list[str]) -> dict:
 
 def per_volume(files: dict[str, Path], repeats: int = 30) -> dict:
     """Read one 3-D volume file and reduce it (stream's work per volume): median and p99, ms."""
-    from fmri_edge import extract, volumes
+    from fmri_edge.imaging import extract, volumes
 
     index = volumes.RegionIndex.on_grid(extract.Atlas(files["atlas_2mm"], N_REGIONS), SHAPE_2MM,
                                         _affine(2.0, SHAPE_2MM), [])

@@ -13,10 +13,10 @@ sys.path.insert(0, str(_P(__file__).resolve().parents[1]))
 import numpy as np
 from pathlib import Path
 from tests.conftest import level_recipe, SIGNAL_REGIONS
-from fmri_edge.simulate import simulate
-import fmri_edge.runtime as runtime
-from fmri_edge.predict import run_by_participant
-from fmri_edge.runtime import Decoder
+from fmri_edge.simulation.simulate import simulate
+import fmri_edge.model.runtime as runtime
+from fmri_edge.decoding.predict import run_by_participant
+from fmri_edge.model.runtime import Decoder
 from fmri_edge.training.export import export_onnx
 from fmri_edge.training.fit import fit
 from fmri_edge.training.quantize import quantize_int8

@@ -73,8 +73,8 @@ def main():
     ap.add_argument("--format", default="nii", choices=("nii", "dicom"))
     args = ap.parse_args()
 
-    from fmri_edge.runtime import Decoder
-    from fmri_edge.stream import Stream
+    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.realtime.stream import Stream
 
     files = make(args.work, args.volumes)
     watch = args.work / "watch"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmri_edge.simulate import simulate
+from fmri_edge.simulation.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 ICBHI = ROOT.parent / "shared" / "data" / "icbhi2024"
@@ -120,7 +120,7 @@ def qdq_in_float(monkeypatch) -> None:
     pair computed in float, no int8 kernels. onnxruntime picks int8 kernels per CPU (AVX2's u8s8
     path saturates, AVX-512 VNNI and AMX do not), so answers of the fused graph differ between
     machines; unfused, they are the quantized model's own arithmetic, the same on every x86-64 CPU."""
-    import fmri_edge.runtime as runtime
+    import fmri_edge.model.runtime as runtime
 
     plain = runtime.session_options
 

@@ -21,8 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from fmri_edge import integrity
-from fmri_edge.simulate import simulate
+from fmri_edge.model import integrity
+from fmri_edge.simulation.simulate import simulate
 
 N_REGIONS, N_TIMES = 246, 25
 NPY_MAGIC = b"\x93NUMPY"

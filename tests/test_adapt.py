@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fmri_edge import adapt, onnx_edit, scoring
+from fmri_edge import valence
+from fmri_edge.decoding import adapt
+from fmri_edge.model import onnx_edit
 from fmri_edge.cli import app
-from fmri_edge.runtime import Decoder, check_model_card, file_sha256
+from fmri_edge.model.runtime import Decoder, check_model_card, file_sha256
 from tests.test_runtime_without_torch import _run
 
 runner = CliRunner()
@@ -101,8 +103,8 @@ def test_features_method_fits_the_span_of_the_labeled_trials():
     p = np.full((12, 3), 1 / 3)
     corr = adapt.fit_correction(p, y, "features", 0.3, f)
     assert corr.weight.shape == (40, 3)
-    got = scoring.CLASS_VALUES[np.argmax(corr.apply(p, np.full((12, 9), 1 / 9), f)[0], axis=1)]
-    assert np.mean(got == scoring.CLASS_VALUES[y]) == 1.0  # 12 points in 40 dims: separable
+    got = valence.CLASS_VALUES[np.argmax(corr.apply(p, np.full((12, 9), 1 / 9), f)[0], axis=1)]
+    assert np.mean(got == valence.CLASS_VALUES[y]) == 1.0  # 12 points in 40 dims: separable
     with pytest.raises(ValueError, match="unknown adaptation method"):
         adapt.fit_correction(p, y, "magic", 1.0)
 
@@ -218,7 +220,7 @@ def test_cli_adapt_info_predict_round_trip(adapt_models, participant, tmp_path):
     assert res.exit_code == 0, res.output
     assert "answers changed" in res.output and "K = 9" in res.output
     assert check_model_card(out) == out.with_suffix(".md")
-    # with fmri_edge.integrity (weights digests), the adapted graph carries its own, verified
+    # with fmri_edge.model.integrity (weights digests), the adapted graph carries its own, verified
     assert getattr(Decoder(out), "integrity", "verified") == "verified"
     assert f"`{file_sha256(base)}`" in out.with_suffix(".md").read_text()
     res = runner.invoke(app, ["info", str(out), "--json"])

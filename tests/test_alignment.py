@@ -3,8 +3,10 @@ same computation as training, single trials still answered, and Score-optimal LE
 import numpy as np
 import pytest
 
-from fmri_edge import io, predict as lib, scoring
-from fmri_edge.runtime import Decoder
+from fmri_edge.data import io
+from fmri_edge.decoding import predict as lib
+from fmri_edge.evaluation import scoring
+from fmri_edge.model.runtime import Decoder
 
 torch = pytest.importorskip("torch")
 
@@ -172,7 +174,7 @@ def test_single_trial_answers_of_a_level_model_do_not_depend_on_the_scanner_gain
     a trial's answer is the same whatever its raw BOLD gain; with the population's level as the
     default instead (as before), a gain of 3 would move every answer."""
     pytest.importorskip("torch")
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.fit import fit
     from tests.conftest import level_recipe

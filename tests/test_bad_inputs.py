@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fmri_edge import submission
+from fmri_edge.data import submission
 from fmri_edge.cli import app
 from tests import corpus
 
@@ -118,7 +118,7 @@ def test_one_bad_trial_among_many_is_reported_in_json_output(model, tmp_path):
 # ---- interrupts and atomic writes ---------------------------------------------------------------------
 
 def _interrupt_on_call(monkeypatch, n: int):
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
 
     calls = {"n": 0}
     run = Decoder.run

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmri_edge.normalize import subject_normalize
-from fmri_edge.predict import SubjectStats, release_pages
-from fmri_edge.simulate import simulate
+from fmri_edge.model.normalize import subject_normalize
+from fmri_edge.decoding.predict import SubjectStats, release_pages
+from fmri_edge.simulation.simulate import simulate
 from tests.conftest import qdq_in_float
 
 
@@ -83,7 +83,7 @@ def test_flops_from_graph_equal_flops_from_layers(tiny_run):
 
 
 def test_int8_model_opens_answers_alike_and_says_so(tiny_run, tmp_path, monkeypatch):
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
     from fmri_edge.training.quantize import quantize_int8
 
     _, fp32 = tiny_run
@@ -108,7 +108,7 @@ def test_int8_of_a_linear_graph_quantizes_only_its_gemm(aligned_model, tmp_path,
     the input); its final Gemm becomes int8 and the answers stay the same."""
     import onnx
 
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
     from fmri_edge.training.quantize import quantize_int8, quantized_ops
 
     assert quantized_ops(onnx.load(str(aligned_model))) == ["Gemm"]
@@ -129,8 +129,8 @@ def test_predict_streams_subject_normalized_file_like_the_whole_file(tiny_run, t
     normalizing the whole file at once, whatever the chunk size."""
     import onnx
 
-    from fmri_edge.predict import predict_to
-    from fmri_edge.runtime import METADATA_KEY, Decoder
+    from fmri_edge.decoding.predict import predict_to
+    from fmri_edge.model.runtime import METADATA_KEY, Decoder
 
     _, fp32 = tiny_run
     m = onnx.load(str(fp32))
@@ -244,7 +244,7 @@ def test_bench_module_imports_neither_torch_nor_onnx():
 
     modules = ", ".join(f"fmri_edge.training.bench.{m}" for m in (
         "run", "render", "schema", "timing", "coldstart", "flops", "probe", "targets", "gemm_rate", "process_usage"))
-    r = subprocess.run([sys.executable, "-c", f"import sys, {modules}, fmri_edge.predict; "
+    r = subprocess.run([sys.executable, "-c", f"import sys, {modules}, fmri_edge.decoding.predict; "
                         "print([m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])"],
                        capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
@@ -363,8 +363,8 @@ def test_int8_calibration_feeds_each_participant_its_own_statistics(level_fp32, 
     participant's trials and, as alignment inputs, that participant's own mean and scale over all of
     its trials (computed here independently, in float64); without participants, no alignment
     inputs (the graph's defaults). Nothing here depends on the CPU's int8 kernels."""
-    from fmri_edge.normalize import EPS
-    from fmri_edge.runtime import ALIGN_INPUTS, Decoder
+    from fmri_edge.model.normalize import EPS
+    from fmri_edge.model.runtime import ALIGN_INPUTS, Decoder
     from fmri_edge.training.quantize import _Trials
 
     x, _, subj = sim_data
@@ -394,8 +394,8 @@ def test_int8_calibrated_per_participant_answers_at_least_as_close_as_on_default
     VNNI, AMX): no margin measured on one machine is asserted. The second case runs the quantized
     graph unfused (``session.disable_quant_qdq``: Q/DQ pairs computed in float, no int8 kernels at
     all), the same numbers on every x86-64 CPU."""
-    from fmri_edge.predict import run_by_participant
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.decoding.predict import run_by_participant
+    from fmri_edge.model.runtime import Decoder
     from fmri_edge.training.quantize import quantize_int8
 
     x, _, subj = sim_data

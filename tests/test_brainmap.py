@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 nib = pytest.importorskip("nibabel")
 pytest.importorskip("nilearn")
 
-from fmri_edge import brainmap  # noqa: E402
+from fmri_edge.explain import brainmap  # noqa: E402
 from fmri_edge.cli import app  # noqa: E402
 from fmri_edge.errors import InputError  # noqa: E402
 
@@ -226,7 +226,7 @@ def test_real_atlas_variants(real_atlas, tmp_path):
 
 
 def test_shipped_models_map_real_trials_on_the_real_atlas(real_atlas, icbhi, tmp_path):
-    from fmri_edge.runtime import default_model_path
+    from fmri_edge.model.runtime import default_model_path
 
     for model, kind in ((default_model_path(), "contribution"),
                         (default_model_path().with_name("fmri-edge-se.onnx"), "attention")):

@@ -14,11 +14,13 @@ from typer.testing import CliRunner
 pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'fmri-edge[dask]')")
 import distributed  # noqa: E402
 
-from fmri_edge import cluster, io  # noqa: E402
-from fmri_edge import predict as local  # noqa: E402
+from fmri_edge import scheduler as connection  # noqa: E402
+from fmri_edge.decoding import cluster  # noqa: E402
+from fmri_edge.data import io
+from fmri_edge.decoding import predict as local  # noqa: E402
 from fmri_edge.cli import EXIT_PARTIAL, app  # noqa: E402
-from fmri_edge.normalize import AlignStats  # noqa: E402
-from fmri_edge.runtime import Decoder, file_sha256  # noqa: E402
+from fmri_edge.model.normalize import AlignStats  # noqa: E402
+from fmri_edge.model.runtime import Decoder, file_sha256  # noqa: E402
 from tests.conftest import write_icbhi  # noqa: E402
 
 runner = CliRunner()
@@ -239,11 +241,11 @@ def test_a_cluster_gone_mid_run_is_one_error_and_no_output(sim_model, sim_data, 
     np.save(tmp_path / "a.npy", sim_data[0][:120])
     lc = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host="127.0.0.1",
                                   protocol="tcp://", dashboard_address="127.0.0.1:0")
-    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr(connection, "CONNECT_TIMEOUT", 2)
     monkeypatch.setattr(cluster, "DEFAULT_TASK_TRIALS", TASK)
     monkeypatch.setattr(cluster, "answer_task", _slowed(cluster.answer_task))
     closing = threading.Thread(target=lc.close)
-    monkeypatch.setattr(cluster, "_result", _close_after_first(cluster._result, closing))
+    monkeypatch.setattr(cluster, "result", _close_after_first(cluster.result, closing))
     out = tmp_path / "p.csv"
     res = invoke("predict", tmp_path / "a.npy", "--model", sim_model, "--out", out, "--batch-size", BATCH,
                  "--scheduler", lc.scheduler_address)
@@ -264,7 +266,7 @@ def _close_after_first(result, closing):
 
 
 def test_an_unreachable_scheduler_is_one_line(sim_model, sim_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 1)
+    monkeypatch.setattr(connection, "CONNECT_TIMEOUT", 1)
     np.save(tmp_path / "a.npy", sim_data[0][:3])
     res = invoke("predict", tmp_path / "a.npy", "--model", sim_model, "--out", tmp_path / "p.csv",
                  "--scheduler", "tcp://127.0.0.1:9")
@@ -301,7 +303,7 @@ def test_nan_error_stops_the_cluster_run_like_local(sim_model, sim_data, tmp_pat
 
 def test_a_second_file_of_a_participant_is_refused_as_locally(sim_model, sim_data, tmp_path, scheduler):
     """Without --participant the second file of a name is refused once the first answered a trial;
-    a refused first file leaves the name free (the rule of fmri_edge.predict.answer_units)."""
+    a refused first file leaves the name free (the rule of fmri_edge.decoding.predict.answer_units)."""
     x = sim_data[0]
     (tmp_path / "both").mkdir()
     np.save(tmp_path / "both" / "a.npy", x[:3])

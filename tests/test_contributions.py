@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fmri_edge import explain, predict
+from fmri_edge.explain import regions as explain
+from fmri_edge.decoding import predict
 from fmri_edge.cli import app
-from fmri_edge.runtime import CONTRIBUTION_OUTPUT, Decoder, default_model_path
+from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, Decoder, default_model_path
 
 runner = CliRunner()
 

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from fmri_edge.runtime import EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, Decoder  # noqa: E402
+from fmri_edge.model.runtime import EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, Decoder  # noqa: E402
 from fmri_edge.training.export import Ensemble, ExportRecipe, export_onnx  # noqa: E402
 from fmri_edge.training.model import ModelConfig, build_model  # noqa: E402
 
@@ -55,7 +55,7 @@ def test_ensemble_derives_missing_tasks_and_scatters_ebr_weights():
 
 
 def test_export_parity_on_real_trials(icbhi, tmp_path):
-    from fmri_edge.io import load_trials
+    from fmri_edge.data.io import load_trials
 
     x = np.concatenate([load_trials(icbhi / "Train" / p / "fMRI_data.npz") for p in ("P01", "P09")])
     report = export_onnx([_small(heads={"class": 3, "level": 9})], tmp_path / "r.onnx", {}, x)

@@ -1,6 +1,6 @@
 """`fmri-edge extract`: NIfTI BOLD + label atlas + BIDS events → the model's trials, with nilearn.
 
-Synthetic images from fmri_edge.nifti_sim (14×14×14 voxels, 246 labels as 2×2×2 cubes) whose region
+Synthetic images from fmri_edge.simulation.nifti_sim (14×14×14 voxels, 246 labels as 2×2×2 cubes) whose region
 means are known functions of time, so the values can be checked exactly. Uses the shipped model
 for its window (246 regions, 25 s, baseline 5 s) and for `predict`."""
 import csv
@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 pytest.importorskip("nilearn", reason="extract needs the nifti extra: pip install 'fmri-edge[nifti]'")
 nib = pytest.importorskip("nibabel", reason="extract needs the nifti extra: pip install 'fmri-edge[nifti]'")
 
-from fmri_edge import extract as ex  # noqa: E402
-from fmri_edge import nifti_sim  # noqa: E402
+from fmri_edge.imaging import extract as ex  # noqa: E402
+from fmri_edge.simulation import nifti_sim  # noqa: E402
 from fmri_edge.cli import app  # noqa: E402
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'fmri-edge[dask]')")
 pytest.importorskip("nilearn", reason="extract needs the nifti extra: pip install 'fmri-edge[nifti]'")
 
-from fmri_edge import nifti_sim  # noqa: E402
+from fmri_edge.simulation import nifti_sim  # noqa: E402
 from fmri_edge.cli import app  # noqa: E402
 from tests.test_cluster import scheduler  # noqa: E402,F401  (2 in-process workers behind a TCP scheduler)
 

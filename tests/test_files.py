@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fmri_edge import files, integrity
+from fmri_edge import files
+from fmri_edge.model import integrity
 from tests import corpus
 
 ROOT = Path(__file__).resolve().parents[1]

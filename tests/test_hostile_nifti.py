@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 pytest.importorskip("nilearn", reason="extract needs the nifti extra: pip install 'fmri-edge[nifti]'")
 nib = pytest.importorskip("nibabel", reason="extract needs the nifti extra: pip install 'fmri-edge[nifti]'")
 
-from fmri_edge import extract as ex  # noqa: E402
-from fmri_edge import nifti_sim, volumes  # noqa: E402
+from fmri_edge.imaging import extract as ex  # noqa: E402
+from fmri_edge.simulation import nifti_sim  # noqa: E402
+from fmri_edge.imaging import volumes
 from fmri_edge.cli import app  # noqa: E402
 from fmri_edge.errors import InputError  # noqa: E402
 from tests import nifti_corpus as corpus  # noqa: E402

@@ -1,4 +1,4 @@
-"""The weights digest (fmri_edge.integrity): written at export, checked whenever a model is opened
+"""The weights digest (fmri_edge.model.integrity): written at export, checked whenever a model is opened
 (predict, explain, info, the library's Decoder); any altered initializer byte is refused."""
 import hashlib
 import json
@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from typer.testing import CliRunner
 
-from fmri_edge import integrity
+from fmri_edge.model import integrity
 from fmri_edge.cli import app
-from fmri_edge.io import InputError
-from fmri_edge.runtime import Decoder, default_model_path
+from fmri_edge.errors import InputError
+from fmri_edge.model.runtime import Decoder, default_model_path
 from tests import corpus
 
 onnx = pytest.importorskip("onnx")

@@ -35,7 +35,7 @@ def _imports(name: str, path: Path) -> set[str]:
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
             out.add(base)
-            out |= {f"{base}.{a.name}" for a in node.names}  # `from fmri_edge import io` imports fmri_edge.io
+            out |= {f"{base}.{a.name}" for a in node.names}  # `from fmri_edge import io` imports fmri_edge.data.io
     return {m for m in out if m.split(".")[0] in ("fmri_edge", "torch")}
 
 
@@ -118,7 +118,7 @@ def test_console_script_keeps_exit_codes_and_all_output_when_it_skips_teardown(s
     stdout and stderr, and the files they wrote are complete."""
     import numpy as np
 
-    from fmri_edge.simulate import simulate
+    from fmri_edge.simulation.simulate import simulate
 
     x = tmp_path / "t.npy"
     np.save(x, simulate(40, seed=3)[0])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from fmri_edge.simulate import simulate  # noqa: E402
+from fmri_edge.simulation.simulate import simulate  # noqa: E402
 from fmri_edge.training.model import TRIAL_NORMALIZATIONS  # noqa: E402
 
 T = 25

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from typer.testing import CliRunner
 
-from fmri_edge import io
+from fmri_edge.data import io
 from fmri_edge.cli import app
 from tests import corpus
 

@@ -1,6 +1,6 @@
 """A lab's own labeled study → its own validated, exported decoder, with the CLI alone (issue 21).
 
-A synthetic labeled BIDS study (fmri_edge.nifti_sim.write_labeled_study: TR 1.5 s, onsets between
+A synthetic labeled BIDS study (fmri_edge.simulation.nifti_sim.write_labeled_study: TR 1.5 s, onsets between
 volumes, subject-specific baselines and gains, ratings 1–9, condition codes in trial_type, events
 files in sub-X/func and at the study root) goes through extract --class-column … → train --data →
 export --out → info → predict. The planted signal must be found and a null study (same design, no
@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 pytest.importorskip("nilearn", reason="extract needs the nifti extra: pip install 'fmri-edge[nifti]'")
 pytest.importorskip("torch")
 
-from fmri_edge import events as ev_lib  # noqa: E402
-from fmri_edge import extract as ex  # noqa: E402
-from fmri_edge import nifti_sim  # noqa: E402
+from fmri_edge.imaging import events as ev_lib  # noqa: E402
+from fmri_edge.imaging import extract as ex  # noqa: E402
+from fmri_edge.simulation import nifti_sim  # noqa: E402
 from fmri_edge.cli import app  # noqa: E402
-from fmri_edge.simulate import simulate  # noqa: E402
+from fmri_edge.simulation.simulate import simulate  # noqa: E402
 from tests.conftest import write_icbhi  # noqa: E402
 from tests.test_extract import one_line_error  # noqa: E402  (one line on stderr, exit 2, no traceback)
 
@@ -220,7 +220,7 @@ def test_train_refusals(tmp_path):
 
 
 def test_groups_from_participants_tsv(tmp_path):
-    from fmri_edge import splits
+    from fmri_edge.evaluation import splits
 
     root = _study(tmp_path / "g", n=6, tsv="participant_id\tsite\n" + "".join(
         f"sub-{i:02d}\t{'ABC'[(i - 1) // 2]}\n" for i in range(1, 7)))

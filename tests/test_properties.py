@@ -10,7 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fmri_edge import io, normalize, scoring, submission
+from fmri_edge.data import io, submission
+from fmri_edge.model import normalize
+from fmri_edge.evaluation import scoring
 
 R, T = 4, 3                      # regions and seconds of the small trials used here
 PROPERTY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -165,7 +167,7 @@ def test_in_graph_trial_normalizations_are_finite(x, data):
 def contract_decoder(tmp_path_factory):
     """The baseline_z normalization as the exporter writes it, executed by onnxruntime."""
     pytest.importorskip("onnx")
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
     from tests.corpus import contract_model
 
     return Decoder(contract_model(tmp_path_factory.mktemp("m") / "c.onnx", n_regions=R, n_times=8, baseline_s=3))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fmri_edge import io
+from fmri_edge.data import io
 from fmri_edge.cli import app
-from fmri_edge.runtime import Decoder, file_sha256
+from fmri_edge.model.runtime import Decoder, file_sha256
 from tests import corpus
 
 pytest.importorskip("onnx")
@@ -123,7 +123,7 @@ def test_constant_trials_and_regions_are_predicted_with_a_warning(model, tmp_pat
 
 @pytest.mark.parametrize("mode", ["zscore", "center"])
 def test_subject_normalization_from_the_metadata_is_applied_over_the_good_trials(model, tmp_path, mode):
-    from fmri_edge.normalize import subject_normalize
+    from fmri_edge.model.normalize import subject_normalize
 
     m = corpus.model_with(model, tmp_path / "m.onnx", {"subject_normalization": mode})
     x = corpus.trials(5) * np.linspace(0.5, 2, 246, dtype=np.float32)[:, None]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fmri_edge.runtime import Decoder
+from fmri_edge.model.runtime import Decoder
 from tests import corpus
 
 

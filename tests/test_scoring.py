@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from fmri_edge import scoring
+from fmri_edge import valence
+from fmri_edge.evaluation import scoring
 
 
 def test_level_error_by_hand_with_zero_over_zero_and_sign_errors():
@@ -35,7 +36,7 @@ def test_perfect_and_worst():
 def test_report_precision_sensitivity_f1_confusion():
     true = np.array([-1, -1, 0, 0, 1, 1])
     pred = np.array([-1, 0, 0, 0, 1, -1])
-    r = scoring.classification_report(pred, true, scoring.CLASS_VALUES)
+    r = scoring.classification_report(pred, true, valence.CLASS_VALUES)
     assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     # precision: -1: 1/2, 0: 2/3, 1: 1/1 ; recall: 1/2, 1, 1/2
     assert r["precision"] == pytest.approx((0.5 + 2 / 3 + 1) / 3)
@@ -52,13 +53,13 @@ def test_min_expected_error_level_rule():
     probs[1, 4 + 0] = 0.7   # 70 % says 0, 30 % +2: answering 0 costs 0.3, +2 costs 0.7
     probs[1, 4 + 2] = 0.3
     probs[2, 4 + 0], probs[2, 4 + 2], probs[2, 4 + 3] = 0.4, 0.35, 0.25  # 0 costs 0.6, +2 costs 0.45
-    assert scoring.decide_level(probs, "argmax").tolist() == [3, 0, 0]
-    assert scoring.decide_level(probs, "min_expected_error").tolist() == [3, 0, 2]
-    exp = scoring.expected_level_error(probs)
+    assert valence.decide_level(probs, "argmax").tolist() == [3, 0, 0]
+    assert valence.decide_level(probs, "min_expected_error").tolist() == [3, 0, 2]
+    exp = valence.expected_level_error(probs)
     assert exp[0, 4 + 3] == pytest.approx(0.4)
     assert exp[1, 4 + 0] == pytest.approx(0.3)
     with pytest.raises(ValueError):
-        scoring.decide_level(probs, "median")
+        valence.decide_level(probs, "median")
 
 
 def test_score_cli_is_identical_for_any_column_order_bom_and_crlf(tmp_path):

@@ -103,7 +103,7 @@ def test_lowrank_model_has_its_rank_limited_weights_and_exports(tmp_path, sim_da
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
     import torch
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.fit import fit, predict_proba
 

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fmri_edge.cli import app
-from fmri_edge.runtime import Decoder, default_model_path
+from fmri_edge.model.runtime import Decoder, default_model_path
 
 runner = CliRunner()
 

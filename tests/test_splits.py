@@ -1,6 +1,6 @@
 import numpy as np
 
-from fmri_edge import splits
+from fmri_edge.evaluation import splits
 
 PARTICIPANTS = [f"P{i:02d}" for i in range(1, 17)]
 

@@ -15,11 +15,13 @@ import pytest
 pytest.importorskip("nibabel")
 pytest.importorskip("nilearn")
 
-from fmri_edge import extract, nifti_sim, stream as lib  # noqa: E402
+from fmri_edge.imaging import extract  # noqa: E402
+from fmri_edge.simulation import nifti_sim
+from fmri_edge.realtime import stream as lib
 from fmri_edge.errors import InputError, UsageError  # noqa: E402
-from fmri_edge.replay import replay, volume_file  # noqa: E402
-from fmri_edge.runtime import Decoder  # noqa: E402
-from fmri_edge.watch import volume_name  # noqa: E402
+from fmri_edge.simulation.replay import replay, volume_file  # noqa: E402
+from fmri_edge.model.runtime import Decoder  # noqa: E402
+from fmri_edge.realtime.watch import volume_name  # noqa: E402
 
 TR = 2.0
 SPEED = 100.0          # 20 ms between volumes
@@ -42,7 +44,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(run, decoder, tmp_path_factory):
     """extract + predict --no-align on the same run: {events row: class probabilities}."""
-    from fmri_edge.predict import Batch, predict
+    from fmri_edge.decoding.predict import Batch, predict
 
     sim, atlas = run
     window = extract.Window.from_model(decoder.info)
@@ -204,7 +206,7 @@ def test_running_alignment_starts_once_ten_trials_are_in(decoder):
     running = lib.Alignment(decoder, "running")
     words = [running(trials[i:i + 1])[1] for i in range(12)]
     assert words[8].startswith("population") and words[9] == "running (10 trials)"
-    from fmri_edge.normalize import AlignStats
+    from fmri_edge.model.normalize import AlignStats
 
     subject, _ = lib.Alignment(decoder, "running", min_trials=1)(trials[:1])
     np.testing.assert_allclose(subject[0], AlignStats.of(decoder.represent(trials[:1])).result()[0])
@@ -345,7 +347,7 @@ def test_dicom_reader_siemens_mosaic_and_a_partial_file(tmp_path):
 
     import nibabel
 
-    from fmri_edge import dicom
+    from fmri_edge.imaging import dicom
 
     src = Path(nibabel.__file__).parent / "nicom" / "tests" / "data" / "siemens_dwi_0.dcm.gz"
     if not src.is_file():
@@ -364,7 +366,7 @@ def test_a_dicom_of_another_series_is_refused(run, decoder, tmp_path):
     pytest.importorskip("pydicom")
     import nibabel as nib
 
-    from fmri_edge import dicom
+    from fmri_edge.imaging import dicom
 
     sim, _ = run
     replay(sim.bold, tmp_path, TR, speed=1e6, fmt="dicom", split_every=0)
@@ -382,7 +384,7 @@ def test_dicom_fast_path_reads_what_nibabel_reads(run, tmp_path):
     read from their pixel data directly: the same arrays as nibabel's wrappers give; a cut file is an
     error naming it; another geometry goes through nibabel again."""
     pytest.importorskip("pydicom")
-    from fmri_edge import dicom
+    from fmri_edge.imaging import dicom
 
     sim, _ = run
     replay(sim.bold, tmp_path, TR, speed=1e6, fmt="dicom", split_every=0)

@@ -58,7 +58,7 @@ def test_train_export_predict_score_via_cli(tmp_path, sim_data):
 
 
 def test_sim_model_finds_planted_signal_on_held_out_subject(sim_model, sim_data):
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
 
     x, y, subj = sim_data
     out = Decoder(sim_model).run(x[subj == 5])

@@ -1,4 +1,4 @@
-"""fmri_edge.volumes: the safe NIfTI reader and the region-means kernel, against nibabel and nilearn.
+"""fmri_edge.imaging.volumes: the safe NIfTI reader and the region-means kernel, against nibabel and nilearn.
 
 The kernel's values are nilearn's NiftiLabelsMasker(strategy="mean") on the same data (≤ 1e-5
 relative); the reader's are nibabel's get_fdata on the same file, whatever the encoding."""
@@ -8,8 +8,9 @@ import pytest
 pytest.importorskip("nilearn", reason="needs the nifti extra: pip install 'fmri-edge[nifti]'")
 nib = pytest.importorskip("nibabel", reason="needs the nifti extra: pip install 'fmri-edge[nifti]'")
 
-from fmri_edge import extract as ex  # noqa: E402
-from fmri_edge import nifti_sim, volumes  # noqa: E402
+from fmri_edge.imaging import extract as ex  # noqa: E402
+from fmri_edge.simulation import nifti_sim  # noqa: E402
+from fmri_edge.imaging import volumes
 
 SHAPE = (13, 11, 9)
 N_REGIONS = 30

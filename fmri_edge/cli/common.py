@@ -93,7 +93,7 @@ def report_problems(problems: list[InputError], errors_json: Path | None,
                     unprinted: list[InputError] = (), force: bool = False) -> None:
     """Print each problem with its outcome (refused, skipped, repaired, predicted); write all of
     them to ``errors_json`` (atomically) if given."""
-    from fmri_edge.submission import atomic_write
+    from fmri_edge.data.submission import atomic_write
 
     for p in problems:
         err.print(f"[yellow]{p.outcome}:[/] {escape(str(p))}", highlight=False, soft_wrap=True)

@@ -22,7 +22,8 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ):
     """The challenge score and the paper's metrics (precision, sensitivity, F1, confusion)."""
-    from fmri_edge import scoring, submission
+    from fmri_edge.evaluation import scoring
+    from fmri_edge.data import submission
 
     with user_errors():
         pred = submission.read_answers(predictions)
@@ -100,7 +101,7 @@ def simulate(
     with --scanner, replay a 4-D run into a folder as a scanner would, for `fmri-edge stream`."""
     import numpy as np
 
-    from fmri_edge.simulate import simulate as sim
+    from fmri_edge.simulation.simulate import simulate as sim
 
     if scanner is not None:
         _simulate_scanner(scanner, out_path, bold, tr, speed, volume_format)
@@ -135,8 +136,8 @@ def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
             raise UsageError(f"{out_path}: --scanner writes into WATCH_DIR; give no OUT")
         if bold is None or tr is None:
             raise UsageError("--scanner needs --from BOLD.nii.gz (a 4-D run) and --tr SECONDS")
-        from fmri_edge.extract import require_nifti
-        from fmri_edge.replay import replay
+        from fmri_edge.imaging.extract import require_nifti
+        from fmri_edge.simulation.replay import replay
 
         require_nifti("simulate")
         err.print(f"replaying {bold.name} into {folder}/ every {tr / speed:g} s ({fmt})", highlight=False)
@@ -147,10 +148,10 @@ def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
 def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool,
                     study: bool = False, tr: float = 1.5, null: bool = False, effect: float = 0.02):
     with user_errors():
-        from fmri_edge.extract import require_nifti
+        from fmri_edge.imaging.extract import require_nifti
 
         require_nifti("simulate")
-        from fmri_edge import nifti_sim
+        from fmri_edge.simulation import nifti_sim
 
         if out_path.suffix:
             raise UsageError(f"{out_path}: --nifti and --bids write a folder; give a folder name")
@@ -243,10 +244,10 @@ def extract(
     `fmri-edge predict` reads. Damaged files are refused one line each; a study's good runs always
     come out. Needs pip install 'fmri-edge\\[nifti]'."""
     with user_errors():
-        from fmri_edge import extract as lib
+        from fmri_edge.imaging import extract as lib
 
         lib.require_nifti()
-        from fmri_edge.runtime import Decoder
+        from fmri_edge.model.runtime import Decoder
 
         info = Decoder(model).info
         window = lib.Window.from_model(info)
@@ -258,7 +259,7 @@ def extract(
                            detrend=detrend, high_pass=high_pass,
                            labels=_label_spec(class_column, class_map, level_column, level_scale, level_missing, min_gap))
         if errors_json:
-            from fmri_edge.submission import check_new
+            from fmri_edge.data.submission import check_new
 
             check_new(errors_json, force)
         if source.is_dir() and source.name.endswith(lib.NIFTI_SUFFIXES):
@@ -278,7 +279,7 @@ def extract(
 
 def _label_spec(class_column, class_map, level_column, level_scale, level_missing, min_gap):
     """The --class-* and --level-* options → a LabelSpec (None without --class-column)."""
-    from fmri_edge import events
+    from fmri_edge.imaging import events
 
     if class_column is None:
         given = [n for n, v in (("--class-map", class_map), ("--level-column", level_column),
@@ -321,7 +322,7 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
                          "extract at the study folder")
     if out_path.suffix != ".npz":
         raise UsageError(f"--out {out_path}: give an .npz file name for one run (a folder is for BIDS input)")
-    from fmri_edge.submission import check_new
+    from fmri_edge.data.submission import check_new
 
     check_new(out_path, force)
     conf = opts.confounds
@@ -414,7 +415,7 @@ def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: 
     """OUT/labels.json, and the study's participants.tsv copied to OUT (the groups `train --group-by` reads)."""
     import shutil
 
-    from fmri_edge.events import LABELS_JSON, write_summary
+    from fmri_edge.imaging.events import LABELS_JSON, write_summary
 
     summary = lib.labels_summary(results, spec, window, root)
     for folder in (root, *list(root.resolve().parents)[:2]):

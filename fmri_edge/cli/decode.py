@@ -56,15 +56,16 @@ def predict(
              "processes; same output as without. Needs pip install 'fmri-edge\\[dask]'; see the README.")] = None,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
-    from fmri_edge import io, predict as lib, submission
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.data import io, submission
+    from fmri_edge.decoding import predict as lib
+    from fmri_edge.model.runtime import Decoder
 
     participants: set[str] = set()
     kind = None
     with user_errors():
         decoder = Decoder(model, threads=threads, verify=not no_verify)
         if explain:
-            from fmri_edge.explain import require_kind
+            from fmri_edge.explain.regions import require_kind
 
             kind = require_kind(decoder)
         if errors_json:
@@ -82,7 +83,7 @@ def predict(
             if scheduler is None:
                 result = lib.predict_to(decoder, paths, f, batch_size, **run)
             else:
-                from fmri_edge import cluster
+                from fmri_edge.decoding import cluster
 
                 result = cluster.predict_to(scheduler, decoder, paths, f, batch_size, threads=threads,
                                             weights=explain, console=err.rich, **run)
@@ -120,7 +121,7 @@ def predict(
                       "column is the subject folder or file name; rename the inputs before submitting",
                       highlight=False, soft_wrap=True)
     if out_csv and explain:
-        from fmri_edge.explain import regions_csv_path
+        from fmri_edge.explain.regions import regions_csv_path
 
         err.print(f"wrote the top {top_k} regions of each trial to {regions_csv_path(out_csv)}")
     if out_csv and (missing or refused) and not allow_partial:
@@ -138,7 +139,7 @@ def _constant(decoder) -> list | None:
 
 
 def _explanation_json(decoder, kind: str) -> dict:
-    from fmri_edge.explain import KINDS
+    from fmri_edge.explain.regions import KINDS
 
     doc = {"kind": kind, "units": KINDS[kind].units, "what": KINDS[kind].what}
     if kind == "contribution" and _constant(decoder):
@@ -148,7 +149,7 @@ def _explanation_json(decoder, kind: str) -> dict:
 
 def _explanation_note(decoder, kind: str) -> str:
     """One line on stderr: what the region numbers are."""
-    from fmri_edge.explain import KINDS
+    from fmri_edge.explain.regions import KINDS
 
     note = f"regions: {KINDS[kind].what}"
     if kind == "contribution" and _constant(decoder):
@@ -161,7 +162,7 @@ def _warn_adapted(decoder, paths, participant) -> None:
     """An adapted model answers other participants too, but was fitted to one: say so."""
     if not decoder.info.meta.get("adaptation"):
         return
-    from fmri_edge.adapt import other_participants
+    from fmri_edge.decoding.adapt import other_participants
 
     others = other_participants(decoder.info.meta, paths, participant)
     if others:
@@ -176,7 +177,7 @@ def _rows_json(b, region_names=None, top_k: int = 5, kind: str | None = None) ->
              "class_probs": [round(float(x), 4) for x in p]}
             for t, c, lv, p in zip(b.trial, b.valence_class, b.valence_level, b.class_probs)]
     if region_names is not None:  # --explain
-        from fmri_edge.explain import KINDS, top_regions
+        from fmri_edge.explain.regions import KINDS, top_regions
 
         key = KINDS[kind].key
         for row, regions in zip(rows, top_regions(b.region_scores(kind), region_names, top_k, key)):
@@ -191,7 +192,8 @@ def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int
     if out_csv is None:
         yield None
         return
-    from fmri_edge import explain, submission
+    from fmri_edge.explain import regions as explain
+    from fmri_edge.data import submission
 
     key = explain.KINDS[kind].key
     with submission.atomic_write(explain.regions_csv_path(out_csv), force) as f:
@@ -205,7 +207,7 @@ def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5
     for col in ("Participant", "Trial", "CLASS", "LEVEL", "p(-1)", "p(0)", "p(+1)"):
         table.add_column(col, justify="left" if col == "Participant" else "right")
     if region_names is not None:  # --explain
-        from fmri_edge.explain import KINDS, top_regions
+        from fmri_edge.explain.regions import KINDS, top_regions
 
         key = KINDS[kind].key
         table.add_column(f"top {top_k} regions ({KINDS[kind].short})", justify="left")
@@ -268,8 +270,8 @@ def explain(
     class's logit (linear models) or the mean input-SE attention (the SE CNN) over your trials,
     overall and per predicted CLASS, ranked; optionally a figure, a brain map on an atlas, and a
     faithfulness check."""
-    from fmri_edge import explain as lib
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.explain import regions as lib
+    from fmri_edge.model.runtime import Decoder
 
     if model is None and len(paths) > 1 and paths[0].suffix == ".onnx":  # explain MODEL DATA …
         model, paths = paths[0], paths[1:]
@@ -287,13 +289,13 @@ def explain(
             raise UsageError("--atlas is for --brain-map PNG and/or --map-nifti NIFTI: give one of them")
         if valence_class is not None and atlas is None:
             raise UsageError("--class chooses the trials of --brain-map/--map-nifti (the table shows every class)")
-        from fmri_edge.submission import check_new
+        from fmri_edge.data.submission import check_new
 
         for target in (plot, brain_map, map_nifti):
             if target is not None:
                 check_new(target, force)
         if atlas is not None:
-            from fmri_edge import brainmap
+            from fmri_edge.explain import brainmap
 
             label_image = _needs_extra(lambda: brainmap.load_label_image(atlas, decoder.info.n_regions))
         summary, problems = lib.summarize(decoder, paths, top_k, batch_size)
@@ -313,7 +315,7 @@ def explain(
                   highlight=False)
     version = decoder.info.meta.get("model_version", decoder.path.name)
     if plot is not None:
-        from fmri_edge.plot import plot_attention
+        from fmri_edge.explain.plot import plot_attention
 
         _needs_extra(lambda: plot_attention(summary, plot, top=rows, title=f"{version}: {_shown(kind)} per brain region"))
         err.print(f"wrote {plot}")
@@ -356,9 +358,9 @@ def _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view,
     atlas; write the NIfTI and/or the figure; say what was written."""
     import numpy as np
 
-    from fmri_edge import brainmap
-    from fmri_edge.explain import KINDS
-    from fmri_edge.plot import CLASS_NAMES
+    from fmri_edge.explain import brainmap
+    from fmri_edge.explain.regions import KINDS
+    from fmri_edge.explain.plot import CLASS_NAMES
 
     kind = KINDS[summary.kind]
     values = summary.values(valence_class)
@@ -388,7 +390,7 @@ def _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view,
 
 
 def _attention_table(s, rows: int) -> Table:
-    from fmri_edge.explain import KINDS
+    from fmri_edge.explain.regions import KINDS
 
     t = Table(title=f"{_shown(s.kind)} per region ({s.n_trials} trials), ranked by mean {KINDS[s.kind].key}",
               title_justify="left", caption=f"top-{s.top_k}: share of trials with the region among their {s.top_k} "
@@ -440,7 +442,7 @@ def adapt(
     method: Annotated[Literal["bias", "scale_bias", "features"], typer.Option(
         help="bias: one offset per class on the log probabilities; scale_bias: also a temperature; features: a new "
              "final layer on the model's features (all shrunk toward the shipped model).")] = "features",
-    # defaults: fmri_edge.adapt.DEFAULT_METHOD / DEFAULT_SHRINKAGE (chosen by train/research/adapt_cv.py)
+    # defaults: fmri_edge.decoding.adapt.DEFAULT_METHOD / DEFAULT_SHRINKAGE (chosen by train/research/adapt_cv.py)
     shrinkage: Annotated[Optional[float], typer.Option(
         help="L2 pull toward the shipped model, in labeled trials (larger: closer to the base model). Default: "
              "10 for models with subject alignment, 0.3 without (chosen by cross-validation, docs/results.md).",
@@ -453,7 +455,7 @@ def adapt(
 ):
     """Adapt a model to one participant from a few of its labeled trials (no torch): writes a new
     self-describing ONNX for that participant, which predict --model uses like any model."""
-    from fmri_edge import adapt as lib
+    from fmri_edge.decoding import adapt as lib
 
     with user_errors():
         r = lib.adapt(trials, labels, model, out_path, method, shrinkage, participant, force, threads=threads)
@@ -496,7 +498,7 @@ def info(
     no_verify: NoVerify = False,
 ):
     """What an fmri-edge ONNX file says about itself."""
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
 
     with user_errors():
         d = Decoder(model, verify=not no_verify)
@@ -520,7 +522,7 @@ def info(
     for key, v in _describe(meta).items():
         t.add_row(key, v)
     if "explanation" not in meta:   # exported before the key existed: what the outputs say
-        from fmri_edge.explain import KINDS
+        from fmri_edge.explain.regions import KINDS
 
         t.add_row("explanation", f"{d.explanation} per region: {KINDS[d.explanation].what}" if d.explanation else
                   "none (neither region contributions nor region attention)")
@@ -533,7 +535,7 @@ def info(
 def _warn_window(decoder, paths) -> None:
     """Warn (once per file) where `extract` cut an input's trials with another window than the model's:
     the shape may fit while the seconds mean something else."""
-    from fmri_edge import io
+    from fmri_edge.data import io
 
     meta = decoder.info.meta
     norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
@@ -555,7 +557,7 @@ def _warn_window(decoder, paths) -> None:
 
 
 def _integrity_row(status: str) -> str:
-    from fmri_edge import integrity
+    from fmri_edge.model import integrity
 
     return {integrity.VERIFIED: f"{integrity.DIGEST_KEY} verified: weights and graph as exported",
             integrity.UNVERIFIABLE: f"not verifiable: exported without a {integrity.DIGEST_KEY} (export it again "
@@ -621,7 +623,7 @@ def _describe(meta: dict) -> dict[str, str]:
         rows["training"] = (f"{tr.get('recipe')}, {len(ps)} subjects ({ps[0]}…{ps[-1]}), {fitted}"
                             + (", ensemble of fold models" if tr.get("ensemble_of_folds") else "")
                             + f", commit {tr.get('git_commit')}" if ps else json.dumps(tr))
-    from fmri_edge.splits import PROTOCOL_LABEL
+    from fmri_edge.evaluation.splits import PROTOCOL_LABEL
     for protocol, m in (meta.get("metrics") or {}).items():
         rows[f"measured: {PROTOCOL_LABEL.get(protocol, protocol)}"] = (
             f"CLASS acc {m['CLASS_accuracy']:.3f} ± {m['CLASS_accuracy_folds_std']:.3f}, F1 {m['CLASS_f1']:.3f}, "

@@ -57,9 +57,9 @@ def stream(
     """Decode each trial live, as soon as the volumes of its window have arrived: one JSON line per
     answer on stdout. Exits when every trial of the schedule is answered (0) or declared incomplete
     (3). Needs pip install 'fmri-edge\\[realtime]'."""
-    from fmri_edge.extract import require_nifti
-    from fmri_edge.runtime import Decoder
-    from fmri_edge.stream import Stream
+    from fmri_edge.imaging.extract import require_nifti
+    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.realtime.stream import Stream
 
     def problem(p):
         err.print(f"[yellow]{getattr(p, 'outcome', 'error')}:[/] {escape(str(p))}", highlight=False, soft_wrap=True)

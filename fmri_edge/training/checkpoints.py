@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from fmri_edge.errors import InputError
-from fmri_edge.io import load_icbhi
-from fmri_edge.normalize import normalize_by_participant
-from fmri_edge.simulate import simulate
+from fmri_edge.data.io import load_icbhi
+from fmri_edge.model.normalize import normalize_by_participant
+from fmri_edge.simulation.simulate import simulate
 
 DEFAULT_DATA = Path("../shared/data/icbhi2024/Train")
 

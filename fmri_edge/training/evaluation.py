@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from fmri_edge import scoring
+from fmri_edge.evaluation import scoring
 from fmri_edge.training.fit import decide
 
 ALPHA = 0.05

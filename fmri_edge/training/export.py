@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fmri_edge import valence
 import fmri_edge
-from fmri_edge import scoring
-from fmri_edge.runtime import (ADAPT_INPUTS, ALIGN_INPUTS, CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES,
+from fmri_edge.model.runtime import (ADAPT_INPUTS, ALIGN_INPUTS, CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES,
                                Decoder, file_sha256)
 from fmri_edge.training.model import ValenceNet, class_rule_matrix, contribution_weights
 
@@ -88,7 +88,7 @@ class Ensemble(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.n_regions = n_regions
-        sign = torch.tensor(np.sign(scoring.LEVEL_VALUES))
+        sign = torch.tensor(np.sign(valence.LEVEL_VALUES))
         self.register_buffer("level_to_class", torch.stack([(sign == v) for v in (-1, 0, 1)], 1).float())
         # a class-only model's LEVEL probabilities: the class-only rule's one-hot map, or
         # ("frequencies") the training labels' P(LEVEL | CLASS), for Score-optimal answers
@@ -169,13 +169,13 @@ class AdaptationHead(nn.Module):
     and LEVEL follows: a class-only graph (``level_given_class`` M, its P(LEVEL | CLASS)) answers
     ``(p · r) @ M``, the same product as without the head; a graph with a LEVEL head l reweights
     every level by its class's r (the sign of the level), l · (r @ SIGN) · Σl / Σ(l · (r @ SIGN)).
-    :meth:`fmri_edge.adapt.Correction.apply` is the numpy definition; ``fmri-edge adapt`` only
+    :meth:`fmri_edge.decoding.adapt.Correction.apply` is the numpy definition; ``fmri-edge adapt`` only
     replaces the defaults (no ``torch`` or ``onnx`` at run time). Sums are computed on both sides
     with the same operation so that at δ = 0 their ratio is exactly 1, not 1 ± rounding."""
 
     def __init__(self, graph: nn.Module, level_given_class: torch.Tensor | None):
         super().__init__()
-        from fmri_edge.adapt import EPS_PROB, SIGN_OF_LEVEL
+        from fmri_edge.decoding.adapt import EPS_PROB, SIGN_OF_LEVEL
 
         self.inner, self.eps = graph, EPS_PROB   # not `graph`: torch.export's modules have a .graph
         self.register_buffer("class_of_level", torch.as_tensor(SIGN_OF_LEVEL))
@@ -313,7 +313,7 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     if defaults:
         _with_default_inputs(tmp, defaults)
     onnx.checker.check_model(str(tmp), full_check=True)
-    from fmri_edge.integrity import stamp
+    from fmri_edge.model.integrity import stamp
     stamp(tmp)  # the last change to the file: metadata weights_sha256, checked whenever the model is opened
 
     decoder = Decoder(tmp)

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fmri_edge import scoring
-from fmri_edge.normalize import align_stats_by_participant
+from fmri_edge import valence
+from fmri_edge.evaluation import scoring
+from fmri_edge.model.normalize import align_stats_by_participant
 from fmri_edge.training.model import ValenceNet, build_model
 from fmri_edge.training.recipe import Recipe
 
@@ -69,7 +70,7 @@ def _normalized(model: ValenceNet, trials: np.ndarray, batch: int = 1024) -> tor
 def represent(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | None = None,
               pool: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """Trials → the aligned representation the network reads (N, C, T'). Each participant is
-    aligned over its own trials in ``trials`` (:class:`fmri_edge.normalize.AlignStats`, the same
+    aligned over its own trials in ``trials`` (:class:`fmri_edge.model.normalize.AlignStats`, the same
     computation ``predict`` runs) or, with ``pool`` = (trials, participants), over all of its
     trials there (no labels: e.g. a whole subject folder when only some of its trials are scored);
     without ``participants``, with the training population's statistics (the graph's defaults)."""
@@ -132,13 +133,13 @@ def decide(probs: dict[str, np.ndarray], level_rule: str = "argmax") -> dict[str
     """Class and level answers from head probabilities; a missing head gives no answer."""
     out = {}
     if "class" in probs:
-        out["class"] = scoring.decide_class(probs["class"])
+        out["class"] = valence.decide_class(probs["class"])
     if "level" in probs:
-        out["level"] = scoring.decide_level(probs["level"], level_rule)
+        out["level"] = valence.decide_level(probs["level"], level_rule)
     elif "level_mix" in probs and level_rule == "min_expected_error":
         # class-only model: the LEVEL with least expected error under Σ_c p(c | x) P(LEVEL | c),
         # which with argmax CLASS minimizes the expected challenge Score
-        out["level"] = scoring.decide_level(probs["level_mix"], "min_expected_error")
+        out["level"] = valence.decide_level(probs["level_mix"], "min_expected_error")
     return out
 
 

@@ -251,7 +251,7 @@ def fused_ensemble(ensemble, trials: np.ndarray, atol: float = 1e-4, log=lambda 
         return ensemble
     fast = LinearEnsemble(ensemble).eval()
     x = torch.as_tensor(np.ascontiguousarray(trials[:64]), dtype=torch.float32)
-    from fmri_edge.runtime import CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, OUTPUT_NAMES
+    from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, OUTPUT_NAMES
 
     with torch.inference_mode():
         worst = max(float((a - fast.from_reference(n, b)).abs().max()) / max(1.0, float(b.abs().max()))

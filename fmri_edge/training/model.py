@@ -147,7 +147,7 @@ class ModelConfig:
     # its std ("zscore"); statistics are graph inputs with the training population's as defaults
     subject_align: str = "none"
     # subject-wise normalization applied OUTSIDE the graph, per participant over all its trials,
-    # by fmri_edge.normalize.subject_normalize (numpy): "none" | "zscore" | "center"
+    # by fmri_edge.model.normalize.subject_normalize (numpy): "none" | "zscore" | "center"
     subject_norm: str = "none"
     # kind = "lowrank": temporal filters of the representation (T' → rank), then one linear layer
     # over regions × rank (a rank-limited linear model: every class weight map is a sum of

@@ -13,8 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from fmri_edge import scoring, splits
-from fmri_edge.normalize import normalize_by_participant
+from fmri_edge.evaluation import scoring, splits
+from fmri_edge.model.normalize import normalize_by_participant
 from fmri_edge.training.fit import FitResult, common_checkpoint, decide, fit, predict_proba
 from fmri_edge.training.model import CLASS_RULE
 from fmri_edge.training.recipe import Recipe
@@ -59,7 +59,7 @@ def dataset_from_icbhi(subjects: dict[str, tuple[np.ndarray, np.ndarray]]) -> Da
 
 
 def normalize_subjects(ds: Dataset, mode: str | None) -> Dataset:
-    """Subject-wise normalization per participant (:mod:`fmri_edge.normalize`); a no-op for "none"."""
+    """Subject-wise normalization per participant (:mod:`fmri_edge.model.normalize`); a no-op for "none"."""
     if (mode or "none") == "none":
         return ds
     return Dataset(normalize_by_participant(ds.trials, ds.participants, mode), ds.labels,

@@ -36,11 +36,12 @@ from typing import Callable
 
 import numpy as np
 
-from fmri_edge import scoring
-from fmri_edge.io import InputError
-from fmri_edge.predict import participant_batches, run_by_participant
-from fmri_edge import integrity
-from fmri_edge.runtime import ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
+from fmri_edge import valence
+from fmri_edge.evaluation import scoring
+from fmri_edge.errors import InputError
+from fmri_edge.decoding.predict import participant_batches, run_by_participant
+from fmri_edge.model import integrity
+from fmri_edge.model.runtime import ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
 
 # What int8 must deliver to replace fp32 as the default (issue 4): speed at batch 256 and accuracy.
 INT8_MIN_SPEEDUP = 1.5
@@ -178,7 +179,7 @@ def quantize_members(members, fp32_model: str | Path, out_path: str | Path, cali
 
 
 def _answers(out: dict, level_rule: str) -> tuple[np.ndarray, np.ndarray]:
-    return scoring.decide_class(out["class_probs"]), scoring.decide_level(out["level_probs"], level_rule)
+    return valence.decide_class(out["class_probs"]), valence.decide_level(out["level_probs"], level_rule)
 
 
 # ---- honest accuracy change ------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
                        log: Callable[[str], None] = lambda s: None) -> dict:
     """Export every fold model of ``run_dir`` fp32 and int8 and compare them on its held-out
     participants. int8 calibration uses only the fold's training participants."""
-    from fmri_edge.io import load_icbhi
+    from fmri_edge.data.io import load_icbhi
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.checkpoints import fold_models, graph_inputs
 
@@ -302,7 +303,7 @@ def export_int8(run_dir: str | Path, fp32_path: str | Path, out: str | Path | No
                 log: Callable[[str], None] = print) -> dict:
     """The shipped fp32 model → ``<name>.int8.onnx`` calibrated on all labeled trials, with the
     accuracy change on the run's cross-validation fold models and its speed against fp32 in its card."""
-    from fmri_edge.io import load_icbhi
+    from fmri_edge.data.io import load_icbhi
     from fmri_edge.training.checkpoints import graph_inputs, load_members
 
     run_dir, fp32_path = Path(run_dir), Path(fp32_path)

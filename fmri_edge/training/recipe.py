@@ -5,7 +5,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from fmri_edge.io import InputError
+from fmri_edge.errors import InputError
 from fmri_edge.training.model import TRIAL_NORMALIZATIONS, ModelConfig
 
 EBR_REGIONS = ["A9/46d_L", "A9/46d_R", "aSTS_L", "aSTS_R"]

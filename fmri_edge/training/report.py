@@ -15,8 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from fmri_edge import scoring
-from fmri_edge.splits import PROTOCOL_LABEL
+from fmri_edge import valence
+from fmri_edge.evaluation import scoring
+from fmri_edge.evaluation.splits import PROTOCOL_LABEL
 
 PAPER_ROWS = [  # Lin & Lee, random 8:1:1 split of trials: CLASS P/S/F1, LEVEL P/S/F1
     ("paper, vanilla CNN", "random", (0.59, 0.54, 0.52), (0.19, 0.25, 0.21)),
@@ -82,10 +83,10 @@ def level_errors(res: dict, protocol: str) -> tuple[float, float] | None:
     truth = np.array([r["LEVEL"] for r in preds])
     lvl, rule = None, res["recipe"]["eval"]["level_rule"]
     if "level_probs" in preds[0]:
-        lvl = scoring.decide_level(np.array([r["level_probs"] for r in preds]), rule)
+        lvl = valence.decide_level(np.array([r["level_probs"] for r in preds]), rule)
     elif "level_mix_probs" in preds[0] and rule == "min_expected_error":  # class-only, Score-optimal LEVEL
-        lvl = scoring.decide_level(np.array([r["level_mix_probs"] for r in preds]), rule)
-    cls = scoring.decide_class(np.array([r["class_probs"] for r in preds])) if "class_probs" in preds[0] \
+        lvl = valence.decide_level(np.array([r["level_mix_probs"] for r in preds]), rule)
+    cls = valence.decide_class(np.array([r["class_probs"] for r in preds])) if "class_probs" in preds[0] \
         else np.sign(lvl)
     base = np.select([cls < 0, cls > 0], [-3, 2], 0)
     return scoring.level_error(base if lvl is None else lvl, truth), scoring.level_error(base, truth)

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 import fmri_edge
-from fmri_edge import splits
-from fmri_edge.io import InputError, UsageError, load_icbhi
+from fmri_edge.evaluation import splits
+from fmri_edge.data.io import load_icbhi
+from fmri_edge.errors import InputError, UsageError
 from fmri_edge.training import evaluation
 from fmri_edge.training.fit import save_checkpoint
 from fmri_edge.training.protocols import (Dataset, Progress, cv_folds, dataset_from_icbhi, fit_all, pooled,
@@ -36,7 +37,7 @@ MIN_PARTICIPANTS = 3
 def check_shape(recipe: Recipe, data: Path) -> None:
     """The study's trials have the recipe's regions and seconds (from the first file's header), or a
     clear message: another trial length or atlas needs a recipe made for it."""
-    from fmri_edge.io import declared_shape, discover
+    from fmri_edge.data.io import declared_shape, discover
 
     sources = discover([data])
     shape = declared_shape(sources[0].path) if sources else None
@@ -56,8 +57,8 @@ def load_dataset(recipe: Recipe, group_by: str | None = None) -> tuple[Dataset, 
     """The recipe's data as a :class:`Dataset` with its CV groups and which LEVELs are ratings,
     the region names, and where the groups come from. ``group_by`` overrides the recipe's
     ``groups``. Refuses fewer than 3 participants and a participant whose trials are all of one class."""
-    from fmri_edge.events import level_rated
-    from fmri_edge.io import LABEL_FILE, discover
+    from fmri_edge.imaging.events import level_rated
+    from fmri_edge.data.io import LABEL_FILE, discover
 
     data = Path(recipe.data)
     check_shape(recipe, data)
@@ -88,7 +89,7 @@ def load_dataset(recipe: Recipe, group_by: str | None = None) -> tuple[Dataset, 
 def _region_names(n_regions: int) -> list[str]:
     """The shipped model's region names (Brainnetome) where the count matches, else region_<i>."""
     try:
-        from fmri_edge.runtime import Decoder
+        from fmri_edge.model.runtime import Decoder
 
         names = list(Decoder().info.meta.get("region_names") or [])
     except Exception:  # no shipped model: names are only labels
@@ -123,7 +124,7 @@ def _predictions(folds) -> list[dict]:
 def write_held_out_csv(recipe: Recipe, folds, path: Path) -> None:
     """Every trial's answer from the fold model that never saw its subject, in the submission
     format, so that `fmri-edge score cv_predictions.csv <Train>` gives the honest score."""
-    from fmri_edge import submission
+    from fmri_edge.data import submission
     from fmri_edge.training.fit import decide
     from fmri_edge.training.protocols import baseline_level
 
@@ -166,7 +167,7 @@ def make_plan(recipe: Recipe, group_by: str | None = None) -> Plan:
 def _write_table(path: Path, rows: list[dict]) -> None:
     import csv
 
-    from fmri_edge.submission import atomic_write
+    from fmri_edge.data.submission import atomic_write
 
     with atomic_write(path, force=True) as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")

@@ -4,10 +4,10 @@ usage: python train/research/adapt_cv.py [--base train/fmri-edge-linear.toml] [-
            [--set model.subject_align='"none"'] [--data DIR] [--ks 3,6,9,15] [--draws 20] [--inner-draws 10]
            [--threads 1] [--plot docs/results/adapt_curve.png]
 
-For every outer fold of the tool's subject CV (fmri_edge.splits.subject_folds: one order-mate
+For every outer fold of the tool's subject CV (fmri_edge.evaluation.splits.subject_folds: one order-mate
 group held out), the fold's networks are fitted (fmri_edge.training.protocols.run_subject_cv)
 and exported with export_onnx. Each held-out subject is read exactly as `fmri-edge adapt` reads it
-(fmri_edge.adapt.base_outputs: aligned over all of its trials); then, for K labeled trials (K/3 of
+(fmri_edge.decoding.adapt.base_outputs: aligned over all of its trials); then, for K labeled trials (K/3 of
 each class, `--draws` random draws), the correction is fitted on the K and every remaining trial
 of that subject is scored, against the base model on the same remaining trials.
 
@@ -31,8 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fmri_edge import adapt, scoring, splits  # noqa: E402
-from fmri_edge.runtime import Decoder  # noqa: E402
+from fmri_edge import valence
+from fmri_edge.decoding import adapt  # noqa: E402
+from fmri_edge.evaluation import scoring, splits
+from fmri_edge.model.runtime import Decoder  # noqa: E402
 from harness import data_of, parser, recipe_of  # noqa: E402
 
 SHRINKAGES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -95,7 +97,7 @@ def draws_of(y: np.ndarray, k: int, n: int, seed: int) -> list[np.ndarray]:
     out = []
     for _ in range(n):
         pick = []
-        for c in scoring.CLASS_VALUES:
+        for c in valence.CLASS_VALUES:
             idx = np.flatnonzero(y == c)
             pick += rng.choice(idx, size=min(k // 3, len(idx)), replace=False).tolist()
         rest = np.setdiff1d(np.arange(len(y)), pick)
@@ -107,7 +109,7 @@ def draws_of(y: np.ndarray, k: int, n: int, seed: int) -> list[np.ndarray]:
 def evaluate(o: dict, cand, k: int, draws: list[np.ndarray]) -> dict:
     """Accuracy / Score of a candidate on the trials left after each draw (mean over draws)."""
     y = o["labels"][:, 0]
-    yi = np.searchsorted(scoring.CLASS_VALUES, y)
+    yi = np.searchsorted(valence.CLASS_VALUES, y)
     scale = float(np.sqrt(np.mean(np.sum(o["features"] ** 2, axis=1)))) or 1.0
     acc, score = [], []
     for pick in draws:
@@ -118,8 +120,8 @@ def evaluate(o: dict, cand, k: int, draws: list[np.ndarray]) -> dict:
             cp, lp = corr.apply(cp[rest], lp[rest], o["features"][rest], o["level_map"])
         else:
             cp, lp = cp[rest], lp[rest]
-        c = scoring.decide_class(cp)
-        lv = scoring.decide_level(lp, o["level_rule"])
+        c = valence.decide_class(cp)
+        lv = valence.decide_level(lp, o["level_rule"])
         acc.append(float(np.mean(c == y[rest])))
         score.append(scoring.challenge_score(c, y[rest], lv, o["labels"][rest, 1])["Score"])
     return {"acc": float(np.mean(acc)), "score": float(np.mean(score)), "acc_draws": acc}
@@ -141,7 +143,7 @@ def main(argv=None):
         (ROOT / args.out / "section.md").write_text(section)
         print(section)
         return
-    from fmri_edge.io import load_icbhi
+    from fmri_edge.data.io import load_icbhi
     from fmri_edge.training.protocols import dataset_from_icbhi
 
     log = lambda s: print(s, flush=True)  # noqa: E731

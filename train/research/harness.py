@@ -85,7 +85,7 @@ def data_of(args: argparse.Namespace, recipe=None) -> Path:
 
 def icbhi_dataset(recipe):
     """The recipe's ICBHI training trials as one Dataset (trials, labels, participants)."""
-    from fmri_edge.io import load_icbhi
+    from fmri_edge.data.io import load_icbhi
     from fmri_edge.training.protocols import dataset_from_icbhi
 
     return dataset_from_icbhi(load_icbhi(recipe.data, n_times=recipe.model.n_times))

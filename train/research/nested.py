@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import scoring
+from fmri_edge.evaluation import scoring
 from fmri_edge.training.fit import decide
 from fmri_edge.training.protocols import baseline_level
 from harness import RESULTS, parser, write_log

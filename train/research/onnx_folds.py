@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.runtime import Decoder
+from fmri_edge.model.runtime import Decoder
 from fmri_edge.training.export import export_onnx
 from fmri_edge.training.fit import load_checkpoint
 

@@ -1,7 +1,7 @@
 """Subject alignment without the future, measured on the cross-subject CV of a run: each fold's
 network exported to ONNX (as train/research/onnx_cv.py does), each held-out participant's 30 trials
 answered one at a time in trial order, as `fmri-edge stream` answers them, under each alignment mode
-of :class:`fmri_edge.stream.Alignment`:
+of :class:`fmri_edge.realtime.stream.Alignment`:
 
 - offline: the participant's statistics over all of its 30 trials (what `predict` does; the reference);
 - none (`--no-align`): the graph's population defaults for every trial;
@@ -24,18 +24,18 @@ MODES = ("offline", "none", "running", "running-5", "running-20", "stats-from")
 
 
 def decide(decoder, x, subject):
-    from fmri_edge.io import Source
-    from fmri_edge.predict import Batch, answer
+    from fmri_edge.data.io import Source
+    from fmri_edge.decoding.predict import Batch, answer
 
     b = next(item for item in answer(decoder, Source("p", Path("p")), np.array([1]), x, subject) if isinstance(item, Batch))
     return [int(b.valence_class[0]), int(b.valence_level[0])]
 
 
 def main(argv=None):
-    from fmri_edge import scoring
-    from fmri_edge.io import load_icbhi
-    from fmri_edge.normalize import AlignStats
-    from fmri_edge.stream import Alignment, stats_from_trials
+    from fmri_edge.evaluation import scoring
+    from fmri_edge.data.io import load_icbhi
+    from fmri_edge.model.normalize import AlignStats
+    from fmri_edge.realtime.stream import Alignment, stats_from_trials
     from onnx_folds import fold_decoders
 
     ap = parser(__doc__, name=False, recipe=False, threads=None)

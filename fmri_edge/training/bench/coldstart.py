@@ -102,7 +102,7 @@ def _same_answers(a: Path, b: Path) -> float | None:
 
 def write_large_npy(path: Path, n_trials: int, n_times: int = 25, chunk: int = 2000) -> int:
     """A float32 (n_trials, 246, n_times) .npy from the simulator, written chunk by chunk."""
-    from fmri_edge.simulate import simulate
+    from fmri_edge.simulation.simulate import simulate
 
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_trials, 246, n_times))
     for i in range(0, n_trials, chunk):
@@ -116,7 +116,7 @@ def write_large_npy(path: Path, n_trials: int, n_times: int = 25, chunk: int = 2
 def large_input(fp32: Path, n_trials: int, threads: int, batch: int | None, workdir: Path, n_times: int = 25,
                 log=lambda s: None) -> dict:
     """End-to-end `fmri-edge predict` on a big simulated .npy: wall time, trials/s, peak RSS."""
-    from fmri_edge.predict import DEFAULT_BATCH
+    from fmri_edge.decoding.predict import DEFAULT_BATCH
 
     npy, csv_path = workdir / "large.npy", workdir / "large.csv"
     try:

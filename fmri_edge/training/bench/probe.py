@@ -94,7 +94,7 @@ def ort_gemm_peak(threads: int, n: int = 2048, reps: int = 5) -> dict:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from fmri_edge.runtime import session_options
+    from fmri_edge.model.runtime import session_options
 
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),

@@ -68,8 +68,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
 
 
 def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> BenchResult:
-    from fmri_edge.predict import DEFAULT_BATCH, run_by_participant
-    from fmri_edge.runtime import Decoder, file_sha256
+    from fmri_edge.decoding.predict import DEFAULT_BATCH, run_by_participant
+    from fmri_edge.model.runtime import Decoder, file_sha256
 
     res: BenchResult = {"machine": machine_info(), "threads": threads,
                  "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}}
@@ -212,7 +212,8 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> BenchResul
 
 def _raw_trials30(data: Path | None, recipe: dict, n_times: int) -> np.ndarray:
     """The first 30 trials of a real participant as stored (what a user hands to predict)."""
-    from fmri_edge.io import InputError, discover, load_trials
+    from fmri_edge.data.io import discover, load_trials
+    from fmri_edge.errors import InputError
 
     root = Path(data) if data else Path(recipe.get("data") or DEFAULT_DATA)
     if root.is_dir():
@@ -220,7 +221,7 @@ def _raw_trials30(data: Path | None, recipe: dict, n_times: int) -> np.ndarray:
             return load_trials(discover([root])[0].path, n_times=n_times)[:30]
         except (InputError, IndexError):  # unreadable or empty: simulate instead
             pass
-    from fmri_edge.simulate import simulate
+    from fmri_edge.simulation.simulate import simulate
 
     return simulate(30, n_times=n_times, seed=1)[0]
 

@@ -92,13 +92,13 @@ def time_engines(engines: dict[str, Callable], x: np.ndarray, batches, seconds: 
 def ort_engine(path: Path, threads: int, spinning: bool = False, **options) -> Callable:
     """``Decoder.run`` of ``path`` with the runtime's session options (``spinning``: the intra-op
     threads busy-wait between calls; other ``options``: SessionOptions attributes)."""
-    from fmri_edge.runtime import Decoder
+    from fmri_edge.model.runtime import Decoder
 
     dec = Decoder(path, threads=threads)
     if spinning or options:
         import onnxruntime as ort
 
-        from fmri_edge.runtime import session_options
+        from fmri_edge.model.runtime import session_options
 
         so = session_options(threads, spinning=spinning)
         for k, v in options.items():
@@ -170,7 +170,7 @@ def op_profile(path: Path, x: np.ndarray, threads: int, batch: int = 256, calls:
     kernel time and microseconds per call at ``batch``, over ``calls`` calls after a warm-up."""
     import onnxruntime as ort
 
-    from fmri_edge.runtime import session_options
+    from fmri_edge.model.runtime import session_options
 
     so = session_options(threads)
     so.enable_profiling = True

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmri_edge import scoring
-from fmri_edge.normalize import AlignStats, subject_normalize
-from fmri_edge.predict import MIN_ALIGN_TRIALS
+from fmri_edge import valence
+from fmri_edge.model.normalize import AlignStats, subject_normalize
+from fmri_edge.decoding.predict import MIN_ALIGN_TRIALS
 from fmri_edge.training.checkpoints import reference_net
 
 
@@ -29,8 +29,8 @@ def main(run: Path, trials_path: Path, out_path: str, threads: int) -> None:
         if net.aligned and len(x) >= MIN_ALIGN_TRIALS:  # the file is one participant: aligned over its trials
             subject = tuple(torch.from_numpy(a) for a in AlignStats.of(members[0].normalize(x).numpy()).result())
         class_probs, level_probs, *_ = (t.numpy() for t in net(x, *subject))
-    c = scoring.decide_class(class_probs)
-    lv = scoring.decide_level(level_probs, recipe.get("eval", {}).get("level_rule", "argmax"))
+    c = valence.decide_class(class_probs)
+    lv = valence.decide_level(level_probs, recipe.get("eval", {}).get("level_rule", "argmax"))
     with open(out_path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["Participant", "Trial", "CLASS", "LEVEL"])

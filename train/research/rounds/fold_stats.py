@@ -2,7 +2,7 @@
 held-out answers, and paired per-fold differences (mean ± standard error over the folds)."""
 import numpy as np
 
-from fmri_edge import scoring
+from fmri_edge.evaluation import scoring
 from fmri_edge.training.protocols import baseline_level
 
 

@@ -23,7 +23,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from fmri_edge import scoring, splits  # noqa: E402
+from fmri_edge.evaluation import scoring, splits  # noqa: E402
 from fmri_edge.training import protocols as P  # noqa: E402
 from fmri_edge.training.fit import represent  # noqa: E402
 from fmri_edge.training.model import build_model  # noqa: E402

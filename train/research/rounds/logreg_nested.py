@@ -2,7 +2,7 @@
 the shipped ensemble's held-out predictions, plus the nested choice between the two.
 
 Features: train/research/logreg_cv.py's (the recipe's representation, flattened). Per outer fold
-(fmri_edge.splits.subject_folds), C is chosen from GRID by leave-one-group-out over the 8 training
+(fmri_edge.evaluation.splits.subject_folds), C is chosen from GRID by leave-one-group-out over the 8 training
 groups (mean CLASS error over the groups, ties to the smaller C), refitted on all training subjects
 and scored on the held-out fold. The logreg's inner criterion for the nested choice is the LOGO
 error of that whole procedure inside the training groups (C re-chosen without the scored group);
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from fmri_edge import scoring, splits
+from fmri_edge.evaluation import scoring, splits
 from fmri_edge.training.protocols import baseline_level
 from fmri_edge.training.recipe import load_recipe
 from fold_stats import FitCache, paired, read_answers, summary as fold_summary

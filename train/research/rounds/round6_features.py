@@ -3,7 +3,7 @@
 Candidates A0–A5 (docs/research.md, "Round 6"): logistic regression at C = 0.01 on the shipped
 representation (A0), plus the trial's sustained level (A1), its fluctuation energy (A2), both (A3),
 shrinkage LDA on A0's features (A4), homologous regions averaged (A5). Every added block is z-scored
-per participant over its own trials (no labels). Per outer fold (fmri_edge.splits.subject_folds)
+per participant over its own trials (no labels). Per outer fold (fmri_edge.evaluation.splits.subject_folds)
 every candidate's inner criterion is its mean CLASS error over leave-one-group-out of the 8 training
 groups; the lowest (ties: earlier in the list) is refitted on the training subjects and scores the
 held-out fold. The candidate that ships is the one with the lowest LOGO error over all 9 groups.
@@ -20,7 +20,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
 from fmri_edge.training.recipe import load_recipe
-from fmri_edge import splits
+from fmri_edge.evaluation import splits
 from fold_stats import FitCache, paired, read_answers, summary as fold_summary
 from logreg_cv import features
 

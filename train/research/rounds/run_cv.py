@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import scoring, splits
-from fmri_edge.io import load_icbhi
+from fmri_edge import valence
+from fmri_edge.evaluation import scoring, splits
+from fmri_edge.data.io import load_icbhi
 from fmri_edge.training import protocols as P
 from fmri_edge.training.fit import fit, predict_proba
 from fmri_edge.training.recipe import Recipe
@@ -29,19 +30,19 @@ def level_answers(probs, cls):
     if "class" in probs and "_cond" in probs:
         # class_prior: p(level|x) = sum_c p(c|x) P_train(level|c) (training-fold labels), min expected error
         pl = np.einsum("nc,ncl->nl", probs["class"], probs["_cond"])
-        out["class_prior"] = scoring.decide_level(pl, "min_expected_error")
+        out["class_prior"] = valence.decide_level(pl, "min_expected_error")
     if "level" in probs:
-        out["argmax"] = scoring.decide_level(probs["level"], "argmax")
-        out["min_exp"] = scoring.decide_level(probs["level"], "min_expected_error")
+        out["argmax"] = valence.decide_level(probs["level"], "argmax")
+        out["min_exp"] = valence.decide_level(probs["level"], "min_expected_error")
         # hybrid: level restricted to sign consistent with predicted class, min expected error
-        e = scoring.expected_level_error(probs["level"])
-        mask = np.sign(scoring.LEVEL_VALUES)[None, :] == cls[:, None]
-        out["min_exp_cls"] = scoring.LEVEL_VALUES[np.argmin(np.where(mask, e, np.inf), axis=1)]
+        e = valence.expected_level_error(probs["level"])
+        mask = np.sign(valence.LEVEL_VALUES)[None, :] == cls[:, None]
+        out["min_exp_cls"] = valence.LEVEL_VALUES[np.argmin(np.where(mask, e, np.inf), axis=1)]
     return out
 
 def report(probs, labels):
-    cls = scoring.decide_class(probs["class"]) if "class" in probs else np.sign(scoring.decide_level(probs["level"]))
-    rep = scoring.classification_report(cls, labels[:, 0], scoring.CLASS_VALUES)
+    cls = valence.decide_class(probs["class"]) if "class" in probs else np.sign(valence.decide_level(probs["level"]))
+    rep = scoring.classification_report(cls, labels[:, 0], valence.CLASS_VALUES)
     lv = {k: scoring.level_error(v, labels[:, 1]) for k, v in level_answers(probs, cls).items()}
     return {"acc": rep["accuracy"], "f1": rep["f1"], "level_err": lv}
 

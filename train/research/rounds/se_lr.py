@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmri_edge.io import load_icbhi
+from fmri_edge.data.io import load_icbhi
 from fmri_edge.training import protocols as P
 from fmri_edge.training.model import build_model
 from fmri_edge.training.recipe import Recipe

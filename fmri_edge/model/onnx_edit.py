@@ -1,5 +1,5 @@
 """Read an ONNX model and replace its initializers and metadata without the ``onnx`` package: a
-minimal protobuf wire-format walk (numpy only), for the weights digest (:mod:`fmri_edge.integrity`)
+minimal protobuf wire-format walk (numpy only), for the weights digest (:mod:`fmri_edge.model.integrity`)
 and ``fmri-edge adapt`` (new defaults of graph inputs, new metadata). No node is ever built or changed.
 
 An ONNX file is one ``ModelProto``. What is read and written here (field numbers from onnx.proto):

@@ -2,14 +2,14 @@
 soon as the volumes its window needs are in (``fmri-edge stream``).
 
 Numpy, nibabel and onnxruntime only (no torch). Pieces, each from the module that owns it:
-- arrival, order, completeness, gaps: :mod:`fmri_edge.watch`;
-- reading a volume: :func:`fmri_edge.volumes.read_volume` (NIfTI) or :func:`fmri_edge.dicom.read_volume`;
-- region means: :class:`fmri_edge.volumes.RegionIndex`, the atlas put on the volumes' grid once, as
+- arrival, order, completeness, gaps: :mod:`fmri_edge.realtime.watch`;
+- reading a volume: :func:`fmri_edge.imaging.volumes.read_volume` (NIfTI) or :func:`fmri_edge.imaging.dicom.read_volume`;
+- region means: :class:`fmri_edge.imaging.volumes.RegionIndex`, the atlas put on the volumes' grid once, as
   ``extract`` does;
-- the clock and the cut: ``extract``'s :class:`~fmri_edge.extract.Window`, ``read_events``,
+- the clock and the cut: ``extract``'s :class:`~fmri_edge.imaging.extract.Window`, ``read_events``,
   ``volume_times`` and ``cut_trials`` — volume k at (k + slice_time_ref) · TR, each trial cut exactly
   as ``extract`` cuts it;
-- answers: :func:`fmri_edge.predict.answer`, the same call ``predict`` makes.
+- answers: :func:`fmri_edge.decoding.predict.answer`, the same call ``predict`` makes.
 
 Subject alignment without the future (:class:`Alignment`): ``running`` (default) aligns each trial
 with the statistics of the trials answered so far once there are :data:`MIN_ALIGN_TRIALS` of them,
@@ -33,12 +33,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from fmri_edge import io
+from fmri_edge.data import io
 from fmri_edge.errors import InputError, UsageError
-from fmri_edge.extract import Events, Window, cut_trials, read_events, volume_times
-from fmri_edge.predict import MIN_ALIGN_TRIALS, Batch, answer
-from fmri_edge.runtime import Decoder
-from fmri_edge.watch import Arrival, Missing, VolumeFolder
+from fmri_edge.imaging.events import Events, read_events
+from fmri_edge.imaging.window import Window, cut_trials, volume_times
+from fmri_edge.decoding.predict import MIN_ALIGN_TRIALS, Batch, answer
+from fmri_edge.model.runtime import Decoder
+from fmri_edge.realtime.watch import Arrival, Missing, VolumeFolder
 
 ALIGN_MODES = ("running", "stats", "none")
 EPS = 1e-6
@@ -100,7 +101,7 @@ class Alignment:
 
     def __init__(self, decoder: Decoder, mode: str = "running", stats_from: list[Path] | None = None,
                  min_trials: int = MIN_ALIGN_TRIALS):
-        from fmri_edge.normalize import AlignStats
+        from fmri_edge.model.normalize import AlignStats
 
         if mode not in ALIGN_MODES:
             raise UsageError(f"unknown alignment {mode!r}; choose from {', '.join(ALIGN_MODES)}")
@@ -116,7 +117,7 @@ class Alignment:
         """The statistics to answer trial ``x`` (1, R, T) with, and a word on them; ``running`` first
         adds ``x`` to the trials seen."""
         if self.mode == "running":
-            from fmri_edge.normalize import AlignStats
+            from fmri_edge.model.normalize import AlignStats
 
             self.running.merge(AlignStats.of(self.decoder.represent(x)))
             if self.running.n >= self.min_trials:
@@ -130,7 +131,7 @@ class Alignment:
 def stats_from_trials(decoder: Decoder, paths: list[Path], min_trials: int = MIN_ALIGN_TRIALS) -> tuple:
     """One participant's alignment statistics from trial files of an earlier run (``extract``'s
     ``.npz``, ``.npy``, an ICBHI subject folder), as ``predict`` computes them."""
-    from fmri_edge.predict import participant_stats
+    from fmri_edge.decoding.predict import participant_stats
 
     sources = [s for p in paths for s in io.discover([Path(p)])]
     if not sources:
@@ -152,7 +153,7 @@ class RowFile:
     file is closed, so the file only ever holds whole rows."""
 
     def __init__(self, path: Path, force: bool = False):
-        from fmri_edge.submission import HEADER, PROB_COLUMNS, check_new
+        from fmri_edge.data.submission import HEADER, PROB_COLUMNS, check_new
 
         self.path = check_new(path, force)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -285,7 +286,7 @@ class StreamResult:
 
 class VolumeReader:
     """(float32 (X, Y, Z), 4×4 affine, series id or None) of one volume file: NIfTI by
-    :func:`fmri_edge.volumes.read_volume`, DICOM by a :class:`fmri_edge.dicom.Reader` kept for the series."""
+    :func:`fmri_edge.imaging.volumes.read_volume`, DICOM by a :class:`fmri_edge.imaging.dicom.Reader` kept for the series."""
 
     def __init__(self):
         self.dicom = None
@@ -293,11 +294,11 @@ class VolumeReader:
     def __call__(self, path: Path) -> tuple:
         if path.name.lower().endswith((".dcm", ".ima")):
             if self.dicom is None:
-                from fmri_edge import dicom
+                from fmri_edge.imaging import dicom
 
                 self.dicom = dicom.Reader()
             return self.dicom(path)
-        from fmri_edge.volumes import read_volume as read_nifti
+        from fmri_edge.imaging.volumes import read_volume as read_nifti
 
         data, affine = read_nifti(path)
         return data, affine, None
@@ -337,7 +338,8 @@ class Stream:
                  slice_time_ref: float = 0.0, trial_types=(), include_existing: bool = False,
                  on_answer: Callable[[str], None] | None = None,
                  on_problem: Callable[[InputError | UsageError], None] | None = None):
-        from fmri_edge.extract import TR_RANGE, Atlas
+        from fmri_edge.imaging.window import TR_RANGE
+        from fmri_edge.imaging.atlas import Atlas
 
         if not TR_RANGE[0] <= tr <= TR_RANGE[1]:
             raise UsageError(f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})")
@@ -431,7 +433,7 @@ class Stream:
     def _arrive(self, a: Arrival) -> None:
         data, affine, series = a.decoded
         if self.index is None:
-            from fmri_edge.volumes import RegionIndex
+            from fmri_edge.imaging.volumes import RegionIndex
 
             self.index = RegionIndex.on_grid(self.atlas, data.shape[:3], affine, self.notes, source=a.path)
             self.grid = (tuple(data.shape), np.asarray(affine, dtype=np.float64), series)

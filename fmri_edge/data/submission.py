@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from fmri_edge.files import check_new, replace_atomically
-from fmri_edge.io import LABEL_FILE, InputError, declared_shape, discover, load_labels
+from fmri_edge.data.io import LABEL_FILE, declared_shape, discover, load_labels
+from fmri_edge.errors import InputError
 
 HEADER = ["Participant", "Trial", "CLASS", "LEVEL"]
 PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]

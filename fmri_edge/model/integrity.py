@@ -6,7 +6,7 @@ weights, and nodes), opset imports, model-local functions, producer and IR versi
 can be updated without invalidating it, and any altered weight byte is caught.
 
 It is computed from the file itself with the protobuf wire-format walk of
-:mod:`fmri_edge.onnx_edit` (no ``onnx`` package): the exporter and the runtime run the same code on the same bytes.
+:mod:`fmri_edge.model.onnx_edit` (no ``onnx`` package): the exporter and the runtime run the same code on the same bytes.
 Fields are hashed in the order stored; ``onnx.save`` writes them in field-number order, so
 loading and saving a model with onnx keeps its digest. It detects corruption and accidental or
 naive edits; it is not a signature (whoever can edit the file can recompute it).
@@ -17,8 +17,8 @@ import hashlib
 from pathlib import Path
 
 from fmri_edge.files import replace_atomically
-from fmri_edge.io import InputError
-from fmri_edge.onnx_edit import (LENGTH_DELIMITED, MODEL_METADATA, WireError, fields, metadata_entry,
+from fmri_edge.errors import InputError
+from fmri_edge.model.onnx_edit import (LENGTH_DELIMITED, MODEL_METADATA, WireError, fields, metadata_entry,
                                  read_entry)
 
 DIGEST_KEY = "weights_sha256"
@@ -74,7 +74,7 @@ def stamp(path: str | Path) -> str:
 def check(path: str | Path, verify: bool = True) -> str:
     """Check an ONNX file against its stored digest: :data:`VERIFIED`, :data:`UNVERIFIABLE` (no
     digest stored: exported before digests were written) or :data:`NOT_CHECKED` (``verify=False``);
-    raises :class:`~fmri_edge.io.InputError` when the file was altered."""
+    raises :class:`~fmri_edge.data.io.InputError` when the file was altered."""
     if not verify:
         return NOT_CHECKED
     path = Path(path)

@@ -5,7 +5,7 @@ by nilearn's plotting (``[plot]``: matplotlib). Both are imported only when used
 
 - :func:`load_label_image` — an atlas file as the model's regions: label v is the model's region
   v − 1 (Brainnetome: ``BN_atlas.txt`` order), 0 is outside every region. It is read by extract's
-  :class:`~fmri_edge.extract.Atlas` (the safe reader of :mod:`fmri_edge.volumes`: nothing allocated
+  :class:`~fmri_edge.imaging.extract.Atlas` (the safe reader of :mod:`fmri_edge.imaging.volumes`: nothing allocated
   beyond what the file holds), so every variant extract accepts is accepted here, with the same
   notes: NaN or 0 background, float or integer labels, any voxel size and grid, a 4-D file holding a
   single volume; and the same refusals in one line naming the file: a 4-D or probabilistic atlas,
@@ -54,7 +54,7 @@ class LabelImage:
 
 def load_label_image(path: str | Path, n_regions: int) -> LabelImage:
     """Read an atlas label image for a model of ``n_regions`` regions (see the module docstring)."""
-    from fmri_edge.extract import Atlas
+    from fmri_edge.imaging.atlas import Atlas
 
     _nibabel()
     atlas = Atlas(path, n_regions)

@@ -1,5 +1,5 @@
 """Which brain regions drove the predictions, per region and trial (numpy only). Two kinds, one per
-kind of model (:attr:`fmri_edge.runtime.Decoder.explanation`, described by :data:`KINDS`):
+kind of model (:attr:`fmri_edge.model.runtime.Decoder.explanation`, described by :data:`KINDS`):
 
 - ``contribution`` (linear models, output ``region_contributions`` (N, n_regions)): each region's
   exact share of the answered class's logit, centred over the classes; with the constant in the
@@ -27,8 +27,8 @@ per-trial normalizations ``baseline_z``, ``baseline_sub``, ``zscore_region`` and
 applied to the array the graph receives, i.e. after any subject-wise normalization (a per-region
 affine map, so a flat region stays flat).
 
-Plotting lives in :mod:`fmri_edge.plot` (matplotlib, imported lazily, optional extra ``[plot]``);
-brain maps on an atlas in :mod:`fmri_edge.brainmap` (nibabel and nilearn, ``[nifti]`` and ``[plot]``).
+Plotting lives in :mod:`fmri_edge.explain.plot` (matplotlib, imported lazily, optional extra ``[plot]``);
+brain maps on an atlas in :mod:`fmri_edge.explain.brainmap` (nibabel and nilearn, ``[nifti]`` and ``[plot]``).
 """
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ from typing import Iterator
 
 import numpy as np
 
-from fmri_edge import io, predict
-from fmri_edge.predict import DEFAULT_BATCH
-from fmri_edge.runtime import Decoder
+from fmri_edge.data import io
+from fmri_edge.decoding import predict
+from fmri_edge.decoding.predict import DEFAULT_BATCH
+from fmri_edge.model.runtime import Decoder
 
 DEFAULT_BASELINE_S = 5
 STATIC_SD = 1e-4          # below this standard deviation over trials, attention is input-independent
@@ -166,8 +167,8 @@ class Trials:
 
 def iter_trials(decoder: Decoder, paths: list) -> Iterator[Trials | io.InputError]:
     """Every readable file's model-ready trials, one participant/file at a time, exactly as
-    ``predict`` prepares them (:func:`fmri_edge.predict.model_ready` under its default policy,
-    subject normalization included); a problem is yielded as an :class:`~fmri_edge.io.InputError`."""
+    ``predict`` prepares them (:func:`fmri_edge.decoding.predict.model_ready` under its default policy,
+    subject normalization included); a problem is yielded as an :class:`~fmri_edge.data.io.InputError`."""
     for src in io.iter_sources(paths):
         if isinstance(src, io.InputError):
             yield src
@@ -430,7 +431,7 @@ def held_out(decoder: Decoder, participants) -> dict:
 
 def alignment_plan(decoder: Decoder, x: np.ndarray, participants, batch_size: int = DEFAULT_BATCH) -> list | None:
     """[(rows, alignment statistics)] of ``x``: each participant aligned over its own trials, as
-    ``predict`` aligns them (:func:`fmri_edge.predict.participant_batches`); computed once from the
+    ``predict`` aligns them (:func:`fmri_edge.decoding.predict.participant_batches`); computed once from the
     unmasked trials, so that masking a region in one trial leaves the reference of the others
     alone. None (the graph's defaults) without ``participants`` or for a model without alignment."""
     if participants is None or not decoder.aligned:

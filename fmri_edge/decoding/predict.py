@@ -1,7 +1,7 @@
 """Predict valence for trials in files and folders, chunk by chunk (numpy + onnxruntime only).
 
 ``predict(decoder, paths)`` yields a :class:`Batch` of answers per chunk of good trials and an
-:class:`~fmri_edge.io.InputError` per problem (a bad file, or a bad trial inside a good file);
+:class:`~fmri_edge.data.io.InputError` per problem (a bad file, or a bad trial inside a good file);
 one problem never stops the others. Large ``.npy`` files are memory-mapped and streamed.
 Repairs (NaN interpolation, cropping, padding) happen only when asked for (:class:`Policy`).
 """
@@ -13,9 +13,10 @@ from typing import Iterator
 
 import numpy as np
 
-from fmri_edge import io, scoring
-from fmri_edge.normalize import AlignStats, SubjectStats
-from fmri_edge.runtime import CONTRIBUTION_OUTPUT, Decoder
+from fmri_edge import valence
+from fmri_edge.data import io
+from fmri_edge.model.normalize import AlignStats, SubjectStats
+from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, Decoder
 
 DEFAULT_BATCH = 256   # the fastest batch size measured by `fmri-edge bench` (docs/speed.md)
 MAX_BATCH = 512       # larger chunks only cost memory and run slower per trial (cache misses): capped
@@ -39,7 +40,7 @@ class Batch:
         return len(self.trial)
 
     def region_scores(self, kind: str) -> np.ndarray:
-        """The per-region explanation of ``kind`` (:attr:`fmri_edge.runtime.Decoder.explanation`):
+        """The per-region explanation of ``kind`` (:attr:`fmri_edge.model.runtime.Decoder.explanation`):
         contributions, or the input SE attention."""
         return self.region_contributions if kind == "contribution" else self.region_weights
 
@@ -104,7 +105,7 @@ def model_ready(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_B
                 policy: Policy | None = None, span: tuple[int, int] | None = None,
                 ) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
     """One file's trials as the model takes them: (1-based trial numbers, float32 trials) per
-    chunk, and an :class:`~fmri_edge.io.InputError` per problem; every bad trial is reported.
+    chunk, and an :class:`~fmri_edge.data.io.InputError` per problem; every bad trial is reported.
 
     A model trained on subject-wise normalized trials (metadata ``subject_normalization``) gets
     them normalized over all of the file's good trials together, as in training: such a file is
@@ -112,7 +113,7 @@ def model_ready(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_B
     bounded however many trials it holds.
 
     ``span``: only trials ``start … stop − 1`` (0-based, ``start`` a multiple of the batch size, so
-    chunks are the same as the whole file's), to share a file among workers (:mod:`fmri_edge.cluster`);
+    chunks are the same as the whole file's), to share a file among workers (:mod:`fmri_edge.decoding.cluster`);
     not with subject-wise normalization, whose statistics need the whole file."""
     info, policy = decoder.info, policy or Policy()
     batch_size = effective_batch(batch_size)
@@ -200,7 +201,7 @@ def screened_chunks(arr: np.ndarray, path: Path, n_times: int, batch_size: int, 
                     span: tuple[int, int] | None = None,
                     ) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
     """Checked (N, R, T) trials as stored → (1-based trial numbers, model-ready float32 trials) per
-    chunk of ``batch_size``, and an :class:`~fmri_edge.io.InputError` per trial that needs a word;
+    chunk of ``batch_size``, and an :class:`~fmri_edge.data.io.InputError` per trial that needs a word;
     ``span``: only trials ``start … stop − 1`` (0-based)."""
     first, stop = span or (0, len(arr))
     stop = min(stop, len(arr))
@@ -257,8 +258,8 @@ def answer(decoder: Decoder, source: io.Source, trial: np.ndarray, x: np.ndarray
     if len(trial):
         yield Batch(source.participant, source.path, trial,
                     out["class_probs"], out["level_probs"], out["region_weights"],
-                    scoring.decide_class(out["class_probs"]),
-                    scoring.decide_level(out["level_probs"], decoder.info.level_rule),
+                    valence.decide_class(out["class_probs"]),
+                    valence.decide_level(out["level_probs"], decoder.info.level_rule),
                     out.get(CONTRIBUTION_OUTPUT))
 
 
@@ -327,7 +328,7 @@ def _n_trials(path: Path) -> int:
 def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
             policy: Policy | None = None, participant: str | None = None,
             align: bool = True) -> Iterator[Batch | io.InputError]:
-    """Answers for every file and folder in ``paths`` (see :func:`fmri_edge.io.discover`),
+    """Answers for every file and folder in ``paths`` (see :func:`fmri_edge.data.io.discover`),
     participant by participant (:func:`group_sources`).
 
     A model with subject alignment gets each participant aligned over all of its good trials,
@@ -425,8 +426,8 @@ def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = D
     ``keep=None``) for display; memory stays bounded.
     ``on_batch(batch)``, if given, is called for every batch (e.g. to stream region weights);
     ``items``: answers computed elsewhere, in :func:`predict`'s order (e.g. by
-    :func:`fmri_edge.cluster.predict`), instead of running :func:`predict` here."""
-    from fmri_edge import submission
+    :func:`fmri_edge.decoding.cluster.predict`), instead of running :func:`predict` here."""
+    from fmri_edge.data import submission
 
     if csv_file is not None:
         submission.write_header(csv_file, probs=probs)

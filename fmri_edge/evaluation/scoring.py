@@ -1,4 +1,4 @@
-"""The ICBHI 2024 challenge score, the paper's metrics, and the LEVEL decision rule (numpy only).
+"""The ICBHI 2024 challenge score and the paper's metrics (numpy only).
 
 - CLASS_error = 1 − accuracy.
 - LEVEL_error = mean(|pred − true| / (|pred| + |true|)); a term with pred = true = 0 counts as 0.
@@ -10,21 +10,12 @@ import math
 
 import numpy as np
 
-CLASS_VALUES = np.array([-1, 0, 1])
-LEVEL_VALUES = np.arange(-4, 5)
-LEVEL_RULES = ("argmax", "min_expected_error")   # how a LEVEL is chosen from its probabilities
+from fmri_edge.valence import CLASS_VALUES, LEVEL_VALUES, level_terms
 
 
 def class_error(pred, true) -> float:
     pred, true = np.asarray(pred), np.asarray(true)
     return float(np.mean(pred != true))
-
-
-def level_terms(pred, true) -> np.ndarray:
-    """Per-trial |pred − true| / (|pred| + |true|), 0 where both are 0."""
-    pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
-    den = np.abs(pred) + np.abs(true)
-    return np.divide(np.abs(pred - true), den, out=np.zeros_like(den), where=den > 0)
 
 
 def level_error(pred, true) -> float:
@@ -85,24 +76,3 @@ def full_report(class_pred, class_true, level_pred, level_true) -> dict:
         "CLASS": classification_report(class_pred, class_true, CLASS_VALUES),
         "LEVEL": classification_report(level_pred, level_true, LEVEL_VALUES),
     }
-
-
-# ---- decisions from probabilities ------------------------------------------------------------
-
-def expected_level_error(level_probs: np.ndarray) -> np.ndarray:
-    """(N, 9) probabilities over LEVEL −4…4 → (N, 9) expected LEVEL_error of answering each level."""
-    cost = level_terms(LEVEL_VALUES[:, None], LEVEL_VALUES[None, :])  # cost[answer, truth]
-    return np.asarray(level_probs, dtype=float) @ cost.T
-
-
-def decide_level(level_probs: np.ndarray, rule: str = "argmax") -> np.ndarray:
-    """LEVEL answer per trial: the most probable level, or the one with least expected error."""
-    if rule == "argmax":
-        return LEVEL_VALUES[np.argmax(level_probs, axis=1)]
-    if rule == "min_expected_error":
-        return LEVEL_VALUES[np.argmin(expected_level_error(level_probs), axis=1)]
-    raise ValueError(f"unknown LEVEL rule {rule!r} ({', '.join(LEVEL_RULES)})")
-
-
-def decide_class(class_probs: np.ndarray) -> np.ndarray:
-    return CLASS_VALUES[np.argmax(class_probs, axis=1)]

@@ -29,7 +29,7 @@ reweighted by the change of its class's (the sign of the level) and renormalized
 Every exported graph ends with an adaptation head that computes this correction from graph inputs
 (``adapt_bias``, ``adapt_scale``, ``adapt_weight``) whose default values are zero, the identity
 (:class:`fmri_edge.training.export.AdaptationHead`). The adapted model is the shipped ONNX file with
-those defaults replaced by the fitted correction (:mod:`fmri_edge.onnx_edit`, no ``onnx``
+those defaults replaced by the fitted correction (:mod:`fmri_edge.model.onnx_edit`, no ``onnx``
 package), the participant's alignment statistics as its new alignment defaults, metadata
 (``adaptation``) recording the base model's sha256, the participant, K, the method and λ, and its
 own weights digest. Models exported before the head existed are refused (export them again).
@@ -44,10 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import integrity, io, onnx_edit, scoring
-from fmri_edge.predict import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
-from fmri_edge.runtime import ADAPT_INPUTS, ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
-from fmri_edge.submission import HEADER, read_answers
+from fmri_edge import valence
+from fmri_edge.model import integrity, onnx_edit
+from fmri_edge.data import io
+from fmri_edge.decoding.predict import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
+from fmri_edge.model.runtime import ADAPT_INPUTS, ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
+from fmri_edge.data.submission import HEADER, read_answers
 
 METHODS = ("bias", "scale_bias", "features")
 # the best mean inner-CV accuracy gain at K = 9, pooled over the 9 outer folds of
@@ -59,7 +61,7 @@ DEFAULT_SHRINKAGE = {"aligned": 10.0, "unaligned": 0.3}
 # fewer labeled trials than this: the correction cannot even see every class once
 MIN_LABELS = 3
 EPS_PROB = 1e-12
-SIGN_OF_LEVEL = np.stack([np.sign(scoring.LEVEL_VALUES) == c for c in scoring.CLASS_VALUES]).astype(np.float32)
+SIGN_OF_LEVEL = np.stack([np.sign(valence.LEVEL_VALUES) == c for c in valence.CLASS_VALUES]).astype(np.float32)
 
 
 # ---- the correction ---------------------------------------------------------------------------------
@@ -201,7 +203,7 @@ class Labels:
 def read_participant_labels(path: str | Path) -> Labels:
     """One participant's CLASS labels: ICBHI ``labels.npz`` (rows are trials 1, 2, … in order;
     fewer rows than trials label the first ones) or a CSV read as the challenge's format is
-    (:func:`fmri_edge.submission.read_answers`: ``Participant,Trial,CLASS`` by name, LEVEL and
+    (:func:`fmri_edge.data.submission.read_answers`: ``Participant,Trial,CLASS`` by name, LEVEL and
     other columns ignored), of one participant. Every problem names the file (and line)."""
     path = Path(path)
     if path.suffix == ".npz":
@@ -359,7 +361,7 @@ class Result:
 def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: str | Path,
           method: str = DEFAULT_METHOD, shrinkage: float | None = None, participant: str | None = None,
           force: bool = False, policy: Policy | None = None, threads: int = 0) -> Result:
-    from fmri_edge.submission import check_new
+    from fmri_edge.data.submission import check_new
 
     start = time.perf_counter()
     out = Path(out)
@@ -386,7 +388,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         shrinkage = DEFAULT_SHRINKAGE["aligned" if decoder.aligned else "unaligned"]
     seen = base_outputs(decoder, trials, participant, policy)
     idx = match_labels(seen, labels)
-    y = np.searchsorted(scoring.CLASS_VALUES, labels.valence_class)
+    y = np.searchsorted(valence.CLASS_VALUES, labels.valence_class)
     scale = float(np.sqrt(np.mean(np.sum(seen.features ** 2, axis=1)))) or 1.0
     corr = fit_correction(seen.class_probs[idx], y, method, shrinkage, seen.features[idx], scale)
     new_c, new_l = corr.apply(seen.class_probs, seen.level_probs, seen.features, level_map(decoder.info.meta))
@@ -397,7 +399,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     meta["adaptation"] = {
         "participant": seen.participant, "k": int(len(idx)),
         "labeled_trials": [int(t) for t in labels.trial],
-        "class_counts": {str(c): int(np.sum(labels.valence_class == c)) for c in scoring.CLASS_VALUES},
+        "class_counts": {str(c): int(np.sum(labels.valence_class == c)) for c in valence.CLASS_VALUES},
         **corr.summary(),
         "base_sha256": base_sha, "base_model": decoder.path.name, "base_model_version": base_version,
         "labels": Path(labels_path).name, "trials_seen": int(len(seen.trial)),
@@ -418,11 +420,11 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         out.unlink()
         raise RuntimeError(f"the adapted model differs from its numpy definition by {diff:.2e}; nothing written")
     card = write_card(out, meta, base_sha, file_sha256(out))
-    before, after = scoring.decide_class(seen.class_probs), scoring.decide_class(new_c)
+    before, after = valence.decide_class(seen.class_probs), valence.decide_class(new_c)
     yl = labels.valence_class
     return Result(out, card, seen.participant, len(idx), len(seen.trial), corr, int(np.sum(before != after)),
-                  np.array([np.sum(before == c) for c in scoring.CLASS_VALUES]),
-                  np.array([np.sum(after == c) for c in scoring.CLASS_VALUES]),
+                  np.array([np.sum(before == c) for c in valence.CLASS_VALUES]),
+                  np.array([np.sum(after == c) for c in valence.CLASS_VALUES]),
                   (float(np.mean(before[idx] == yl)), float(np.mean(after[idx] == yl))),
                   time.perf_counter() - start, diff, seen.problems)
 

@@ -6,7 +6,7 @@ the header checked against the file before anything is allocated: dimensions, da
 size and affine, scaling, the data offset, and the declared data size against what the file can
 hold (the file size for ``.nii``; for ``.nii.gz`` the most deflate can expand it, 1032:1, and the
 data are then read as a stream, a block at a time, so memory follows the data that really come).
-Any damage raises one :class:`~fmri_edge.io.InputError` naming the file and the problem: a
+Any damage raises one :class:`~fmri_edge.data.io.InputError` naming the file and the problem: a
 truncated file, a header lying about its size, a gzip stream cut short or corrupt, an empty file,
 a folder, a broken link, an unreadable file. Nothing is unpickled, nothing is memory-mapped.
 
@@ -14,7 +14,7 @@ a folder, a broken link, an unreadable file. Nothing is unpickled, nothing is me
 2× faster than zlib here) when installed, else with zlib, as a stream that inflates only what is read.
 
 Reducing. :class:`RegionIndex` puts a label atlas on one image grid once (the label of every voxel,
-resampled by nearest neighbour if the grids differ, :meth:`fmri_edge.extract.Atlas.labels_on_grid`)
+resampled by nearest neighbour if the grids differ, :meth:`fmri_edge.imaging.extract.Atlas.labels_on_grid`)
 and keeps the labelled voxels in file order; :meth:`RegionIndex.means` then reduces a volume or a
 block of volumes to the mean of each region in one pass (a gather and a ``bincount``, accumulated
 in float64) — the values of nilearn's ``NiftiLabelsMasker(strategy="mean")`` (tests compare them).
@@ -476,7 +476,7 @@ class RegionIndex:
     @classmethod
     def on_grid(cls, atlas, shape: tuple[int, int, int], affine: np.ndarray, notes: list[str],
                 source: Path | None = None) -> "RegionIndex":
-        """The atlas (:class:`fmri_edge.extract.Atlas`) on the grid ``shape`` / ``affine`` (resampled
+        """The atlas (:class:`fmri_edge.imaging.extract.Atlas`) on the grid ``shape`` / ``affine`` (resampled
         by nearest neighbour if it differs, with a note; refused if a label is lost)."""
         return cls(atlas.labels_on_grid(tuple(int(s) for s in shape[:3]), affine, notes, source), atlas.n_regions)
 

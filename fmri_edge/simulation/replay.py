@@ -7,7 +7,7 @@ between them (every ``split_every``-th volume), so a reader sees them incomplete
 
 - ``nii``: 3-D NIfTI-1 files named ``img-<series:05>-<volume:05>.nii``;
 - ``dicom``: Siemens XA enhanced multi-frame DICOM, one file per volume, named as ideacmdtool
-  names its exports, ``001_<series:06>_<volume:06>.dcm`` (:mod:`fmri_edge.dicom`).
+  names its exports, ``001_<series:06>_<volume:06>.dcm`` (:mod:`fmri_edge.imaging.dicom`).
 
 Volume numbers start at 1, as the scanner's do.
 """
@@ -75,7 +75,7 @@ def replay(bold: str | Path, folder: str | Path, tr: float, speed: float = 1.0, 
     if len(img.shape) != 4:
         raise InputError(bold, f"{len(img.shape)}-D image (shape {img.shape}); --from needs a 4-D run")
     if fmt == "dicom":
-        from fmri_edge import dicom
+        from fmri_edge.imaging import dicom
 
         encode = dicom.Encoder(img.affine, img.shape[:3], series)
     period = tr / speed

@@ -1,6 +1,6 @@
 """``predict`` on a Dask cluster (the optional extra ``pip install 'fmri-edge[dask]'``).
 
-The same answers as :func:`fmri_edge.predict.predict`, item for item and in the same order,
+The same answers as :func:`fmri_edge.decoding.predict.predict`, item for item and in the same order,
 computed by the workers of a Dask scheduler (``tcp://host:8786``, e.g. one started by
 ``dask_jobqueue.SLURMCluster``) or of a ``LocalCluster`` of N processes (``local:N``). Nothing of
 Dask is imported until a cluster is asked for.
@@ -8,48 +8,32 @@ Dask is imported until a cluster is asked for.
 What travels: the client sends paths, trial ranges and the options; each worker reads the files
 itself with the project's safe loaders (never unpickled), so workers need the inputs and the model
 at the same paths as the client (a shared file system, as on a SLURM cluster). Answers come back
-as :class:`~fmri_edge.predict.Batch` objects (Dask pickles results between its own processes).
+as :class:`~fmri_edge.decoding.predict.Batch` objects (Dask pickles results between its own processes).
 
 How the work is split: by participant and file, and ``.npy`` files (memory-mapped) by spans of
 whole batches of trials, so every onnxruntime call sees the same trials as locally. A model with
 subject alignment gets a first pass per span (each chunk's statistics), merged on a worker in file
-and chunk order into the participant's plan (:func:`fmri_edge.predict.participant_plan`); the
+and chunk order into the participant's plan (:func:`fmri_edge.decoding.predict.participant_plan`); the
 second pass depends on it. Everything is submitted at once and the client collects the answers in
 order, streaming them to the CSV. A worker that dies has its tasks (and lost results) recomputed
 by the scheduler from their inputs: nothing is lost or duplicated.
 """
 from __future__ import annotations
 
-import logging
-import os
 import threading
-from concurrent.futures import CancelledError
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import io, predict as local
-from fmri_edge.io import InputError, UsageError
-from fmri_edge.runtime import Decoder, file_sha256
+from fmri_edge.data import io
+from fmri_edge.decoding import predict as local
+from fmri_edge.errors import InputError
+from fmri_edge.scheduler import connect, load_distributed, result
+from fmri_edge.model.runtime import Decoder, file_sha256
 
 DEFAULT_TASK_TRIALS = 2048   # trials per task (rounded up to whole batches): ≈ 1 s of work per task
-CONNECT_TIMEOUT = 10         # seconds to reach a scheduler
-EXTRA = "pip install 'fmri-edge[dask]'"
-
-
-class ClusterError(UsageError):
-    """The cluster cannot be reached or went away mid-run: one line, exit 2, nothing written."""
-
-
-def _distributed():
-    try:
-        import distributed
-    except ImportError as e:
-        raise UsageError(f"--scheduler needs Dask ({e.name or e}): {EXTRA}") from None
-    return distributed
 
 
 # ---- the worker side ---------------------------------------------------------------------------
@@ -69,7 +53,7 @@ _decoders_lock = threading.Lock()
 
 
 def worker_decoder(ref: ModelRef) -> Decoder:
-    """One :class:`~fmri_edge.runtime.Decoder` per worker process and model, opened by the first
+    """One :class:`~fmri_edge.model.runtime.Decoder` per worker process and model, opened by the first
     task that needs it after checking the file's sha256 on that machine (a different file at the
     same path on another node is refused, not silently used)."""
     with _decoders_lock:
@@ -104,7 +88,7 @@ def _own_problems(items: list, span) -> list:
 
 
 def stats_task(ref: ModelRef, src: io.Source, batch_size: int, policy, span) -> list:
-    """First pass over one span of one file: :func:`fmri_edge.predict.source_stats`."""
+    """First pass over one span of one file: :func:`fmri_edge.decoding.predict.source_stats`."""
     return _own_problems(list(local.source_stats(worker_decoder(ref), src, batch_size, policy, span)), span)
 
 
@@ -118,7 +102,7 @@ def plan_task(name: str, sources: list[io.Source], stats: list | None, align: bo
 
 def answer_task(ref: ModelRef, src: io.Source, batch_size: int, policy, span, plan: tuple,
                 reported: bool, weights: bool) -> list:
-    """Second pass over one span of one file: :func:`fmri_edge.predict.predict_source`. Without
+    """Second pass over one span of one file: :func:`fmri_edge.decoding.predict.predict_source`. Without
     ``weights`` the region weights and contributions stay on the worker (only ``--explain`` reads them)."""
     subject, offsets, _ = plan
     items = _own_problems(list(local.predict_source(worker_decoder(ref), src, batch_size, policy, subject,
@@ -149,13 +133,13 @@ def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAU
             policy: local.Policy | None = None, participant: str | None = None, align: bool = True,
             threads: int = 1, weights: bool = True, task_trials: int | None = None,
             on_total=None, on_trials=None):
-    """:func:`fmri_edge.predict.predict` on the workers of a ``distributed.Client``: the same
-    :class:`~fmri_edge.predict.Batch` and :class:`~fmri_edge.io.InputError` items in the same
+    """:func:`fmri_edge.decoding.predict.predict` on the workers of a ``distributed.Client``: the same
+    :class:`~fmri_edge.decoding.predict.Batch` and :class:`~fmri_edge.data.io.InputError` items in the same
     order. ``threads``: onnxruntime threads per task; ``task_trials``: trials per task (default
     :data:`DEFAULT_TASK_TRIALS`, rounded up to whole batches); ``weights=False`` leaves region weights
     out (empty); ``on_total(n)`` is called once with the trials planned, ``on_trials(n)`` as the
     answers of n trials are computed (from Dask's thread: keep it quick)."""
-    distributed = _distributed()
+    distributed = load_distributed()
     ref = ModelRef(str(decoder.path.resolve()), file_sha256(decoder.path), max(1, threads))
     policy = policy or local.Policy()
     batch = local.effective_batch(batch_size)
@@ -170,7 +154,7 @@ def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAU
         return future
 
     def submit(name, sources):
-        """A unit's tasks (:func:`fmri_edge.predict.participant_units`): (plan, answers, trials)."""
+        """A unit's tasks (:func:`fmri_edge.decoding.predict.participant_units`): (plan, answers, trials)."""
         per_file = [spans(header_trials(src.path), step, split and src.path.suffix == ".npy") for src in sources]
         stats = None
         if decoder.aligned:
@@ -183,9 +167,9 @@ def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAU
         return plan, answers, sum(n for file_spans in per_file for _, n in file_spans)
 
     def collect(plan, answers):
-        yield from _result(plan, address, distributed)[2]
+        yield from result(plan, address, distributed)[2]
         while answers:
-            yield from _result(answers.pop(0), address, distributed)
+            yield from result(answers.pop(0), address, distributed)
 
     planned, total = [], 0
     for item in local.group_sources(paths, participant):
@@ -207,70 +191,11 @@ def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAU
                                       lambda unit: collect(*units[tuple(unit)][:2]))
 
 
-def _result(future, address: str, distributed):
-    """A future's result; a lost cluster is one line (a task's own InputError goes on as it is)."""
-    try:
-        return future.result()
-    except distributed.KilledWorker as e:
-        raise ClusterError(f"Dask workers at {address} died running one task again and again ({e}); "
-                           "check their memory limit and logs; nothing written") from None
-    except (CancelledError, distributed.comm.CommClosedError, TimeoutError) as e:
-        reason = getattr(e, "reason", None) or (str(e).splitlines() or [type(e).__name__])[0][:100]
-        raise ClusterError(f"lost the Dask cluster at {address} mid-run ({reason}); nothing written") from None
-
-
-def parse_local(address: str) -> int | None:
-    """``local:N`` → N (None for any other address)."""
-    if not address.startswith("local:"):
-        return None
-    n = address[len("local:"):]
-    if not n.isdigit() or int(n) < 1:
-        raise UsageError(f"--scheduler {address}: expected local:N with N ≥ 1 workers, or a scheduler "
-                         "address such as tcp://host:8786")
-    return int(n)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@contextmanager
-def connect(address: str, threads: int = 0):
-    """A ``distributed.Client`` for ``address`` and the onnxruntime threads per task: ``threads``
-    if given (> 0); otherwise, for ``local:N`` (N worker processes of one Dask thread), the cores
-    shared among the N; for a scheduler's workers 1 per task, since a Dask worker already runs one
-    task per thread it was given (``dask worker --nthreads``, a SLURMCluster's ``cores``)."""
-    distributed = _distributed()
-    quiet = logging.getLogger("distributed")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)   # its reconnect warnings would bury the one-line error
-    try:
-        n = parse_local(address)
-        if n is not None:
-            with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                          dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL) as lc, \
-                    distributed.Client(lc) as client:
-                yield client, threads or max(1, _cores() // n)
-            return
-        try:
-            client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as e:
-            raise ClusterError(f"cannot reach a Dask scheduler at {address} ({str(e).splitlines()[0][:120]}); "
-                               "start one (e.g. dask_jobqueue.SLURMCluster, see the README) or use "
-                               "--scheduler local:N") from None
-        try:
-            yield client, threads or 1
-        finally:
-            client.close(timeout=CONNECT_TIMEOUT)
-    finally:
-        quiet.setLevel(level)
-
-
 def predict_to(address: str, decoder: Decoder, paths: list, csv_file=None, batch_size: int = local.DEFAULT_BATCH,
                keep: int | None = 60, policy: local.Policy | None = None, on_batch=None,
                participant: str | None = None, align: bool = True, probs: bool = False, threads: int = 0,
                weights: bool = True, console=None, task_trials: int | None = None) -> local.Summary:
-    """:func:`fmri_edge.predict.predict_to` through the cluster at ``address`` (see
+    """:func:`fmri_edge.decoding.predict.predict_to` through the cluster at ``address`` (see
     :func:`connect`), with a progress bar of the trials answered on ``console`` (stderr)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.simulate import EMOTION_REGIONS
+from fmri_edge.simulation.simulate import EMOTION_REGIONS
 
 VALENCE_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
 BLOCK = 2                         # voxels per cube edge, per label, on the BOLD grid

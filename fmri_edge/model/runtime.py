@@ -9,7 +9,7 @@ of the answered class's logit (:attr:`Decoder.explanation` says which a model gi
 
 Before a model is opened, its sha256 is checked against its model card (``<name>.md`` beside
 ``<name>.onnx``, line ``| sha256 | `<hex>` |``) when one is there; once open, its weights are
-checked against the ``weights_sha256`` digest written at export (:mod:`fmri_edge.integrity`).
+checked against the ``weights_sha256`` digest written at export (:mod:`fmri_edge.model.integrity`).
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge import integrity, scoring
-from fmri_edge.io import InputError
-from fmri_edge.normalize import SUBJECT_NORMS
+from fmri_edge import valence
+from fmri_edge.model import integrity
+from fmri_edge.errors import InputError
+from fmri_edge.model.normalize import SUBJECT_NORMS
 
 METADATA_KEY = "fmri_edge"
 OUTPUT_NAMES = ("class_probs", "level_probs", "region_weights")
@@ -33,14 +34,14 @@ OUTPUT_NAMES = ("class_probs", "level_probs", "region_weights")
 EXTRA_OUTPUTS = ("features", "normalized")
 ALIGN_INPUTS = ("subject_mean", "subject_scale")
 # the identity adaptation head's parameters, inputs with zero defaults that ``predict`` never feeds:
-# ``fmri-edge adapt`` writes a participant's correction as their defaults (fmri_edge.adapt)
+# ``fmri-edge adapt`` writes a participant's correction as their defaults (fmri_edge.decoding.adapt)
 ADAPT_INPUTS = ("adapt_bias", "adapt_scale", "adapt_weight")
 # models whose CLASS logits are linear in per-region features: each region's share of the answer
 CONTRIBUTION_OUTPUT = "region_contributions"
 DEFAULT_MODEL = "fmri-edge.onnx"
-CLASS_VALUES = tuple(scoring.CLASS_VALUES.tolist())   # as the metadata lists them
-LEVEL_VALUES = tuple(scoring.LEVEL_VALUES.tolist())
-LEVEL_RULES = scoring.LEVEL_RULES
+CLASS_VALUES = tuple(valence.CLASS_VALUES.tolist())   # as the metadata lists them
+LEVEL_VALUES = tuple(valence.LEVEL_VALUES.tolist())
+LEVEL_RULES = valence.LEVEL_RULES
 CARD_SHA256 = re.compile(r"^\|\s*sha256\s*\|\s*`([0-9a-fA-F]{64})`\s*\|", re.MULTILINE)
 
 
@@ -239,7 +240,7 @@ class Decoder:
         trial) of any real numeric dtype, byte order or memory layout → {output name: array}.
         ``subject``: a participant's (mean, scale) alignment statistics (see :meth:`represent`);
         None for the graph's defaults, the training population's. A wrong shape or dtype raises
-        :class:`~fmri_edge.io.InputError`, never onnxruntime's error. ``outputs``: default
+        :class:`~fmri_edge.data.io.InputError`, never onnxruntime's error. ``outputs``: default
         :attr:`run_outputs`."""
         outputs = self.run_outputs if outputs is None else outputs
         feeds = {self.input_name: self.as_input(trials)}
@@ -258,7 +259,7 @@ class Decoder:
         if type(trials) is np.ndarray and trials.dtype == np.float32 and trials.ndim == 3 and trials.shape[0] \
                 and trials.shape[1:] == (self.info.n_regions, self.info.n_times) and trials.flags.c_contiguous:
             return trials   # already what the graph takes (the common case, checked in ~1 µs)
-        from fmri_edge import io
+        from fmri_edge.data import io
 
         arr = trials if isinstance(trials, np.ndarray) else np.asarray(trials)
         return io.to_float32(io.check_trials(arr, name, self.info.n_regions, self.info.n_times))

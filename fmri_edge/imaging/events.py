@@ -335,7 +335,7 @@ def save_labels(path: Path, valence_class: np.ndarray, valence_level: np.ndarray
 
 def level_rated(label_path: Path, n: int) -> np.ndarray:
     """Which LEVELs of a labels.npz are real ratings (a file without ``level_rated``: all of them)."""
-    from fmri_edge.io import read_array
+    from fmri_edge.data.io import read_array
 
     try:
         rated = np.asarray(read_array(label_path, "level_rated"), dtype=bool)
@@ -345,7 +345,7 @@ def level_rated(label_path: Path, n: int) -> np.ndarray:
 
 
 def write_summary(path: Path, summary: dict) -> Path:
-    from fmri_edge.submission import atomic_write
+    from fmri_edge.data.submission import atomic_write
 
     with atomic_write(path, force=True) as f:
         f.write(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")

@@ -5,7 +5,7 @@ nilearn and nibabel are imported inside the functions that use them, so importin
 (and ``fmri_edge.cli``) costs nothing on a runtime install.
 
 What one run goes through
-1. The BOLD image (4-D NIfTI), read safely (:mod:`fmri_edge.volumes`: the header checked against the
+1. The BOLD image (4-D NIfTI), read safely (:mod:`fmri_edge.imaging.volumes`: the header checked against the
    file before anything is allocated; damage is one :class:`InputError`), and its TR:
    ``header.get_zooms()[3]`` in the header's time unit (seconds, or ms/µs converted; an unknown unit
    is taken as seconds when plausible), or ``tr`` given by the user.
@@ -15,7 +15,7 @@ What one run goes through
    another grid (shape or affine) than the BOLD is resampled to the BOLD's grid with
    nearest-neighbour interpolation (nilearn), and a note says so; a label that has no voxel left
    after resampling is refused.
-3. Region means per volume, raw: by the kernel (:class:`fmri_edge.volumes.RegionIndex`), the run
+3. Region means per volume, raw: by the kernel (:class:`fmri_edge.imaging.volumes.RegionIndex`), the run
    read block by block — the values of nilearn's ``NiftiLabelsMasker(strategy="mean")``. When
    confounds, detrending or filtering are asked (they need the whole run), nilearn's masker does it
    all: ``standardize=None``, confounds regressed out (nilearn standardizes the confounds, so each
@@ -41,13 +41,14 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from fmri_edge.events import (LABEL_FILE, Events, Labeled, LabelSpec, check_columns, check_study,  # noqa: F401
+from fmri_edge.imaging.events import (LABEL_FILE, Events, Labeled, LabelSpec, check_columns, check_study,  # noqa: F401
                               entities, find_events, label_events, read_events, save_labels)
-from fmri_edge.io import DATA_FILE, KNOWN_ATLASES, InputError, UsageError
+from fmri_edge.data.io import DATA_FILE
+from fmri_edge.errors import InputError, UsageError
+from fmri_edge.imaging.atlas import Atlas, label_ranges
+from fmri_edge.imaging.window import TR_RANGE, Window, cut_trials, volume_times
 
-DEFAULT_BASELINE_S = 5           # ICBHI trials: 5 s fixation, 15 s video, 5 s after
 DEFAULT_CONFOUNDS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
-TR_RANGE = (0.1, 30.0)           # plausible repetition times, seconds
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -66,87 +67,11 @@ def require_nifti(command: str = "extract", extra: str = "nifti") -> None:
         raise UsageError(f"{command} needs {' and '.join(missing)} (not installed): pip install 'fmri-edge[{extra}]'")
 
 
-# ---- the window, from the model ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Window:
-    """Which seconds make a trial: samples ``onset − baseline_s + j``, ``j < n_times``."""
-
-    n_regions: int
-    n_times: int
-    baseline_s: float
-    baseline_from: str = "model metadata"
-
-    def offsets(self) -> np.ndarray:
-        return np.arange(self.n_times, dtype=np.float64) - self.baseline_s
-
-    @classmethod
-    def from_model(cls, info) -> "Window":
-        """From a :class:`~fmri_edge.runtime.ModelInfo`: ``baseline_s`` at the metadata's top level,
-        else in its ``normalization`` block, else 5 s (the ICBHI layout), which is said."""
-        meta = info.meta
-        norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
-        if "baseline_s" in meta:
-            value, source = meta["baseline_s"], "model metadata (baseline_s)"
-        elif "baseline_s" in norm:
-            value, source = norm["baseline_s"], "model metadata (normalization.baseline_s)"
-        else:
-            value, source = DEFAULT_BASELINE_S, f"default {DEFAULT_BASELINE_S} s: the model's metadata has no baseline_s"
-        try:
-            baseline = float(value)
-        except (TypeError, ValueError):
-            baseline = float("nan")
-        if not 0 <= baseline < info.n_times:
-            raise InputError(info.path, f"metadata baseline_s {value!r} is not a number of seconds within the "
-                                        f"model's {info.n_times}-s window")
-        return cls(info.n_regions, info.n_times, baseline, source)
-
-
-# ---- events: fmri_edge.events (finding by BIDS inheritance, reading with pandas, labels) ----------------
-
-# ---- cutting trials (numpy only) ---------------------------------------------------------------------
-
-def volume_times(n_volumes: int, tr: float, slice_time_ref: float = 0.0) -> np.ndarray:
-    """Seconds of each volume from the start of the scan: ``(k + slice_time_ref) · tr``."""
-    return (np.arange(n_volumes, dtype=np.float64) + slice_time_ref) * tr
-
-
-def cut_trials(times: np.ndarray, signals: np.ndarray, events: Events, window: Window,
-               source: str | Path) -> tuple[np.ndarray, np.ndarray, list[InputError]]:
-    """Region signals (V, R) at volume ``times`` → (trials (N, R, n_times) float32, indices of the
-    events kept, one :class:`InputError` per event skipped because its window leaves the scan)."""
-    offsets = window.offsets()
-    keep, skipped = [], []
-    first, last = times[0], times[-1]
-    eps = 1e-6
-    for i, onset in enumerate(events.onset):
-        t0, t1 = onset + offsets[0], onset + offsets[-1]
-        if t0 < first - eps or t1 > last + eps:
-            where = (f"starts before the first volume ({first:g} s)" if t0 < first - eps else
-                     f"runs past the end of the scan (last volume at {last:g} s)")
-            skipped.append(InputError(
-                events.path, f"event row {events.row[i]} (onset {onset:g} s, {events.trial_type[i]}): its "
-                             f"{window.n_times}-s window {t0:g} … {t1:g} s {where} in {Path(source).name}; "
-                             "windows are never padded", outcome="skipped"))
-        else:
-            keep.append(i)
-    keep = np.asarray(keep, dtype=np.int64)
-    trials = np.empty((len(keep), signals.shape[1], window.n_times), dtype=np.float32)
-    sig = np.asarray(signals, dtype=np.float64)
-    for n, i in enumerate(keep):
-        t = np.clip(events.onset[i] + offsets, first, last)   # clip only absorbs rounding (≤ eps)
-        # linear interpolation of every region at once: the two volumes around each sample
-        k = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)
-        w = (t - times[k]) / (times[k + 1] - times[k])
-        trials[n] = (sig[k] * (1 - w)[:, None] + sig[k + 1] * w[:, None]).T
-    return trials, keep, skipped
-
-
 # ---- images -----------------------------------------------------------------------------------------------
 
 def bold_tr(img, path: Path, tr: float | None, notes: list[str]) -> float:
     """The repetition time in seconds: ``tr`` if given, else the header's 4th zoom in its unit.
-    ``img``: anything with a nibabel ``header`` (a :class:`~fmri_edge.volumes.Header`, an image)."""
+    ``img``: anything with a nibabel ``header`` (a :class:`~fmri_edge.imaging.volumes.Header`, an image)."""
     if tr is not None:
         if not TR_RANGE[0] <= tr <= TR_RANGE[1]:
             raise UsageError(f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})")
@@ -169,128 +94,6 @@ def bold_tr(img, path: Path, tr: float | None, notes: list[str]) -> float:
                      "(pass --tr to override)")
     return value
 
-
-def _ranges(values) -> str:
-    """[1, 2, 3, 7, 9, 10] → '1-3, 7, 9-10' (at most 12 pieces)."""
-    values = sorted(int(v) for v in values)
-    pieces, start = [], None
-    for a, b in zip(values, values[1:] + [None]):
-        start = a if start is None else start
-        if b != a + 1:
-            pieces.append(f"{start}" if start == a else f"{start}-{a}")
-            start = None
-    return ", ".join(pieces[:12]) + (f", … ({len(pieces) - 12} more ranges)" if len(pieces) > 12 else "")
-
-
-class Atlas:
-    """A checked label atlas, put (once per grid) on the grids of the images it is used with.
-
-    Accepted as distributed, each with a note: NaN background (taken as 0), float labels (whole
-    numbers), a 4-D file of one volume, any grid (1 mm, 2 mm, SPM 181×217×181 or FSL 182×218×182):
-    resampled to the image's grid by nearest neighbour (nilearn) when it differs."""
-
-    def __init__(self, path: str | Path, n_regions: int):
-        from fmri_edge import volumes
-
-        self.path, self.n_regions = Path(path), n_regions
-        self.notes: list[str] = []
-        h = volumes.read_header(self.path, "atlas")
-        if h.n_volumes > 1:
-            raise InputError(self.path, f"atlas must be a 3-D image of region labels, got shape {h.shape} (a 4-D "
-                                        "probabilistic atlas? use the maximum-probability label image)")
-        data = volumes.read_image(h, "atlas", native=True)
-        if data.dtype.kind == "f":
-            data = self._whole_numbers(data)
-        if data.size and (data.min() < np.iinfo(np.int32).min or data.max() > np.iinfo(np.int32).max):
-            raise InputError(self.path, f"atlas values {data.min():g} … {data.max():g} are not region labels")
-        self.labels = np.asarray(data, dtype=np.int32)
-        self.affine, self.grid = h.affine, volumes.describe_grid(h.shape, h.affine)
-        self._check_labels(np.unique(self.labels), "")
-        self._on_grid: dict[tuple, tuple[np.ndarray, str | None]] = {}
-
-    def _whole_numbers(self, data: np.ndarray) -> np.ndarray:
-        name = self.path.name
-        if np.isinf(data).any():
-            raise InputError(self.path, "atlas holds infinite values; expected whole-number region labels")
-        nan = np.isnan(data)
-        if nan.all():
-            raise InputError(self.path, "atlas holds only NaN values; expected whole-number region labels")
-        if nan.any():
-            self.notes.append(f"atlas {name}: {int(nan.sum())} NaN voxels taken as background (0), as in public "
-                              "copies of the Brainnetome atlas")
-            data = np.where(nan, 0, data)
-        whole = np.round(data)
-        if not np.allclose(data, whole, atol=1e-3, rtol=0):
-            raise InputError(self.path, "atlas values are not whole-number labels (a probability or intensity "
-                                        "image?); use the label image (e.g. BN_Atlas_246_2mm.nii.gz)")
-        self.notes.append(f"atlas {name}: labels stored as {data.dtype} numbers, read as whole-number labels")
-        return whole
-
-    def _check_labels(self, labels: np.ndarray, after: str) -> None:
-        labels = labels[labels != 0]
-        want = np.arange(1, self.n_regions + 1)
-        missing, extra = np.setdiff1d(want, labels), np.setdiff1d(labels, want)
-        if missing.size or extra.size:
-            known = f" (the {KNOWN_ATLASES[labels.size]} atlas?)" if labels.size in KNOWN_ATLASES and not after else ""
-            parts = [f"atlas has {labels.size} region labels{after}{known}, the model needs labels 1 … "
-                     f"{self.n_regions} (Brainnetome; 0 = background)"]
-            if missing.size:
-                parts.append(f"missing labels: {_ranges(missing)}")
-            if extra.size:
-                parts.append(f"unexpected labels: {_ranges(extra)}")
-            raise InputError(self.path, "; ".join(parts))
-
-    def labels_on_grid(self, shape: tuple[int, int, int], affine: np.ndarray, notes: list[str],
-                       source: str | Path | None = None) -> np.ndarray:
-        """(X, Y, Z) int32 labels on the grid ``shape``/``affine``: the atlas itself when the grids
-        agree, else resampled once per grid (nilearn, nearest neighbour), with a note."""
-        from fmri_edge.volumes import describe_grid
-
-        affine = np.asarray(affine, dtype=np.float64)
-        name = Path(source).name if source else "the image"
-        key = (tuple(shape), affine.round(6).tobytes())
-        if key not in self._on_grid:
-            if self.labels.shape == tuple(shape) and np.allclose(self.affine, affine, atol=1e-4):
-                self._on_grid[key] = (self.labels, None)
-            else:
-                grid = describe_grid(shape, affine)
-                data = self._resampled(shape, affine, name, grid)
-                present = np.unique(data)
-                if not (present != 0).any():
-                    raise InputError(self.path, f"atlas {self.grid} and {name} {grid} do not overlap in space: no "
-                                                "atlas label falls inside the image; both must be in the same space "
-                                                "(e.g. MNI152)")
-                self._check_labels(present, f" left after resampling to the grid of {name} {shape} (nearest "
-                                            "neighbour)")
-                self._on_grid[key] = (data, f"atlas {self.path.name} {self.grid} differs from the grid of {name} "
-                                            f"{grid}: resampled the atlas to the BOLD grid (nilearn, nearest neighbour); "
-                                            "check that both are in the same space (e.g. MNI152)")
-        labels, note = self._on_grid[key]
-        notes.extend(self.notes)
-        if note:
-            notes.append(note)
-        return labels
-
-    def _resampled(self, shape, affine, name: str, grid: str) -> np.ndarray:
-        """The labels on the grid by nearest neighbour (nilearn); all 0 where the grids do not meet."""
-        import warnings
-
-        import nibabel as nib
-        from nilearn.image import resample_img
-        from nilearn.image.resampling import BoundingBoxError
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                img = resample_img(nib.Nifti1Image(self.labels, self.affine), target_affine=affine,
-                                   target_shape=tuple(shape), interpolation="nearest", force_resample=True,
-                                   copy_header=True)
-        except BoundingBoxError:     # nilearn: the grids do not meet at all
-            return np.zeros(tuple(shape), dtype=np.int32)
-        except (ValueError, np.linalg.LinAlgError, MemoryError) as e:
-            raise InputError(self.path, f"atlas {self.grid} cannot be resampled to the grid of {name} {grid} "
-                                        f"({str(e)[:100]})") from None
-        return np.asarray(img.dataobj).astype(np.int32)
 
 # ---- confounds --------------------------------------------------------------------------------------------
 
@@ -365,9 +168,9 @@ def needs_nilearn(opts: ExtractOptions, confounds) -> bool:
 def region_signals(bold, atlas: Atlas, tr: float, opts: ExtractOptions, confounds, notes,
                    block_volumes: int | None = None) -> np.ndarray:
     """(V, n_regions) raw mean signal per region and volume of a checked BOLD header
-    (:class:`~fmri_edge.volumes.Header`): the region-means kernel over blocks of volumes, or nilearn's
+    (:class:`~fmri_edge.imaging.volumes.Header`): the region-means kernel over blocks of volumes, or nilearn's
     labels masker on the whole run when confounds, detrending or filtering are asked."""
-    from fmri_edge import volumes
+    from fmri_edge.imaging import volumes
 
     labels = atlas.labels_on_grid(bold.volume_shape, bold.affine, notes, bold.path)
     if not needs_nilearn(opts, confounds):
@@ -393,7 +196,7 @@ def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: Extract
     if isinstance(ids, dict):
         got = [int(v) for k, v in ids.items() if k != "background"]
         if got != list(range(1, atlas.n_regions + 1)):
-            raise InputError(atlas.path, f"nilearn returned regions {_ranges(got)}, expected 1 … {atlas.n_regions}")
+            raise InputError(atlas.path, f"nilearn returned regions {label_ranges(got)}, expected 1 … {atlas.n_regions}")
     if signals.shape[1] != atlas.n_regions:
         raise InputError(atlas.path, f"nilearn returned {signals.shape[1]} regions, expected {atlas.n_regions}")
     return np.asarray(signals, dtype=np.float64)
@@ -411,7 +214,7 @@ def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events | La
                 block_volumes: int | None = None) -> RunResult:
     """One 4-D BOLD run → its trials; raises :class:`InputError` for a run that cannot be used.
     With ``opts.labels`` (or already labeled events) only the events mapped to a class are cut."""
-    from fmri_edge import volumes
+    from fmri_edge.imaging import volumes
 
     opts = opts or ExtractOptions()
     bold = Path(bold)
@@ -661,20 +464,20 @@ def extract_bids_on(address: str, root: str | Path, atlas: Atlas, out_dir: str |
     (``tcp://host:8786``) or of a local cluster of N processes (``local:N``): every run is submitted
     at once, the client collects the results in run order and writes each participant's file as
     :func:`extract_bids` does (the same files, the same reports)."""
-    from fmri_edge import cluster
+    from fmri_edge import scheduler
 
     opts = opts or ExtractOptions()
     runs = runs if runs is not None else find_bids_runs(root, confounds=opts.confounds == "auto")
     if opts.labels is not None and labeled is None:
         labeled = label_study(runs, window, opts)
-    distributed = cluster._distributed()
-    with cluster.connect(address) as (client, _):
+    distributed = scheduler.load_distributed()
+    with scheduler.connect(address) as (client, _):
         futures = {r.bold: client.submit(run_task, r, run_events(r, labeled), str(atlas.path.resolve()),
                                          atlas.n_regions, window, opts, pure=False)
                    for r in to_write(runs, out_dir, force, labeled)}
 
         def collect(run: BidsRun, events) -> RunResult:
-            result = cluster._result(futures.pop(run.bold), address, distributed)
+            result = scheduler.result(futures.pop(run.bold), address, distributed)
             if isinstance(result, InputError):
                 raise result
             return result
