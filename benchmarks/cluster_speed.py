@@ -79,12 +79,12 @@ def task_overhead(trials: Path, n: int, runs: int) -> dict:
     import distributed
 
     from fmri_edge.decoding import cluster
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
 
     part = trials.with_name(f"first{n}.npy")
     if not part.is_file():
         np.save(part, np.load(trials, mmap_mode="r", allow_pickle=False)[:n])
-    decoder = Decoder()
+    decoder = Model()
     with cluster.connect("local:1") as (client, threads):   # one worker: the same parallelism either way
         distributed.wait(client.submit(cluster.worker_decoder, cluster.ModelRef(
             str(decoder.path.resolve()), cluster.file_sha256(decoder.path), threads)))   # models opened, files cached

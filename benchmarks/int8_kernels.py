@@ -16,7 +16,7 @@ from tests.conftest import level_recipe, SIGNAL_REGIONS
 from fmri_edge.simulation.simulate import simulate
 import fmri_edge.model.runtime as runtime
 from fmri_edge.decoding.predict import run_by_participant
-from fmri_edge.model.runtime import Decoder
+from fmri_edge.model.runtime import Model
 from fmri_edge.training.export import export_onnx
 from fmri_edge.training.fit import fit
 from fmri_edge.training.quantize import quantize_int8
@@ -37,7 +37,7 @@ for mode in ("fused", "unfused", "noopt"):
             import onnxruntime as ort; so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return so
     runtime.session_options = so_
-    ref = run_by_participant(Decoder(d/"l.onnx"), x[~tr], subj[~tr])["class_probs"]
+    ref = run_by_participant(Model(d/"l.onnx"), x[~tr], subj[~tr])["class_probs"]
     for k in ("aligned", "defaults"):
-        v = run_by_participant(Decoder(d/f"{k}.onnx"), x[~tr], subj[~tr])["class_probs"]
+        v = run_by_participant(Model(d/f"{k}.onnx"), x[~tr], subj[~tr])["class_probs"]
         print(mode, k, "agree", np.mean(v.argmax(1)==ref.argmax(1)), "mean|dp|", np.abs(v-ref).mean(), "sum", v.sum())

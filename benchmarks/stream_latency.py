@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--format", default="nii", choices=("nii", "dicom"))
     args = ap.parse_args()
 
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
     from fmri_edge.realtime.stream import Stream
 
     files = make(args.work, args.volumes)
@@ -83,7 +83,7 @@ def main():
             p.unlink()
     watch.mkdir(exist_ok=True)
     problems = []
-    live = Stream(watch, files["atlas"], files["events"], TR, Decoder(threads=1), align="running", out=args.work / "answers.csv",
+    live = Stream(watch, files["atlas"], files["events"], TR, Model(threads=1), align="running", out=args.work / "answers.csv",
                   force=True, volume_timeout=5.0, poll=args.poll, on_answer=lambda line: None,
                   on_problem=problems.append)
     exe = str(Path(sys.executable).with_name("fmri-edge"))

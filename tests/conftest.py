@@ -116,7 +116,7 @@ def aligned_network(aligned_model):
 
 
 def qdq_in_float(monkeypatch) -> None:
-    """Make every Decoder run a quantized (QDQ) graph unfused: each QuantizeLinear/DequantizeLinear
+    """Make every Model run a quantized (QDQ) graph unfused: each QuantizeLinear/DequantizeLinear
     pair computed in float, no int8 kernels. onnxruntime picks int8 kernels per CPU (AVX2's u8s8
     path saturates, AVX-512 VNNI and AMX do not), so answers of the fused graph differ between
     machines; unfused, they are the quantized model's own arithmetic, the same on every x86-64 CPU."""

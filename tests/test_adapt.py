@@ -11,7 +11,7 @@ from fmri_edge import valence
 from fmri_edge.decoding import adapt
 from fmri_edge.model import onnx_edit
 from fmri_edge.cli import app
-from fmri_edge.model.runtime import Decoder, check_model_card, file_sha256
+from fmri_edge.model.runtime import Model, check_model_card, file_sha256
 from tests.test_runtime_without_torch import _run
 
 runner = CliRunner()
@@ -72,7 +72,7 @@ def participant(tmp_path, sim_data):
 
 
 def _base_outputs(model, trials):
-    seen = adapt.base_outputs(Decoder(model), [trials])
+    seen = adapt.base_outputs(Model(model), [trials])
     return seen
 
 
@@ -113,7 +113,7 @@ def test_features_method_fits_the_span_of_the_labeled_trials():
 
 def test_wire_format_round_trip_is_byte_exact(adapt_models):
     data = adapt_models[0].read_bytes()
-    m = onnx_edit.Model(data)
+    m = onnx_edit.ModelProto(data)
     assert m.to_bytes() == data
     assert "features" in m.graph_names(onnx_edit.GRAPH_OUTPUT)
     name, value = onnx_edit.read_tensor(onnx_edit.tensor("w", np.arange(6, dtype=np.float32).reshape(2, 3)))
@@ -125,7 +125,7 @@ def test_wire_format_round_trip_is_byte_exact(adapt_models):
     m.set_metadata("x", None)
     assert "x" not in m.metadata() and "fmri_edge" in m.metadata()
     with pytest.raises(onnx_edit.WireError):
-        onnx_edit.Model(data[:-7])
+        onnx_edit.ModelProto(data[:-7])
 
 
 @pytest.mark.parametrize("method", adapt.METHODS)
@@ -157,10 +157,10 @@ def test_adapted_graph_computes_its_numpy_definition_and_level_follows_class(ada
                             shrinkage=0.5)
             a = _base_outputs(r.out, trials)
             # only the head's defaults (and the alignment's) changed: same nodes, same outputs
-            before, after = onnx_edit.Model.load(base), onnx_edit.Model.load(r.out)
+            before, after = onnx_edit.ModelProto.load(base), onnx_edit.ModelProto.load(r.out)
             assert [f.raw for f in before.graph if f.number == 1] == [f.raw for f in after.graph if f.number == 1]
             assert after.initializer("adapt_bias").ravel().tolist() == pytest.approx(r.correction.bias.tolist())
-            lmap = adapt.level_map(Decoder(base).info.meta)
+            lmap = adapt.level_map(Model(base).info.meta)
             assert lmap is not None and np.allclose(lmap, m, atol=1e-4)
             want_c, want_l = r.correction.apply(b.class_probs, b.level_probs, b.features, lmap)
             np.testing.assert_allclose(a.class_probs, want_c, atol=1e-6)
@@ -172,7 +172,7 @@ def test_adapted_graph_computes_its_numpy_definition_and_level_follows_class(ada
 
 def test_adaptation_head_at_its_defaults_changes_no_output_bit(adapt_models, headless, sim_data):
     x = sim_data[0][:40].astype(np.float32)
-    with_head, without = Decoder(adapt_models[0]), Decoder(headless)
+    with_head, without = Model(adapt_models[0]), Model(headless)
     assert with_head.adaptable and not without.adaptable
     names = list(without.outputs)
     assert names == list(with_head.outputs)
@@ -182,7 +182,7 @@ def test_adaptation_head_at_its_defaults_changes_no_output_bit(adapt_models, hea
         for k in names:
             assert np.array_equal(a[k], b[k]), k   # bit for bit, not within a tolerance
     # the graph inputs are there, with zero defaults
-    m = onnx_edit.Model.load(adapt_models[0])
+    m = onnx_edit.ModelProto.load(adapt_models[0])
     assert {"adapt_bias", "adapt_scale", "adapt_weight"} <= set(m.graph_names(onnx_edit.GRAPH_INPUT))
     assert m.initializer("adapt_weight").shape == (with_head.run(x[:1], outputs=["features"])["features"].shape[1], 3)
     assert not any(m.initializer(n).any() for n in ("adapt_bias", "adapt_scale", "adapt_weight"))
@@ -201,12 +201,12 @@ def test_participant_statistics_become_the_defaults(adapt_models, participant, t
     trials, labels, _, _ = participant
     base = adapt_models[0]
     r = adapt.adapt([trials], labels, base, tmp_path / "a.onnx")
-    seen = adapt.base_outputs(Decoder(base), [trials])
+    seen = adapt.base_outputs(Model(base), [trials])
     x = np.load(trials)[:3].astype(np.float32)
-    alone = Decoder(r.out).run(x)["class_probs"]  # 3 trials: predict would use the defaults
-    fed = Decoder(r.out).run(x, subject=seen.subject)["class_probs"]
+    alone = Model(r.out).run(x)["class_probs"]  # 3 trials: predict would use the defaults
+    fed = Model(r.out).run(x, subject=seen.subject)["class_probs"]
     np.testing.assert_allclose(alone, fed, atol=1e-5)
-    assert not np.allclose(Decoder(base).run(x)["class_probs"], Decoder(base).run(x, seen.subject)["class_probs"])
+    assert not np.allclose(Model(base).run(x)["class_probs"], Model(base).run(x, seen.subject)["class_probs"])
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ def test_cli_adapt_info_predict_round_trip(adapt_models, participant, tmp_path):
     assert "answers changed" in res.output and "K = 9" in res.output
     assert check_model_card(out) == out.with_suffix(".md")
     # with fmri_edge.model.integrity (weights digests), the adapted graph carries its own, verified
-    assert getattr(Decoder(out), "integrity", "verified") == "verified"
+    assert getattr(Model(out), "integrity", "verified") == "verified"
     assert f"`{file_sha256(base)}`" in out.with_suffix(".md").read_text()
     res = runner.invoke(app, ["info", str(out), "--json"])
     a = json.loads(res.output)["adaptation"]
@@ -311,7 +311,7 @@ def test_refusals(adapt_models, participant, tmp_path, sim_data):
              "c3.csv", "line 5", "duplicate row for participant P17, trial 2")
     _refused([trials, "--labels", tmp_path / "l.txt", *common], "l.txt", "labels.npz or a .csv")
     # a model without the features output
-    data = onnx_edit.Model.load(base)
+    data = onnx_edit.ModelProto.load(base)
     data.graph = [f for f in data.graph if not (f.number == onnx_edit.GRAPH_OUTPUT
                                                 and onnx_edit.strings_of(f.payload, 1) == ["features"])]
     data.set_metadata("weights_sha256", None)  # the graph changed: its export digest no longer applies
@@ -355,7 +355,7 @@ def test_head_of_a_model_with_a_level_head_is_exact_at_defaults_and_adapts_as_de
     x = sim_data[0][:16].astype(np.float32)
     export_onnx([net], tmp_path / "head.onnx", meta, x)
     export_onnx([net], tmp_path / "bare.onnx", meta, x, adaptation_head=False)
-    with_head, bare = Decoder(tmp_path / "head.onnx"), Decoder(tmp_path / "bare.onnx")
+    with_head, bare = Model(tmp_path / "head.onnx"), Model(tmp_path / "bare.onnx")
     assert not with_head.aligned and adapt.level_map(with_head.info.meta) is None
     a, b = with_head.run(x, outputs=bare.outputs), bare.run(x, outputs=bare.outputs)
     assert all(np.array_equal(a[k], b[k]) for k in bare.outputs)

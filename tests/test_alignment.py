@@ -6,7 +6,7 @@ import pytest
 from fmri_edge.data import io
 from fmri_edge.decoding import predict as lib
 from fmri_edge.evaluation import scoring
-from fmri_edge.model.runtime import Decoder
+from fmri_edge.model.runtime import Model
 
 torch = pytest.importorskip("torch")
 
@@ -30,7 +30,7 @@ def subject5(sim_data):
 
 def test_one_file_chunks_and_several_files_give_identical_answers(aligned_model, subject5, tmp_path):
     x, _ = subject5
-    d = Decoder(aligned_model)
+    d = Model(aligned_model)
     assert d.aligned
     whole = tmp_path / "S05.npy"
     np.save(whole, x)
@@ -55,7 +55,7 @@ def test_alignment_changes_the_answers_and_matches_training(aligned_model, align
 
     x, _ = subject5
     np.save(tmp_path / "S05.npy", x)
-    d = Decoder(aligned_model)
+    d = Model(aligned_model)
     got, _ = _rows(d, [tmp_path / "S05.npy"])
     want = predict_proba(aligned_network, x, np.zeros(len(x)))["class"]
     np.testing.assert_allclose(np.stack([got[("S05", t)] for t in range(1, 31)]), want, atol=1e-4)
@@ -67,7 +67,7 @@ def test_alignment_changes_the_answers_and_matches_training(aligned_model, align
 def test_a_single_trial_is_answered_with_the_population_statistics(aligned_model, subject5, tmp_path):
     x, _ = subject5
     np.save(tmp_path / "one.npy", x[0])                                  # (246, 25): one trial
-    d = Decoder(aligned_model)
+    d = Model(aligned_model)
     rows, problems = _rows(d, [tmp_path / "one.npy"])
     assert list(rows) == [("one", 1)]
     assert len(problems) == 1 and problems[0].outcome == "predicted"
@@ -80,14 +80,14 @@ def test_two_files_implying_one_participant_are_still_refused_without_participan
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         np.save(tmp_path / folder / "P17.npy", x)
-    rows, problems = _rows(Decoder(aligned_model), [tmp_path / "a" / "P17.npy", tmp_path / "b" / "P17.npy"])
+    rows, problems = _rows(Model(aligned_model), [tmp_path / "a" / "P17.npy", tmp_path / "b" / "P17.npy"])
     assert len(rows) == 30
     assert [p.outcome for p in problems] == ["refused"] and "--participant" in problems[0].problem
 
 
 def test_the_graph_exposes_features_and_defaults_its_statistics(aligned_model, subject5):
     x, _ = subject5
-    d = Decoder(aligned_model)
+    d = Model(aligned_model)
     out = d.run(np.ascontiguousarray(x[:3]), outputs=("class_probs", "features", "normalized"))
     axes = d.info.meta["normalized_axes"]            # the graph's own layout of the representation
     assert axes in (["batch", "regions", "time"], ["batch", "time", "regions"])
@@ -174,7 +174,7 @@ def test_single_trial_answers_of_a_level_model_do_not_depend_on_the_scanner_gain
     a trial's answer is the same whatever its raw BOLD gain; with the population's level as the
     default instead (as before), a gain of 3 would move every answer."""
     pytest.importorskip("torch")
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.fit import fit
     from tests.conftest import level_recipe
@@ -184,7 +184,7 @@ def test_single_trial_answers_of_a_level_model_do_not_depend_on_the_scanner_gain
     model = fit(r, x[subj < 4], y[subj < 4], participants=subj[subj < 4]).model
     out = tmp_path / "level.onnx"
     export_onnx([model], out, {"model_version": "t", "region_names": [f"R{i}" for i in range(246)]}, x[:64])
-    d = Decoder(out)
+    d = Model(out)
     one = x[subj == 4][:8]
     outs = ("class_probs", "features", "normalized")
     a, b = d.run(one, outputs=outs), d.run((one * 3.0).astype(np.float32), outputs=outs)  # the graph's defaults

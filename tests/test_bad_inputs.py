@@ -118,10 +118,10 @@ def test_one_bad_trial_among_many_is_reported_in_json_output(model, tmp_path):
 # ---- interrupts and atomic writes ---------------------------------------------------------------------
 
 def _interrupt_on_call(monkeypatch, n: int):
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
 
     calls = {"n": 0}
-    run = Decoder.run
+    run = Model.run
 
     def interrupted(self, x, *args, **kwargs):
         calls["n"] += 1
@@ -129,7 +129,7 @@ def _interrupt_on_call(monkeypatch, n: int):
             raise KeyboardInterrupt
         return run(self, x, *args, **kwargs)
 
-    monkeypatch.setattr(Decoder, "run", interrupted)
+    monkeypatch.setattr(Model, "run", interrupted)
     return calls
 
 

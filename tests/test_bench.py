@@ -83,13 +83,13 @@ def test_flops_from_graph_equal_flops_from_layers(tiny_run):
 
 
 def test_int8_model_opens_answers_alike_and_says_so(tiny_run, tmp_path, monkeypatch):
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
     from fmri_edge.training.quantize import quantize_int8
 
     _, fp32 = tiny_run
     x = simulate(100, n_subjects=2, seed=4)[0]
     recipe = quantize_int8(fp32, tmp_path / "tiny.int8.onnx", x, "200 simulated trials")
-    q, f = Decoder(tmp_path / "tiny.int8.onnx"), Decoder(fp32)
+    q, f = Model(tmp_path / "tiny.int8.onnx"), Model(fp32)
     assert q.info.meta["precision"] == "int8" and q.info.meta["quantization"]["format"] == "QDQ"
     assert recipe["calibration_trials"] == 200 and q.info.n_regions == f.info.n_regions
     a, b = q.run(x), f.run(x)
@@ -98,7 +98,7 @@ def test_int8_model_opens_answers_alike_and_says_so(tiny_run, tmp_path, monkeypa
     # how close this CPU's int8 kernels come is the bench's to measure (cv_accuracy_change); the
     # quantized model's own arithmetic, computed in float, is the same on every CPU
     qdq_in_float(monkeypatch)
-    a = Decoder(tmp_path / "tiny.int8.onnx").run(x)
+    a = Model(tmp_path / "tiny.int8.onnx").run(x)
     assert np.mean(a["class_probs"].argmax(1) == b["class_probs"].argmax(1)) >= 0.9
     assert np.abs(a["class_probs"] - b["class_probs"]).max() < 0.2
 
@@ -108,7 +108,7 @@ def test_int8_of_a_linear_graph_quantizes_only_its_gemm(aligned_model, tmp_path,
     the input); its final Gemm becomes int8 and the answers stay the same."""
     import onnx
 
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
     from fmri_edge.training.quantize import quantize_int8, quantized_ops
 
     assert quantized_ops(onnx.load(str(aligned_model))) == ["Gemm"]
@@ -117,10 +117,10 @@ def test_int8_of_a_linear_graph_quantizes_only_its_gemm(aligned_model, tmp_path,
     nodes = onnx.load(str(tmp_path / "lin.int8.onnx")).graph.node
     assert recipe["ops"] == ["Gemm"] and any(n.op_type == "QuantizeLinear" for n in nodes)
     assert not any(n.op_type == "QuantizeLinear" and "trials" in n.input for n in nodes)   # raw BOLD stays fp32
-    a, b = Decoder(tmp_path / "lin.int8.onnx").run(x), Decoder(aligned_model).run(x)
+    a, b = Model(tmp_path / "lin.int8.onnx").run(x), Model(aligned_model).run(x)
     assert np.isfinite(a["class_probs"]).all() and np.allclose(a["class_probs"].sum(1), 1, atol=1e-5)
     qdq_in_float(monkeypatch)   # the agreement of the quantized arithmetic itself, not of this CPU's kernels
-    a = Decoder(tmp_path / "lin.int8.onnx").run(x)
+    a = Model(tmp_path / "lin.int8.onnx").run(x)
     assert np.mean(a["class_probs"].argmax(1) == b["class_probs"].argmax(1)) >= 0.95
 
 
@@ -130,7 +130,7 @@ def test_predict_streams_subject_normalized_file_like_the_whole_file(tiny_run, t
     import onnx
 
     from fmri_edge.decoding.predict import predict_to
-    from fmri_edge.model.runtime import METADATA_KEY, Decoder
+    from fmri_edge.model.runtime import METADATA_KEY, Model
 
     _, fp32 = tiny_run
     m = onnx.load(str(fp32))
@@ -140,7 +140,7 @@ def test_predict_streams_subject_normalized_file_like_the_whole_file(tiny_run, t
             meta["subject_normalization"] = "zscore"
             p.value = json.dumps(meta)
     onnx.save(m, str(tmp_path / "subj.onnx"))
-    dec = Decoder(tmp_path / "subj.onnx")
+    dec = Model(tmp_path / "subj.onnx")
     x = simulate(90, seed=5)[0]
     np.save(tmp_path / "P01.npy", x)
     want = dec.run(subject_normalize(x, "zscore"))["class_probs"]
@@ -364,11 +364,11 @@ def test_int8_calibration_feeds_each_participant_its_own_statistics(level_fp32, 
     its trials (computed here independently, in float64); without participants, no alignment
     inputs (the graph's defaults). Nothing here depends on the CPU's int8 kernels."""
     from fmri_edge.model.normalize import EPS
-    from fmri_edge.model.runtime import ALIGN_INPUTS, Decoder
+    from fmri_edge.model.runtime import ALIGN_INPUTS, Model
     from fmri_edge.training.quantize import _Trials
 
     x, _, subj = sim_data
-    decoder = Decoder(level_fp32)
+    decoder = Model(level_fp32)
     reader = _Trials(level_fp32, decoder.input_name, x, participants=subj, batch=8)
     seen = {p: 0 for p in np.unique(subj)}
     while (feeds := reader.get_next()) is not None:
@@ -395,7 +395,7 @@ def test_int8_calibrated_per_participant_answers_at_least_as_close_as_on_default
     graph unfused (``session.disable_quant_qdq``: Q/DQ pairs computed in float, no int8 kernels at
     all), the same numbers on every x86-64 CPU."""
     from fmri_edge.decoding.predict import run_by_participant
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
     from fmri_edge.training.quantize import quantize_int8
 
     x, _, subj = sim_data
@@ -404,8 +404,8 @@ def test_int8_calibrated_per_participant_answers_at_least_as_close_as_on_default
     quantize_int8(level_fp32, tmp_path / "defaults.int8.onnx", x[tr], "sim")
     if kernels == "QDQ computed in float":
         qdq_in_float(monkeypatch)
-    ref = run_by_participant(Decoder(level_fp32), x[~tr], subj[~tr])["class_probs"]
-    got = {k: run_by_participant(Decoder(tmp_path / f"{k}.int8.onnx"), x[~tr], subj[~tr])["class_probs"]
+    ref = run_by_participant(Model(level_fp32), x[~tr], subj[~tr])["class_probs"]
+    got = {k: run_by_participant(Model(tmp_path / f"{k}.int8.onnx"), x[~tr], subj[~tr])["class_probs"]
            for k in ("aligned", "defaults")}
     diff = {k: float(np.abs(v - ref).mean()) for k, v in got.items()}
     agree = {k: float(np.mean(v.argmax(1) == ref.argmax(1))) for k, v in got.items()}

@@ -20,7 +20,7 @@ from fmri_edge.data import io
 from fmri_edge.decoding import predict as local  # noqa: E402
 from fmri_edge.cli import EXIT_PARTIAL, app  # noqa: E402
 from fmri_edge.model.normalize import AlignStats  # noqa: E402
-from fmri_edge.model.runtime import Decoder, file_sha256  # noqa: E402
+from fmri_edge.model.runtime import Model, file_sha256  # noqa: E402
 from tests.conftest import write_icbhi  # noqa: E402
 
 runner = CliRunner()
@@ -58,7 +58,7 @@ def aligned_model(tmp_path_factory, sim_data, tiny_recipe):
     res = fit(r, x[subj < 4], y[subj < 4], participants=subj[subj < 4])
     out = tmp_path_factory.mktemp("aligned") / "aligned.onnx"
     export_onnx([res.model], out, {"model_version": "tiny-aligned", "level_rule": "argmax"}, x[:64])
-    assert Decoder(out).aligned
+    assert Model(out).aligned
     return out
 
 
@@ -165,7 +165,7 @@ def test_spans_cover_every_trial_once_in_whole_batches():
 
 def test_progress_counts_every_trial_and_items_match_local(sim_model, sim_data, tmp_path, scheduler):
     folder = mixed_folder(tmp_path / "in", sim_data)
-    decoder = Decoder(sim_model)
+    decoder = Model(sim_model)
     seen = {"total": None, "done": 0}
 
     def done(n):
@@ -197,7 +197,7 @@ def test_a_killed_worker_loses_nothing(sim_model, sim_data, tmp_path):
     are recomputed, and the answers are the same, complete, without duplicates."""
     x = sim_data[0]
     np.save(tmp_path / "big.npy", np.concatenate([x, x]))   # 360 trials, 45 tasks of 8
-    decoder = Decoder(sim_model)
+    decoder = Model(sim_model)
     killed = {}
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",

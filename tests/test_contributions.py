@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from fmri_edge.explain import regions as explain
 from fmri_edge.decoding import predict
 from fmri_edge.cli import app
-from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, Decoder, default_model_path
+from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, Model, default_model_path
 
 runner = CliRunner()
 
 
-def identity_gap(decoder: Decoder, batches) -> tuple[float, int]:
+def identity_gap(decoder: Model, batches) -> tuple[float, int]:
     """Largest |Σ contributions + constant − centred logit of the answer| over the batches."""
     const = np.array(decoder.info.meta["explanation"]["constant"], dtype=np.float64)
     worst, n = 0.0, 0
@@ -34,7 +34,7 @@ def identity_gap(decoder: Decoder, batches) -> tuple[float, int]:
 
 
 def test_contributions_sum_to_the_answered_logit_on_real_trials(icbhi):
-    d = Decoder(default_model_path())
+    d = Model(default_model_path())
     assert d.explanation == "contribution" and d.info.meta["explanation"]["output"] == CONTRIBUTION_OUTPUT
     for align in (True, False):   # each participant aligned over its own trials, and the graph's defaults
         batches = [b for b in predict.predict(d, [icbhi / "Train", icbhi / "Test"], align=align)
@@ -97,7 +97,7 @@ def test_an_unfused_linear_ensemble_exports_its_contributions(sim_data, tmp_path
 
     members = [_linear(heads={"class": 3, "level": 9}), _linear("lowrank", 1, heads={"class": 3, "level": 9})]
     report = export_onnx(members, tmp_path / "lr.onnx", {"model_version": "t"}, sim_data[0][:32])
-    d = Decoder(tmp_path / "lr.onnx")
+    d = Model(tmp_path / "lr.onnx")
     assert report["ok"] and CONTRIBUTION_OUTPUT in report["max_abs_diff"] and d.explanation == "contribution"
     out = d.run(np.ascontiguousarray(sim_data[0][:5], dtype=np.float32))
     assert out[CONTRIBUTION_OUTPUT].shape == (5, 246)

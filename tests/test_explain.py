@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from conftest import ICBHI, SIGNAL_REGIONS
 from fmri_edge.explain import regions as explain
 from fmri_edge.cli import app
-from fmri_edge.model.runtime import Decoder
+from fmri_edge.model.runtime import Model
 
 NAMES = [f"R{i // 2}_{'LR'[i % 2]}" for i in range(246)]  # hemisphere suffixes alternate like the atlas
 
@@ -70,7 +70,7 @@ def test_hemisphere_comes_from_the_atlas_suffix():
 
 
 def test_region_weights_output_has_one_weight_per_named_region(attentive_model, sim_data):
-    d = Decoder(attentive_model)
+    d = Model(attentive_model)
     out = d.run(np.ascontiguousarray(sim_data[0][:7]))
     w = out["region_weights"]
     assert w.shape == (7, d.info.n_regions) == (7, len(d.info.region_names))
@@ -148,7 +148,7 @@ def test_masked_regions_normalize_to_exactly_zero_in_float32():
 # ---- planted signal ------------------------------------------------------------------------------------
 
 def test_planted_regions_rank_at_the_top(attentive_model, held_out):
-    s, problems = explain.summarize(Decoder(attentive_model), [held_out])
+    s, problems = explain.summarize(Model(attentive_model), [held_out])
     assert not problems and s.n_trials == 30
     ranks = s.ranks()[list(SIGNAL_REGIONS)]
     top = s.ranking()[:5].tolist()
@@ -158,7 +158,7 @@ def test_planted_regions_rank_at_the_top(attentive_model, held_out):
 
 
 def test_masking_top_k_by_attention_beats_random_regions(attentive_model, held_out):
-    report, _ = explain.faithfulness_paths(Decoder(attentive_model), [held_out], ks=(4, 10), draws=10, seed=0)
+    report, _ = explain.faithfulness_paths(Model(attentive_model), [held_out], ks=(4, 10), draws=10, seed=0)
     assert report.held_out["status"] == "yes" and report.n_trials == 30
     for row in report.rows:
         top, rnd, bottom = row["top"], row["random"], row["bottom"]
@@ -170,7 +170,7 @@ def test_masking_top_k_by_attention_beats_random_regions(attentive_model, held_o
 def test_training_participants_are_not_held_out(attentive_model, sim_data, tmp_path):
     (tmp_path / "S1").mkdir()
     np.savez(tmp_path / "S1" / "fMRI_data.npz", data=sim_data[0][:5].astype(np.float64))
-    report, _ = explain.faithfulness_paths(Decoder(attentive_model), [tmp_path / "S1"], ks=(3,), draws=2)
+    report, _ = explain.faithfulness_paths(Model(attentive_model), [tmp_path / "S1"], ks=(3,), draws=2)
     assert report.held_out == {"status": "no", "detail": "1 participant(s) were in the training data",
                                "overlap": ["S1"]}
 

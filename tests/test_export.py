@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from fmri_edge.model.runtime import EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, Decoder  # noqa: E402
+from fmri_edge.model.runtime import EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, Model  # noqa: E402
 from fmri_edge.training.export import Ensemble, ExportRecipe, export_onnx  # noqa: E402
 from fmri_edge.training.model import ModelConfig, build_model  # noqa: E402
 
@@ -23,7 +23,7 @@ def test_metadata_and_dynamic_batch(sim_model, sim_data):
     assert meta["outputs"] == [*OUTPUT_NAMES, *EXTRA_OUTPUTS]
     dims = m.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [246, 25]
-    d = Decoder(sim_model)
+    d = Model(sim_model)
     for b in (1, 3, 50):
         out = d.run(sim_data[0][:b])
         assert out["class_probs"].shape == (b, 3) and out["level_probs"].shape == (b, 9)
@@ -98,6 +98,6 @@ def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normal
         level = np.log(x[:, :, 5:25].astype(np.float64).mean(axis=2))
         np.testing.assert_allclose(got[4][:, 5].numpy(), level, rtol=1e-5)
     report = export_onnx(members, tmp_path / "lin.onnx", {"model_version": "t"}, x)
-    d = Decoder(tmp_path / "lin.onnx")
+    d = Model(tmp_path / "lin.onnx")
     assert report["ok"] and d.align_shape == (steps, 246)
     assert d.info.meta["normalized_axes"] == ["batch", "time", "regions"]

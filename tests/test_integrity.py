@@ -1,5 +1,5 @@
 """The weights digest (fmri_edge.model.integrity): written at export, checked whenever a model is opened
-(predict, explain, info, the library's Decoder); any altered initializer byte is refused."""
+(predict, explain, info, the library's Model); any altered initializer byte is refused."""
 import hashlib
 import json
 
@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from fmri_edge.model import integrity
 from fmri_edge.cli import app
 from fmri_edge.errors import InputError
-from fmri_edge.model.runtime import Decoder, default_model_path
+from fmri_edge.model.runtime import Model, default_model_path
 from tests import corpus
 
 onnx = pytest.importorskip("onnx")
@@ -33,12 +33,12 @@ def test_the_digest_is_over_everything_but_the_metadata_as_onnx_sees_it(model):
     stored = {p.key: p.value for p in m.metadata_props}[integrity.DIGEST_KEY]
     del m.metadata_props[:]
     assert hashlib.sha256(m.SerializeToString()).hexdigest() == stored == integrity.weights_digest(model)
-    assert Decoder(model).integrity == integrity.VERIFIED
+    assert Model(model).integrity == integrity.VERIFIED
 
 
 def test_changing_metadata_keeps_the_digest_and_restamping_replaces_it(model, tmp_path):
     edited = corpus.model_with(model, tmp_path / "e.onnx", {"model_version": "edited"})  # onnx load + save
-    assert Decoder(edited).integrity == integrity.VERIFIED
+    assert Model(edited).integrity == integrity.VERIFIED
     before = edited.read_bytes()
     assert integrity.stamp(edited) == integrity.weights_digest(model)
     assert len(edited.read_bytes()) == len(before)      # one entry replaced, not a second one added
@@ -52,8 +52,8 @@ def test_any_altered_initializer_byte_is_refused(model, tmp_path, name):
         for mask in (0x01, 0x80, 0xFF):
             bad = corpus.altered_model(model, tmp_path / "bad.onnx", name, offset, mask)
             with pytest.raises(InputError, match="weights digest .* disagrees with the weights_sha256"):
-                Decoder(bad)
-            assert Decoder(bad, verify=False).integrity == integrity.NOT_CHECKED
+                Model(bad)
+            assert Model(bad, verify=False).integrity == integrity.NOT_CHECKED
 
 
 def test_no_verify_opens_an_edited_model_and_info_says_so(model, tmp_path):
@@ -72,7 +72,7 @@ def test_a_model_without_a_digest_is_accepted_as_not_verifiable(model, tmp_path)
     for k, v in keep:
         m.metadata_props.add(key=k, value=v)
     onnx.save(m, str(tmp_path / "old.onnx"))
-    assert Decoder(tmp_path / "old.onnx").integrity == integrity.UNVERIFIABLE
+    assert Model(tmp_path / "old.onnx").integrity == integrity.UNVERIFIABLE
     res = runner.invoke(app, ["info", str(tmp_path / "old.onnx")])
     assert res.exit_code == 0 and "not verifiable" in res.stdout
 
@@ -82,7 +82,7 @@ def test_two_different_digests_are_refused(model, tmp_path):
     m.metadata_props.add(key=integrity.DIGEST_KEY, value="0" * 64)
     onnx.save(m, str(tmp_path / "two.onnx"))
     with pytest.raises(InputError, match="2 different weights_sha256 entries"):
-        Decoder(tmp_path / "two.onnx")
+        Model(tmp_path / "two.onnx")
 
 
 def test_a_malformed_protobuf_is_an_input_error_not_a_crash(tmp_path):
@@ -93,13 +93,13 @@ def test_a_malformed_protobuf_is_an_input_error_not_a_crash(tmp_path):
 
 
 def test_the_exporter_writes_a_digest_that_verifies(sim_model):
-    assert Decoder(sim_model).integrity == integrity.VERIFIED
+    assert Model(sim_model).integrity == integrity.VERIFIED
 
 
 def test_shipped_models_verify_where_they_carry_a_digest():
     """Models exported before digests existed are 'not verifiable'; every re-exported one verifies."""
     for m in sorted(default_model_path().parent.glob("*.onnx")):
-        assert Decoder(m).integrity in (integrity.VERIFIED, integrity.UNVERIFIABLE)
+        assert Model(m).integrity in (integrity.VERIFIED, integrity.UNVERIFIABLE)
         stamped = integrity.weights_digest(m)
         assert integrity.inspect(m.read_bytes())[1] in ([], [stamped])
 
@@ -118,7 +118,7 @@ def test_any_flipped_byte_outside_the_metadata_is_refused_never_answered(model, 
     bad[at] ^= data.draw(st.integers(1, 255), label="mask")
     (tmp_path / "flip.onnx").write_bytes(bytes(bad))
     with pytest.raises(InputError):          # by onnxruntime (unparsable) or by the digest: never opened
-        Decoder(tmp_path / "flip.onnx")
+        Model(tmp_path / "flip.onnx")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -167,10 +167,10 @@ def test_in_graph_trial_normalizations_are_finite(x, data):
 def contract_decoder(tmp_path_factory):
     """The baseline_z normalization as the exporter writes it, executed by onnxruntime."""
     pytest.importorskip("onnx")
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
     from tests.corpus import contract_model
 
-    return Decoder(contract_model(tmp_path_factory.mktemp("m") / "c.onnx", n_regions=R, n_times=8, baseline_s=3))
+    return Model(contract_model(tmp_path_factory.mktemp("m") / "c.onnx", n_regions=R, n_times=8, baseline_s=3))
 
 
 @PROPERTY

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from fmri_edge.data import io
 from fmri_edge.cli import app
-from fmri_edge.model.runtime import Decoder, file_sha256
+from fmri_edge.model.runtime import Model, file_sha256
 from tests import corpus
 
 pytest.importorskip("onnx")
@@ -131,7 +131,7 @@ def test_subject_normalization_from_the_metadata_is_applied_over_the_good_trials
     np.save(tmp_path / "s.npy", x)
     rows = predict_rows(tmp_path / "s.npy", "--model", m, "--batch-size", "2")
     assert [r["trial"] for r in rows] == [1, 2, 4, 5]
-    expected = Decoder(m).run(subject_normalize(x[[0, 1, 3, 4]], mode))["class_probs"]
+    expected = Model(m).run(subject_normalize(x[[0, 1, 3, 4]], mode))["class_probs"]
     np.testing.assert_allclose(probs(rows), expected, atol=1e-4)   # the JSON rounds to 4 decimals
 
 
@@ -165,15 +165,15 @@ def test_a_matching_model_card_is_verified_and_a_card_without_checksum_ignored(m
     m = tmp_path / "m.onnx"
     m.write_bytes(model.read_bytes())
     (tmp_path / "m.md").write_text(f"# m\n\n| sha256 | `{file_sha256(m)}` |\n")
-    assert Decoder(m).card == tmp_path / "m.md"
+    assert Model(m).card == tmp_path / "m.md"
     (tmp_path / "m.md").write_text("# m\n\nnotes, no checksum\n")
-    assert Decoder(m).card is None
+    assert Model(m).card is None
 
 
 def test_the_shipped_models_match_their_cards():
     models = sorted((SOURCE.parent / "models").glob("*.onnx"))
     for m in models:
-        Decoder(m)  # raises if its card disagrees
+        Model(m)  # raises if its card disagrees
 
 
 # ---- security: data are never code -----------------------------------------------------------------
@@ -195,16 +195,16 @@ def test_source_never_unpickles_or_evaluates():
 
 def test_every_np_load_refuses_pickles_and_every_torch_load_is_weights_only():
     """np.load refuses pickles unless told otherwise (numpy ≥ 1.16.3; fmri-edge needs ≥ 1.24): no call
-    may pass anything but allow_pickle=False. The loaders in io do not call np.load at all: they build
+    may pass anything but allow_pickle=False. The loaders in fmri_edge.data.io do not call np.load at all: they build
     each array from the header they checked themselves (np.memmap, np.frombuffer)."""
     calls = {}
     for path in sorted(SOURCE.rglob("*.py")):
         for name in ("np.load", "torch.load"):
-            calls.setdefault(name, {})[path.name] = re.findall(
+            calls.setdefault(name, {})[path.relative_to(SOURCE).as_posix()] = re.findall(
                 rf"{re.escape(name)}\(([^()]*(?:\([^()]*\)[^()]*)*)\)", path.read_text())
     np_calls = [c for found in calls["np.load"].values() for c in found]
     assert all("allow_pickle" not in c or "allow_pickle=False" in c for c in np_calls), np_calls
-    assert calls["np.load"]["io.py"] == [] and "np.memmap(" in (SOURCE / "io.py").read_text()
+    assert calls["np.load"]["data/io.py"] == [] and "np.memmap(" in (SOURCE / "data" / "io.py").read_text()
     torch_calls = [c for found in calls["torch.load"].values() for c in found]
     assert all("weights_only=True" in c for c in torch_calls), torch_calls
 
@@ -229,19 +229,19 @@ def test_metadata_is_parsed_never_evaluated(model, tmp_path, monkeypatch):
     for meta in (code, json.dumps(code), {"level_rule": code}, {"region_names": [code] * 246}):
         path = corpus.model_with(model, tmp_path / "m.onnx", meta)
         try:
-            Decoder(path)
+            Model(path)
         except io.InputError:
             pass
     assert not corpus.exploded(tmp_path)
 
 
-# ---- the library API: Decoder.run is as strict as the CLI ------------------------------------------
+# ---- the library API: Model.run is as strict as the CLI ------------------------------------------
 
 @pytest.mark.parametrize("convert", [lambda x: x.astype(">f8"), np.asfortranarray, lambda x: x[:, :, ::-1][:, :, ::-1],
                                      lambda x: np.round(x).astype(np.int16), lambda x: x.astype(np.float16),
                                      lambda x: x.tolist()], ids=["be-f8", "fortran", "strided", "int16", "f16", "list"])
 def test_decoder_run_takes_any_numeric_dtype_and_layout(model, convert):
-    d = Decoder(model)
+    d = Model(model)
     x = corpus.trials(3)
     y = convert(x)
     want = d.run(np.ascontiguousarray(np.asarray(y), dtype=np.float32))["class_probs"]
@@ -262,7 +262,7 @@ def test_decoder_run_takes_any_numeric_dtype_and_layout(model, convert):
 ], ids=["regions", "times", "swapped", "empty", "4-D", "1-D", "complex", "strings", "objects"])
 def test_decoder_run_raises_input_error_for_wrong_shapes_and_dtypes(model, bad, message):
     with pytest.raises(io.InputError, match=message):
-        Decoder(model).run(bad)
+        Model(model).run(bad)
 
 
 # ---- discovery: study trees of any depth, nothing skipped without a word -----------------------------

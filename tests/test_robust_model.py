@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fmri_edge.model.runtime import Decoder
+from fmri_edge.model.runtime import Model
 from tests import corpus
 
 
 @pytest.fixture(scope="module")
 def decoder(sim_model):
-    return Decoder(sim_model)
+    return Model(sim_model)
 
 
 def _check(out: dict, n: int) -> None:

@@ -67,6 +67,11 @@ def test_checkpoint_on_loss_keeps_the_lowest_validation_loss(sim_data):
 
 
 def _nested():
+    import sys
+
+    research = str(ROOT / "train" / "research")
+    if research not in sys.path:          # nested.py imports its sibling harness.py, as a script does
+        sys.path.insert(0, research)
     spec = importlib.util.spec_from_file_location("nested", ROOT / "train" / "research" / "nested.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -103,7 +108,7 @@ def test_lowrank_model_has_its_rank_limited_weights_and_exports(tmp_path, sim_da
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
     import torch
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
     from fmri_edge.training.export import export_onnx
     from fmri_edge.training.fit import fit, predict_proba
 
@@ -126,7 +131,7 @@ def test_lowrank_model_has_its_rank_limited_weights_and_exports(tmp_path, sim_da
                            "region_names": [f"R{i}" for i in range(246)]}, x[:64])
     held = subj == 5
     want = predict_proba(m, x[held])["class"]  # population statistics: what the graph's defaults give
-    np.testing.assert_allclose(Decoder(out).run(x[held])["class_probs"], want, atol=1e-4)
+    np.testing.assert_allclose(Model(out).run(x[held])["class_probs"], want, atol=1e-4)
 
 
 def test_common_checkpoint_puts_every_member_at_the_epoch_best_on_average(sim_data):

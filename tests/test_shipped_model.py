@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fmri_edge.cli import app
-from fmri_edge.model.runtime import Decoder, default_model_path
+from fmri_edge.model.runtime import Model, default_model_path
 
 runner = CliRunner()
 
@@ -17,7 +17,7 @@ def shipped():
     path = default_model_path()
     if not path.is_file():
         pytest.skip(f"no shipped model at {path}")
-    return Decoder(path)
+    return Model(path)
 
 
 def test_shipped_model_describes_itself(shipped):

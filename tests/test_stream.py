@@ -20,7 +20,7 @@ from fmri_edge.simulation import nifti_sim
 from fmri_edge.realtime import stream as lib
 from fmri_edge.errors import InputError, UsageError  # noqa: E402
 from fmri_edge.simulation.replay import replay, volume_file  # noqa: E402
-from fmri_edge.model.runtime import Decoder  # noqa: E402
+from fmri_edge.model.runtime import Model  # noqa: E402
 from fmri_edge.realtime.watch import volume_name  # noqa: E402
 
 TR = 2.0
@@ -29,7 +29,7 @@ SPEED = 100.0          # 20 ms between volumes
 
 @pytest.fixture(scope="module")
 def decoder():
-    return Decoder()
+    return Model()
 
 
 @pytest.fixture(scope="module")

@@ -58,10 +58,10 @@ def test_train_export_predict_score_via_cli(tmp_path, sim_data):
 
 
 def test_sim_model_finds_planted_signal_on_held_out_subject(sim_model, sim_data):
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
 
     x, y, subj = sim_data
-    out = Decoder(sim_model).run(x[subj == 5])
+    out = Model(sim_model).run(x[subj == 5])
     acc = np.mean(np.array([-1, 0, 1])[out["class_probs"].argmax(1)] == y[subj == 5, 0])
     assert acc >= 0.6
 

@@ -247,9 +247,9 @@ def extract(
         from fmri_edge.imaging import extract as lib
 
         lib.require_nifti()
-        from fmri_edge.model.runtime import Decoder
+        from fmri_edge.model.runtime import Model
 
-        info = Decoder(model).info
+        info = Model(model).info
         window = lib.Window.from_model(info)
         if window.baseline_from.startswith("default"):
             err.print(f"[yellow]note:[/] baseline {window.baseline_s:g} s: {window.baseline_from}", highlight=False)

@@ -58,12 +58,12 @@ def predict(
     """Predict valence CLASS and LEVEL for every trial."""
     from fmri_edge.data import io, submission
     from fmri_edge.decoding import predict as lib
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
 
     participants: set[str] = set()
     kind = None
     with user_errors():
-        decoder = Decoder(model, threads=threads, verify=not no_verify)
+        decoder = Model(model, threads=threads, verify=not no_verify)
         if explain:
             from fmri_edge.explain.regions import require_kind
 
@@ -271,13 +271,13 @@ def explain(
     overall and per predicted CLASS, ranked; optionally a figure, a brain map on an atlas, and a
     faithfulness check."""
     from fmri_edge.explain import regions as lib
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
 
     if model is None and len(paths) > 1 and paths[0].suffix == ".onnx":  # explain MODEL DATA …
         model, paths = paths[0], paths[1:]
     label_image = None
     with user_errors():
-        decoder = Decoder(model, threads=threads, verify=not no_verify)
+        decoder = Model(model, threads=threads, verify=not no_verify)
         kind = lib.require_kind(decoder)
         if valence_class is not None and valence_class not in decoder.info.class_values:
             raise UsageError(f"--class {valence_class}: not one of the model's classes "
@@ -498,10 +498,10 @@ def info(
     no_verify: NoVerify = False,
 ):
     """What an fmri-edge ONNX file says about itself."""
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
 
     with user_errors():
-        d = Decoder(model, verify=not no_verify)
+        d = Model(model, verify=not no_verify)
     meta = d.info.meta
     if as_json:
         print(json.dumps(meta))

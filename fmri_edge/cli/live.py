@@ -58,7 +58,7 @@ def stream(
     answer on stdout. Exits when every trial of the schedule is answered (0) or declared incomplete
     (3). Needs pip install 'fmri-edge\\[realtime]'."""
     from fmri_edge.imaging.extract import require_nifti
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
     from fmri_edge.realtime.stream import Stream
 
     def problem(p):
@@ -76,7 +76,7 @@ def stream(
         require_nifti("stream", "realtime")
         if no_align and stats_from:
             raise UsageError("--no-align and --stats-from exclude each other")
-        decoder = Decoder(model, threads=1, verify=not no_verify)   # one trial per call: no thread hand-offs
+        decoder = Model(model, threads=1, verify=not no_verify)   # one trial per call: no thread hand-offs
         live = Stream(watch_dir, atlas, events, tr, decoder, participant=participant, out=out_csv, force=force,
                       align="none" if no_align else "stats" if stats_from else "running", stats_from=stats_from,
                       send=send, volume_timeout=volume_timeout, poll=poll, first_volume=first_volume,

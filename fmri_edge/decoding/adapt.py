@@ -48,7 +48,7 @@ from fmri_edge import valence
 from fmri_edge.model import integrity, onnx_edit
 from fmri_edge.data import io
 from fmri_edge.decoding.predict import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
-from fmri_edge.model.runtime import ADAPT_INPUTS, ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
+from fmri_edge.model.runtime import ADAPT_INPUTS, ALIGN_INPUTS, METADATA_KEY, Model, file_sha256
 from fmri_edge.data.submission import HEADER, read_answers
 
 METHODS = ("bias", "scale_bias", "features")
@@ -237,7 +237,7 @@ class BaseOutputs:
     paths: list
 
 
-def base_outputs(decoder: Decoder, paths: list, participant: str | None = None, policy: Policy | None = None,
+def base_outputs(decoder: Model, paths: list, participant: str | None = None, policy: Policy | None = None,
                  batch_size: int = DEFAULT_BATCH) -> BaseOutputs:
     """The base model's outputs on one participant's trials, aligned exactly as ``predict``
     aligns them (over all of the participant's good trials in ``paths``)."""
@@ -325,7 +325,7 @@ def level_map(meta: dict) -> np.ndarray | None:
     return None if m is None else np.asarray(m, dtype=np.float64)
 
 
-def write_adapted(model: onnx_edit.Model, out: Path, corr: Correction, meta: dict, subject: tuple | None) -> None:
+def write_adapted(model: onnx_edit.ModelProto, out: Path, corr: Correction, meta: dict, subject: tuple | None) -> None:
     """The base graph with the correction as its adaptation head's defaults (``adapt_*``, see
     :class:`fmri_edge.training.export.AdaptationHead`) and ``subject`` statistics as the alignment
     defaults; new metadata and its own weights digest. No node is added or changed."""
@@ -370,7 +370,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     check_new(out, force)
     check_new(out.with_suffix(".md"), force)
     labels = read_participant_labels(labels_path)
-    decoder = Decoder(model, threads=threads)
+    decoder = Model(model, threads=threads)
     if "features" not in decoder.outputs:
         raise io.InputError(decoder.path, f"model has no `features` output (outputs: {', '.join(decoder.outputs)}); "
                                           "adaptation needs a model exported by this version of fmri-edge "
@@ -411,8 +411,8 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     if out.resolve() == decoder.path.resolve():
         raise io.InputError(out, "is the base model itself; give the adapted model another name")
     out.with_suffix(".md").unlink(missing_ok=True)  # an old card (--force) would not match the new file
-    write_adapted(onnx_edit.Model.load(decoder.path), out, corr, meta, seen.subject)
-    check = Decoder(out, threads=threads)
+    write_adapted(onnx_edit.ModelProto.load(decoder.path), out, corr, meta, seen.subject)
+    check = Model(out, threads=threads)
     # the adapted file is opened and checked against the numpy definition on the participant's trials
     got = base_outputs(check, trials, seen.participant, policy)
     diff = float(max(np.abs(got.class_probs - new_c).max(), np.abs(got.level_probs - new_l).max()))

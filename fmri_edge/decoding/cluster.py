@@ -31,7 +31,7 @@ from fmri_edge.data import io
 from fmri_edge.decoding import predict as local
 from fmri_edge.errors import InputError
 from fmri_edge.scheduler import connect, load_distributed, result
-from fmri_edge.model.runtime import Decoder, file_sha256
+from fmri_edge.model.runtime import Model, file_sha256
 
 DEFAULT_TASK_TRIALS = 2048   # trials per task (rounded up to whole batches): ≈ 1 s of work per task
 
@@ -48,12 +48,12 @@ class ModelRef:
     threads: int = 1
 
 
-_decoders: dict[ModelRef, Decoder] = {}
+_decoders: dict[ModelRef, Model] = {}
 _decoders_lock = threading.Lock()
 
 
-def worker_decoder(ref: ModelRef) -> Decoder:
-    """One :class:`~fmri_edge.model.runtime.Decoder` per worker process and model, opened by the first
+def worker_decoder(ref: ModelRef) -> Model:
+    """One :class:`~fmri_edge.model.runtime.Model` per worker process and model, opened by the first
     task that needs it after checking the file's sha256 on that machine (a different file at the
     same path on another node is refused, not silently used)."""
     with _decoders_lock:
@@ -66,7 +66,7 @@ def worker_decoder(ref: ModelRef) -> Decoder:
             if got != ref.sha256:
                 raise InputError(path, f"sha256 {got[:16]}… on {where} differs from the client's "
                                        f"{ref.sha256[:16]}…: the workers see another model file at this path")
-            _decoders[ref] = Decoder(path, threads=ref.threads)
+            _decoders[ref] = Model(path, threads=ref.threads)
         return _decoders[ref]
 
 
@@ -129,7 +129,7 @@ def spans(n_trials: int, step: int, split: bool) -> list[tuple[tuple[int, int] |
     return [((a, min(a + step, n_trials)), min(step, n_trials - a)) for a in range(0, n_trials, step)]
 
 
-def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAULT_BATCH,
+def predict(client, decoder: Model, paths: list, batch_size: int = local.DEFAULT_BATCH,
             policy: local.Policy | None = None, participant: str | None = None, align: bool = True,
             threads: int = 1, weights: bool = True, task_trials: int | None = None,
             on_total=None, on_trials=None):
@@ -191,7 +191,7 @@ def predict(client, decoder: Decoder, paths: list, batch_size: int = local.DEFAU
                                       lambda unit: collect(*units[tuple(unit)][:2]))
 
 
-def predict_to(address: str, decoder: Decoder, paths: list, csv_file=None, batch_size: int = local.DEFAULT_BATCH,
+def predict_to(address: str, decoder: Model, paths: list, csv_file=None, batch_size: int = local.DEFAULT_BATCH,
                keep: int | None = 60, policy: local.Policy | None = None, on_batch=None,
                participant: str | None = None, align: bool = True, probs: bool = False, threads: int = 0,
                weights: bool = True, console=None, task_trials: int | None = None) -> local.Summary:

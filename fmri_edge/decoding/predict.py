@@ -16,7 +16,7 @@ import numpy as np
 from fmri_edge import valence
 from fmri_edge.data import io
 from fmri_edge.model.normalize import AlignStats, SubjectStats
-from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, Decoder
+from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, Model
 
 DEFAULT_BATCH = 256   # the fastest batch size measured by `fmri-edge bench` (docs/speed.md)
 MAX_BATCH = 512       # larger chunks only cost memory and run slower per trial (cache misses): capped
@@ -40,18 +40,18 @@ class Batch:
         return len(self.trial)
 
     def region_scores(self, kind: str) -> np.ndarray:
-        """The per-region explanation of ``kind`` (:attr:`fmri_edge.model.runtime.Decoder.explanation`):
+        """The per-region explanation of ``kind`` (:attr:`fmri_edge.model.runtime.Model.explanation`):
         contributions, or the input SE attention."""
         return self.region_contributions if kind == "contribution" else self.region_weights
 
 
-def run_batched(decoder: Decoder, trials: np.ndarray, batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
+def run_batched(decoder: Model, trials: np.ndarray, batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
     """Model outputs for validated float32 trials, ``batch_size`` trials per onnxruntime call."""
     parts = [decoder.run(trials[i:i + batch_size]) for i in range(0, len(trials), batch_size)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def run_by_participant(decoder: Decoder, trials: np.ndarray, participants: np.ndarray,
+def run_by_participant(decoder: Model, trials: np.ndarray, participants: np.ndarray,
                        batch_size: int = DEFAULT_BATCH) -> dict[str, np.ndarray]:
     """:func:`run_batched` with each participant aligned over its own trials in ``trials`` (as
     ``predict`` aligns a subject folder; under :data:`MIN_ALIGN_TRIALS` trials, or for a model
@@ -63,7 +63,7 @@ def run_by_participant(decoder: Decoder, trials: np.ndarray, participants: np.nd
     return out
 
 
-def participant_batches(decoder: Decoder, trials: np.ndarray, participants: np.ndarray,
+def participant_batches(decoder: Model, trials: np.ndarray, participants: np.ndarray,
                         batch_size: int = DEFAULT_BATCH):
     """(row indices, alignment statistics or None) per batch of one participant's trials: the
     statistics over all of that participant's trials in ``trials`` (None, the graph's defaults,
@@ -101,7 +101,7 @@ class Policy:
             raise ValueError(f"unknown NaN policy {self.nan!r}; choose from {', '.join(io.NAN_POLICIES)}")
 
 
-def model_ready(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
+def model_ready(decoder: Model, source: io.Source, batch_size: int = DEFAULT_BATCH,
                 policy: Policy | None = None, span: tuple[int, int] | None = None,
                 ) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
     """One file's trials as the model takes them: (1-based trial numbers, float32 trials) per
@@ -142,7 +142,7 @@ def model_ready(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_B
                 yield item[0], stats.apply(item[1])
 
 
-def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
+def predict_source(decoder: Model, source: io.Source, batch_size: int = DEFAULT_BATCH,
                    policy: Policy | None = None, subject=None, trial_offset: int = 0,
                    reported: bool = False, span: tuple[int, int] | None = None,
                    ) -> Iterator[Batch | io.InputError]:
@@ -159,7 +159,7 @@ def predict_source(decoder: Decoder, source: io.Source, batch_size: int = DEFAUL
             yield from answer(decoder, source, item[0] + trial_offset, item[1], subject)
 
 
-def participant_stats(decoder: Decoder, sources: list[io.Source], batch_size: int = DEFAULT_BATCH,
+def participant_stats(decoder: Model, sources: list[io.Source], batch_size: int = DEFAULT_BATCH,
                       policy: Policy | None = None) -> tuple[AlignStats, list[io.InputError], dict]:
     """First pass over one participant's files: alignment statistics over all of its good trials
     (the graph's ``normalized`` output, chunk by chunk), every problem met, and the number of
@@ -167,7 +167,7 @@ def participant_stats(decoder: Decoder, sources: list[io.Source], batch_size: in
     return gather_stats((src, source_stats(decoder, src, batch_size, policy)) for src in sources)
 
 
-def source_stats(decoder: Decoder, source: io.Source, batch_size: int = DEFAULT_BATCH,
+def source_stats(decoder: Model, source: io.Source, batch_size: int = DEFAULT_BATCH,
                  policy: Policy | None = None, span: tuple[int, int] | None = None,
                  ) -> Iterator[tuple[int, AlignStats] | io.InputError]:
     """The first pass over one file (or a ``span`` of it, see :func:`model_ready`): per chunk,
@@ -243,7 +243,7 @@ def release_pages(view: np.ndarray) -> None:
         mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
-def answer(decoder: Decoder, source: io.Source, trial: np.ndarray, x: np.ndarray, subject=None,
+def answer(decoder: Model, source: io.Source, trial: np.ndarray, x: np.ndarray, subject=None,
            ) -> Iterator[Batch | io.InputError]:
     """One onnxruntime call → a :class:`Batch`; a trial whose outputs are not finite is reported
     and left out instead of being answered with garbage."""
@@ -325,7 +325,7 @@ def _n_trials(path: Path) -> int:
     return 1 if arr.ndim == 2 else int(arr.shape[0]) if arr.ndim else 0
 
 
-def predict(decoder: Decoder, paths: list, batch_size: int = DEFAULT_BATCH,
+def predict(decoder: Model, paths: list, batch_size: int = DEFAULT_BATCH,
             policy: Policy | None = None, participant: str | None = None,
             align: bool = True) -> Iterator[Batch | io.InputError]:
     """Answers for every file and folder in ``paths`` (see :func:`fmri_edge.data.io.discover`),
@@ -371,7 +371,7 @@ def answer_units(name: str, units: list[list[io.Source]], answers) -> Iterator[B
             yield out
 
 
-def _predict_participant(decoder: Decoder, name: str, sources: list[io.Source], batch_size: int,
+def _predict_participant(decoder: Model, name: str, sources: list[io.Source], batch_size: int,
                          policy: Policy | None, align: bool) -> Iterator[Batch | io.InputError]:
     """One participant's files: alignment statistics over all of them (aligned models), then the
     answers, trial numbers running on from file to file."""
@@ -417,7 +417,7 @@ class Summary:
     problems: list               # every InputError met on the way
 
 
-def predict_to(decoder: Decoder, paths: list, csv_file=None, batch_size: int = DEFAULT_BATCH,
+def predict_to(decoder: Model, paths: list, csv_file=None, batch_size: int = DEFAULT_BATCH,
                keep: int | None = 60, policy: Policy | None = None, on_batch=None,
                participant: str | None = None, align: bool = True, probs: bool = False,
                items=None) -> Summary:

@@ -1,5 +1,5 @@
 """Which brain regions drove the predictions, per region and trial (numpy only). Two kinds, one per
-kind of model (:attr:`fmri_edge.model.runtime.Decoder.explanation`, described by :data:`KINDS`):
+kind of model (:attr:`fmri_edge.model.runtime.Model.explanation`, described by :data:`KINDS`):
 
 - ``contribution`` (linear models, output ``region_contributions`` (N, n_regions)): each region's
   exact share of the answered class's logit, centred over the classes; with the constant in the
@@ -41,7 +41,7 @@ import numpy as np
 from fmri_edge.data import io
 from fmri_edge.decoding import predict
 from fmri_edge.decoding.predict import DEFAULT_BATCH
-from fmri_edge.model.runtime import Decoder
+from fmri_edge.model.runtime import Model
 
 DEFAULT_BASELINE_S = 5
 STATIC_SD = 1e-4          # below this standard deviation over trials, attention is input-independent
@@ -165,7 +165,7 @@ class Trials:
     x: np.ndarray            # (n, n_regions, n_times) float32
 
 
-def iter_trials(decoder: Decoder, paths: list) -> Iterator[Trials | io.InputError]:
+def iter_trials(decoder: Model, paths: list) -> Iterator[Trials | io.InputError]:
     """Every readable file's model-ready trials, one participant/file at a time, exactly as
     ``predict`` prepares them (:func:`fmri_edge.decoding.predict.model_ready` under its default policy,
     subject normalization included); a problem is yielded as an :class:`~fmri_edge.data.io.InputError`."""
@@ -184,7 +184,7 @@ def iter_trials(decoder: Decoder, paths: list) -> Iterator[Trials | io.InputErro
             yield Trials(src.participant, src.path, np.concatenate(trials), np.concatenate(xs))
 
 
-def load(decoder: Decoder, paths: list) -> tuple[list[Trials], list[io.InputError]]:
+def load(decoder: Model, paths: list) -> tuple[list[Trials], list[io.InputError]]:
     """All of :func:`iter_trials` in memory: (trials per file, problems)."""
     found, problems = [], []
     for item in iter_trials(decoder, paths):
@@ -311,7 +311,7 @@ class AttentionAccumulator:
                                 self.in_top / self.n, self.class_n.copy(), class_mean, self.kind)
 
 
-def require_kind(decoder: Decoder) -> str:
+def require_kind(decoder: Model) -> str:
     """The model's kind of explanation, or a one-line refusal that says why it has none."""
     kind = decoder.explanation
     if kind is not None:
@@ -326,7 +326,7 @@ def require_kind(decoder: Decoder) -> str:
     raise io.UsageError(f"{decoder.path}: this model cannot explain its answers per region: {why}")
 
 
-def summarize(decoder: Decoder, paths: list, top_k: int = 10, batch_size: int = DEFAULT_BATCH,
+def summarize(decoder: Model, paths: list, top_k: int = 10, batch_size: int = DEFAULT_BATCH,
               ) -> tuple[AttentionSummary, list[io.InputError]]:
     """Run the model over ``paths`` (as ``predict`` does, streamed) and summarize its per-region
     explanation (contributions or attention, :func:`require_kind`)."""
@@ -345,7 +345,7 @@ def summarize(decoder: Decoder, paths: list, top_k: int = 10, batch_size: int = 
 
 # ---- faithfulness -------------------------------------------------------------------------------
 
-def baseline_seconds(decoder: Decoder) -> int:
+def baseline_seconds(decoder: Model) -> int:
     norm = decoder.info.meta.get("normalization")
     if isinstance(norm, dict) and isinstance(norm.get("baseline_s"), int):
         return norm["baseline_s"]
@@ -385,7 +385,7 @@ class MaskEffect:
         return {"changed": round(self.changed, 4), "delta_p": round(self.delta_p, 5)}
 
 
-def mask_effect(decoder: Decoder, x: np.ndarray, regions: np.ndarray, base_probs: np.ndarray,
+def mask_effect(decoder: Model, x: np.ndarray, regions: np.ndarray, base_probs: np.ndarray,
                 baseline_s: int, batch_size: int = DEFAULT_BATCH, plan: list | None = None) -> MaskEffect:
     """How masking ``regions`` of each trial changes its answer; ``plan``: the trials' alignment
     (:func:`alignment_plan`; None: the graph's defaults)."""
@@ -417,7 +417,7 @@ class FaithfulnessReport:
                 "results": self.rows}
 
 
-def held_out(decoder: Decoder, participants) -> dict:
+def held_out(decoder: Model, participants) -> dict:
     """Are these participants absent from the model's training data (metadata ``training``)?"""
     trained = (decoder.info.meta.get("training") or {}).get("participants")
     if not isinstance(trained, list):
@@ -429,7 +429,7 @@ def held_out(decoder: Decoder, participants) -> dict:
     return {"status": "yes", "detail": "no participant was in the training data"}
 
 
-def alignment_plan(decoder: Decoder, x: np.ndarray, participants, batch_size: int = DEFAULT_BATCH) -> list | None:
+def alignment_plan(decoder: Model, x: np.ndarray, participants, batch_size: int = DEFAULT_BATCH) -> list | None:
     """[(rows, alignment statistics)] of ``x``: each participant aligned over its own trials, as
     ``predict`` aligns them (:func:`fmri_edge.decoding.predict.participant_batches`); computed once from the
     unmasked trials, so that masking a region in one trial leaves the reference of the others
@@ -439,7 +439,7 @@ def alignment_plan(decoder: Decoder, x: np.ndarray, participants, batch_size: in
     return list(predict.participant_batches(decoder, x, participants, batch_size))
 
 
-def run_planned(decoder: Decoder, x: np.ndarray, plan: list | None, batch_size: int = DEFAULT_BATCH
+def run_planned(decoder: Model, x: np.ndarray, plan: list | None, batch_size: int = DEFAULT_BATCH
                 ) -> dict[str, np.ndarray]:
     """Model outputs for ``x``, aligned as ``plan`` says (:func:`alignment_plan`)."""
     if plan is None:
@@ -451,7 +451,7 @@ def run_planned(decoder: Decoder, x: np.ndarray, plan: list | None, batch_size: 
     return out
 
 
-def faithfulness(decoder: Decoder, x: np.ndarray, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
+def faithfulness(decoder: Model, x: np.ndarray, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
                  baseline_s: int | None = None, batch_size: int = DEFAULT_BATCH,
                  participants=None) -> FaithfulnessReport:
     """Mask each trial's top-k regions by its explanation (contribution or attention), its k
@@ -490,7 +490,7 @@ def faithfulness(decoder: Decoder, x: np.ndarray, ks=(5, 10, 20), draws: int = 1
     return report
 
 
-def faithfulness_paths(decoder: Decoder, paths: list, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
+def faithfulness_paths(decoder: Model, paths: list, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
                        batch_size: int = DEFAULT_BATCH) -> tuple[FaithfulnessReport, list[io.InputError]]:
     """:func:`faithfulness` over the trials of files and folders, all pooled; says whether they
     are held out from the model's training participants."""

@@ -153,7 +153,7 @@ def read_entry(buf: bytes) -> tuple[str, str]:
 
 # ---- a model ---------------------------------------------------------------------------------------
 
-class Model:
+class ModelProto:
     """An ONNX ModelProto as its top-level fields, with the edits an adaptation needs: replace
     initializers (the defaults of graph inputs), set metadata entries."""
 
@@ -165,7 +165,7 @@ class Model:
         self.graph = list(fields(graphs[0].payload))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Model":
+    def load(cls, path: str | Path) -> "ModelProto":
         return cls(Path(path).read_bytes())
 
     # -- reading

@@ -5,7 +5,7 @@ The ONNX file is the contract: its metadata (key ``fmri_edge``, a JSON document,
 names and provenance. Outputs: ``class_probs`` (N, 3), ``level_probs`` (N, 9) and
 ``region_weights`` (N, n_regions), the input SE block's attention per region; models linear in
 per-region features also answer ``region_contributions`` (N, n_regions), each region's exact share
-of the answered class's logit (:attr:`Decoder.explanation` says which a model gives).
+of the answered class's logit (:attr:`Model.explanation` says which a model gives).
 
 Before a model is opened, its sha256 is checked against its model card (``<name>.md`` beside
 ``<name>.onnx``, line ``| sha256 | `<hex>` |``) when one is there; once open, its weights are
@@ -143,8 +143,8 @@ def session_options(threads: int = 0, spinning: bool = False):
     return so
 
 
-class Decoder:
-    """An fmri-edge model ready to run: ``Decoder(path).run(trials)``. ``verify=False`` skips the
+class Model:
+    """An fmri-edge model ready to run: ``Model(path).run(trials)``. ``verify=False`` skips the
     weights digest check (for models edited on purpose); ``integrity`` says what was checked."""
 
     def __init__(self, path: str | Path | None = None, threads: int = 0, verify: bool = True):

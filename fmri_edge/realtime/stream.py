@@ -38,7 +38,7 @@ from fmri_edge.errors import InputError, UsageError
 from fmri_edge.imaging.events import Events, read_events
 from fmri_edge.imaging.window import Window, cut_trials, volume_times
 from fmri_edge.decoding.predict import MIN_ALIGN_TRIALS, Batch, answer
-from fmri_edge.model.runtime import Decoder
+from fmri_edge.model.runtime import Model
 from fmri_edge.realtime.watch import Arrival, Missing, VolumeFolder
 
 ALIGN_MODES = ("running", "stats", "none")
@@ -99,7 +99,7 @@ class Schedule:
 class Alignment:
     """Which statistics align each live trial: see the module's docstring."""
 
-    def __init__(self, decoder: Decoder, mode: str = "running", stats_from: list[Path] | None = None,
+    def __init__(self, decoder: Model, mode: str = "running", stats_from: list[Path] | None = None,
                  min_trials: int = MIN_ALIGN_TRIALS):
         from fmri_edge.model.normalize import AlignStats
 
@@ -128,7 +128,7 @@ class Alignment:
         return None, "population"
 
 
-def stats_from_trials(decoder: Decoder, paths: list[Path], min_trials: int = MIN_ALIGN_TRIALS) -> tuple:
+def stats_from_trials(decoder: Model, paths: list[Path], min_trials: int = MIN_ALIGN_TRIALS) -> tuple:
     """One participant's alignment statistics from trial files of an earlier run (``extract``'s
     ``.npz``, ``.npy``, an ICBHI subject folder), as ``predict`` computes them."""
     from fmri_edge.decoding.predict import participant_stats
@@ -331,7 +331,7 @@ def _sigterm_as_interrupt():
 class Stream:
     """One live run: the folder, the atlas on its grid, the schedule, the outputs (see :func:`stream`)."""
 
-    def __init__(self, folder: Path, atlas: Path, events: Path, tr: float, decoder: Decoder, *,
+    def __init__(self, folder: Path, atlas: Path, events: Path, tr: float, decoder: Model, *,
                  participant: str | None = None, out: Path | None = None, force: bool = False,
                  align: str = "running", stats_from: list[Path] | None = None, send: str | None = None,
                  volume_timeout: float = DEFAULT_TIMEOUT, poll: float | None = None, first_volume: int = 1,
@@ -524,6 +524,6 @@ class Stream:
             self.result.timing.answer_ms.append((time.perf_counter() - t0) * 1e3)
 
 
-def stream(folder, atlas, events, tr, decoder: Decoder, **options) -> StreamResult:
+def stream(folder, atlas, events, tr, decoder: Model, **options) -> StreamResult:
     """Answer every trial of ``events`` from the volumes arriving in ``folder``; see :class:`Stream`."""
     return Stream(Path(folder), Path(atlas), Path(events), tr, decoder, **options).run()

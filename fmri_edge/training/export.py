@@ -28,7 +28,7 @@ from torch import nn
 from fmri_edge import valence
 import fmri_edge
 from fmri_edge.model.runtime import (ADAPT_INPUTS, ALIGN_INPUTS, CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES,
-                               Decoder, file_sha256)
+                               Model, file_sha256)
 from fmri_edge.training.model import ValenceNet, class_rule_matrix, contribution_weights
 
 
@@ -316,7 +316,7 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     from fmri_edge.model.integrity import stamp
     stamp(tmp)  # the last change to the file: metadata weights_sha256, checked whenever the model is opened
 
-    decoder = Decoder(tmp)
+    decoder = Model(tmp)
     report = {"max_abs_diff": {}, "batches": recipe.parity_batches, "atol": recipe.atol}
     with torch.inference_mode():
         for b in recipe.parity_batches:

@@ -41,7 +41,7 @@ from fmri_edge.evaluation import scoring
 from fmri_edge.errors import InputError
 from fmri_edge.decoding.predict import participant_batches, run_by_participant
 from fmri_edge.model import integrity
-from fmri_edge.model.runtime import ALIGN_INPUTS, METADATA_KEY, Decoder, file_sha256
+from fmri_edge.model.runtime import ALIGN_INPUTS, METADATA_KEY, Model, file_sha256
 
 # What int8 must deliver to replace fp32 as the default (issue 4): speed at batch 256 and accuracy.
 INT8_MIN_SPEEDUP = 1.5
@@ -73,7 +73,7 @@ class _Trials:
         if participants is None:
             self.batches = [(np.arange(i, min(i + batch, len(trials))), None) for i in range(0, len(trials), batch)]
         else:
-            self.batches = list(participant_batches(Decoder(model, verify=False), trials, participants, batch))
+            self.batches = list(participant_batches(Model(model, verify=False), trials, participants, batch))
         self.i = 0
 
     def get_next(self):
@@ -146,7 +146,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
     tmp_out = out_path.with_suffix(".onnx.tmp")
     onnx.save(model, str(tmp_out))
     integrity.stamp(tmp_out)  # replaces the fp32 model's digest carried over with the metadata
-    Decoder(tmp_out)  # opens and checks like predict will
+    Model(tmp_out)  # opens and checks like predict will
     tmp_out.replace(out_path)
     return recipe
 
@@ -168,7 +168,7 @@ def quantize_members(members, fp32_model: str | Path, out_path: str | Path, cali
         recipe = quantize_int8(fp32_model, out_path, calibration, calibration_source, participants=participants)
         recipe["graph"] = "quantized from the shipped fp32 graph itself"
         return recipe
-    meta = Decoder(fp32_model).info.meta
+    meta = Model(fp32_model).info.meta
     with tempfile.TemporaryDirectory() as tmp:
         conv = Path(tmp) / "conv.onnx"
         export_onnx(members, conv, dict(meta), calibration[:256], channels_last=False)
@@ -222,7 +222,7 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
                              participants=who[~test])
             level_rule = "argmax"
             # each held-out participant aligned over its own trials, as predict does
-            f_out, q_out = (run_by_participant(Decoder(f), x[test], who[test]) for f in (fp32, int8))
+            f_out, q_out = (run_by_participant(Model(f), x[test], who[test]) for f in (fp32, int8))
             fc, fl = _answers(f_out, level_rule)
             qc, ql = _answers(q_out, level_rule)
             truth = y[test]
@@ -276,7 +276,7 @@ def speedup(fp32: str | Path, int8: str | Path, trials: np.ndarray, batch: int =
             threads: int = 0) -> dict:
     """int8 vs fp32 trials/s at one batch size: interleaved rounds, median call time each."""
     x = np.ascontiguousarray(np.resize(trials, (batch, *trials.shape[1:])), dtype=np.float32)
-    decs = {"fp32": Decoder(fp32, threads=threads), "int8": Decoder(int8, threads=threads)}
+    decs = {"fp32": Model(fp32, threads=threads), "int8": Model(int8, threads=threads)}
     times = {k: [] for k in decs}
     for d in decs.values():
         d.run(x)

@@ -89,9 +89,9 @@ def load_dataset(recipe: Recipe, group_by: str | None = None) -> tuple[Dataset, 
 def _region_names(n_regions: int) -> list[str]:
     """The shipped model's region names (Brainnetome) where the count matches, else region_<i>."""
     try:
-        from fmri_edge.model.runtime import Decoder
+        from fmri_edge.model.runtime import Model
 
-        names = list(Decoder().info.meta.get("region_names") or [])
+        names = list(Model().info.meta.get("region_names") or [])
     except Exception:  # no shipped model: names are only labels
         names = []
     return names if len(names) == n_regions else [f"region_{i}" for i in range(n_regions)]

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from fmri_edge import valence
 from fmri_edge.decoding import adapt  # noqa: E402
 from fmri_edge.evaluation import scoring, splits
-from fmri_edge.model.runtime import Decoder  # noqa: E402
+from fmri_edge.model.runtime import Model  # noqa: E402
 from harness import data_of, parser, recipe_of  # noqa: E402
 
 SHRINKAGES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -83,11 +83,11 @@ def observe_all(models: dict[str, Path], data: Path, labels: dict) -> dict:
     """Base outputs per held-out participant, through the ONNX file as `adapt` reads them."""
     obs = {}
     for p, path in models.items():
-        seen = adapt.base_outputs(Decoder(path, threads=1), [data / p])
+        seen = adapt.base_outputs(Model(path, threads=1), [data / p])
         assert np.array_equal(seen.trial, np.arange(1, len(labels[p]) + 1))
         obs[p] = {"class_probs": seen.class_probs, "level_probs": seen.level_probs, "features": seen.features,
-                  "labels": labels[p], "level_rule": Decoder(path).info.level_rule,
-                  "level_map": adapt.level_map(Decoder(path).info.meta)}
+                  "labels": labels[p], "level_rule": Model(path).info.level_rule,
+                  "level_map": adapt.level_map(Model(path).info.meta)}
     return obs
 
 

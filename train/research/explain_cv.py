@@ -24,7 +24,7 @@ import numpy as np
 
 from fmri_edge.explain import regions as explain
 from fmri_edge.data.io import load_trials
-from fmri_edge.model.runtime import Decoder
+from fmri_edge.model.runtime import Model
 from fmri_edge.training.export import export_onnx
 from fmri_edge.training.checkpoints import fold_models
 from fmri_edge.training.recipe import read_atlas
@@ -49,7 +49,7 @@ def explain_run(run: Path, data: Path, names: list, top: int) -> dict:
             export_onnx(members, path, {"model_version": f"{run.name}/{fold}", "level_rule": "argmax",
                                         "region_names": names,
                                         "region_attention": any(m.input_se is not None for m in members)}, x_parity)
-            d = Decoder(path)
+            d = Model(path)
             kind = d.explanation
             paths = [data / p for p in test]
             s, problems = explain.summarize(d, paths)

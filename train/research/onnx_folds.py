@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.model.runtime import Decoder
+from fmri_edge.model.runtime import Model
 from fmri_edge.training.export import export_onnx
 from fmri_edge.training.fit import load_checkpoint
 
 
 def fold_decoders(run: Path, subjects: dict, tmp: Path):
-    """(fold name, held-out participants, Decoder) per fold of ``run``; ``subjects`` from load_icbhi."""
+    """(fold name, held-out participants, Model) per fold of ``run``; ``subjects`` from load_icbhi."""
     recipe = json.loads(load_checkpoint(run / "model.pt")[1]["recipe"])
     for fold in sorted(p for p in run.iterdir() if p.name.startswith("fold") and (p.is_dir() or p.suffix == ".pt")):
         members = [load_checkpoint(p) for p in (sorted(fold.glob("member*.pt")) if fold.is_dir() else [fold])]
@@ -21,4 +21,4 @@ def fold_decoders(run: Path, subjects: dict, tmp: Path):
         out = Path(tmp) / f"{fold.name}.onnx"
         export_onnx([m for m, _ in members], out, {"model_version": fold.name, "level_rule": recipe["eval"]["level_rule"],
                                                     "region_names": [f"R{i}" for i in range(246)]}, x[:256])
-        yield fold.name, test, Decoder(out)
+        yield fold.name, test, Model(out)

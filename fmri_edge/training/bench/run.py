@@ -69,7 +69,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
 
 def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> BenchResult:
     from fmri_edge.decoding.predict import DEFAULT_BATCH, run_by_participant
-    from fmri_edge.model.runtime import Decoder, file_sha256
+    from fmri_edge.model.runtime import Model, file_sha256
 
     res: BenchResult = {"machine": machine_info(), "threads": threads,
                  "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}}
@@ -93,7 +93,7 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> BenchResul
         export_onnx(members, fp32, {"model_version": f"bench:{run}", "level_rule": "argmax",
                                     "subject_normalization": None if mcfg.subject_norm == "none" else mcfg.subject_norm},
                     x[:64])
-    dec = Decoder(fp32, threads=threads)
+    dec = Model(fp32, threads=threads)
     ref = torch_engine(net, threads)(x[:64])
     got = dec.run(np.ascontiguousarray(x[:64]))
     diff = max(float(np.abs(got[k] - r).max()) for k, r in zip(("class_probs", "level_probs", "region_weights"), ref))
@@ -108,7 +108,7 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> BenchResul
         from fmri_edge.training.quantize import int8_path, quantize_members
 
         int8 = int8_path(fp32)
-        shipped = Decoder(int8) if int8.is_file() else None
+        shipped = Model(int8) if int8.is_file() else None
         if shipped and shipped.info.meta.get("quantization", {}).get("fp32_model_sha256") == res["model"]["sha256"]:
             log(f"int8: {int8} (quantized from this fp32 model)")
             check = shipped.info.meta.get("int8_check", {})
@@ -119,7 +119,7 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> BenchResul
             log("quantizing to int8 (static, calibrated on the real trials) …")
             quantize_members(members, fp32, int8, x, source, participants=who)
         res["model"]["int8"] = str(int8)
-        qdec = Decoder(int8, threads=threads)
+        qdec = Model(int8, threads=threads)
         # each participant aligned over its own trials, as predict runs them (and as int8 is calibrated)
         q, f = (run_by_participant(d, np.ascontiguousarray(x), who) for d in (qdec, dec))
         res["model"]["int8_bytes"] = int8.stat().st_size

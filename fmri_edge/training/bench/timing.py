@@ -90,11 +90,11 @@ def time_engines(engines: dict[str, Callable], x: np.ndarray, batches, seconds: 
 
 
 def ort_engine(path: Path, threads: int, spinning: bool = False, **options) -> Callable:
-    """``Decoder.run`` of ``path`` with the runtime's session options (``spinning``: the intra-op
+    """``Model.run`` of ``path`` with the runtime's session options (``spinning``: the intra-op
     threads busy-wait between calls; other ``options``: SessionOptions attributes)."""
-    from fmri_edge.model.runtime import Decoder
+    from fmri_edge.model.runtime import Model
 
-    dec = Decoder(path, threads=threads)
+    dec = Model(path, threads=threads)
     if spinning or options:
         import onnxruntime as ort
 
