@@ -3,7 +3,7 @@ same computation as training, single trials still answered, and Score-optimal LE
 import numpy as np
 import pytest
 
-from fmri_edge.data import io
+from fmri_edge.errors import InputError
 from fmri_edge.decoding import predict as lib
 from fmri_edge.evaluation import scoring
 from fmri_edge.model.runtime import Model
@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 def _rows(decoder, paths, **kw):
     rows, problems = {}, []
     for item in lib.predict(decoder, paths, **kw):
-        if isinstance(item, io.InputError):
+        if isinstance(item, InputError):
             problems.append(item)
             continue
         for t, p in zip(item.trial, item.class_probs):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 nib = pytest.importorskip("nibabel")
 pytest.importorskip("nilearn")
 
-from fmri_edge.explain import brainmap  # noqa: E402
+from fmri_edge.explanation import brainmap  # noqa: E402
 from fmri_edge.cli import app  # noqa: E402
 from fmri_edge.errors import InputError  # noqa: E402
 

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'fmri-edge[dask]')")
 import distributed  # noqa: E402
 
+from fmri_edge.errors import InputError
 from fmri_edge import scheduler as connection  # noqa: E402
 from fmri_edge.decoding import cluster  # noqa: E402
-from fmri_edge.data import io
 from fmri_edge.decoding import predict as local  # noqa: E402
 from fmri_edge.cli import EXIT_PARTIAL, app  # noqa: E402
 from fmri_edge.model.normalize import AlignStats  # noqa: E402
@@ -177,7 +177,7 @@ def test_progress_counts_every_trial_and_items_match_local(sim_model, sim_data, 
     want = list(local.predict(decoder, [folder], BATCH))
     assert [type(i) for i in items] == [type(i) for i in want]
     for got, exp in zip(items, want):
-        if isinstance(exp, io.InputError):
+        if isinstance(exp, InputError):
             assert got.as_dict() == exp.as_dict()
         else:
             assert (got.participant, got.path) == (exp.participant, exp.path)
@@ -281,9 +281,9 @@ def test_an_unreachable_scheduler_is_one_line(sim_model, sim_data, tmp_path, mon
 
 def test_workers_refuse_a_model_whose_sha256_differs(sim_model, tmp_path):
     ref = cluster.ModelRef(str(sim_model), "0" * 64, 1)
-    with pytest.raises(io.InputError, match="differs from the client's 0000000000000000"):
+    with pytest.raises(InputError, match="differs from the client's 0000000000000000"):
         cluster.worker_decoder(ref)
-    with pytest.raises(io.InputError, match="model file not found"):
+    with pytest.raises(InputError, match="model file not found"):
         cluster.worker_decoder(cluster.ModelRef(str(tmp_path / "none.onnx"), "0" * 64, 1))
     good = cluster.ModelRef(str(sim_model), file_sha256(sim_model), 1)
     assert cluster.worker_decoder(good) is cluster.worker_decoder(good)   # opened once per process

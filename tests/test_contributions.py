@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fmri_edge.explain import regions as explain
+from fmri_edge.explanation import regions as explain
 from fmri_edge.decoding import predict
 from fmri_edge.cli import app
 from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, Model, default_model_path
@@ -160,7 +160,7 @@ def test_a_model_with_neither_kind_is_refused_with_the_reason(tmp_path):
     def model(meta):
         return SimpleNamespace(explanation=None, path=tmp_path / "m.onnx", info=SimpleNamespace(meta=meta))
 
-    with pytest.raises(explain.io.UsageError, match="neither region contributions nor region attention"):
+    with pytest.raises(explain.UsageError, match="neither region contributions nor region attention"):
         explain.require_kind(model({"region_attention": False}))
-    with pytest.raises(explain.io.UsageError, match="adapted to one participant.*base model"):
+    with pytest.raises(explain.UsageError, match="adapted to one participant.*base model"):
         explain.require_kind(model({"adaptation": {"base_model": "fmri-edge.onnx"}}))

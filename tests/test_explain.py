@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ICBHI, SIGNAL_REGIONS
-from fmri_edge.explain import regions as explain
+from fmri_edge.explanation import regions as explain
 from fmri_edge.cli import app
 from fmri_edge.model.runtime import Model
 
@@ -237,7 +237,7 @@ def test_explain_command_table_and_plot(attentive_model, held_out, tmp_path):
 
 
 def test_explain_and_plot_modules_import_neither_torch_nor_matplotlib():
-    code = ("import sys, fmri_edge.explain.regions, fmri_edge.explain.plot, fmri_edge.cli\n"
+    code = ("import sys, fmri_edge.explanation.regions, fmri_edge.explanation.plot, fmri_edge.cli\n"
             "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]\n"
             "assert not bad, bad\nprint('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from typer.testing import CliRunner
 
+from fmri_edge.errors import InputError
 from fmri_edge.data import io
 from fmri_edge.cli import app
 from tests import corpus
@@ -108,7 +109,7 @@ def test_any_header_gives_numpys_array_or_one_line_naming_the_file(folder, data,
     path = _write(folder, data, suffix, compressed)
     try:
         got = io.read_array(path)
-    except io.InputError as e:
+    except InputError as e:
         assert str(path) in str(e) and "\n" not in str(e) and len(str(e)) < 600
         event("refused")
         return

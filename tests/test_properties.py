@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fmri_edge.errors import InputError
 from fmri_edge.data import io, submission
 from fmri_edge.model import normalize
 from fmri_edge.evaluation import scoring
@@ -66,7 +67,7 @@ def test_arbitrary_bytes_give_an_array_or_an_input_error(folder, prefix, body, s
     path.write_bytes(prefix + body)
     try:
         io.check_trials(io.read_array(path), path, R, T)
-    except io.InputError as e:
+    except InputError as e:
         assert str(path) in str(e) and "\n" not in str(e)
 
 
@@ -99,7 +100,7 @@ def test_truncated_or_bit_flipped_files_give_an_array_or_an_input_error(folder, 
     path.write_bytes(bytes(raw))
     try:
         trials = io.check_trials(io.read_array(path), path, R, T)
-    except io.InputError as e:
+    except InputError as e:
         assert str(path) in str(e)
     else:
         assert trials.shape[1:] == (R, T)
@@ -113,7 +114,7 @@ def test_shapes_are_accepted_exactly_or_refused_never_reshaped(shape, crop, pad)
     full = arr[None] if arr.ndim == 2 else arr
     try:
         got = io.check_trials(arr, "x.npy", R, T, crop=crop, pad=pad)
-    except io.InputError as e:
+    except InputError as e:
         assert str(shape) in str(e)                             # says what it found
         return
     assert full.ndim == 3 and full.shape[0] >= 1 and full.shape[1] == R
@@ -252,7 +253,7 @@ def test_missing_extra_or_duplicated_rows_are_errors_never_a_score(folder, a, da
     w.writerows([[p, t, c, lv] for (p, t), c, lv in rows])
     path.write_text(buf.getvalue())
     truth = submission.Answers(np.array(["P1"] * n), np.arange(1, n + 1), cp, lp)
-    with pytest.raises(io.InputError):
+    with pytest.raises(InputError):
         pred = submission.read_answers(path)
         submission.align(pred, truth, path, "truth")
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from fmri_edge.errors import InputError
 from fmri_edge.data import io
 from fmri_edge.cli import app
 from fmri_edge.model.runtime import Model, file_sha256
@@ -216,9 +217,9 @@ def test_every_np_load_refuses_pickles_and_every_torch_load_is_weights_only():
 ])
 def test_pickled_payloads_never_run(tmp_path, make):
     path = make(tmp_path)
-    with pytest.raises(io.InputError, match="refused"):
+    with pytest.raises(InputError, match="refused"):
         io.load_trials(path)
-    with pytest.raises(io.InputError, match="refused"):
+    with pytest.raises(InputError, match="refused"):
         io.load_labels(path)
     assert not corpus.exploded(tmp_path)
 
@@ -230,7 +231,7 @@ def test_metadata_is_parsed_never_evaluated(model, tmp_path, monkeypatch):
         path = corpus.model_with(model, tmp_path / "m.onnx", meta)
         try:
             Model(path)
-        except io.InputError:
+        except InputError:
             pass
     assert not corpus.exploded(tmp_path)
 
@@ -261,7 +262,7 @@ def test_decoder_run_takes_any_numeric_dtype_and_layout(model, convert):
     (np.zeros((2, 246, 25), object), "holds Python objects"),
 ], ids=["regions", "times", "swapped", "empty", "4-D", "1-D", "complex", "strings", "objects"])
 def test_decoder_run_raises_input_error_for_wrong_shapes_and_dtypes(model, bad, message):
-    with pytest.raises(io.InputError, match=message):
+    with pytest.raises(InputError, match=message):
         Model(model).run(bad)
 
 
@@ -299,7 +300,7 @@ def test_symlink_loops_are_cut_hidden_entries_skipped_and_unentered_folders_name
     np.save(root / "P02.npy", corpus.trials(1))
     items = list(io.iter_sources([root]))
     sources = [i for i in items if isinstance(i, io.Source)]
-    notes = [i for i in items if isinstance(i, io.InputError)]
+    notes = [i for i in items if isinstance(i, InputError)]
     assert [s.participant for s in sources] == ["P02", "P01"]
     assert {n.outcome for n in notes} == {io.IGNORED}
     assert any("already searched (a symlink loop" in str(n) and n.path.endswith("loop") for n in notes)

@@ -9,7 +9,7 @@ import typer
 
 from fmri_edge.cli.common import (EXIT_PARTIAL, MAX_TABLE_ROWS, NoVerify, Table, app, err, escape, out,
                                   report_problems as _report_problems, user_errors)
-from fmri_edge.errors import UsageError
+from fmri_edge.errors import InputError, UsageError
 
 PANEL = "Decode (numpy + onnxruntime)"
 
@@ -65,7 +65,7 @@ def predict(
     with user_errors():
         decoder = Model(model, threads=threads, verify=not no_verify)
         if explain:
-            from fmri_edge.explain.regions import require_kind
+            from fmri_edge.explanation.regions import require_kind
 
             kind = require_kind(decoder)
         if errors_json:
@@ -121,7 +121,7 @@ def predict(
                       "column is the subject folder or file name; rename the inputs before submitting",
                       highlight=False, soft_wrap=True)
     if out_csv and explain:
-        from fmri_edge.explain.regions import regions_csv_path
+        from fmri_edge.explanation.regions import regions_csv_path
 
         err.print(f"wrote the top {top_k} regions of each trial to {regions_csv_path(out_csv)}")
     if out_csv and (missing or refused) and not allow_partial:
@@ -139,7 +139,7 @@ def _constant(decoder) -> list | None:
 
 
 def _explanation_json(decoder, kind: str) -> dict:
-    from fmri_edge.explain.regions import KINDS
+    from fmri_edge.explanation.regions import KINDS
 
     doc = {"kind": kind, "units": KINDS[kind].units, "what": KINDS[kind].what}
     if kind == "contribution" and _constant(decoder):
@@ -149,7 +149,7 @@ def _explanation_json(decoder, kind: str) -> dict:
 
 def _explanation_note(decoder, kind: str) -> str:
     """One line on stderr: what the region numbers are."""
-    from fmri_edge.explain.regions import KINDS
+    from fmri_edge.explanation.regions import KINDS
 
     note = f"regions: {KINDS[kind].what}"
     if kind == "contribution" and _constant(decoder):
@@ -177,7 +177,7 @@ def _rows_json(b, region_names=None, top_k: int = 5, kind: str | None = None) ->
              "class_probs": [round(float(x), 4) for x in p]}
             for t, c, lv, p in zip(b.trial, b.valence_class, b.valence_level, b.class_probs)]
     if region_names is not None:  # --explain
-        from fmri_edge.explain.regions import KINDS, top_regions
+        from fmri_edge.explanation.regions import KINDS, top_regions
 
         key = KINDS[kind].key
         for row, regions in zip(rows, top_regions(b.region_scores(kind), region_names, top_k, key)):
@@ -192,7 +192,7 @@ def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int
     if out_csv is None:
         yield None
         return
-    from fmri_edge.explain import regions as explain
+    from fmri_edge.explanation import regions as explain
     from fmri_edge.data import submission
 
     key = explain.KINDS[kind].key
@@ -207,7 +207,7 @@ def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5
     for col in ("Participant", "Trial", "CLASS", "LEVEL", "p(-1)", "p(0)", "p(+1)"):
         table.add_column(col, justify="left" if col == "Participant" else "right")
     if region_names is not None:  # --explain
-        from fmri_edge.explain.regions import KINDS, top_regions
+        from fmri_edge.explanation.regions import KINDS, top_regions
 
         key = KINDS[kind].key
         table.add_column(f"top {top_k} regions ({KINDS[kind].short})", justify="left")
@@ -270,7 +270,7 @@ def explain(
     class's logit (linear models) or the mean input-SE attention (the SE CNN) over your trials,
     overall and per predicted CLASS, ranked; optionally a figure, a brain map on an atlas, and a
     faithfulness check."""
-    from fmri_edge.explain import regions as lib
+    from fmri_edge.explanation import regions as lib
     from fmri_edge.model.runtime import Model
 
     if model is None and len(paths) > 1 and paths[0].suffix == ".onnx":  # explain MODEL DATA …
@@ -295,7 +295,7 @@ def explain(
             if target is not None:
                 check_new(target, force)
         if atlas is not None:
-            from fmri_edge.explain import brainmap
+            from fmri_edge.explanation import brainmap
 
             label_image = _needs_extra(lambda: brainmap.load_label_image(atlas, decoder.info.n_regions))
         summary, problems = lib.summarize(decoder, paths, top_k, batch_size)
@@ -315,7 +315,7 @@ def explain(
                   highlight=False)
     version = decoder.info.meta.get("model_version", decoder.path.name)
     if plot is not None:
-        from fmri_edge.explain.plot import plot_attention
+        from fmri_edge.explanation.plot import plot_attention
 
         _needs_extra(lambda: plot_attention(summary, plot, top=rows, title=f"{version}: {_shown(kind)} per brain region"))
         err.print(f"wrote {plot}")
@@ -358,9 +358,9 @@ def _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view,
     atlas; write the NIfTI and/or the figure; say what was written."""
     import numpy as np
 
-    from fmri_edge.explain import brainmap
-    from fmri_edge.explain.regions import KINDS
-    from fmri_edge.explain.plot import CLASS_NAMES
+    from fmri_edge.explanation import brainmap
+    from fmri_edge.explanation.regions import KINDS
+    from fmri_edge.explanation.plot import CLASS_NAMES
 
     kind = KINDS[summary.kind]
     values = summary.values(valence_class)
@@ -390,7 +390,7 @@ def _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view,
 
 
 def _attention_table(s, rows: int) -> Table:
-    from fmri_edge.explain.regions import KINDS
+    from fmri_edge.explanation.regions import KINDS
 
     t = Table(title=f"{_shown(s.kind)} per region ({s.n_trials} trials), ranked by mean {KINDS[s.kind].key}",
               title_justify="left", caption=f"top-{s.top_k}: share of trials with the region among their {s.top_k} "
@@ -522,7 +522,7 @@ def info(
     for key, v in _describe(meta).items():
         t.add_row(key, v)
     if "explanation" not in meta:   # exported before the key existed: what the outputs say
-        from fmri_edge.explain.regions import KINDS
+        from fmri_edge.explanation.regions import KINDS
 
         t.add_row("explanation", f"{d.explanation} per region: {KINDS[d.explanation].what}" if d.explanation else
                   "none (neither region contributions nor region attention)")
@@ -548,7 +548,7 @@ def _warn_window(decoder, paths) -> None:
         try:
             cut = float(io.read_array(src.path, "baseline_s"))
             n_times = int(io.read_array(src.path, "n_times"))
-        except (io.InputError, TypeError, ValueError):
+        except (InputError, TypeError, ValueError):
             continue  # not written by extract (or older): nothing to compare
         if cut != float(baseline) or n_times != decoder.info.n_times:
             err.print(f"[yellow]warning:[/] {escape(str(src.path))}: its trials were cut as {n_times} s from onset − "

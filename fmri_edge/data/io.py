@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from fmri_edge.errors import InputError, UsageError  # noqa: F401  (re-exported: fmri_edge.data.io.InputError)
+from fmri_edge.errors import InputError
 
 DATA_FILE = "fMRI_data.npz"
 LABEL_FILE = "labels.npz"

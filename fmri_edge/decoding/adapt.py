@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmri_edge.errors import InputError
 from fmri_edge import valence
 from fmri_edge.model import integrity, onnx_edit
 from fmri_edge.data import io
@@ -210,12 +211,12 @@ def read_participant_labels(path: str | Path) -> Labels:
         lab = io.load_labels(path)
         return Labels(np.arange(1, len(lab) + 1), lab[:, 0], None, path)
     if path.suffix != ".csv":
-        raise io.InputError(path, f"labels must be an ICBHI labels.npz or a .csv with columns "
+        raise InputError(path, f"labels must be an ICBHI labels.npz or a .csv with columns "
                                   f"{','.join(HEADER[:3])}[,LEVEL] (got {path.suffix or 'no suffix'!r})")
     rows = read_answers(path, level=False)
     other = np.flatnonzero(rows.participant != rows.participant[0])
     if len(other):
-        raise io.InputError(path, f"line {rows.line[other[0]]}: participant {rows.participant[other[0]]!r}, but line "
+        raise InputError(path, f"line {rows.line[other[0]]}: participant {rows.participant[other[0]]!r}, but line "
                                   f"{rows.line[0]} is {rows.participant[0]!r}; adapt one participant at a time "
                                   "(one labels file each)")
     return Labels(rows.trial, rows.valence_class, str(rows.participant[0]), path,
@@ -243,13 +244,13 @@ def base_outputs(decoder: Model, paths: list, participant: str | None = None, po
     aligns them (over all of the participant's good trials in ``paths``)."""
     groups, problems = [], []
     for item in group_sources(paths, participant):
-        (problems if isinstance(item, io.InputError) else groups).append(item)
+        (problems if isinstance(item, InputError) else groups).append(item)
     for p in problems:
         if p.outcome == "refused":
             raise p
     if len(groups) != 1:
         names = ", ".join(g[0] for g in groups)
-        raise io.InputError(paths[0], f"TRIALS hold {len(groups)} participants ({names}); adapt one participant "
+        raise InputError(paths[0], f"TRIALS hold {len(groups)} participants ({names}); adapt one participant "
                                       "at a time, or give --participant to treat every file as one person's")
     name, sources = groups[0]
     subject, offsets = None, {}
@@ -266,7 +267,7 @@ def base_outputs(decoder: Model, paths: list, participant: str | None = None, po
     trials = []
     for src in sources:
         for item in model_ready(decoder, src, batch_size, policy):
-            if isinstance(item, io.InputError):
+            if isinstance(item, InputError):
                 if not decoder.aligned:
                     problems.append(item)
                 continue
@@ -278,7 +279,7 @@ def base_outputs(decoder: Model, paths: list, participant: str | None = None, po
         if p.outcome == "refused":
             raise p
     if not trials:
-        raise io.InputError(sources[0].path, "no trial of this participant could be read")
+        raise InputError(sources[0].path, "no trial of this participant could be read")
     return BaseOutputs(name, np.concatenate(trials), *(np.concatenate(outs[k]).astype(np.float64) for k in outs),
                 subject, problems, [s.path for s in sources])
 
@@ -287,7 +288,7 @@ def match_labels(seen: BaseOutputs, labels: Labels) -> np.ndarray:
     """Indices into ``seen`` of the labeled trials; refuses labels for trials not in TRIALS."""
     where = {int(t): i for i, t in enumerate(seen.trial)}
     if labels.participant is not None and labels.participant != seen.participant:
-        raise io.InputError(labels.path, f"line {labels.lines.get(int(labels.trial[0]), 2)}: labels are for "
+        raise InputError(labels.path, f"line {labels.lines.get(int(labels.trial[0]), 2)}: labels are for "
                                          f"participant {labels.participant!r}, TRIALS hold "
                                          f"{seen.participant!r}; give the labels of the same participant (or "
                                          f"--participant {labels.participant})")
@@ -298,7 +299,7 @@ def match_labels(seen: BaseOutputs, labels: Labels) -> np.ndarray:
             line = f"line {labels.lines[t]}: " if t in labels.lines else f"row {t}: "
             why = (f"it was skipped ({skipped[t].problem.split(';')[0]})" if t in skipped else
                    f"{seen.participant} has {int(seen.trial.max())} trials in TRIALS")
-            raise io.InputError(labels.path, f"{line}label for trial {t}, which is not in TRIALS: {why}")
+            raise InputError(labels.path, f"{line}label for trial {t}, which is not in TRIALS: {why}")
         idx.append(where[t])
     return np.array(idx, dtype=np.int64)
 
@@ -307,11 +308,11 @@ def check_labels(labels: Labels, minimum: int = MIN_LABELS) -> None:
     k = len(labels.trial)
     present = sorted(set(labels.valence_class.tolist()))
     if k < minimum:
-        raise io.InputError(labels.path, f"only {k} labeled trial(s); adaptation needs at least {minimum} "
+        raise InputError(labels.path, f"only {k} labeled trial(s); adaptation needs at least {minimum} "
                                          f"(one of each CLASS −1, 0, 1 at best; the CV in docs/results.md "
                                          "measured K = 3 … 15)")
     if len(present) < 2:
-        raise io.InputError(labels.path, f"every one of the {k} labeled trials is CLASS {present[0]:+d}; adaptation "
+        raise InputError(labels.path, f"every one of the {k} labeled trials is CLASS {present[0]:+d}; adaptation "
                                          "needs labeled trials of at least two classes (ideally all three, "
                                          "e.g. 3 trials of each)")
 
@@ -366,22 +367,22 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     start = time.perf_counter()
     out = Path(out)
     if out.suffix != ".onnx":
-        raise io.InputError(out, "give the adapted model an .onnx name (its model card is written beside it)")
+        raise InputError(out, "give the adapted model an .onnx name (its model card is written beside it)")
     check_new(out, force)
     check_new(out.with_suffix(".md"), force)
     labels = read_participant_labels(labels_path)
     decoder = Model(model, threads=threads)
     if "features" not in decoder.outputs:
-        raise io.InputError(decoder.path, f"model has no `features` output (outputs: {', '.join(decoder.outputs)}); "
+        raise InputError(decoder.path, f"model has no `features` output (outputs: {', '.join(decoder.outputs)}); "
                                           "adaptation needs a model exported by this version of fmri-edge "
                                           "(`fmri-edge export`)")
     if not decoder.adaptable:
-        raise io.InputError(decoder.path, f"model has no adaptation inputs ({', '.join(ADAPT_INPUTS)}): it was "
+        raise InputError(decoder.path, f"model has no adaptation inputs ({', '.join(ADAPT_INPUTS)}): it was "
                                           "exported before models carried an adaptation head; export it again with "
                                           "`fmri-edge export` to adapt it (predict still runs it)")
     if decoder.info.meta.get("adaptation"):
         a = decoder.info.meta["adaptation"]
-        raise io.InputError(decoder.path, f"already adapted to {a.get('participant')!r}; adapt the base model "
+        raise InputError(decoder.path, f"already adapted to {a.get('participant')!r}; adapt the base model "
                                           f"(sha256 {str(a.get('base_sha256'))[:16]}…)")
     check_labels(labels)
     if shrinkage is None:
@@ -409,7 +410,7 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
         "adapted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if out.resolve() == decoder.path.resolve():
-        raise io.InputError(out, "is the base model itself; give the adapted model another name")
+        raise InputError(out, "is the base model itself; give the adapted model another name")
     out.with_suffix(".md").unlink(missing_ok=True)  # an old card (--force) would not match the new file
     write_adapted(onnx_edit.ModelProto.load(decoder.path), out, corr, meta, seen.subject)
     check = Model(out, threads=threads)

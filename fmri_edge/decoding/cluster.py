@@ -134,7 +134,7 @@ def predict(client, decoder: Model, paths: list, batch_size: int = local.DEFAULT
             threads: int = 1, weights: bool = True, task_trials: int | None = None,
             on_total=None, on_trials=None):
     """:func:`fmri_edge.decoding.predict.predict` on the workers of a ``distributed.Client``: the same
-    :class:`~fmri_edge.decoding.predict.Batch` and :class:`~fmri_edge.data.io.InputError` items in the same
+    :class:`~fmri_edge.decoding.predict.Batch` and :class:`~fmri_edge.data.InputError` items in the same
     order. ``threads``: onnxruntime threads per task; ``task_trials``: trials per task (default
     :data:`DEFAULT_TASK_TRIALS`, rounded up to whole batches); ``weights=False`` leaves region weights
     out (empty); ``on_total(n)`` is called once with the trials planned, ``on_trials(n)`` as the

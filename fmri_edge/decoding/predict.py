@@ -1,7 +1,7 @@
 """Predict valence for trials in files and folders, chunk by chunk (numpy + onnxruntime only).
 
 ``predict(decoder, paths)`` yields a :class:`Batch` of answers per chunk of good trials and an
-:class:`~fmri_edge.data.io.InputError` per problem (a bad file, or a bad trial inside a good file);
+:class:`~fmri_edge.data.InputError` per problem (a bad file, or a bad trial inside a good file);
 one problem never stops the others. Large ``.npy`` files are memory-mapped and streamed.
 Repairs (NaN interpolation, cropping, padding) happen only when asked for (:class:`Policy`).
 """
@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
+from fmri_edge.errors import InputError
 from fmri_edge import valence
 from fmri_edge.data import io
 from fmri_edge.model.normalize import AlignStats, SubjectStats
@@ -103,9 +104,9 @@ class Policy:
 
 def model_ready(decoder: Model, source: io.Source, batch_size: int = DEFAULT_BATCH,
                 policy: Policy | None = None, span: tuple[int, int] | None = None,
-                ) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
+                ) -> Iterator[tuple[np.ndarray, np.ndarray] | InputError]:
     """One file's trials as the model takes them: (1-based trial numbers, float32 trials) per
-    chunk, and an :class:`~fmri_edge.data.io.InputError` per problem; every bad trial is reported.
+    chunk, and an :class:`~fmri_edge.data.InputError` per problem; every bad trial is reported.
 
     A model trained on subject-wise normalized trials (metadata ``subject_normalization``) gets
     them normalized over all of the file's good trials together, as in training: such a file is
@@ -120,7 +121,7 @@ def model_ready(decoder: Model, source: io.Source, batch_size: int = DEFAULT_BAT
     try:
         arr = io.check_trials(io.read_array(source.path), source.path, info.n_regions, info.n_times,
                               crop=policy.crop, pad=policy.pad)
-    except io.InputError as e:
+    except InputError as e:
         yield e
         return
     chunks = screened_chunks(arr, source.path, info.n_times, batch_size, policy.nan, span)
@@ -132,27 +133,27 @@ def model_ready(decoder: Model, source: io.Source, batch_size: int = DEFAULT_BAT
         return
     stats = SubjectStats(mode)
     for item in chunks:
-        if isinstance(item, io.InputError):
+        if isinstance(item, InputError):
             yield item
         else:
             stats.add(item[1])
     if stats.n:
         for item in screened_chunks(arr, source.path, info.n_times, batch_size, policy.nan):
-            if not isinstance(item, io.InputError):  # every problem was reported by the first pass
+            if not isinstance(item, InputError):  # every problem was reported by the first pass
                 yield item[0], stats.apply(item[1])
 
 
 def predict_source(decoder: Model, source: io.Source, batch_size: int = DEFAULT_BATCH,
                    policy: Policy | None = None, subject=None, trial_offset: int = 0,
                    reported: bool = False, span: tuple[int, int] | None = None,
-                   ) -> Iterator[Batch | io.InputError]:
+                   ) -> Iterator[Batch | InputError]:
     """Answers for one file, chunk by chunk; every bad trial is reported and the rest predicted.
     ``subject``: the participant's alignment statistics (:func:`participant_stats`);
     ``trial_offset``: trials of the same participant in files before this one; ``reported``: the
     file's problems were already reported (by :func:`participant_stats`); ``span``: see
     :func:`model_ready`."""
     for item in model_ready(decoder, source, batch_size, policy, span):
-        if isinstance(item, io.InputError):
+        if isinstance(item, InputError):
             if not reported:
                 yield item
         else:
@@ -160,7 +161,7 @@ def predict_source(decoder: Model, source: io.Source, batch_size: int = DEFAULT_
 
 
 def participant_stats(decoder: Model, sources: list[io.Source], batch_size: int = DEFAULT_BATCH,
-                      policy: Policy | None = None) -> tuple[AlignStats, list[io.InputError], dict]:
+                      policy: Policy | None = None) -> tuple[AlignStats, list[InputError], dict]:
     """First pass over one participant's files: alignment statistics over all of its good trials
     (the graph's ``normalized`` output, chunk by chunk), every problem met, and the number of
     trials each file holds (for numbering the next file's trials on)."""
@@ -169,17 +170,17 @@ def participant_stats(decoder: Model, sources: list[io.Source], batch_size: int 
 
 def source_stats(decoder: Model, source: io.Source, batch_size: int = DEFAULT_BATCH,
                  policy: Policy | None = None, span: tuple[int, int] | None = None,
-                 ) -> Iterator[tuple[int, AlignStats] | io.InputError]:
+                 ) -> Iterator[tuple[int, AlignStats] | InputError]:
     """The first pass over one file (or a ``span`` of it, see :func:`model_ready`): per chunk,
     its last trial number and its alignment statistics alone, and every problem met."""
     for item in model_ready(decoder, source, batch_size, policy, span):
-        if isinstance(item, io.InputError):
+        if isinstance(item, InputError):
             yield item
         else:
             yield int(item[0][-1]), AlignStats.of(decoder.represent(item[1]))
 
 
-def gather_stats(per_source) -> tuple[AlignStats, list[io.InputError], dict]:
+def gather_stats(per_source) -> tuple[AlignStats, list[InputError], dict]:
     """:func:`participant_stats` from each file's :func:`source_stats` items, ``(source, items)``
     in file order; chunks are merged in order, so the statistics are the same wherever and in
     whatever pieces the chunks were computed."""
@@ -187,7 +188,7 @@ def gather_stats(per_source) -> tuple[AlignStats, list[io.InputError], dict]:
     for src, items in per_source:
         last = 0
         for item in items:
-            if isinstance(item, io.InputError):
+            if isinstance(item, InputError):
                 problems.append(item)
                 last = max(last, item.trial or 0)
             else:
@@ -199,9 +200,9 @@ def gather_stats(per_source) -> tuple[AlignStats, list[io.InputError], dict]:
 
 def screened_chunks(arr: np.ndarray, path: Path, n_times: int, batch_size: int, nan: str = "skip",
                     span: tuple[int, int] | None = None,
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray] | io.InputError]:
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray] | InputError]:
     """Checked (N, R, T) trials as stored → (1-based trial numbers, model-ready float32 trials) per
-    chunk of ``batch_size``, and an :class:`~fmri_edge.data.io.InputError` per trial that needs a word;
+    chunk of ``batch_size``, and an :class:`~fmri_edge.data.InputError` per trial that needs a word;
     ``span``: only trials ``start … stop − 1`` (0-based)."""
     first, stop = span or (0, len(arr))
     stop = min(stop, len(arr))
@@ -244,13 +245,13 @@ def release_pages(view: np.ndarray) -> None:
 
 
 def answer(decoder: Model, source: io.Source, trial: np.ndarray, x: np.ndarray, subject=None,
-           ) -> Iterator[Batch | io.InputError]:
+           ) -> Iterator[Batch | InputError]:
     """One onnxruntime call → a :class:`Batch`; a trial whose outputs are not finite is reported
     and left out instead of being answered with garbage."""
     out = decoder.run(x, subject)
     finite = np.all([np.isfinite(v).all(axis=1) for v in out.values()], axis=0)
     for i in np.flatnonzero(~finite):
-        yield io.InputError(source.path, "the model's outputs are not finite (largest |value| "
+        yield InputError(source.path, "the model's outputs are not finite (largest |value| "
                             f"{np.abs(x[i]).max():.3g} overflows float32 arithmetic; raw BOLD is about "
                             "1e2 … 1e5); trial skipped — check the file's units", int(trial[i]), "skipped")
     if not finite.all():
@@ -264,7 +265,7 @@ def answer(decoder: Model, source: io.Source, trial: np.ndarray, x: np.ndarray, 
 
 
 def screen(chunk: np.ndarray, raw: np.ndarray, path: Path, start: int, nan: str = "skip",
-           ) -> tuple[np.ndarray, np.ndarray, list[io.InputError]]:
+           ) -> tuple[np.ndarray, np.ndarray, list[InputError]]:
     """Check the values of a float32 chunk (``raw``: the same trials as stored) under a NaN policy.
     Returns the chunk (repaired under ``interpolate``), the indices of trials to predict and one
     problem per trial that needs a word; raises the first NaN/Inf under ``error``."""
@@ -273,44 +274,44 @@ def screen(chunk: np.ndarray, raw: np.ndarray, path: Path, start: int, nan: str 
     for i in io.nonfinite_trials(chunk):
         trial, found = int(start + i + 1), io.describe_nonfinite(raw[i], chunk[i])
         if nan == "error":
-            raise io.InputError(path, f"{found}; stopped by --nan error (--nan skip predicts the other "
+            raise InputError(path, f"{found}; stopped by --nan error (--nan skip predicts the other "
                                       "trials, --nan interpolate fills short gaps)", trial)
         fixed = io.interpolate_nonfinite(chunk[i]) if nan == "interpolate" else None
         if fixed is not None:
             if not chunk.flags.writeable:  # a memory-mapped file is never written to
                 chunk = chunk.copy()
             chunk[i] = fixed
-            problems.append(io.InputError(path, f"{found}; filled by linear interpolation over time "
+            problems.append(InputError(path, f"{found}; filled by linear interpolation over time "
                                                 "(--nan interpolate)", trial, "repaired"))
             continue
         keep[i] = False
         hint = (f"a region misses more than {io.MAX_INTERPOLATED:.0%} of its seconds, too many to interpolate"
                 if nan == "interpolate" else "--nan interpolate fills short gaps over time")
-        problems.append(io.InputError(path, f"{found}; trial skipped ({hint})", trial, "skipped"))
+        problems.append(InputError(path, f"{found}; trial skipped ({hint})", trial, "skipped"))
     idx = np.flatnonzero(keep)
     for i in idx[io.constant_trials(chunk[idx])]:
-        problems.append(io.InputError(path, f"every value is {chunk[i, 0, 0]:g}: a constant trial carries no "
+        problems.append(InputError(path, f"every value is {chunk[i, 0, 0]:g}: a constant trial carries no "
                                             "signal (a zero-filled gap?); predicted anyway, the answer only "
                                             "reflects the model's prior", int(start + i + 1), "predicted"))
     return chunk, idx, problems
 
 
 def group_sources(paths: list, participant: str | None = None,
-                  ) -> Iterator[tuple[str, list[io.Source]] | io.InputError]:
+                  ) -> Iterator[tuple[str, list[io.Source]] | InputError]:
     """Every input file, grouped by participant in order of first appearance. A participant is a
     subject folder's name or a file's stem; ``participant`` names every input's trials as one
     participant's (e.g. several runs of one person), numbered on from file to file. The same file
     given twice is predicted once."""
     groups: dict[str, list[io.Source]] = {}
     for src in io.iter_sources(paths):
-        if isinstance(src, io.InputError):
+        if isinstance(src, InputError):
             yield src
             continue
         if participant is not None:
             src = io.Source(participant, src.path)
         group = groups.setdefault(src.participant, [])
         if any(g.path.resolve() == src.path.resolve() for g in group):
-            yield io.InputError(src.path, "given more than once; predicted once", outcome="skipped")
+            yield InputError(src.path, "given more than once; predicted once", outcome="skipped")
         else:
             group.append(src)
     yield from groups.items()
@@ -320,14 +321,14 @@ def _n_trials(path: Path) -> int:
     """How many trials a file holds (0 where it cannot be read: that is reported when predicted)."""
     try:
         arr = io.read_array(path)
-    except io.InputError:
+    except InputError:
         return 0
     return 1 if arr.ndim == 2 else int(arr.shape[0]) if arr.ndim else 0
 
 
 def predict(decoder: Model, paths: list, batch_size: int = DEFAULT_BATCH,
             policy: Policy | None = None, participant: str | None = None,
-            align: bool = True) -> Iterator[Batch | io.InputError]:
+            align: bool = True) -> Iterator[Batch | InputError]:
     """Answers for every file and folder in ``paths`` (see :func:`fmri_edge.data.io.discover`),
     participant by participant (:func:`group_sources`).
 
@@ -338,7 +339,7 @@ def predict(decoder: Model, paths: list, batch_size: int = DEFAULT_BATCH,
     statistics, with a warning. Without ``participant``, a second file that implies a participant
     already predicted is refused: their trial numbers would collide in one submission."""
     for item in group_sources(paths, participant):
-        if isinstance(item, io.InputError):
+        if isinstance(item, InputError):
             yield item
             continue
         name, sources = item
@@ -352,7 +353,7 @@ def participant_units(sources: list[io.Source], participant: str | None = None) 
     return [sources] if participant is not None else [[src] for src in sources]
 
 
-def answer_units(name: str, units: list[list[io.Source]], answers) -> Iterator[Batch | io.InputError]:
+def answer_units(name: str, units: list[list[io.Source]], answers) -> Iterator[Batch | InputError]:
     """``answers(unit)`` for each of a participant's :func:`participant_units` in turn; once one has
     answered a trial, the files of any later unit are refused: their trial numbers would collide
     with its in one submission (a refused file leaves the participant's name free)."""
@@ -360,7 +361,7 @@ def answer_units(name: str, units: list[list[io.Source]], answers) -> Iterator[B
     for unit in units:
         if first is not None:
             for src in unit:
-                yield io.InputError(src.path, f"participant {name!r} was already predicted from {first}; their "
+                yield InputError(src.path, f"participant {name!r} was already predicted from {first}; their "
                                               "trial numbers would collide in one submission — rename one of them, "
                                               "predict them separately, or give --participant to number the trials "
                                               "of several files of one person on", outcome="refused")
@@ -372,7 +373,7 @@ def answer_units(name: str, units: list[list[io.Source]], answers) -> Iterator[B
 
 
 def _predict_participant(decoder: Model, name: str, sources: list[io.Source], batch_size: int,
-                         policy: Policy | None, align: bool) -> Iterator[Batch | io.InputError]:
+                         policy: Policy | None, align: bool) -> Iterator[Batch | InputError]:
     """One participant's files: alignment statistics over all of them (aligned models), then the
     answers, trial numbers running on from file to file."""
     stats = participant_stats(decoder, sources, batch_size, policy) if decoder.aligned else None
@@ -384,7 +385,7 @@ def _predict_participant(decoder: Model, name: str, sources: list[io.Source], ba
 
 
 def participant_plan(name: str, sources: list[io.Source], stats=None, align: bool = True,
-                     ) -> tuple[tuple | None, dict, list[io.InputError]]:
+                     ) -> tuple[tuple | None, dict, list[InputError]]:
     """What predicting one participant's files needs: its alignment statistics (None: the graph's
     defaults, the training population's), the trial offset of each file, and the problems and
     warnings to report first. ``stats``: :func:`participant_stats` for a model with subject
@@ -397,7 +398,7 @@ def participant_plan(name: str, sources: list[io.Source], stats=None, align: boo
             subject = stats.result()
         elif stats.n:
             why = f"only {stats.n} good trial{'s' * (stats.n != 1)}" if align else "--no-align"
-            notes.append(io.InputError(sources[0].path, f"participant {name!r}: {why}; subject alignment needs "
+            notes.append(InputError(sources[0].path, f"participant {name!r}: {why}; subject alignment needs "
                                                         f"≥ {MIN_ALIGN_TRIALS} trials of one participant, so the "
                                                         "training population's statistics were used (less accurate)",
                                        outcome="predicted"))
@@ -435,7 +436,7 @@ def predict_to(decoder: Model, paths: list, csv_file=None, batch_size: int = DEF
     if items is None:
         items = predict(decoder, paths, batch_size, policy, participant, align)
     for item in items:
-        if isinstance(item, io.InputError):
+        if isinstance(item, InputError):
             summary.problems.append(item)
             continue
         if csv_file is not None:

@@ -76,3 +76,46 @@ def full_report(class_pred, class_true, level_pred, level_true) -> dict:
         "CLASS": classification_report(class_pred, class_true, CLASS_VALUES),
         "LEVEL": classification_report(level_pred, level_true, LEVEL_VALUES),
     }
+
+
+def score(predictions, labels) -> dict:
+    """The challenge score and the paper's metrics, as ``fmri-edge score`` prints them.
+
+    Parameters
+    ----------
+    predictions : Predictions or str or Path
+        :meth:`fmri_edge.Decoder.predict`'s answers, or a submission CSV (``Participant,Trial,CLASS,LEVEL``).
+    labels : str or Path
+        A CSV in the same format, or an ICBHI folder holding ``labels.npz``. Rows are matched by
+        participant and trial; any mismatch is an :class:`~fmri_edge.errors.InputError`.
+
+    Returns
+    -------
+    dict
+        ``CLASS_error``, ``LEVEL_error``, ``Score`` (lower is better), ``n_trials``, and per task
+        (``"CLASS"``, ``"LEVEL"``) accuracy, precision, sensitivity, F1 and the confusion matrix.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "p.csv").write_text("Participant,Trial,CLASS,LEVEL\\nP1,1,1,2\\nP1,2,0,0\\n")
+    >>> _ = (folder / "t.csv").write_text("Participant,Trial,CLASS,LEVEL\\nP1,1,1,3\\nP1,2,-1,-2\\n")
+    >>> r = score(folder / "p.csv", folder / "t.csv")
+    >>> r["CLASS_error"], r["LEVEL_error"], r["Score"]
+    (0.5, 0.6, 0.54)
+    """
+    from pathlib import Path
+
+    from fmri_edge.data import submission
+
+    if isinstance(predictions, (str, Path)):
+        pred, pred_name = submission.read_answers(predictions), predictions
+    else:
+        pred = submission.Answers(predictions.participant.astype(str), predictions.trial,
+                                  predictions.valence_class, predictions.valence_level)
+        pred_name = "predictions"
+    truth = submission.read_labels(labels)
+    pi, ti = submission.align(pred, truth, pred_name, labels)
+    return full_report(pred.valence_class[pi], truth.valence_class[ti], pred.valence_level[pi],
+                       truth.valence_level[ti])

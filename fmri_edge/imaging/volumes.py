@@ -6,7 +6,7 @@ the header checked against the file before anything is allocated: dimensions, da
 size and affine, scaling, the data offset, and the declared data size against what the file can
 hold (the file size for ``.nii``; for ``.nii.gz`` the most deflate can expand it, 1032:1, and the
 data are then read as a stream, a block at a time, so memory follows the data that really come).
-Any damage raises one :class:`~fmri_edge.data.io.InputError` naming the file and the problem: a
+Any damage raises one :class:`~fmri_edge.data.InputError` naming the file and the problem: a
 truncated file, a header lying about its size, a gzip stream cut short or corrupt, an empty file,
 a folder, a broken link, an unreadable file. Nothing is unpickled, nothing is memory-mapped.
 

@@ -74,7 +74,7 @@ def stamp(path: str | Path) -> str:
 def check(path: str | Path, verify: bool = True) -> str:
     """Check an ONNX file against its stored digest: :data:`VERIFIED`, :data:`UNVERIFIABLE` (no
     digest stored: exported before digests were written) or :data:`NOT_CHECKED` (``verify=False``);
-    raises :class:`~fmri_edge.data.io.InputError` when the file was altered."""
+    raises :class:`~fmri_edge.data.InputError` when the file was altered."""
     if not verify:
         return NOT_CHECKED
     path = Path(path)

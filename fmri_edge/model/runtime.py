@@ -240,7 +240,7 @@ class Model:
         trial) of any real numeric dtype, byte order or memory layout → {output name: array}.
         ``subject``: a participant's (mean, scale) alignment statistics (see :meth:`represent`);
         None for the graph's defaults, the training population's. A wrong shape or dtype raises
-        :class:`~fmri_edge.data.io.InputError`, never onnxruntime's error. ``outputs``: default
+        :class:`~fmri_edge.data.InputError`, never onnxruntime's error. ``outputs``: default
         :attr:`run_outputs`."""
         outputs = self.run_outputs if outputs is None else outputs
         feeds = {self.input_name: self.as_input(trials)}

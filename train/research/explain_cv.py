@@ -6,7 +6,7 @@ every fold model is exported to ONNX exactly as `fmri-edge export` would, and it
 participants are explained exactly as `fmri-edge explain` does (each participant aligned over its
 own trials). Per fold and CLASS: the mean score over the held-out trials answered as that class,
 and that fold's top-20 regions; over folds: how many folds put each region in their top 20
-(stability) and the pooled mean map. Faithfulness (`fmri_edge.explain.regions.faithfulness`): per fold,
+(stability) and the pooled mean map. Faithfulness (`fmri_edge.explanation.regions.faithfulness`): per fold,
 mask each held-out trial's top-k regions by its explanation, k random regions (10 draws) and its
 bottom-k; pooled over folds, weighted by trials.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.explain import regions as explain
+from fmri_edge.explanation import regions as explain
 from fmri_edge.data.io import load_trials
 from fmri_edge.model.runtime import Model
 from fmri_edge.training.export import export_onnx
@@ -99,8 +99,8 @@ def figure(result: dict, out: Path, atlas_path: Path, names: list) -> None:
     import nibabel as nib
     from nilearn import plotting
 
-    from fmri_edge.explain import brainmap
-    from fmri_edge.explain.regions import KINDS
+    from fmri_edge.explanation import brainmap
+    from fmri_edge.explanation.regions import KINDS
 
     kind = KINDS[result["kind"]]
     atlas = brainmap.load_label_image(atlas_path, len(names))

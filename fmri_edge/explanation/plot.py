@@ -1,6 +1,6 @@
 """Figures for region attention or contributions (matplotlib, the optional ``[plot]`` extra, imported lazily).
 
-:func:`plot_attention` draws one PNG from an :class:`~fmri_edge.explain.regions.AttentionSummary`:
+:func:`plot_attention` draws one PNG from an :class:`~fmri_edge.explanation.regions.AttentionSummary`:
 a bar chart of the most attended regions per predicted CLASS, with atlas names (literature
 regions highlighted), above a heat strip of all regions (overall and per class) in atlas order,
 with lobes and the literature regions marked.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.explain.regions import KINDS, REFERENCE_REGIONS, AttentionSummary, brainnetome_lobes
+from fmri_edge.explanation.regions import KINDS, REFERENCE_REGIONS, AttentionSummary, brainnetome_lobes
 
 CLASS_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
 GROUP_COLORS = {"EBR": "#d95f02", "amygdala": "#c2185b", None: "#5b7fa6"}

@@ -27,8 +27,8 @@ per-trial normalizations ``baseline_z``, ``baseline_sub``, ``zscore_region`` and
 applied to the array the graph receives, i.e. after any subject-wise normalization (a per-region
 affine map, so a flat region stays flat).
 
-Plotting lives in :mod:`fmri_edge.explain.plot` (matplotlib, imported lazily, optional extra ``[plot]``);
-brain maps on an atlas in :mod:`fmri_edge.explain.brainmap` (nibabel and nilearn, ``[nifti]`` and ``[plot]``).
+Plotting lives in :mod:`fmri_edge.explanation.plot` (matplotlib, imported lazily, optional extra ``[plot]``);
+brain maps on an atlas in :mod:`fmri_edge.explanation.brainmap` (nibabel and nilearn, ``[nifti]`` and ``[plot]``).
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from typing import Iterator
 
 import numpy as np
 
+from fmri_edge.errors import InputError, UsageError
 from fmri_edge.data import io
 from fmri_edge.decoding import predict
 from fmri_edge.decoding.predict import DEFAULT_BATCH
@@ -165,17 +166,17 @@ class Trials:
     x: np.ndarray            # (n, n_regions, n_times) float32
 
 
-def iter_trials(decoder: Model, paths: list) -> Iterator[Trials | io.InputError]:
+def iter_trials(decoder: Model, paths: list) -> Iterator[Trials | InputError]:
     """Every readable file's model-ready trials, one participant/file at a time, exactly as
     ``predict`` prepares them (:func:`fmri_edge.decoding.predict.model_ready` under its default policy,
-    subject normalization included); a problem is yielded as an :class:`~fmri_edge.data.io.InputError`."""
+    subject normalization included); a problem is yielded as an :class:`~fmri_edge.data.InputError`."""
     for src in io.iter_sources(paths):
-        if isinstance(src, io.InputError):
+        if isinstance(src, InputError):
             yield src
             continue
         trials, xs = [], []
         for item in predict.model_ready(decoder, src):
-            if isinstance(item, io.InputError):
+            if isinstance(item, InputError):
                 yield item
             else:
                 trials.append(item[0])
@@ -184,11 +185,11 @@ def iter_trials(decoder: Model, paths: list) -> Iterator[Trials | io.InputError]
             yield Trials(src.participant, src.path, np.concatenate(trials), np.concatenate(xs))
 
 
-def load(decoder: Model, paths: list) -> tuple[list[Trials], list[io.InputError]]:
+def load(decoder: Model, paths: list) -> tuple[list[Trials], list[InputError]]:
     """All of :func:`iter_trials` in memory: (trials per file, problems)."""
     found, problems = [], []
     for item in iter_trials(decoder, paths):
-        (problems if isinstance(item, io.InputError) else found).append(item)
+        (problems if isinstance(item, InputError) else found).append(item)
     return found, problems
 
 
@@ -323,23 +324,23 @@ def require_kind(decoder: Model) -> str:
         why = ("it has neither region contributions nor region attention (exported before contributions "
                "existed?); export it again with `fmri-edge export`, or use the SE CNN: --model "
                f"{decoder.path.with_name('fmri-edge-se.onnx')}")
-    raise io.UsageError(f"{decoder.path}: this model cannot explain its answers per region: {why}")
+    raise UsageError(f"{decoder.path}: this model cannot explain its answers per region: {why}")
 
 
 def summarize(decoder: Model, paths: list, top_k: int = 10, batch_size: int = DEFAULT_BATCH,
-              ) -> tuple[AttentionSummary, list[io.InputError]]:
+              ) -> tuple[AttentionSummary, list[InputError]]:
     """Run the model over ``paths`` (as ``predict`` does, streamed) and summarize its per-region
     explanation (contributions or attention, :func:`require_kind`)."""
     kind = require_kind(decoder)
     acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k, kind)
     problems = []
     for item in predict.predict(decoder, paths, batch_size):
-        if isinstance(item, io.InputError):
+        if isinstance(item, InputError):
             problems.append(item)
         else:
             acc.add(item.region_scores(kind), item.valence_class)
     if acc.n == 0:
-        raise io.InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
+        raise InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
     return acc.result(), problems
 
 
@@ -475,7 +476,7 @@ def faithfulness(decoder: Model, x: np.ndarray, ks=(5, 10, 20), draws: int = 10,
     for k in ks:
         k = int(k)
         if not 0 < k <= r:
-            raise io.UsageError(f"--k {k}: outside 1 … {r} (the number of regions)")
+            raise UsageError(f"--k {k}: outside 1 … {r} (the number of regions)")
         top = mask_effect(decoder, x, order[:, :k], p0, baseline_s, batch_size, plan)
         bottom = mask_effect(decoder, x, order[:, r - k:], p0, baseline_s, batch_size, plan)
         rand = [mask_effect(decoder, x, np.argsort(rng.random((n, r)), axis=1)[:, :k], p0, baseline_s, batch_size,
@@ -491,15 +492,57 @@ def faithfulness(decoder: Model, x: np.ndarray, ks=(5, 10, 20), draws: int = 10,
 
 
 def faithfulness_paths(decoder: Model, paths: list, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
-                       batch_size: int = DEFAULT_BATCH) -> tuple[FaithfulnessReport, list[io.InputError]]:
+                       batch_size: int = DEFAULT_BATCH) -> tuple[FaithfulnessReport, list[InputError]]:
     """:func:`faithfulness` over the trials of files and folders, all pooled; says whether they
     are held out from the model's training participants."""
     found, problems = load(decoder, paths)
     if not found:
-        raise io.InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
+        raise InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
     who = np.concatenate([np.full(len(t.x), t.participant, dtype=object) for t in found])
     report = faithfulness(decoder, np.concatenate([t.x for t in found]), ks, draws, seed, batch_size=batch_size,
                           participants=who)
     report.participants = sorted({t.participant for t in found})
     report.held_out = held_out(decoder, report.participants)
     return report, problems
+
+
+def explain(trials, model=None, participants=None, top_k: int = 10) -> AttentionSummary:
+    """Which brain regions drive a model's answers, over a set of trials (``fmri-edge explain``).
+
+    Parameters
+    ----------
+    trials : array (N, n_regions, n_times), or paths
+        Trials, or the files and folders ``fmri-edge predict`` takes.
+    model : Decoder or str or Path, optional
+        The model to explain; default: the shipped model (exact contributions of its linear decoder).
+    participants : sequence of str, optional
+        Whose trial each row is (arrays only), for the per-participant alignment.
+    top_k : int
+        The k of each region's top-k rate.
+
+    Returns
+    -------
+    AttentionSummary
+        Mean score per region overall and per answered CLASS (``.rows(top)`` ranks them;
+        ``.to_json()`` is what ``fmri-edge explain --json`` prints).
+
+    Examples
+    --------
+    >>> from fmri_edge.simulation.simulate import simulate
+    >>> trials, _, _ = simulate(12, seed=0)
+    >>> summary = explain(trials)
+    >>> summary.kind, summary.n_trials, len(summary.rows(top=3))
+    ('contribution', 12, 3)
+    """
+    from fmri_edge.decoding.decoder import Decoder
+
+    decoder = model if isinstance(model, Decoder) else Decoder(model)
+    kind = require_kind(decoder.model)
+    if isinstance(trials, (str, Path)) or (isinstance(trials, (list, tuple)) and trials
+                                           and isinstance(trials[0], (str, Path))):
+        summary, _ = summarize(decoder.model, [trials] if isinstance(trials, (str, Path)) else list(trials), top_k)
+        return summary
+    answers = decoder.predict(trials, participants)
+    acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k, kind)
+    acc.add(answers.region_scores, answers.valence_class)
+    return acc.result()
