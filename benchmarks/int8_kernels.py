@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.conftest import level_recipe, SIGNAL_REGIONS
 from fmri_edge.simulation.simulate import simulate
 import fmri_edge.model.runtime as runtime
-from fmri_edge.decoding.predict import run_by_participant
+from fmri_edge.decoding.answers import run_by_participant
 from fmri_edge.model.runtime import Model
 from fmri_edge.training.export import export_onnx
 from fmri_edge.training.fit import fit

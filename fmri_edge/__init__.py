@@ -37,7 +37,8 @@ _FACE = {
     "InputError": "fmri_edge.errors",
     "UsageError": "fmri_edge.errors",
 }
-__all__ = ["__version__", *_FACE]
+__all__ = ["Decoder", "Extraction", "InputError", "Predictions", "UsageError", "__version__", "explain",
+           "extract", "load_trials", "score"]
 
 if TYPE_CHECKING:
     from fmri_edge.data.io import load_trials

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fmri_edge.errors import InputError
-from fmri_edge.decoding import predict as lib
+from fmri_edge.decoding import answers as lib
 from fmri_edge.evaluation import scoring
 from fmri_edge.model.runtime import Model
 

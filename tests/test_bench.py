@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fmri_edge.model.normalize import subject_normalize
-from fmri_edge.decoding.predict import SubjectStats, release_pages
+from fmri_edge.decoding.answers import SubjectStats, release_pages
 from fmri_edge.simulation.simulate import simulate
 from tests.conftest import qdq_in_float
 
@@ -129,7 +129,7 @@ def test_predict_streams_subject_normalized_file_like_the_whole_file(tiny_run, t
     normalizing the whole file at once, whatever the chunk size."""
     import onnx
 
-    from fmri_edge.decoding.predict import predict_to
+    from fmri_edge.decoding.answers import predict_to
     from fmri_edge.model.runtime import METADATA_KEY, Model
 
     _, fp32 = tiny_run
@@ -244,7 +244,7 @@ def test_bench_module_imports_neither_torch_nor_onnx():
 
     modules = ", ".join(f"fmri_edge.training.bench.{m}" for m in (
         "run", "render", "schema", "timing", "coldstart", "flops", "probe", "targets", "gemm_rate", "process_usage"))
-    r = subprocess.run([sys.executable, "-c", f"import sys, {modules}, fmri_edge.decoding.predict; "
+    r = subprocess.run([sys.executable, "-c", f"import sys, {modules}, fmri_edge.decoding.answers; "
                         "print([m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])"],
                        capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
@@ -394,7 +394,7 @@ def test_int8_calibrated_per_participant_answers_at_least_as_close_as_on_default
     VNNI, AMX): no margin measured on one machine is asserted. The second case runs the quantized
     graph unfused (``session.disable_quant_qdq``: Q/DQ pairs computed in float, no int8 kernels at
     all), the same numbers on every x86-64 CPU."""
-    from fmri_edge.decoding.predict import run_by_participant
+    from fmri_edge.decoding.answers import run_by_participant
     from fmri_edge.model.runtime import Model
     from fmri_edge.training.quantize import quantize_int8
 

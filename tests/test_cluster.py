@@ -17,7 +17,7 @@ import distributed  # noqa: E402
 from fmri_edge.errors import InputError
 from fmri_edge import scheduler as connection  # noqa: E402
 from fmri_edge.decoding import cluster  # noqa: E402
-from fmri_edge.decoding import predict as local  # noqa: E402
+from fmri_edge.decoding import answers as local  # noqa: E402
 from fmri_edge.cli import EXIT_PARTIAL, app  # noqa: E402
 from fmri_edge.model.normalize import AlignStats  # noqa: E402
 from fmri_edge.model.runtime import Model, file_sha256  # noqa: E402
@@ -303,7 +303,7 @@ def test_nan_error_stops_the_cluster_run_like_local(sim_model, sim_data, tmp_pat
 
 def test_a_second_file_of_a_participant_is_refused_as_locally(sim_model, sim_data, tmp_path, scheduler):
     """Without --participant the second file of a name is refused once the first answered a trial;
-    a refused first file leaves the name free (the rule of fmri_edge.decoding.predict.answer_units)."""
+    a refused first file leaves the name free (the rule of fmri_edge.decoding.answers.answer_units)."""
     x = sim_data[0]
     (tmp_path / "both").mkdir()
     np.save(tmp_path / "both" / "a.npy", x[:3])

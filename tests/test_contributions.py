@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fmri_edge.explanation import regions as explain
-from fmri_edge.decoding import predict
+from fmri_edge.decoding import answers as predict
 from fmri_edge.cli import app
 from fmri_edge.model.runtime import CONTRIBUTION_OUTPUT, Model, default_model_path
 

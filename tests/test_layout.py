@@ -34,8 +34,10 @@ def _imports(name: str, path: Path) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            out.add(base)
-            out |= {f"{base}.{a.name}" for a in node.names}  # `from fmri_edge import io` imports fmri_edge.data.io
+            subs = {f"{base}.{a.name}" for a in node.names}  # `from fmri_edge import valence` imports fmri_edge.valence
+            out |= subs
+            if not subs <= set(MODULES):   # and the package itself only when a name is not a module of it
+                out.add(base)
     return {m for m in out if m.split(".")[0] in ("fmri_edge", "torch")}
 
 
@@ -131,3 +133,66 @@ def test_console_script_keeps_exit_codes_and_all_output_when_it_skips_teardown(s
     assert bad.returncode == 2 and bad.stderr.strip().endswith("missing.npy: no such file or folder")
     usage = subprocess.run([*cli, "predict"], capture_output=True, text=True)
     assert usage.returncode == 2 and "Missing argument" in usage.stderr
+
+
+# ---- the house: concept folders in layers; an import only ever goes down ------------------------
+LAYERS = [
+    {"errors"},
+    {"files", "valence", "scheduler"},
+    {"data"},                         # trials files, the submission CSV
+    {"model"},                        # the ONNX file: runtime, metadata, alignment, integrity, editing
+    {"imaging", "evaluation"},        # NIfTI/DICOM/events/atlas/window/extract; scores and splits
+    {"decoding", "simulation"},       # answers for files, on Dask, adaptation, the Decoder; simulated data
+    {"explanation", "realtime"},      # region contributions and brain maps; the live stream
+    {"face"},                         # fmri_edge/__init__: the public names, imported lazily
+    {"training"},                     # torch: fit, export (never imported by the runtime)
+    {"cli"},                          # the commands, thin over the layers below
+]
+FOLDERS = {"data", "model", "decoding", "imaging", "realtime", "simulation", "explanation", "evaluation", "cli",
+           "training", "models"}
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    if module == "fmri_edge":
+        return "face"
+    return parts[1]
+
+
+def _layer(unit: str) -> int:
+    return next(i for i, units in enumerate(LAYERS) if unit in units)
+
+
+def test_every_module_lives_in_a_layer_and_imports_only_downwards():
+    """model/ never imports decoding/, imaging/ or realtime/; data/ never imports model/; nothing
+    imports the face or the CLI back (the CLI and training may import the version)."""
+    up = []
+    for m, path in MODULES.items():
+        for i in _imports(m, path):
+            if i not in MODULES or _unit(i) == _unit(m) or i.split(".")[0] == "torch":
+                continue
+            if i == "fmri_edge" and _unit(m) == "training":
+                continue   # `from fmri_edge import __version__`
+            if _layer(_unit(i)) >= _layer(_unit(m)):
+                up.append(f"{m} -> {i}")
+    assert not up, up
+
+
+def test_the_top_of_the_package_holds_the_face_and_concept_folders_only():
+    top = sorted(p.name for p in ROOT.glob("*.py"))
+    assert len(top) <= 8, top
+    assert {"__init__.py", "errors.py", "files.py", "valence.py", "scheduler.py"} <= set(top)
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders <= FOLDERS, folders - FOLDERS
+
+
+def test_no_module_is_longer_than_600_lines():
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long
+
+
+def test_importing_the_package_imports_no_numpy_until_a_name_is_used():
+    code = ("import sys, fmri_edge; a = 'numpy' in sys.modules; fmri_edge.Decoder; "
+            "print(a, 'numpy' in sys.modules, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", "True", "False"]

@@ -24,7 +24,7 @@ def _run(code: str, block: tuple[str, ...] = ("torch",)):
 def test_importing_runtime_modules_does_not_import_torch():
     r = _run("""
         import sys
-        import fmri_edge.cli, fmri_edge.decoding.predict, fmri_edge.evaluation.scoring, fmri_edge.model.runtime, fmri_edge.data.io
+        import fmri_edge.cli, fmri_edge.decoding.answers, fmri_edge.evaluation.scoring, fmri_edge.model.runtime, fmri_edge.data.io
         import fmri_edge.data.submission, fmri_edge.simulation.simulate, fmri_edge.evaluation.splits
         assert "torch" not in sys.modules, "torch was imported"
         print("ok")
@@ -60,7 +60,7 @@ def test_predict_score_info_run_with_torch_unimportable(sim_model, sim_data, tmp
 def test_importing_the_cli_and_extract_does_not_import_nilearn_or_nibabel():
     r = _run(("""
         import sys
-        import fmri_edge.cli, fmri_edge.imaging.extract, fmri_edge.simulation.nifti_sim, fmri_edge.decoding.predict, fmri_edge.data.io
+        import fmri_edge.cli, fmri_edge.imaging.extract, fmri_edge.simulation.nifti_sim, fmri_edge.decoding.answers, fmri_edge.data.io
         bad = [m for m in ("nilearn", "nibabel", "torch", "sklearn", "scipy", "pandas") if m in sys.modules]
         assert not bad, bad
         print("ok")
@@ -97,7 +97,7 @@ def test_the_runtime_imports_nothing_of_dask(sim_model, sim_data, tmp_path):
         import sys
         from typer.testing import CliRunner
         from fmri_edge.cli import app
-        import fmri_edge.decoding.predict, fmri_edge.model.runtime
+        import fmri_edge.decoding.answers, fmri_edge.model.runtime
         res = CliRunner().invoke(app, {args!r})
         assert res.exit_code == 0, (res.output, res.exception)
         bad = [m for m in ("dask", "distributed") if m in sys.modules]

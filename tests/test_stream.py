@@ -44,7 +44,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(run, decoder, tmp_path_factory):
     """extract + predict --no-align on the same run: {events row: class probabilities}."""
-    from fmri_edge.decoding.predict import Batch, predict
+    from fmri_edge.decoding.answers import Batch, predict
 
     sim, atlas = run
     window = extract.Window.from_model(decoder.info)

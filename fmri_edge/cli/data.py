@@ -23,14 +23,9 @@ def score(
 ):
     """The challenge score and the paper's metrics (precision, sensitivity, F1, confusion)."""
     from fmri_edge.evaluation import scoring
-    from fmri_edge.data import submission
 
     with user_errors():
-        pred = submission.read_answers(predictions)
-        truth = submission.read_labels(labels)
-        pi, ti = submission.align(pred, truth, predictions, labels)
-        report = scoring.full_report(pred.valence_class[pi], truth.valence_class[ti],
-                                     pred.valence_level[pi], truth.valence_level[ti])
+        report = scoring.score(predictions, labels)
     if as_json:
         print(json.dumps(report))
         return

@@ -57,7 +57,7 @@ def predict(
 ):
     """Predict valence CLASS and LEVEL for every trial."""
     from fmri_edge.data import io, submission
-    from fmri_edge.decoding import predict as lib
+    from fmri_edge.decoding import answers
     from fmri_edge.model.runtime import Model
 
     participants: set[str] = set()
@@ -78,10 +78,10 @@ def predict(
                 participants.add(b.participant)
                 if regions is not None:
                     regions(b)
-            run = dict(keep=None if as_json else MAX_TABLE_ROWS, policy=lib.Policy(nan, crop, pad),
+            run = dict(keep=None if as_json else MAX_TABLE_ROWS, policy=answers.Policy(nan, crop, pad),
                        on_batch=on_batch, participant=participant, align=align, probs=probs)
             if scheduler is None:
-                result = lib.predict_to(decoder, paths, f, batch_size, **run)
+                result = answers.predict_to(decoder, paths, f, batch_size, **run)
             else:
                 from fmri_edge.decoding import cluster
 
@@ -270,7 +270,7 @@ def explain(
     class's logit (linear models) or the mean input-SE attention (the SE CNN) over your trials,
     overall and per predicted CLASS, ranked; optionally a figure, a brain map on an atlas, and a
     faithfulness check."""
-    from fmri_edge.explanation import regions as lib
+    from fmri_edge.explanation import regions
     from fmri_edge.model.runtime import Model
 
     if model is None and len(paths) > 1 and paths[0].suffix == ".onnx":  # explain MODEL DATA …
@@ -278,7 +278,7 @@ def explain(
     label_image = None
     with user_errors():
         decoder = Model(model, threads=threads, verify=not no_verify)
-        kind = lib.require_kind(decoder)
+        kind = regions.require_kind(decoder)
         if valence_class is not None and valence_class not in decoder.info.class_values:
             raise UsageError(f"--class {valence_class}: not one of the model's classes "
                              f"{', '.join(map(str, decoder.info.class_values))}")
@@ -298,12 +298,12 @@ def explain(
             from fmri_edge.explanation import brainmap
 
             label_image = _needs_extra(lambda: brainmap.load_label_image(atlas, decoder.info.n_regions))
-        summary, problems = lib.summarize(decoder, paths, top_k, batch_size)
+        summary, problems = regions.summarize(decoder, paths, top_k, batch_size)
         if valence_class is not None and label_image is not None and \
                 not summary.class_counts[list(summary.class_values).index(valence_class)]:
             raise UsageError(f"--class {valence_class}: no trial was answered {valence_class:+d}, so there is nothing "
                              "to map; leave --class out, or give other trials")
-        faith = lib.faithfulness_paths(decoder, paths, tuple(k or (5, 10, 20)), draws, seed, batch_size)[0] \
+        faith = regions.faithfulness_paths(decoder, paths, tuple(k or (5, 10, 20)), draws, seed, batch_size)[0] \
             if faithfulness else None
     _report_problems(problems, None)
     if kind == "attention" and summary.uniform:

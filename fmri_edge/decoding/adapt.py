@@ -48,7 +48,7 @@ from fmri_edge.errors import InputError
 from fmri_edge import valence
 from fmri_edge.model import integrity, onnx_edit
 from fmri_edge.data import io
-from fmri_edge.decoding.predict import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
+from fmri_edge.decoding.answers import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
 from fmri_edge.model.runtime import ADAPT_INPUTS, ALIGN_INPUTS, METADATA_KEY, Model, file_sha256
 from fmri_edge.data.submission import HEADER, read_answers
 

@@ -1,6 +1,6 @@
 """``predict`` on a Dask cluster (the optional extra ``pip install 'fmri-edge[dask]'``).
 
-The same answers as :func:`fmri_edge.decoding.predict.predict`, item for item and in the same order,
+The same answers as :func:`fmri_edge.decoding.answers.predict`, item for item and in the same order,
 computed by the workers of a Dask scheduler (``tcp://host:8786``, e.g. one started by
 ``dask_jobqueue.SLURMCluster``) or of a ``LocalCluster`` of N processes (``local:N``). Nothing of
 Dask is imported until a cluster is asked for.
@@ -8,12 +8,12 @@ Dask is imported until a cluster is asked for.
 What travels: the client sends paths, trial ranges and the options; each worker reads the files
 itself with the project's safe loaders (never unpickled), so workers need the inputs and the model
 at the same paths as the client (a shared file system, as on a SLURM cluster). Answers come back
-as :class:`~fmri_edge.decoding.predict.Batch` objects (Dask pickles results between its own processes).
+as :class:`~fmri_edge.decoding.answers.Batch` objects (Dask pickles results between its own processes).
 
 How the work is split: by participant and file, and ``.npy`` files (memory-mapped) by spans of
 whole batches of trials, so every onnxruntime call sees the same trials as locally. A model with
 subject alignment gets a first pass per span (each chunk's statistics), merged on a worker in file
-and chunk order into the participant's plan (:func:`fmri_edge.decoding.predict.participant_plan`); the
+and chunk order into the participant's plan (:func:`fmri_edge.decoding.answers.participant_plan`); the
 second pass depends on it. Everything is submitted at once and the client collects the answers in
 order, streaming them to the CSV. A worker that dies has its tasks (and lost results) recomputed
 by the scheduler from their inputs: nothing is lost or duplicated.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fmri_edge.data import io
-from fmri_edge.decoding import predict as local
+from fmri_edge.decoding import answers
 from fmri_edge.errors import InputError
 from fmri_edge.scheduler import connect, load_distributed, result
 from fmri_edge.model.runtime import Model, file_sha256
@@ -88,28 +88,28 @@ def _own_problems(items: list, span) -> list:
 
 
 def stats_task(ref: ModelRef, src: io.Source, batch_size: int, policy, span) -> list:
-    """First pass over one span of one file: :func:`fmri_edge.decoding.predict.source_stats`."""
-    return _own_problems(list(local.source_stats(worker_decoder(ref), src, batch_size, policy, span)), span)
+    """First pass over one span of one file: :func:`fmri_edge.decoding.answers.source_stats`."""
+    return _own_problems(list(answers.source_stats(worker_decoder(ref), src, batch_size, policy, span)), span)
 
 
 def plan_task(name: str, sources: list[io.Source], stats: list | None, align: bool) -> tuple:
     """One participant's plan from its spans' first passes (``stats``: per file, the list of its
     spans' results in order; None for a model without subject alignment)."""
     if stats is not None:
-        stats = local.gather_stats((src, chain.from_iterable(parts)) for src, parts in zip(sources, stats))
-    return local.participant_plan(name, sources, stats, align)
+        stats = answers.gather_stats((src, chain.from_iterable(parts)) for src, parts in zip(sources, stats))
+    return answers.participant_plan(name, sources, stats, align)
 
 
 def answer_task(ref: ModelRef, src: io.Source, batch_size: int, policy, span, plan: tuple,
                 reported: bool, weights: bool) -> list:
-    """Second pass over one span of one file: :func:`fmri_edge.decoding.predict.predict_source`. Without
+    """Second pass over one span of one file: :func:`fmri_edge.decoding.answers.predict_source`. Without
     ``weights`` the region weights and contributions stay on the worker (only ``--explain`` reads them)."""
     subject, offsets, _ = plan
-    items = _own_problems(list(local.predict_source(worker_decoder(ref), src, batch_size, policy, subject,
+    items = _own_problems(list(answers.predict_source(worker_decoder(ref), src, batch_size, policy, subject,
                                                     offsets[src.path], reported, span)), span)
     if not weights:
         items = [replace(x, region_weights=np.empty((len(x), 0), np.float32), region_contributions=None)
-                 if isinstance(x, local.Batch) else x for x in items]
+                 if isinstance(x, answers.Batch) else x for x in items]
     return items
 
 
@@ -129,20 +129,20 @@ def spans(n_trials: int, step: int, split: bool) -> list[tuple[tuple[int, int] |
     return [((a, min(a + step, n_trials)), min(step, n_trials - a)) for a in range(0, n_trials, step)]
 
 
-def predict(client, decoder: Model, paths: list, batch_size: int = local.DEFAULT_BATCH,
-            policy: local.Policy | None = None, participant: str | None = None, align: bool = True,
+def predict(client, decoder: Model, paths: list, batch_size: int = answers.DEFAULT_BATCH,
+            policy: answers.Policy | None = None, participant: str | None = None, align: bool = True,
             threads: int = 1, weights: bool = True, task_trials: int | None = None,
             on_total=None, on_trials=None):
-    """:func:`fmri_edge.decoding.predict.predict` on the workers of a ``distributed.Client``: the same
-    :class:`~fmri_edge.decoding.predict.Batch` and :class:`~fmri_edge.data.InputError` items in the same
+    """:func:`fmri_edge.decoding.answers.predict` on the workers of a ``distributed.Client``: the same
+    :class:`~fmri_edge.decoding.answers.Batch` and :class:`~fmri_edge.data.InputError` items in the same
     order. ``threads``: onnxruntime threads per task; ``task_trials``: trials per task (default
     :data:`DEFAULT_TASK_TRIALS`, rounded up to whole batches); ``weights=False`` leaves region weights
     out (empty); ``on_total(n)`` is called once with the trials planned, ``on_trials(n)`` as the
     answers of n trials are computed (from Dask's thread: keep it quick)."""
     distributed = load_distributed()
     ref = ModelRef(str(decoder.path.resolve()), file_sha256(decoder.path), max(1, threads))
-    policy = policy or local.Policy()
-    batch = local.effective_batch(batch_size)
+    policy = policy or answers.Policy()
+    batch = answers.effective_batch(batch_size)
     task_trials = task_trials or DEFAULT_TASK_TRIALS
     step = batch * max(1, -(-task_trials // batch))     # whole batches: the same chunks as locally
     split = (decoder.info.subject_normalization or "none") == "none"
@@ -154,7 +154,7 @@ def predict(client, decoder: Model, paths: list, batch_size: int = local.DEFAULT
         return future
 
     def submit(name, sources):
-        """A unit's tasks (:func:`fmri_edge.decoding.predict.participant_units`): (plan, answers, trials)."""
+        """A unit's tasks (:func:`fmri_edge.decoding.answers.participant_units`): (plan, answers, trials)."""
         per_file = [spans(header_trials(src.path), step, split and src.path.suffix == ".npy") for src in sources]
         stats = None
         if decoder.aligned:
@@ -172,12 +172,12 @@ def predict(client, decoder: Model, paths: list, batch_size: int = local.DEFAULT
             yield from result(answers.pop(0), address, distributed)
 
     planned, total = [], 0
-    for item in local.group_sources(paths, participant):
+    for item in answers.group_sources(paths, participant):
         if isinstance(item, InputError):
             planned.append(item)
             continue
         name, sources = item
-        units = {tuple(unit): submit(name, unit) for unit in local.participant_units(sources, participant)}
+        units = {tuple(unit): submit(name, unit) for unit in answers.participant_units(sources, participant)}
         total += sum(n for _, _, n in units.values())
         planned.append((name, units))
     if on_total is not None:
@@ -187,15 +187,15 @@ def predict(client, decoder: Model, paths: list, batch_size: int = local.DEFAULT
             yield item
             continue
         name, units = item
-        yield from local.answer_units(name, [list(u) for u in units],
+        yield from answers.answer_units(name, [list(u) for u in units],
                                       lambda unit: collect(*units[tuple(unit)][:2]))
 
 
-def predict_to(address: str, decoder: Model, paths: list, csv_file=None, batch_size: int = local.DEFAULT_BATCH,
-               keep: int | None = 60, policy: local.Policy | None = None, on_batch=None,
+def predict_to(address: str, decoder: Model, paths: list, csv_file=None, batch_size: int = answers.DEFAULT_BATCH,
+               keep: int | None = 60, policy: answers.Policy | None = None, on_batch=None,
                participant: str | None = None, align: bool = True, probs: bool = False, threads: int = 0,
-               weights: bool = True, console=None, task_trials: int | None = None) -> local.Summary:
-    """:func:`fmri_edge.decoding.predict.predict_to` through the cluster at ``address`` (see
+               weights: bool = True, console=None, task_trials: int | None = None) -> answers.Summary:
+    """:func:`fmri_edge.decoding.answers.predict_to` through the cluster at ``address`` (see
     :func:`connect`), with a progress bar of the trials answered on ``console`` (stderr)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -208,5 +208,5 @@ def predict_to(address: str, decoder: Model, paths: list, csv_file=None, batch_s
         items = predict(client, decoder, paths, batch_size, policy, participant, align, ort_threads, weights,
                         task_trials, on_total=lambda n: bar.update(task, total=n),
                         on_trials=lambda n: bar.advance(task, n))
-        return local.predict_to(decoder, paths, csv_file, batch_size, keep, policy, on_batch, participant, align,
+        return answers.predict_to(decoder, paths, csv_file, batch_size, keep, policy, on_batch, participant, align,
                                 probs, items=items)

@@ -3,7 +3,7 @@
 ``Decoder()`` opens the shipped model, ``Decoder("my.onnx")`` another export. :meth:`Decoder.predict`
 takes an array of trials (and, optionally, whose trial each is) or the files and folders the command
 takes, aligns each participant over its own trials where the model aligns (the command's rule: at
-least :data:`~fmri_edge.decoding.predict.MIN_ALIGN_TRIALS` trials, else the training population's
+least :data:`~fmri_edge.decoding.answers.MIN_ALIGN_TRIALS` trials, else the training population's
 statistics), and returns :class:`Predictions`: CLASS, LEVEL, the class probabilities and each
 region's share in the answer, the same numbers the command prints and writes.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fmri_edge.data import io
-from fmri_edge.decoding.predict import DEFAULT_BATCH, Batch, Policy, answer, participant_batches, predict
+from fmri_edge.decoding.answers import DEFAULT_BATCH, Batch, Policy, answer, participant_batches, predict
 from fmri_edge.errors import InputError
 from fmri_edge.model.normalize import SubjectStats
 from fmri_edge.model.runtime import Model, ModelInfo

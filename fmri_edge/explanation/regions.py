@@ -40,8 +40,8 @@ import numpy as np
 
 from fmri_edge.errors import InputError, UsageError
 from fmri_edge.data import io
-from fmri_edge.decoding import predict
-from fmri_edge.decoding.predict import DEFAULT_BATCH
+from fmri_edge.decoding import answers
+from fmri_edge.decoding.answers import DEFAULT_BATCH
 from fmri_edge.model.runtime import Model
 
 DEFAULT_BASELINE_S = 5
@@ -168,14 +168,14 @@ class Trials:
 
 def iter_trials(decoder: Model, paths: list) -> Iterator[Trials | InputError]:
     """Every readable file's model-ready trials, one participant/file at a time, exactly as
-    ``predict`` prepares them (:func:`fmri_edge.decoding.predict.model_ready` under its default policy,
+    ``predict`` prepares them (:func:`fmri_edge.decoding.answers.model_ready` under its default policy,
     subject normalization included); a problem is yielded as an :class:`~fmri_edge.data.InputError`."""
     for src in io.iter_sources(paths):
         if isinstance(src, InputError):
             yield src
             continue
         trials, xs = [], []
-        for item in predict.model_ready(decoder, src):
+        for item in answers.model_ready(decoder, src):
             if isinstance(item, InputError):
                 yield item
             else:
@@ -334,7 +334,7 @@ def summarize(decoder: Model, paths: list, top_k: int = 10, batch_size: int = DE
     kind = require_kind(decoder)
     acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k, kind)
     problems = []
-    for item in predict.predict(decoder, paths, batch_size):
+    for item in answers.predict(decoder, paths, batch_size):
         if isinstance(item, InputError):
             problems.append(item)
         else:
@@ -432,19 +432,19 @@ def held_out(decoder: Model, participants) -> dict:
 
 def alignment_plan(decoder: Model, x: np.ndarray, participants, batch_size: int = DEFAULT_BATCH) -> list | None:
     """[(rows, alignment statistics)] of ``x``: each participant aligned over its own trials, as
-    ``predict`` aligns them (:func:`fmri_edge.decoding.predict.participant_batches`); computed once from the
+    ``predict`` aligns them (:func:`fmri_edge.decoding.answers.participant_batches`); computed once from the
     unmasked trials, so that masking a region in one trial leaves the reference of the others
     alone. None (the graph's defaults) without ``participants`` or for a model without alignment."""
     if participants is None or not decoder.aligned:
         return None
-    return list(predict.participant_batches(decoder, x, participants, batch_size))
+    return list(answers.participant_batches(decoder, x, participants, batch_size))
 
 
 def run_planned(decoder: Model, x: np.ndarray, plan: list | None, batch_size: int = DEFAULT_BATCH
                 ) -> dict[str, np.ndarray]:
     """Model outputs for ``x``, aligned as ``plan`` says (:func:`alignment_plan`)."""
     if plan is None:
-        return predict.run_batched(decoder, x, batch_size)
+        return answers.run_batched(decoder, x, batch_size)
     out: dict[str, np.ndarray] = {}
     for rows, subject in plan:
         for k, v in decoder.run(x[rows], subject).items():

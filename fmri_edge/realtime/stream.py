@@ -9,7 +9,7 @@ Numpy, nibabel and onnxruntime only (no torch). Pieces, each from the module tha
 - the clock and the cut: ``extract``'s :class:`~fmri_edge.imaging.extract.Window`, ``read_events``,
   ``volume_times`` and ``cut_trials`` — volume k at (k + slice_time_ref) · TR, each trial cut exactly
   as ``extract`` cuts it;
-- answers: :func:`fmri_edge.decoding.predict.answer`, the same call ``predict`` makes.
+- answers: :func:`fmri_edge.decoding.answers.answer`, the same call ``predict`` makes.
 
 Subject alignment without the future (:class:`Alignment`): ``running`` (default) aligns each trial
 with the statistics of the trials answered so far once there are :data:`MIN_ALIGN_TRIALS` of them,
@@ -37,7 +37,7 @@ from fmri_edge.data import io
 from fmri_edge.errors import InputError, UsageError
 from fmri_edge.imaging.events import Events, read_events
 from fmri_edge.imaging.window import Window, cut_trials, volume_times
-from fmri_edge.decoding.predict import MIN_ALIGN_TRIALS, Batch, answer
+from fmri_edge.decoding.answers import MIN_ALIGN_TRIALS, Batch, answer
 from fmri_edge.model.runtime import Model
 from fmri_edge.realtime.watch import Arrival, Missing, VolumeFolder
 
@@ -131,7 +131,7 @@ class Alignment:
 def stats_from_trials(decoder: Model, paths: list[Path], min_trials: int = MIN_ALIGN_TRIALS) -> tuple:
     """One participant's alignment statistics from trial files of an earlier run (``extract``'s
     ``.npz``, ``.npy``, an ICBHI subject folder), as ``predict`` computes them."""
-    from fmri_edge.decoding.predict import participant_stats
+    from fmri_edge.decoding.answers import participant_stats
 
     sources = [s for p in paths for s in io.discover([Path(p)])]
     if not sources:

@@ -39,7 +39,7 @@ import numpy as np
 from fmri_edge import valence
 from fmri_edge.evaluation import scoring
 from fmri_edge.errors import InputError
-from fmri_edge.decoding.predict import participant_batches, run_by_participant
+from fmri_edge.decoding.answers import participant_batches, run_by_participant
 from fmri_edge.model import integrity
 from fmri_edge.model.runtime import ALIGN_INPUTS, METADATA_KEY, Model, file_sha256
 

@@ -1,5 +1,5 @@
 """The cross-subject CV of a run, scored through the ONNX path: each fold's networks (runs/NAME/fold<k>/)
-exported as one ONNX ensemble, its held-out subjects predicted by `fmri_edge.decoding.predict` exactly as
+exported as one ONNX ensemble, its held-out subjects predicted by `fmri_edge.decoding.answers` exactly as
 `fmri-edge predict` does (subject alignment per participant folder), the answers scored against
 the labels. Checks that what ships computes what the CV measured.
 
@@ -17,7 +17,7 @@ from harness import data_of, parser
 
 
 def main(argv=None):
-    from fmri_edge.decoding import predict as lib
+    from fmri_edge.decoding import answers as lib
     from fmri_edge.evaluation import scoring
     from fmri_edge.data.io import load_icbhi
     from onnx_folds import fold_decoders

@@ -25,7 +25,7 @@ MODES = ("offline", "none", "running", "running-5", "running-20", "stats-from")
 
 def decide(decoder, x, subject):
     from fmri_edge.data.io import Source
-    from fmri_edge.decoding.predict import Batch, answer
+    from fmri_edge.decoding.answers import Batch, answer
 
     b = next(item for item in answer(decoder, Source("p", Path("p")), np.array([1]), x, subject) if isinstance(item, Batch))
     return [int(b.valence_class[0]), int(b.valence_level[0])]

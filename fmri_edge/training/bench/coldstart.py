@@ -116,7 +116,7 @@ def write_large_npy(path: Path, n_trials: int, n_times: int = 25, chunk: int = 2
 def large_input(fp32: Path, n_trials: int, threads: int, batch: int | None, workdir: Path, n_times: int = 25,
                 log=lambda s: None) -> dict:
     """End-to-end `fmri-edge predict` on a big simulated .npy: wall time, trials/s, peak RSS."""
-    from fmri_edge.decoding.predict import DEFAULT_BATCH
+    from fmri_edge.decoding.answers import DEFAULT_BATCH
 
     npy, csv_path = workdir / "large.npy", workdir / "large.csv"
     try:

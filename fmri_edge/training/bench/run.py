@@ -68,7 +68,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> 
 
 
 def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> BenchResult:
-    from fmri_edge.decoding.predict import DEFAULT_BATCH, run_by_participant
+    from fmri_edge.decoding.answers import DEFAULT_BATCH, run_by_participant
     from fmri_edge.model.runtime import Model, file_sha256
 
     res: BenchResult = {"machine": machine_info(), "threads": threads,

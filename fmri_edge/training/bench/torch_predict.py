@@ -11,7 +11,7 @@ import torch
 
 from fmri_edge import valence
 from fmri_edge.model.normalize import AlignStats, subject_normalize
-from fmri_edge.decoding.predict import MIN_ALIGN_TRIALS
+from fmri_edge.decoding.answers import MIN_ALIGN_TRIALS
 from fmri_edge.training.checkpoints import reference_net
 
 
