@@ -19,6 +19,14 @@ class InputError(ValueError):
     others are predicted), ``repaired`` (a trial predicted after ``--nan interpolate``) or
     ``predicted`` (a warning: the trial is suspicious but was predicted) or ``ignored`` (a folder
     or file deliberately not read, e.g. a symlink loop; no trial of it is lost).
+
+    Examples
+    --------
+    >>> e = InputError("sub-01/run1.npy", "trial holds NaN values", trial=3, outcome="skipped")
+    >>> str(e)
+    'sub-01/run1.npy: trial 3: trial holds NaN values'
+    >>> e.as_dict()["outcome"]
+    'skipped'
     """
 
     def __init__(self, path: str | Path, problem: str, trial: int | None = None, outcome: str = "refused"):

@@ -484,7 +484,33 @@ def constant_trials(trials: np.ndarray) -> np.ndarray:
 
 
 def load_trials(path: str | Path, n_regions: int = 246, n_times: int | None = None) -> np.ndarray:
-    """Load and validate a whole trials file (refuses any NaN/Inf)."""
+    """Load and validate a whole trials file, safely (nothing is unpickled; NaN/Inf refused).
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.npy`` of shape (N, n_regions, n_times) or (n_regions, n_times), or an ``.npz`` with a
+        ``data`` array (ICBHI's ``fMRI_data.npz``).
+    n_regions, n_times : int
+        The shape the trials must have (``n_times=None``: any length).
+
+    Returns
+    -------
+    (N, n_regions, n_times) float32 array
+        Raises :class:`~fmri_edge.errors.InputError` naming the file and the problem.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "trials.npy"
+    >>> np.save(path, np.ones((2, 246, 25), dtype=np.float64))
+    >>> load_trials(path).shape, load_trials(path).dtype
+    ((2, 246, 25), dtype('float32'))
+    >>> np.save(path, np.ones((2, 200, 25)))
+    >>> load_trials(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    fmri_edge.errors.InputError: ...trials.npy: expected 246 regions (Brainnetome atlas) on axis 1, got 200, ...
+    """
     raw = check_trials(read_array(path), path, n_regions, n_times)
     trials = to_float32(raw)
     bad = nonfinite_trials(trials)

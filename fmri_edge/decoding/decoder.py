@@ -167,7 +167,7 @@ class Decoder:
             return self.predict_files([trials] if isinstance(trials, (str, Path)) else list(trials), align=align,
                                       batch_size=batch_size)
         x = self.model.as_input(trials if np.ndim(trials) == 3 else np.asarray(trials)[None])
-        who = np.full(len(x), "trials", dtype=object) if participants is None else np.asarray(participants, dtype=object)
+        who = np.full(len(x), "participant", dtype=object) if participants is None else np.asarray(participants, dtype=object)
         if who.shape != (len(x),):
             raise ValueError(f"participants: {who.shape[0] if who.ndim else 'one'} name(s) for {len(x)} trials")
         bad = io.nonfinite_trials(x)

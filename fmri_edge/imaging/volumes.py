@@ -10,8 +10,8 @@ Any damage raises one :class:`~fmri_edge.data.InputError` naming the file and th
 truncated file, a header lying about its size, a gzip stream cut short or corrupt, an empty file,
 a folder, a broken link, an unreadable file. Nothing is unpickled, nothing is memory-mapped.
 
-``.nii.gz`` is decompressed with ISA-L (the ``isal`` package, part of the ``nifti`` extra: about
-2× faster than zlib here) when installed, else with zlib, as a stream that inflates only what is read.
+``.nii.gz`` is decompressed with ISA-L (the ``isal`` package, part of the ``nifti`` extra:
+faster than zlib, docs/speed.md) when installed, else with zlib, as a stream that inflates only what is read.
 
 Reducing. :class:`RegionIndex` puts a label atlas on one image grid once (the label of every voxel,
 resampled by nearest neighbour if the grids differ, :meth:`fmri_edge.imaging.extract.Atlas.labels_on_grid`)

@@ -157,7 +157,7 @@ class ModelConfig:
     # time window — as one more step of the representation, after the bins (every per-trial
     # normalization removes it; subject alignment then compares it with the participant's other
     # trials; without the participant's statistics — the graph's defaults — the step is neutral).
-    # Round 6 of docs/research.md
+    # (docs/research.md: the sustained level)
     trial_level: bool = False
 
     def seen_times(self) -> int:

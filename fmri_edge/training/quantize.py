@@ -43,7 +43,7 @@ from fmri_edge.decoding.answers import participant_batches, run_by_participant
 from fmri_edge.model import integrity
 from fmri_edge.model.runtime import ALIGN_INPUTS, METADATA_KEY, Model, file_sha256
 
-# What int8 must deliver to replace fp32 as the default (issue 4): speed at batch 256 and accuracy.
+# What int8 must deliver to replace fp32 as the default: speed at batch 256 and accuracy (docs/speed.md).
 INT8_MIN_SPEEDUP = 1.5
 INT8_MAX_ACC_DROP = 0.01   # CLASS accuracy, as a fraction (1 point)
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]

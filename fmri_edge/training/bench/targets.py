@@ -1,7 +1,7 @@
 """The goals a benchmark run is held to, and each one's measured value and verdict."""
 from __future__ import annotations
 
-# The targets of issue 13 (ratios from one run), and issue 4's end-to-end and memory ones.
+# The targets a benchmark run is held to (ratios from one run; end-to-end and memory): docs/speed.md.
 TARGETS = {
     "ort_vs_torch_b1": 4.0, "ort_vs_torch_b32": 1.2, "ort_vs_torch_b256": 1.2, "ort_vs_torch_b4096": 1.2,
     "int8_vs_fp32_b256": 1.5, "int8_acc_change_points": -1.0, "cold_start_s": 0.35, "cold_start_vs_torch_import": 0.2,
