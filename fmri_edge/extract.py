@@ -189,10 +189,10 @@ class Atlas:
     numbers), a 4-D file of one volume, any grid (1 mm, 2 mm, SPM 181×217×181 or FSL 182×218×182):
     resampled to the image's grid by nearest neighbour (nilearn) when it differs."""
 
-    def __init__(self, path: str | Path, n_regions: int):
-        from fmri_edge import volumes
+    def __init__(self, path: str | Path, n_regions: int, region_names=None):
+        from fmri_edge import space, volumes
 
-        self.path, self.n_regions = Path(path), n_regions
+        self.path, self.n_regions, self.region_names = Path(path), n_regions, region_names
         self.notes: list[str] = []
         h = volumes.read_header(self.path, "atlas")
         if h.n_volumes > 1:
@@ -206,6 +206,7 @@ class Atlas:
         self.labels = np.asarray(data, dtype=np.int32)
         self.affine, self.grid = h.affine, volumes.describe_grid(h.shape, h.affine)
         self._check_labels(np.unique(self.labels), "")
+        space.check_hemispheres(self.labels, self.affine, self.path, n_regions, region_names)   # a flipped atlas: once
         self._on_grid: dict[tuple, tuple[np.ndarray, str | None]] = {}
 
     def _whole_numbers(self, data: np.ndarray) -> np.ndarray:
@@ -367,14 +368,24 @@ def region_signals(bold, atlas: Atlas, tr: float, opts: ExtractOptions, confound
     """(V, n_regions) raw mean signal per region and volume of a checked BOLD header
     (:class:`~fmri_edge.volumes.Header`): the region-means kernel over blocks of volumes, or nilearn's
     labels masker on the whole run when confounds, detrending or filtering are asked."""
-    from fmri_edge import volumes
+    import itertools
 
+    from fmri_edge import space, volumes
+
+    notes.extend(space.check_field_of_view(atlas.labels, atlas.affine, atlas.path, atlas.n_regions, bold.volume_shape,
+                                           bold.affine, bold.path, getattr(atlas, "region_names", None)))
+    note = space.space_note(atlas.path, atlas.labels.shape, bold.path)
+    notes.extend([note] if note else [])
     labels = atlas.labels_on_grid(bold.volume_shape, bold.affine, notes, bold.path)
     if not needs_nilearn(opts, confounds):
         index = volumes.RegionIndex(labels, atlas.n_regions)
-        return np.concatenate([index.means(block) for block in
-                               volumes.iter_blocks(bold, block_volumes or volumes.DEFAULT_BLOCK_VOLUMES)])
-    return _masker_signals(volumes.read_image(bold, "BOLD image"), bold.affine, labels, atlas, tr, opts, confounds)
+        blocks = volumes.iter_blocks(bold, block_volumes or volumes.DEFAULT_BLOCK_VOLUMES)
+        first = next(blocks)
+        space.check_on_brain(labels, first.mean(axis=3), bold.affine, atlas.path, bold.path)   # the atlas on the brain
+        return np.concatenate([index.means(block) for block in itertools.chain([first], blocks)])
+    data = volumes.read_image(bold, "BOLD image")
+    space.check_on_brain(labels, data[..., :volumes.DEFAULT_BLOCK_VOLUMES].mean(axis=3), bold.affine, atlas.path, bold.path)
+    return _masker_signals(data, bold.affine, labels, atlas, tr, opts, confounds)
 
 
 def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: ExtractOptions, confounds) -> np.ndarray:
