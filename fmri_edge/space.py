@@ -168,7 +168,7 @@ def on_brain(labels: np.ndarray, volume: np.ndarray, affine: np.ndarray) -> OnBr
 def _direction(shift) -> str:
     axis = int(np.flatnonzero(np.asarray(shift))[0])
     v = shift[axis]
-    word = (("left", "right"), ("posterior", "anterior"), ("inferior", "superior"))[axis][v > 0]
+    word = (("left", "right"), ("posterior", "anterior"), ("inferior", "superior"))[axis][int(v > 0)]
     return f"{abs(v):g} mm {word}"
 
 
