@@ -1,7 +1,8 @@
 """The atlas into the participant's functional space, once per session: ``fmri-edge register``.
 
-At session start, the MNI152 2009 template that nilearn ships (``mni_icbm152_t1_tal_nlin_sym_09a``,
-offline) is registered to a reference functional volume of the participant (the first volume of a
+At session start, the MNI152 2009 template that nilearn ships (``mni_icbm152_*_tal_nlin_sym_09a``,
+offline; by default an EPI-like contrast made from its tissue maps, or its T1) is registered to a
+reference functional volume of the participant (the first volume of a
 short reference scan with the run's slice prescription) by a 12-parameter affine registration with
 normalized mutual information (picsl-greedy, the ``register`` extra). With an anatomical image
 (``anat``), the template goes to the T1 (affine) and the T1 to the reference (rigid, 6 parameters),
@@ -84,19 +85,39 @@ def read_reference(path: str | Path, what: str = "reference") -> tuple[np.ndarra
     return np.where(finite, data, 0).astype(np.float32), h.affine
 
 
-def template_path(resolution_mm: int = TEMPLATE_RESOLUTION_MM) -> Path:
-    """nilearn's MNI152 2009 T1 template (shipped with nilearn) at ``resolution_mm``, cached as a
-    NIfTI file in the user's cache folder for greedy to read."""
-    import nibabel as nib
+TEMPLATES = ("epi", "t1")
+EPI_WEIGHTS = {"gm": 800.0, "wm": 550.0, "csf": 1000.0}   # T2*-weighted EPI: CSF brightest, grey above white
+
+
+def template_image(kind: str = "epi", resolution_mm: int = TEMPLATE_RESOLUTION_MM) -> tuple[np.ndarray, np.ndarray]:
+    """The MNI152 2009 template nilearn ships, as (float32 data, affine): ``t1`` its T1 image;
+    ``epi`` an EPI-like contrast made from its grey and white matter maps (CSF = inside the brain
+    and neither), weighted as a T2*-weighted EPI (:data:`EPI_WEIGHTS`)."""
     from nilearn import datasets
 
+    t1 = datasets.load_mni152_template(resolution=resolution_mm)
+    data = np.asarray(t1.dataobj, dtype=np.float32)
+    if kind == "epi":
+        gm = np.asarray(datasets.load_mni152_gm_template(resolution=resolution_mm).dataobj, dtype=np.float32)
+        wm = np.asarray(datasets.load_mni152_wm_template(resolution=resolution_mm).dataobj, dtype=np.float32)
+        csf = np.clip((data > 0) - gm - wm, 0, 1)
+        data = EPI_WEIGHTS["gm"] * gm + EPI_WEIGHTS["wm"] * wm + EPI_WEIGHTS["csf"] * csf
+    elif kind != "t1":
+        raise UsageError(f"--template {kind}: choose from {', '.join(TEMPLATES)}")
+    return data.astype(np.float32), np.asarray(t1.affine, dtype=np.float64)
+
+
+def template_path(kind: str = "epi", resolution_mm: int = TEMPLATE_RESOLUTION_MM) -> Path:
+    """:func:`template_image` as a NIfTI file in the user's cache folder (made once), for greedy to read."""
+    import nibabel as nib
+
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmri-edge"
-    path = cache / f"mni152_2009_t1_{resolution_mm}mm.nii.gz"
+    path = cache / f"mni152_2009_{kind}_{resolution_mm}mm.nii.gz"
     if not path.exists():
-        img = datasets.load_mni152_template(resolution=resolution_mm)
+        data, affine = template_image(kind, resolution_mm)
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.nii.gz")
-        nib.save(nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine), str(tmp))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
+        nib.save(nib.Nifti1Image(data, affine), str(tmp))
         os.replace(tmp, path)
     return path
 
@@ -153,11 +174,12 @@ def labels_through(labels: np.ndarray, labels_affine: np.ndarray, shape, affine:
 
 def register(reference: str | Path, atlas: str | Path, out: str | Path | None = None, *, anat: str | Path | None = None,
              check: str | Path | None = None, n_regions: int = 246, region_names=None, force: bool = False,
-             iterations: str = ITERATIONS, template: str | Path | None = None,
-             threads: int | None = None) -> Registration:
+             iterations: str = ITERATIONS, template: str = "epi", threads: int | None = None) -> Registration:
     """Bring ``atlas`` (MNI space) onto the grid of ``reference`` (see the module docstring); write
     it to ``out`` (NIfTI, int16, atomically) when it passes the space check, and the overlay PNG to
-    ``check``. ``template``: the MNI image to register (default nilearn's MNI152 2009 T1)."""
+    ``check``. ``template``: the MNI image registered to the reference, ``epi`` (EPI-like, made from
+    the template's tissue maps) or ``t1`` (its T1 image), or a NIfTI path; with ``anat``, the T1
+    template goes to the T1 whatever is chosen."""
     import nibabel as nib
 
     from fmri_edge import space
@@ -181,15 +203,15 @@ def register(reference: str | Path, atlas: str | Path, out: str | Path | None = 
     with tempfile.TemporaryDirectory(prefix="fmri-edge-register-") as tmp:
         fixed = Path(tmp) / "reference.nii.gz"
         nib.save(nib.Nifti1Image(ref_data, ref_affine), str(fixed))       # sform = qform: one affine for ITK
-        moving = Path(template) if template else template_path()
         if anat is None:
+            moving = template_path(template) if template in TEMPLATES else Path(template)
             matrix = greedy_affine(fixed, moving, 12, iterations, threads)
         else:
             anat_data, anat_affine = read_reference(anat, "anatomical image")
             anat_file = Path(tmp) / "anat.nii.gz"
             nib.save(nib.Nifti1Image(anat_data, anat_affine), str(anat_file))
             to_anat = greedy_affine(fixed, anat_file, 6, iterations, threads)         # reference → T1 (rigid)
-            to_mni = greedy_affine(anat_file, moving, 12, iterations, threads)       # T1 → MNI (affine)
+            to_mni = greedy_affine(anat_file, template_path("t1"), 12, iterations, threads)   # T1 → MNI (affine)
             matrix = to_mni @ to_anat
     seconds = time.perf_counter() - t0
     labels = labels_through(atl.labels, atl.affine, ref_data.shape, ref_affine, matrix)

@@ -26,8 +26,9 @@ def known_affine() -> np.ndarray:
     return t
 
 
-def tissue(resolution: int = 3):
-    """(EPI-like volume, T1 template data, grey matter, affine) on nilearn's MNI grid at ``resolution`` mm."""
+def tissue(resolution: int = 3, weights=(800, 550, 1000)):
+    """(EPI-like volume, T1 template data, grey matter, affine) on nilearn's MNI grid at ``resolution``
+    mm; ``weights``: grey matter, white matter, CSF."""
     from nilearn import datasets
 
     t1 = datasets.load_mni152_template(resolution=resolution)
@@ -35,7 +36,7 @@ def tissue(resolution: int = 3):
     wm = np.asarray(datasets.load_mni152_wm_template(resolution=resolution).dataobj, dtype=np.float64)
     t1_data = np.asarray(t1.dataobj, dtype=np.float32)
     csf = np.clip((t1_data > 0) - gm - wm, 0, 1)
-    epi = (800 * gm + 550 * wm + 1000 * csf).astype(np.float32)      # T2*-like: CSF bright, WM dark
+    epi = (weights[0] * gm + weights[1] * wm + weights[2] * csf).astype(np.float32)   # T2*-like: CSF bright
     return epi, t1_data, gm, np.asarray(t1.affine, dtype=np.float64)
 
 
