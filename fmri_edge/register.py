@@ -140,14 +140,16 @@ def _quiet_stdout():
 
 
 def greedy_affine(fixed: Path, moving: Path, dof: int = 12, iterations: str = ITERATIONS,
-                  threads: int | None = None) -> np.ndarray:
-    """Greedy's affine (``dof`` 12) or rigid (6) registration with NMI, initialized by matching the
-    image centres → 4×4 matrix: fixed RAS (mm) → moving RAS (mm)."""
+                  threads: int | None = None, same_frame: bool = False) -> np.ndarray:
+    """Greedy's affine (``dof`` 12) or rigid (6) registration with NMI → 4×4 matrix: fixed RAS (mm)
+    → moving RAS (mm). Initialized by matching the image centres, or with ``same_frame`` (two
+    images of one session: the scanner's coordinates already agree up to head motion) by the identity."""
     from picsl_greedy import Greedy3D
 
     with tempfile.TemporaryDirectory(prefix="fmri-edge-register-") as tmp:
         out = Path(tmp) / "affine.mat"
-        cmd = (f"-d 3 -a -dof {dof} -m NMI -n {iterations} -ia-image-centers -i {fixed} {moving} -o {out}"
+        init = "-ia-identity" if same_frame else "-ia-image-centers"
+        cmd = (f"-d 3 -a -dof {dof} -m NMI -n {iterations} {init} -i {fixed} {moving} -o {out}"
                + (f" -threads {threads}" if threads else ""))
         with _quiet_stdout():
             Greedy3D().execute(cmd, out=io.StringIO(), err=io.StringIO())
@@ -210,7 +212,7 @@ def register(reference: str | Path, atlas: str | Path, out: str | Path | None = 
             anat_data, anat_affine = read_reference(anat, "anatomical image")
             anat_file = Path(tmp) / "anat.nii.gz"
             nib.save(nib.Nifti1Image(anat_data, anat_affine), str(anat_file))
-            to_anat = greedy_affine(fixed, anat_file, 6, iterations, threads)         # reference → T1 (rigid)
+            to_anat = greedy_affine(fixed, anat_file, 6, iterations, threads, same_frame=True)   # reference → T1 (rigid)
             to_mni = greedy_affine(anat_file, template_path("t1"), 12, iterations, threads)   # T1 → MNI (affine)
             matrix = to_mni @ to_anat
     seconds = time.perf_counter() - t0

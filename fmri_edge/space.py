@@ -111,7 +111,7 @@ def check_hemispheres(labels: np.ndarray, affine: np.ndarray, path: str | Path, 
         raise InputError(path, f"atlas is flipped left–right: {int(wrong.sum())} of {int(valid.sum())} left-hemisphere "
                                f"regions lie right of their partner (e.g. {region_name(pairs[k][0], region_names)} "
                                f"at RAS x = {world[left[k], 0]:+.0f} mm, {region_name(pairs[k][1], region_names)} at "
-                               f"{world[right[k], 0]:+.0f} mm); its affine's x axis is reversed (a radiological-"
+                               f"{world[right[k], 0]:+.0f} mm); its data or its affine have left and right reversed (a radiological-"
                                "convention file?): use the label image as distributed")
 
 

@@ -26,8 +26,6 @@ def register(
                                                  "to the T1 (affine), the T1 to the reference (rigid).")] = None,
     check: Annotated[Optional[Path], typer.Option(help="Write the atlas's outline on the reference as a PNG, to "
                                                   "check by eye before the scan.")] = None,
-    template: Annotated[str, typer.Option(help="The MNI template registered to REF without --anat: epi (an "
-                                          "EPI-like contrast made from the MNI152 2009 tissue maps) or t1.")] = "epi",
     force: Annotated[bool, typer.Option(help="Overwrite --out and --check files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
 ):
@@ -50,8 +48,7 @@ def register(
         names = Decoder(None).info.region_names
         err.print(f"registering the MNI152 template to {escape(reference.name)}"
                   + (f" through {escape(anat.name)}" if anat else "") + " …", highlight=False)
-        r = lib.register(reference, atlas, out, anat=anat, check=check, region_names=names, force=force,
-                         template=template)
+        r = lib.register(reference, atlas, out, anat=anat, check=check, region_names=names, force=force)
         if as_json:
             print(json.dumps(r.as_dict()))
         else:
