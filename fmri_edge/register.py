@@ -299,7 +299,7 @@ def write_overlay(path: Path, volume: np.ndarray, affine: np.ndarray, labels: np
         edge = _outline(sl)
         ax.imshow(np.ma.masked_where(~edge, sl), cmap=colors, origin="lower", aspect=aspect,
                   interpolation="nearest", vmin=0, vmax=max(1, int(lab.max())))
-        ax.set_title(f"{'xyz'[axis]} slice {k}", color="white", fontsize=8)
+        ax.set_title(f"{('sagittal', 'coronal', 'axial')[axis]} {k}", color="white", fontsize=8)
         ax.axis("off")
     fig.suptitle(title, color="white", fontsize=9)
     fig.tight_layout()
