@@ -308,16 +308,14 @@ def check_atlas(atlas, image, affine: np.ndarray | None = None, *, source: str |
     """Check an atlas against one image of the participant before it is used with it: hemispheres,
     field of view, declared spaces, on the brain (see the module docstring).
 
-    ``atlas``: an :class:`fmri_edge.extract.Atlas` (or a path, read for a 246-region model);
+    ``atlas``: an :class:`fmri_edge.extract.Atlas` (read, so its labels and hemispheres are checked);
     ``image``: a path (a 3-D volume, or the first volume of a 4-D run), a nibabel image, or an
     (X, Y, Z[, T]) array with its ``affine``; ``source`` names the image in messages (default: its
     path). Raises :class:`InputError` (one line naming the atlas and the problem) for a flipped
     atlas, one off the brain, or one with a region outside the field of view; notes go to ``notes``
     and the result."""
-    from fmri_edge.extract import Atlas
-
-    if not isinstance(atlas, Atlas):
-        atlas = Atlas(atlas, BRAINNETOME_REGIONS, region_names=region_names)   # its hemispheres checked there
+    if not hasattr(atlas, "labels_on_grid"):
+        raise TypeError("check_atlas takes an fmri_edge.extract.Atlas (read the file with Atlas(path, n_regions))")
     region_names = region_names if region_names is not None else getattr(atlas, "region_names", None)
     volume, grid_affine, name = _image(image, affine)
     source = source or name

@@ -214,3 +214,11 @@ def test_the_real_brainnetome_atlas_flipped_and_shifted(brain, tmp_path):
         nib.save(nib.Nifti1Image(labels, a), str(tmp_path / f"shifted{axis}.nii.gz"))
         with pytest.raises(InputError, match="shifted off the brain"):
             space.check_atlas(extract.Atlas(tmp_path / f"shifted{axis}.nii.gz", 246), volume, bold.affine, source="bold")
+
+
+def test_explain_brain_maps_refuse_a_flipped_atlas(brain):
+    from fmri_edge import brainmap
+
+    with pytest.raises(InputError, match="flipped left–right"):
+        brainmap.load_label_image(brain["flipped"], 246)
+    assert brainmap.load_label_image(brain["atlas"], 246).labels.max() == 246
