@@ -3,6 +3,7 @@
 - :mod:`fmri_edge.cli.decode`: predict, explain, adapt, info (numpy + onnxruntime);
 - :mod:`fmri_edge.cli.data`: score, simulate, extract (no model);
 - :mod:`fmri_edge.cli.live`: stream (real time at the scanner);
+- :mod:`fmri_edge.cli.registration`: register (the atlas into the participant's space, at session start);
 - :mod:`fmri_edge.cli.build`: train, report, export, bench (torch, imported only when they run).
 
 Results go to stdout (a table, or one JSON document with ``--json``); progress, warnings and
@@ -12,10 +13,11 @@ import os
 import sys
 
 from fmri_edge.cli.common import EXIT_BAD_INPUT, EXIT_PARTIAL, app, main
-from fmri_edge.cli import decode, live, data, build  # noqa: E402,F401  (registers the commands, in this order)
+from fmri_edge.cli import decode, live, registration, data, build  # noqa: E402,F401  (registers the commands, in this order)
 from fmri_edge.cli.decode import adapt, explain, info, predict  # noqa: E402,F401
 from fmri_edge.cli.data import extract, score, simulate  # noqa: E402,F401
 from fmri_edge.cli.live import stream  # noqa: E402,F401
+from fmri_edge.cli.registration import register  # noqa: E402,F401
 from fmri_edge.cli.build import bench, export, report, train  # noqa: E402,F401
 
 __all__ = ["app", "main", "run", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]

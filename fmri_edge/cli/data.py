@@ -262,11 +262,12 @@ def extract(
         try:
             if source.is_dir():
                 _extract_bids(lib, source, atlas, out, window, opts, task, space, force, as_json, errors_json,
-                              scheduler)
+                              scheduler, region_names=info.region_names)
             elif scheduler:
                 raise UsageError(f"--scheduler {scheduler}: distributes the runs of a BIDS folder; {source} is one run")
             else:
-                _extract_one(lib, source, atlas, out, events, window, opts, force, as_json, errors_json)
+                _extract_one(lib, source, atlas, out, events, window, opts, force, as_json, errors_json,
+                             region_names=info.region_names)
         except (EOFError, OSError) as e:   # never click's bare "Aborted!" nor a traceback: one line naming the file
             raise InputError(getattr(e, "filename", None) or source,
                              f"{getattr(e, 'strerror', None) or type(e).__name__}: {str(e)[:120]}") from None
@@ -309,7 +310,7 @@ def _print_notes(notes) -> None:
 
 
 def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path | None, window, opts, force,
-                 as_json, errors_json):
+                 as_json, errors_json, region_names=None):
     if events is None:
         raise UsageError(f"{bold}: give the run's events with --events EVENTS.tsv (or point at a BIDS folder)")
     if opts.labels is not None:
@@ -323,7 +324,7 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
     conf = opts.confounds
     if conf == "auto":
         conf = lib.confounds_beside(bold)
-    atlas = lib.Atlas(atlas_path, window.n_regions)
+    atlas = lib.Atlas(atlas_path, window.n_regions, region_names=region_names)
     r = lib.extract_run(bold, atlas, events, window, opts, conf)
     _print_notes(r.notes)
     if not len(r.trials):
@@ -347,8 +348,25 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
               f"fmri-edge predict {out_path}", highlight=False)
 
 
+def _check_atlas_once(atlas, runs) -> None:
+    """The atlas against the study's first readable run before any run is extracted: an atlas off the
+    brain or out of the field of view is the study's problem, refused once (exit 2), not once per run.
+    A problem of that run's own file is left to the run (reported with the others)."""
+    from fmri_edge.imaging.space import check_atlas
+
+    for prs in runs.values():
+        for r in prs:
+            try:
+                check_atlas(atlas, r.bold)
+            except InputError as e:
+                if e.path == str(atlas.path):
+                    raise
+                continue
+            return
+
+
 def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts, task, space, force, as_json,
-                  errors_json, scheduler=None):
+                  errors_json, scheduler=None, region_names=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if out_dir.suffix == ".npz" or out_dir.is_file():
@@ -358,7 +376,8 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
                          "*_desc-confounds_timeseries.tsv beside each BOLD)")
     runs = lib.find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
     labeled = lib.label_study(runs, window, opts) if opts.labels else None   # option or study problems: before any image
-    atlas = lib.Atlas(atlas_path, window.n_regions)
+    atlas = lib.Atlas(atlas_path, window.n_regions, region_names=region_names)   # a flipped atlas: refused here, once
+    _check_atlas_once(atlas, runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_runs = sum(len(v) for v in runs.values())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

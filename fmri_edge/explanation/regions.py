@@ -513,7 +513,7 @@ def explain(trials, model=None, participants=None, top_k: int = 10) -> Attention
     ----------
     trials : array (N, n_regions, n_times), or paths
         Trials, or the files and folders ``fmri-edge predict`` takes.
-    model : Decoder or str or Path, optional
+    model : fmri_edge.Decoder or str or Path, optional
         The model to explain; default: the shipped model (exact contributions of its linear decoder).
     participants : sequence of str, optional
         Whose trial each row is (arrays only), for the per-participant alignment.
@@ -534,9 +534,9 @@ def explain(trials, model=None, participants=None, top_k: int = 10) -> Attention
     >>> summary.kind, summary.n_trials, len(summary.rows(top=3))
     ('contribution', 12, 3)
     """
-    from fmri_edge.decoding.decoder import Decoder
+    from fmri_edge.decoding import decoder as face
 
-    decoder = model if isinstance(model, Decoder) else Decoder(model)
+    decoder = model if isinstance(model, face.Decoder) else face.Decoder(model)
     kind = require_kind(decoder.model)
     if isinstance(trials, (str, Path)) or (isinstance(trials, (list, tuple)) and trials
                                            and isinstance(trials[0], (str, Path))):

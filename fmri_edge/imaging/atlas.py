@@ -32,10 +32,10 @@ class Atlas:
     numbers), a 4-D file of one volume, any grid (1 mm, 2 mm, SPM 181×217×181 or FSL 182×218×182):
     resampled to the image's grid by nearest neighbour (nilearn) when it differs."""
 
-    def __init__(self, path: str | Path, n_regions: int):
-        from fmri_edge.imaging import volumes
+    def __init__(self, path: str | Path, n_regions: int, region_names=None):
+        from fmri_edge.imaging import space, volumes
 
-        self.path, self.n_regions = Path(path), n_regions
+        self.path, self.n_regions, self.region_names = Path(path), n_regions, region_names
         self.notes: list[str] = []
         h = volumes.read_header(self.path, "atlas")
         if h.n_volumes > 1:
@@ -49,6 +49,7 @@ class Atlas:
         self.labels = np.asarray(data, dtype=np.int32)
         self.affine, self.grid = h.affine, volumes.describe_grid(h.shape, h.affine)
         self._check_labels(np.unique(self.labels), "")
+        space.check_hemispheres(self.labels, self.affine, self.path, n_regions, region_names)   # a flipped atlas: once
         self._on_grid: dict[tuple, tuple[np.ndarray, str | None]] = {}
 
     def _whole_numbers(self, data: np.ndarray) -> np.ndarray:

@@ -170,14 +170,24 @@ def region_signals(bold, atlas: Atlas, tr: float, opts: ExtractOptions, confound
     """(V, n_regions) raw mean signal per region and volume of a checked BOLD header
     (:class:`~fmri_edge.imaging.volumes.Header`): the region-means kernel over blocks of volumes, or nilearn's
     labels masker on the whole run when confounds, detrending or filtering are asked."""
-    from fmri_edge.imaging import volumes
+    import itertools
 
+    from fmri_edge.imaging import space, volumes
+
+    notes.extend(space.check_field_of_view(atlas.labels, atlas.affine, atlas.path, atlas.n_regions, bold.volume_shape,
+                                           bold.affine, bold.path, getattr(atlas, "region_names", None)))
+    note = space.space_note(atlas.path, atlas.labels.shape, bold.path)
+    notes.extend([note] if note else [])
     labels = atlas.labels_on_grid(bold.volume_shape, bold.affine, notes, bold.path)
     if not needs_nilearn(opts, confounds):
         index = volumes.RegionIndex(labels, atlas.n_regions)
-        return np.concatenate([index.means(block) for block in
-                               volumes.iter_blocks(bold, block_volumes or volumes.DEFAULT_BLOCK_VOLUMES)])
-    return _masker_signals(volumes.read_image(bold, "BOLD image"), bold.affine, labels, atlas, tr, opts, confounds)
+        blocks = volumes.iter_blocks(bold, block_volumes or volumes.DEFAULT_BLOCK_VOLUMES)
+        first = next(blocks)
+        space.check_on_brain(labels, first.mean(axis=3), bold.affine, atlas.path, bold.path)   # the atlas on the brain
+        return np.concatenate([index.means(block) for block in itertools.chain([first], blocks)])
+    data = volumes.read_image(bold, "BOLD image")
+    space.check_on_brain(labels, data[..., :volumes.DEFAULT_BLOCK_VOLUMES].mean(axis=3), bold.affine, atlas.path, bold.path)
+    return _masker_signals(data, bold.affine, labels, atlas, tr, opts, confounds)
 
 
 def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: ExtractOptions, confounds) -> np.ndarray:

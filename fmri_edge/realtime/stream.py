@@ -354,7 +354,7 @@ class Stream:
         self.participant = participant or self.folder.resolve().name
         self.window = Window.from_model(decoder.info)
         self.schedule = Schedule(read_events(events, trial_types), self.window, tr, slice_time_ref)
-        self.atlas = Atlas(atlas, self.window.n_regions)
+        self.atlas = Atlas(atlas, self.window.n_regions, region_names=decoder.info.region_names)   # hemispheres checked
         self.alignment = Alignment(decoder, align, stats_from)
         self.feed = VolumeFolder(self.folder, VolumeReader(), volume_timeout, first_volume, poll, include_existing)
         self.on_answer = on_answer or (lambda line: print(line, flush=True))
@@ -433,8 +433,10 @@ class Stream:
     def _arrive(self, a: Arrival) -> None:
         data, affine, series = a.decoded
         if self.index is None:
+            from fmri_edge.imaging.space import check_atlas
             from fmri_edge.imaging.volumes import RegionIndex
 
+            check_atlas(self.atlas, data, affine, source=a.path, notes=self.notes)   # off the brain, out of view: refused
             self.index = RegionIndex.on_grid(self.atlas, data.shape[:3], affine, self.notes, source=a.path)
             self.grid = (tuple(data.shape), np.asarray(affine, dtype=np.float64), series)
             for n in self.notes:

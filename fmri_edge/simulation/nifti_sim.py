@@ -41,12 +41,23 @@ def _affine(voxel_mm: float) -> np.ndarray:
 
 
 def atlas_array(n_regions: int = 246, upsample: int = 1) -> np.ndarray:
-    """Labels 1 … n_regions as cubes (BLOCK·upsample voxels a side), 0 elsewhere."""
+    """Labels 1 … n_regions as cubes (BLOCK·upsample voxels a side), 0 elsewhere. As in the
+    Brainnetome atlas, odd labels are left-hemisphere regions and label 2k − 1's partner 2k sits at
+    the mirrored place in the right half (x, the first axis, grows to the right), so the atlas passes
+    :func:`fmri_edge.imaging.space.check_hemispheres`; when the left half has too few cubes, labels fill
+    the grid in order."""
     shape = grid_shape(n_regions)
     k = shape[0] // BLOCK
-    labels = np.zeros(k ** 3, dtype=np.int16)
-    labels[:n_regions] = np.arange(1, n_regions + 1)
-    cubes = labels.reshape(k, k, k)
+    cubes = np.zeros((k, k, k), dtype=np.int16)
+    left = [(i, j, m) for i in range(k // 2) for j in range(k) for m in range(k)]
+    n_pairs = (n_regions + 1) // 2
+    if n_pairs <= len(left):
+        for p, (i, j, m) in enumerate(left[:n_pairs]):
+            cubes[i, j, m] = 2 * p + 1
+            if 2 * p + 2 <= n_regions:
+                cubes[k - 1 - i, j, m] = 2 * p + 2
+    else:
+        cubes.ravel()[:n_regions] = np.arange(1, n_regions + 1)
     return np.kron(cubes, np.ones((BLOCK * upsample,) * 3, dtype=np.int16)).astype(np.int16)
 
 
