@@ -261,8 +261,11 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
     for protocol in protocols:
         t0 = time.perf_counter()
         runner = cv_runner(protocol, plan)
-        folds = (executor.cv(recipe, ds, protocol, plan, progress) if executor is not None and protocol in evaluated
-                 else runner(recipe, ds, progress))
+        if executor is not None and protocol in evaluated:   # folds and permutations submitted together
+            folds = executor.cv(recipe, ds, protocol, plan, progress, evaluation.shuffles(
+                ds.labels, shuffle_units(protocol, plan), permutations, recipe.seed) if permutations else None)
+        else:
+            folds = runner(recipe, ds, progress)
         if protocol == "subject":
             subject_folds = folds
         results["protocols"][protocol] = {

@@ -82,6 +82,7 @@ class DaskExecutor:
 
         self.client, self.address, self.distributed = client, address, cluster._distributed()
         self._ds = None
+        self._null: dict = {}   # protocol → the permutation futures, submitted with the folds
 
     def _data(self, ds):
         if self._ds is None or self._ds[0] is not ds:
@@ -98,16 +99,24 @@ class DaskExecutor:
                 progress(stage, i + 1, len(futures))
         return out
 
-    def cv(self, recipe, ds, protocol: str, plan, progress=None):
+    def cv(self, recipe, ds, protocol: str, plan, progress=None, shuffled: list[np.ndarray] | None = None):
+        """The protocol's folds (first in the queue) and, with ``shuffled``, its permutations
+        submitted at once behind them, so the workers never wait for the client."""
         from fmri_edge.training.within import within_folds
 
         data = self._data(ds)
         n = len(within_folds(ds, plan.runs)) if protocol == "within" else len(plan.folds)
-        futures = [self.client.submit(fold_task, recipe, data, protocol, plan.runs, k, pure=False) for k in range(n)]
+        futures = [self.client.submit(fold_task, recipe, data, protocol, plan.runs, k, pure=False, priority=10)
+                   for k in range(n)]
+        if shuffled:
+            self._null[protocol] = [self.client.submit(permutation_task, recipe, data, protocol, plan.runs, y,
+                                                       pure=False) for y in shuffled]
         return self._gather(futures, f"{protocol} CV folds on {self.address}", progress)
 
     def null(self, recipe, ds, protocol: str, plan, shuffled: list[np.ndarray], progress=None) -> list[float]:
-        data = self._data(ds)
-        futures = [self.client.submit(permutation_task, recipe, data, protocol, plan.runs, y, pure=False)
-                   for y in shuffled]
+        futures = self._null.pop(protocol, None)
+        if futures is None:
+            data = self._data(ds)
+            futures = [self.client.submit(permutation_task, recipe, data, protocol, plan.runs, y, pure=False)
+                       for y in shuffled]
         return self._gather(futures, f"permutation null on {self.address}", progress)
