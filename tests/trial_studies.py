@@ -40,5 +40,5 @@ def write_trial_study(root: Path, n_participants: int = 6, n_runs: int = 2, per_
         np.savez(folder / "fMRI_data.npz", data=np.concatenate(xs), run=np.concatenate(rs))
         level_of = np.select([y < 0, y > 0], [-3, 2], 0)
         np.savez(folder / "labels.npz", data=np.stack([y, level_of], axis=1).astype(np.float64),
-                 level_rated=np.full(len(y), rated))
+                 level_rated=np.full(len(y), int(rated), dtype=np.int8))
     return root

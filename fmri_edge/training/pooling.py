@@ -49,6 +49,7 @@ def load_studies(recipe: Recipe, paths: list[Path], group_by: str | None) -> tup
 
     from fmri_edge.training.run import load_dataset
 
+    check_classes(paths)
     parts, infos, names = [], [], None
     data0 = recipe.data
     try:
@@ -95,6 +96,32 @@ def load_studies(recipe: Recipe, paths: list[Path], group_by: str | None) -> tup
         raise UsageError(f"--group-by {by!r} with several --data: use auto or study (leave-one-study-out)")
     ds.groups = np.asarray([groups[p] for p in ds.participants])
     return ds, names, how, infos
+
+
+def _label(c: int) -> str:
+    return f"{c:+d}" if c else "0"
+
+
+def check_classes(paths: list[Path]) -> None:
+    """The studies' CLASS sets (from their labels.npz, before any trial is read): refused in one
+    line when they have no class in common, or share fewer than the three the model decodes."""
+    from fmri_edge.io import LABEL_FILE, discover, load_labels
+
+    sets = {}
+    for name, path in zip(study_names(paths), paths):
+        have: set[int] = set()
+        for src in discover([Path(path)]):
+            if (src.path.parent / LABEL_FILE).is_file():
+                have |= set(load_labels(src.path.parent / LABEL_FILE)[:, 0].tolist())
+        sets[name] = have
+    common = set.intersection(*sets.values())
+    listed = "; ".join(f"{n}: {', '.join(_label(c) for c in sorted(v)) or 'none'}" for n, v in sets.items())
+    if not common:
+        raise UsageError(f"the studies have no CLASS in common ({listed}): pooled studies pool by CLASS; check "
+                         "their --class-map")
+    if len(common) < 3:
+        raise UsageError(f"the studies share CLASS {', '.join(_label(c) for c in sorted(common))} only ({listed}); "
+                         "the model decodes all three: pool studies that label every class")
 
 
 def study_table(folds, level_rule: str) -> list[dict]:
