@@ -1,7 +1,6 @@
 """train --data A --data B (issue 31): pooled studies, participants scoped by study, leave-one-study-out."""
 import json
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
