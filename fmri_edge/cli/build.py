@@ -21,24 +21,30 @@ def train(
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="Training recipe (TOML), e.g. train/fmri-edge.toml. Default: the shipped model's "
                                "recipe, installed with the package.")] = None,
-    data: Annotated[Optional[Path], typer.Option(
+    data: Annotated[Optional[list[Path]], typer.Option(
         help="A folder of participant folders holding fMRI_data.npz + labels.npz (extract --class-column's output, "
-             "or ICBHI's Train). Default: the recipe's data.")] = None,
+             "or ICBHI's Train). Default: the recipe's data. Repeat to pool several studies (participants are "
+             "named STUDY/sub-XX; --group-by study holds out one study at a time).")] = None,
     group_by: Annotated[Optional[str], typer.Option(
         help="CV groups: auto (leave-one-participant-out up to 20 participants, grouped 10-fold above) or "
-             "participants:COL (a column of DATA/participants.tsv). Default: the recipe's for its own data, "
-             "else auto.")] = None,
+             "participants:COL (a column of DATA/participants.tsv), or, with several --data, study "
+             "(leave-one-study-out). Default: the recipe's for its own data, else auto.")] = None,
     permutations: Annotated[int, typer.Option(
         help="Permutation null: shuffle the labels within each participant and rerun the whole CV this many "
              "times (p-value of the CV accuracy). 0 = skip.", min=0)] = 0,
     protocol: Annotated[Optional[list[str]], typer.Option(
-        help="Evaluation protocol(s): subject (cross-subject CV) and/or random (paper's 8:1:1 trial split). "
-             "Default: the recipe's; with --data, subject.")] = None,
+        help="Evaluation protocol(s): subject (cross-subject CV), within (leave-one-run-out inside each "
+             "participant, a model per participant and fold; not exportable) and/or random (paper's 8:1:1 trial "
+             "split). Default: the recipe's; with --data, subject.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe name>, or "
                                                                   "runs/<data folder name> with --data).")] = None,
     final: Annotated[bool, typer.Option(help="Fit the model on all subjects after evaluation.")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default).", min=0)] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="Run the evaluated protocol's folds and permutations on a Dask cluster: a scheduler's address "
+             "(tcp://host:8786) or local:N for N local worker processes (pip install 'fmri-edge[dask]'); the same "
+             "numbers as without it (each task seeded, one torch thread). Workers need the package.")] = None,
 ):
     """Evaluate a recipe (cross-subject CV and/or the paper's split) and fit the model to ship —
     on ICBHI or on a lab's own labeled study (--data)."""
@@ -55,21 +61,33 @@ def train(
         recipe = load_recipe(config or shipped_recipe())
         if config is None:
             recipe.source = "fmri_edge/training/recipes/fmri-edge.toml (shipped)"
+        studies = list(data or [])
+        for d in studies:
+            if not d.is_dir():
+                raise UsageError(f"--data {d}: no such folder (give a folder of participant folders)")
+        if len({d.resolve() for d in studies}) < len(studies):
+            raise UsageError("--data: the same folder twice; give each study once")
+        data = studies[0] if studies else None
+        pooled_studies = studies if len(studies) > 1 else None
+        if group_by == "study" and not pooled_studies:
+            raise UsageError("--group-by study holds out one study at a time: give two or more --data folders")
         if data is not None:
-            if not data.is_dir():
-                raise UsageError(f"--data {data}: no such folder (give a folder of participant folders)")
-            if group_by is None and data.resolve() != Path(recipe.data).resolve():
+            if group_by is None and (pooled_studies or data.resolve() != Path(recipe.data).resolve()):
                 group_by = "auto"   # the recipe's groups describe the recipe's own data
             recipe.data = str(data)
         # a lab's own study: the honest protocol only (the random trial split is the paper's, optimistic)
         protocols = protocol or (["subject"] if data is not None else recipe.eval.protocols)
-        bad = set(protocols) - {"subject", "random"}
+        bad = set(protocols) - {"subject", "random", "within"}
         if bad:
-            raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject and/or random")
-        if permutations and "subject" not in protocols:
-            raise UsageError("--permutations reruns the subject CV: keep --protocol subject")
-        out_dir = out_dir or Path("runs") / (data.resolve().name if data is not None else recipe.name)
-        plan = make_plan(recipe, group_by)
+            raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject, within and/or random")
+        if permutations and not {"subject", "within"} & set(protocols):
+            raise UsageError("--permutations reruns the subject (or within) CV: keep --protocol subject or within")
+        if scheduler:
+            from fmri_edge.scheduler import parse_local
+
+            parse_local(scheduler)   # a malformed local:N is one line before anything is loaded
+        out_dir = out_dir or Path("runs") / ("+".join(d.resolve().name for d in studies) if studies else recipe.name)
+        plan = make_plan(recipe, group_by, protocols, pooled_studies)
         if not as_json:
             _print_fold_plan(plan)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -81,8 +99,17 @@ def train(
                     tasks[stage] = bar.add_task(stage, total=epochs)
                 bar.update(tasks[stage], completed=epoch)
 
-            results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
-                          permutations=permutations, own_data=data is not None)
+            if scheduler:
+                from fmri_edge.scheduler import connect
+                from fmri_edge.training.tasks import DaskExecutor
+
+                with connect(scheduler) as (client, _):
+                    results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
+                                  permutations=permutations, own_data=data is not None,
+                                  executor=DaskExecutor(client, scheduler))
+            else:
+                results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
+                              permutations=permutations, own_data=data is not None)
     summaries = {p: r["summary"] for p, r in results["protocols"].items()}
     if as_json:
         print(json.dumps({"out": str(out_dir), "summaries": summaries, "evaluation": results.get("evaluation"),
@@ -102,13 +129,44 @@ def train(
     out.print(t)
     if ev and data is not None:
         _print_participants(ev["participants"])
+    if ev and ev.get("studies"):
+        _print_studies(ev["studies"])
     if ev:
         _print_evaluation(ev)
+    if results.get("evaluation_within"):   # --protocol subject and within: the within CV's own report
+        ew = results["evaluation_within"]
+        out.print("\n[bold]within participants[/] (leave-one-run-out; also cv_participants_within.csv)")
+        _print_participants(ew["participants"])
+        _print_evaluation(ew)
+    if results.get("export") == "refused: --protocol within":
+        err.print(f"run saved in {out_dir}/ (one model per participant and fold; a within run is not exported: "
+                  "train --protocol subject for a decoder of new participants)", highlight=False)
+        return
     err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}" + (
         f" --out {out_dir.name}.onnx" if data is not None else ""), highlight=False)
 
 
+def _print_studies(rows: list[dict]) -> None:
+    t = Table(title="per study (held-out trials of its participants)", title_justify="left")
+    for c in ("study", "participants", "trials", "CLASS acc", "chance (binomial)"):
+        t.add_column(c, justify="left" if c == "study" else "right")
+    for r in rows:
+        t.add_row(r["study"], str(r["participants"]), str(r["trials"]), f"{r['CLASS_accuracy']:.3f}",
+                  f"{r['binomial_threshold']:.3f}")
+    out.print(t)
+
+
 def _print_fold_plan(plan) -> None:
+    if plan.runs is not None:   # --protocol within: the runs each participant's folds leave out
+        ps = sorted(set(plan.ds.participants.tolist()))
+        t = Table(title=f"within-participant folds ({sum(len(set(plan.runs[plan.ds.participants == p].tolist())) for p in ps)}"
+                        f"; leave-one-run-out inside each of {len(ps)} participants)", title_justify="left")
+        for c in ("participant", "runs", "trials per run"):
+            t.add_column(c, justify="left" if c == "participant" else "right")
+        for p in ps[:60]:
+            r = plan.runs[plan.ds.participants == p]
+            t.add_row(p, str(len(set(r.tolist()))), " ".join(str(int((r == v).sum())) for v in sorted(set(r.tolist()))))
+        err.print(t)
     t = Table(title=f"cross-validation folds ({len(plan.folds)}; groups: {plan.groups_how})", title_justify="left")
     for c in ("fold", "held out", "trials", "training participants"):
         t.add_column(c, justify="right" if c in ("fold", "trials") else "left")

@@ -90,6 +90,12 @@ def simulate(
                                                         "`train --data` (needs the nifti extra).")] = False,
     null: Annotated[bool, typer.Option("--null", help="With --study: no planted signal (labels only): what a "
                                                       "decoder must stay at chance on.")] = False,
+    individual: Annotated[bool, typer.Option("--individual", help="With --study: every participant its own class "
+                                             "pattern (a within-participant signal not shared across "
+                                             "participants).")] = False,
+    confounds: Annotated[bool, typer.Option("--confounds", help="With --study: fMRIPrep-like confounds files beside "
+                                            "each BOLD (motion, FD with a few spikes above 0.5 mm, DVARS, "
+                                            "cosines).")] = False,
 ):
     """Write simulated BOLD-like trials with a planted valence signal (no real data needed);
     with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on;
@@ -105,7 +111,8 @@ def simulate(
         with user_errors():
             raise UsageError("give OUT (a .npy file or a folder), or --scanner WATCH_DIR --from BOLD --tr S")
     if nifti or bids or study:
-        _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force, study, tr or 1.5, null, effect)
+        _simulate_nifti(out_path, bids, trials, subjects, runs, seed, force, study, tr or 1.5, null, effect,
+                        individual, confounds)
         return
     with user_errors():
         x, y, subj = sim(trials, n_times=n_times, effect=effect, n_subjects=subjects, seed=seed)
@@ -141,7 +148,8 @@ def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
 
 
 def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, runs: int, seed: int, force: bool,
-                    study: bool = False, tr: float = 1.5, null: bool = False, effect: float = 0.02):
+                    study: bool = False, tr: float = 1.5, null: bool = False, effect: float = 0.02,
+                    individual: bool = False, confounds: bool = False):
     with user_errors():
         from fmri_edge.imaging.extract import require_nifti
 
@@ -155,10 +163,13 @@ def _simulate_nifti(out_path: Path, bids: bool, n_events: int, subjects: int, ru
         out_path.mkdir(parents=True, exist_ok=True)
         nifti_sim.write_atlas(out_path / "atlas.nii.gz")
         if study:
-            written = nifti_sim.write_labeled_study(out_path / "study", subjects, runs, n_events, tr, null, seed, effect)
+            written = nifti_sim.write_labeled_study(out_path / "study", subjects, runs, n_events, tr, null, seed, effect,
+                                                    individual=individual, confounds=confounds)
             err.print(f"wrote {out_path / 'atlas.nii.gz'} and {out_path / 'study'}/: {len(written)} participant(s) × "
                       f"{runs} run(s) of {n_events} labeled events (TR {tr:g} s, "
-                      + ("null: no signal" if null else f"planted signal {effect:g}") + ")", highlight=False)
+                      + ("null: no signal" if null else f"planted signal {effect:g}"
+                         + (", each participant its own pattern" if individual else ""))
+                      + (", fMRIPrep-like confounds" if confounds else "") + ")", highlight=False)
             return
         if bids:
             written = nifti_sim.write_bids(out_path / "study", subjects, runs, n_events=n_events, seed=seed)
@@ -202,6 +213,15 @@ def extract(
              "or 'auto' for fMRIPrep's file beside each BOLD. Default: none (raw signal).")] = None,
     confound_columns: Annotated[str, typer.Option(help="Columns of the confounds TSV, comma-separated.")]
         = "trans_x,trans_y,trans_z,rot_x,rot_y,rot_z",
+    confounds_strategy: Annotated[Optional[str], typer.Option(
+        help="fMRIPrep denoising through nilearn's load_confounds_strategy: simple, scrubbing, compcor or ica_aroma "
+             "(reads *_desc-confounds_timeseries.tsv beside each BOLD). With scrubbing, censored volumes are never "
+             "samples of a trial: a trial losing more than a quarter of its window is dropped, the others are "
+             "interpolated across the gap and marked.")] = None,
+    fd_threshold: Annotated[Optional[float], typer.Option(
+        help="--confounds-strategy scrubbing: framewise displacement threshold in mm (nilearn's default 0.5).")] = None,
+    std_dvars_threshold: Annotated[Optional[float], typer.Option(
+        help="--confounds-strategy scrubbing: standardized DVARS threshold (nilearn's default 1.5).")] = None,
     detrend: Annotated[bool, typer.Option(help="Remove each region's linear trend and mean (changes the raw level "
                                                "the model was trained on).")] = False,
     high_pass: Annotated[Optional[float], typer.Option(help="High-pass filter cutoff in Hz (nilearn). Default: "
@@ -248,11 +268,18 @@ def extract(
         window = lib.Window.from_model(info)
         if window.baseline_from.startswith("default"):
             err.print(f"[yellow]note:[/] baseline {window.baseline_s:g} s: {window.baseline_from}", highlight=False)
+        from fmri_edge.imaging import confounds as strategies
+
+        strategy = strategies.parse(confounds_strategy, fd_threshold, std_dvars_threshold)
+        if strategy is not None and confounds is not None:
+            raise UsageError(f"--confounds {confounds} and --confounds-strategy {confounds_strategy}: choose one "
+                             "(the strategy reads fMRIPrep's confounds file itself)")
         opts = lib.ExtractOptions(tr=tr, slice_time_ref=slice_time_ref, trial_types=tuple(trial_type or ()),
                            confounds=confounds, confound_columns=tuple(c.strip() for c in confound_columns.split(",")
                                                                        if c.strip()),
                            detrend=detrend, high_pass=high_pass,
-                           labels=_label_spec(class_column, class_map, level_column, level_scale, level_missing, min_gap))
+                           labels=_label_spec(class_column, class_map, level_column, level_scale, level_missing, min_gap),
+                           confounds_strategy=strategy)
         if errors_json:
             from fmri_edge.data.submission import check_new
 
@@ -375,6 +402,10 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
         raise UsageError(f"--confounds {opts.confounds}: with a BIDS folder use --confounds auto (fMRIPrep's "
                          "*_desc-confounds_timeseries.tsv beside each BOLD)")
     runs = lib.find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
+    if opts.confounds_strategy is not None:   # a file without the strategy's columns: before any image is read
+        from fmri_edge.imaging import confounds as strategies
+
+        strategies.check_study([r.bold for prs in runs.values() for r in prs], opts.confounds_strategy)
     labeled = lib.label_study(runs, window, opts) if opts.labels else None   # option or study problems: before any image
     atlas = lib.Atlas(atlas_path, window.n_regions, region_names=region_names)   # a flipped atlas: refused here, once
     _check_atlas_once(atlas, runs)
@@ -401,7 +432,8 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
         raise UsageError(f"{root}: no participant's trials could be extracted ({len(problems)} problem(s) above); "
                          "nothing written")
     _report_problems(problems, errors_json, force=force)
-    summary = _write_labels(lib, results, opts.labels, window, root, out_dir, force) if opts.labels else None
+    summary = _write_labels(lib, results, opts.labels, window, root, out_dir, force,
+                                                    opts.confounds_strategy) if opts.labels else None
     if as_json:
         print(json.dumps({"window": _window_json(window), "out": str(out_dir), "labels": summary, "participants": [
             {"participant": p.participant, "out": str(p.out) if p.out else None, "trials": p.n_trials,
@@ -425,13 +457,15 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
               f"run order{'; labels.npz beside each fMRI_data.npz' if summary else ''}) — next: {nxt}", highlight=False)
 
 
-def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: bool) -> dict:
+def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: bool, strategy=None) -> dict:
     """OUT/labels.json, and the study's participants.tsv copied to OUT (the groups `train --group-by` reads)."""
     import shutil
 
     from fmri_edge.imaging.events import LABELS_JSON, write_summary
 
     summary = lib.labels_summary(results, spec, window, root)
+    if strategy is not None:   # --confounds-strategy: nilearn's parameters and the scrubbing rule
+        summary["confounds_strategy"] = strategy.describe()
     for folder in (root, *list(root.resolve().parents)[:2]):
         tsv = folder / "participants.tsv"
         if tsv.is_file():
@@ -454,6 +488,17 @@ def _print_labels(summary: dict) -> None:
     for p, c in summary["participants"].items():
         t.add_row(p, *(str(c[k]) for k in ("trials", "CLASS -1", "CLASS 0", "CLASS +1", "rated", "overlapping")))
     out.print(t)
+    scrub = {p: c["scrubbing"] for p, c in summary["participants"].items() if "scrubbing" in c}
+    if scrub:
+        st = summary.get("confounds_strategy", {})
+        t = Table(title=f"confounds: strategy {st.get('strategy', '?')} (nilearn load_confounds_strategy"
+                        + "".join(f", {k} {st['parameters'][k]:g}" for k in ("fd_threshold", "std_dvars_threshold")
+                                  if k in st.get("parameters", {})) + ")", title_justify="left")
+        for c in ("participant", "volumes", "censored", "trials dropped", "trials interpolated"):
+            t.add_column(c, justify="left" if c == "participant" else "right")
+        for p, c in scrub.items():
+            t.add_row(p, *(str(c[k]) for k in ("volumes", "censored", "trials_dropped", "trials_interpolated")))
+        out.print(t)
     for reason, n in summary["dropped"].items():
         err.print(f"[yellow]dropped:[/] {n} event row(s): {escape(reason)}", highlight=False)
     if summary["overlapping"]["trials"]:

@@ -144,6 +144,7 @@ class ExtractOptions:
     detrend: bool = False
     high_pass: float | None = None
     labels: LabelSpec | None = None          # CLASS and LEVEL of each trial from the events (a lab's study)
+    confounds_strategy: object | None = None  # fmri_edge.imaging.confounds.Strategy: nilearn's fMRIPrep strategies
 
 
 @dataclass
@@ -158,15 +159,17 @@ class RunResult:
     skipped: list[InputError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     labels: Labeled | None = None   # the kept trials' CLASS and LEVEL (with ``ExtractOptions.labels``)
+    scrubbed: dict | None = None    # --confounds-strategy: volumes censored, trials dropped / interpolated
+    scrubbed_volumes: np.ndarray | None = None   # (N,) censored volumes inside each kept trial's window
 
 
 def needs_nilearn(opts: ExtractOptions, confounds) -> bool:
     """Confound regression, detrending and filtering need the whole run: nilearn does them."""
-    return confounds is not None or opts.detrend or opts.high_pass is not None
+    return confounds is not None or opts.detrend or opts.high_pass is not None or opts.confounds_strategy is not None
 
 
 def region_signals(bold, atlas: Atlas, tr: float, opts: ExtractOptions, confounds, notes,
-                   block_volumes: int | None = None) -> np.ndarray:
+                   block_volumes: int | None = None, sample_mask=None) -> np.ndarray:
     """(V, n_regions) raw mean signal per region and volume of a checked BOLD header
     (:class:`~fmri_edge.imaging.volumes.Header`): the region-means kernel over blocks of volumes, or nilearn's
     labels masker on the whole run when confounds, detrending or filtering are asked."""
@@ -187,10 +190,11 @@ def region_signals(bold, atlas: Atlas, tr: float, opts: ExtractOptions, confound
         return np.concatenate([index.means(block) for block in itertools.chain([first], blocks)])
     data = volumes.read_image(bold, "BOLD image")
     space.check_on_brain(labels, data[..., :volumes.DEFAULT_BLOCK_VOLUMES].mean(axis=3), bold.affine, atlas.path, bold.path)
-    return _masker_signals(data, bold.affine, labels, atlas, tr, opts, confounds)
+    return _masker_signals(data, bold.affine, labels, atlas, tr, opts, confounds, sample_mask)
 
 
-def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: ExtractOptions, confounds) -> np.ndarray:
+def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: ExtractOptions, confounds,
+                    sample_mask=None) -> np.ndarray:
     import warnings
 
     import nibabel as nib
@@ -201,7 +205,7 @@ def _masker_signals(data, affine, labels, atlas: Atlas, tr: float, opts: Extract
                                resampling_target=None, keep_masked_labels=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        signals = masker.fit_transform(nib.Nifti1Image(data, affine), confounds=confounds)
+        signals = masker.fit_transform(nib.Nifti1Image(data, affine), confounds=confounds, sample_mask=sample_mask)
     ids = getattr(masker, "region_ids_", None)
     if isinstance(ids, dict):
         got = [int(v) for k, v in ids.items() if k != "background"]
@@ -241,17 +245,36 @@ def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events | La
     if n_vol < 2:
         raise InputError(bold, f"4-D image with {n_vol} volume: at least 2 are needed to interpolate in time")
     tr = bold_tr(h, bold, opts.tr, notes)
-    conf = read_confounds(confounds_path, opts.confound_columns, n_vol) if confounds_path else None
+    kept = None
+    if opts.confounds_strategy is not None:   # nilearn's fMRIPrep strategy: confounds and censored volumes
+        from fmri_edge.imaging import confounds as strategies
+
+        conf, kept = strategies.load(bold, opts.confounds_strategy, n_vol)
+    else:
+        conf = read_confounds(confounds_path, opts.confound_columns, n_vol) if confounds_path else None
     try:
-        signals = region_signals(h, atlas, tr, opts, conf, notes, block_volumes)
+        signals = region_signals(h, atlas, tr, opts, conf, notes, block_volumes, kept)
     except MemoryError:
         raise InputError(bold, f"not enough memory to extract this run ({'×'.join(map(str, h.shape))})") from None
     if not np.isfinite(signals).all():
         raise InputError(bold, "region signals hold NaN or Inf (NaN voxels in the BOLD image?)")
     times = volume_times(n_vol, tr, opts.slice_time_ref)
-    trials, keep, skipped = cut_trials(times, signals, ev, window, bold)
+    if opts.confounds_strategy is None:
+        trials, keep, skipped = cut_trials(times, signals, ev, window, bold)
+        return RunResult(bold, ev.path, trials, ev.onset[keep], ev.trial_type[keep], n_vol, tr, skipped, notes,
+                         None if lab is None else lab.take(keep))
+    # censored volumes are never samples: the trials are cut from the kept volumes only (interpolated
+    # across a gap); a trial that loses too much of its window is dropped and counted
+    from fmri_edge.imaging import confounds as strategies
+
+    kept_idx = np.arange(n_vol) if kept is None else kept
+    trials, keep, skipped = cut_trials(times[kept_idx], signals, ev, window, bold)
+    lost, drop = strategies.scrub_trials(times, kept_idx, ev.onset[keep], window.offsets())
+    scrubbed = {"strategy": opts.confounds_strategy.name, "volumes": int(n_vol), "censored": int(n_vol - len(kept_idx)),
+                "trials_dropped": int(drop.sum()), "trials_interpolated": int(((lost > 0) & ~drop).sum())}
+    keep, trials, lost = keep[~drop], trials[~drop], lost[~drop]
     return RunResult(bold, ev.path, trials, ev.onset[keep], ev.trial_type[keep], n_vol, tr, skipped, notes,
-                     None if lab is None else lab.take(keep))
+                     None if lab is None else lab.take(keep), scrubbed, lost)
 
 
 # ---- output ----------------------------------------------------------------------------------------------
@@ -275,6 +298,9 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False,
         "run": np.concatenate([np.full(len(r.trials), i + 1, dtype=np.int64) for i, r in enumerate(results)]),
         "runs": np.asarray([r.bold.name for r in results], dtype=str),
     }
+    if any(r.scrubbed_volumes is not None for r in results):   # --confounds-strategy: censored volumes per trial
+        arrays["scrubbed_volumes"] = np.concatenate([np.zeros(len(r.trials), np.int64) if r.scrubbed_volumes is None
+                                                     else r.scrubbed_volumes for r in results]).astype(np.int64)
     if window is not None:  # the window the trials were cut with: predict warns when a model's differs
         arrays["baseline_s"], arrays["n_times"] = np.float64(window.baseline_s), np.int64(window.n_times)
     with replace_atomically(path, binary=True) as f:
@@ -538,6 +564,13 @@ def labels_summary(results: list[ParticipantResult], spec: LabelSpec, window: Wi
             "trials": int(len(cls)), **{f"CLASS {c:+d}" if c else "CLASS 0": int((cls == c).sum()) for c in (-1, 0, 1)},
             "rated": int(sum(r.labels.level_rated.sum() for r in kept)), "overlapping": over,
             "runs": [{"bold": str(r.bold), "events": str(r.events), "trials": len(r.trials)} for r in kept]}
+        scrub = [r.scrubbed for r in p.runs if r.scrubbed]
+        if scrub:   # --confounds-strategy: what was censored and what it cost this participant
+            participants[p.participant]["scrubbing"] = {k: sum(x[k] for x in scrub) for k in
+                                                        ("volumes", "censored", "trials_dropped", "trials_interpolated")}
+            n_scrubbed = participants[p.participant]["scrubbing"]["trials_dropped"]
+            if n_scrubbed:
+                dropped["window lost more than a quarter of its volumes to scrubbing"] += n_scrubbed
     single = [p for p, c in participants.items() if sum(c[k] > 0 for k in ("CLASS -1", "CLASS 0", "CLASS +1")) < 2]
     return {"study": str(root), **spec.describe(),
             "window": {"n_regions": window.n_regions, "n_times": window.n_times, "baseline_s": window.baseline_s},

@@ -204,7 +204,8 @@ class SimParticipant:
 def write_labeled_study(root: str | Path, n_subjects: int = 10, n_runs: int = 2, n_events: int = 12,
                         tr: float = 1.5, null: bool = False, seed: int = 0, effect: float = 0.02,
                         noise: float = 0.01, n_regions: int = 246, signal_regions=EMOTION_REGIONS,
-                        missing_rating: float = 0.05) -> dict[str, SimParticipant]:
+                        missing_rating: float = 0.05, individual: bool = False,
+                        confounds: bool = False) -> dict[str, SimParticipant]:
     """A labeled BIDS study as a lab holds it, with a planted class signal (none with ``null``).
 
     - ``root/derivatives/fmriprep/sub-XX/func/*_desc-preproc_bold.nii.gz``: BOLD at TR ``tr``;
@@ -219,7 +220,15 @@ def write_labeled_study(root: str | Path, n_subjects: int = 10, n_runs: int = 2,
     apart at onsets between volumes, so a 25-s window holds one event. The planted response in
     ``signal_regions``, as a fraction of the region's level, is ``gain · effect · (valence + 0.25 ·
     (rating − 5) / 4) · bump(t − onset)``, with ``bump(s) = exp(−((s − 8) / 4)²)``; every region
-    also carries AR(1) noise of standard deviation ``noise`` per volume and a slow drift."""
+    also carries AR(1) noise of standard deviation ``noise`` per volume and a slow drift.
+
+    ``individual``: every participant has its own pattern instead (a within-participant signal not
+    shared across participants): 24 regions drawn for that participant, and for each class its own
+    random ±1 pattern over them, ``gain · effect · pattern[class] · bump(t − onset)``; the ratings
+    are not planted. ``confounds``: an fMRIPrep-like ``*_desc-confounds_timeseries.tsv`` (+ .json)
+    beside each BOLD (:func:`write_fmriprep_confounds`): motion, its derivatives, FD with a few
+    spikes above 0.5 mm, std_dvars, csf, white_matter, global_signal, cosine regressors. Both
+    draw from their own random streams: the other files are the same as without them."""
     root = Path(root)
     rng0 = np.random.default_rng(seed)
     levels = rng0.uniform(400, 14_000, n_regions)
@@ -247,9 +256,18 @@ def write_labeled_study(root: str | Path, n_subjects: int = 10, n_runs: int = 2,
             for k in range(1, n_vol):
                 ar[k] = 0.7 * ar[k - 1] + eps[k]
             rel = ar + 0.01 * np.sin(2 * np.pi * t[:, None] / rng.uniform(60, 200, n_regions) + rng.uniform(0, 6.3, n_regions))
-            rel[:, list(signal_regions)] += bump[:, None]
+            if individual:   # the participant's own pattern per class (its own random stream)
+                prng = np.random.default_rng([seed, s, 31])
+                regions = prng.choice(n_regions, 24, replace=False)
+                pattern = prng.choice([-1.0, 1.0], size=(3, 24))
+                bumps = np.exp(-(((t[:, None] - onsets[None]) - 8.0) / 4.0) ** 2)           # (V, E)
+                rel[:, regions] += gain * effect * bumps @ pattern[valence.astype(int) + 1]
+            else:
+                rel[:, list(signal_regions)] += bump[:, None]
             bold = root / "derivatives" / "fmriprep" / sub / "func" / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz"
             write_bold(bold, level[None] * (1 + rel), tr, rng)
+            if confounds:
+                write_fmriprep_confounds(bold, n_vol, np.random.default_rng([seed, s, r, 53]))
             catch = onsets[rng.integers(0, n_events - 1)] + 14.0 + rng.uniform(0, 2)   # between two events
             shown = rating.copy()
             shown[rng.random(n_events) < missing_rating] = np.nan
@@ -277,3 +295,49 @@ def write_labeled_study(root: str | Path, n_subjects: int = 10, n_runs: int = 2,
         '{"Name": "fmri-edge synthetic labeled study' + (' (null: no signal)' if null else '')
         + '", "BIDSVersion": "1.8.0"}\n')
     return out
+
+
+def fmriprep_confounds_path(bold: str | Path) -> Path:
+    bold = Path(bold)
+    return bold.with_name(bold.name.split("_space-")[0] + "_desc-confounds_timeseries.tsv")
+
+
+def write_fmriprep_confounds(bold: str | Path, n_vol: int, rng: np.random.Generator,
+                             spikes: int = 3) -> Path:
+    """An fMRIPrep-like confounds file (and its JSON sidecar) beside ``bold``: the columns nilearn's
+    ``load_confounds_strategy`` reads for ``simple`` and ``scrubbing`` (motion and its derivatives
+    and squares, ``framewise_displacement`` with ``spikes`` volumes above 0.5 mm, ``std_dvars``,
+    ``csf``, ``white_matter``, ``global_signal`` (+ derivatives), ``cosine00``…), ``n/a`` in the
+    first row of derivatives as fMRIPrep writes it."""
+    cols: dict[str, np.ndarray] = {}
+    for k in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"):
+        cols[k] = np.cumsum(rng.normal(scale=0.02, size=n_vol))
+    fd = np.abs(rng.normal(scale=0.08, size=n_vol)) + 0.05
+    at = rng.choice(np.arange(12, n_vol - 12), spikes, replace=False) if n_vol > 30 else np.array([], int)
+    fd[at] = rng.uniform(0.6, 1.5, len(at))
+    fd[0] = np.nan
+    cols["framewise_displacement"] = fd
+    dv = rng.normal(1.0, 0.1, n_vol)
+    dv[0] = np.nan
+    cols["std_dvars"] = dv
+    for k in ("csf", "white_matter", "global_signal"):
+        cols[k] = rng.normal(scale=1.0, size=n_vol)
+    out: dict[str, np.ndarray] = {}
+    for k, v in cols.items():
+        out[k] = v
+        if k in ("framewise_displacement", "std_dvars"):
+            continue
+        d = np.concatenate([[np.nan], np.diff(v)])
+        out[f"{k}_derivative1"] = d
+        out[f"{k}_power2"] = v ** 2
+        out[f"{k}_derivative1_power2"] = d ** 2
+    t = np.arange(n_vol)
+    for j in range(3):
+        out[f"cosine{j:02d}"] = np.sqrt(2 / n_vol) * np.cos(np.pi * (2 * t + 1) * (j + 1) / (2 * n_vol))
+    path = fmriprep_confounds_path(bold)
+    names = list(out)
+    lines = ["\t".join(names)] + ["\t".join("n/a" if np.isnan(out[k][i]) else f"{out[k][i]:.6f}" for k in names)
+                                  for i in range(n_vol)]
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text("{}\n")
+    return path

@@ -175,3 +175,11 @@ def level_summary(folds, level_rule: str, rated: np.ndarray) -> dict:
         true_c.append(f.test.labels[:, 0]), true_l.append(f.test.labels[:, 1])
     cls, lvl, true_c, true_l = (np.concatenate(v)[rated] for v in (cls, lvl, true_c, true_l))
     return {"rated_trials": int(rated.sum()), **scoring.challenge_score(cls, true_c, lvl, true_l)}
+
+
+def shuffles(labels: np.ndarray, participants: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
+    """The ``n`` label shuffles :func:`permutation_null` draws, in its order (the same generator from
+    ``seed``): made once on the client, so each permutation task of a cluster run gets the same
+    labels as the local run whichever worker runs it."""
+    rng = np.random.default_rng(seed)
+    return [shuffle_within(labels, participants, rng) for _ in range(n)]

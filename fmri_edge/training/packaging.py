@@ -42,6 +42,10 @@ def study_provenance(results: dict) -> dict | None:
         out["cv"] = {k: ev.get(k) for k in ("metric", "estimate", "interval_95", "interval_method", "n_trials",
                                            "n_participants", "n_folds", "chance", "permutation", "estimates")}
         out["cv"]["level"] = ev.get("level")
+        if ev.get("studies"):
+            out["cv"]["studies"] = ev["studies"]
+    if results.get("studies"):   # train --data A --data B: the pooled studies
+        out["studies"] = results["studies"]
     return out
 
 
@@ -49,6 +53,11 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
                log: Callable[[str], None] = print) -> dict:
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "model.pt"
+    if (run_dir / "results.json").is_file() and not ckpt_path.is_file() and \
+            json.loads((run_dir / "results.json").read_text()).get("export") == "refused: --protocol within":
+        from fmri_edge.training.within import EXPORT_REFUSED
+
+        raise InputError(run_dir, EXPORT_REFUSED)
     if not ckpt_path.is_file():
         raise InputError(ckpt_path, "no checkpoint; run `fmri-edge train --config train/<recipe>.toml` first")
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
@@ -124,6 +133,10 @@ def _study_lines(study: dict) -> list[str]:
                   f"chance: {cv['chance']['binomial_threshold']:.3f} ({cv['chance']['meaning']})"
                   + (f"; permutation p = {perm['p']:.3g} ({perm['n']} permutations, {perm['method']})" if perm else "")
                   + ". " + cv.get("estimates", ""), ""]
+    if study.get("studies"):
+        lines += ["Pooled studies: " + "; ".join(f"`{s['name']}` ({s['path']}: {s['participants']} participants, "
+                                                 f"{s['trials']} trials)" for s in study["studies"])
+                  + ". Participants are named STUDY/participant.", ""]
     lab = study.get("labels")
     if lab:
         lines += [f"Labels: CLASS from column `{lab['class_column']}` ({', '.join(f'{k} → {v}' for k, v in lab['class_map'].items())}); "

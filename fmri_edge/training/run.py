@@ -157,11 +157,44 @@ class Plan:
     region_names: list[str]
     groups_how: str
     folds: list[tuple[list[str], list[str]]]
+    runs: np.ndarray | None = None   # --protocol within: each trial's run (fmri_edge.training.within)
+    studies: list | None = None      # train --data A --data B: the pooled studies (fmri_edge.training.pooling)
 
 
-def make_plan(recipe: Recipe, group_by: str | None = None) -> Plan:
-    ds, names, how = load_dataset(recipe, group_by)
-    return Plan(ds, names, how, check_folds(ds))
+def make_plan(recipe: Recipe, group_by: str | None = None, protocols: list[str] | None = None,
+              studies: list | None = None) -> Plan:
+    if studies:   # several extracted studies pooled (train --data A --data B …)
+        from fmri_edge.training import pooling
+
+        ds, names, how, studies = pooling.load_studies(recipe, studies, group_by, load_dataset)
+    else:
+        ds, names, how = load_dataset(recipe, group_by)
+    runs = None
+    if protocols and "within" in protocols:
+        from fmri_edge.training import within
+
+        runs = within.trial_runs(recipe.data, ds) if not studies else within.pooled_runs(studies, ds)
+        within.check_within(ds, runs)
+    only_within = bool(protocols) and set(protocols) == {"within"}
+    return Plan(ds, names, how, cv_folds(ds) if only_within else check_folds(ds), runs, studies or None)
+
+
+def cv_runner(protocol: str, plan: "Plan"):
+    """``(recipe, ds, progress) → folds`` of a protocol on the plan's data (``ds`` may carry shuffled labels)."""
+    if protocol == "within":
+        from fmri_edge.training.within import run_within_cv
+
+        return lambda recipe, ds, progress=None: run_within_cv(recipe, ds, plan.runs, progress)
+    return run_subject_cv if protocol == "subject" else run_random_splits
+
+
+def shuffle_units(protocol: str, plan: "Plan") -> np.ndarray:
+    """What the permutation null shuffles labels within: participants, or participant × run."""
+    if protocol == "within":
+        from fmri_edge.training.within import shuffle_units as units
+
+        return units(plan.ds, plan.runs)
+    return plan.ds.participants
 
 
 def _write_table(path: Path, rows: list[dict]) -> None:
@@ -176,27 +209,35 @@ def _write_table(path: Path, rows: list[dict]) -> None:
 
 
 def evaluate_cv(recipe: Recipe, ds: Dataset, folds, how: str, out_dir: Path, permutations: int = 0,
-                progress: Progress | None = None) -> dict:
+                progress: Progress | None = None, run_cv=None, units: np.ndarray | None = None,
+                null: list[float] | None = None, suffix: str = "") -> dict:
     """The subject CV's evaluation (:mod:`fmri_edge.training.evaluation`): the headline with its
     interval, chance and permutation null; the per-fold and per-participant tables (also written as
-    ``cv_folds.csv`` and ``cv_participants.csv``)."""
+    ``cv_folds.csv`` and ``cv_participants.csv``). ``run_cv`` and ``units``: another protocol's CV
+    (``--protocol within``) and what its labels are shuffled within; ``null``: a permutation null
+    computed elsewhere (on a Dask cluster, :mod:`fmri_edge.training.tasks`)."""
     rule = recipe.eval.level_rule
-    null = evaluation.permutation_null(lambda y: run_subject_cv(recipe, ds.with_labels(y)), ds.labels,
-                                       ds.participants, permutations, rule, recipe.seed, progress)
+    run_cv = run_cv or run_subject_cv
+    if null is None:
+        null = evaluation.permutation_null(lambda y: run_cv(recipe, ds.with_labels(y)), ds.labels,
+                                           ds.participants if units is None else units, permutations, rule,
+                                           recipe.seed, progress)
     ev = evaluation.summarize(folds, rule, null, seed=recipe.seed)
     groups = ds.group_map()
     ev["groups"] = how
     ev["folds"] = evaluation.fold_table(folds, groups, rule)
     ev["participants"] = evaluation.participant_table(folds, groups, rule)
-    _write_table(out_dir / "cv_folds.csv", ev["folds"])
-    _write_table(out_dir / "cv_participants.csv", ev["participants"])
+    _write_table(out_dir / f"cv_folds{suffix}.csv", ev["folds"])
+    _write_table(out_dir / f"cv_participants{suffix}.csv", ev["participants"])
     return ev
 
 
 def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
         progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
-        own_data: bool = False) -> dict:
-    """``own_data``: the data is not the recipe's own (``train --data``)."""
+        own_data: bool = False, executor=None) -> dict:
+    """``own_data``: the data is not the recipe's own (``train --data``). ``executor``: runs the
+    evaluated protocol's folds and permutations elsewhere (:class:`fmri_edge.training.tasks.DaskExecutor`,
+    ``--scheduler``), with the same numbers."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or make_plan(recipe)
     ds, region_names = plan.ds, plan.region_names
@@ -212,10 +253,20 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
     if labels_json.is_file():  # the study's label provenance (extract --class-column), for export
         results["study_labels"] = json.loads(labels_json.read_text())
         (out_dir / "labels.json").write_text(labels_json.read_text())
+    if plan.studies:   # pooled studies: which, and how many of their participants and trials
+        results["studies"] = plan.studies
+    evaluated = [p for p in protocols if p in ("subject", "within")]
+    # the subject CV keeps its file names; a within CV beside it writes *_within.csv and evaluation_within
+    suffix = {p: "_within" if p == "within" and "subject" in protocols else "" for p in evaluated}
     subject_folds = None
     for protocol in protocols:
         t0 = time.perf_counter()
-        folds = (run_subject_cv if protocol == "subject" else run_random_splits)(recipe, ds, progress)
+        runner = cv_runner(protocol, plan)
+        if executor is not None and protocol in evaluated:   # folds and permutations submitted together
+            folds = executor.cv(recipe, ds, protocol, plan, progress, evaluation.shuffles(
+                ds.labels, shuffle_units(protocol, plan), permutations, recipe.seed) if permutations else None)
+        else:
+            folds = runner(recipe, ds, progress)
         if protocol == "subject":
             subject_folds = folds
         results["protocols"][protocol] = {
@@ -225,10 +276,32 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
             "predictions": _predictions(folds),
             "seconds": round(time.perf_counter() - t0, 1),
         }
-        if protocol == "subject":
-            write_held_out_csv(recipe, folds, out_dir / "cv_predictions.csv")
-            results["evaluation"] = evaluate_cv(recipe, ds, folds, plan.groups_how, out_dir, permutations, progress)
-        if protocol == "subject":  # fold models: for int8 checks, attention studies
+        if protocol in evaluated:
+            key = "evaluation" + suffix[protocol]
+            write_held_out_csv(recipe, folds, out_dir / f"cv_predictions{suffix[protocol]}.csv")
+            units = shuffle_units(protocol, plan)
+            null = None
+            if executor is not None and permutations:
+                null = executor.null(recipe, ds, protocol, plan, evaluation.shuffles(ds.labels, units, permutations,
+                                                                                    recipe.seed), progress)
+            results[key] = evaluate_cv(recipe, ds, folds, plan.groups_how if protocol == "subject" else
+                                       "leave-one-run-out within each participant", out_dir, permutations,
+                                       progress, runner, units, null, suffix[protocol])
+            results[key]["protocol"] = protocol
+            if protocol == "within":
+                from fmri_edge.training.within import SENTENCE
+
+                results[key]["estimates"] = SENTENCE
+            if plan.studies:
+                from fmri_edge.training.pooling import study_table
+
+                results[key]["studies"] = study_table(folds, recipe.eval.level_rule)
+                if protocol == "subject" and plan.groups_how.startswith("leave-one-study-out"):
+                    results[key]["estimates"] = (
+                        "This estimates how well a model trained on the other studies decodes the valence CLASS of "
+                        "a whole new study (other participants, and whatever else differs between these studies: "
+                        "stimuli, scanner, TR); it is not an estimate for studies unlike these.")
+        if protocol in evaluated and not suffix[protocol]:  # fold models: for int8 checks, attention studies
             for k, f in enumerate(folds):
                 test_p = sorted(set(f.test.participants.tolist()))
                 if len(f.fits) == 1:
@@ -238,6 +311,10 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
                     for j, r in enumerate(f.fits):
                         save_checkpoint(r.model, out_dir / f"fold{k}" / f"member{j}.pt", fold=f.name,
                                         test_participants=test_p)
+    if fit_final and "within" in protocols and "subject" not in protocols:
+        fit_final = False   # one model per participant and fold: nothing for new participants to export
+        results["final"] = None
+        results["export"] = "refused: --protocol within"
     if fit_final:
         epochs = recipe.full_epochs
         if epochs is None and not recipe.ensemble:

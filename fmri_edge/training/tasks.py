@@ -1,0 +1,122 @@
+"""``train --scheduler``: the evaluated protocol's folds and its permutation null as Dask tasks.
+
+The same scheduler option as ``predict`` and ``extract`` (:func:`fmri_edge.scheduler.connect`:
+``local:N`` worker processes, or a scheduler's ``tcp://host:port``; the ``dask`` extra). What
+makes the numbers the local run's:
+
+- every fold is a task that fits exactly what the local loop fits for that fold, with the same
+  seed (``recipe.seed + k``: seeded per task, never per worker);
+- the permutation shuffles are drawn on the client, in the local run's order from the same
+  generator (:func:`fmri_edge.training.evaluation.shuffles`); each permutation is one task that
+  reruns the whole CV on its labels and returns its accuracy;
+- each task runs torch with one thread (as ``train --threads 1``): the fits are deterministic.
+
+The dataset is sent to the workers once (``scatter``); results come back in submission order. A
+worker lost mid-run has its tasks recomputed by the scheduler from their inputs (Dask's own
+rescheduling; a task that kills workers again and again is one line); a cluster gone is one line
+(:class:`fmri_edge.scheduler.ClusterError`), exit 2, and nothing of the run is written.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fmri_edge.training import evaluation
+
+
+def _one_thread():
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def fold_task(recipe, ds, protocol: str, runs, k: int):
+    """Fold ``k`` of ``protocol`` on the worker: the local loop's fold, with its seed."""
+    _one_thread()
+    from fmri_edge.training.protocols import prepare
+
+    prepared = prepare(recipe, ds)
+    if protocol == "within":
+        from fmri_edge.training.within import within_fold
+
+        return within_fold(recipe, prepared, runs, k)
+    return subject_fold(recipe, prepared, k)
+
+
+def subject_fold(recipe, ds, k: int):
+    """Fold ``k`` of :func:`fmri_edge.training.protocols.run_subject_cv` (a prepared ``ds``)."""
+    from fmri_edge.evaluation import splits
+    from fmri_edge.training.protocols import _fit_fold, cv_folds
+
+    train_p, test_p = cv_folds(ds)[k]
+    name = "test " + "+".join(test_p)
+    if recipe.ensemble or recipe.optim.solver == "lbfgs":
+        fit_ds, val_ds = ds.of(train_p), None
+    else:
+        fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k,
+                                               groups=ds.group_map())
+        fit_ds, val_ds = ds.of(fit_p), ds.of(val_p)
+    return _fit_fold(recipe, name, fit_ds, val_ds, ds.of(test_p), None, recipe.seed + k)
+
+
+def permutation_task(recipe, ds, protocol: str, runs, labels: np.ndarray) -> float:
+    """One permutation: the whole CV rerun on shuffled ``labels``, its pooled CLASS accuracy."""
+    _one_thread()
+    from fmri_edge.training.protocols import run_subject_cv
+
+    shuffled = ds.with_labels(labels)
+    if protocol == "within":
+        from fmri_edge.training.within import run_within_cv
+
+        folds = run_within_cv(recipe, shuffled, runs)
+    else:
+        folds = run_subject_cv(recipe, shuffled)
+    return evaluation.accuracy_of(folds, recipe.eval.level_rule)
+
+
+class DaskExecutor:
+    """Folds and permutations on the client's cluster (see the module)."""
+
+    def __init__(self, client, address: str):
+        from fmri_edge import scheduler
+
+        self.client, self.address, self.distributed = client, address, scheduler.load_distributed()
+        self._ds = None
+        self._null: dict = {}   # protocol → the permutation futures, submitted with the folds
+
+    def _data(self, ds):
+        if self._ds is None or self._ds[0] is not ds:
+            self._ds = (ds, self.client.scatter(ds, broadcast=True))
+        return self._ds[1]
+
+    def _gather(self, futures, stage: str, progress):
+        from fmri_edge import scheduler
+
+        out = []
+        for i, f in enumerate(futures):
+            out.append(scheduler.result(f, self.address, self.distributed))
+            if progress:
+                progress(stage, i + 1, len(futures))
+        return out
+
+    def cv(self, recipe, ds, protocol: str, plan, progress=None, shuffled: list[np.ndarray] | None = None):
+        """The protocol's folds (first in the queue) and, with ``shuffled``, its permutations
+        submitted at once behind them, so the workers never wait for the client."""
+        from fmri_edge.training.within import within_folds
+
+        data = self._data(ds)
+        n = len(within_folds(ds, plan.runs)) if protocol == "within" else len(plan.folds)
+        futures = [self.client.submit(fold_task, recipe, data, protocol, plan.runs, k, pure=False, priority=10)
+                   for k in range(n)]
+        if shuffled:
+            self._null[protocol] = [self.client.submit(permutation_task, recipe, data, protocol, plan.runs, y,
+                                                       pure=False) for y in shuffled]
+        return self._gather(futures, f"{protocol} CV folds on {self.address}", progress)
+
+    def null(self, recipe, ds, protocol: str, plan, shuffled: list[np.ndarray], progress=None) -> list[float]:
+        futures = self._null.pop(protocol, None)
+        if futures is None:
+            data = self._data(ds)
+            futures = [self.client.submit(permutation_task, recipe, data, protocol, plan.runs, y, pure=False)
+                       for y in shuffled]
+        return self._gather(futures, f"permutation null on {self.address}", progress)
