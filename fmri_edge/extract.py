@@ -609,10 +609,23 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
             except OSError as e:     # a file where the folder goes, a full disk: this participant only
                 failed.append(InputError(target, f"cannot be written ({e.strerror or type(e).__name__})"))
         elif done:
-            failed.append(InputError(out_dir / participant, "no event of any run fits inside its scan; "
-                                                            "nothing written for this participant"))
+            failed.append(InputError(out_dir / participant, _nothing_kept(done)))
         results.append(ParticipantResult(participant, written, done, failed, len(prs)))
     return results
+
+
+def _nothing_kept(done: list[RunResult]) -> str:
+    """Why a participant whose runs were all read has no trial: its events left the scan, or (labeled)
+    the class map (or --min-gap) dropped every one of them."""
+    labs = [x.labels for x in done if getattr(x, "labels", None) is not None]
+    if labs and not any(len(x.skipped) for x in done):
+        reasons: Counter = Counter()
+        for lab in labs:
+            reasons.update(lab.dropped)
+        why = "; ".join(f"{n} × {k}" for k, n in reasons.most_common(3)) or "no event row"
+        return (f"every event of its runs was dropped before cutting ({why}); nothing written for this "
+                "participant (check --class-map and --min-gap)")
+    return "no event of any run fits inside its scan; nothing written for this participant"
 
 
 def run_events(run: BidsRun, labeled: dict[Path, Labeled | InputError] | None) -> Path | Labeled:
@@ -693,13 +706,19 @@ def label_study(runs: dict[str, list[BidsRun]], window: Window, opts: ExtractOpt
         for r in prs:
             if r.events is None:
                 continue
-            ev = read_events(r.events, opts.trial_types)
-            try:
+            try:   # a damaged events file (empty, header only, malformed) refuses its run only
+                ev = read_events(r.events, opts.trial_types)
                 check_columns(ev, opts.labels)
             except InputError as e:
                 out[r.bold] = e
                 continue
             out[r.bold] = run_labels(ev, window, opts)
+    if not out:   # no run has an events file: say where they were looked for (as the unlabeled path does)
+        first = next((r for prs in runs.values() for r in prs), None)
+        if first is not None:
+            raise InputError(first.bold, f"no events file {_events_name(first.bold)} found for any run (looked in "
+                                         f"{', '.join(str(p) for p in first.searched[:3])} …); labels come from "
+                                         "each run's BIDS *_events.tsv")
     check_study(out, opts.labels)
     return out
 
