@@ -100,3 +100,65 @@ def test_participant_whose_events_the_class_map_all_drops_is_named_as_such(study
     assert "every event of its runs was dropped before cutting" in flat and "not in the class map" in flat, flat
     assert "fits inside its scan" not in flat
     assert (out / "sub-01" / "labels.npz").is_file() and not (out / "sub-03").exists()
+
+
+# ---- export trusts nothing in its run folder; refuses to overwrite without --force -----------------------
+
+@pytest.fixture
+def run_dir(tmp_path):
+    pytest.importorskip("torch")
+    from fmri_edge.training.checkpoints import random_run
+
+    run = random_run(tmp_path / "run", widths=(8, 8, 8), dense=(16, 8))
+    (run / "results.json").write_text(json.dumps({"protocols": {}, "git_commit": None}))
+    return run
+
+
+def _cut(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_export_cut_checkpoint_is_one_line(run_dir, tmp_path):
+    _cut(run_dir / "model.pt")
+    one_line_error(invoke("export", "--run", run_dir, "--out", tmp_path / "m.onnx"),
+                   "model.pt: cut short or damaged", "retrain it")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_cut_results_json_is_one_line(run_dir, tmp_path):
+    _cut(run_dir / "results.json", 0.6)
+    one_line_error(invoke("export", "--run", run_dir, "--out", tmp_path / "m.onnx"),
+                   "results.json: not valid JSON", "cut short?")
+
+
+def test_export_checkpoint_of_another_version_names_the_key_and_the_version(run_dir, tmp_path):
+    import torch
+
+    ckpt = torch.load(run_dir / "model.pt", weights_only=True)
+    ckpt["model_config"]["frobnicate"] = 3
+    ckpt["fmri_edge_version"] = "9.9.9"
+    torch.save(ckpt, run_dir / "model.pt")
+    one_line_error(invoke("export", "--run", run_dir, "--out", tmp_path / "m.onnx"),
+                   "model.pt: written by fmri-edge 9.9.9", "'frobnicate'", "does not know")
+    del ckpt["fmri_edge_version"]
+    torch.save(ckpt, run_dir / "model.pt")
+    one_line_error(invoke("export", "--run", run_dir, "--out", tmp_path / "m.onnx"),
+                   "written by an older fmri-edge (the checkpoint does not record which version)")
+
+
+@pytest.mark.parametrize("existing", ["m.onnx", "m.md"])
+def test_export_refuses_to_overwrite_the_model_or_its_card_without_force(run_dir, tmp_path, existing):
+    (tmp_path / existing).write_text("tracked")
+    one_line_error(invoke("export", "--run", run_dir, "--out", tmp_path / "m.onnx"),
+                   f"{existing}: exists; use --force to overwrite")
+    assert (tmp_path / existing).read_text() == "tracked"
+
+
+def test_bare_export_looks_where_bare_train_writes(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from fmri_edge.training.recipe import load_recipe, shipped_recipe
+
+    monkeypatch.chdir(tmp_path)
+    one_line_error(invoke("export"), f"runs/{load_recipe(shipped_recipe()).name}: no such run folder",
+                   "run `fmri-edge train` first")

@@ -166,7 +166,8 @@ def report(
 
 @app.command(rich_help_panel=PANEL)
 def export(
-    run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `fmri-edge train`.")] = Path("runs/fmri-edge-se"),
+    run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `fmri-edge train` (default: train's "
+                                                         "default --out, runs/fmri-edge).")] = Path("runs/fmri-edge"),
     recipe: Annotated[Optional[Path], typer.Option(help="Export recipe (opset, T, parity tolerance). Default: "
                                                     "export/default.toml where present, else opset 20, 25 s, atol "
                                                     "1e-4.")] = None,
@@ -176,12 +177,13 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Also write <name>.int8.onnx (static QDQ int8, calibrated on "
                                                       "the real training trials) and its card: accuracy change on "
                                                       "the run's cross-validation fold models, speed vs fp32.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file and its card.")] = False,
 ):
     """Checkpoint → ONNX (raw BOLD in, probabilities out), checked against PyTorch on real trials."""
     with user_errors():
         from fmri_edge.training.packaging import export_run
 
-        report = export_run(run_dir, recipe, out_path, log=err.print)
+        report = export_run(run_dir, recipe, out_path, log=err.print, force=force)
         if int8:
             from fmri_edge.training.quantize import export_int8
 

@@ -46,12 +46,19 @@ def study_provenance(results: dict) -> dict | None:
 
 
 def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out: str | Path | None = None,
-               log: Callable[[str], None] = print) -> dict:
+               log: Callable[[str], None] = print, force: bool = False) -> dict:
+    """``force``: overwrite an existing ONNX file and its card (else refused before any work, like
+    every other writer)."""
+    from fmri_edge.training.checkpoint_errors import read_results
+
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "model.pt"
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "no such run folder; run `fmri-edge train` first (it writes runs/<recipe name>/), "
+                                  "or give --run RUN_FOLDER")
     if not ckpt_path.is_file():
         raise InputError(ckpt_path, "no checkpoint; run `fmri-edge train --config train/<recipe>.toml` first")
-    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    results = read_results(run_dir / "results.json")
     members, ckpt, recipe = load_members(run_dir)  # model.pt (and member<j>.pt: one network per subject group)
     model = members[0]
     default = Path("export/default.toml")
@@ -64,6 +71,11 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     name = recipe["name"]
     # a lab's own run (train --data) never lands on the shipped model's file by default
     out = Path(out) if out else run_dir / "model.onnx" if results.get("own_data") else Path("models") / f"{name}.onnx"
+    for target in (out, out.with_suffix(".md")):     # the ONNX file and its model card beside it
+        if target.is_dir():
+            raise InputError(target, "is a folder; give a file name for --out")
+        if target.exists() and not force:
+            raise InputError(target, "exists; use --force to overwrite (or --out another file)")
     trials, parity_source = graph_trials(recipe["data"], er.n_times, model.cfg.subject_norm)
     cfg = model.cfg
     kind = "linear model (multinomial logistic regression) on the representation" if cfg.kind == "linear" else \
