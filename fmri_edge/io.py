@@ -527,12 +527,20 @@ def load_icbhi(root: str | Path, n_times: int | None = None,
                n_regions: int = 246) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Labeled ICBHI folder (e.g. ``Train``, or extract's labeled output) → {participant: (trials
     (N, n_regions, T), labels (N, 2))}."""
-    out = {}
+    out, where = {}, {}
     for src in discover([Path(root)]):
+        if src.participant in where:   # siteA/sub-01 and siteB/sub-01: never one participant silently
+            raise InputError(root, f"two participant folders are both named {src.participant}: "
+                                   f"{where[src.participant].parent} and {src.path.parent}; within one study every "
+                                   "participant needs its own name (rename one, or give each site as a study of "
+                                   "its own)")
+        where[src.participant] = src.path
         trials = load_trials(src.path, n_regions=n_regions, n_times=n_times)
         label_path = src.path.parent / LABEL_FILE
         if not label_path.is_file():
-            raise InputError(label_path, "missing (needed for training and scoring)")
+            raise InputError(label_path, "missing (needed for training and scoring); trials extracted without "
+                                         "labels: rerun fmri-edge extract with --class-column COLUMN --class-map "
+                                         "VALUE=CLASS,… (docs/own-study.md)")
         out[src.participant] = (trials, load_labels(label_path, len(trials)))
     return out
 

@@ -162,3 +162,87 @@ def test_bare_export_looks_where_bare_train_writes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     one_line_error(invoke("export"), f"runs/{load_recipe(shipped_recipe()).name}: no such run folder",
                    "run `fmri-edge train` first")
+
+
+# ---- train: a run folder is whole; --out, participant names, participants.tsv --------------------------
+
+def _labeled(root, n=4, n_trials=12, seed=3):
+    from fmri_edge.simulate import simulate
+    from tests.conftest import write_icbhi
+
+    x, y, subj = simulate(n_trials, n_subjects=n, effect=0.03, seed=seed)
+    for s in range(n):
+        write_icbhi(root, x[subj == s], y[subj == s], f"sub-{s + 1:02d}")
+    return root
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_interrupted_permutations_leave_the_earlier_run_whole(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from fmri_edge.training import evaluation
+
+    data, run = _labeled(tmp_path / "d"), tmp_path / "run"
+    res = invoke("train", "--data", data, "--out", run, "--no-final", "--threads", 1)
+    assert res.exit_code == 0, res.output
+    before = _files(run)
+    other = _labeled(tmp_path / "d2", seed=11)       # another study: every output would differ
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluation, "permutation_null", interrupt)
+    res = invoke("train", "--data", other, "--out", run, "--permutations", 5, "--threads", 1)
+    assert res.exit_code == 130 and "Traceback" not in res.output, res.output
+    assert _files(run) == before                      # cv_predictions.csv and all: the earlier run, whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temporary folder left
+    monkeypatch.undo()
+    res = invoke("train", "--data", other, "--out", run, "--no-final", "--threads", 1)
+    assert res.exit_code == 0, res.output
+    assert _files(run).keys() == before.keys() and _files(run) != before   # replaced whole by the new run
+
+
+def test_train_out_that_cannot_be_written_is_one_line_before_any_work(tmp_path):
+    pytest.importorskip("torch")
+    data = _labeled(tmp_path / "d")
+    (tmp_path / "file").write_text("x")
+    one_line_error(invoke("train", "--data", data, "--out", tmp_path / "file"), "file: is a file")
+    one_line_error(invoke("train", "--data", data, "--out", tmp_path / "file" / "run"), "cannot be created")
+    one_line_error(invoke("train", "--data", data, "--out", data), "is not a run folder of fmri-edge train")
+    import os
+    if os.geteuid() != 0:      # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            one_line_error(invoke("train", "--data", data, "--out", ro / "run"), "cannot be written", "is not writable")
+        finally:
+            ro.chmod(0o700)
+
+
+def test_same_participant_name_under_two_sites_is_an_error(tmp_path):
+    pytest.importorskip("torch")
+    study = tmp_path / "study"
+    _labeled(study / "siteA", n=3)
+    _labeled(study / "siteB", n=3, seed=5)
+    one_line_error(invoke("train", "--data", study, "--out", tmp_path / "run"),
+                   "two participant folders are both named sub-01", "siteA/sub-01", "siteB/sub-01")
+    assert not (tmp_path / "run").exists()
+
+
+def test_latin1_participants_tsv_is_one_line(tmp_path):
+    pytest.importorskip("torch")
+    data = _labeled(tmp_path / "d", n=6)
+    (data / "participants.tsv").write_bytes("participant_id\tsite\n".encode() + "".join(
+        f"sub-0{i}\t{'Zürich' if i < 3 else 'Genève'}\n" for i in range(1, 7)).encode("latin-1"))
+    one_line_error(invoke("train", "--data", data, "--group-by", "participants:site", "--out", tmp_path / "r"),
+                   "participants.tsv: not UTF-8 text", "iconv")
+
+
+def test_train_on_unlabeled_trials_says_to_rerun_extract_with_labels(tmp_path):
+    pytest.importorskip("torch")
+    data = _labeled(tmp_path / "d")
+    (data / "sub-02" / "labels.npz").unlink()
+    one_line_error(invoke("train", "--data", data, "--out", tmp_path / "r"), "sub-02/labels.npz: missing",
+                   "rerun fmri-edge extract with --class-column COLUMN --class-map")

@@ -69,6 +69,9 @@ def train(
         if permutations and "subject" not in protocols:
             raise UsageError("--permutations reruns the subject CV: keep --protocol subject")
         out_dir = out_dir or Path("runs") / (data.resolve().name if data is not None else recipe.name)
+        from fmri_edge.training.run_folder import check_out
+
+        check_out(out_dir)      # before any work: a run folder that cannot be written is one line
         plan = make_plan(recipe, group_by)
         if not as_json:
             _print_fold_plan(plan)

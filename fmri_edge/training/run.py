@@ -195,7 +195,18 @@ def evaluate_cv(recipe: Recipe, ds: Dataset, folds, how: str, out_dir: Path, per
 def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
         progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
         own_data: bool = False) -> dict:
-    """``own_data``: the data is not the recipe's own (``train --data``)."""
+    """``own_data``: the data is not the recipe's own (``train --data``). The run is written into a
+    temporary folder beside ``out_dir`` that replaces it at the end (:mod:`run_folder`): an interrupted
+    run leaves the earlier one whole."""
+    from fmri_edge.training.run_folder import staged
+
+    with staged(out_dir) as tmp:
+        return _run(recipe, protocols, tmp, fit_final, progress, plan, permutations, own_data)
+
+
+def _run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
+         progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
+         own_data: bool = False) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or make_plan(recipe)
     ds, region_names = plan.ds, plan.region_names
