@@ -246,3 +246,85 @@ def test_train_on_unlabeled_trials_says_to_rerun_extract_with_labels(tmp_path):
     (data / "sub-02" / "labels.npz").unlink()
     one_line_error(invoke("train", "--data", data, "--out", tmp_path / "r"), "sub-02/labels.npz: missing",
                    "rerun fmri-edge extract with --class-column COLUMN --class-map")
+
+
+# ---- output names checked before any work; brain maps ----------------------------------------------------
+
+@pytest.mark.parametrize("option, name", [("--brain-map", "x.nii.gz"), ("--map-nifti", "x.png"),
+                                          ("--plot", "x.pdf"), ("--map-nifti", ".nii")])
+def test_output_suffixes_are_checked_before_any_work(option, name, tmp_path, monkeypatch):
+    from fmri_edge import explain as lib
+
+    def never(*a, **k):
+        raise AssertionError("summarized before the output name was checked")
+    monkeypatch.setattr(lib, "summarize", never)
+    np.save(tmp_path / "t.npy", np.ones((2, 246, 25), np.float32))
+    extra = ["--atlas", tmp_path / "a.nii.gz"] if option != "--plot" else []
+    res = invoke("explain", tmp_path / "t.npy", option, tmp_path / name, *extra)
+    one_line_error(res, f"{option} {tmp_path / name}: writes", "give a file name ending in")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npy"]
+
+
+def test_colour_scale_follows_the_data():
+    pytest.importorskip("matplotlib")
+    from fmri_edge.brainmap import colour_scale
+
+    vmin, vmax, cmap, thr, _ = colour_scale(np.array([0.1, 0.5, 2.0]), signed=True)
+    assert (vmin, vmax, cmap) == (0.0, 2.0, "Reds") and 0 < thr < 0.1        # one sign: sequential
+    vmin, vmax, cmap, _, _ = colour_scale(np.array([-3.0, -0.2]), signed=True)
+    assert (vmin, vmax, cmap) == (-3.0, 0.0, "Blues_r")
+    vmin, vmax, cmap, _, _ = colour_scale(np.array([-0.5, 0.1, 2.0]), signed=True)
+    assert (vmin, vmax) == (-0.5, 2.0)                                         # each side as far as the data
+    mid = cmap((0 - vmin) / (vmax - vmin))                                    # 0 stays white (RdBu_r's middle)
+    assert min(mid[:3]) > 0.9
+    assert colour_scale(np.array([0.2, 0.4]), signed=False)[2] == "viridis"
+
+
+@pytest.fixture
+def labeled_atlas(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from tests.test_brainmap import LABELS, affine
+
+    path = tmp_path / "atlas.nii.gz"
+    nib.save(nib.Nifti1Image(LABELS, affine(2.0, LABELS.shape)), str(path))
+    return path
+
+
+def test_brain_map_names_its_top_regions_and_slices_have_an_underlay(sim_model, sim_data, labeled_atlas, tmp_path,
+                                                                   monkeypatch):
+    pytest.importorskip("matplotlib")
+    from fmri_edge import brainmap
+
+    x, _, subj = sim_data
+    np.save(tmp_path / "S5.npy", x[subj == 5])
+    drawn = {}
+    real = brainmap._label_top
+
+    def spy(fig, display, atlas, names, values, top):
+        real(fig, display, atlas, names, values, top)
+        drawn["texts"] = [t.get_text() for t in fig.texts]
+        drawn["bg"] = getattr(display, "_brain_color", None), [type(a).__name__ for a in display.axes.values()]
+        drawn["images"] = sum(len(a.ax.images) for a in display.axes.values())
+    monkeypatch.setattr(brainmap, "_label_top", spy)
+    png = tmp_path / "m.png"
+    res = invoke("explain", sim_model, tmp_path / "S5.npy", "--atlas", labeled_atlas, "--brain-map", png,
+                 "--view", "slices")
+    assert res.exit_code == 0, res.output
+    legend = next(t for t in drawn["texts"] if t.startswith("largest |value|"))
+    assert len(legend.splitlines()) == 6 and "R" in legend             # 5 regions named (R<i> in sim_model)
+    assert drawn["images"] >= 6          # each of the 3 slices: the MNI152 underlay and the map over it
+
+
+def test_explain_class_restricts_the_table_to_that_class(sim_model, sim_data, tmp_path):
+    x, _, subj = sim_data
+    np.save(tmp_path / "S5.npy", x[subj == 5])
+    every = invoke("explain", sim_model, tmp_path / "S5.npy", "--json")
+    doc = json.loads(every.stdout)["summary"]
+    answered = next(c for c in doc["classes"] if c["n_trials"])
+    res = invoke("explain", sim_model, tmp_path / "S5.npy", "--class", answered["class"], "--json")
+    assert res.exit_code == 0, res.output
+    only = json.loads(res.stdout)["summary"]
+    assert only["n_trials"] == answered["n_trials"] < doc["n_trials"]
+    assert [c["n_trials"] for c in only["classes"] if c["class"] != answered["class"]] == [0, 0]
+    table = invoke("explain", sim_model, tmp_path / "S5.npy", "--class", answered["class"])
+    assert f"({answered['n_trials']} trials answered {answered['class']:+d})" in table.stdout

@@ -285,22 +285,22 @@ def explain(
                              "(e.g. ../shared/data/icbhi2024/BN_Atlas_246_1mm.nii.gz)")
         if atlas is not None and not (brain_map or map_nifti):
             raise UsageError("--atlas is for --brain-map PNG and/or --map-nifti NIFTI: give one of them")
-        if valence_class is not None and atlas is None:
-            raise UsageError("--class chooses the trials of --brain-map/--map-nifti (the table shows every class)")
+        from fmri_edge.outputs import check_suffix
         from fmri_edge.submission import check_new
 
-        for target in (plot, brain_map, map_nifti):
+        for target, option in ((plot, "--plot"), (brain_map, "--brain-map"), (map_nifti, "--map-nifti")):
             if target is not None:
+                check_suffix(target, option)     # before any work: what is written is what the name says
                 check_new(target, force)
         if atlas is not None:
             from fmri_edge import brainmap
 
             label_image = _needs_extra(lambda: brainmap.load_label_image(atlas, decoder.info.n_regions))
-        summary, problems = lib.summarize(decoder, paths, top_k, batch_size)
-        if valence_class is not None and label_image is not None and \
-                not summary.class_counts[list(summary.class_values).index(valence_class)]:
+        try:   # with --class, the table and the map both cover the trials answered that class
+            summary, problems = lib.summarize(decoder, paths, top_k, batch_size, only_class=valence_class)
+        except lib.NoTrialOfClass:
             raise UsageError(f"--class {valence_class}: no trial was answered {valence_class:+d}, so there is nothing "
-                             "to map; leave --class out, or give other trials")
+                             "to show; leave --class out, or give other trials") from None
         faith = lib.faithfulness_paths(decoder, paths, tuple(k or (5, 10, 20)), draws, seed, batch_size)[0] \
             if faithfulness else None
     _report_problems(problems, None)
@@ -327,7 +327,7 @@ def explain(
                           "brain_map": maps,
                           "errors": [p.as_dict() for p in problems]}))
         return
-    out.print(_attention_table(summary, rows))
+    out.print(_attention_table(summary, rows, valence_class))
     ref = summary.reference()
     if ref:
         out.print("literature regions (rank of " + str(len(summary.region_names)) + "): "
@@ -381,16 +381,18 @@ def _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view,
         doc["nifti"] = str(map_nifti)
     if brain_map is not None:
         title = f"{version} on {data} ({n} trials): {shown}"
-        _needs_extra(lambda: brainmap.plot_map(label_image, volume, brain_map, title, kind.units, kind.signed, view))
+        _needs_extra(lambda: brainmap.plot_map(label_image, volume, brain_map, title, kind.units, kind.signed, view,
+                                               region_names=list(summary.region_names), values=values))
         err.print(f"wrote {brain_map}")
         doc["png"] = str(brain_map)
     return doc
 
 
-def _attention_table(s, rows: int) -> Table:
+def _attention_table(s, rows: int, valence_class: int | None = None) -> Table:
     from fmri_edge.explain import KINDS
 
-    t = Table(title=f"{_shown(s.kind)} per region ({s.n_trials} trials), ranked by mean {KINDS[s.kind].key}",
+    which = f"{s.n_trials} trials" + ("" if valence_class is None else f" answered {valence_class:+d}")
+    t = Table(title=f"{_shown(s.kind)} per region ({which}), ranked by mean {KINDS[s.kind].key}",
               title_justify="left", caption=f"top-{s.top_k}: share of trials with the region among their {s.top_k} "
                                             "highest-scoring; -1/0/+1: mean over the trials predicted as that class; "
                                             "lit.: the paper's EBR regions, amygdala; units: " + KINDS[s.kind].units)
