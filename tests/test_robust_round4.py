@@ -328,3 +328,17 @@ def test_explain_class_restricts_the_table_to_that_class(sim_model, sim_data, tm
     assert [c["n_trials"] for c in only["classes"] if c["class"] != answered["class"]] == [0, 0]
     table = invoke("explain", sim_model, tmp_path / "S5.npy", "--class", answered["class"])
     assert f"({answered['n_trials']} trials answered {answered['class']:+d})" in table.stdout
+
+
+# ---- info: a metadata field of an unexpected type -----------------------------------------------------
+
+@pytest.mark.parametrize("field, value", [("normalization", "baseline_z"), ("training", "all subjects"),
+                                         ("subject_alignment", ["zscore"]), ("metrics", {"subject": 0.7}),
+                                         ("study", 3)])
+def test_info_metadata_field_of_an_unexpected_type_is_one_line(sim_model, tmp_path, field, value):
+    from tests.corpus import model_with
+
+    m = model_with(sim_model, tmp_path / "m.onnx", {field: value})
+    res = invoke("info", m, "--no-verify")
+    one_line_error(res, "m.onnx: metadata field", repr(field), "re-export")
+    assert invoke("info", m, "--no-verify", "--json").exit_code == 0     # --json prints it as stored

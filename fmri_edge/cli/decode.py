@@ -9,7 +9,7 @@ import typer
 
 from fmri_edge.cli.common import (EXIT_PARTIAL, MAX_TABLE_ROWS, NoVerify, Table, app, err, escape, out,
                                   report_problems as _report_problems, user_errors)
-from fmri_edge.errors import UsageError
+from fmri_edge.errors import InputError, UsageError
 
 PANEL = "Decode (numpy + onnxruntime)"
 
@@ -500,9 +500,13 @@ def info(
     """What an fmri-edge ONNX file says about itself."""
     from fmri_edge.runtime import Decoder
 
+    from fmri_edge.metadata_types import check_types
+
     with user_errors():
         d = Decoder(model, verify=not no_verify)
-    meta = d.info.meta
+        meta = d.info.meta
+        if not as_json:
+            check_types(d.path, meta)       # a field of an unexpected type: one line, not a traceback
     if as_json:
         print(json.dumps(meta))
         return
@@ -519,7 +523,14 @@ def info(
     t.add_row("LEVEL", f"LEVEL head, {d.info.level_rule}" if "level" in heads or not heads else
               f"from CLASS: {meta.get('level_from_class') or 'the class-only rule −1 → −3, 0 → 0, 1 → 2'} "
               "(no LEVEL head)")
-    for key, v in _describe(meta).items():
+    with user_errors():
+        try:
+            described = _describe(meta)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
+            raise InputError(d.path, f"its metadata has a field of an unexpected shape ({type(e).__name__}: "
+                                     f"{str(e)[:80]}); `fmri-edge info --json` prints it as stored; re-export the "
+                                     "model") from None
+    for key, v in described.items():
         t.add_row(key, v)
     if "explanation" not in meta:   # exported before the key existed: what the outputs say
         from fmri_edge.explain import KINDS
