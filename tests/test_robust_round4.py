@@ -12,6 +12,7 @@ pytest.importorskip("nilearn", reason="extract needs the nifti extra: pip instal
 
 from fmri_edge.cli import app  # noqa: E402
 from tests.test_extract import one_line_error  # noqa: E402
+from tests.test_stream import decoder, replayed, run  # noqa: E402,F401  (fixtures of the stream tests)
 
 runner = CliRunner()
 CLASS_MAP = "img_neg=negative,img_neu=0,img_pos=+1"
@@ -342,3 +343,46 @@ def test_info_metadata_field_of_an_unexpected_type_is_one_line(sim_model, tmp_pa
     res = invoke("info", m, "--no-verify")
     one_line_error(res, "m.onnx: metadata field", repr(field), "re-export")
     assert invoke("info", m, "--no-verify", "--json").exit_code == 0     # --json prints it as stored
+
+
+# ---- stream: --out that cannot be written; skipped volumes are "skipped" ---------------------------------
+
+def test_stream_out_in_an_unwritable_folder_is_exit_2_at_start(tmp_path):
+    import os
+
+    from fmri_edge import nifti_sim
+
+    atlas = nifti_sim.write_atlas(tmp_path / "atlas.nii.gz")
+    sim = nifti_sim.write_run(tmp_path / "bold.nii.gz", tmp_path / "events.tsv", tr=2.0, n_events=2, seed=3)
+    (tmp_path / "w").mkdir()
+    res = invoke("stream", tmp_path / "w", "--atlas", atlas, "--events", sim.events, "--tr", 2.0,
+                 "--out", tmp_path / "nope" / "a.csv", "--volume-timeout", 3)
+    one_line_error(res, "a.csv: folder", "does not exist")
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            res = invoke("stream", tmp_path / "w", "--atlas", atlas, "--events", sim.events, "--tr", 2.0,
+                         "--out", ro / "a.csv", "--volume-timeout", 3)
+            one_line_error(res, "a.csv: cannot be written", "not writable")
+        finally:
+            ro.chmod(0o700)
+
+
+def test_stream_skipped_volumes_are_reported_as_skipped(run, decoder, replayed, tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from fmri_edge.replay import volume_file
+    from tests.test_stream import _stream
+
+    folder = tmp_path / "w"
+    shutil.copytree(replayed, folder)
+    live, _, problems = _stream(folder, run, decoder, include_existing=True, align="none", volume_timeout=0.2)
+    t0 = live.schedule.trials[0]
+    cut = folder / volume_file("nii", 1, t0.hi + 1)
+    cut.write_bytes(cut.read_bytes()[:1000])                      # never completes
+    other = folder / volume_file("nii", 1, live.schedule.trials[2].lo + 2)
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)), str(other))   # another grid
+    live.run()
+    volumes = [p for p in problems if cut.name in str(p) or other.name in str(p)]
+    assert len(volumes) == 2 and {p.outcome for p in volumes} == {"skipped"}, [(p.outcome, str(p)) for p in volumes]

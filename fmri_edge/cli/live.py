@@ -76,6 +76,10 @@ def stream(
         require_nifti("stream", "realtime")
         if no_align and stats_from:
             raise UsageError("--no-align and --stats-from exclude each other")
+        if out_csv is not None:     # at start, exit 2 (docs/realtime.md), never a traceback at the first answer
+            from fmri_edge.outputs import check_writable
+
+            check_writable(out_csv)
         decoder = Decoder(model, threads=1, verify=not no_verify)   # one trial per call: no thread hand-offs
         live = Stream(watch_dir, atlas, events, tr, decoder, participant=participant, out=out_csv, force=force,
                       align="none" if no_align else "stats" if stats_from else "running", stats_from=stats_from,
