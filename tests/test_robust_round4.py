@@ -386,3 +386,42 @@ def test_stream_skipped_volumes_are_reported_as_skipped(run, decoder, replayed, 
     live.run()
     volumes = [p for p in problems if cut.name in str(p) or other.name in str(p)]
     assert len(volumes) == 2 and {p.outcome for p in volumes} == {"skipped"}, [(p.outcome, str(p)) for p in volumes]
+
+
+# ---- refusals that say what to do next; the predict table; --help ------------------------------------------
+
+def test_predict_on_a_bold_image_or_a_bids_folder_says_run_extract_first(sim):
+    bold = next(sim.rglob("*_bold.nii.gz"))
+    one_line_error(invoke("predict", bold), "an image, not trials", "fmri-edge extract")
+    one_line_error(invoke("predict", sim / "study"), "it holds NIfTI images", "run `fmri-edge extract",
+                   "first, then predict TRIALS")
+
+
+def test_a_wrong_atlas_on_a_study_is_refused_once(study, tmp_path):
+    nib = pytest.importorskip("nibabel")
+    root, atlas = study
+    img = nib.load(str(atlas))
+    coarse = tmp_path / "coarse.nii.gz"           # the same labels on a grid 2× coarser: most are lost on the runs'
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj).astype(np.int16), img.affine @ np.diag([2, 2, 2, 1])),
+             str(coarse))
+    errors = tmp_path / "errors.json"
+    res = invoke("extract", root, "--atlas", coarse, "--out", tmp_path / "o", "--errors", errors)
+    one_line_error(res, "coarse.nii.gz: atlas has", "the same for all 4 runs on this grid: refused once")
+    assert "refused:" not in res.stderr
+    assert len(json.loads(errors.read_text())) == 4        # every run is still in --errors
+
+
+def test_predict_table_says_how_many_rows_it_does_not_show(sim_model, sim_data, tmp_path):
+    x, _, subj = sim_data
+    np.save(tmp_path / "many.npy", x[:90])
+    res = invoke("predict", tmp_path / "many.npy", "--model", sim_model)
+    assert res.exit_code == 0, res.output
+    assert "(90 trials, the first 60 shown)" in res.stdout and "… 30 more rows" in res.stdout
+    assert sum(ln.startswith("many ") for ln in res.stdout.splitlines()) == 60
+
+
+@pytest.mark.parametrize("command", ["stream", "extract", "explain", "predict"])
+def test_help_shows_pip_install_without_a_backslash(command):
+    res = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    assert "\\[" not in res.stdout and ("fmri-edge[" in res.stdout or command == "predict"), res.stdout

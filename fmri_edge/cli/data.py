@@ -241,7 +241,7 @@ def extract(
     """Region time series from NIfTI BOLD with an atlas (region means read block by block; nilearn
     for confounds and filtering), resampled to 1 s and cut into one trial per event: the trials
     `fmri-edge predict` reads. Damaged files are refused one line each; a study's good runs always
-    come out. Needs pip install 'fmri-edge\\[nifti]'."""
+    come out. Needs pip install 'fmri-edge[nifti]'."""
     with user_errors():
         from fmri_edge import extract as lib
 
@@ -381,11 +381,19 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
     _print_notes([n for p in results for r in p.runs for n in r.notes])
     problems = [e for p in results for e in (*p.failed, *p.skipped)]
     written = [p for p in results if p.out is not None]
+    from fmri_edge.atlas_refusals import collapse
+
+    # the same atlas refusal on every run of one grid: said once, with how many runs it refused
+    shown, repeated = collapse(problems, atlas_path, [r.bold.name for prs in runs.values() for r in prs])
     if not written:
-        _report_problems(problems, errors_json, force=force)
-        raise UsageError(f"{root}: no participant's trials could be extracted ({len(problems)} problem(s) above); "
+        if len(shown) == 1 and shown[0].path == str(atlas_path):   # the atlas refused the whole study
+            if errors_json is not None:
+                _report_problems([], errors_json, [*shown, *repeated], force=force)
+            raise shown[0]
+        _report_problems(shown, errors_json, repeated, force=force)
+        raise UsageError(f"{root}: no participant's trials could be extracted ({len(shown)} problem(s) above); "
                          "nothing written")
-    _report_problems(problems, errors_json, force=force)
+    _report_problems(shown, errors_json, repeated, force=force)
     summary = _write_labels(lib, results, opts.labels, window, root, out_dir, force) if opts.labels else None
     if as_json:
         print(json.dumps({"window": _window_json(window), "out": str(out_dir), "labels": summary, "participants": [

@@ -53,7 +53,7 @@ def predict(
                                                 f"(otherwise exit {EXIT_PARTIAL}).")] = False,
     scheduler: Annotated[Optional[str], typer.Option(
         help="Score on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N for N local worker "
-             "processes; same output as without. Needs pip install 'fmri-edge\\[dask]'; see the README.")] = None,
+             "processes; same output as without. Needs pip install 'fmri-edge[dask]'; see the README.")] = None,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
     from fmri_edge import io, predict as lib, submission
@@ -201,7 +201,9 @@ def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int
 
 
 def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5, kind: str | None = None) -> Table:
-    table = Table(title=f"fmri-edge predictions ({n_trials} trials)", title_justify="left")
+    shown = min(n_trials, MAX_TABLE_ROWS)
+    table = Table(title=f"fmri-edge predictions ({n_trials} trials" + (f", the first {shown} shown)" if shown < n_trials
+                                                                       else ")"), title_justify="left")
     for col in ("Participant", "Trial", "CLASS", "LEVEL", "p(-1)", "p(0)", "p(+1)"):
         table.add_column(col, justify="left" if col == "Participant" else "right")
     if region_names is not None:  # --explain
@@ -221,6 +223,8 @@ def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5
                           *([", ".join(f"{r['region']} {r[key]:+.2f}" if kind == "contribution" else
                                        f"{r['region']} {r[key]:.2f}" for r in regions[n])] if regions else []))
             rows += 1
+    if rows < n_trials:     # the kept batches end at the table's limit: say what is not shown
+        table.caption = f"… {n_trials - rows} more rows: use --out FILE.csv or --json"
     return table
 
 
@@ -236,13 +240,13 @@ def explain(
     top_k: Annotated[int, typer.Option("--top-k", help="k of the 'in top-k' column: how often a region is among a "
                                                        "trial's k highest-scoring.", min=1)] = 10,
     plot: Annotated[Optional[Path], typer.Option(
-        help="Draw the region figure to this PNG (needs matplotlib: pip install 'fmri-edge\\[plot]').")] = None,
+        help="Draw the region figure to this PNG (needs matplotlib: pip install 'fmri-edge[plot]').")] = None,
     atlas: Annotated[Optional[Path], typer.Option(
         help="Atlas label image (NIfTI) of the model's regions, for --brain-map/--map-nifti: label v is region v "
              "(BN_atlas.txt order, from 1), 0 or NaN outside; any voxel size or MNI grid.")] = None,
     brain_map: Annotated[Optional[Path], typer.Option(
         "--brain-map", help="Paint the mean region scores on the atlas and draw them to this PNG (needs "
-                            "pip install 'fmri-edge\\[nifti,plot]').")] = None,
+                            "pip install 'fmri-edge[nifti,plot]').")] = None,
     map_nifti: Annotated[Optional[Path], typer.Option(
         "--map-nifti", help="Write the same map as a NIfTI on the atlas grid (.nii or .nii.gz): each region's value "
                             "in each of its voxels, 0 outside; for FSLeyes, MRIcroGL, nilearn.")] = None,

@@ -56,7 +56,7 @@ def stream(
 ):
     """Decode each trial live, as soon as the volumes of its window have arrived: one JSON line per
     answer on stdout. Exits when every trial of the schedule is answered (0) or declared incomplete
-    (3). Needs pip install 'fmri-edge\\[realtime]'."""
+    (3). Needs pip install 'fmri-edge[realtime]'."""
     from fmri_edge.extract import require_nifti
     from fmri_edge.runtime import Decoder
     from fmri_edge.stream import Stream
