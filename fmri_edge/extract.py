@@ -443,7 +443,8 @@ def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events | La
 
 # ---- output ----------------------------------------------------------------------------------------------
 
-def save_trials(path: str | Path, results: list[RunResult], force: bool = False, window: Window | None = None) -> Path:
+def save_trials(path: str | Path, results: list[RunResult], force: bool = False, window: Window | None = None,
+                atlas: "Atlas | None" = None) -> Path:
     """Write runs' trials, concatenated in the given (run) order, as an ``.npz`` that ``predict``
     reads: ``data`` (N, R, T) float32, ``onset`` (N,) float64 seconds, ``trial_type`` (N,) unicode,
     ``run`` (N,) 1-based index into ``runs`` (M,) unicode (the BOLD file names). Atomic: the file
@@ -464,6 +465,10 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False,
     }
     if window is not None:  # the window the trials were cut with: predict warns when a model's differs
         arrays["baseline_s"], arrays["n_times"] = np.float64(window.baseline_s), np.int64(window.n_times)
+    if atlas is not None:   # which atlas made them (fmri_edge.atlas_provenance): predict warns on another model's
+        from fmri_edge import atlas_provenance
+
+        arrays[atlas_provenance.ATLAS_KEY] = atlas_provenance.as_array(atlas_provenance.provenance(atlas))
     with replace_atomically(path, binary=True) as f:
         np.savez(f, **arrays)
     return path
@@ -601,7 +606,8 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
         if any(len(x.trials) for x in done):
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                written = save_trials(target, [x for x in done if len(x.trials)], force=force, window=window)
+                written = save_trials(target, [x for x in done if len(x.trials)], force=force, window=window,
+                                      atlas=atlas)
                 if opts.labels is not None:
                     labs = [x.labels for x in done if len(x.trials)]
                     save_labels(target.parent / LABEL_FILE, *(np.concatenate([getattr(lab, a) for lab in labs])

@@ -425,3 +425,60 @@ def test_help_shows_pip_install_without_a_backslash(command):
     res = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert res.exit_code == 0
     assert "\\[" not in res.stdout and ("fmri-edge[" in res.stdout or command == "predict"), res.stdout
+
+
+# ---- atlas provenance: extract → train --data → export → info; predict warns on another atlas ---------------
+
+def test_atlas_provenance_from_extract_to_the_model_and_predict_warns_on_another(sim, tmp_path):
+    pytest.importorskip("torch")
+    import hashlib
+
+    from fmri_edge import atlas_provenance
+
+    atlas = sim / "atlas.nii.gz"
+    sha = hashlib.sha256(atlas.read_bytes()).hexdigest()
+    trials = tmp_path / "trials"
+    res = invoke("extract", sim / "study", "--atlas", atlas, "--out", trials, *LABELS)
+    assert res.exit_code == 0, res.output
+    rec = atlas_provenance.read(trials / "sub-01" / "fMRI_data.npz")
+    assert rec["file"] == "atlas.nii.gz" and rec["sha256"] == sha and len(rec["voxel_mm"]) == 3 and rec["space"]
+    assert json.loads((trials / "labels.json").read_text())["atlas"] == rec
+    run = tmp_path / "run"
+    res = invoke("train", "--data", trials, "--out", run, "--threads", 1)
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "results.json").read_text())["atlas"] == rec
+    model = tmp_path / "mine.onnx"
+    res = invoke("export", "--run", run, "--out", model)
+    assert res.exit_code == 0, res.output
+    assert json.loads(invoke("info", model, "--json").stdout)["atlas"] == rec
+    assert f"sha256 {sha[:12]}" in " ".join(invoke("info", model).stdout.split())
+    assert f"`atlas.nii.gz`, sha256 `{sha}`" in (tmp_path / "mine.md").read_text()
+    res = invoke("predict", trials, "--model", model)
+    assert res.exit_code == 0 and "were made with atlas" not in res.stderr, res.output
+    # the same study extracted with another atlas file (same labels, other bytes): predict warns once
+    nib = pytest.importorskip("nibabel")
+    img = nib.load(str(atlas))
+    other = tmp_path / "other_atlas.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj).astype(np.float32), img.affine), str(other))
+    res = invoke("extract", sim / "study", "--atlas", other, "--out", tmp_path / "t2")
+    assert res.exit_code == 0, res.output
+    res = invoke("predict", tmp_path / "t2", "--model", model)
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.stderr.split())
+    assert flat.count("its trials were made with atlas other_atlas.nii.gz") == 1, flat
+    assert "the model was trained on trials of atlas atlas.nii.gz" in flat
+
+
+def test_a_study_of_trials_from_two_atlases_is_refused(sim, tmp_path):
+    pytest.importorskip("torch")
+    nib = pytest.importorskip("nibabel")
+    img = nib.load(str(sim / "atlas.nii.gz"))
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj).astype(np.float32), img.affine), str(other))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert invoke("extract", sim / "study", "--atlas", sim / "atlas.nii.gz", "--out", a, *LABELS).exit_code == 0
+    assert invoke("extract", sim / "study", "--atlas", other, "--out", b, *LABELS).exit_code == 0
+    shutil.rmtree(a / "sub-04")
+    shutil.copytree(b / "sub-04", a / "sub-04")
+    one_line_error(invoke("train", "--data", a, "--out", tmp_path / "run"), "were made with atlas",
+                   "one study's trials need one atlas")

@@ -334,7 +334,7 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
         _report_problems(r.skipped, errors_json, force=force)
         raise InputError(r.events, f"no event's {window.n_times}-s window fits inside the scan ({len(r.skipped)} "
                                    "skipped above); nothing written")
-    lib.save_trials(out_path, [r], force, window)
+    lib.save_trials(out_path, [r], force, window, atlas=atlas)
     _report_problems(r.skipped, errors_json, force=force)
     if as_json:
         print(json.dumps({"window": _window_json(window), "out": str(out_path), "runs": [_run_json(r)],
@@ -394,7 +394,7 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
         raise UsageError(f"{root}: no participant's trials could be extracted ({len(shown)} problem(s) above); "
                          "nothing written")
     _report_problems(shown, errors_json, repeated, force=force)
-    summary = _write_labels(lib, results, opts.labels, window, root, out_dir, force) if opts.labels else None
+    summary = _write_labels(lib, results, opts.labels, window, root, out_dir, force, atlas) if opts.labels else None
     if as_json:
         print(json.dumps({"window": _window_json(window), "out": str(out_dir), "labels": summary, "participants": [
             {"participant": p.participant, "out": str(p.out) if p.out else None, "trials": p.n_trials,
@@ -418,13 +418,17 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
               f"run order{'; labels.npz beside each fMRI_data.npz' if summary else ''}) — next: {nxt}", highlight=False)
 
 
-def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: bool) -> dict:
+def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: bool, atlas=None) -> dict:
     """OUT/labels.json, and the study's participants.tsv copied to OUT (the groups `train --group-by` reads)."""
     import shutil
 
     from fmri_edge.events import LABELS_JSON, write_summary
 
     summary = lib.labels_summary(results, spec, window, root)
+    if atlas is not None:    # which atlas made the trials (also in each fMRI_data.npz)
+        from fmri_edge.atlas_provenance import provenance
+
+        summary["atlas"] = provenance(atlas)
     for folder in (root, *list(root.resolve().parents)[:2]):
         tsv = folder / "participants.tsv"
         if tsv.is_file():

@@ -71,6 +71,7 @@ def predict(
             submission.check_new(errors_json, force)
         _warn_adapted(decoder, paths, participant)
         _warn_window(decoder, paths)
+        _warn_atlas(decoder, paths)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
                 _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k, kind) as regions:
             def on_batch(b):
@@ -571,6 +572,28 @@ def _warn_window(decoder, paths) -> None:
                       "extract again with --model this model", highlight=False, soft_wrap=True)
 
 
+def _warn_atlas(decoder, paths) -> None:
+    """Warn (once per atlas) where extract made an input's trials with another atlas than the one that
+    made the model's training trials (both recorded: fmri_edge.atlas_provenance)."""
+    from fmri_edge import atlas_provenance, io
+
+    model_atlas = decoder.info.meta.get("atlas")
+    if not isinstance(model_atlas, dict) or not model_atlas.get("sha256"):
+        return
+    warned = set()
+    for src in io.iter_sources(paths):
+        if not isinstance(src, io.Source) or src.path.suffix != ".npz":
+            continue
+        rec = atlas_provenance.read(src.path)
+        if rec is None or rec["sha256"] == model_atlas["sha256"] or rec["sha256"] in warned:
+            continue
+        warned.add(rec["sha256"])
+        err.print(f"[yellow]warning:[/] {escape(str(src.path))}: its trials were made with atlas "
+                  f"{escape(atlas_provenance.describe(rec))}, the model was trained on trials of atlas "
+                  f"{escape(atlas_provenance.describe(model_atlas))}; region i may not be the same region: extract "
+                  "again with the model's atlas", highlight=False, soft_wrap=True)
+
+
 def _integrity_row(status: str) -> str:
     from fmri_edge import integrity
 
@@ -652,6 +675,10 @@ def _describe(meta: dict) -> dict[str, str]:
                               f"({a.get('labels')}), {a.get('method')}, shrinkage {a.get('shrinkage')}, "
                               f"bias {a.get('bias')}{extra}; {a.get('adapted')}")
         rows["base model"] = f"{a.get('base_model')} ({a.get('base_model_version')}), sha256 {a.get('base_sha256')}"
+    if meta.get("atlas"):
+        from fmri_edge.atlas_provenance import describe
+
+        rows["atlas"] = describe(meta["atlas"]) + " (the atlas that made the training trials)"
     for k in ("members", "fmri_edge_version", "exported", "opset"):
         if k in meta:
             rows[k] = str(meta[k])

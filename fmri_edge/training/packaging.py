@@ -117,6 +117,9 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     study = study_provenance(results)
     if study:
         metadata["study"] = study
+    atlas = results.get("atlas") or (results.get("study_labels") or {}).get("atlas")
+    if isinstance(atlas, dict):   # the atlas that made the training trials: predict warns on trials of another
+        metadata["atlas"] = atlas
     log(f"exporting {len(members)} network(s) from {run_dir} …")
     parity = export_onnx(members, out, metadata, trials, er)
     card = write_model_card(out, metadata, parity, parity_source, results, er.source or "export/default.toml")
@@ -177,6 +180,9 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
            + ")" if meta.get("subject_alignment") else "") + " |",
         "| LEVEL | " + (f"LEVEL head, {meta['level_rule']}" if "level" in meta["heads"] else
                         f"from CLASS: {meta['level_from_class']} (no LEVEL head)") + " |",
+        *([f"| atlas | `{meta['atlas'].get('file')}`, sha256 `{meta['atlas'].get('sha256')}`, grid "
+           f"{meta['atlas'].get('grid')}, voxel {'×'.join(f'{v:g}' for v in meta['atlas'].get('voxel_mm') or [])} mm, "
+           f"space {meta['atlas'].get('space')} |"] if isinstance(meta.get("atlas"), dict) else []),
         f"| export | `{export_recipe}`, opset {meta.get('opset', 20)}; parity vs PyTorch on {parity_source}: "
         f"max abs diff " + ", ".join(f"{k} {v:.1e}" for k, v in parity["max_abs_diff"].items())
         + f" (atol {parity['atol']:.0e}) |",

@@ -218,6 +218,12 @@ def _run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = 
                "n_trials": len(ds.labels), "participants": sorted(set(ds.participants.tolist())),
                "n_times": int(ds.trials.shape[2]), "n_regions": int(ds.trials.shape[1]),
                "protocols": {}}
+    from fmri_edge.atlas_provenance import study_atlas
+    from fmri_edge.io import discover
+
+    atlas = study_atlas(discover([Path(recipe.data)]))   # which atlas made the trials (extract records it)
+    if atlas is not None:
+        results["atlas"] = atlas
     labels_json = Path(recipe.data) / "labels.json"
     if labels_json.is_file():  # the study's label provenance (extract --class-column), for export
         results["study_labels"] = json.loads(labels_json.read_text())
