@@ -482,3 +482,41 @@ def test_a_study_of_trials_from_two_atlases_is_refused(sim, tmp_path):
     shutil.copytree(b / "sub-04", a / "sub-04")
     one_line_error(invoke("train", "--data", a, "--out", tmp_path / "run"), "were made with atlas",
                    "one study's trials need one atlas")
+
+
+# ---- progress of long work ------------------------------------------------------------------------------
+
+def test_progress_phases_say_fold_k_of_n_and_report_says_recipe_k_of_n():
+    from fmri_edge.training.progress import Phases, RecipeClock
+
+    p = Phases(["test P01+P10", "test P02+P11", "test P03"], [0, 1, 2])
+    assert p.locate("test P02+P11", 1, 1) == ("subject", "subject CV: fold 2 of 3 (test P02+P11)", 2.0, 3)
+    assert p.locate("test P03 · val P01+P10", 5, 10)[1:] == ("subject CV: fold 3 of 3 (test P03)", 2.0, 3)
+    assert p.locate("seed 1", 10, 20)[1:] == ("random split 2 of 3 (seed 1)", 1.5, 3)
+    assert p.locate("permutation null (labels shuffled within participants)", 4, 10)[2:] == (4.0, 10)
+    assert p.locate("all subjects", 3, 3)[0] == "final"
+    t = iter([0.0, 0.0, 90.0, 200.0])
+    clock = RecipeClock(3, clock=lambda: next(t))
+    assert clock.line("a") == "training a (recipe 1 of 3 to train; 0 s so far) …"
+    assert clock.line("b") == "training b (recipe 2 of 3 to train; 1 min 30 s so far, about 3 min 00 s left) …"
+    assert clock.line("c") == "training c (recipe 3 of 3 to train; 3 min 20 s so far, about 1 min 40 s left) …"
+
+
+def test_train_draws_its_phases_on_a_terminal(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from fmri_edge.cli import build
+    from fmri_edge.cli.console import err
+
+    seen = []
+    real = build._phase_bars.__call__
+
+    def spy(self, stage, epoch, epochs):
+        real(self, stage, epoch, epochs)
+        seen.append([self.bar.tasks[i].description for i in self.tasks.values()][-1])
+    monkeypatch.setattr(build._phase_bars, "__call__", spy)
+    data = _labeled(tmp_path / "d")
+    res = invoke("train", "--data", data, "--out", tmp_path / "run", "--threads", 1)
+    assert res.exit_code == 0, res.output
+    assert "subject CV: fold 1 of 4 (test sub-01)" in seen and "subject CV: fold 4 of 4 (test sub-04)" in seen
+    assert "final fit on all participants" in seen
+    assert err is not None

@@ -42,8 +42,6 @@ def train(
 ):
     """Evaluate a recipe (cross-subject CV and/or the paper's split) and fit the model to ship —
     on ICBHI or on a lab's own labeled study (--data)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     with user_errors():
         from fmri_edge.training.recipe import load_recipe, shipped_recipe
         from fmri_edge.training.run import make_plan, run
@@ -75,15 +73,7 @@ def train(
         plan = make_plan(recipe, group_by)
         if not as_json:
             _print_fold_plan(plan)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err.rich, transient=as_json, disable=as_json) as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(stage: str, epoch: int, epochs: int):
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=epochs)
-                bar.update(tasks[stage], completed=epoch)
-
+        with _phase_bars(recipe, plan, disable=as_json) as progress:
             results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
                           permutations=permutations, own_data=data is not None)
     summaries = {p: r["summary"] for p, r in results["protocols"].items()}
@@ -109,6 +99,47 @@ def train(
         _print_evaluation(ev)
     err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}" + (
         f" --out {out_dir.name}.onnx" if data is not None else ""), highlight=False)
+
+
+def _bars(disable: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("left"),
+                    TimeRemainingColumn(), console=err.rich, transient=True,
+                    disable=disable or not err.rich.is_terminal)
+
+
+class _phase_bars:
+    """On a terminal, one bar per phase of a run (subject CV fold k of n, random split k of n, final
+    fit, permutation null k of n) with the elapsed time and an estimate of what is left; the callback
+    ``(stage, epoch, epochs)`` that fmri_edge.training.run.run takes."""
+
+    def __init__(self, recipe, plan=None, disable: bool = False, bar=None):
+        from fmri_edge.training.progress import Phases
+
+        folds = ["test " + "+".join(test_p) for _, test_p in plan.folds] if plan is not None else []
+        self.phases = Phases(folds, list(recipe.eval.seeds))
+        self.own = bar is None
+        self.bar = bar or _bars(disable)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.own:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.own:
+            self.bar.__exit__(*exc)
+        else:
+            for t in self.tasks.values():
+                self.bar.remove_task(t)
+
+    def __call__(self, stage: str, epoch: int, epochs: int) -> None:
+        key, text, done, total = self.phases.locate(stage, epoch, epochs)
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(text, total=total)
+        self.bar.update(self.tasks[key], description=text, completed=done)
 
 
 def _print_fold_plan(plan) -> None:
@@ -163,7 +194,23 @@ def report(
     with user_errors():
         from fmri_edge.training.report import write_report
 
-        path = write_report(config, runs, log=err.print)
+        with _bars(disable=False) as bar:    # on a terminal: recipe k of n (stderr lines) and each run's folds
+            previous = []
+
+            def progress(recipe):
+                from fmri_edge.training.run import make_plan
+
+                for done in previous:        # the bars of the recipe trained before this one
+                    done.__exit__(None, None, None)
+                phases = _phase_bars(recipe, None, bar=bar)
+                previous[:] = [phases]
+                try:
+                    phases.phases.fold_names = ["test " + "+".join(t) for _, t in make_plan(recipe).folds]
+                except Exception:   # the run itself names the problem
+                    pass
+                return phases
+
+            path = write_report(config, runs, log=lambda s: err.print(s, highlight=False), progress=progress)
     out.print(f"wrote {path}")
 
 

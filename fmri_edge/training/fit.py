@@ -206,8 +206,11 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     set_level_given_class(model, labels)
     o = recipe.optim
     if o.solver == "lbfgs":
-        return _fit_lbfgs(model, recipe, represent(model, trials, participants, pool).clone(), labels,
-                          val_trials, val_labels, val_participants, pool)
+        res = _fit_lbfgs(model, recipe, represent(model, trials, participants, pool).clone(), labels,
+                         val_trials, val_labels, val_participants, pool)
+        if on_epoch:   # the converged fit is the whole fit: reported as its last epoch (progress counts it done)
+            on_epoch(max(1, o.epochs or 1), res.history[-1])
+        return res
     if o.solver != "radam":
         raise ValueError(f"unknown solver {o.solver!r}; choose 'radam' or 'lbfgs'")
     opt = Lookahead(torch.optim.RAdam(_param_groups(model, o), lr=o.lr), o.lookahead_k, o.lookahead_alpha)
