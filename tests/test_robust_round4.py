@@ -520,3 +520,10 @@ def test_train_draws_its_phases_on_a_terminal(tmp_path, monkeypatch):
     assert "subject CV: fold 1 of 4 (test sub-01)" in seen and "subject CV: fold 4 of 4 (test sub-04)" in seen
     assert "final fit on all participants" in seen
     assert err is not None
+
+
+def test_export_int8_refuses_an_existing_int8_file_before_any_work(run_dir, tmp_path):
+    (tmp_path / "m.int8.onnx").write_text("tracked")
+    one_line_error(invoke("export", "--run", run_dir, "--out", tmp_path / "m.onnx", "--int8"),
+                   "m.int8.onnx: exists; use --force")
+    assert not (tmp_path / "m.onnx").exists() and (tmp_path / "m.int8.onnx").read_text() == "tracked"

@@ -233,7 +233,7 @@ def export(
     with user_errors():
         from fmri_edge.training.packaging import export_run
 
-        report = export_run(run_dir, recipe, out_path, log=err.print, force=force)
+        report = export_run(run_dir, recipe, out_path, log=err.print, force=force, int8=int8)
         if int8:
             from fmri_edge.training.quantize import export_int8
 

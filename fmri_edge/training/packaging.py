@@ -46,7 +46,7 @@ def study_provenance(results: dict) -> dict | None:
 
 
 def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out: str | Path | None = None,
-               log: Callable[[str], None] = print, force: bool = False) -> dict:
+               log: Callable[[str], None] = print, force: bool = False, int8: bool = False) -> dict:
     """``force``: overwrite an existing ONNX file and its card (else refused before any work, like
     every other writer)."""
     from fmri_edge.training.checkpoint_errors import read_results
@@ -71,7 +71,11 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     name = recipe["name"]
     # a lab's own run (train --data) never lands on the shipped model's file by default
     out = Path(out) if out else run_dir / "model.onnx" if results.get("own_data") else Path("models") / f"{name}.onnx"
-    for target in (out, out.with_suffix(".md")):     # the ONNX file and its model card beside it
+    targets = [out, out.with_suffix(".md")]        # the ONNX file and its model card beside it
+    if int8:                                        # and export --int8's file and card
+        q = out.with_name(out.stem + ".int8.onnx")
+        targets += [q, q.with_suffix(".md")]
+    for target in targets:
         if target.is_dir():
             raise InputError(target, "is a folder; give a file name for --out")
         if target.exists() and not force:
