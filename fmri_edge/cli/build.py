@@ -97,8 +97,10 @@ def train(
         _print_participants(ev["participants"])
     if ev:
         _print_evaluation(ev)
+    shipped = Path("models") / f"{recipe.name}.onnx"      # export's default target for this run
     err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}" + (
-        f" --out {out_dir.name}.onnx" if data is not None else ""), highlight=False)
+        f" --out {out_dir.name}.onnx" if data is not None else
+        f" (add --force to replace {shipped}, or --out another file)" if shipped.exists() else ""), highlight=False)
 
 
 def _bars(disable: bool):
