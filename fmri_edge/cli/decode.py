@@ -252,8 +252,8 @@ def explain(
         "--map-nifti", help="Write the same map as a NIfTI on the atlas grid (.nii or .nii.gz): each region's value "
                             "in each of its voxels, 0 outside; for FSLeyes, MRIcroGL, nilearn.")] = None,
     valence_class: Annotated[Optional[int], typer.Option(
-        "--class", help="Map only the trials answered as this CLASS (-1, 0 or 1); default: every trial, each "
-                        "for its answered class.", show_default=False)] = None,
+        "--class", help="Explain only the trials answered as this CLASS (-1, 0 or 1): the table and the map; "
+                        "default: every trial, each for its answered class.", show_default=False)] = None,
     view: Annotated[Literal["glass", "slices"], typer.Option(
         help="--brain-map: a glass brain (every region seen through the brain) or orthogonal slices.")] = "glass",
     force: Annotated[bool, typer.Option(help="Overwrite existing --plot, --brain-map and --map-nifti files.")] = False,
