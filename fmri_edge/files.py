@@ -9,7 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from fmri_edge.errors import InputError
+from fmri_edge.errors import InputError, UsageError
 
 
 def check_new(path: str | Path, force: bool = False) -> Path:
@@ -51,3 +51,34 @@ def replace_atomically(path: str | Path, binary: bool = False):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---- output names, checked before any work ----------------------------------------------------
+
+SUFFIXES = {
+    "--plot": ((".png",), "a PNG figure"),
+    "--brain-map": ((".png",), "a PNG figure (the NIfTI map is --map-nifti)"),
+    "--map-nifti": ((".nii", ".nii.gz"), "a NIfTI image (the figure is --brain-map)"),
+    "--out-nifti": ((".nii", ".nii.gz"), "a NIfTI image"),
+}
+
+
+def check_suffix(path: str | Path, option: str) -> Path:
+    """``path`` ends the way ``option`` writes (see :data:`SUFFIXES`), or one line saying so."""
+    path = Path(path)
+    allowed, what = SUFFIXES[option]
+    if not any(path.name.lower().endswith(s) and len(path.name) > len(s) for s in allowed):
+        raise UsageError(f"{option} {path}: writes {what}; give a file name ending in {' or '.join(allowed)}")
+    return path
+
+
+def check_writable(path: str | Path) -> Path:
+    """A file that can be created at ``path``: its folder exists and may be written (checked at start,
+    so a long run never fails at its first row)."""
+    path = Path(path)
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise InputError(path, f"folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot be written (folder {parent} is not writable); choose another file")
+    return path

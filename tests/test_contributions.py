@@ -144,7 +144,6 @@ def test_bad_explain_requests_are_one_line_and_write_nothing(aligned_model, sim_
                                                             str(tmp_path / "m.png")],
              "give --atlas": ["--brain-map", str(tmp_path / "m.png")],
              "--atlas is for --brain-map": ["--atlas", str(tmp_path / "a.nii.gz")],
-             "--class chooses the trials of --brain-map": ["--class", "1"],
              "atlas not found": ["--atlas", str(tmp_path / "a.nii.gz"), "--map-nifti", str(tmp_path / "m.nii")]}
     for message, extra in cases.items():
         r = runner.invoke(app, [*base, *extra])

@@ -138,7 +138,7 @@ def test_extract_then_predict_one_row_per_event(study, tmp_path):
     assert res.exit_code == 0, res.output
     assert "extracted 5 trials" in res.stdout and "wrote 5 trials" in res.stderr
     with np.load(out, allow_pickle=False) as z:           # no object arrays: loads without pickle
-        assert set(z.files) == {"data", "onset", "trial_type", "run", "runs", "baseline_s", "n_times"}
+        assert set(z.files) == {"data", "onset", "trial_type", "run", "runs", "baseline_s", "n_times", "atlas"}
         assert float(z["baseline_s"]) == 5.0 and int(z["n_times"]) == 25     # the window, for predict's check
         assert z["data"].shape == (5, 246, 25) and z["data"].dtype == np.float32
         assert z["trial_type"].dtype.kind == "U" and z["runs"].dtype.kind == "U"

@@ -48,8 +48,6 @@ def train(
 ):
     """Evaluate a recipe (cross-subject CV and/or the paper's split) and fit the model to ship —
     on ICBHI or on a lab's own labeled study (--data)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     with user_errors():
         from fmri_edge.training.recipe import load_recipe, shipped_recipe
         from fmri_edge.training.run import make_plan, run
@@ -87,18 +85,13 @@ def train(
 
             parse_local(scheduler)   # a malformed local:N is one line before anything is loaded
         out_dir = out_dir or Path("runs") / ("+".join(d.resolve().name for d in studies) if studies else recipe.name)
+        from fmri_edge.training.run_folder import check_out
+
+        check_out(out_dir)      # before any work: a run folder that cannot be written is one line
         plan = make_plan(recipe, group_by, protocols, pooled_studies)
         if not as_json:
             _print_fold_plan(plan)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err.rich, transient=as_json, disable=as_json) as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(stage: str, epoch: int, epochs: int):
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=epochs)
-                bar.update(tasks[stage], completed=epoch)
-
+        with _phase_bars(recipe, plan, disable=as_json) as progress:
             if scheduler:
                 from fmri_edge.scheduler import connect
                 from fmri_edge.training.tasks import DaskExecutor
@@ -142,8 +135,51 @@ def train(
         err.print(f"run saved in {out_dir}/ (one model per participant and fold; a within run is not exported: "
                   "train --protocol subject for a decoder of new participants)", highlight=False)
         return
+    shipped = Path("models") / f"{recipe.name}.onnx"      # export's default target for this run
     err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}" + (
-        f" --out {out_dir.name}.onnx" if data is not None else ""), highlight=False)
+        f" --out {out_dir.name}.onnx" if data is not None else
+        f" (add --force to replace {shipped}, or --out another file)" if shipped.exists() else ""), highlight=False)
+
+
+def _bars(disable: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("left"),
+                    TimeRemainingColumn(), console=err.rich, transient=True,
+                    disable=disable or not err.rich.is_terminal)
+
+
+class _phase_bars:
+    """On a terminal, one bar per phase of a run (subject CV fold k of n, random split k of n, final
+    fit, permutation null k of n) with the elapsed time and an estimate of what is left; the callback
+    ``(stage, epoch, epochs)`` that fmri_edge.training.run.run takes."""
+
+    def __init__(self, recipe, plan=None, disable: bool = False, bar=None):
+        from fmri_edge.training.progress import Phases
+
+        folds = ["test " + "+".join(test_p) for _, test_p in plan.folds] if plan is not None else []
+        self.phases = Phases(folds, list(recipe.eval.seeds))
+        self.own = bar is None
+        self.bar = bar or _bars(disable)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.own:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.own:
+            self.bar.__exit__(*exc)
+        else:
+            for t in self.tasks.values():
+                self.bar.remove_task(t)
+
+    def __call__(self, stage: str, epoch: int, epochs: int) -> None:
+        key, text, done, total = self.phases.locate(stage, epoch, epochs)
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(text, total=total)
+        self.bar.update(self.tasks[key], description=text, completed=done)
 
 
 def _print_studies(rows: list[dict]) -> None:
@@ -218,13 +254,30 @@ def report(
     with user_errors():
         from fmri_edge.training.report import write_report
 
-        path = write_report(config, runs, log=err.print)
+        with _bars(disable=False) as bar:    # on a terminal: recipe k of n (stderr lines) and each run's folds
+            previous = []
+
+            def progress(recipe):
+                from fmri_edge.training.run import make_plan
+
+                for done in previous:        # the bars of the recipe trained before this one
+                    done.__exit__(None, None, None)
+                phases = _phase_bars(recipe, None, bar=bar)
+                previous[:] = [phases]
+                try:
+                    phases.phases.fold_names = ["test " + "+".join(t) for _, t in make_plan(recipe).folds]
+                except Exception:   # the run itself names the problem
+                    pass
+                return phases
+
+            path = write_report(config, runs, log=lambda s: err.print(s, highlight=False), progress=progress)
     out.print(f"wrote {path}")
 
 
 @app.command(rich_help_panel=PANEL)
 def export(
-    run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `fmri-edge train`.")] = Path("runs/fmri-edge-se"),
+    run_dir: Annotated[Path, typer.Option("--run", help="Run folder written by `fmri-edge train` (default: train's "
+                                                         "default --out, runs/fmri-edge).")] = Path("runs/fmri-edge"),
     recipe: Annotated[Optional[Path], typer.Option(help="Export recipe (opset, T, parity tolerance). Default: "
                                                     "export/default.toml where present, else opset 20, 25 s, atol "
                                                     "1e-4.")] = None,
@@ -234,12 +287,13 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Also write <name>.int8.onnx (static QDQ int8, calibrated on "
                                                       "the real training trials) and its card: accuracy change on "
                                                       "the run's cross-validation fold models, speed vs fp32.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file and its card.")] = False,
 ):
     """Checkpoint → ONNX (raw BOLD in, probabilities out), checked against PyTorch on real trials."""
     with user_errors():
         from fmri_edge.training.packaging import export_run
 
-        report = export_run(run_dir, recipe, out_path, log=err.print)
+        report = export_run(run_dir, recipe, out_path, log=err.print, force=force, int8=int8)
         if int8:
             from fmri_edge.training.quantize import export_int8
 

@@ -257,7 +257,7 @@ def extract(
     """Region time series from NIfTI BOLD with an atlas (region means read block by block; nilearn
     for confounds and filtering), resampled to 1 s and cut into one trial per event: the trials
     `fmri-edge predict` reads. Damaged files are refused one line each; a study's good runs always
-    come out. Needs pip install 'fmri-edge\\[nifti]'."""
+    come out. Needs pip install 'fmri-edge[nifti]'."""
     with user_errors():
         from fmri_edge.imaging import extract as lib
 
@@ -358,7 +358,7 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
         _report_problems(r.skipped, errors_json, force=force)
         raise InputError(r.events, f"no event's {window.n_times}-s window fits inside the scan ({len(r.skipped)} "
                                    "skipped above); nothing written")
-    lib.save_trials(out_path, [r], force, window)
+    lib.save_trials(out_path, [r], force, window, atlas=atlas)
     _report_problems(r.skipped, errors_json, force=force)
     if as_json:
         print(json.dumps({"window": _window_json(window), "out": str(out_path), "runs": [_run_json(r)],
@@ -427,13 +427,21 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
     _print_notes([n for p in results for r in p.runs for n in r.notes])
     problems = [e for p in results for e in (*p.failed, *p.skipped)]
     written = [p for p in results if p.out is not None]
+    from fmri_edge.imaging.atlas_refusals import collapse
+
+    # the same atlas refusal on every run of one grid: said once, with how many runs it refused
+    shown, repeated = collapse(problems, atlas_path, [r.bold.name for prs in runs.values() for r in prs])
     if not written:
-        _report_problems(problems, errors_json, force=force)
-        raise UsageError(f"{root}: no participant's trials could be extracted ({len(problems)} problem(s) above); "
+        if len(shown) == 1 and shown[0].path == str(atlas_path):   # the atlas refused the whole study
+            if errors_json is not None:
+                _report_problems([], errors_json, [*shown, *repeated], force=force)
+            raise shown[0]
+        _report_problems(shown, errors_json, repeated, force=force)
+        raise UsageError(f"{root}: no participant's trials could be extracted ({len(shown)} problem(s) above); "
                          "nothing written")
-    _report_problems(problems, errors_json, force=force)
-    summary = _write_labels(lib, results, opts.labels, window, root, out_dir, force,
-                                                    opts.confounds_strategy) if opts.labels else None
+    _report_problems(shown, errors_json, repeated, force=force)
+    summary = _write_labels(lib, results, opts.labels, window, root, out_dir, force, opts.confounds_strategy,
+                            atlas) if opts.labels else None
     if as_json:
         print(json.dumps({"window": _window_json(window), "out": str(out_dir), "labels": summary, "participants": [
             {"participant": p.participant, "out": str(p.out) if p.out else None, "trials": p.n_trials,
@@ -457,7 +465,8 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
               f"run order{'; labels.npz beside each fMRI_data.npz' if summary else ''}) — next: {nxt}", highlight=False)
 
 
-def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: bool, strategy=None) -> dict:
+def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: bool, strategy=None,
+                  atlas=None) -> dict:
     """OUT/labels.json, and the study's participants.tsv copied to OUT (the groups `train --group-by` reads)."""
     import shutil
 
@@ -466,6 +475,10 @@ def _write_labels(lib, results, spec, window, root: Path, out_dir: Path, force: 
     summary = lib.labels_summary(results, spec, window, root)
     if strategy is not None:   # --confounds-strategy: nilearn's parameters and the scrubbing rule
         summary["confounds_strategy"] = strategy.describe()
+    if atlas is not None:    # which atlas made the trials (also in each fMRI_data.npz)
+        from fmri_edge.imaging.atlas_provenance import provenance
+
+        summary["atlas"] = provenance(atlas)
     for folder in (root, *list(root.resolve().parents)[:2]):
         tsv = folder / "participants.tsv"
         if tsv.is_file():

@@ -53,7 +53,7 @@ def predict(
                                                 f"(otherwise exit {EXIT_PARTIAL}).")] = False,
     scheduler: Annotated[Optional[str], typer.Option(
         help="Score on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N for N local worker "
-             "processes; same output as without. Needs pip install 'fmri-edge\\[dask]'; see the README.")] = None,
+             "processes; same output as without. Needs pip install 'fmri-edge[dask]'; see the README.")] = None,
 ):
     """Predict valence CLASS and LEVEL for every trial."""
     from fmri_edge.data import io, submission
@@ -72,6 +72,7 @@ def predict(
             submission.check_new(errors_json, force)
         _warn_adapted(decoder, paths, participant)
         _warn_window(decoder, paths)
+        _warn_atlas(decoder, paths)
         with submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f, \
                 _regions_sidecar(out_csv if explain else None, force, decoder.info.region_names, top_k, kind) as regions:
             def on_batch(b):
@@ -203,7 +204,9 @@ def _regions_sidecar(out_csv: Path | None, force: bool, region_names, top_k: int
 
 
 def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5, kind: str | None = None) -> Table:
-    table = Table(title=f"fmri-edge predictions ({n_trials} trials)", title_justify="left")
+    shown = min(n_trials, MAX_TABLE_ROWS)
+    table = Table(title=f"fmri-edge predictions ({n_trials} trials" + (f", the first {shown} shown)" if shown < n_trials
+                                                                       else ")"), title_justify="left")
     for col in ("Participant", "Trial", "CLASS", "LEVEL", "p(-1)", "p(0)", "p(+1)"):
         table.add_column(col, justify="left" if col == "Participant" else "right")
     if region_names is not None:  # --explain
@@ -223,6 +226,8 @@ def _predictions_table(batches, n_trials: int, region_names=None, top_k: int = 5
                           *([", ".join(f"{r['region']} {r[key]:+.2f}" if kind == "contribution" else
                                        f"{r['region']} {r[key]:.2f}" for r in regions[n])] if regions else []))
             rows += 1
+    if rows < n_trials:     # the kept batches end at the table's limit: say what is not shown
+        table.caption = f"… {n_trials - rows} more rows: use --out FILE.csv or --json"
     return table
 
 
@@ -238,19 +243,19 @@ def explain(
     top_k: Annotated[int, typer.Option("--top-k", help="k of the 'in top-k' column: how often a region is among a "
                                                        "trial's k highest-scoring.", min=1)] = 10,
     plot: Annotated[Optional[Path], typer.Option(
-        help="Draw the region figure to this PNG (needs matplotlib: pip install 'fmri-edge\\[plot]').")] = None,
+        help="Draw the region figure to this PNG (needs matplotlib: pip install 'fmri-edge[plot]').")] = None,
     atlas: Annotated[Optional[Path], typer.Option(
         help="Atlas label image (NIfTI) of the model's regions, for --brain-map/--map-nifti: label v is region v "
              "(BN_atlas.txt order, from 1), 0 or NaN outside; any voxel size or MNI grid.")] = None,
     brain_map: Annotated[Optional[Path], typer.Option(
         "--brain-map", help="Paint the mean region scores on the atlas and draw them to this PNG (needs "
-                            "pip install 'fmri-edge\\[nifti,plot]').")] = None,
+                            "pip install 'fmri-edge[nifti,plot]').")] = None,
     map_nifti: Annotated[Optional[Path], typer.Option(
         "--map-nifti", help="Write the same map as a NIfTI on the atlas grid (.nii or .nii.gz): each region's value "
                             "in each of its voxels, 0 outside; for FSLeyes, MRIcroGL, nilearn.")] = None,
     valence_class: Annotated[Optional[int], typer.Option(
-        "--class", help="Map only the trials answered as this CLASS (-1, 0 or 1); default: every trial, each "
-                        "for its answered class.", show_default=False)] = None,
+        "--class", help="Explain only the trials answered as this CLASS (-1, 0 or 1): the table and the map; "
+                        "default: every trial, each for its answered class.", show_default=False)] = None,
     view: Annotated[Literal["glass", "slices"], typer.Option(
         help="--brain-map: a glass brain (every region seen through the brain) or orthogonal slices.")] = "glass",
     force: Annotated[bool, typer.Option(help="Overwrite existing --plot, --brain-map and --map-nifti files.")] = False,
@@ -287,22 +292,22 @@ def explain(
                              "(e.g. ../shared/data/icbhi2024/BN_Atlas_246_1mm.nii.gz)")
         if atlas is not None and not (brain_map or map_nifti):
             raise UsageError("--atlas is for --brain-map PNG and/or --map-nifti NIFTI: give one of them")
-        if valence_class is not None and atlas is None:
-            raise UsageError("--class chooses the trials of --brain-map/--map-nifti (the table shows every class)")
         from fmri_edge.data.submission import check_new
+        from fmri_edge.files import check_suffix
 
-        for target in (plot, brain_map, map_nifti):
+        for target, option in ((plot, "--plot"), (brain_map, "--brain-map"), (map_nifti, "--map-nifti")):
             if target is not None:
+                check_suffix(target, option)     # before any work: what is written is what the name says
                 check_new(target, force)
         if atlas is not None:
             from fmri_edge.explanation import brainmap
 
             label_image = _needs_extra(lambda: brainmap.load_label_image(atlas, decoder.info.n_regions))
-        summary, problems = regions.summarize(decoder, paths, top_k, batch_size)
-        if valence_class is not None and label_image is not None and \
-                not summary.class_counts[list(summary.class_values).index(valence_class)]:
+        try:   # with --class, the table and the map both cover the trials answered that class
+            summary, problems = regions.summarize(decoder, paths, top_k, batch_size, only_class=valence_class)
+        except regions.NoTrialOfClass:
             raise UsageError(f"--class {valence_class}: no trial was answered {valence_class:+d}, so there is nothing "
-                             "to map; leave --class out, or give other trials")
+                             "to show; leave --class out, or give other trials") from None
         faith = regions.faithfulness_paths(decoder, paths, tuple(k or (5, 10, 20)), draws, seed, batch_size)[0] \
             if faithfulness else None
     _report_problems(problems, None)
@@ -329,7 +334,7 @@ def explain(
                           "brain_map": maps,
                           "errors": [p.as_dict() for p in problems]}))
         return
-    out.print(_attention_table(summary, rows))
+    out.print(_attention_table(summary, rows, valence_class))
     ref = summary.reference()
     if ref:
         out.print("literature regions (rank of " + str(len(summary.region_names)) + "): "
@@ -383,16 +388,18 @@ def _brain_maps(label_image, summary, valence_class, brain_map, map_nifti, view,
         doc["nifti"] = str(map_nifti)
     if brain_map is not None:
         title = f"{version} on {data} ({n} trials): {shown}"
-        _needs_extra(lambda: brainmap.plot_map(label_image, volume, brain_map, title, kind.units, kind.signed, view))
+        _needs_extra(lambda: brainmap.plot_map(label_image, volume, brain_map, title, kind.units, kind.signed, view,
+                                               region_names=list(summary.region_names), values=values))
         err.print(f"wrote {brain_map}")
         doc["png"] = str(brain_map)
     return doc
 
 
-def _attention_table(s, rows: int) -> Table:
+def _attention_table(s, rows: int, valence_class: int | None = None) -> Table:
     from fmri_edge.explanation.regions import KINDS
 
-    t = Table(title=f"{_shown(s.kind)} per region ({s.n_trials} trials), ranked by mean {KINDS[s.kind].key}",
+    which = f"{s.n_trials} trials" + ("" if valence_class is None else f" answered {valence_class:+d}")
+    t = Table(title=f"{_shown(s.kind)} per region ({which}), ranked by mean {KINDS[s.kind].key}",
               title_justify="left", caption=f"top-{s.top_k}: share of trials with the region among their {s.top_k} "
                                             "highest-scoring; -1/0/+1: mean over the trials predicted as that class; "
                                             "lit.: the paper's EBR regions, amygdala; units: " + KINDS[s.kind].units)
@@ -500,9 +507,13 @@ def info(
     """What an fmri-edge ONNX file says about itself."""
     from fmri_edge.model.runtime import Model
 
+    from fmri_edge.model.metadata_types import check_types
+
     with user_errors():
         d = Model(model, verify=not no_verify)
-    meta = d.info.meta
+        meta = d.info.meta
+        if not as_json:
+            check_types(d.path, meta)       # a field of an unexpected type: one line, not a traceback
     if as_json:
         print(json.dumps(meta))
         return
@@ -519,7 +530,14 @@ def info(
     t.add_row("LEVEL", f"LEVEL head, {d.info.level_rule}" if "level" in heads or not heads else
               f"from CLASS: {meta.get('level_from_class') or 'the class-only rule −1 → −3, 0 → 0, 1 → 2'} "
               "(no LEVEL head)")
-    for key, v in _describe(meta).items():
+    with user_errors():
+        try:
+            described = _describe(meta)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
+            raise InputError(d.path, f"its metadata has a field of an unexpected shape ({type(e).__name__}: "
+                                     f"{str(e)[:80]}); `fmri-edge info --json` prints it as stored; re-export the "
+                                     "model") from None
+    for key, v in described.items():
         t.add_row(key, v)
     if "explanation" not in meta:   # exported before the key existed: what the outputs say
         from fmri_edge.explanation.regions import KINDS
@@ -554,6 +572,29 @@ def _warn_window(decoder, paths) -> None:
             err.print(f"[yellow]warning:[/] {escape(str(src.path))}: its trials were cut as {n_times} s from onset − "
                       f"{cut:g} s, the model reads {decoder.info.n_times} s from onset − {float(baseline):g} s; "
                       "extract again with --model this model", highlight=False, soft_wrap=True)
+
+
+def _warn_atlas(decoder, paths) -> None:
+    """Warn (once per atlas) where extract made an input's trials with another atlas than the one that
+    made the model's training trials (both recorded: fmri_edge.imaging.atlas_provenance)."""
+    from fmri_edge.imaging import atlas_provenance
+    from fmri_edge.data import io
+
+    model_atlas = decoder.info.meta.get("atlas")
+    if not isinstance(model_atlas, dict) or not model_atlas.get("sha256"):
+        return
+    warned = set()
+    for src in io.iter_sources(paths):
+        if not isinstance(src, io.Source) or src.path.suffix != ".npz":
+            continue
+        rec = atlas_provenance.read(src.path)
+        if rec is None or rec["sha256"] == model_atlas["sha256"] or rec["sha256"] in warned:
+            continue
+        warned.add(rec["sha256"])
+        err.print(f"[yellow]warning:[/] {escape(str(src.path))}: its trials were made with atlas "
+                  f"{escape(atlas_provenance.describe(rec))}, the model was trained on trials of atlas "
+                  f"{escape(atlas_provenance.describe(model_atlas))}; region i may not be the same region: extract "
+                  "again with the model's atlas", highlight=False, soft_wrap=True)
 
 
 def _integrity_row(status: str) -> str:
@@ -637,6 +678,10 @@ def _describe(meta: dict) -> dict[str, str]:
                               f"({a.get('labels')}), {a.get('method')}, shrinkage {a.get('shrinkage')}, "
                               f"bias {a.get('bias')}{extra}; {a.get('adapted')}")
         rows["base model"] = f"{a.get('base_model')} ({a.get('base_model_version')}), sha256 {a.get('base_sha256')}"
+    if meta.get("atlas"):
+        from fmri_edge.imaging.atlas_provenance import describe
+
+        rows["atlas"] = describe(meta["atlas"]) + " (the atlas that made the training trials)"
     for k in ("members", "fmri_edge_version", "exported", "opset"):
         if k in meta:
             rows[k] = str(meta[k])

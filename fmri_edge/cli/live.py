@@ -56,7 +56,7 @@ def stream(
 ):
     """Decode each trial live, as soon as the volumes of its window have arrived: one JSON line per
     answer on stdout. Exits when every trial of the schedule is answered (0) or declared incomplete
-    (3). Needs pip install 'fmri-edge\\[realtime]'."""
+    (3). Needs pip install 'fmri-edge[realtime]'."""
     from fmri_edge.imaging.extract import require_nifti
     from fmri_edge.model.runtime import Model
     from fmri_edge.realtime.stream import Stream
@@ -76,6 +76,10 @@ def stream(
         require_nifti("stream", "realtime")
         if no_align and stats_from:
             raise UsageError("--no-align and --stats-from exclude each other")
+        if out_csv is not None:     # at start, exit 2 (docs/realtime.md), never a traceback at the first answer
+            from fmri_edge.files import check_writable
+
+            check_writable(out_csv)
         decoder = Model(model, threads=1, verify=not no_verify)   # one trial per call: no thread hand-offs
         live = Stream(watch_dir, atlas, events, tr, decoder, participant=participant, out=out_csv, force=force,
                       align="none" if no_align else "stats" if stats_from else "running", stats_from=stats_from,

@@ -99,8 +99,11 @@ def walk(p: Path) -> Iterator[Source | InputError]:
         found += isinstance(item, Source)
         yield item
     if not found:
+        images = next((f for f in p.rglob("*.nii*") if f.name.endswith((".nii", ".nii.gz"))), None)
         yield InputError(p, f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files (at any "
-                            "depth); point at trial files or ICBHI subject folders")
+                            "depth); point at trial files or ICBHI subject folders" + (
+                                f"; it holds NIfTI images ({images.name}; a BIDS study?): run `fmri-edge extract "
+                                f"{p} --atlas ATLAS.nii.gz --out TRIALS` first, then predict TRIALS" if images else ""))
 
 
 def _walk_folder(d: Path, visited: set, depth: int) -> Iterator[Source | InputError]:
@@ -185,6 +188,10 @@ def read_array(path: str | Path, key: str = "data") -> np.ndarray:
     """
     path = Path(path)
     if path.suffix not in ARRAY_SUFFIXES:
+        if path.name.lower().endswith((".nii", ".nii.gz", ".dcm")):   # a scan, not trials: say how to get trials
+            raise InputError(path, "an image, not trials: cut its trials first with fmri-edge extract (e.g. "
+                                   "`fmri-edge extract BOLD.nii.gz --atlas ATLAS.nii.gz --events EVENTS.tsv --out "
+                                   "trials.npz`, or a BIDS folder), then predict the trials")
         raise InputError(path, f"not a .npy or .npz file (got {path.suffix or 'no suffix'!r}); "
                                "save trials with numpy.save or numpy.savez(..., data=trials)")
     if not path.is_file():
@@ -553,12 +560,20 @@ def load_icbhi(root: str | Path, n_times: int | None = None,
                n_regions: int = 246) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Labeled ICBHI folder (e.g. ``Train``, or extract's labeled output) → {participant: (trials
     (N, n_regions, T), labels (N, 2))}."""
-    out = {}
+    out, where = {}, {}
     for src in discover([Path(root)]):
+        if src.participant in where:   # siteA/sub-01 and siteB/sub-01: never one participant silently
+            raise InputError(root, f"two participant folders are both named {src.participant}: "
+                                   f"{where[src.participant].parent} and {src.path.parent}; within one study every "
+                                   "participant needs its own name (rename one, or give each site as a study of "
+                                   "its own)")
+        where[src.participant] = src.path
         trials = load_trials(src.path, n_regions=n_regions, n_times=n_times)
         label_path = src.path.parent / LABEL_FILE
         if not label_path.is_file():
-            raise InputError(label_path, "missing (needed for training and scoring)")
+            raise InputError(label_path, "missing (needed for training and scoring); trials extracted without "
+                                         "labels: rerun fmri-edge extract with --class-column COLUMN --class-map "
+                                         "VALUE=CLASS,… (docs/own-study.md)")
         out[src.participant] = (trials, load_labels(label_path, len(trials)))
     return out
 

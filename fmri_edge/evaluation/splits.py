@@ -67,8 +67,12 @@ def _groups_from_tsv(path: Path, column: str, participants: list[str]) -> dict[s
     if not path.is_file():
         raise InputError(path, f"not found: --group-by participants:{column} reads the study's {PARTICIPANTS_TSV} "
                                "beside the participant folders (extract copies it there)")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}; a spreadsheet's "
+                               "Latin-1 export?); save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
     header = list(rows[0]) if rows else []
     if "participant_id" not in header or column not in header:
         missing = "participant_id" if "participant_id" not in header else column

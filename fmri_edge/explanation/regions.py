@@ -327,18 +327,31 @@ def require_kind(decoder: Model) -> str:
     raise UsageError(f"{decoder.path}: this model cannot explain its answers per region: {why}")
 
 
+class NoTrialOfClass(ValueError):
+    """:func:`summarize` with ``only_class``: trials were read, but none was answered that class."""
+
+
 def summarize(decoder: Model, paths: list, top_k: int = 10, batch_size: int = DEFAULT_BATCH,
-              ) -> tuple[AttentionSummary, list[InputError]]:
+              only_class: int | None = None) -> tuple[AttentionSummary, list[InputError]]:
     """Run the model over ``paths`` (as ``predict`` does, streamed) and summarize its per-region
-    explanation (contributions or attention, :func:`require_kind`)."""
+    explanation (contributions or attention, :func:`require_kind`); with ``only_class``, over the
+    trials answered that class only."""
     kind = require_kind(decoder)
     acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k, kind)
-    problems = []
+    problems, read = [], 0
     for item in answers.predict(decoder, paths, batch_size):
         if isinstance(item, InputError):
             problems.append(item)
         else:
-            acc.add(item.region_scores(kind), item.valence_class)
+            scores, classes = item.region_scores(kind), np.asarray(item.valence_class)
+            read += len(classes)
+            if only_class is not None:
+                keep = classes == only_class
+                scores, classes = scores[keep], classes[keep]
+            if len(classes):
+                acc.add(scores, classes)
+    if acc.n == 0 and read and only_class is not None:
+        raise NoTrialOfClass(only_class)
     if acc.n == 0:
         raise InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
     return acc.result(), problems

@@ -270,9 +270,11 @@ def label_events(ev: Events, spec: LabelSpec, window_offsets: tuple[float, float
             try:
                 value = float(raw)
             except ValueError:
-                raise InputError(ev.path, f"row {ev.row[i]}: rating {spec.level_column} {raw!r} is not a number "
-                                          f"(missing ratings: {', '.join(spec.level_missing)}; add one with "
-                                          "--level-missing)") from None
+                comma = (" (a decimal comma? write 5.5, with a point)"
+                         if "," in str(raw) and _is_number(str(raw).replace(",", ".")) else "")
+                raise InputError(ev.path, f"row {ev.row[i]}: {spec.level_column} {str(raw)!r} is not a number"
+                                          f"{comma}; missing ratings: {', '.join(spec.level_missing)} (add a code "
+                                          "with --level-missing)") from None
             lo, hi = spec.level_scale or LEVEL_RANGE
             if not (math.isfinite(value) and lo <= value <= hi):
                 hint = ("give the rating scale with --level-scale LO:HI" if spec.level_scale is None else
@@ -299,6 +301,14 @@ def label_events(ev: Events, spec: LabelSpec, window_offsets: tuple[float, float
     np.fill_diagonal(inside, False)
     lab.overlapping = inside.any(axis=1)
     return lab
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def check_study(labeled: dict[Path, Labeled | InputError], spec: LabelSpec) -> list[str]:

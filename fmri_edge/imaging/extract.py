@@ -279,7 +279,8 @@ def extract_run(bold: str | Path, atlas: Atlas, events: str | Path | Events | La
 
 # ---- output ----------------------------------------------------------------------------------------------
 
-def save_trials(path: str | Path, results: list[RunResult], force: bool = False, window: Window | None = None) -> Path:
+def save_trials(path: str | Path, results: list[RunResult], force: bool = False, window: Window | None = None,
+                atlas: "Atlas | None" = None) -> Path:
     """Write runs' trials, concatenated in the given (run) order, as an ``.npz`` that ``predict``
     reads: ``data`` (N, R, T) float32, ``onset`` (N,) float64 seconds, ``trial_type`` (N,) unicode,
     ``run`` (N,) 1-based index into ``runs`` (M,) unicode (the BOLD file names). Atomic: the file
@@ -303,6 +304,10 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False,
                                                      else r.scrubbed_volumes for r in results]).astype(np.int64)
     if window is not None:  # the window the trials were cut with: predict warns when a model's differs
         arrays["baseline_s"], arrays["n_times"] = np.float64(window.baseline_s), np.int64(window.n_times)
+    if atlas is not None:   # which atlas made them (fmri_edge.imaging.atlas_provenance): predict warns on another model's
+        from fmri_edge.imaging import atlas_provenance
+
+        arrays[atlas_provenance.ATLAS_KEY] = atlas_provenance.as_array(atlas_provenance.provenance(atlas))
     with replace_atomically(path, binary=True) as f:
         np.savez(f, **arrays)
     return path
@@ -440,7 +445,8 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
         if any(len(x.trials) for x in done):
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                written = save_trials(target, [x for x in done if len(x.trials)], force=force, window=window)
+                written = save_trials(target, [x for x in done if len(x.trials)], force=force, window=window,
+                                      atlas=atlas)
                 if opts.labels is not None:
                     labs = [x.labels for x in done if len(x.trials)]
                     save_labels(target.parent / LABEL_FILE, *(np.concatenate([getattr(lab, a) for lab in labs])
@@ -448,10 +454,23 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
             except OSError as e:     # a file where the folder goes, a full disk: this participant only
                 failed.append(InputError(target, f"cannot be written ({e.strerror or type(e).__name__})"))
         elif done:
-            failed.append(InputError(out_dir / participant, "no event of any run fits inside its scan; "
-                                                            "nothing written for this participant"))
+            failed.append(InputError(out_dir / participant, _nothing_kept(done)))
         results.append(ParticipantResult(participant, written, done, failed, len(prs)))
     return results
+
+
+def _nothing_kept(done: list[RunResult]) -> str:
+    """Why a participant whose runs were all read has no trial: its events left the scan, or (labeled)
+    the class map (or --min-gap) dropped every one of them."""
+    labs = [x.labels for x in done if getattr(x, "labels", None) is not None]
+    if labs and not any(len(x.skipped) for x in done):
+        reasons: Counter = Counter()
+        for lab in labs:
+            reasons.update(lab.dropped)
+        why = "; ".join(f"{n} × {k}" for k, n in reasons.most_common(3)) or "no event row"
+        return (f"every event of its runs was dropped before cutting ({why}); nothing written for this "
+                "participant (check --class-map and --min-gap)")
+    return "no event of any run fits inside its scan; nothing written for this participant"
 
 
 def run_events(run: BidsRun, labeled: dict[Path, Labeled | InputError] | None) -> Path | Labeled:
@@ -532,13 +551,19 @@ def label_study(runs: dict[str, list[BidsRun]], window: Window, opts: ExtractOpt
         for r in prs:
             if r.events is None:
                 continue
-            ev = read_events(r.events, opts.trial_types)
-            try:
+            try:   # a damaged events file (empty, header only, malformed) refuses its run only
+                ev = read_events(r.events, opts.trial_types)
                 check_columns(ev, opts.labels)
             except InputError as e:
                 out[r.bold] = e
                 continue
             out[r.bold] = run_labels(ev, window, opts)
+    if not out:   # no run has an events file: say where they were looked for (as the unlabeled path does)
+        first = next((r for prs in runs.values() for r in prs), None)
+        if first is not None:
+            raise InputError(first.bold, f"no events file {_events_name(first.bold)} found for any run (looked in "
+                                         f"{', '.join(str(p) for p in first.searched[:3])} …); labels come from "
+                                         "each run's BIDS *_events.tsv")
     check_study(out, opts.labels)
     return out
 

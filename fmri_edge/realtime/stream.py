@@ -459,7 +459,7 @@ class Stream:
             if not np.isfinite(means).all():
                 problem = "region means hold NaN or Inf (NaN voxels inside the atlas?)"
         if problem is not None:
-            self._missing(Missing(a.index, InputError(a.path, f"{problem}: skipped")))
+            self._missing(Missing(a.index, InputError(a.path, f"{problem}: skipped", outcome="skipped")))
             return
         if a.index < len(self.signals):
             self.signals[a.index] = means

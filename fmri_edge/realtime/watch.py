@@ -214,7 +214,8 @@ class VolumeFolder:
                     del self.pending[name]
                     self.done.add(index)
                     yield Missing(index, InputError(p.path, f"did not decode within --volume-timeout "
-                                                            f"{self.timeout:g} s ({p.last_error}): skipped"))
+                                                            f"{self.timeout:g} s ({p.last_error}): skipped",
+                                                            outcome="skipped"))
                 continue
             del self.pending[name]
             self.done.add(index)

@@ -207,8 +207,11 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     set_level_given_class(model, labels)
     o = recipe.optim
     if o.solver == "lbfgs":
-        return _fit_lbfgs(model, recipe, represent(model, trials, participants, pool).clone(), labels,
-                          val_trials, val_labels, val_participants, pool)
+        res = _fit_lbfgs(model, recipe, represent(model, trials, participants, pool).clone(), labels,
+                         val_trials, val_labels, val_participants, pool)
+        if on_epoch:   # the converged fit is the whole fit: reported as its last epoch (progress counts it done)
+            on_epoch(max(1, o.epochs or 1), res.history[-1])
+        return res
     if o.solver != "radam":
         raise ValueError(f"unknown solver {o.solver!r}; choose 'radam' or 'lbfgs'")
     opt = Lookahead(torch.optim.RAdam(_param_groups(model, o), lr=o.lr), o.lookahead_k, o.lookahead_alpha)
@@ -333,12 +336,17 @@ def common_checkpoint(fits: list[FitResult]) -> int:
 
 
 def save_checkpoint(model: ValenceNet, path, **extra) -> None:
-    """State dict plus the plain-data config needed to rebuild the model (weights_only-safe)."""
-    torch.save({"model_config": model.cfg.to_dict(), "state_dict": model.state_dict(), **extra}, path)
+    """State dict plus the plain-data config needed to rebuild the model (weights_only-safe), and
+    the fmri-edge version that wrote it (named when another version cannot read it)."""
+    import fmri_edge
+
+    torch.save({"model_config": model.cfg.to_dict(), "state_dict": model.state_dict(),
+                "fmri_edge_version": fmri_edge.__version__, **extra}, path)
 
 
 def load_checkpoint(path) -> tuple[ValenceNet, dict]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ckpt["model_config"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
+    """A checkpoint of :func:`save_checkpoint`, or one :class:`InputError` naming the file and what
+    is wrong (cut short, not a checkpoint, written by a version whose config this one does not know)."""
+    from fmri_edge.training.checkpoint_errors import read_checkpoint
+
+    return read_checkpoint(path, build_model)

@@ -50,9 +50,16 @@ def study_provenance(results: dict) -> dict | None:
 
 
 def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out: str | Path | None = None,
-               log: Callable[[str], None] = print) -> dict:
+               log: Callable[[str], None] = print, force: bool = False, int8: bool = False) -> dict:
+    """``force``: overwrite an existing ONNX file and its card (else refused before any work, like
+    every other writer)."""
+    from fmri_edge.training.checkpoint_errors import read_results
+
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "model.pt"
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "no such run folder; run `fmri-edge train` first (it writes runs/<recipe name>/), "
+                                  "or give --run RUN_FOLDER")
     if (run_dir / "results.json").is_file() and not ckpt_path.is_file() and \
             json.loads((run_dir / "results.json").read_text()).get("export") == "refused: --protocol within":
         from fmri_edge.training.within import EXPORT_REFUSED
@@ -60,7 +67,7 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
         raise InputError(run_dir, EXPORT_REFUSED)
     if not ckpt_path.is_file():
         raise InputError(ckpt_path, "no checkpoint; run `fmri-edge train --config train/<recipe>.toml` first")
-    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    results = read_results(run_dir / "results.json")
     members, ckpt, recipe = load_members(run_dir)  # model.pt (and member<j>.pt: one network per subject group)
     model = members[0]
     default = Path("export/default.toml")
@@ -73,6 +80,15 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     name = recipe["name"]
     # a lab's own run (train --data) never lands on the shipped model's file by default
     out = Path(out) if out else run_dir / "model.onnx" if results.get("own_data") else Path("models") / f"{name}.onnx"
+    targets = [out, out.with_suffix(".md")]        # the ONNX file and its model card beside it
+    if int8:                                        # and export --int8's file and card
+        q = out.with_name(out.stem + ".int8.onnx")
+        targets += [q, q.with_suffix(".md")]
+    for target in targets:
+        if target.is_dir():
+            raise InputError(target, "is a folder; give a file name for --out")
+        if target.exists() and not force:
+            raise InputError(target, "exists; use --force to overwrite (or --out another file)")
     trials, parity_source = graph_trials(recipe["data"], er.n_times, model.cfg.subject_norm)
     cfg = model.cfg
     kind = "linear model (multinomial logistic regression) on the representation" if cfg.kind == "linear" else \
@@ -114,6 +130,9 @@ def export_run(run_dir: str | Path, export_recipe: str | Path | None = None, out
     study = study_provenance(results)
     if study:
         metadata["study"] = study
+    atlas = results.get("atlas") or (results.get("study_labels") or {}).get("atlas")
+    if isinstance(atlas, dict):   # the atlas that made the training trials: predict warns on trials of another
+        metadata["atlas"] = atlas
     log(f"exporting {len(members)} network(s) from {run_dir} …")
     parity = export_onnx(members, out, metadata, trials, er)
     card = write_model_card(out, metadata, parity, parity_source, results, er.source or "export/default.toml")
@@ -178,6 +197,9 @@ def write_model_card(onnx_path: Path, meta: dict, parity: dict, parity_source: s
            + ")" if meta.get("subject_alignment") else "") + " |",
         "| LEVEL | " + (f"LEVEL head, {meta['level_rule']}" if "level" in meta["heads"] else
                         f"from CLASS: {meta['level_from_class']} (no LEVEL head)") + " |",
+        *([f"| atlas | `{meta['atlas'].get('file')}`, sha256 `{meta['atlas'].get('sha256')}`, grid "
+           f"{meta['atlas'].get('grid')}, voxel {'×'.join(f'{v:g}' for v in meta['atlas'].get('voxel_mm') or [])} mm, "
+           f"space {meta['atlas'].get('space')} |"] if isinstance(meta.get("atlas"), dict) else []),
         f"| export | `{export_recipe}`, opset {meta.get('opset', 20)}; parity vs PyTorch on {parity_source}: "
         f"max abs diff " + ", ".join(f"{k} {v:.1e}" for k, v in parity["max_abs_diff"].items())
         + f" (atol {parity['atol']:.0e}) |",

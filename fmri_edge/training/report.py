@@ -44,18 +44,24 @@ def run_dir(recipe_path: str, runs: Path) -> Path:
     return runs / name
 
 
-def ensure_runs(rows: list[Row], runs: Path, log: Callable[[str], None] = print) -> dict[str, dict]:
-    """results.json per recipe, training (without the final fit) those that are missing."""
+def ensure_runs(rows: list[Row], runs: Path, log: Callable[[str], None] = print,
+                progress=None) -> dict[str, dict]:
+    """results.json per recipe, training (without the final fit) those that are missing: one line per
+    recipe trained (recipe k of n, time so far, estimate), ``progress`` per fit (train's callback)."""
+    from fmri_edge.training.progress import RecipeClock
+
     results = {}
-    for recipe_path in dict.fromkeys(p for r in rows for p in (r.class_recipe, r.level_recipe)):
+    recipes = list(dict.fromkeys(p for r in rows for p in (r.class_recipe, r.level_recipe)))
+    clock = RecipeClock(sum(not (run_dir(p, runs) / "results.json").is_file() for p in recipes))
+    for recipe_path in recipes:
         d = run_dir(recipe_path, runs)
         if not (d / "results.json").is_file():
             from fmri_edge.training.recipe import load_recipe
             from fmri_edge.training.run import run
 
             recipe = load_recipe(recipe_path)
-            log(f"training {recipe.name} ({', '.join(recipe.eval.protocols)}) …")
-            run(recipe, recipe.eval.protocols, d, fit_final=False)
+            log(clock.line(f"{recipe.name} ({', '.join(recipe.eval.protocols)})"))
+            run(recipe, recipe.eval.protocols, d, fit_final=False, progress=progress(recipe) if progress else None)
         results[recipe_path] = json.loads((d / "results.json").read_text())
     return results
 
@@ -225,12 +231,14 @@ def plot_curves(res: dict, protocol: str, path: Path, title: str) -> None:
 KEEP_BELOW = "<!-- fmri-edge report ends here; what follows is kept when the report is written again -->"
 
 
-def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], None] = print) -> Path:
+def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], None] = print,
+                 progress=None) -> Path:
+    """``progress(recipe)``: train's per-fit callback for the run of that recipe (or None)."""
     rows, raw = load_rows(config)
     out_md = Path(raw.get("out", "docs/results.md"))
     fig_dir = out_md.parent / out_md.stem
     fig_dir.mkdir(parents=True, exist_ok=True)
-    results = ensure_runs(rows, runs, log)
+    results = ensure_runs(rows, runs, log, progress)
     shipped = rows[raw.get("shipped_row", len(rows) - 1)]
     sres = results[shipped.class_recipe]
     lines = [

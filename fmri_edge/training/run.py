@@ -235,9 +235,20 @@ def evaluate_cv(recipe: Recipe, ds: Dataset, folds, how: str, out_dir: Path, per
 def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
         progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
         own_data: bool = False, executor=None) -> dict:
-    """``own_data``: the data is not the recipe's own (``train --data``). ``executor``: runs the
-    evaluated protocol's folds and permutations elsewhere (:class:`fmri_edge.training.tasks.DaskExecutor`,
-    ``--scheduler``), with the same numbers."""
+    """``own_data``: the data is not the recipe's own (``train --data``). The run is written into a
+    temporary folder beside ``out_dir`` that replaces it at the end (:mod:`run_folder`): an interrupted
+    run leaves the earlier one whole. ``executor``: runs the evaluated protocol's folds and
+    permutations elsewhere (:class:`fmri_edge.training.tasks.DaskExecutor`, ``--scheduler``), with the
+    same numbers."""
+    from fmri_edge.training.run_folder import staged
+
+    with staged(out_dir) as tmp:
+        return _run(recipe, protocols, tmp, fit_final, progress, plan, permutations, own_data, executor)
+
+
+def _run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
+         progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
+         own_data: bool = False, executor=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or make_plan(recipe)
     ds, region_names = plan.ds, plan.region_names
@@ -249,6 +260,12 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
                "n_trials": len(ds.labels), "participants": sorted(set(ds.participants.tolist())),
                "n_times": int(ds.trials.shape[2]), "n_regions": int(ds.trials.shape[1]),
                "protocols": {}}
+    from fmri_edge.imaging.atlas_provenance import study_atlas
+    from fmri_edge.data.io import discover
+
+    atlas = study_atlas(discover([Path(recipe.data)]))   # which atlas made the trials (extract records it)
+    if atlas is not None:
+        results["atlas"] = atlas
     labels_json = Path(recipe.data) / "labels.json"
     if labels_json.is_file():  # the study's label provenance (extract --class-column), for export
         results["study_labels"] = json.loads(labels_json.read_text())
