@@ -204,22 +204,27 @@ def test_interrupted_permutations_leave_the_earlier_run_whole(tmp_path, monkeypa
     assert _files(run).keys() == before.keys() and _files(run) != before   # replaced whole by the new run
 
 
-def test_train_out_that_cannot_be_written_is_one_line_before_any_work(tmp_path):
+def test_train_out_that_cannot_be_written_is_one_line_before_any_work(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     data = _labeled(tmp_path / "d")
     (tmp_path / "file").write_text("x")
     one_line_error(invoke("train", "--data", data, "--out", tmp_path / "file"), "file: is a file")
     one_line_error(invoke("train", "--data", data, "--out", tmp_path / "file" / "run"), "cannot be created")
     one_line_error(invoke("train", "--data", data, "--out", data), "is not a run folder of fmri-edge train")
+    ro = _read_only(tmp_path / "ro", monkeypatch)
+    one_line_error(invoke("train", "--data", data, "--out", ro / "run"), "cannot be written", "is not writable")
+
+
+def _read_only(folder, monkeypatch):
+    """A folder that cannot be written: chmod 0500, and (root writes anywhere) os.access says so too."""
     import os
-    if os.geteuid() != 0:      # root writes anywhere
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o500)
-        try:
-            one_line_error(invoke("train", "--data", data, "--out", ro / "run"), "cannot be written", "is not writable")
-        finally:
-            ro.chmod(0o700)
+
+    folder.mkdir()
+    folder.chmod(0o500)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if os.path.abspath(p) == str(folder)
+                        and mode & os.W_OK else real(p, mode, *a, **k))
+    return folder
 
 
 def test_same_participant_name_under_two_sites_is_an_error(tmp_path):
@@ -347,9 +352,7 @@ def test_info_metadata_field_of_an_unexpected_type_is_one_line(sim_model, tmp_pa
 
 # ---- stream: --out that cannot be written; skipped volumes are "skipped" ---------------------------------
 
-def test_stream_out_in_an_unwritable_folder_is_exit_2_at_start(tmp_path):
-    import os
-
+def test_stream_out_in_an_unwritable_folder_is_exit_2_at_start(tmp_path, monkeypatch):
     from fmri_edge.simulation import nifti_sim
 
     atlas = nifti_sim.write_atlas(tmp_path / "atlas.nii.gz")
@@ -358,16 +361,11 @@ def test_stream_out_in_an_unwritable_folder_is_exit_2_at_start(tmp_path):
     res = invoke("stream", tmp_path / "w", "--atlas", atlas, "--events", sim.events, "--tr", 2.0,
                  "--out", tmp_path / "nope" / "a.csv", "--volume-timeout", 3)
     one_line_error(res, "a.csv: folder", "does not exist")
-    if os.geteuid() != 0:
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o500)
-        try:
-            res = invoke("stream", tmp_path / "w", "--atlas", atlas, "--events", sim.events, "--tr", 2.0,
-                         "--out", ro / "a.csv", "--volume-timeout", 3)
-            one_line_error(res, "a.csv: cannot be written", "not writable")
-        finally:
-            ro.chmod(0o700)
+    ro = _read_only(tmp_path / "ro", monkeypatch)
+    res = invoke("stream", tmp_path / "w", "--atlas", atlas, "--events", sim.events, "--tr", 2.0,
+                 "--out", ro / "a.csv", "--volume-timeout", 3)
+    one_line_error(res, "a.csv: cannot be written", "not writable")
+    assert not (ro / "a.csv").exists()
 
 
 def test_stream_skipped_volumes_are_reported_as_skipped(run, decoder, replayed, tmp_path):
