@@ -49,6 +49,8 @@ def register(
         err.print(f"registering the MNI152 template to {escape(reference.name)}"
                   + (f" through {escape(anat.name)}" if anat else "") + " …", highlight=False)
         r = lib.register(reference, atlas, out, anat=anat, check=check, region_names=names, force=force)
+        for n in r.notes:
+            err.print(f"[yellow]note:[/] {escape(n)}", highlight=False, soft_wrap=True)
         if as_json:
             print(json.dumps(r.as_dict()))
         else:
