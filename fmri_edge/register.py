@@ -75,17 +75,24 @@ class Registration:
 # ---- images --------------------------------------------------------------------------------------------
 
 def read_reference(path: str | Path, what: str = "reference") -> tuple[np.ndarray, np.ndarray]:
-    """A 3-D volume (or the first volume of a 4-D run) → (float32 data, affine), read safely."""
+    """A 3-D volume (or the first volume of a 4-D run) → (float32 data, affine), read safely; a
+    DICOM volume (``.dcm``: Siemens mosaic, XA enhanced; needs the realtime extra's pydicom) too."""
     from fmri_edge import volumes
 
-    h = volumes.read_header(path, what)
-    data = next(volumes.iter_blocks(h, 1, what))[..., 0]
-    if min(h.volume_shape) < 4:
-        raise InputError(path, f"{what} of shape {h.shape} is not a 3-D brain volume")
+    if str(path).lower().endswith(".dcm"):
+        from fmri_edge import dicom
+
+        data, affine, _ = dicom.read_volume(path)
+        data, shape = np.asarray(data, dtype=np.float32), data.shape
+    else:
+        h = volumes.read_header(path, what)
+        data, affine, shape = next(volumes.iter_blocks(h, 1, what))[..., 0], h.affine, h.shape
+    if data.ndim != 3 or min(data.shape) < 4:
+        raise InputError(path, f"{what} of shape {shape} is not a 3-D brain volume")
     finite = np.isfinite(data)
     if not finite.any() or np.ptp(data[finite]) == 0:
         raise InputError(path, f"{what} holds no image (constant or NaN)")
-    return np.where(finite, data, 0).astype(np.float32), h.affine
+    return np.where(finite, data, 0).astype(np.float32), np.asarray(affine, dtype=np.float64)
 
 
 TEMPLATES = ("epi", "t1")

@@ -124,3 +124,16 @@ def test_register_the_real_brainnetome_atlas(session, tmp_path):
     dice = mni_corpus.label_agreement(r.labels, truth)
     print(f"Brainnetome: label Dice {dice:.3f}, smallest region {int(r.voxels.min())} voxels")
     assert dice >= 0.8 and (r.voxels > 0).all()
+
+
+SKYRA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rtcloud-sample" / "001_000013_000000.dcm"
+
+
+@pytest.mark.skipif(not SKYRA.exists(), reason=f"the real Skyra series is not at {SKYRA.parent}")
+def test_a_dicom_reference_is_read_as_stream_reads_it():
+    pytest.importorskip("pydicom")
+    from fmri_edge import dicom
+
+    data, affine = lib.read_reference(SKYRA)
+    want, want_affine, _ = dicom.read_volume(SKYRA)
+    assert data.shape == (64, 64, 27) and np.array_equal(data, want) and np.allclose(affine, want_affine)
