@@ -306,6 +306,11 @@ def _image(image, affine):
     """(3-D float32 volume, 4×4 affine, name) from a path, a nibabel image or an array + affine."""
     from fmri_edge import volumes
 
+    if isinstance(image, (str, Path)) and str(image).lower().endswith(".dcm"):
+        from fmri_edge import dicom
+
+        data, dicom_affine, _ = dicom.read_volume(image)
+        return np.asarray(data, dtype=np.float32), np.asarray(dicom_affine, dtype=np.float64), Path(image)
     if isinstance(image, (str, Path)):
         h = volumes.read_header(image, "image")
         block = next(volumes.iter_blocks(h, 1, "image"))
@@ -326,7 +331,8 @@ def check_atlas(atlas, image, affine: np.ndarray | None = None, *, source: str |
     field of view, declared spaces, on the brain (see the module docstring).
 
     ``atlas``: an :class:`fmri_edge.extract.Atlas` (read, so its labels and hemispheres are checked);
-    ``image``: a path (a 3-D volume, or the first volume of a 4-D run), a nibabel image, or an
+    ``image``: a path (a 3-D NIfTI volume, the first volume of a 4-D run, or a DICOM volume ``.dcm``
+    as ``stream`` reads it), a nibabel image, or an
     (X, Y, Z[, T]) array with its ``affine``; ``source`` names the image in messages (default: its
     path). Raises :class:`InputError` (one line naming the atlas and the problem) for a flipped
     atlas, one off the brain, or one with a region outside the field of view; notes go to ``notes``
