@@ -210,12 +210,14 @@ def labels_through(labels: np.ndarray, labels_affine: np.ndarray, shape, affine:
 
 def register(reference: str | Path, atlas: str | Path, out: str | Path | None = None, *, anat: str | Path | None = None,
              check: str | Path | None = None, n_regions: int = 246, region_names=None, force: bool = False,
-             iterations: str = ITERATIONS, template: str = "epi", threads: int | None = None) -> Registration:
+             iterations: str = ITERATIONS, template: str = "epi", threads: int | None = None,
+             on_start=None) -> Registration:
     """Bring ``atlas`` (MNI space) onto the grid of ``reference`` (see the module docstring); write
     it to ``out`` (NIfTI, int16, atomically) when it passes the space check, and the overlay PNG to
     ``check``. ``template``: the MNI image registered to the reference, ``epi`` (EPI-like, made from
     the template's tissue maps) or ``t1`` (its T1 image), or a NIfTI path; with ``anat``, the T1
-    template goes to the T1 whatever is chosen."""
+    template goes to the T1 whatever is chosen. ``on_start()`` is called once every input has been
+    read and checked, before the registration starts."""
     import nibabel as nib
 
     from fmri_edge import space
@@ -244,6 +246,8 @@ def register(reference: str | Path, atlas: str | Path, out: str | Path | None = 
             anat_data, anat_affine = read_reference(anat, "anatomical image")
             anat_file = Path(tmp) / "anat.nii.gz"
             nib.save(nib.Nifti1Image(anat_data, anat_affine), str(anat_file))
+        if on_start is not None:
+            on_start()
         for attempt, init in enumerate(STARTS):
             if anat is None:
                 moving = template_path(template) if template in TEMPLATES else Path(template)

@@ -103,6 +103,10 @@ def test_cli_register_reports_and_writes(session, tmp_path):
     assert (tmp_path / "native.nii.gz").exists() and (tmp_path / "overlay.png").exists()
     res = invoke("register", session["ref"], "--atlas", session["atlas"], "--out", tmp_path / "native.nii.gz")
     assert res.exit_code == 2 and "exists; use --force" in res.stderr and "Traceback" not in res.output
+    assert len(res.stderr.strip().splitlines()) == 1                 # one line: nothing started
+    (tmp_path / "bad.nii.gz").write_text("hi")
+    res = invoke("register", tmp_path / "bad.nii.gz", "--atlas", session["atlas"], "--out", tmp_path / "n2.nii.gz")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "bad.nii.gz" in res.stderr
 
 
 def test_cli_register_refuses_a_flipped_atlas_before_registering(session, tmp_path):

@@ -46,9 +46,12 @@ def register(
         from fmri_edge.runtime import Decoder
 
         names = Decoder(None).info.region_names
-        err.print(f"registering the MNI152 template to {escape(reference.name)}"
-                  + (f" through {escape(anat.name)}" if anat else "") + " …", highlight=False)
-        r = lib.register(reference, atlas, out, anat=anat, check=check, region_names=names, force=force)
+        def started():
+            err.print(f"registering the MNI152 template to {escape(reference.name)}"
+                      + (f" through {escape(anat.name)}" if anat else "") + " …", highlight=False)
+
+        r = lib.register(reference, atlas, out, anat=anat, check=check, region_names=names, force=force,
+                         on_start=started)
         for n in r.notes:
             err.print(f"[yellow]note:[/] {escape(n)}", highlight=False, soft_wrap=True)
         if as_json:
