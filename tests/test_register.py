@@ -103,6 +103,10 @@ def test_cli_register_reports_and_writes(session, tmp_path):
     assert (tmp_path / "native.nii.gz").exists() and (tmp_path / "overlay.png").exists()
     res = invoke("register", session["ref"], "--atlas", session["atlas"], "--out", tmp_path / "native.nii.gz")
     assert res.exit_code == 2 and "exists; use --force" in res.stderr and "Traceback" not in res.output
+    assert len(res.stderr.strip().splitlines()) == 1                 # one line: nothing started
+    (tmp_path / "bad.nii.gz").write_text("hi")
+    res = invoke("register", tmp_path / "bad.nii.gz", "--atlas", session["atlas"], "--out", tmp_path / "n2.nii.gz")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "bad.nii.gz" in res.stderr
 
 
 def test_cli_register_refuses_a_flipped_atlas_before_registering(session, tmp_path):
@@ -124,3 +128,16 @@ def test_register_the_real_brainnetome_atlas(session, tmp_path):
     dice = mni_corpus.label_agreement(r.labels, truth)
     print(f"Brainnetome: label Dice {dice:.3f}, smallest region {int(r.voxels.min())} voxels")
     assert dice >= 0.8 and (r.voxels > 0).all()
+
+
+SKYRA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rtcloud-sample" / "001_000013_000000.dcm"
+
+
+@pytest.mark.skipif(not SKYRA.exists(), reason=f"the real Skyra series is not at {SKYRA.parent}")
+def test_a_dicom_reference_is_read_as_stream_reads_it():
+    pytest.importorskip("pydicom")
+    from fmri_edge.imaging import dicom
+
+    data, affine = lib.read_reference(SKYRA)
+    want, want_affine, _ = dicom.read_volume(SKYRA)
+    assert data.shape == (64, 64, 27) and np.array_equal(data, want) and np.allclose(affine, want_affine)

@@ -223,3 +223,15 @@ def test_explain_brain_maps_refuse_a_flipped_atlas(brain):
     with pytest.raises(InputError, match="flipped left–right"):
         brainmap.load_label_image(brain["flipped"], 246)
     assert brainmap.load_label_image(brain["atlas"], 246).labels.max() == 246
+
+
+SKYRA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rtcloud-sample" / "001_000013_000000.dcm"
+
+
+@pytest.mark.skipif(not (SKYRA.exists() and BN_ATLAS.exists()), reason="the real Skyra series or Brainnetome atlas is absent")
+def test_check_atlas_reads_a_real_dicom_reference_and_names_regions_cut_by_its_field_of_view():
+    """The real 27-slice Skyra EPI covers the brain only in part: the MNI atlas in its scanner
+    coordinates has regions mostly outside, named (labels here: no region names given)."""
+    pytest.importorskip("pydicom")
+    c = space.check_atlas(extract.Atlas(BN_ATLAS, 246), SKYRA)
+    assert any("mostly outside the field of view of 001_000013_000000.dcm" in n for n in c.notes), c.notes

@@ -15,8 +15,8 @@ PANEL = "Decode (numpy + onnxruntime)"
 @app.command(rich_help_panel=PANEL)
 def register(
     reference: Annotated[Path, typer.Argument(metavar="REF", help="A functional volume of the participant with the "
-                                              "run's slice prescription (3-D NIfTI, or the first volume of a 4-D "
-                                              "one), e.g. the first volume of a short reference scan.",
+                                              "run's slice prescription (3-D NIfTI, the first volume of a 4-D "
+                                              "one, or a DICOM volume .dcm), e.g. the first volume of a short reference scan.",
                                               show_default=False)],
     atlas: Annotated[Path, typer.Option(help="The label atlas in MNI space (BN_Atlas_246_1mm.nii.gz).",
                                         show_default=False)],
@@ -46,9 +46,14 @@ def register(
         from fmri_edge.model.runtime import Model
 
         names = Model(None).info.region_names
-        err.print(f"registering the MNI152 template to {escape(reference.name)}"
-                  + (f" through {escape(anat.name)}" if anat else "") + " …", highlight=False)
-        r = lib.register(reference, atlas, out, anat=anat, check=check, region_names=names, force=force)
+        def started():
+            err.print(f"registering the MNI152 template to {escape(reference.name)}"
+                      + (f" through {escape(anat.name)}" if anat else "") + " …", highlight=False)
+
+        r = lib.register(reference, atlas, out, anat=anat, check=check, region_names=names, force=force,
+                         on_start=started)
+        for n in r.notes:
+            err.print(f"[yellow]note:[/] {escape(n)}", highlight=False, soft_wrap=True)
         if as_json:
             print(json.dumps(r.as_dict()))
         else:

@@ -31,6 +31,9 @@ from fmri_edge.errors import InputError, UsageError
 MIN_REGION_VOXELS = 5                # fewer voxels than this on the functional grid: "too small"
 TEMPLATE_RESOLUTION_MM = 2           # the template is registered at 2 mm (the reference is 2–4 mm)
 ITERATIONS = "100x50x10"             # greedy's iterations per level (coarse to fine)
+STARTS = ("centres", "identity")     # a registration that fails the space check starts again from the next
+STARTS_SAID = {"centres": "the image centres", "identity": "the scanner's coordinates (MNI origin at the isocentre)"}
+AFFINE_SCALES = (0.8, 1.25)          # the affine stage may stretch the 7-parameter result this much per axis
 
 
 def require_register(command: str = "register") -> None:
@@ -72,17 +75,24 @@ class Registration:
 # ---- images --------------------------------------------------------------------------------------------
 
 def read_reference(path: str | Path, what: str = "reference") -> tuple[np.ndarray, np.ndarray]:
-    """A 3-D volume (or the first volume of a 4-D run) → (float32 data, affine), read safely."""
+    """A 3-D volume (or the first volume of a 4-D run) → (float32 data, affine), read safely; a
+    DICOM volume (``.dcm``: Siemens mosaic, XA enhanced; needs the realtime extra's pydicom) too."""
     from fmri_edge.imaging import volumes
 
-    h = volumes.read_header(path, what)
-    data = next(volumes.iter_blocks(h, 1, what))[..., 0]
-    if min(h.volume_shape) < 4:
-        raise InputError(path, f"{what} of shape {h.shape} is not a 3-D brain volume")
+    if str(path).lower().endswith(".dcm"):
+        from fmri_edge.imaging import dicom
+
+        data, affine, _ = dicom.read_volume(path)
+        data, shape = np.asarray(data, dtype=np.float32), data.shape
+    else:
+        h = volumes.read_header(path, what)
+        data, affine, shape = next(volumes.iter_blocks(h, 1, what))[..., 0], h.affine, h.shape
+    if data.ndim != 3 or min(data.shape) < 4:
+        raise InputError(path, f"{what} of shape {shape} is not a 3-D brain volume")
     finite = np.isfinite(data)
     if not finite.any() or np.ptp(data[finite]) == 0:
         raise InputError(path, f"{what} holds no image (constant or NaN)")
-    return np.where(finite, data, 0).astype(np.float32), h.affine
+    return np.where(finite, data, 0).astype(np.float32), np.asarray(affine, dtype=np.float64)
 
 
 TEMPLATES = ("epi", "t1")
@@ -140,16 +150,21 @@ def _quiet_stdout():
 
 
 def greedy_affine(fixed: Path, moving: Path, dof: int = 12, iterations: str = ITERATIONS,
-                  threads: int | None = None, same_frame: bool = False) -> np.ndarray:
-    """Greedy's affine (``dof`` 12) or rigid (6) registration with NMI → 4×4 matrix: fixed RAS (mm)
-    → moving RAS (mm). Initialized by matching the image centres, or with ``same_frame`` (two
-    images of one session: the scanner's coordinates already agree up to head motion) by the identity."""
+                  threads: int | None = None, init: str | np.ndarray = "centres") -> np.ndarray:
+    """Greedy's registration with NMI, ``dof`` 6 (rigid), 7 (rigid + one scale) or 12 (affine) →
+    4×4 matrix: fixed RAS (mm) → moving RAS (mm). ``init``: ``"centres"`` (match the image centres),
+    ``"identity"`` (two images of one session: the scanner's coordinates already agree up to head
+    motion) or a matrix of the same kind (an earlier stage)."""
     from picsl_greedy import Greedy3D
 
     with tempfile.TemporaryDirectory(prefix="fmri-edge-register-") as tmp:
         out = Path(tmp) / "affine.mat"
-        init = "-ia-identity" if same_frame else "-ia-image-centers"
-        cmd = (f"-d 3 -a -dof {dof} -m NMI -n {iterations} {init} -i {fixed} {moving} -o {out}"
+        if isinstance(init, np.ndarray):
+            np.savetxt(Path(tmp) / "init.mat", init)
+            start = f"-ia {Path(tmp) / 'init.mat'}"
+        else:
+            start = {"centres": "-ia-image-centers", "identity": "-ia-identity"}[init]
+        cmd = (f"-d 3 -a -dof {dof} -m NMI -n {iterations} {start} -i {fixed} {moving} -o {out}"
                + (f" -threads {threads}" if threads else ""))
         with _quiet_stdout():
             Greedy3D().execute(cmd, out=io.StringIO(), err=io.StringIO())
@@ -157,6 +172,25 @@ def greedy_affine(fixed: Path, moving: Path, dof: int = 12, iterations: str = IT
     if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
         raise InputError(fixed, "registration failed (greedy returned no usable matrix)")
     return matrix
+
+
+def staged_affine(fixed: Path, moving: Path, iterations: str = ITERATIONS, threads: int | None = None,
+                  notes: list[str] | None = None, init: str = "centres") -> np.ndarray:
+    """Rigid (6) → rigid + scale (7) → affine (12), each stage started from the one before. The
+    affine is kept only when it scales, shears and stretches plausibly relative to the 7-parameter
+    result (every singular value of the difference within :data:`AFFINE_SCALES`); otherwise (a field
+    of view that covers part of the brain lets the affine shrink the atlas into it: a real 27-slice
+    EPI did) the 7-parameter result is kept, with a note."""
+    rigid = greedy_affine(fixed, moving, 6, iterations, threads, init)
+    similar = greedy_affine(fixed, moving, 7, iterations, threads, rigid)
+    affine = greedy_affine(fixed, moving, 12, iterations, threads, similar)
+    scales = np.linalg.svd(affine[:3, :3] @ np.linalg.inv(similar[:3, :3]), compute_uv=False)
+    if AFFINE_SCALES[0] <= scales.min() and scales.max() <= AFFINE_SCALES[1]:
+        return affine
+    if notes is not None:
+        notes.append(f"the 12-parameter affine stretched the template implausibly (by {', '.join(f'{v:.2f}' for v in scales)}"
+                     f" against rigid + scale): kept the 7-parameter result (rigid, one scale {np.cbrt(abs(np.linalg.det(similar[:3, :3]))):.3f})")
+    return similar
 
 
 def labels_through(labels: np.ndarray, labels_affine: np.ndarray, shape, affine: np.ndarray,
@@ -176,12 +210,14 @@ def labels_through(labels: np.ndarray, labels_affine: np.ndarray, shape, affine:
 
 def register(reference: str | Path, atlas: str | Path, out: str | Path | None = None, *, anat: str | Path | None = None,
              check: str | Path | None = None, n_regions: int = 246, region_names=None, force: bool = False,
-             iterations: str = ITERATIONS, template: str = "epi", threads: int | None = None) -> Registration:
+             iterations: str = ITERATIONS, template: str = "epi", threads: int | None = None,
+             on_start=None) -> Registration:
     """Bring ``atlas`` (MNI space) onto the grid of ``reference`` (see the module docstring); write
     it to ``out`` (NIfTI, int16, atomically) when it passes the space check, and the overlay PNG to
     ``check``. ``template``: the MNI image registered to the reference, ``epi`` (EPI-like, made from
     the template's tissue maps) or ``t1`` (its T1 image), or a NIfTI path; with ``anat``, the T1
-    template goes to the T1 whatever is chosen."""
+    template goes to the T1 whatever is chosen. ``on_start()`` is called once every input has been
+    read and checked, before the registration starts."""
     import nibabel as nib
 
     from fmri_edge.imaging import space
@@ -201,40 +237,41 @@ def register(reference: str | Path, atlas: str | Path, out: str | Path | None = 
     atl = Atlas(atlas_path, n_regions, region_names=region_names)      # checked: labels, hemispheres
     ref_data, ref_affine = read_reference(reference)
     names = region_names
+    notes: list[str] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fmri-edge-register-") as tmp:
         fixed = Path(tmp) / "reference.nii.gz"
         nib.save(nib.Nifti1Image(ref_data, ref_affine), str(fixed))       # sform = qform: one affine for ITK
-        if anat is None:
-            moving = template_path(template) if template in TEMPLATES else Path(template)
-            matrix = greedy_affine(fixed, moving, 12, iterations, threads)
-        else:
+        if anat is not None:
             anat_data, anat_affine = read_reference(anat, "anatomical image")
             anat_file = Path(tmp) / "anat.nii.gz"
             nib.save(nib.Nifti1Image(anat_data, anat_affine), str(anat_file))
-            to_anat = greedy_affine(fixed, anat_file, 6, iterations, threads, same_frame=True)   # reference → T1 (rigid)
-            to_mni = greedy_affine(anat_file, template_path("t1"), 12, iterations, threads)   # T1 → MNI (affine)
-            matrix = to_mni @ to_anat
+        if on_start is not None:
+            on_start()
+        for attempt, init in enumerate(STARTS):
+            if anat is None:
+                moving = template_path(template) if template in TEMPLATES else Path(template)
+                matrix = staged_affine(fixed, moving, iterations, threads, notes, init)
+            else:
+                to_anat = greedy_affine(fixed, anat_file, 6, iterations, threads, "identity")   # reference → T1 (rigid)
+                to_mni = staged_affine(anat_file, template_path("t1"), iterations, threads, notes, init)  # T1 → MNI
+                matrix = to_mni @ to_anat
+            labels = labels_through(atl.labels, atl.affine, ref_data.shape, ref_affine, matrix)
+            problem = _problem(labels, ref_data, ref_affine, out or atlas_path, reference, n_regions, names)
+            if problem is None or attempt == len(STARTS) - 1:
+                break
+            notes.append(f"registration started from {STARTS_SAID[init]} failed the space check ({problem[:120]}); "
+                         f"started again from {STARTS_SAID[STARTS[attempt + 1]]}")
     seconds = time.perf_counter() - t0
-    labels = labels_through(atl.labels, atl.affine, ref_data.shape, ref_affine, matrix)
     voxels = np.bincount(labels.ravel()[labels.ravel() > 0], minlength=n_regions + 1)[1:n_regions + 1]
     lost = [space.region_name(v + 1, names) for v in np.flatnonzero(voxels == 0)]
     small = [(space.region_name(v + 1, names), int(voxels[v]))
              for v in np.flatnonzero((voxels > 0) & (voxels < MIN_REGION_VOXELS))]
-    result = Registration(reference, atlas_path, None, matrix, labels, ref_affine, voxels, lost, small, seconds)
+    result = Registration(reference, atlas_path, None, matrix, labels, ref_affine, voxels, lost, small, seconds,
+                          notes=notes)
     if check is not None:
         result.overlay = write_overlay(Path(check), ref_data, ref_affine, labels,
                                        f"{atlas_path.name} on {reference.name} (fmri-edge register)")
-    problem = None
-    if lost:
-        problem = f"{len(lost)} region(s) have no voxel on the reference grid: {', '.join(lost[:8])}" \
-                  + (" …" if len(lost) > 8 else "")
-    else:
-        try:
-            space.check_hemispheres(labels, ref_affine, out or atlas_path, n_regions, names)
-            space.check_on_brain(labels, ref_data, ref_affine, out or atlas_path, reference)
-        except InputError as e:
-            problem = e.problem
     result.check = problem
     if problem is None and out is not None:
         img = nib.Nifti1Image(labels, ref_affine)
@@ -243,6 +280,23 @@ def register(reference: str | Path, atlas: str | Path, out: str | Path | None = 
             f.write(img.to_bytes() if not out.name.endswith(".gz") else _gz(img.to_bytes()))
         result.out = out
     return result
+
+
+def _problem(labels, ref_data, ref_affine, path, reference, n_regions, names) -> str | None:
+    """Why a registered atlas is not usable (a region lost, flipped, off the brain), or None."""
+    from fmri_edge.imaging import space
+
+    voxels = np.bincount(labels.ravel()[labels.ravel() > 0], minlength=n_regions + 1)[1:n_regions + 1]
+    lost = [space.region_name(v + 1, names) for v in np.flatnonzero(voxels == 0)]
+    if lost:
+        return f"{len(lost)} region(s) have no voxel on the reference grid: {', '.join(lost[:8])}" \
+               + (" …" if len(lost) > 8 else "")
+    try:
+        space.check_hemispheres(labels, ref_affine, path, n_regions, names)
+        space.check_on_brain(labels, ref_data, ref_affine, path, reference)
+    except InputError as e:
+        return e.problem
+    return None
 
 
 def _gz(data: bytes) -> bytes:

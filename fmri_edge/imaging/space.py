@@ -238,22 +238,39 @@ def space_note(atlas_path: str | Path, atlas_shape, bold: str | Path | None) -> 
 
 # ---- field of view ---------------------------------------------------------------------------------------
 
+_FOV_CACHE: dict[tuple, tuple] = {}      # (labels, grids) → counts: a study's runs share one grid
+
+
+def _inside_counts(labels, affine, n_regions, shape, image_affine) -> tuple[np.ndarray, np.ndarray]:
+    """(voxels per region, those inside the image grid), labels 1 … n_regions; cached per grid (the
+    cache holds the labels array, so its id stays its own)."""
+    labels = np.asarray(labels)
+    key = (id(labels), np.asarray(affine, dtype=np.float64).round(6).tobytes(), tuple(int(x) for x in shape[:3]),
+           np.asarray(image_affine, dtype=np.float64).round(6).tobytes(), n_regions)
+    if key in _FOV_CACHE:
+        return _FOV_CACHE[key][1]
+    flat = labels.ravel()
+    idx = np.flatnonzero((flat > 0) & (flat <= n_regions))
+    lab = flat[idx].astype(np.intp)
+    ijk = np.unravel_index(idx, labels.shape)
+    to_image = np.linalg.inv(np.asarray(image_affine, dtype=np.float64)) @ np.asarray(affine, dtype=np.float64)
+    inside = np.ones(idx.size, dtype=bool)
+    for ax in range(3):        # one axis at a time: no (N, 3) temporaries
+        v = to_image[ax, 0] * ijk[0] + to_image[ax, 1] * ijk[1] + to_image[ax, 2] * ijk[2] + to_image[ax, 3]
+        inside &= (v > -0.5) & (v < shape[ax] - 0.5)
+    counts = (np.bincount(lab, minlength=n_regions + 1)[1:], np.bincount(lab[inside], minlength=n_regions + 1)[1:])
+    if len(_FOV_CACHE) >= 8:
+        _FOV_CACHE.pop(next(iter(_FOV_CACHE)))
+    _FOV_CACHE[key] = (labels, counts)
+    return counts
+
+
 def check_field_of_view(labels: np.ndarray, affine: np.ndarray, atlas_path: str | Path, n_regions: int,
                         shape, image_affine: np.ndarray, source: str | Path, region_names=None) -> list[str]:
     """Regions of the atlas (its own grid) outside the field of view of the image grid ``shape`` /
     ``image_affine``: refused (one line naming them) when a region has no voxel inside, a note
     naming those with less than half of their voxels inside."""
-    flat = np.asarray(labels).ravel()
-    idx = np.flatnonzero((flat > 0) & (flat <= n_regions))
-    if not idx.size:
-        return []
-    lab = flat[idx].astype(np.intp)
-    ijk = np.stack(np.unravel_index(idx, np.asarray(labels).shape), axis=1).astype(np.float64)
-    to_image = np.linalg.inv(np.asarray(image_affine, dtype=np.float64)) @ np.asarray(affine, dtype=np.float64)
-    v = ijk @ to_image[:3, :3].T + to_image[:3, 3]
-    inside = ((v > -0.5) & (v < np.asarray(shape[:3], dtype=np.float64) - 0.5)).all(axis=1)
-    total = np.bincount(lab, minlength=n_regions + 1)[1:]
-    kept = np.bincount(lab[inside], minlength=n_regions + 1)[1:]
+    total, kept = _inside_counts(labels, affine, n_regions, shape, image_affine)
     present = total > 0
     if not kept.any():        # no overlap at all: Atlas.labels_on_grid says so
         return []
@@ -289,6 +306,11 @@ def _image(image, affine):
     """(3-D float32 volume, 4×4 affine, name) from a path, a nibabel image or an array + affine."""
     from fmri_edge.imaging import volumes
 
+    if isinstance(image, (str, Path)) and str(image).lower().endswith(".dcm"):
+        from fmri_edge.imaging import dicom
+
+        data, dicom_affine, _ = dicom.read_volume(image)
+        return np.asarray(data, dtype=np.float32), np.asarray(dicom_affine, dtype=np.float64), Path(image)
     if isinstance(image, (str, Path)):
         h = volumes.read_header(image, "image")
         block = next(volumes.iter_blocks(h, 1, "image"))
@@ -309,7 +331,8 @@ def check_atlas(atlas, image, affine: np.ndarray | None = None, *, source: str |
     field of view, declared spaces, on the brain (see the module docstring).
 
     ``atlas``: an :class:`fmri_edge.imaging.extract.Atlas` (read, so its labels and hemispheres are checked);
-    ``image``: a path (a 3-D volume, or the first volume of a 4-D run), a nibabel image, or an
+    ``image``: a path (a 3-D NIfTI volume, the first volume of a 4-D run, or a DICOM volume ``.dcm``
+    as ``stream`` reads it), a nibabel image, or an
     (X, Y, Z[, T]) array with its ``affine``; ``source`` names the image in messages (default: its
     path). Raises :class:`InputError` (one line naming the atlas and the problem) for a flipped
     atlas, one off the brain, or one with a region outside the field of view; notes go to ``notes``
