@@ -17,7 +17,7 @@ from fmri_edge.simulation.simulate import simulate
 import fmri_edge.model.runtime as runtime
 from fmri_edge.decoding.answers import run_by_participant
 from fmri_edge.model.runtime import Model
-from fmri_edge.training.export import export_onnx
+from fmri_edge.training.onnx_export import export_onnx
 from fmri_edge.training.fit import fit
 from fmri_edge.training.quantize import quantize_int8
 x, y, subj = simulate(30, n_subjects=6, effect=0.03, signal_regions=SIGNAL_REGIONS, seed=7)

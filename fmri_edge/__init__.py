@@ -8,7 +8,7 @@ The face, for notebooks and scripts (imported on first use, so ``import fmri_edg
 - :func:`extract` — a NIfTI run or a BIDS study → trials (``fmri-edge extract``);
 - :func:`score` — the challenge score and the paper's metrics (``fmri-edge score``);
 - :func:`explain` — which regions drive the answers (``fmri-edge explain``);
-- ``fmri_edge.training.train`` / ``fmri_edge.training.export`` — the training side (torch).
+- ``fmri_edge.training.train`` / ``fmri_edge.training.onnx_export`` — the training side (torch).
 
 The runtime needs numpy and onnxruntime only; :mod:`fmri_edge.training` (torch) is never imported
 by it.

@@ -46,7 +46,7 @@ def tiny_recipe():
 def sim_model(tmp_path_factory, sim_data, tiny_recipe) -> Path:
     """A small SE model trained on simulated subjects 0-4, exported to ONNX (subject 5 held out)."""
     pytest.importorskip("torch")
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import fit
 
     x, y, subj = sim_data
@@ -86,7 +86,7 @@ def aligned_model(tmp_path_factory, sim_data) -> Path:
     """A linear model with in-graph subject alignment (z-score of each participant's representation
     over its own trials), trained on simulated subjects 0-3 and exported to ONNX."""
     pytest.importorskip("torch")
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import fit
     from fmri_edge.training.recipe import Recipe
 

@@ -34,7 +34,7 @@ def adapt_models(tmp_path_factory, sim_data):
     """A linear model (subject-aligned, class-only) and an ensemble of two, trained on simulated
     subjects 0-3 (4 validates), exported; subject 5 is the participant to adapt to."""
     pytest.importorskip("torch")
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import fit
 
     x, y, subj = sim_data
@@ -346,7 +346,7 @@ def test_head_of_a_model_with_a_level_head_is_exact_at_defaults_and_adapts_as_de
     """The other LEVEL branch (a CNN with CLASS and LEVEL heads, no alignment): at its defaults the
     head changes no output bit; adapted, LEVEL is reweighted per class as Correction.apply says."""
     torch = pytest.importorskip("torch")
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.model import ModelConfig, build_model
 
     torch.manual_seed(0)

@@ -175,7 +175,7 @@ def test_single_trial_answers_of_a_level_model_do_not_depend_on_the_scanner_gain
     default instead (as before), a gain of 3 would move every answer."""
     pytest.importorskip("torch")
     from fmri_edge.model.runtime import Model
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import fit
     from tests.conftest import level_recipe
 

@@ -53,7 +53,7 @@ def tiny_run(tmp_path_factory):
     """A freshly initialised small network saved as a run folder, and its ONNX export."""
     pytest.importorskip("torch")
     from fmri_edge.training.checkpoints import random_run
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import load_checkpoint
 
     root = tmp_path_factory.mktemp("bench")
@@ -254,7 +254,7 @@ def test_flops_of_a_linear_ensemble_by_hand(tmp_path):
     """The fused linear graph: one (T'+1)×T projection per region, one GEMM for all members."""
     pytest.importorskip("torch")
     from fmri_edge.training.bench.flops import efficiency, flops_onnx, gemm_nodes
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.checkpoints import load_members
 
     run = random_run_linear(tmp_path)
@@ -345,7 +345,7 @@ def level_fp32(sim_data, tmp_path_factory):
     subjects 0-3, its graph defaults set far from every participant's own statistics (as the
     population's sustained level was from each participant's before that step became neutral by
     default). Aligned answers do not depend on the defaults."""
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import fit
     from tests.conftest import level_recipe
 

@@ -49,7 +49,7 @@ def small_tasks(monkeypatch):
 def aligned_model(tmp_path_factory, sim_data, tiny_recipe):
     """A tiny model with in-graph subject alignment (z-scored representation per participant)."""
     pytest.importorskip("torch")
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import fit
 
     r = copy.deepcopy(tiny_recipe)

@@ -63,7 +63,7 @@ def _linear(kind="linear", seed=0, **kw):
 
 def test_ensembles_rank_limited_and_ebr_members_split_their_mean_centred_logit(sim_data):
     torch = pytest.importorskip("torch")
-    from fmri_edge.training.export import Ensemble, contributing, explanation_metadata
+    from fmri_edge.training.onnx_export import Ensemble, contributing, explanation_metadata
 
     x = torch.as_tensor(sim_data[0][:40], dtype=torch.float32)
     ebr = [14, 15, 86, 87]
@@ -93,7 +93,7 @@ def test_ensembles_rank_limited_and_ebr_members_split_their_mean_centred_logit(s
 
 def test_an_unfused_linear_ensemble_exports_its_contributions(sim_data, tmp_path):
     pytest.importorskip("torch")
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
 
     members = [_linear(heads={"class": 3, "level": 9}), _linear("lowrank", 1, heads={"class": 3, "level": 9})]
     report = export_onnx(members, tmp_path / "lr.onnx", {"model_version": "t"}, sim_data[0][:32])

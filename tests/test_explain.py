@@ -31,7 +31,7 @@ def attentive_model(tmp_path_factory, sim_data, tiny_recipe):
     pytest.importorskip("torch")
     import dataclasses
 
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import fit
 
     import torch

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from fmri_edge.model.runtime import EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES, Model  # noqa: E402
-from fmri_edge.training.export import Ensemble, ExportRecipe, export_onnx  # noqa: E402
+from fmri_edge.training.onnx_export import Ensemble, ExportRecipe, export_onnx  # noqa: E402
 from fmri_edge.training.model import ModelConfig, build_model  # noqa: E402
 
 

@@ -87,7 +87,7 @@ def test_no_import_cycles_in_the_package():
 
 
 def test_training_side_holds_bench_report_and_quantize():
-    for m in ("bench", "report", "quantize", "checkpoints", "export", "fit"):
+    for m in ("bench", "report", "quantize", "checkpoints", "onnx_export", "fit"):
         assert f"{TRAINING}.{m}" in MODULES
     for m in ("fmri_edge.bench", "fmri_edge.report"):
         assert m not in MODULES

@@ -109,7 +109,7 @@ def test_lowrank_model_has_its_rank_limited_weights_and_exports(tmp_path, sim_da
     pytest.importorskip("onnx")
     import torch
     from fmri_edge.model.runtime import Model
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.fit import fit, predict_proba
 
     x, y, subj = sim_data

@@ -1,6 +1,6 @@
 """The ``fmri-edge`` command line. Commands are thin: the work is in library functions.
 
-- :mod:`fmri_edge.cli.decode`: predict, explain, adapt, info (numpy + onnxruntime);
+- :mod:`fmri_edge.cli.decode`: predict, explain; :mod:`fmri_edge.cli.model`: adapt, info (numpy + onnxruntime);
 - :mod:`fmri_edge.cli.data`: score, simulate, extract (no model);
 - :mod:`fmri_edge.cli.live`: stream (real time at the scanner);
 - :mod:`fmri_edge.cli.registration`: register (the atlas into the participant's space, at session start);
@@ -13,8 +13,9 @@ import os
 import sys
 
 from fmri_edge.cli.common import EXIT_BAD_INPUT, EXIT_PARTIAL, app, main
-from fmri_edge.cli import decode, live, registration, data, build  # noqa: E402,F401  (registers the commands, in this order)
-from fmri_edge.cli.decode import adapt, explain, info, predict  # noqa: E402,F401
+from fmri_edge.cli import decode, model, live, registration, data, build  # noqa: E402,F401  (registers the commands, in this order)
+from fmri_edge.cli.decode import explain, predict  # noqa: E402,F401
+from fmri_edge.cli.model import adapt, info  # noqa: E402,F401
 from fmri_edge.cli.data import extract, score, simulate  # noqa: E402,F401
 from fmri_edge.cli.live import stream  # noqa: E402,F401
 from fmri_edge.cli.registration import register  # noqa: E402,F401

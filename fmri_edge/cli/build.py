@@ -49,60 +49,12 @@ def train(
     """Evaluate a recipe (cross-subject CV and/or the paper's split) and fit the model to ship —
     on ICBHI or on a lab's own labeled study (--data)."""
     with user_errors():
-        from fmri_edge.training.recipe import load_recipe, shipped_recipe
-        from fmri_edge.training.run import make_plan, run
+        from fmri_edge import training
 
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        recipe = load_recipe(config or shipped_recipe())
-        if config is None:
-            recipe.source = "fmri_edge/training/recipes/fmri-edge.toml (shipped)"
-        studies = list(data or [])
-        for d in studies:
-            if not d.is_dir():
-                raise UsageError(f"--data {d}: no such folder (give a folder of participant folders)")
-        if len({d.resolve() for d in studies}) < len(studies):
-            raise UsageError("--data: the same folder twice; give each study once")
-        data = studies[0] if studies else None
-        pooled_studies = studies if len(studies) > 1 else None
-        if group_by == "study" and not pooled_studies:
-            raise UsageError("--group-by study holds out one study at a time: give two or more --data folders")
-        if data is not None:
-            if group_by is None and (pooled_studies or data.resolve() != Path(recipe.data).resolve()):
-                group_by = "auto"   # the recipe's groups describe the recipe's own data
-            recipe.data = str(data)
-        # a lab's own study: the honest protocol only (the random trial split is the paper's, optimistic)
-        protocols = protocol or (["subject"] if data is not None else recipe.eval.protocols)
-        bad = set(protocols) - {"subject", "random", "within"}
-        if bad:
-            raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject, within and/or random")
-        if permutations and not {"subject", "within"} & set(protocols):
-            raise UsageError("--permutations reruns the subject (or within) CV: keep --protocol subject or within")
-        if scheduler:
-            from fmri_edge.scheduler import parse_local
-
-            parse_local(scheduler)   # a malformed local:N is one line before anything is loaded
-        out_dir = out_dir or Path("runs") / ("+".join(d.resolve().name for d in studies) if studies else recipe.name)
-        from fmri_edge.training.run_folder import check_out
-
-        check_out(out_dir)      # before any work: a run folder that cannot be written is one line
-        plan = make_plan(recipe, group_by, protocols, pooled_studies)
-        if not as_json:
-            _print_fold_plan(plan)
-        with _phase_bars(recipe, plan, disable=as_json) as progress:
-            if scheduler:
-                from fmri_edge.scheduler import connect
-                from fmri_edge.training.tasks import DaskExecutor
-
-                with connect(scheduler) as (client, _):
-                    results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
-                                  permutations=permutations, own_data=data is not None,
-                                  executor=DaskExecutor(client, scheduler))
-            else:
-                results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
-                              permutations=permutations, own_data=data is not None)
+        results = training.train(config, data, group_by, permutations, protocol, out_dir, final, threads, scheduler,
+                                 on_plan=None if as_json else _print_fold_plan,
+                                 progress=lambda recipe, plan: _phase_bars(recipe, plan, disable=as_json))
+    out_dir, recipe_name, data = Path(results["out"]), results["recipe"]["name"], (data or [None])[0]
     summaries = {p: r["summary"] for p, r in results["protocols"].items()}
     if as_json:
         print(json.dumps({"out": str(out_dir), "summaries": summaries, "evaluation": results.get("evaluation"),
@@ -110,7 +62,7 @@ def train(
         return
     ev = results.get("evaluation")
     rated = ev is None or ev["level"].get("rated_trials") == ev["n_trials"]
-    t = Table(title=f"{recipe.name}: held-out metrics" + ("" if rated else " (LEVEL: see the rated trials below)"),
+    t = Table(title=f"{recipe_name}: held-out metrics" + ("" if rated else " (LEVEL: see the rated trials below)"),
               title_justify="left")
     for c in ("protocol", "CLASS acc", "CLASS F1", "LEVEL F1", "CLASS_error", "LEVEL_error", "Score", "seconds"):
         t.add_column(c, justify="right")
@@ -135,7 +87,7 @@ def train(
         err.print(f"run saved in {out_dir}/ (one model per participant and fold; a within run is not exported: "
                   "train --protocol subject for a decoder of new participants)", highlight=False)
         return
-    shipped = Path("models") / f"{recipe.name}.onnx"      # export's default target for this run
+    shipped = Path("models") / f"{recipe_name}.onnx"      # export's default target for this run
     err.print(f"run saved in {out_dir}/ — next: fmri-edge export --run {out_dir}" + (
         f" --out {out_dir.name}.onnx" if data is not None else
         f" (add --force to replace {shipped}, or --out another file)" if shipped.exists() else ""), highlight=False)
@@ -291,13 +243,9 @@ def export(
 ):
     """Checkpoint → ONNX (raw BOLD in, probabilities out), checked against PyTorch on real trials."""
     with user_errors():
-        from fmri_edge.training.packaging import export_run
+        from fmri_edge import training
 
-        report = export_run(run_dir, recipe, out_path, log=err.print, force=force, int8=int8)
-        if int8:
-            from fmri_edge.training.quantize import export_int8
-
-            report["int8"] = export_int8(run_dir, report["path"], log=err.print)
+        report = training.export(run_dir, out_path, recipe, force=force, int8=int8, log=err.print)
     if as_json:
         print(json.dumps(report))
         return

@@ -350,7 +350,9 @@ def _extract_one(lib, bold: Path, atlas_path: Path, out_path: Path, events: Path
     check_new(out_path, force)
     conf = opts.confounds
     if conf == "auto":
-        conf = lib.confounds_beside(bold)
+        from fmri_edge.imaging import bids
+
+        conf = bids.confounds_beside(bold)
     atlas = lib.Atlas(atlas_path, window.n_regions, region_names=region_names)
     r = lib.extract_run(bold, atlas, events, window, opts, conf)
     _print_notes(r.notes)
@@ -401,7 +403,9 @@ def _extract_bids(lib, root: Path, atlas_path: Path, out_dir: Path, window, opts
     if opts.confounds not in (None, "auto"):
         raise UsageError(f"--confounds {opts.confounds}: with a BIDS folder use --confounds auto (fMRIPrep's "
                          "*_desc-confounds_timeseries.tsv beside each BOLD)")
-    runs = lib.find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
+    from fmri_edge.imaging import bids
+
+    runs = bids.find_bids_runs(root, task, space, confounds=opts.confounds == "auto")
     if opts.confounds_strategy is not None:   # a file without the strategy's columns: before any image is read
         from fmri_edge.imaging import confounds as strategies
 

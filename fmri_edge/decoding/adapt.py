@@ -28,7 +28,7 @@ reweighted by the change of its class's (the sign of the level) and renormalized
 
 Every exported graph ends with an adaptation head that computes this correction from graph inputs
 (``adapt_bias``, ``adapt_scale``, ``adapt_weight``) whose default values are zero, the identity
-(:class:`fmri_edge.training.export.AdaptationHead`). The adapted model is the shipped ONNX file with
+(:class:`fmri_edge.training.onnx_export.AdaptationHead`). The adapted model is the shipped ONNX file with
 those defaults replaced by the fitted correction (:mod:`fmri_edge.model.onnx_edit`, no ``onnx``
 package), the participant's alignment statistics as its new alignment defaults, metadata
 (``adaptation``) recording the base model's sha256, the participant, K, the method and λ, and its
@@ -328,7 +328,7 @@ def level_map(meta: dict) -> np.ndarray | None:
 
 def write_adapted(model: onnx_edit.ModelProto, out: Path, corr: Correction, meta: dict, subject: tuple | None) -> None:
     """The base graph with the correction as its adaptation head's defaults (``adapt_*``, see
-    :class:`fmri_edge.training.export.AdaptationHead`) and ``subject`` statistics as the alignment
+    :class:`fmri_edge.training.onnx_export.AdaptationHead`) and ``subject`` statistics as the alignment
     defaults; new metadata and its own weights digest. No node is added or changed."""
     model.replace_initializer("adapt_bias", corr.bias.reshape(1, 3))
     model.replace_initializer("adapt_scale", np.array([corr.scale]))

@@ -19,6 +19,7 @@ participant); the others are kept, interpolated across the gap, and marked (``sc
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +129,38 @@ def check_study(bolds, strategy: Strategy) -> None:
     missing file or column refuses the study (one line naming the file), nothing is written."""
     for bold in bolds:
         load(bold, strategy, None)
+
+
+# ---- explicit columns (--confounds, --confound-columns) ---------------------------------------------
+
+def read_confounds(path: str | Path, columns: Iterable[str], n_volumes: int) -> np.ndarray:
+    """Columns of an fMRIPrep ``*_desc-confounds_timeseries.tsv`` (one row per volume) → (V, C).
+    A leading 'n/a' (first row of derivative columns) becomes 0."""
+    path, columns = Path(path), list(columns)
+    if not path.is_file():
+        raise InputError(path, "confounds file not found")
+    lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(path, "empty confounds file")
+    header = lines[0].split("\t")
+    absent = [c for c in columns if c not in header]
+    if absent:
+        raise InputError(path, f"confounds file lacks column(s) {', '.join(absent)} (has {', '.join(header[:8])}"
+                               f"{' …' if len(header) > 8 else ''}); choose with --confound-columns")
+    idx = [header.index(c) for c in columns]
+    rows = [ln.split("\t") for ln in lines[1:]]
+    if len(rows) != n_volumes:
+        raise InputError(path, f"{len(rows)} confound rows for {n_volumes} volumes; it must have one row per volume")
+    out = np.zeros((n_volumes, len(idx)))
+    for r, row in enumerate(rows):
+        for c, i in enumerate(idx):
+            v = row[i].strip() if i < len(row) else ""
+            if v in ("n/a", "") and r == 0:
+                continue
+            try:
+                out[r, c] = float(v)
+            except ValueError:
+                raise InputError(path, f"row {r + 1} column {columns[c]}: {v!r} is not a number") from None
+    if not np.isfinite(out).all():
+        raise InputError(path, "confounds hold NaN or Inf values")
+    return out

@@ -37,7 +37,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -46,6 +46,8 @@ from fmri_edge.imaging.events import (LABEL_FILE, Events, Labeled, LabelSpec, ch
 from fmri_edge.data.io import DATA_FILE
 from fmri_edge.errors import InputError, UsageError
 from fmri_edge.imaging.atlas import Atlas, label_ranges
+from fmri_edge.imaging.bids import BidsRun, events_name, find_bids_runs
+from fmri_edge.imaging.confounds import read_confounds
 from fmri_edge.imaging.window import TR_RANGE, Window, cut_trials, volume_times
 
 DEFAULT_CONFOUNDS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
@@ -93,41 +95,6 @@ def bold_tr(img, path: Path, tr: float | None, notes: list[str]) -> float:
         notes.append(f"{path.name}: the header's time unit is {unit!r}; TR {value:g} taken as seconds "
                      "(pass --tr to override)")
     return value
-
-
-# ---- confounds --------------------------------------------------------------------------------------------
-
-def read_confounds(path: str | Path, columns: Iterable[str], n_volumes: int) -> np.ndarray:
-    """Columns of an fMRIPrep ``*_desc-confounds_timeseries.tsv`` (one row per volume) → (V, C).
-    A leading 'n/a' (first row of derivative columns) becomes 0."""
-    path, columns = Path(path), list(columns)
-    if not path.is_file():
-        raise InputError(path, "confounds file not found")
-    lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-    if not lines:
-        raise InputError(path, "empty confounds file")
-    header = lines[0].split("\t")
-    absent = [c for c in columns if c not in header]
-    if absent:
-        raise InputError(path, f"confounds file lacks column(s) {', '.join(absent)} (has {', '.join(header[:8])}"
-                               f"{' …' if len(header) > 8 else ''}); choose with --confound-columns")
-    idx = [header.index(c) for c in columns]
-    rows = [ln.split("\t") for ln in lines[1:]]
-    if len(rows) != n_volumes:
-        raise InputError(path, f"{len(rows)} confound rows for {n_volumes} volumes; it must have one row per volume")
-    out = np.zeros((n_volumes, len(idx)))
-    for r, row in enumerate(rows):
-        for c, i in enumerate(idx):
-            v = row[i].strip() if i < len(row) else ""
-            if v in ("n/a", "") and r == 0:
-                continue
-            try:
-                out[r, c] = float(v)
-            except ValueError:
-                raise InputError(path, f"row {r + 1} column {columns[c]}: {v!r} is not a number") from None
-    if not np.isfinite(out).all():
-        raise InputError(path, "confounds hold NaN or Inf values")
-    return out
 
 
 # ---- one run -------------------------------------------------------------------------------------------
@@ -313,73 +280,7 @@ def save_trials(path: str | Path, results: list[RunResult], force: bool = False,
     return path
 
 
-# ---- BIDS folders -----------------------------------------------------------------------------------------
-
-@dataclass
-class BidsRun:
-    participant: str          # "sub-01"
-    bold: Path
-    events: Path | None       # None: not found (the run is reported, the others go on)
-    confounds: Path | None
-    searched: list[Path] = field(default_factory=list)
-    duplicate_of: Path | None = None   # the same run also as .nii.gz: this copy is not read (reported)
-
-    @property
-    def sort_key(self):
-        e = entities(self.bold.name)
-        run = e.get("run", "0")
-        return (e.get("ses", ""), e.get("task", ""), int(run) if run.isdigit() else 0, run, self.bold.name)
-
-
-def _events_name(bold: Path) -> str:
-    return _stem(bold.name) + "_events.tsv"
-
-
-def _stem(name: str) -> str:
-    e = entities(name)
-    return "_".join(f"{k}-{e[k]}" for k in ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run") if k in e)
-
-
-def confounds_beside(bold: str | Path) -> Path:
-    """fMRIPrep's confounds file for a preprocessed BOLD: ``<sub…run>_desc-confounds_timeseries.tsv``."""
-    bold = Path(bold)
-    return bold.parent / f"{_stem(bold.name)}_desc-confounds_timeseries.tsv"
-
-
-def find_bids_runs(root: str | Path, task: str | None = None, space: str | None = None,
-                   confounds: bool = False) -> dict[str, list[BidsRun]]:
-    """fMRIPrep-named preprocessed runs under ``root`` (``sub-*/[ses-*/]func/*_desc-preproc_bold.nii[.gz]``,
-    at any depth, e.g. in derivatives/fmriprep) → {participant: runs in order}. Run order: session,
-    task, then run number (as a number), then file name."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(root, "no such folder")
-    bolds = sorted(p for pattern in ("*_desc-preproc_bold.nii.gz", "*_desc-preproc_bold.nii")
-                   for p in root.rglob(pattern) if p.parent.name == "func" and p.name.startswith("sub-"))
-    if task:
-        bolds = [b for b in bolds if entities(b.name).get("task") == task]
-    spaces = sorted({entities(b.name).get("space", "(none)") for b in bolds})
-    if space:
-        bolds = [b for b in bolds if entities(b.name).get("space") == space]
-    elif len(spaces) > 1:
-        raise UsageError(f"{root}: preprocessed BOLD in several spaces ({', '.join(spaces)}); choose one with "
-                         "--space (the atlas's space, e.g. MNI152NLin2009cAsym)")
-    if not bolds:
-        what = " and ".join(x for x in (f"task {task!r}" if task else "", f"space {space!r}" if space else "") if x)
-        raise InputError(root, "no preprocessed BOLD found (fMRIPrep naming: sub-*/(ses-*/)func/"
-                               f"*_desc-preproc_bold.nii.gz){' for ' + what if what else ''}"
-                               + (f"; spaces present: {', '.join(spaces)}" if space and spaces else ""))
-    out: dict[str, list[BidsRun]] = {}
-    for b in bolds:
-        ev, searched = find_events(b, root)
-        conf = confounds_beside(b) if confounds else None
-        twin = b.with_name(b.name + ".gz") if b.name.endswith(".nii") else None
-        out.setdefault(f"sub-{entities(b.name)['sub']}", []).append(BidsRun(
-            f"sub-{entities(b.name)['sub']}", b, ev, conf, searched, twin if twin in bolds else None))
-    for runs in out.values():
-        runs.sort(key=lambda r: r.sort_key)
-    return dict(sorted(out.items()))
-
+# ---- BIDS studies -----------------------------------------------------------------------------------------
 
 @dataclass
 class ParticipantResult:
@@ -435,7 +336,7 @@ def extract_bids(root: str | Path, atlas: Atlas, out_dir: str | Path, window: Wi
                 continue
             def one(r=r):
                 if r.events is None:
-                    raise InputError(r.bold, f"no events file {_events_name(r.bold)} found (looked in "
+                    raise InputError(r.bold, f"no events file {events_name(r.bold)} found (looked in "
                                              f"{', '.join(str(p) for p in r.searched[:3])} …)")
                 return extract(r, run_events(r, labeled))
             res = _attempt(r.bold, one)
@@ -561,7 +462,7 @@ def label_study(runs: dict[str, list[BidsRun]], window: Window, opts: ExtractOpt
     if not out:   # no run has an events file: say where they were looked for (as the unlabeled path does)
         first = next((r for prs in runs.values() for r in prs), None)
         if first is not None:
-            raise InputError(first.bold, f"no events file {_events_name(first.bold)} found for any run (looked in "
+            raise InputError(first.bold, f"no events file {events_name(first.bold)} found for any run (looked in "
                                          f"{', '.join(str(p) for p in first.searched[:3])} …); labels come from "
                                          "each run's BIDS *_events.tsv")
     check_study(out, opts.labels)

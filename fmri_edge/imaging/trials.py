@@ -76,6 +76,7 @@ def extract(source, atlas, events=None, model=None, task: str | None = None, spa
     >>> cut.trials.shape, str(cut.participant[0])
     ((4, 246, 25), 'bold')
     """
+    from fmri_edge.imaging import bids
     from fmri_edge.imaging import extract as lib
     from fmri_edge.imaging.atlas import Atlas
     from fmri_edge.imaging.window import Window
@@ -89,10 +90,10 @@ def extract(source, atlas, events=None, model=None, task: str | None = None, spa
     if not source.is_dir():
         if events is None:
             raise InputError(source, "give the run's events (events=EVENTS.tsv), or a BIDS folder")
-        conf = lib.confounds_beside(source) if opts.confounds == "auto" else opts.confounds
+        conf = bids.confounds_beside(source) if opts.confounds == "auto" else opts.confounds
         r = lib.extract_run(source, atlas, events, window, opts, conf)
-        return _collect([(lib._stem(source.name) or source.name.split('.')[0], r)], [])
-    runs = lib.find_bids_runs(source, task, space, confounds=opts.confounds == "auto")
+        return _collect([(bids.stem(source.name) or source.name.split('.')[0], r)], [])
+    runs = bids.find_bids_runs(source, task, space, confounds=opts.confounds == "auto")
     done, problems = [], []
     for participant, items in runs.items():
         for run in items:

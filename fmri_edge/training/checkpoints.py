@@ -106,9 +106,9 @@ def fold_models(run_dir: str | Path) -> list[tuple[str, list, list[str]]]:
 
 def reference_net(run: str | Path):
     """The run's network(s) as PyTorch runs them: ``(net, members, ckpt, recipe)``, ``net`` being
-    the :class:`~fmri_edge.training.export.Ensemble` that ``fmri-edge export`` turns into the graph
+    the :class:`~fmri_edge.training.onnx_export.Ensemble` that ``fmri-edge export`` turns into the graph
     (same inputs, same outputs, the members averaged)."""
-    from fmri_edge.training.export import Ensemble, level_from_class
+    from fmri_edge.training.onnx_export import Ensemble, level_from_class
 
     members, ckpt, recipe = load_members(run)
     rule = (recipe.get("eval") or {}).get("level_rule")

@@ -12,7 +12,7 @@ features with its weight columns permuted to match. ``fmri-edge bench`` measures
 
 :func:`for_inference` converts trained networks and checks on given trials that the converted
 network answers as the original (max |difference| ≤ ``atol``); a network it cannot convert, or
-whose check fails, is exported as it is. Used by :func:`fmri_edge.training.export.export_onnx`.
+whose check fails, is exported as it is. Used by :func:`fmri_edge.training.onnx_export.export_onnx`.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def for_inference(members: list[SEResCNN], trials: np.ndarray, atol: float = 1e-
 class LinearEnsemble(nn.Module):
     """An ensemble of :class:`~fmri_edge.training.model.LinearNet` on one ``psc_mean`` (or
     ``psc_mean_gsr``: then each bin's mean over the regions is subtracted) representation,
-    computing what :class:`~fmri_edge.training.export.Ensemble` computes in a
+    computing what :class:`~fmri_edge.training.onnx_export.Ensemble` computes in a
     few large operations laid out for onnxruntime's CPU kernels:
 
     - the time window, the time bins and the trial mean are linear over time, so one

@@ -9,7 +9,7 @@ from typing import Callable
 from fmri_edge.errors import InputError
 from fmri_edge.decoding.answers import MIN_ALIGN_TRIALS
 from fmri_edge.evaluation.splits import PROTOCOL_LABEL
-from fmri_edge.training.export import explanation_metadata, export_onnx, load_export_recipe
+from fmri_edge.training.onnx_export import explanation_metadata, export_onnx, load_export_recipe
 from fmri_edge.training.checkpoints import graph_trials, load_members
 
 

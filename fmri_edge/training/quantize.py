@@ -162,7 +162,7 @@ def quantize_members(members, fp32_model: str | Path, out_path: str | Path, cali
     ``fp32_model``'s."""
     import torch
 
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
 
     if not any(isinstance(mod, torch.nn.Conv1d) for m in members for mod in m.modules()):
         recipe = quantize_int8(fp32_model, out_path, calibration, calibration_source, participants=participants)
@@ -189,7 +189,7 @@ def cv_accuracy_change(run_dir: str | Path, data: str | Path, workdir: str | Pat
     """Export every fold model of ``run_dir`` fp32 and int8 and compare them on its held-out
     participants. int8 calibration uses only the fold's training participants."""
     from fmri_edge.data.io import load_icbhi
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.checkpoints import fold_models, graph_inputs
 
     run_dir = Path(run_dir)

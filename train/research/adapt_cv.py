@@ -47,7 +47,7 @@ def label(c) -> str:
 
 def export_folds(recipe, ds, folder: Path, tag: str, log) -> dict[str, Path]:
     """run_subject_cv on ``ds``; every fold's networks exported → {held-out participant: onnx}."""
-    from fmri_edge.training.export import export_onnx
+    from fmri_edge.training.onnx_export import export_onnx
     from fmri_edge.training.protocols import run_subject_cv
 
     folder.mkdir(parents=True, exist_ok=True)

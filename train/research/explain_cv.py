@@ -25,7 +25,7 @@ import numpy as np
 from fmri_edge.explanation import regions as explain
 from fmri_edge.data.io import load_trials
 from fmri_edge.model.runtime import Model
-from fmri_edge.training.export import export_onnx
+from fmri_edge.training.onnx_export import export_onnx
 from fmri_edge.training.checkpoints import fold_models
 from fmri_edge.training.recipe import read_atlas
 from harness import data_of, parser

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fmri_edge.model.runtime import Model
-from fmri_edge.training.export import export_onnx
+from fmri_edge.training.onnx_export import export_onnx
 from fmri_edge.training.fit import load_checkpoint
 
 

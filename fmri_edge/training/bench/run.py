@@ -86,7 +86,7 @@ def _run_bench(cfg: BenchConfig, threads: int, workdir: Path, log) -> BenchResul
     # the same weights in ONNX, fp32 and int8
     fp32 = Path(cfg.model) if cfg.model else Path("models") / f"{recipe.get('name', 'fmri-edge')}.onnx"
     if not fp32.is_file():
-        from fmri_edge.training.export import export_onnx
+        from fmri_edge.training.onnx_export import export_onnx
 
         fp32 = workdir / "fp32.onnx"
         log(f"no ONNX model given: exporting {run} to a temporary file …")

@@ -12,7 +12,7 @@ from fmri_edge.training.bench.timing import TimingJob, ort_engine, time_engines,
 
 
 def main(job_path: str) -> dict:
-    from fmri_edge.training.export import graph_module, level_from_class
+    from fmri_edge.training.onnx_export import graph_module, level_from_class
     from fmri_edge.training.checkpoints import reference_net
 
     job = TimingJob(**json.loads(Path(job_path).read_text()))
