@@ -150,18 +150,22 @@ def cv_folds(ds: Dataset) -> list[tuple[list[str], list[str]]]:
 
 def run_subject_cv(recipe: Recipe, ds: Dataset, progress: Progress | None = None) -> list[FoldResult]:
     ds = prepare(recipe, ds)
-    folds = []
-    for k, (train_p, test_p) in enumerate(cv_folds(ds)):
-        name = "test " + "+".join(test_p)
-        if recipe.ensemble or recipe.optim.solver == "lbfgs":
-            # ensemble: every training group takes its turn as validation; lbfgs: nothing to choose
-            fit_ds, val_ds = ds.of(train_p), None
-        else:
-            fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k,
-                                                   groups=ds.group_map())
-            fit_ds, val_ds = ds.of(fit_p), ds.of(val_p)
-        folds.append(_fit_fold(recipe, name, fit_ds, val_ds, ds.of(test_p), progress, recipe.seed + k))
-    return folds
+    return [fit_subject_fold(recipe, ds, k, train_p, test_p, progress) for k, (train_p, test_p) in enumerate(cv_folds(ds))]
+
+
+def fit_subject_fold(recipe: Recipe, ds: Dataset, k: int, train_p, test_p, progress: Progress | None = None
+                     ) -> FoldResult:
+    """Fold ``k`` of the subject CV on a prepared ``ds``: its training participants (less an inner
+    validation group for a network trained by epochs) fitted, its held-out participants answered."""
+    name = "test " + "+".join(test_p)
+    if recipe.ensemble or recipe.optim.solver == "lbfgs":
+        # ensemble: every training group takes its turn as validation; lbfgs: nothing to choose
+        fit_ds, val_ds = ds.of(train_p), None
+    else:
+        fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k,
+                                               groups=ds.group_map())
+        fit_ds, val_ds = ds.of(fit_p), ds.of(val_p)
+    return _fit_fold(recipe, name, fit_ds, val_ds, ds.of(test_p), progress, recipe.seed + k)
 
 
 def run_random_splits(recipe: Recipe, ds: Dataset, progress: Progress | None = None) -> list[FoldResult]:

@@ -45,18 +45,10 @@ def fold_task(recipe, ds, protocol: str, runs, k: int):
 
 def subject_fold(recipe, ds, k: int):
     """Fold ``k`` of :func:`fmri_edge.training.protocols.run_subject_cv` (a prepared ``ds``)."""
-    from fmri_edge.evaluation import splits
-    from fmri_edge.training.protocols import _fit_fold, cv_folds
+    from fmri_edge.training.protocols import cv_folds, fit_subject_fold
 
     train_p, test_p = cv_folds(ds)[k]
-    name = "test " + "+".join(test_p)
-    if recipe.ensemble or recipe.optim.solver == "lbfgs":
-        fit_ds, val_ds = ds.of(train_p), None
-    else:
-        fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k,
-                                               groups=ds.group_map())
-        fit_ds, val_ds = ds.of(fit_p), ds.of(val_p)
-    return _fit_fold(recipe, name, fit_ds, val_ds, ds.of(test_p), None, recipe.seed + k)
+    return fit_subject_fold(recipe, ds, k, train_p, test_p)
 
 
 def permutation_task(recipe, ds, protocol: str, runs, labels: np.ndarray) -> float:
