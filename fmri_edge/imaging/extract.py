@@ -41,8 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from fmri_edge.imaging.events import (LABEL_FILE, Events, Labeled, LabelSpec, check_columns, check_study,  # noqa: F401
-                              entities, find_events, label_events, read_events, save_labels)
+from fmri_edge.imaging.events import (LABEL_FILE, Events, Labeled, LabelSpec, check_columns, check_study, label_events, read_events, save_labels)
 from fmri_edge.data.io import DATA_FILE
 from fmri_edge.errors import InputError, UsageError
 from fmri_edge.imaging.atlas import Atlas, label_ranges
