@@ -101,9 +101,9 @@ def train(
 
             if scheduler:
                 from fmri_edge import cluster
-                from fmri_edge.training.tasks import DaskExecutor
+                from fmri_edge.training.tasks import DaskExecutor, worker_environment
 
-                with cluster.connect(scheduler) as (client, _):
+                with worker_environment(), cluster.connect(scheduler) as (client, _):
                     results = run(recipe, protocols, out_dir, fit_final=final, progress=progress, plan=plan,
                                   permutations=permutations, own_data=data is not None,
                                   executor=DaskExecutor(client, scheduler))
