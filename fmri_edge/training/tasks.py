@@ -80,8 +80,8 @@ def worker_environment():
     glibc's dynamic mmap threshold: every array above 128 KiB is then mmap'ed and unmapped, and a
     fit's many megabyte temporaries cost page faults: measured here, a permutation took 0.5 s of CPU
     in a worker against 0.23 s in the client; unset, 0.22 s. Workers started elsewhere (``dask
-    worker``, SLURMCluster) should be started with ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_``
-    unset likewise (or ``--no-nanny``)."""
+    worker``, SLURMCluster) should be started with ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_:
+    null`` in their Dask config (or ``--no-nanny``)."""
     import dask
 
     return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
