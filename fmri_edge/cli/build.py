@@ -159,7 +159,10 @@ def _print_fold_plan(plan) -> None:
     for c in ("fold", "held out", "trials", "training participants"):
         t.add_column(c, justify="right" if c in ("fold", "trials") else "left")
     for k, (train_p, test_p) in enumerate(plan.folds):
-        t.add_row(str(k + 1), "+".join(test_p), str(int(plan.ds.of(test_p).labels.shape[0])), str(len(train_p)))
+        held = "+".join(test_p)
+        if len(held) > 40 and plan.ds.groups is not None:   # leave-one-study-out: the study, not 8 names
+            held = "+".join(sorted(set(plan.ds.group_map()[p] for p in test_p))) + f" ({len(test_p)} participants)"
+        t.add_row(str(k + 1), held, str(int(plan.ds.of(test_p).labels.shape[0])), str(len(train_p)))
     err.print(t)
 
 
@@ -169,7 +172,8 @@ def _print_participants(rows: list[dict]) -> None:
     for c in ("participant", "group", "fold", "trials", "CLASS acc"):
         t.add_column(c, justify="right" if c in ("trials", "CLASS acc") else "left")
     for r in rows[:60]:
-        t.add_row(r["participant"], r["group"], r["fold"], str(r["trials"]), f"{r['CLASS_accuracy']:.3f}")
+        fold = r["fold"] if len(r["fold"]) <= 40 else f"test {r['group']}"   # a whole study held out: its name
+        t.add_row(r["participant"], r["group"], fold, str(r["trials"]), f"{r['CLASS_accuracy']:.3f}")
     out.print(t)
 
 

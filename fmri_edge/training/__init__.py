@@ -105,9 +105,9 @@ def train(config=None, data=None, group_by: str | None = None, permutations: int
     with (progress(recipe, plan) if progress else nullcontext()) as callback:
         if scheduler:
             from fmri_edge.scheduler import connect
-            from fmri_edge.training.tasks import DaskExecutor
+            from fmri_edge.training.tasks import DaskExecutor, worker_environment
 
-            with connect(scheduler) as (client, _):
+            with worker_environment(), connect(scheduler) as (client, _):
                 results = run(recipe, protocols, out, progress=callback, executor=DaskExecutor(client, scheduler),
                               **options)
         else:
