@@ -1,0 +1,202 @@
+"""Rigid realignment of each live volume to a session reference, and region means from the atlas's
+sample points moved by that volume's motion (``fmri-edge stream``; numpy + scipy.ndimage).
+
+Method (docs/realtime.md says why this and not a library): least squares between the volume and
+the reference at sample points of the reference, Gauss-Newton in its *inverse compositional* form
+(Baker & Matthews 2004), the form of SPM's realign (``spm_realign``: the rate of change of the
+reference with the parameters is computed once, at the first volume). SPM updates the parameters
+additively with that fixed matrix, which is exact only near zero motion — the error grows with the
+move. Here each increment is *composed* with the current estimate, so the fixed matrix is exact
+for any move and the estimate converges to the least-squares optimum; each volume starts from the
+previous one's estimate, and a first pass on a coarser sampling catches jumps. As in SPM, both
+images are smoothed (``fwhm_mm``, default 5 mm as SPM's) before estimation and the volume's
+intensity is scaled to the reference's at every iteration; interpolation is trilinear.
+
+Motion is a rigid world → world transform ``M`` (4×4, RAS mm): the tissue at reference point ``y``
+sits at ``M · y`` in the volume. Its six parameters are SPM's (``spm_matrix``: ``M = T · Rx · Ry ·
+Rz``, rotations about the world origin — the scanner's isocentre for native-space images), reported
+with fMRIPrep's column names (:mod:`fmri_edge.motion`).
+
+Region means (:class:`MovedRegions`): the atlas's labelled voxel centres on the reference grid
+(world points), moved by ``M``, sampled in the volume by trilinear interpolation and averaged per
+region — the atlas follows the head; the volume itself is never resliced.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fmri_edge.errors import UsageError
+
+FWHM_MM = 5.0           # SPM realign's default smoothing
+SEP_MM = 7.0            # sample separation (SPM: 4 mm); a coarse pass at twice it first (docs/realtime.md)
+MAX_ITER = 30
+TOL_MM = 1e-3           # stop when an increment moves no sample point by more than this
+MIN_POINTS = 200
+
+
+def _scipy():
+    try:
+        from scipy import ndimage
+    except ImportError:
+        raise UsageError("realignment needs scipy (not installed): pip install 'fmri-edge[realtime]', or give "
+                         "--no-realign for data the scanner already corrected") from None
+    return ndimage
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+def smooth(data: np.ndarray, affine: np.ndarray, fwhm_mm: float) -> np.ndarray:
+    """Gaussian smoothing of FWHM ``fwhm_mm`` (float32); the data as float32 for 0."""
+    data = np.asarray(data, dtype=np.float32)
+    if fwhm_mm <= 0:
+        return data
+    sigma = fwhm_mm / np.sqrt(8 * np.log(2)) / voxel_sizes(affine)
+    return _scipy().gaussian_filter(data, sigma, mode="nearest", truncate=3.0)
+
+
+def rotation(w: np.ndarray) -> np.ndarray:
+    """Rodrigues: the rotation by the vector ``w`` (radians)."""
+    theta = float(np.linalg.norm(w))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = np.asarray(w, dtype=np.float64) / theta
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
+
+
+def spm_matrix(p) -> np.ndarray:
+    """SPM's rigid matrix from (tx, ty, tz, rx, ry, rz): ``T · Rx · Ry · Rz`` (its sign conventions)."""
+    tx, ty, tz, a, b, c = (float(v) for v in p)
+    t = np.eye(4)
+    t[:3, 3] = tx, ty, tz
+    rx = np.array([[1, 0, 0, 0], [0, np.cos(a), np.sin(a), 0], [0, -np.sin(a), np.cos(a), 0], [0, 0, 0, 1]])
+    ry = np.array([[np.cos(b), 0, np.sin(b), 0], [0, 1, 0, 0], [-np.sin(b), 0, np.cos(b), 0], [0, 0, 0, 1]])
+    rz = np.array([[np.cos(c), np.sin(c), 0, 0], [-np.sin(c), np.cos(c), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    return t @ rx @ ry @ rz
+
+
+def spm_params(m: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`spm_matrix` for a rigid matrix (SPM's ``spm_imatrix``, no zoom or shear)."""
+    r = np.asarray(m, dtype=np.float64)[:3, :3]
+    b = np.arcsin(np.clip(r[0, 2], -1, 1))
+    cb = np.cos(b)
+    if abs(cb) < 1e-9:
+        a, c = 0.0, np.arctan2(-r[1, 0], -r[2, 0] / r[0, 2])
+    else:
+        a, c = np.arctan2(r[1, 2] / cb, r[2, 2] / cb), np.arctan2(r[0, 1] / cb, r[0, 0] / cb)
+    return np.array([m[0, 3], m[1, 3], m[2, 3], a, b, c], dtype=np.float64)
+
+
+def mean_displacement(m1: np.ndarray, m2: np.ndarray, points: np.ndarray) -> float:
+    """Mean distance (mm) between where two transforms put the world points (N, 3)."""
+    p = np.c_[points, np.ones(len(points))]
+    return float(np.linalg.norm(p @ (np.asarray(m1) - np.asarray(m2))[:3].T, axis=1).mean())
+
+
+class Realigner:
+    """Estimates each volume's rigid motion relative to a reference volume (see the module docstring).
+
+    ``reference``: (X, Y, Z) on ``affine`` (RAS mm). Volumes given to :meth:`estimate` may be on another
+    grid of the same session (their own affine); their motion is relative to the reference's position.
+    """
+
+    def __init__(self, reference: np.ndarray, affine: np.ndarray, fwhm_mm: float = FWHM_MM,
+                 sep_mm: float = SEP_MM, max_iter: int = MAX_ITER):
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.fwhm, self.max_iter = float(fwhm_mm), int(max_iter)
+        ref = smooth(reference, self.affine, self.fwhm)
+        self.shape = ref.shape
+        vox = voxel_sizes(self.affine)
+        self.levels = []
+        for sep in (2 * sep_mm, sep_mm):          # coarse first: large moves, then the fine estimate
+            step = np.maximum(1, np.round(sep / vox)).astype(int)
+            level = self._level(ref, step)
+            while level is None and step.max() > 1:     # a small volume: sample more densely
+                step = np.maximum(1, step // 2)
+                level = self._level(ref, step)
+            if level is not None:
+                self.levels.append(level)
+        if not self.levels:
+            raise ValueError(f"fewer than {MIN_POINTS} voxels above its background: too few to realign to (an "
+                             "empty or constant volume?)")
+        self.motion = np.eye(4)                     # the last estimate: where the next volume starts
+        self.iterations = 0
+
+    def _level(self, ref: np.ndarray, step: np.ndarray) -> dict | None:
+        grids = [np.arange(1, n - 1, s) for n, s in zip(ref.shape, step)]    # no border voxels
+        ijk = np.stack(np.meshgrid(*grids, indexing="ij"), axis=-1).reshape(-1, 3)
+        values = ref[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.float64)
+        hi = np.percentile(values, 99) if values.size else 0.0
+        keep = values > 0.05 * hi                  # the head and its edge, not the empty background
+        ijk, values = ijk[keep], values[keep]
+        if len(values) < MIN_POINTS:
+            return None
+        grad_vox = np.stack([np.gradient(ref, axis=a)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] for a in range(3)], axis=1)
+        inv3 = np.linalg.inv(self.affine[:3, :3])
+        grad = grad_vox.astype(np.float64) @ inv3                    # d I / d world (row vectors)
+        world = np.c_[ijk, np.ones(len(ijk))] @ self.affine[:3].T    # (N, 3) world points of the samples
+        centre = world.mean(axis=0)
+        jac = np.c_[grad, np.cross(world - centre, grad)]            # d I(ΔM y) / d(t, ω) at 0, ω about centre
+        return {"world": world, "centre": centre, "values": values, "jac": jac,
+                "h": jac.T @ jac, "sum": float(values.sum()), "radius": float(np.linalg.norm(world - centre, axis=1).max())}
+
+    def estimate(self, data: np.ndarray, affine: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
+        """The 4×4 motion of volume ``data`` (on ``affine``, default the reference's), from ``start``
+        (default: the previous volume's estimate)."""
+        nd = _scipy()
+        affine = self.affine if affine is None else np.asarray(affine, dtype=np.float64)
+        vol = smooth(data, affine, self.fwhm)
+        to_vox = np.linalg.inv(affine)
+        m = np.array(self.motion if start is None else start, dtype=np.float64)
+        iters = 0
+        for lv in self.levels:
+            world = np.c_[lv["world"], np.ones(len(lv["world"]))]
+            for _ in range(self.max_iter):
+                iters += 1
+                vox = world @ (to_vox @ m)[:3].T
+                inside = ((vox >= 0) & (vox <= np.array(vol.shape) - 1)).all(axis=1)
+                if inside.sum() < MIN_POINTS:
+                    raise ValueError("the volume and the reference no longer overlap (a move of centimetres?)")
+                f = nd.map_coordinates(vol, vox[inside].T, order=1, mode="nearest", prefilter=False)
+                jac = lv["jac"][inside]
+                b = lv["values"][inside]
+                fs = f.sum()
+                e = f * (b.sum() / fs if fs else 1.0) - b       # the volume scaled to the reference's intensity
+                h = lv["h"] if inside.all() else jac.T @ jac
+                dp = np.linalg.solve(h, jac.T @ e)
+                dm = np.eye(4)
+                r = rotation(dp[3:])
+                c = lv["centre"]
+                dm[:3, :3] = r
+                dm[:3, 3] = dp[:3] + c - r @ c                   # ΔM y = R (y − c) + c + t
+                m = m @ np.linalg.inv(dm)                          # compose: the inverse increment
+                if np.linalg.norm(dp[:3]) + lv["radius"] * np.linalg.norm(dp[3:]) < TOL_MM:
+                    break
+        self.motion, self.iterations = m, iters
+        return m
+
+
+class MovedRegions:
+    """Region means of volumes from the atlas's labelled voxel centres on the reference grid, moved
+    by each volume's motion (trilinear): the same brain regions whatever the head's position."""
+
+    def __init__(self, labels: np.ndarray, affine: np.ndarray, n_regions: int):
+        labels = np.asarray(labels)
+        ijk = np.argwhere(labels > 0)
+        self.region = (labels[tuple(ijk.T)] - 1).astype(np.intp)
+        self.n_regions = n_regions
+        self.n_voxels = np.bincount(self.region, minlength=n_regions)
+        if (self.n_voxels == 0).any():
+            raise ValueError(f"region(s) without a voxel: {np.flatnonzero(self.n_voxels == 0)[:8] + 1}")
+        self.world = np.c_[ijk, np.ones(len(ijk))] @ np.asarray(affine, dtype=np.float64).T   # (N, 4)
+
+    def means(self, data: np.ndarray, affine: np.ndarray, motion: np.ndarray) -> np.ndarray:
+        """(n_regions,) float64: each region's mean in ``data`` (on ``affine``) at its points moved by ``motion``."""
+        nd = _scipy()
+        vox = self.world @ (np.linalg.inv(affine) @ np.asarray(motion, dtype=np.float64))[:3].T
+        with np.errstate(all="ignore"):
+            values = nd.map_coordinates(np.asarray(data, dtype=np.float32), vox.T, order=1, mode="nearest",
+                                        prefilter=False)
+            return np.bincount(self.region, weights=values, minlength=self.n_regions) / self.n_voxels
