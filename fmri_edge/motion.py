@@ -120,18 +120,25 @@ def read_trace(path: str | Path) -> np.ndarray:
 
 
 def drift_trace(n_volumes: int, seed: int = 0) -> np.ndarray:
-    """A built-in moving run (V, 6): a slow drift growing to 2 mm / 2° over the run, a 2 mm / 1° jump at
-    60 % of it (kept afterwards, reaching about 3 mm / 3°), and a little jitter (0.02 mm / 0.02°)."""
+    """A built-in moving run (V, 6): a slow drift growing to 1.6 mm / 1.6° over the run, a 2 mm / 1° jump at
+    60 % of it (kept afterwards; at most about 3 mm / 3° in all), a fidget every ~40 volumes (0.5 mm /
+    0.4° for 3–6 volumes, then back) and a little jitter (0.02 mm / 0.02°)."""
     rng = np.random.default_rng(seed)
     t = np.linspace(0, 1, n_volumes)
     direction = np.array([0.6, -0.5, 0.8, 0.7, -0.4, 0.6])
     drift = np.outer(np.sin(0.5 * np.pi * t), direction / np.abs(direction).max())
     trace = np.empty((n_volumes, 6))
-    trace[:, :3] = 2.0 * drift[:, :3]
-    trace[:, 3:] = np.deg2rad(2.0) * drift[:, 3:]
+    trace[:, :3] = 1.6 * drift[:, :3]
+    trace[:, 3:] = np.deg2rad(1.6) * drift[:, 3:]
     jump = t >= 0.6
     trace[jump, :3] += np.array([1.2, 1.2, -1.0]) * 2.0 / np.linalg.norm([1.2, 1.2, -1.0])
     trace[jump, 3:] += np.deg2rad(1.0) * np.array([0.6, 0.5, -0.62])
+    for start in range(15, n_volumes - 8, 40):
+        k = start + int(rng.integers(0, 10))
+        d = rng.normal(size=6)
+        d = d / np.abs(d).max()
+        trace[k:k + int(rng.integers(3, 7)), :3] += 0.5 * d[:3]
+        trace[k:k + int(rng.integers(3, 7)), 3:] += np.deg2rad(0.4) * d[3:]
     trace[:, :3] += rng.normal(scale=0.02, size=(n_volumes, 3))
     trace[:, 3:] += rng.normal(scale=np.deg2rad(0.02), size=(n_volumes, 3))
     trace[0] = 0.0

@@ -38,11 +38,19 @@ def _on_grid(img, shape, affine, order: int) -> np.ndarray:
                                     mode="constant", cval=0.0)
 
 
-def anatomy(shape, affine) -> np.ndarray:
-    """nilearn's MNI152 T1 on the grid (float32, 0 outside), background 2 % of the tissue."""
+def anatomy(shape, affine, psf_fwhm_mm: float | None = None) -> np.ndarray:
+    """nilearn's MNI152 T1 on the grid (float32, 0 outside), background 2 % of the tissue. The 2 mm
+    template is first blurred to the EPI's point-spread function (Gaussian, FWHM ``psf_fwhm_mm``,
+    default one functional voxel), as an EPI acquisition blurs, rather than point-sampled (aliased)."""
+    import nibabel as nib
     from nilearn.datasets import load_mni152_template
+    from scipy import ndimage
 
-    t1 = _on_grid(load_mni152_template(resolution=2), shape, affine, 1)
+    img = load_mni152_template(resolution=2)
+    fwhm = float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).mean()) if psf_fwhm_mm is None else psf_fwhm_mm
+    vox = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
+    blurred = ndimage.gaussian_filter(np.asarray(img.dataobj, dtype=np.float32), fwhm / np.sqrt(8 * np.log(2)) / vox)
+    t1 = _on_grid(nib.Nifti1Image(blurred, img.affine), shape, affine, 1)
     return (t1 + 0.02 * np.percentile(t1, 99)).astype(np.float32)
 
 
@@ -76,17 +84,24 @@ def parcels(shape, affine, n_regions: int = 246, atlas: str | Path | None = None
 
 
 def paint(base: np.ndarray, labels: np.ndarray, signals: np.ndarray, noise: float = 0.0,
-          seed: int = 0) -> np.ndarray:
+          seed: int = 0, contrast: str = "signals") -> np.ndarray:
     """(X, Y, Z, V) float32 whose region means at volume k are ``signals[k]`` (V, R) — exactly without
-    ``noise`` (a fraction of each voxel's value, zero-mean per region)."""
+    ``noise`` (a fraction of each voxel's value, zero-mean per region). ``contrast="anatomy"``: the
+    image keeps the anatomy's contrast between regions and each region's signal relative to its
+    run mean (region means ``∝ mean_r(anatomy) · signals[k, r] / mean_k signals[:, r]``), as in a
+    real run, where neighbouring regions differ by their tissue, not by arbitrary levels."""
     rng = np.random.default_rng(seed)
     n_vol, n_regions = signals.shape
     inside = labels > 0
     region = labels[inside].astype(np.intp) - 1
     b = base[inside].astype(np.float64)
-    rel = b / (np.bincount(region, weights=b, minlength=n_regions) / np.bincount(region, minlength=n_regions))[region]
-    out = np.repeat(base[..., None], n_vol, axis=3).astype(np.float32)
+    counts = np.bincount(region, minlength=n_regions)
+    anat_mean = np.bincount(region, weights=b, minlength=n_regions) / np.maximum(counts, 1)
+    rel = b / anat_mean[region]
     scale = np.median(signals) / np.percentile(base[inside], 50)
+    if contrast == "anatomy":
+        signals = signals / signals.mean(axis=0) * (anat_mean * scale)[None]
+    out = np.repeat(base[..., None], n_vol, axis=3).astype(np.float32)
     out *= scale                                   # the background on the signals' scale
     for k in range(n_vol):
         v = signals[k, region] * rel
@@ -100,7 +115,8 @@ def paint(base: np.ndarray, labels: np.ndarray, signals: np.ndarray, noise: floa
 
 
 def write_run(folder: str | Path, signals: np.ndarray, tr: float, shape=(64, 64, 36), voxel_mm: float = 3.5,
-              atlas: str | Path | None = None, noise: float = 0.005, seed: int = 0) -> dict:
+              atlas: str | Path | None = None, noise: float = 0.005, seed: int = 0,
+              contrast: str = "anatomy") -> dict:
     """``folder/bold.nii`` (4-D, native oblique grid) and ``folder/atlas_native.nii.gz``; returns their
     paths and the grid."""
     import nibabel as nib
@@ -110,7 +126,7 @@ def write_run(folder: str | Path, signals: np.ndarray, tr: float, shape=(64, 64,
     affine = oblique_affine(shape, voxel_mm)
     base = anatomy(shape, affine)
     labels = parcels(shape, affine, signals.shape[1], atlas, seed)
-    data = paint(base, labels, signals, noise, seed)
+    data = paint(base, labels, signals, noise, seed, contrast)
     img = nib.Nifti1Image(data, affine)
     img.header.set_zooms((voxel_mm,) * 3 + (float(tr),))
     img.header.set_xyzt_units("mm", "sec")
