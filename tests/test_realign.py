@@ -123,6 +123,11 @@ def test_moved_regions_at_zero_motion_are_extracts_means(native):
     moved = realign.MovedRegions(labels, img.affine, 246)
     np.testing.assert_allclose(moved.means(vol, img.affine, np.eye(4)), RegionIndex(labels, 246).means(vol),
                                rtol=1e-9)
+    m = realign.spm_matrix([0.5, -0.3, 0.2, 0.004, 0, -0.003])           # moved: the same whatever the memory order
+    a = realign.MovedRegions(np.asfortranarray(labels), img.affine, 246).means(vol, img.affine, m)
+    b = realign.MovedRegions(np.ascontiguousarray(labels), img.affine, 246).means(vol, img.affine, m)
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert np.isfinite(a).all() and not np.allclose(a, moved.means(vol, img.affine, np.eye(4)), rtol=1e-4)
 
 
 def test_still_run_realigned_answers_as_extract_and_predict(native, decoder, reference_answers, tmp_path):
@@ -259,3 +264,29 @@ def test_real_skyra_series_motion_and_a_truncated_file(tmp_path, decoder):
     assert [int(r[0]) for r in rows] == [0, 1, 2, 3, 5, 6, 7, 8, 9]          # volume 5 (index 4) never read
     assert any("000005.dcm" in str(p) and "did not decode within" in str(p) for p in problems)
     assert live.feed.pending == {} and all(float(r[8]) < 0.5 for r in rows)
+
+
+@pytest.mark.skipif(not SKYRA.is_dir(), reason=f"the real Skyra series is not at {SKYRA}")
+def test_real_skyra_motion_agrees_with_spm_realign():
+    """fmri-edge's realignment against SPM's (python-rtspm, the oracle extra): within 0.1 mm mean
+    displacement per volume on the real series (benchmarks/realign_oracle.py measures it)."""
+    pytest.importorskip("pydicom")
+    pytest.importorskip("rtspm")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from realign_oracle import SPM
+
+    from fmri_edge import dicom
+
+    vols = [dicom.read_volume(SKYRA / f"001_000013_{k:06d}.dcm") for k in range(1, 11)]
+    ref, affine = vols[0][0], vols[0][1]
+    head = ref > ref.mean()
+    pts = (np.c_[np.argwhere(head), np.ones(head.sum())] @ affine.T)[:, :3]
+    ours, spm = realign.Realigner(ref, affine), SPM(ref, affine)
+    moves = []
+    for data, aff, _ in vols[1:]:
+        a, b = ours.estimate(data, aff), spm.estimate(data)
+        assert realign.mean_displacement(a, b, pts) < 0.1
+        moves.append(realign.mean_displacement(b, np.eye(4), pts))
+    assert max(moves) > 0.2         # the series really drifts: the agreement is not two zeros
