@@ -93,6 +93,7 @@ def main():
     ap.add_argument("--format", default="nii", choices=("nii", "dicom"))
     ap.add_argument("--grid", default="2mm", choices=("2mm", "epi"), help="97×115×97 (2mm) or 64×64×36 at 3.5 mm (epi)")
     ap.add_argument("--no-realign", action="store_true")
+    ap.add_argument("--motion", help="the replay moves the head: a trace TSV or 'drift' (simulate --scanner --motion)")
     args = ap.parse_args()
 
     from fmri_edge.runtime import Decoder
@@ -111,7 +112,8 @@ def main():
     exe = str(Path(sys.executable).with_name("fmri-edge"))
     load_before = os.getloadavg()
     player = subprocess.Popen([exe, "simulate", "--scanner", str(watch), "--from", str(files["bold"]), "--tr", str(TR),
-                               "--format", args.format], stderr=subprocess.DEVNULL)
+                               "--format", args.format] + (["--motion", args.motion] if args.motion else []),
+                              stderr=subprocess.DEVNULL)
     t0 = time.perf_counter()
     result = live.run()
     wall = time.perf_counter() - t0
@@ -119,7 +121,7 @@ def main():
     t = result.timing
     out = {
         "command": "python benchmarks/stream_latency.py " + " ".join(sys.argv[1:]),
-        "grid": [64, 64, 36] if args.grid == "epi" else list(SHAPE_2MM), "tr_s": TR, "realign": not args.no_realign, "volumes": args.volumes, "format": args.format,
+        "grid": [64, 64, 36] if args.grid == "epi" else list(SHAPE_2MM), "tr_s": TR, "realign": not args.no_realign, "motion": args.motion, "volumes": args.volumes, "format": args.format,
         "watch": f"poll every {args.poll:g} s" if args.poll else "file events (watchfiles/inotify)",
         "trials": result.n_trials, "answered": result.answered, "incomplete": len(result.incomplete),
         "volumes_retried_while_written": live.feed.retried,

@@ -290,3 +290,23 @@ def test_real_skyra_motion_agrees_with_spm_realign():
         assert realign.mean_displacement(a, b, pts) < 0.1
         moves.append(realign.mean_displacement(b, np.eye(4), pts))
     assert max(moves) > 0.2         # the series really drifts: the agreement is not two zeros
+
+
+def test_live_view_shows_volumes_fd_latency_and_flagged_answers():
+    import io
+
+    from rich.console import Console
+
+    from fmri_edge.cli.liveview import LiveView
+
+    buf = io.StringIO()
+    view = LiveView(0.5, Console(file=buf, force_terminal=True, width=120))
+    with view:
+        view.volume({"volume": 0, "file": "img-00001-00001.nii", "fd": 0.0, "realign_ms": 4.2})
+        view.volume({"volume": 1, "file": "img-00001-00002.nii", "fd": 0.9, "realign_ms": 5.0})
+        view.answer(json.dumps({"trial": 3, "onset": 40.6, "CLASS": -1, "LEVEL": -2, "probs": [0.7, 0.2, 0.1],
+                                "latency_ms": 12.3, "fd_max": 0.9, "motion_flag": True}))
+        view.problem(InputError(Path("x.nii"), "did not decode", outcome="skipped"))
+    text = buf.getvalue()
+    assert "img-00001-00002.nii" in text and "0.900 mm" in text and "1 flagged" in text
+    assert "0.90 !" in text and "x.nii: did not decode" in text and "12.3 ms" in text
