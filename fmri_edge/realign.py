@@ -32,6 +32,7 @@ SEP_MM = 7.0            # sample separation (SPM: 4 mm); a coarse pass at twice 
 MAX_ITER = 30
 TOL_MM = 1e-3           # stop when an increment moves no sample point by more than this
 MIN_POINTS = 200
+BIN_MM = 4.0            # volumes finer than this are first averaged in 2×2×2 blocks (97×115×97 at 2 mm → 4 mm)
 STILL_MM = 0.1          # below this displacement of every atlas point, the atlas stays put (docs/realtime.md)
 
 
@@ -54,6 +55,19 @@ def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+def binned(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The volume averaged in ``factor``³ blocks (float32, C order) and its affine (block centres)."""
+    data = np.asarray(data, dtype=np.float32)
+    if factor == 1:
+        return np.ascontiguousarray(data), np.asarray(affine, dtype=np.float64)
+    n = [s // factor for s in data.shape[:3]]
+    d = data[:n[0] * factor, :n[1] * factor, :n[2] * factor]
+    d = d.reshape(n[0], factor, n[1], factor, n[2], factor).mean(axis=(1, 3, 5), dtype=np.float32)
+    scale = np.diag([factor, factor, factor, 1.0])
+    scale[:3, 3] = (factor - 1) / 2
+    return np.ascontiguousarray(d), np.asarray(affine, dtype=np.float64) @ scale
 
 
 def smooth(data: np.ndarray, affine: np.ndarray, fwhm_mm: float) -> np.ndarray:
@@ -113,9 +127,10 @@ class Realigner:
 
     def __init__(self, reference: np.ndarray, affine: np.ndarray, fwhm_mm: float = FWHM_MM,
                  sep_mm: float = SEP_MM, max_iter: int = MAX_ITER):
-        self.affine = np.asarray(affine, dtype=np.float64)
         self.fwhm, self.max_iter = float(fwhm_mm), int(max_iter)
-        ref = smooth(reference, self.affine, self.fwhm)
+        self.bin = max(1, int(round(BIN_MM / voxel_sizes(affine).min())))
+        self.affine_in = np.asarray(affine, dtype=np.float64)
+        ref, self.affine = self._prepare(reference, affine)
         self.shape = ref.shape
         vox = voxel_sizes(self.affine)
         self.levels = []
@@ -132,6 +147,11 @@ class Realigner:
                              "empty or constant volume?)")
         self.motion = np.eye(4)                     # the last estimate: where the next volume starts
         self.iterations = 0
+
+    def _prepare(self, data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What is compared: the volume binned (fine grids) and smoothed, and its affine."""
+        data, affine = binned(data, affine, self.bin)
+        return smooth(data, affine, self.fwhm), affine
 
     def _level(self, ref: np.ndarray, step: np.ndarray) -> dict | None:
         grids = [np.arange(1, n - 1, s) for n, s in zip(ref.shape, step)]    # no border voxels
@@ -155,8 +175,7 @@ class Realigner:
         """The 4×4 motion of volume ``data`` (on ``affine``, default the reference's), from ``start``
         (default: the previous volume's estimate)."""
         nd = _scipy()
-        affine = self.affine if affine is None else np.asarray(affine, dtype=np.float64)
-        vol = smooth(data, affine, self.fwhm)
+        vol, affine = self._prepare(data, self.affine_in if affine is None else affine)
         to_vox = np.linalg.inv(affine)
         m = np.array(self.motion if start is None else start, dtype=np.float64)
         iters = 0
@@ -198,7 +217,7 @@ class MovedRegions:
     error on a still head: 0.03–0.05 mm measured) leaves the atlas where it is: moving it by the
     estimate's noise would only add the noise of fractional edge weights to every region."""
 
-    def __init__(self, labels: np.ndarray, affine: np.ndarray, n_regions: int, margin: int = 4,
+    def __init__(self, labels: np.ndarray, affine: np.ndarray, n_regions: int, margin: int = 2,
                  still_mm: float = STILL_MM):
         labels = np.asarray(labels)
         self.still_mm = still_mm
@@ -222,6 +241,7 @@ class MovedRegions:
         self.offsets = np.array([dx * strides[0] + dy * strides[1] + dz * strides[2]
                                  for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
         self.flat_labels = self.labels.reshape(-1)
+        self._candidates(labels.shape, self.affine)      # the reference grid's, before the first volume
 
     def moved_by(self, motion: np.ndarray) -> float:
         """The largest displacement (mm) of an atlas point under ``motion``."""
@@ -229,7 +249,8 @@ class MovedRegions:
 
     def _candidates(self, shape, affine) -> np.ndarray:
         """(N, 4) voxel coordinates (homogeneous) of the volume's voxels within ``margin`` voxels of
-        the atlas's brain, once per volume grid."""
+        the atlas's brain, once per volume grid (a move of more than ``margin`` voxels loses the
+        atlas's outermost voxels)."""
         key = (tuple(shape), np.asarray(affine).round(6).tobytes())
         if key not in self._grids:
             nd = _scipy()
@@ -255,12 +276,12 @@ class MovedRegions:
         y = apply(to_ref, vox) + 1.0                             # in the padded atlas
         y = np.clip(y, 0, np.array(self.labels.shape) - 2 - 1e-9)
         i0 = y.astype(np.intp)                                   # floor (y ≥ 0)
-        f = y - i0
+        f = (y - i0).astype(np.float32)
         base = i0[:, 0] * (self.offsets[4]) + i0[:, 1] * self.offsets[2] + i0[:, 2] * self.offsets[1]
         lab = self.flat_labels[base[:, None] + self.offsets[None]]           # (N, 8) the labels around
         wx, wy, wz = (np.stack([1 - f[:, a], f[:, a]], axis=1) for a in range(3))
         w = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 8)
-        values = np.asarray(data, dtype=np.float32).reshape(-1)[flat].astype(np.float64)
+        values = np.asarray(data, dtype=np.float32).reshape(-1)[flat]
         with np.errstate(all="ignore"):
             sums = np.bincount(lab.ravel(), weights=(w * values[:, None]).ravel(), minlength=self.n_regions + 1)
             weights = np.bincount(lab.ravel(), weights=w.ravel(), minlength=self.n_regions + 1)
