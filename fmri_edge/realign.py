@@ -19,7 +19,8 @@ with fMRIPrep's column names (:mod:`fmri_edge.motion`).
 
 Region means (:class:`MovedRegions`): the atlas's labelled voxel centres on the reference grid
 (world points), moved by ``M``, sampled in the volume by trilinear interpolation and averaged per
-region — the atlas follows the head; the volume itself is never resliced.
+region — the atlas follows the head; the volume itself is never resliced. Below 0.1 mm of motion
+the atlas stays put and the means are ``extract``'s own.
 """
 from __future__ import annotations
 
@@ -207,20 +208,21 @@ class Realigner:
 
 
 class MovedRegions:
-    """Region means of volumes with the atlas moved by each volume's motion: every voxel of the volume
-    near the brain is taken back into the reference's space (``M⁻¹``) and weighted by the atlas labels
-    around that point (trilinear weights of the 8 atlas voxels around it), so a voxel on a region's
-    edge counts for the regions it straddles. The volume's values are never interpolated; at zero
-    motion the weights are the atlas's own labels, so the means are exactly ``extract``'s.
+    """Region means of volumes with the atlas moved by each volume's motion. ``method="sample"``
+    (default): the atlas's labelled voxel centres moved by ``M``, the volume sampled there (trilinear),
+    averaged per region. ``method="weights"``: every voxel of the volume near the brain taken back
+    into the reference's space (``M⁻¹``) and weighted by the atlas labels around that point (trilinear
+    weights of the 8 atlas voxels around it), so a voxel on a region's edge counts for the regions it
+    straddles (as accurate on the moving benchmark, 3× slower; docs/realtime.md).
 
     A motion that moves no atlas point by more than ``still_mm`` (0.1 mm, above the estimator's own
     error on a still head: 0.03–0.05 mm measured) leaves the atlas where it is: moving it by the
     estimate's noise would only add the noise of fractional edge weights to every region."""
 
     def __init__(self, labels: np.ndarray, affine: np.ndarray, n_regions: int, margin: int = 2,
-                 still_mm: float = STILL_MM):
+                 still_mm: float = STILL_MM, method: str = "sample"):
         labels = np.asarray(labels)
-        self.still_mm = still_mm
+        self.still_mm, self.method = still_mm, method
         ijk = np.argwhere(labels > 0)
         lo, hi = ijk.min(axis=0), ijk.max(axis=0)
         box = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
@@ -241,7 +243,20 @@ class MovedRegions:
         self.offsets = np.array([dx * strides[0] + dy * strides[1] + dz * strides[2]
                                  for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
         self.flat_labels = self.labels.reshape(-1)
-        self._candidates(labels.shape, self.affine)      # the reference grid's, before the first volume
+        inside = np.argwhere(labels > 0)
+        self.points = apply(self.affine, inside)          # the atlas's labelled voxel centres (world, mm)
+        self.point_region = (labels[tuple(inside.T)] - 1).astype(np.intp)
+        if method == "weights":
+            self._candidates(labels.shape, self.affine)   # the reference grid's, before the first volume
+
+    def _sampled(self, data: np.ndarray, affine: np.ndarray, motion: np.ndarray) -> np.ndarray:
+        """The atlas's voxel centres moved by ``motion``, the volume sampled there (trilinear), averaged."""
+        nd = _scipy()
+        vox = apply(np.linalg.inv(affine) @ motion, self.points)
+        with np.errstate(all="ignore"):
+            values = nd.map_coordinates(np.asarray(data, dtype=np.float32), vox.T, order=1, mode="nearest",
+                                        prefilter=False)
+            return np.bincount(self.point_region, weights=values, minlength=self.n_regions) / self.n_voxels
 
     def moved_by(self, motion: np.ndarray) -> float:
         """The largest displacement (mm) of an atlas point under ``motion``."""
@@ -271,6 +286,8 @@ class MovedRegions:
             if tuple(data.shape[:3]) == self.still.shape and np.allclose(affine, self.affine, atol=1e-6):
                 return self.still.means(data)
             motion = np.eye(4)
+        if self.method == "sample":
+            return self._sampled(data, affine, motion)
         vox, flat = self._candidates(data.shape[:3], affine)
         to_ref = self.ref_to_vox @ np.linalg.inv(motion) @ affine
         y = apply(to_ref, vox) + 1.0                             # in the padded atlas
