@@ -363,6 +363,10 @@ class Stream:
             raise UsageError("--no-realign excludes --reference, --dummy-scans and --motion-out (no motion is estimated)")
         if dummy_scans < 0 or not fd_threshold > 0:
             raise UsageError("--dummy-scans takes a count ≥ 0 and --fd-threshold a positive number of mm")
+        if realign:
+            from fmri_edge.realign import _scipy
+
+            _scipy()            # no scipy: said before the scan, not at the first volume
         if (decoder.info.subject_normalization or "none") != "none":
             raise UsageError(f"{decoder.path}: this model normalizes each participant over all of its trials "
                              "outside the graph, which a live run cannot see; stream needs a model with in-graph "
