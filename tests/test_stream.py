@@ -69,6 +69,7 @@ def _stream(folder, run, decoder, **kw):
     sim, atlas = run
     answers, problems = [], []
     kw.setdefault("volume_timeout", 1.0)
+    kw.setdefault("realign", False)    # the cube phantom does not move; realignment: tests/test_realign.py
     live = lib.Stream(folder, atlas, sim.events, TR, decoder, on_answer=answers.append,
                       on_problem=problems.append, **kw)
     return live, answers, problems
@@ -296,7 +297,7 @@ def test_cli_stream(tmp_path, run, reference):
     player.start()
     try:
         r = CliRunner().invoke(app, ["stream", str(tmp_path), "--atlas", str(atlas), "--events", str(sim.events),
-                                     "--tr", str(TR), "--no-align", "--volume-timeout", "2",
+                                     "--tr", str(TR), "--no-align", "--no-realign", "--volume-timeout", "2",
                                      "--out", str(tmp_path.parent / "a.csv"), "--participant", "P21"])
     finally:
         player.join()
@@ -325,7 +326,7 @@ def test_sigterm_leaves_whole_rows_and_exit_143(run, decoder, replayed, tmp_path
         shutil.copy(replayed / volume_file("nii", 1, k + 1), folder)
     out = tmp_path / "a.csv"
     p = subprocess.Popen([sys.executable, "-m", "fmri_edge.cli", "stream", str(folder), "--atlas", str(atlas),
-                          "--events", str(sim.events), "--tr", str(TR), "--out", str(out), "--include-existing",
+                          "--events", str(sim.events), "--tr", str(TR), "--out", str(out), "--include-existing", "--no-realign",
                           "--volume-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):

@@ -96,6 +96,13 @@ def simulate(
     confounds: Annotated[bool, typer.Option("--confounds", help="With --study: fMRIPrep-like confounds files beside "
                                             "each BOLD (motion, FD with a few spikes above 0.5 mm, DVARS, "
                                             "cosines).")] = False,
+    motion: Annotated[Optional[str], typer.Option("--motion", metavar="TRACE.tsv|drift", help="With --scanner: move "
+                                                  "the head by this trace, one row per volume (columns trans_x, "
+                                                  "trans_y, trans_z in mm, rot_x, rot_y, rot_z in rad, as fMRIPrep "
+                                                  "writes them), or 'drift': the built-in drift to 2 mm / 2° with a "
+                                                  "2 mm jump at 60 % of the run.")] = None,
+    motion_truth: Annotated[Optional[Path], typer.Option("--motion-truth", help="With --motion: also write the "
+                                                         "trace replayed (TSV with framewise_displacement).")] = None,
 ):
     """Write simulated BOLD-like trials with a planted valence signal (no real data needed);
     with --nifti or --bids, synthetic NIfTI images and events to try `fmri-edge extract` on;
@@ -105,7 +112,7 @@ def simulate(
     from fmri_edge.simulation.simulate import simulate as sim
 
     if scanner is not None:
-        _simulate_scanner(scanner, out_path, bold, tr, speed, volume_format)
+        _simulate_scanner(scanner, out_path, bold, tr, speed, volume_format, motion, motion_truth)
         return
     if out_path is None:
         with user_errors():
@@ -132,7 +139,7 @@ def simulate(
         err.print(f"wrote {subjects} subject folder(s) of {trials} trials with labels to {out_path}/")
 
 
-def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
+def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt, motion=None, motion_truth=None):
     with user_errors():
         if out_path is not None:
             raise UsageError(f"{out_path}: --scanner writes into WATCH_DIR; give no OUT")
@@ -142,8 +149,20 @@ def _simulate_scanner(folder: Path, out_path, bold, tr, speed, fmt):
         from fmri_edge.simulation.replay import replay
 
         require_nifti("simulate")
-        err.print(f"replaying {bold.name} into {folder}/ every {tr / speed:g} s ({fmt})", highlight=False)
-        n = replay(bold, folder, tr, speed, fmt)
+        trace = None
+        if motion is not None:
+            from fmri_edge.imaging import motion as mo
+            from fmri_edge.imaging.volumes import read_header
+
+            n_volumes = read_header(bold, "BOLD image").n_volumes
+            trace = mo.drift_trace(n_volumes) if motion in mo.TRACES else mo.read_trace(Path(motion))
+            if motion_truth is not None:
+                mo.write_trace(motion_truth, trace[:n_volumes])
+        elif motion_truth is not None:
+            raise UsageError("--motion-truth needs --motion")
+        err.print(f"replaying {bold.name} into {folder}/ every {tr / speed:g} s ({fmt})"
+                  + (f", head moved by {motion}" if motion else ""), highlight=False)
+        n = replay(bold, folder, tr, speed, fmt, motion=trace)
         err.print(f"wrote {n} volumes to {folder}/")
 
 

@@ -52,6 +52,23 @@ def stream(
         "--trial-type", help="Answer only event rows of this trial_type (repeatable).")] = None,
     include_existing: Annotated[bool, typer.Option(help="Also use volume files already in the folder at start "
                                                    "(default: reported and ignored).")] = False,
+    no_realign: Annotated[bool, typer.Option("--no-realign", help="Do not realign: for volumes the scanner "
+                                             "already motion-corrected (default: each volume is realigned to "
+                                             "the reference and the atlas follows the head).")] = False,
+    reference: Annotated[Optional[Path], typer.Option(help="The session's reference volume (3-D NIfTI or DICOM, "
+                                                      "e.g. the first volume of a short reference scan; the atlas "
+                                                      "must be in its space). Default: the run's first volume after "
+                                                      "--dummy-scans.")] = None,
+    dummy_scans: Annotated[int, typer.Option(help="Volumes at the start of the run not used as the reference "
+                                             "(not yet at steady state).", min=0)] = 0,
+    motion_out: Annotated[Optional[Path], typer.Option("--motion-out", help="Write each volume's motion as it "
+                                                       "arrives: TSV with volume, file, trans_x/y/z (mm), "
+                                                       "rot_x/y/z (rad), framewise_displacement (mm).")] = None,
+    fd_threshold: Annotated[float, typer.Option(help="Framewise displacement (mm, Power 2012) above which an "
+                                                "answer's window is flagged (motion_flag).")] = 0.5,
+    series: Annotated[Optional[str], typer.Option(help="Follow this series: its number (13 for "
+                                                  "001_000013_000001.dcm) or its file name with the volume number "
+                                                  "as # (default: the series of the run's first volume).")] = None,
     no_verify: NoVerify = False,
 ):
     """Decode each trial live, as soon as the volumes of its window have arrived: one JSON line per
@@ -72,6 +89,13 @@ def stream(
                 state["stdout"] = False
                 sys.stdout = open(os.devnull, "w")
 
+    from fmri_edge.cli.console import is_terminal
+
+    view = None
+    if is_terminal(sys.stdout):      # an operator's terminal: the live view; in a pipe, JSON lines
+        from fmri_edge.cli.liveview import LiveView
+
+        view = LiveView(fd_threshold)
     with user_errors():
         require_nifti("stream", "realtime")
         if no_align and stats_from:
@@ -85,14 +109,25 @@ def stream(
                       align="none" if no_align else "stats" if stats_from else "running", stats_from=stats_from,
                       send=send, volume_timeout=volume_timeout, poll=poll, first_volume=first_volume,
                       slice_time_ref=slice_time_ref, trial_types=tuple(trial_type or ()),
-                      include_existing=include_existing, on_answer=answer, on_problem=problem)
+                      include_existing=include_existing, on_answer=answer, on_problem=problem,
+                      realign=not no_realign, reference=reference, dummy_scans=dummy_scans, motion_out=motion_out,
+                      fd_threshold=fd_threshold, series=series)
+        target = escape(str(reference)) if reference else "the run's first volume" + (
+            f" after {dummy_scans} dummy scan(s)" if dummy_scans else "")
         err.print(f"waiting for volumes in {escape(str(watch_dir))} ({'polling every ' + f'{poll:g} s' if poll else 'file events'}): "
-                  f"{len(live.waiting)} trial(s) to answer", highlight=False)
-        result = live.run()
+                  f"{len(live.waiting)} trial(s) to answer"
+                  + ("" if no_realign else f"; realigning to {target}"), highlight=False)
+        if view is not None:
+            live.on_answer, live.on_problem, live.on_volume = view.answer, view.problem, view.volume
+            with view:
+                result = live.run()
+        else:
+            result = live.run()
     lat = sorted(result.timing.latency_ms)
     speed = f"; latency median {lat[len(lat) // 2]:.1f} ms, max {lat[-1]:.1f} ms" if lat else ""
     err.print(f"answered {result.answered} of {result.n_trials} trial(s)"
-              + (f", {len(result.incomplete)} incomplete" if result.incomplete else "") + speed
+              + (f", {len(result.incomplete)} incomplete" if result.incomplete else "")
+              + (f", {result.flagged} flagged for motion (FD > {fd_threshold:g} mm)" if not no_realign else "") + speed
               + (f"; {result.answered if result.out_error is None else live.rows.rows} row(s) in {out_csv}"
                  if out_csv else ""), highlight=False)
     if result.interrupted:

@@ -9,7 +9,12 @@ Numpy, nibabel and onnxruntime only (no torch). Pieces, each from the module tha
 - the clock and the cut: ``extract``'s :class:`~fmri_edge.imaging.extract.Window`, ``read_events``,
   ``volume_times`` and ``cut_trials`` — volume k at (k + slice_time_ref) · TR, each trial cut exactly
   as ``extract`` cuts it;
-- answers: :func:`fmri_edge.decoding.answers.answer`, the same call ``predict`` makes.
+- answers: :func:`fmri_edge.decoding.answers.answer`, the same call ``predict`` makes;
+- realignment (on by default): each volume's rigid motion to a reference (``reference``, else the
+  run's first volume after ``dummy_scans``), :class:`fmri_edge.realtime.realign.Realigner`; region means from
+  the atlas's sample points moved by that motion, :class:`fmri_edge.realtime.realign.MovedRegions`; motion
+  parameters and framewise displacement per volume, :mod:`fmri_edge.imaging.motion` (``motion_out``), and
+  each answer's ``fd_max`` / ``motion_flag`` over its window.
 
 Subject alignment without the future (:class:`Alignment`): ``running`` (default) aligns each trial
 with the statistics of the trials answered so far once there are :data:`MIN_ALIGN_TRIALS` of them,
@@ -20,16 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import socket
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -37,8 +39,10 @@ from fmri_edge.data import io
 from fmri_edge.errors import InputError, UsageError
 from fmri_edge.imaging.events import Events, read_events
 from fmri_edge.imaging.window import Window, cut_trials, volume_times
+from fmri_edge.imaging.motion import FD_THRESHOLD, MotionFile
 from fmri_edge.decoding.answers import MIN_ALIGN_TRIALS, Batch, answer
 from fmri_edge.model.runtime import Model
+from fmri_edge.realtime.feedback import RowFile, Sender
 from fmri_edge.realtime.watch import Arrival, Missing, VolumeFolder
 
 ALIGN_MODES = ("running", "stats", "none")
@@ -145,95 +149,6 @@ def stats_from_trials(decoder: Model, paths: list[Path], min_trials: int = MIN_A
     return stats.result()
 
 
-# ---- outputs: rows on disk, answers over the network ---------------------------------------------------
-
-class RowFile:
-    """Submission rows appended one at a time, each whole on disk (written, flushed, fsync'ed) before
-    the next volume is read; a failed write (full disk) is cut back to the last whole row and the
-    file is closed, so the file only ever holds whole rows."""
-
-    def __init__(self, path: Path, force: bool = False):
-        from fmri_edge.data.submission import HEADER, PROB_COLUMNS, check_new
-
-        self.path = check_new(path, force)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        self.size, self.rows, self.error = 0, 0, None
-        self.write(",".join(HEADER + PROB_COLUMNS) + "\n")
-        if self.error:
-            raise self.error
-
-    def write(self, line: str) -> bool:
-        if self.fd is None:
-            return False
-        data = line.encode()
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})   # no half row on Ctrl-C
-        try:
-            written = 0
-            while written < len(data):
-                written += os.write(self.fd, data[written:])
-            os.fsync(self.fd)
-        except OSError as e:
-            try:
-                os.ftruncate(self.fd, self.size)
-            except OSError:
-                pass
-            self.close()
-            self.error = InputError(self.path, f"cannot write ({e.strerror or e}); {self.rows} whole row(s) kept, "
-                                               "the answers go on on stdout")
-            return False
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        self.size += len(data)
-        return True
-
-    def row(self, participant: str, a: "Answer") -> bool:
-        ok = self.write(f"{participant},{a.trial},{a.valence_class},{a.valence_level},"
-                        + ",".join(f"{p:.4f}" for p in a.probs) + "\n")
-        self.rows += ok
-        return ok
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-class Sender:
-    """Answers as JSON lines to ``udp://HOST:PORT`` or ``tcp://HOST:PORT`` (PsychoPy, Psychtoolbox)."""
-
-    def __init__(self, url: str):
-        parts = urlsplit(url)
-        if parts.scheme not in ("udp", "tcp") or not parts.hostname or not parts.port:
-            raise UsageError(f"--send {url}: give udp://HOST:PORT or tcp://HOST:PORT")
-        self.url, self.kind, self.address = url, parts.scheme, (parts.hostname, parts.port)
-        self.error = None
-        try:
-            if self.kind == "tcp":
-                self.sock = socket.create_connection(self.address, timeout=2.0)
-            else:
-                self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                self.sock.connect(self.address)
-        except OSError as e:
-            raise UsageError(f"--send {url}: no receiver ({e.strerror or e}); start the listener first") from None
-
-    def send(self, line: str) -> bool:
-        if self.sock is None:
-            return False
-        try:
-            self.sock.sendall(line.encode() + b"\n")
-            return True
-        except OSError as e:
-            self.error = UsageError(f"--send {self.url}: the receiver stopped listening ({e.strerror or e}); "
-                                    "answers go on on stdout")
-            self.close()
-            return False
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
 # ---- the loop ---------------------------------------------------------------------------------------------
 
 @dataclass
@@ -248,12 +163,16 @@ class Answer:
     file: str
     latency_ms: float          # from that volume's file becoming complete (its mtime) to the answer
     aligned: str
+    fd_max: float | None = None          # the largest framewise displacement (mm) of the window's volumes
+    motion_flag: bool | None = None      # any of them above --fd-threshold (None: not realigned)
 
     def as_json(self, participant: str) -> str:
         return json.dumps({"participant": participant, "trial": self.trial, "onset": self.onset,
                            "trial_type": self.trial_type, "CLASS": self.valence_class, "LEVEL": self.valence_level,
                            "probs": [round(p, 6) for p in self.probs], "volume": self.volume, "file": self.file,
-                           "latency_ms": round(self.latency_ms, 2), "aligned": self.aligned})
+                           "latency_ms": round(self.latency_ms, 2), "aligned": self.aligned,
+                           "fd_max": None if self.fd_max is None else round(self.fd_max, 4),
+                           "motion_flag": self.motion_flag})
 
 
 @dataclass
@@ -265,6 +184,7 @@ class Timing:
     read_ms: list = field(default_factory=list)
     answer_ms: list = field(default_factory=list)     # per answer: cut, alignment, model, outputs
     reduce_ms: list = field(default_factory=list)
+    realign_ms: list = field(default_factory=list)    # per volume: the motion estimate (realignment on)
     latency_ms: list = field(default_factory=list)
 
 
@@ -278,6 +198,8 @@ class StreamResult:
     out_error: InputError | None = None
     send_error: UsageError | None = None
     timing: Timing = field(default_factory=Timing)
+    motion_error: InputError | None = None
+    flagged: int = 0                                   # answers with motion_flag
 
     @property
     def complete(self) -> bool:
@@ -337,7 +259,10 @@ class Stream:
                  volume_timeout: float = DEFAULT_TIMEOUT, poll: float | None = None, first_volume: int = 1,
                  slice_time_ref: float = 0.0, trial_types=(), include_existing: bool = False,
                  on_answer: Callable[[str], None] | None = None,
-                 on_problem: Callable[[InputError | UsageError], None] | None = None):
+                 on_problem: Callable[[InputError | UsageError], None] | None = None,
+                 realign: bool = True, reference: Path | None = None, dummy_scans: int = 0,
+                 motion_out: Path | None = None, fd_threshold: float = FD_THRESHOLD, series: str | None = None,
+                 on_volume: Callable[[dict], None] | None = None):
         from fmri_edge.imaging.window import TR_RANGE
         from fmri_edge.imaging.atlas import Atlas
 
@@ -345,6 +270,14 @@ class Stream:
             raise UsageError(f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})")
         if volume_timeout <= 0 or (poll is not None and poll <= 0):
             raise UsageError("--volume-timeout and --poll take a positive number of seconds")
+        if not realign and (reference is not None or dummy_scans or motion_out is not None):
+            raise UsageError("--no-realign excludes --reference, --dummy-scans and --motion-out (no motion is estimated)")
+        if dummy_scans < 0 or not fd_threshold > 0:
+            raise UsageError("--dummy-scans takes a count ≥ 0 and --fd-threshold a positive number of mm")
+        if realign:
+            from fmri_edge.realtime.realign import _scipy
+
+            _scipy()            # no scipy: said before the scan, not at the first volume
         if (decoder.info.subject_normalization or "none") != "none":
             raise UsageError(f"{decoder.path}: this model normalizes each participant over all of its trials "
                              "outside the graph, which a live run cannot see; stream needs a model with in-graph "
@@ -356,9 +289,15 @@ class Stream:
         self.schedule = Schedule(read_events(events, trial_types), self.window, tr, slice_time_ref)
         self.atlas = Atlas(atlas, self.window.n_regions, region_names=decoder.info.region_names)   # hemispheres checked
         self.alignment = Alignment(decoder, align, stats_from)
-        self.feed = VolumeFolder(self.folder, VolumeReader(), volume_timeout, first_volume, poll, include_existing)
+        self.feed = VolumeFolder(self.folder, VolumeReader(), volume_timeout, first_volume, poll, include_existing,
+                                 series_choice=series)
         self.on_answer = on_answer or (lambda line: print(line, flush=True))
         self.on_problem = on_problem or (lambda p: None)
+        self.on_volume = on_volume or (lambda info: None)
+        self.realign, self.dummy_scans, self.fd_threshold = bool(realign), int(dummy_scans), float(fd_threshold)
+        self.realigner = self.moved = self.motion_file = None
+        self.held: list = []                     # volumes before the reference (dummy scans), until it comes
+        self.last_params = None
         self.result = StreamResult(len(self.schedule.trials) + len(self.schedule.skipped))
         self.rows = self.sender = None
         self.notes: list[str] = []
@@ -366,6 +305,7 @@ class Stream:
         self.signals = np.full((max(t.hi for t in self.schedule.trials) + 1 if self.schedule.trials else 1,
                                 self.window.n_regions), np.nan)
         self.have = np.zeros(len(self.signals), dtype=bool)
+        self.fd = np.full(len(self.signals), np.nan)         # framewise displacement of each volume (mm)
         self.arrived: dict[int, tuple[int, Arrival]] = {}     # index → (arrival order, arrival)
         self.waiting = list(self.schedule.trials)
         try:
@@ -373,6 +313,10 @@ class Stream:
                 self._problem(p)
             self.sender = Sender(send) if send else None
             self.rows = RowFile(Path(out), force) if out else None
+            self.motion_file = MotionFile(Path(motion_out), force) if motion_out else None
+            if self.realign and reference is not None:
+                data, affine, _ = VolumeReader()(Path(reference))
+                self._set_reference(data, affine, Path(reference))
         except BaseException:
             self.close()
             raise
@@ -417,6 +361,8 @@ class Stream:
         self.feed.close()
         if self.rows is not None:
             self.rows.close()
+        if self.motion_file is not None:
+            self.motion_file.close()
         if self.sender is not None:
             self.sender.close()
 
@@ -430,17 +376,40 @@ class Stream:
         else:
             self._arrive(item)
 
+    def _set_reference(self, data: np.ndarray, affine: np.ndarray, source: Path) -> None:
+        """The reference volume is in (``--reference``, before the first volume; else the run's first
+        volume after the dummy scans): the atlas is put on its grid and the realigner made. The one
+        place where the atlas meets the participant's reference image before any volume is reduced."""
+        from fmri_edge.realtime.realign import MovedRegions, Realigner
+
+        from fmri_edge.imaging.space import check_atlas
+
+        notes: list[str] = []
+        # a flipped, shifted or out-of-view atlas is refused here: with --reference, before the scan
+        check_atlas(self.atlas, data, affine, source=source, notes=notes)
+        labels = self.atlas.labels_on_grid(tuple(int(s) for s in data.shape[:3]), affine, notes, source)
+        for n in notes:
+            self._problem(InputError(self.atlas.path, n, outcome="note"))
+        try:
+            self.realigner = Realigner(data, affine)
+            self.moved = MovedRegions(labels, affine, self.window.n_regions)
+        except ValueError as e:
+            raise InputError(source, f"cannot realign to this reference volume: {e}") from None
+        self.reference = source
+
     def _arrive(self, a: Arrival) -> None:
         data, affine, series = a.decoded
-        if self.index is None:
-            from fmri_edge.imaging.space import check_atlas
-            from fmri_edge.imaging.volumes import RegionIndex
+        if self.grid is None:
+            if not self.realign:
+                from fmri_edge.imaging.space import check_atlas
+                from fmri_edge.imaging.volumes import RegionIndex
 
-            check_atlas(self.atlas, data, affine, source=a.path, notes=self.notes)   # off the brain, out of view: refused
-            self.index = RegionIndex.on_grid(self.atlas, data.shape[:3], affine, self.notes, source=a.path)
+                check_atlas(self.atlas, data, affine, source=a.path, notes=self.notes)   # off the brain: refused
+
+                self.index = RegionIndex.on_grid(self.atlas, data.shape[:3], affine, self.notes, source=a.path)
+                for n in self.notes:
+                    self._problem(InputError(self.atlas.path, n, outcome="note"))
             self.grid = (tuple(data.shape), np.asarray(affine, dtype=np.float64), series)
-            for n in self.notes:
-                self._problem(InputError(self.atlas.path, n, outcome="note"))
         shape, first_affine, first_series = self.grid
         problem = None
         if tuple(data.shape) != shape:
@@ -450,23 +419,69 @@ class Stream:
                       "scan was re-positioned or the file belongs to another run"
         elif series != first_series:
             problem = f"a DICOM of another series ({series}; the stream follows {first_series})"
-        if problem is None:
-            t0 = time.perf_counter()
-            means = self.index.means(data)
-            self.result.timing.reduce_ms.append((time.perf_counter() - t0) * 1e3)
-            self.result.timing.read_ms.append(a.read_ms)
-            self.result.timing.wait_ms.append(max(0.0, (a.seen_ns - a.complete_ns) / 1e6))
-            if not np.isfinite(means).all():
-                problem = "region means hold NaN or Inf (NaN voxels inside the atlas?)"
+        if problem is None and self.realign and self.realigner is None:
+            if a.index < self.dummy_scans:          # a dummy scan: realigned once the reference has come
+                self.held.append(a)
+                return
+            self._set_reference(data, affine, a.path)
+            for h in self.held + [a]:
+                self._reduce(h)
+            self.held = []
+            return
         if problem is not None:
             self._missing(Missing(a.index, InputError(a.path, f"{problem}: skipped", outcome="skipped")))
+            return
+        self._reduce(a)
+
+    def _reduce(self, a: Arrival) -> None:
+        """Region means of one volume (moved atlas with realignment), then the answers it completes."""
+        data, affine, _ = a.decoded
+        timing = self.result.timing
+        params = fd = None
+        if self.realign:
+            from fmri_edge.imaging.motion import framewise_displacement
+            from fmri_edge.imaging.motion import spm_params
+
+            t0 = time.perf_counter()
+            try:
+                m = self.realigner.estimate(data, affine)
+            except (ValueError, np.linalg.LinAlgError) as e:
+                self._missing(Missing(a.index, InputError(a.path, f"cannot be realigned ({e}): skipped")))
+                return
+            t1 = time.perf_counter()
+            means = self.moved.means(data, affine, m)
+            t2 = time.perf_counter()
+            timing.realign_ms.append((t1 - t0) * 1e3)
+            timing.reduce_ms.append((t2 - t1) * 1e3)
+            params = spm_params(m)
+            fd = framewise_displacement(params, self.last_params)
+            self.last_params = params
+        else:
+            t0 = time.perf_counter()
+            means = self.index.means(data)
+            timing.reduce_ms.append((time.perf_counter() - t0) * 1e3)
+        timing.read_ms.append(a.read_ms)
+        timing.wait_ms.append(max(0.0, (a.seen_ns - a.complete_ns) / 1e6))
+        if not np.isfinite(means).all():
+            self._missing(Missing(a.index, InputError(a.path, "region means hold NaN or Inf (NaN voxels inside the "
+                                                              "atlas?): skipped")))
             return
         if a.index < len(self.signals):
             self.signals[a.index] = means
             self.have[a.index] = True
+            if fd is not None:
+                self.fd[a.index] = fd
         a.decoded = None            # the volume itself is done with: memory holds region means only
         self.arrived[a.index] = (len(self.arrived), a)
         self._answer_ready()
+        if params is not None and self.motion_file is not None:     # after the answers: no latency added
+            if not self.motion_file.row(a.index, a.path.name, params, fd) and self.result.motion_error is None:
+                self.result.motion_error = self.motion_file.error
+                self._problem(self.motion_file.error)
+        self.on_volume({"volume": a.index, "file": a.path.name, "params": params, "fd": fd,
+                        "flag": fd is not None and fd > self.fd_threshold,
+                        "realign_ms": timing.realign_ms[-1] if params is not None else None,
+                        "read_ms": a.read_ms})
 
     def _missing(self, m: Missing) -> None:
         if m.problem is not None:
@@ -510,6 +525,10 @@ class Stream:
                 continue
             a = Answer(t.row, t.onset, t.trial_type, int(b.valence_class[0]), int(b.valence_level[0]),
                        [float(p) for p in b.class_probs[0]], last.index, last.path.name, 0.0, aligned)
+            if self.realign:
+                a.fd_max = float(np.nanmax(self.fd[t.lo:t.hi + 1]))
+                a.motion_flag = bool(a.fd_max > self.fd_threshold)
+                self.result.flagged += a.motion_flag
             a.latency_ms = (time.time_ns() - last.complete_ns) / 1e6
             line = a.as_json(self.participant)
             self.on_answer(line)

@@ -8,8 +8,13 @@ What counts
 - **Order** is the volume number in the file name (its last group of digits: ``img-00001-00005.nii``
   → 5, Siemens ideacmdtool ``001_000005_000123.dcm`` → 123), never arrival order. Volume ``k``
   (0-based) is the file numbered ``first_volume + k``.
-- **Series**: the name with its volume number masked (``img-00001-#.nii``). The first file that
-  arrives chooses the series; files of another series are reported once per series and ignored.
+- **Series**: the name with its volume number masked (``img-00001-#.nii``). ``series_choice``
+  (``--series``) names it: the masked name, or the series number (the last group of digits before
+  the volume number: 13 for ``001_000013_000001.dcm``). Otherwise the run's first volume chooses it:
+  among the files of the first listing that holds volumes, the one numbered ``first_volume``, else
+  the lowest number — never directory order, so a file of another series arriving in the same moment
+  does not capture the stream. Files of another series are reported once per series and ignored.
+  New files are always taken in volume-number order.
 - **Complete** means the file decodes (``reader(path)`` returns); scanners and network shares
   write in place, so a file that does not decode yet is retried on every file event and every
   ``RETRY_S`` until it does or ``timeout`` seconds have passed since it was first seen; then it
@@ -91,6 +96,7 @@ class VolumeFolder:
     include_existing: bool = False
     clock: Callable[[], float] = time.monotonic
     series: str | None = None
+    series_choice: str | None = None                # --series: a masked name or a series number
     done: set = field(default_factory=set)          # indices decoded or declared missing
     pending: dict = field(default_factory=dict)     # name → _Pending (seen, not decoded yet)
     highest: int = -1                               # highest index decoded
@@ -161,15 +167,21 @@ class VolumeFolder:
             yield InputError(self.folder, f"watch folder cannot be listed ({e.strerror or e}); retrying",
                              outcome="note")
             return
-        for name in names:
-            if name in self._known or name in self._reported:
-                continue
-            parsed = volume_name(name)
-            if parsed is None:
-                continue
-            key, number = parsed
-            if self.series is None:
-                self.series = key
+        new = sorted(((parsed[1], name, parsed[0]) for name in names
+                      if name not in self._known and name not in self._reported
+                      for parsed in [volume_name(name)] if parsed is not None))
+        if self.series is None and new:
+            self.series = self._choose_series(new)
+            if self.series is None:            # --series names none of these: wait for its files
+                for _, name, key in new:
+                    if key not in self._reported:
+                        self._reported.add(key)
+                        yield InputError(self.folder / name, f"a file of another series ({key}; --series "
+                                                             f"{self.series_choice}): ignored, with any more of "
+                                                             "that series", outcome="ignored")
+                    self._reported.add(name)
+                new = []
+        for number, name, key in new:
             if key != self.series:
                 self._reported.add(name)
                 if key not in self._reported:
@@ -195,6 +207,17 @@ class VolumeFolder:
             self.pending[name] = _Pending(self.folder / name, now)
         yield from self._try_pending(now)
         yield from self._gaps(now)
+
+    def _choose_series(self, new: list) -> str | None:
+        """The series of the run among new files (number, name, key), sorted by volume number."""
+        if self.series_choice is not None:
+            want = self.series_choice
+            for _, _, key in new:
+                if key == want or (want.isdigit() and series_number(key) == int(want)):
+                    return key
+            return None
+        first = [key for number, _, key in new if number == self.first_volume]
+        return first[0] if first else new[0][2]
 
     def _try_pending(self, now: float) -> Iterator[Arrival | Missing]:
         for name, p in sorted(self.pending.items(), key=lambda kv: self._known[kv[0]]):
@@ -244,6 +267,12 @@ class VolumeFolder:
                 and now - self.last_complete >= self.timeout:
             self.ended = True
             yield Missing(self.highest + 1, None, end=True)
+
+
+def series_number(key: str) -> int | None:
+    """The series number of a masked name: its last group of digits before the volume number."""
+    found = NUMBER.findall(key[: key.index("#")])
+    return int(found[-1]) if found else None
 
 
 def _span(names: list[str]) -> str:

@@ -10,6 +10,10 @@ between them (every ``split_every``-th volume), so a reader sees them incomplete
   names its exports, ``001_<series:06>_<volume:06>.dcm`` (:mod:`fmri_edge.imaging.dicom`).
 
 Volume numbers start at 1, as the scanner's do.
+
+``motion`` (``--motion TRACE.tsv`` or ``--motion drift``, :mod:`fmri_edge.imaging.motion`) moves the head:
+volume k is written as the scanner would see it with the head moved by row k of the trace (the
+volume resampled, cubic B-spline), on the same grid and affine — a moving run with a known truth.
 """
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ def write_in_place(path: Path, data: bytes, split: bool, pause: float) -> None:
 
 def replay(bold: str | Path, folder: str | Path, tr: float, speed: float = 1.0, fmt: str = "nii",
            split_every: int = 3, series: int = 1, on_volume: Callable[[int, Path], None] | None = None,
-           pause: float | None = None) -> int:
+           pause: float | None = None, motion: np.ndarray | None = None) -> int:
     """Write each volume of ``bold`` (4-D NIfTI) into ``folder`` at ``k · tr / speed`` seconds from
     the start; returns the number of volumes written. ``pause``: between the two halves of a volume
     written in pieces (default a quarter of the interval, at most 0.5 s)."""
@@ -78,12 +82,20 @@ def replay(bold: str | Path, folder: str | Path, tr: float, speed: float = 1.0, 
         from fmri_edge.imaging import dicom
 
         encode = dicom.Encoder(img.affine, img.shape[:3], series)
+    n = int(img.shape[3])
+    if motion is not None:
+        motion = np.asarray(motion, dtype=np.float64)
+        if motion.ndim != 2 or motion.shape[1] != 6 or len(motion) < n:
+            raise UsageError(f"--motion: the trace has {len(motion)} row(s) of {motion.shape[-1]} value(s); "
+                             f"{bold.name} needs {n} rows of 6 (trans_x … rot_z)")
+        from fmri_edge.imaging.motion import move_volume
     period = tr / speed
     pause = min(0.5, period / 4) if pause is None else pause
     start = time.monotonic()
-    n = int(img.shape[3])
     for k in range(n):
         volume = np.asanyarray(img.dataobj[..., k])
+        if motion is not None and np.any(motion[k]):
+            volume = move_volume(volume, img.affine, motion[k])
         data = nifti_bytes(volume, img.affine, tr) if fmt == "nii" else encode(volume, k + 1)
         delay = start + k * period - time.monotonic()
         if delay > 0:
