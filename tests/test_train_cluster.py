@@ -78,3 +78,13 @@ def test_a_scheduler_that_is_not_there_is_one_line_and_nothing_is_written(study,
     res = runner.invoke(app, ["train", "--data", str(study), "--scheduler", "local:0", "--out", str(tmp_path / "run")])
     one_line_error(res, "local:N")
     assert not (tmp_path / "run").exists()
+
+
+def test_local_workers_keep_mallocs_defaults():
+    """Dask's nannies set MALLOC_TRIM_THRESHOLD_, which doubled a permutation's CPU in a worker:
+    the workers train --scheduler local:N spawns have it unset."""
+    from fmri_edge.training.tasks import worker_environment
+
+    with worker_environment(), cluster.connect("local:1") as (client, _):
+        assert list(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == [None]
+        assert list(client.run(lambda: os.environ.get("OMP_NUM_THREADS")).values()) == ["1"]

@@ -42,12 +42,12 @@ def study_names(paths: list[Path]) -> list[str]:
     return out
 
 
-def load_studies(recipe: Recipe, paths: list[Path], group_by: str | None) -> tuple[Dataset, list[str], str, list[dict]]:
+def load_studies(recipe: Recipe, paths: list[Path], group_by: str | None,
+                 load_dataset) -> tuple[Dataset, list[str], str, list[dict]]:
     """The studies as one :class:`Dataset` (participants ``STUDY/participant``), the region names,
-    where the groups come from, and per study: name, path, participants, trials, classes kept."""
+    where the groups come from, and per study: name, path, participants, trials, classes kept.
+    ``load_dataset(recipe, group_by)`` loads one study (:func:`fmri_edge.training.run.load_dataset`)."""
     import json
-
-    from fmri_edge.training.run import load_dataset
 
     check_classes(paths)
     parts, infos, names = [], [], None

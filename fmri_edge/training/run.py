@@ -165,7 +165,7 @@ def make_plan(recipe: Recipe, group_by: str | None = None, protocols: list[str] 
     if studies:   # several extracted studies pooled (train --data A --data B …)
         from fmri_edge.training import pooling
 
-        ds, names, how, studies = pooling.load_studies(recipe, studies, group_by)
+        ds, names, how, studies = pooling.load_studies(recipe, studies, group_by, load_dataset)
     else:
         ds, names, how = load_dataset(recipe, group_by)
     runs = None
