@@ -78,3 +78,16 @@ def test_a_scheduler_that_is_not_there_is_one_line_and_nothing_is_written(study,
     res = runner.invoke(app, ["train", "--data", str(study), "--scheduler", "local:0", "--out", str(tmp_path / "run")])
     one_line_error(res, "local:N")
     assert not (tmp_path / "run").exists()
+
+
+def test_local_workers_keep_mallocs_defaults(monkeypatch):
+    """Dask's nannies set MALLOC_TRIM_THRESHOLD_, which doubled a permutation's CPU in a worker:
+    the workers train --scheduler local:N spawns have it unset. (A nanny also writes it into its
+    parent's os.environ: the clusters of the tests above did, in this pytest process, so it is
+    removed first, as in a fresh `fmri-edge train` process.)"""
+    from fmri_edge.training.tasks import worker_environment
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with worker_environment(), scheduler.connect("local:1") as (client, _):
+        assert list(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == [None]
+        assert list(client.run(lambda: os.environ.get("OMP_NUM_THREADS")).values()) == ["1"]
