@@ -22,6 +22,7 @@ files (.nii and .nii.gz): median and 99th percentile.
 Not a test: timings depend on the machine and on what else runs on it (the load average is
 recorded before and after).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ N_REGIONS = 246
 
 def _affine(mm: float, shape) -> np.ndarray:
     a = np.diag([mm, mm, mm, 1.0])
-    a[:3, 3] = [-96.0, -132.0, -78.0]          # the MNI152NLin2009cAsym 2 mm origin
+    a[:3, 3] = [-96.0, -132.0, -78.0]  # the MNI152NLin2009cAsym 2 mm origin
     return a
 
 
@@ -55,7 +56,7 @@ def atlas(shape, mm: float) -> np.ndarray:
     centre = (np.array(shape, dtype=np.float32) - 1) / 2
     r = sum(((idx[i] - centre[i]) / (0.42 * shape[i])) ** 2 for i in range(3))
     inside = r <= 1
-    key = (idx[0] * 7 + idx[1] * 3 + idx[2] * 11)[inside]           # any ordering; slabs of voxels
+    key = (idx[0] * 7 + idx[1] * 3 + idx[2] * 11)[inside]  # any ordering; slabs of voxels
     order = np.argsort(key, kind="stable")
     labels = np.zeros(inside.sum(), dtype=np.int16)
     labels[order] = (np.arange(order.size) * N_REGIONS // order.size + 1).astype(np.int16)
@@ -68,36 +69,51 @@ def make(work: Path, n_volumes: int) -> dict[str, Path]:
     import nibabel as nib
 
     work.mkdir(parents=True, exist_ok=True)
-    files = {"bold": work / f"bold-{n_volumes}.nii.gz", "atlas_2mm": work / "atlas_2mm.nii.gz",
-             "atlas_1mm": work / "atlas_1mm.nii.gz", "events": work / "events.tsv",
-             "volume_nii": work / "volume.nii", "volume_gz": work / "volume.nii.gz"}
+    files = {
+        "bold": work / f"bold-{n_volumes}.nii.gz",
+        "atlas_2mm": work / "atlas_2mm.nii.gz",
+        "atlas_1mm": work / "atlas_1mm.nii.gz",
+        "events": work / "events.tsv",
+        "volume_nii": work / "volume.nii",
+        "volume_gz": work / "volume.nii.gz",
+    }
     if not files["atlas_2mm"].exists():
-        nib.save(nib.Nifti1Image(atlas(SHAPE_2MM, 2.0), _affine(2.0, SHAPE_2MM)), str(files["atlas_2mm"]))
+        nib.save(
+            nib.Nifti1Image(atlas(SHAPE_2MM, 2.0), _affine(2.0, SHAPE_2MM)), str(files["atlas_2mm"])
+        )
     if not files["atlas_1mm"].exists():
-        nib.save(nib.Nifti1Image(atlas(SHAPE_1MM, 1.0), _affine(1.0, SHAPE_1MM)), str(files["atlas_1mm"]))
+        nib.save(
+            nib.Nifti1Image(atlas(SHAPE_1MM, 1.0), _affine(1.0, SHAPE_1MM)), str(files["atlas_1mm"])
+        )
     if not files["bold"].exists():
         rng = np.random.default_rng(0)
         base = np.where(atlas(SHAPE_2MM, 2.0) > 0, 9500.0, 30.0).astype(np.float32)
         data = np.empty(SHAPE_2MM + (n_volumes,), dtype=np.float32)
-        for k in range(n_volumes):              # a volume at a time: bounded memory while making it
+        for k in range(n_volumes):  # a volume at a time: bounded memory while making it
             data[..., k] = base * (1 + 0.01 * rng.standard_normal(SHAPE_2MM, dtype=np.float32))
         img = nib.Nifti1Image(data, _affine(2.0, SHAPE_2MM))
         img.header.set_zooms((2.0, 2.0, 2.0, TR))
         img.header.set_xyzt_units("mm", "sec")
         t = time.perf_counter()
         nib.save(img, str(files["bold"]))
-        print(f"wrote {files['bold']} ({files['bold'].stat().st_size / 1e6:.0f} MB) in "
-              f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
+        print(
+            f"wrote {files['bold']} ({files['bold'].stat().st_size / 1e6:.0f} MB) in "
+            f"{time.perf_counter() - t:.0f} s",
+            file=sys.stderr,
+        )
         for name in ("volume_nii", "volume_gz"):
             nib.save(nib.Nifti1Image(data[..., 0], _affine(2.0, SHAPE_2MM)), str(files[name]))
         del data, img
     onsets = 12.3 + 20.1 * np.arange(12)
     onsets = onsets[onsets + 20 < n_volumes * TR]
-    files["events"].write_text("onset\tduration\ttrial_type\n" + "".join(f"{o:.1f}\t15\tvideo\n" for o in onsets))
+    files["events"].write_text(
+        "onset\tduration\ttrial_type\n" + "".join(f"{o:.1f}\t15\tvideo\n" for o in onsets)
+    )
     return files
 
 
 # ---- one measurement, in its own process ------------------------------------------------------------
+
 
 def worker(kind: str, bold: Path, atlas_path: Path, save: Path) -> None:
     """Time one way of getting the run's region signals (after imports); save them; print seconds."""
@@ -116,8 +132,14 @@ def worker(kind: str, bold: Path, atlas_path: Path, save: Path) -> None:
         from nilearn.maskers import NiftiLabelsMasker
 
         t, cpu = time.perf_counter(), time.process_time()
-        masker = NiftiLabelsMasker(labels_img=str(atlas_path), background_label=0, strategy="mean", standardize=None,
-                                   resampling_target=None, keep_masked_labels=False)
+        masker = NiftiLabelsMasker(
+            labels_img=str(atlas_path),
+            background_label=0,
+            strategy="mean",
+            standardize=None,
+            resampling_target=None,
+            keep_masked_labels=False,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             signals = masker.fit_transform(str(bold))
@@ -133,13 +155,17 @@ def timed(cmd: list[str]) -> dict:
     if r.returncode != 0:
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", r.stderr).group(1)
-    seconds = sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.split(":"))))
+    seconds = sum(float(p) * 60**i for i, p in enumerate(reversed(wall.split(":"))))
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
     user = float(re.search(r"User time \(seconds\): (\S+)", r.stderr).group(1))
     sys_s = float(re.search(r"System time \(seconds\): (\S+)", r.stderr).group(1))
-    out = {"process_wall_s": round(seconds, 2), "cpu_s": round(user + sys_s, 2), "peak_rss_mb": round(rss_kb / 1024)}
+    out = {
+        "process_wall_s": round(seconds, 2),
+        "cpu_s": round(user + sys_s, 2),
+        "peak_rss_mb": round(rss_kb / 1024),
+    }
     last = r.stdout.strip().splitlines()[-1:] if r.stdout.strip() else []
-    if last and last[0].startswith("{\"seconds\""):
+    if last and last[0].startswith('{"seconds"'):
         out.update({k: round(v, 3) for k, v in json.loads(last[0]).items()})
     return out
 
@@ -148,8 +174,9 @@ def per_volume(files: dict[str, Path], repeats: int = 30) -> dict:
     """Read one 3-D volume file and reduce it (stream's work per volume): median and p99, ms."""
     from fmri_edge.imaging import extract, volumes
 
-    index = volumes.RegionIndex.on_grid(extract.Atlas(files["atlas_2mm"], N_REGIONS), SHAPE_2MM,
-                                        _affine(2.0, SHAPE_2MM), [])
+    index = volumes.RegionIndex.on_grid(
+        extract.Atlas(files["atlas_2mm"], N_REGIONS), SHAPE_2MM, _affine(2.0, SHAPE_2MM), []
+    )
     result = {}
     for name in ("volume_nii", "volume_gz"):
         read, reduce = [], []
@@ -162,9 +189,12 @@ def per_volume(files: dict[str, Path], repeats: int = 30) -> dict:
             read.append((t1 - t0) * 1e3)
             reduce.append((t2 - t1) * 1e3)
         result[files[name].name] = {
-            "read_ms_p50": round(float(np.percentile(read, 50)), 2), "read_ms_p99": round(float(np.percentile(read, 99)), 2),
+            "read_ms_p50": round(float(np.percentile(read, 50)), 2),
+            "read_ms_p99": round(float(np.percentile(read, 99)), 2),
             "reduce_ms_p50": round(float(np.percentile(reduce, 50)), 2),
-            "reduce_ms_p99": round(float(np.percentile(reduce, 99)), 2), "repeats": repeats}
+            "reduce_ms_p99": round(float(np.percentile(reduce, 99)), 2),
+            "repeats": repeats,
+        }
     return result
 
 
@@ -184,15 +214,51 @@ def main():
     files = make(args.work, args.volumes)
     py, exe = sys.executable, str(Path(sys.executable).with_name("fmri-edge"))
     load_before = os.getloadavg()
-    runs: dict[str, list[dict]] = {"kernel": [], "masker": [], "command": [], "command, 1 mm atlas": []}
+    runs: dict[str, list[dict]] = {
+        "kernel": [],
+        "masker": [],
+        "command": [],
+        "command, 1 mm atlas": [],
+    }
     for rep in range(args.repeats):
         for kind in ("kernel", "masker"):
-            runs[kind].append(timed([py, __file__, "--worker", kind, "--bold", str(files["bold"]), "--atlas",
-                                     str(files["atlas_2mm"]), "--save", str(args.work / f"{kind}.npy")]))
+            runs[kind].append(
+                timed(
+                    [
+                        py,
+                        __file__,
+                        "--worker",
+                        kind,
+                        "--bold",
+                        str(files["bold"]),
+                        "--atlas",
+                        str(files["atlas_2mm"]),
+                        "--save",
+                        str(args.work / f"{kind}.npy"),
+                    ]
+                )
+            )
             print(f"{kind} run {rep + 1}: {runs[kind][-1]}", file=sys.stderr)
-        for name, atlas_path in (("command", files["atlas_2mm"]), ("command, 1 mm atlas", files["atlas_1mm"])):
-            runs[name].append(timed([exe, "extract", str(files["bold"]), "--atlas", str(atlas_path), "--events",
-                                     str(files["events"]), "--out", str(args.work / "trials.npz"), "--force"]))
+        for name, atlas_path in (
+            ("command", files["atlas_2mm"]),
+            ("command, 1 mm atlas", files["atlas_1mm"]),
+        ):
+            runs[name].append(
+                timed(
+                    [
+                        exe,
+                        "extract",
+                        str(files["bold"]),
+                        "--atlas",
+                        str(atlas_path),
+                        "--events",
+                        str(files["events"]),
+                        "--out",
+                        str(args.work / "trials.npz"),
+                        "--force",
+                    ]
+                )
+            )
             print(f"{name} run {rep + 1}: {runs[name][-1]}", file=sys.stderr)
     kernel, masker = np.load(args.work / "kernel.npy"), np.load(args.work / "masker.npy")
 
@@ -200,15 +266,22 @@ def main():
         return round(statistics.median(r[key] for r in runs[kind]), 2)
 
     summary = {
-        "kernel_s": median("kernel", "seconds"), "masker_s": median("masker", "seconds"),
-        "ratio_kernel_to_masker": round(median("kernel", "seconds") / median("masker", "seconds"), 3),
-        "kernel_cpu_s": median("kernel", "cpu_seconds"), "masker_cpu_s": median("masker", "cpu_seconds"),
-        "ratio_kernel_to_masker_cpu": round(median("kernel", "cpu_seconds") / median("masker", "cpu_seconds"), 3),
+        "kernel_s": median("kernel", "seconds"),
+        "masker_s": median("masker", "seconds"),
+        "ratio_kernel_to_masker": round(
+            median("kernel", "seconds") / median("masker", "seconds"), 3
+        ),
+        "kernel_cpu_s": median("kernel", "cpu_seconds"),
+        "masker_cpu_s": median("masker", "cpu_seconds"),
+        "ratio_kernel_to_masker_cpu": round(
+            median("kernel", "cpu_seconds") / median("masker", "cpu_seconds"), 3
+        ),
         "kernel_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["kernel"]),
         "masker_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["masker"]),
         "command_wall_s": median("command", "process_wall_s"),
-        "ratio_command_to_masker_process": round(median("command", "process_wall_s")
-                                                 / median("masker", "process_wall_s"), 3),
+        "ratio_command_to_masker_process": round(
+            median("command", "process_wall_s") / median("masker", "process_wall_s"), 3
+        ),
         "command_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["command"]),
         "command_1mm_atlas_wall_s": median("command, 1 mm atlas", "process_wall_s"),
         "command_1mm_atlas_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["command, 1 mm atlas"]),
@@ -217,10 +290,21 @@ def main():
     print(json.dumps(summary), file=sys.stderr)
     result = {
         "command": "python benchmarks/extract_speed.py " + " ".join(sys.argv[1:]),
-        "run": {"shape": [*SHAPE_2MM, args.volumes], "voxel_mm": 2.0, "tr_s": TR, "dtype": "float32",
-                "bold_bytes_on_disk": files["bold"].stat().st_size},
-        "summary": summary, "runs": runs, "per_volume": per_volume(files),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "run": {
+            "shape": [*SHAPE_2MM, args.volumes],
+            "voxel_mm": 2.0,
+            "tr_s": TR,
+            "dtype": "float32",
+            "bold_bytes_on_disk": files["bold"].stat().st_size,
+        },
+        "summary": summary,
+        "runs": runs,
+        "per_volume": per_volume(files),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
@@ -229,8 +313,12 @@ def main():
         import nibabel
         import nilearn
 
-        result["versions"] = {"nilearn": nilearn.__version__, "nibabel": nibabel.__version__, "numpy": np.__version__,
-                              "isal": isal.__version__}
+        result["versions"] = {
+            "nilearn": nilearn.__version__,
+            "nibabel": nibabel.__version__,
+            "numpy": np.__version__,
+            "isal": isal.__version__,
+        }
     except ImportError:
         pass
     text = json.dumps(result, indent=1)

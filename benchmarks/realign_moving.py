@@ -17,6 +17,7 @@ partial volumes, whatever the estimator). Also the largest |Δp| between still +
 
     .venv/bin/python benchmarks/realign_moving.py --work scratch/bench-moving --json benchmarks/results/realign_moving.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,32 +35,54 @@ TR = 2.0
 
 
 def signals_and_events(participants: list[str], work: Path) -> tuple[np.ndarray, Path, int]:
-    trials = np.concatenate([np.load(DATA / "Train" / p / "fMRI_data.npz")["data"] for p in participants])
-    n, r, t = trials.shape                      # (N, 246, 25): seconds −5 … 19 of each trial
+    trials = np.concatenate(
+        [np.load(DATA / "Train" / p / "fMRI_data.npz")["data"] for p in participants]
+    )
+    n, r, t = trials.shape  # (N, 246, 25): seconds −5 … 19 of each trial
     # each trial on one level per region (the mean over all trials): the ICBHI trials come from separate
     # recordings whose region levels jump by several % from trial to trial, a contrast change that no real
     # run has and that a realigner reads as motion; within each trial, the signal is the real one.
     # native_sim paints it with the anatomy's contrast between regions (contrast="anatomy")
     level = trials.mean(axis=(0, 2))
     trials = trials / trials.mean(axis=2, keepdims=True) * level[None, :, None]
-    seconds = np.concatenate([tr_.T for tr_ in trials])          # (N·25, 246), one row per second
+    seconds = np.concatenate([tr_.T for tr_ in trials])  # (N·25, 246), one row per second
     n_vol = len(seconds) // int(TR)
-    signals = seconds[::int(TR)][:n_vol]                         # volume k at 2k s
+    signals = seconds[:: int(TR)][:n_vol]  # volume k at 2k s
     onsets = 5.0 + 25.0 * np.arange(n)
     keep = onsets + 19 <= (n_vol - 1) * TR
     events = work / "events.tsv"
-    events.write_text("onset\tduration\ttrial_type\n" + "".join(f"{o:.1f}\t15\tvideo\n" for o in onsets[keep]))
+    events.write_text(
+        "onset\tduration\ttrial_type\n" + "".join(f"{o:.1f}\t15\tvideo\n" for o in onsets[keep])
+    )
     return signals, events, int(keep.sum())
 
 
-def stream(folder: Path, atlas: Path, events: Path, realign: bool, motion_out: Path | None = None,
-           align: str = "none"):
+def stream(
+    folder: Path,
+    atlas: Path,
+    events: Path,
+    realign: bool,
+    motion_out: Path | None = None,
+    align: str = "none",
+):
     from fmri_edge.model.runtime import Model
     from fmri_edge.realtime.stream import Stream
 
     answers = []
-    live = Stream(folder, atlas, events, TR, Model(threads=1), align=align, include_existing=True,
-                  volume_timeout=1.0, on_answer=answers.append, realign=realign, motion_out=motion_out, force=True)
+    live = Stream(
+        folder,
+        atlas,
+        events,
+        TR,
+        Model(threads=1),
+        align=align,
+        include_existing=True,
+        volume_timeout=1.0,
+        on_answer=answers.append,
+        realign=realign,
+        motion_out=motion_out,
+        force=True,
+    )
     result = live.run()
     return {a["trial"]: a for a in map(json.loads, answers)}, result
 
@@ -70,8 +93,12 @@ def main():
     ap.add_argument("--json", type=Path)
     ap.add_argument("--participants", default="P01,P02")
     ap.add_argument("--trace", type=Path, help="a motion TSV (default: the built-in drift)")
-    ap.add_argument("--align", default="none", choices=("none", "running"),
-                    help="stream's subject alignment (none: --no-align, as the comparison with extract + predict)")
+    ap.add_argument(
+        "--align",
+        default="none",
+        choices=("none", "running"),
+        help="stream's subject alignment (none: --no-align, as the comparison with extract + predict)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     import nibabel as nib
@@ -98,17 +125,32 @@ def main():
     for name, folder in folders.items():
         if not folder.exists():
             folder.mkdir()
-            replay(run / "bold.nii", folder, TR, speed=1e6, split_every=0,
-                   motion=trace if name == "moving" else None)
+            replay(
+                run / "bold.nii",
+                folder,
+                TR,
+                speed=1e6,
+                split_every=0,
+                motion=trace if name == "moving" else None,
+            )
     load = [os.getloadavg()]
     base, _ = stream(folders["still"], atlas, events, realign=False, align=args.align)
     still, r_still = stream(folders["still"], atlas, events, realign=True, align=args.align)
-    moving, r_moving = stream(folders["moving"], atlas, events, realign=True, align=args.align, motion_out=work / "motion.tsv")
+    moving, r_moving = stream(
+        folders["moving"],
+        atlas,
+        events,
+        realign=True,
+        align=args.align,
+        motion_out=work / "motion.tsv",
+    )
     moving_raw, _ = stream(folders["moving"], atlas, events, realign=False, align=args.align)
     # the ceiling: the atlas moved by the TRUE motion (the estimator replaced by the truth)
     estimate = realign.Realigner.estimate
     count = iter(range(n_vol))
-    realign.Realigner.estimate = lambda self, data, affine=None, start=None: motion.spm_matrix(trace[next(count)])
+    realign.Realigner.estimate = lambda self, data, affine=None, start=None: motion.spm_matrix(
+        trace[next(count)]
+    )
     try:
         moving_true, _ = stream(folders["moving"], atlas, events, realign=True, align=args.align)
     finally:
@@ -118,35 +160,70 @@ def main():
     est = np.loadtxt(work / "motion.tsv", skiprows=1, usecols=range(2, 8))
     brain = np.asarray(nib.load(str(atlas)).dataobj) > 0
     pts = (np.c_[np.argwhere(brain), np.ones(brain.sum())] @ img.affine.T)[:, :3]
-    err = np.array([realign.mean_displacement(motion.spm_matrix(e), motion.spm_matrix(t), pts)
-                    for e, t in zip(est, trace[:n_vol])])
-    size = np.array([realign.mean_displacement(np.eye(4), motion.spm_matrix(t), pts) for t in trace[:n_vol]])
+    err = np.array(
+        [
+            realign.mean_displacement(motion.spm_matrix(e), motion.spm_matrix(t), pts)
+            for e, t in zip(est, trace[:n_vol])
+        ]
+    )
+    size = np.array(
+        [realign.mean_displacement(np.eye(4), motion.spm_matrix(t), pts) for t in trace[:n_vol]]
+    )
 
     def agree(answers):
         same = [answers[k]["CLASS"] == base[k]["CLASS"] for k in base if k in answers]
-        return {"same_class": int(sum(same)), "of": len(base), "share": round(float(np.mean(same)), 4)}
+        return {
+            "same_class": int(sum(same)),
+            "of": len(base),
+            "share": round(float(np.mean(same)), 4),
+        }
 
     fd_true = motion.fd_series(trace[:n_vol])
-    flagged_true = sum(bool((fd_true[int(a["volume"]) - 12: int(a["volume"]) + 1] > 0.5).any()) for a in moving.values())
+    flagged_true = sum(
+        bool((fd_true[int(a["volume"]) - 12 : int(a["volume"]) + 1] > 0.5).any())
+        for a in moving.values()
+    )
     out = {
         "command": "python benchmarks/realign_moving.py " + " ".join(sys.argv[1:]),
-        "align": args.align, "grid": list(img.shape[:3]), "voxel_mm": 3.5, "volumes": n_vol, "trials": n_trials, "tr_s": TR,
+        "trials_with_true_fd_over_0.5": int(flagged_true),
+        "align": args.align,
+        "grid": list(img.shape[:3]),
+        "voxel_mm": 3.5,
+        "volumes": n_vol,
+        "trials": n_trials,
+        "tr_s": TR,
         "trace": str(args.trace) if args.trace else "motion.drift_trace (built in)",
-        "true_motion_mm": {"max_mean_displacement": round(float(size.max()), 3),
-                           "max_trans_mm": round(float(np.abs(trace[:, :3]).max()), 3),
-                           "max_rot_deg": round(float(np.rad2deg(np.abs(trace[:, 3:]).max())), 3),
-                           "largest_fd": round(float(fd_true.max()), 3)},
-        "estimate_error_mm": {"mean": round(float(err.mean()), 4), "p50": round(float(np.median(err)), 4),
-                              "max": round(float(err.max()), 4),
-                              "volumes_within_0.2": f"{int((err <= 0.2).sum())}/{len(err)}"},
-        "class_vs_still_no_realign": {"still_realign": agree(still), "moving_realign": agree(moving),
-                                      "moving_no_realign": agree(moving_raw),
-                                      "moving_true_motion": agree(moving_true)},
-        "still_realign_max_prob_diff": round(float(max(np.abs(np.subtract(still[k]["probs"], base[k]["probs"])).max()
-                                                   for k in base)), 6),
-        "moving_flagged_answers": r_moving.flagged, "still_flagged_answers": r_still.flagged,
+        "true_motion_mm": {
+            "max_mean_displacement": round(float(size.max()), 3),
+            "max_trans_mm": round(float(np.abs(trace[:, :3]).max()), 3),
+            "max_rot_deg": round(float(np.rad2deg(np.abs(trace[:, 3:]).max())), 3),
+            "largest_fd": round(float(fd_true.max()), 3),
+        },
+        "estimate_error_mm": {
+            "mean": round(float(err.mean()), 4),
+            "p50": round(float(np.median(err)), 4),
+            "max": round(float(err.max()), 4),
+            "volumes_within_0.2": f"{int((err <= 0.2).sum())}/{len(err)}",
+        },
+        "class_vs_still_no_realign": {
+            "still_realign": agree(still),
+            "moving_realign": agree(moving),
+            "moving_no_realign": agree(moving_raw),
+            "moving_true_motion": agree(moving_true),
+        },
+        "still_realign_max_prob_diff": round(
+            float(
+                max(np.abs(np.subtract(still[k]["probs"], base[k]["probs"])).max() for k in base)
+            ),
+            6,
+        ),
+        "moving_flagged_answers": r_moving.flagged,
+        "still_flagged_answers": r_still.flagged,
         "realign_ms_p50": round(float(np.median(r_moving.timing.realign_ms)), 2),
-        "load_average": {"before": [round(x, 2) for x in load[0]], "after": [round(x, 2) for x in load[1]]},
+        "load_average": {
+            "before": [round(x, 2) for x in load[0]],
+            "after": [round(x, 2) for x in load[1]],
+        },
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     print(json.dumps(out, indent=1))

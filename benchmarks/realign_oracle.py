@@ -12,6 +12,7 @@ cubic) up to 3 mm / 3°, against the truth.
 
     .venv/bin/python benchmarks/realign_oracle.py --json benchmarks/results/realign_oracle.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,23 +36,42 @@ class SPM:
         from rtspm import spm_realign_rt
 
         self.realign = spm_realign_rt
-        self.mat = affine @ ONE_BASED                       # SPM's voxel (1-based) → world
-        self.flags = {"quality": .9, "fwhm": 5, "sep": 4, "interp": 4, "wrap": np.zeros((3, 1)), "rtm": 0,
-                      "PW": "", "lkp": np.arange(6)}
-        self.r = [{"Vol": np.asfortranarray(reference, dtype=np.float64), "mat": self.mat.copy(),
-                   "dim": np.array(reference.shape)}, {}]
+        self.mat = affine @ ONE_BASED  # SPM's voxel (1-based) → world
+        self.flags = {
+            "quality": 0.9,
+            "fwhm": 5,
+            "sep": 4,
+            "interp": 4,
+            "wrap": np.zeros((3, 1)),
+            "rtm": 0,
+            "PW": "",
+            "lkp": np.arange(6),
+        }
+        self.r = [
+            {
+                "Vol": np.asfortranarray(reference, dtype=np.float64),
+                "mat": self.mat.copy(),
+                "dim": np.array(reference.shape),
+            },
+            {},
+        ]
         self.state = (None,) * 6
         self.n = 0
         self.estimate(reference)
 
     def estimate(self, data: np.ndarray) -> np.ndarray:
         self.n += 1
-        self.r[1] = {"Vol": np.asfortranarray(data, dtype=np.float64), "mat": self.mat.copy(),
-                     "dim": np.array(data.shape)}
+        self.r[1] = {
+            "Vol": np.asfortranarray(data, dtype=np.float64),
+            "mat": self.mat.copy(),
+            "dim": np.array(data.shape),
+        }
         self.flags["lkp"] = np.arange(6)
         self.r, a0, x1, x2, x3, deg, b, _ = self.realign(self.r, self.flags, self.n, 1, *self.state)
         self.state = (a0, x1, x2, x3, deg, b)
-        return np.linalg.inv(self.r[1]["mat"] @ np.linalg.inv(self.r[0]["mat"]))   # reference → volume world
+        return np.linalg.inv(
+            self.r[1]["mat"] @ np.linalg.inv(self.r[0]["mat"])
+        )  # reference → volume world
 
 
 def main():
@@ -80,26 +100,43 @@ def main():
         t1 = time.perf_counter()
         m2 = spm.estimate(data)
         t2 = time.perf_counter()
-        rows.append({"file": f.name, "ours_mm": round(realign.mean_displacement(m1, np.eye(4), pts), 4),
-                     "spm_mm": round(realign.mean_displacement(m2, np.eye(4), pts), 4),
-                     "difference_mm": round(realign.mean_displacement(m1, m2, pts), 4),
-                     "ours_params": [round(v, 5) for v in motion.spm_params(m1)],
-                     "spm_params": [round(v, 5) for v in motion.spm_params(m2)],
-                     "ours_ms": round((t1 - t0) * 1e3, 1), "spm_ms": round((t2 - t1) * 1e3, 1)})
+        rows.append(
+            {
+                "file": f.name,
+                "ours_mm": round(realign.mean_displacement(m1, np.eye(4), pts), 4),
+                "spm_mm": round(realign.mean_displacement(m2, np.eye(4), pts), 4),
+                "difference_mm": round(realign.mean_displacement(m1, m2, pts), 4),
+                "ours_params": [round(v, 5) for v in motion.spm_params(m1)],
+                "spm_params": [round(v, 5) for v in motion.spm_params(m2)],
+                "ours_ms": round((t1 - t0) * 1e3, 1),
+                "spm_ms": round((t2 - t1) * 1e3, 1),
+            }
+        )
     diff = np.array([r["difference_mm"] for r in rows[1:]])
-    out = {"command": "python benchmarks/realign_oracle.py " + " ".join(sys.argv[1:]),
-           "series": str(SERIES), "grid": list(ref.shape),
-           "voxel_mm": [round(v, 3) for v in realign.voxel_sizes(affine)],
-           "skyra": {"volumes": rows, "difference_mm_mean": round(float(diff.mean()), 4),
-                     "difference_mm_max": round(float(diff.max()), 4),
-                     "ours_ms_p50": float(np.median([r["ours_ms"] for r in rows[1:]])),
-                     "spm_ms_p50": float(np.median([r["spm_ms"] for r in rows[1:]]))}}
+    out = {
+        "command": "python benchmarks/realign_oracle.py " + " ".join(sys.argv[1:]),
+        "series": str(SERIES),
+        "grid": list(ref.shape),
+        "voxel_mm": [round(v, 3) for v in realign.voxel_sizes(affine)],
+        "skyra": {
+            "volumes": rows,
+            "difference_mm_mean": round(float(diff.mean()), 4),
+            "difference_mm_max": round(float(diff.max()), 4),
+            "ours_ms_p50": float(np.median([r["ours_ms"] for r in rows[1:]])),
+            "spm_ms_p50": float(np.median([r["spm_ms"] for r in rows[1:]])),
+        },
+    }
     if args.synthetic:
         rng = np.random.default_rng(0)
         syn = []
         for size in (0.5, 1.0, 2.0, 3.0):
-            p = np.r_[rng.uniform(-1, 1, 3) * size / np.sqrt(3), np.deg2rad(rng.uniform(-1, 1, 3) * size / np.sqrt(3))]
-            moved = motion.move_volume(ref, affine, p) * (1 + 0.01 * rng.standard_normal(ref.shape)).astype(np.float32)
+            p = np.r_[
+                rng.uniform(-1, 1, 3) * size / np.sqrt(3),
+                np.deg2rad(rng.uniform(-1, 1, 3) * size / np.sqrt(3)),
+            ]
+            moved = motion.move_volume(ref, affine, p) * (
+                1 + 0.01 * rng.standard_normal(ref.shape)
+            ).astype(np.float32)
             truth = motion.spm_matrix(p)
             ours, spm = realign.Realigner(ref, affine), SPM(ref, affine)
             t0 = time.perf_counter()
@@ -107,13 +144,21 @@ def main():
             t1 = time.perf_counter()
             m2 = spm.estimate(moved)
             t2 = time.perf_counter()
-            syn.append({"move_mm": round(realign.mean_displacement(truth, np.eye(4), pts), 3),
-                        "ours_error_mm": round(realign.mean_displacement(m1, truth, pts), 4),
-                        "spm_error_mm": round(realign.mean_displacement(m2, truth, pts), 4),
-                        "ours_ms": round((t1 - t0) * 1e3, 1), "spm_ms": round((t2 - t1) * 1e3, 1)})
+            syn.append(
+                {
+                    "move_mm": round(realign.mean_displacement(truth, np.eye(4), pts), 3),
+                    "ours_error_mm": round(realign.mean_displacement(m1, truth, pts), 4),
+                    "spm_error_mm": round(realign.mean_displacement(m2, truth, pts), 4),
+                    "ours_ms": round((t1 - t0) * 1e3, 1),
+                    "spm_ms": round((t2 - t1) * 1e3, 1),
+                }
+            )
         out["synthetic"] = syn
     load.append(os.getloadavg())
-    out["load_average"] = {"before": [round(x, 2) for x in load[0]], "after": [round(x, 2) for x in load[1]]}
+    out["load_average"] = {
+        "before": [round(x, 2) for x in load[0]],
+        "after": [round(x, 2) for x in load[1]],
+    }
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(out, indent=1))
     if args.json:

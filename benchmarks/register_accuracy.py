@@ -11,6 +11,7 @@ and the real Brainnetome atlas when ../shared/data/icbhi2024 holds it).
 
     python benchmarks/register_accuracy.py --repeats 3 --json benchmarks/results/register_accuracy.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,9 @@ def simpleitk_affine(fixed: Path, moving: Path) -> np.ndarray:
 
     f = sitk.ReadImage(str(fixed), sitk.sitkFloat32)
     m = sitk.ReadImage(str(moving), sitk.sitkFloat32)
-    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    init = sitk.CenteredTransformInitializer(
+        f, m, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.GEOMETRY
+    )
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(50)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
@@ -86,23 +89,37 @@ def main() -> None:
     anat_shape = (84, 100, 84)
     anat_grid = mni_corpus.functional_grid(t, anat_shape, voxel_mm=2.0)
     anat = mni_corpus.moved(t1, affine, t, anat_shape, anat_grid, order=1)
-    paths = {"ref": args.work / "ref.nii.gz", "atlas": args.work / "atlas.nii.gz", "t1w": args.work / "t1w.nii.gz"}
+    paths = {
+        "ref": args.work / "ref.nii.gz",
+        "atlas": args.work / "atlas.nii.gz",
+        "t1w": args.work / "t1w.nii.gz",
+    }
     nib.save(nib.Nifti1Image(ref, grid), str(paths["ref"]))
     nib.save(nib.Nifti1Image(labels, affine), str(paths["atlas"]))
     nib.save(nib.Nifti1Image(anat, anat_grid), str(paths["t1w"]))
-    truths = {"generated": (labels, affine, mni_corpus.moved(labels, affine, t, SHAPE, grid, order=0))}
+    truths = {
+        "generated": (labels, affine, mni_corpus.moved(labels, affine, t, SHAPE, grid, order=0))
+    }
     if BN.exists():
         bn = nib.load(str(BN))
         bl = np.asarray(bn.dataobj).astype(np.int16)
-        truths["brainnetome"] = (bl, bn.affine, mni_corpus.moved(bl, bn.affine, t, SHAPE, grid, order=0))
+        truths["brainnetome"] = (
+            bl,
+            bn.affine,
+            mni_corpus.moved(bl, bn.affine, t, SHAPE, grid, order=0),
+        )
 
     ijk = np.indices(SHAPE).reshape(3, -1).astype(np.float64)
-    inside = (truths["generated"][2] > 0).ravel()       # error over the atlas's voxels
+    inside = (truths["generated"][2] > 0).ravel()  # error over the atlas's voxels
     pts = grid[:3, :3] @ ijk[:, inside] + grid[:3, 3:4]
     true = np.linalg.inv(t)
 
     def error(m):
-        return float(np.linalg.norm((m[:3, :3] @ pts + m[:3, 3:4]) - (true[:3, :3] @ pts + true[:3, 3:4]), axis=0).mean())
+        return float(
+            np.linalg.norm(
+                (m[:3, :3] @ pts + m[:3, 3:4]) - (true[:3, :3] @ pts + true[:3, 3:4]), axis=0
+            ).mean()
+        )
 
     rows = []
     start_err = error(np.eye(4))
@@ -125,9 +142,17 @@ def main() -> None:
             t0 = time.perf_counter()
             m = simpleitk_affine(paths["ref"], lib.template_path("epi"))
             record("SimpleITK affine Mattes MI, epi template", m, time.perf_counter() - t0)
-    summary = {"start_error_mm": round(start_err, 2), "load_average": os.getloadavg(), "rows": rows,
-               "command": "python benchmarks/register_accuracy.py " + " ".join(sys.argv[1:])}
-    print(json.dumps({"start_error_mm": summary["start_error_mm"], "load_average": summary["load_average"]}))
+    summary = {
+        "start_error_mm": round(start_err, 2),
+        "load_average": os.getloadavg(),
+        "rows": rows,
+        "command": "python benchmarks/register_accuracy.py " + " ".join(sys.argv[1:]),
+    }
+    print(
+        json.dumps(
+            {"start_error_mm": summary["start_error_mm"], "load_average": summary["load_average"]}
+        )
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=1) + "\n")

@@ -19,6 +19,7 @@ Examples
 >>> Decoder().info.n_regions, Decoder().info.n_times
 (246, 25)
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,8 +38,18 @@ _FACE = {
     "InputError": "fmri_edge.errors",
     "UsageError": "fmri_edge.errors",
 }
-__all__ = ["Decoder", "Extraction", "InputError", "Predictions", "UsageError", "__version__", "explain",
-           "extract", "load_trials", "score"]
+__all__ = [
+    "Decoder",
+    "Extraction",
+    "InputError",
+    "Predictions",
+    "UsageError",
+    "__version__",
+    "explain",
+    "extract",
+    "load_trials",
+    "score",
+]
 
 if TYPE_CHECKING:
     from fmri_edge.data.io import load_trials

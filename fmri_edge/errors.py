@@ -3,6 +3,7 @@ without importing numpy (the CLI's ``--help`` path imports this and typer only).
 
 Both become one line on stderr and exit code 2 in the CLI (``fmri_edge.cli.common.user_errors``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,14 +30,23 @@ class InputError(ValueError):
     'skipped'
     """
 
-    def __init__(self, path: str | Path, problem: str, trial: int | None = None, outcome: str = "refused"):
+    def __init__(
+        self, path: str | Path, problem: str, trial: int | None = None, outcome: str = "refused"
+    ):
         self.path, self.problem, self.trial, self.outcome = str(path), problem, trial, outcome
         where = f"{path}: trial {trial}" if trial is not None else str(path)
         super().__init__(f"{where}: {problem}")
 
-    def __reduce__(self):  # pickled as its fields (multiprocessing, Dask workers), not as its message
+    def __reduce__(
+        self,
+    ):  # pickled as its fields (multiprocessing, Dask workers), not as its message
         return type(self), (self.path, self.problem, self.trial, self.outcome)
 
     def as_dict(self) -> dict:
         """The machine-readable form written by ``predict --errors`` and ``--json``."""
-        return {"file": self.path, "trial": self.trial, "outcome": self.outcome, "problem": self.problem}
+        return {
+            "file": self.path,
+            "trial": self.trial,
+            "outcome": self.outcome,
+            "problem": self.problem,
+        }

@@ -2,6 +2,7 @@
 (:func:`replace_atomically`: a temporary file in the same folder, renamed over the target when
 complete), so an interrupted run leaves either the old file or a complete new one, and never a
 temporary file behind."""
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,9 @@ def check_suffix(path: str | Path, option: str) -> Path:
     path = Path(path)
     allowed, what = SUFFIXES[option]
     if not any(path.name.lower().endswith(s) and len(path.name) > len(s) for s in allowed):
-        raise UsageError(f"{option} {path}: writes {what}; give a file name ending in {' or '.join(allowed)}")
+        raise UsageError(
+            f"{option} {path}: writes {what}; give a file name ending in {' or '.join(allowed)}"
+        )
     return path
 
 
@@ -80,5 +83,7 @@ def check_writable(path: str | Path) -> Path:
     if not parent.is_dir():
         raise InputError(path, f"folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(path, f"cannot be written (folder {parent} is not writable); choose another file")
+        raise InputError(
+            path, f"cannot be written (folder {parent} is not writable); choose another file"
+        )
     return path

@@ -5,6 +5,7 @@
 :func:`result` turns a lost cluster into one line (:class:`ClusterError`, exit 2). Nothing of Dask is
 imported until a cluster is asked for.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 
 from fmri_edge.errors import UsageError
 
-CONNECT_TIMEOUT = 10         # seconds to reach a scheduler
+CONNECT_TIMEOUT = 10  # seconds to reach a scheduler
 EXTRA = "pip install 'fmri-edge[dask]'"
 
 
@@ -36,21 +37,27 @@ def result(future, address: str, distributed):
     try:
         return future.result()
     except distributed.KilledWorker as e:
-        raise ClusterError(f"Dask workers at {address} died running one task again and again ({e}); "
-                           "check their memory limit and logs; nothing written") from None
+        raise ClusterError(
+            f"Dask workers at {address} died running one task again and again ({e}); "
+            "check their memory limit and logs; nothing written"
+        ) from None
     except (CancelledError, distributed.comm.CommClosedError, TimeoutError) as e:
         reason = getattr(e, "reason", None) or (str(e).splitlines() or [type(e).__name__])[0][:100]
-        raise ClusterError(f"lost the Dask cluster at {address} mid-run ({reason}); nothing written") from None
+        raise ClusterError(
+            f"lost the Dask cluster at {address} mid-run ({reason}); nothing written"
+        ) from None
 
 
 def parse_local(address: str) -> int | None:
     """``local:N`` → N (None for any other address)."""
     if not address.startswith("local:"):
         return None
-    n = address[len("local:"):]
+    n = address[len("local:") :]
     if not n.isdigit() or int(n) < 1:
-        raise UsageError(f"--scheduler {address}: expected local:N with N ≥ 1 workers, or a scheduler "
-                         "address such as tcp://host:8786")
+        raise UsageError(
+            f"--scheduler {address}: expected local:N with N ≥ 1 workers, or a scheduler "
+            "address such as tcp://host:8786"
+        )
     return int(n)
 
 
@@ -67,21 +74,31 @@ def connect(address: str, threads: int = 0):
     distributed = load_distributed()
     quiet = logging.getLogger("distributed")
     level = quiet.level
-    quiet.setLevel(logging.CRITICAL)   # its reconnect warnings would bury the one-line error
+    quiet.setLevel(logging.CRITICAL)  # its reconnect warnings would bury the one-line error
     try:
         n = parse_local(address)
         if n is not None:
-            with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                          dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL) as lc, \
-                    distributed.Client(lc) as client:
+            with (
+                distributed.LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",
+                    silence_logs=logging.CRITICAL,
+                ) as lc,
+                distributed.Client(lc) as client,
+            ):
                 yield client, threads or max(1, cores() // n)
             return
         try:
             client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as e:
-            raise ClusterError(f"cannot reach a Dask scheduler at {address} ({str(e).splitlines()[0][:120]}); "
-                               "start one (e.g. dask_jobqueue.SLURMCluster, see the README) or use "
-                               "--scheduler local:N") from None
+            raise ClusterError(
+                f"cannot reach a Dask scheduler at {address} ({str(e).splitlines()[0][:120]}); "
+                "start one (e.g. dask_jobqueue.SLURMCluster, see the README) or use "
+                "--scheduler local:N"
+            ) from None
         try:
             yield client, threads or 1
         finally:

@@ -10,13 +10,14 @@ Examples
 >>> decide_class(np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]])).tolist()
 [0, -1]
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 CLASS_VALUES = np.array([-1, 0, 1])
 LEVEL_VALUES = np.arange(-4, 5)
-LEVEL_RULES = ("argmax", "min_expected_error")   # how a LEVEL is chosen from its probabilities
+LEVEL_RULES = ("argmax", "min_expected_error")  # how a LEVEL is chosen from its probabilities
 
 
 def level_terms(pred, true) -> np.ndarray:

@@ -3,6 +3,7 @@
 Tests that need the real ICBHI data use ``icbhi`` and skip where ``../shared/data/icbhi2024`` is
 absent. Everything else runs on data the simulator makes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,9 @@ SIGNAL_REGIONS = (14, 15, 86, 87)
 @pytest.fixture(scope="session")
 def icbhi() -> Path:
     if not (ICBHI / "Train").is_dir():
-        pytest.skip(f"real ICBHI data not found at {ICBHI} (it lives in ../shared, beside the repository)")
+        pytest.skip(
+            f"real ICBHI data not found at {ICBHI} (it lives in ../shared, beside the repository)"
+        )
     return ICBHI
 
 
@@ -53,8 +56,12 @@ def sim_model(tmp_path_factory, sim_data, tiny_recipe) -> Path:
     tr, va = subj < 4, subj == 4
     res = fit(tiny_recipe, x[tr], y[tr], x[va], y[va])
     out = tmp_path_factory.mktemp("model") / "sim.onnx"
-    meta = {"model_version": "tiny-sim", "level_rule": "argmax",
-            "region_names": [f"R{i}" for i in range(246)], "normalization": {"per_trial": "baseline_z"}}
+    meta = {
+        "model_version": "tiny-sim",
+        "level_rule": "argmax",
+        "region_names": [f"R{i}" for i in range(246)],
+        "normalization": {"per_trial": "baseline_z"},
+    }
     export_onnx([res.model], out, meta, x[:64])
     return out
 
@@ -75,7 +82,12 @@ def level_recipe(name: str = "level", C: float = 0.01):
 
     r = Recipe(name=name, data="/nonexistent", seed=0)
     r.model.kind, r.model.se, r.model.normalization = "linear", False, "psc_mean_gsr"
-    r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = [5, 25], 5, "zscore", True
+    r.model.time_window, r.model.time_bins, r.model.subject_align, r.model.trial_level = (
+        [5, 25],
+        5,
+        "zscore",
+        True,
+    )
     r.model.heads = {"class": 3}
     r.optim.solver, r.optim.C = "lbfgs", C
     return r
@@ -99,8 +111,12 @@ def aligned_model(tmp_path_factory, sim_data) -> Path:
     tr, va = subj < 4, subj == 4
     res = fit(r, x[tr], y[tr], x[va], y[va], participants=subj[tr], val_participants=subj[va])
     out = tmp_path_factory.mktemp("aligned") / "aligned.onnx"
-    meta = {"model_version": "aligned-sim", "level_rule": "min_expected_error", "region_attention": False,
-            "region_names": [f"R{i}" for i in range(246)]}
+    meta = {
+        "model_version": "aligned-sim",
+        "level_rule": "min_expected_error",
+        "region_attention": False,
+        "region_names": [f"R{i}" for i in range(246)],
+    }
     export_onnx([res.model], out, meta, x[:64])
     _ALIGNED[out] = res.model
     return out
@@ -128,4 +144,5 @@ def qdq_in_float(monkeypatch) -> None:
         so = plain(*args, **kwargs)
         so.add_session_config_entry("session.disable_quant_qdq", "1")
         return so
+
     monkeypatch.setattr(runtime, "session_options", unfused)

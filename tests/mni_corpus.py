@@ -3,6 +3,7 @@ and white matter maps), for the space checks and register: an EPI-like volume, a
 246-label parcellation of the grey matter that follows Brainnetome's conventions (odd labels left,
 label 2k − 1's partner 2k the mirrored parcel on the right), and images moved by a known affine onto
 a functional grid. Nothing here is real anatomy beyond the template; it runs everywhere."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,9 @@ def known_affine() -> np.ndarray:
     1.06, 0.95, 1.03, shears up to 0.03, translation (7, −9, 12) mm."""
     t = np.eye(4)
     shear = np.array([[1, 0.03, 0], [0, 1, -0.02], [0.01, 0, 1]])
-    t[:3, :3] = euler(np.radians(6), np.radians(-4), np.radians(5)) @ shear @ np.diag([1.06, 0.95, 1.03])
+    t[:3, :3] = (
+        euler(np.radians(6), np.radians(-4), np.radians(5)) @ shear @ np.diag([1.06, 0.95, 1.03])
+    )
     t[:3, 3] = [7, -9, 12]
     return t
 
@@ -32,15 +35,23 @@ def tissue(resolution: int = 3, weights=(800, 550, 1000)):
     from nilearn import datasets
 
     t1 = datasets.load_mni152_template(resolution=resolution)
-    gm = np.asarray(datasets.load_mni152_gm_template(resolution=resolution).dataobj, dtype=np.float64)
-    wm = np.asarray(datasets.load_mni152_wm_template(resolution=resolution).dataobj, dtype=np.float64)
+    gm = np.asarray(
+        datasets.load_mni152_gm_template(resolution=resolution).dataobj, dtype=np.float64
+    )
+    wm = np.asarray(
+        datasets.load_mni152_wm_template(resolution=resolution).dataobj, dtype=np.float64
+    )
     t1_data = np.asarray(t1.dataobj, dtype=np.float32)
     csf = np.clip((t1_data > 0) - gm - wm, 0, 1)
-    epi = (weights[0] * gm + weights[1] * wm + weights[2] * csf).astype(np.float32)   # T2*-like: CSF bright
+    epi = (weights[0] * gm + weights[1] * wm + weights[2] * csf).astype(
+        np.float32
+    )  # T2*-like: CSF bright
     return epi, t1_data, gm, np.asarray(t1.affine, dtype=np.float64)
 
 
-def parcellation(gm: np.ndarray, affine: np.ndarray, n_regions: int = 246, seed: int = 0) -> np.ndarray:
+def parcellation(
+    gm: np.ndarray, affine: np.ndarray, n_regions: int = 246, seed: int = 0
+) -> np.ndarray:
     """246 labels on the grey matter (gm > 0.3): k-means of the left hemisphere's voxel positions
     into 123 parcels (labels 1, 3, …), each right voxel given the label + 1 of the parcel nearest to
     its mirror image."""
@@ -72,7 +83,9 @@ def functional_grid(t: np.ndarray, shape=(48, 56, 40), voxel_mm: float = 3.5) ->
     return a
 
 
-def moved(data: np.ndarray, affine: np.ndarray, t: np.ndarray, shape, grid: np.ndarray, order: int) -> np.ndarray:
+def moved(
+    data: np.ndarray, affine: np.ndarray, t: np.ndarray, shape, grid: np.ndarray, order: int
+) -> np.ndarray:
     """``data`` (MNI, on ``affine``) as the participant's image: sampled at T⁻¹(p) for each point p
     of the grid (``order`` 0: nearest neighbour, for labels; 1: linear)."""
     from scipy import ndimage
@@ -86,7 +99,9 @@ def moved(data: np.ndarray, affine: np.ndarray, t: np.ndarray, shape, grid: np.n
         out = np.zeros(ijk.shape[1], dtype=data.dtype)
         out[inside] = data[v[0, inside], v[1, inside], v[2, inside]]
         return out.reshape(tuple(shape))
-    return ndimage.map_coordinates(data, q, order=1, cval=0.0).reshape(tuple(shape)).astype(np.float32)
+    return (
+        ndimage.map_coordinates(data, q, order=1, cval=0.0).reshape(tuple(shape)).astype(np.float32)
+    )
 
 
 def label_agreement(a: np.ndarray, truth: np.ndarray) -> float:

@@ -1,4 +1,5 @@
 """fmri-edge adapt: the correction, the edited ONNX graph, the CLI, every refusal."""
+
 from __future__ import annotations
 
 import json
@@ -40,13 +41,24 @@ def adapt_models(tmp_path_factory, sim_data):
     x, y, subj = sim_data
     r = _linear_recipe()
     tr, va = subj < 4, subj == 4
-    fits = [fit(r, x[tr], y[tr], x[va], y[va], seed=s, participants=subj[tr], val_participants=subj[va])
-            for s in (0, 1)]
+    fits = [
+        fit(r, x[tr], y[tr], x[va], y[va], seed=s, participants=subj[tr], val_participants=subj[va])
+        for s in (0, 1)
+    ]
     folder = tmp_path_factory.mktemp("adapt")
-    meta = {"model_version": "adapt-test", "level_rule": "argmax", "region_names": NAMES, "heads": {"class": 3}}
+    meta = {
+        "model_version": "adapt-test",
+        "level_rule": "argmax",
+        "region_names": NAMES,
+        "heads": {"class": 3},
+    }
     export_onnx([fits[0].model], folder / "single.onnx", meta, x[:64])
-    export_onnx([f.model for f in fits], folder / "ensemble.onnx", {**meta, "level_rule": "min_expected_error"},
-                x[:64])
+    export_onnx(
+        [f.model for f in fits],
+        folder / "ensemble.onnx",
+        {**meta, "level_rule": "min_expected_error"},
+        x[:64],
+    )
     # as models were exported before they carried the adaptation head
     export_onnx([fits[0].model], folder / "headless.onnx", meta, x[:64], adaptation_head=False)
     return folder / "single.onnx", folder / "ensemble.onnx"
@@ -66,8 +78,10 @@ def participant(tmp_path, sim_data):
     np.save(trials, xs)
     pick = np.concatenate([np.flatnonzero(ys[:, 0] == c)[:3] for c in (-1, 0, 1)]) + 1
     labels = tmp_path / "labels.csv"
-    labels.write_text("Participant,Trial,CLASS,LEVEL\n" + "".join(f"P17,{t},{ys[t - 1, 0]},{ys[t - 1, 1]}\n"
-                                                                  for t in pick))
+    labels.write_text(
+        "Participant,Trial,CLASS,LEVEL\n"
+        + "".join(f"P17,{t},{ys[t - 1, 0]},{ys[t - 1, 1]}\n" for t in pick)
+    )
     return trials, labels, ys, pick
 
 
@@ -77,6 +91,7 @@ def _base_outputs(model, trials):
 
 
 # ---- the correction ---------------------------------------------------------------------------------
+
 
 def test_bias_recovers_a_shifted_prior_and_shrinkage_pulls_it_to_zero():
     rng = np.random.default_rng(0)
@@ -92,7 +107,10 @@ def test_bias_recovers_a_shifted_prior_and_shrinkage_pulls_it_to_zero():
     y2 = np.repeat([0, 1, 2], 20)
     corr = adapt.fit_correction(p2, y2, "bias", 1.0)
     assert corr.bias[0] > corr.bias[1] + 0.3
-    norms = [np.linalg.norm(adapt.fit_correction(p2, y2, "bias", lam).bias) for lam in (0.1, 1, 10, 100, 1e6)]
+    norms = [
+        np.linalg.norm(adapt.fit_correction(p2, y2, "bias", lam).bias)
+        for lam in (0.1, 1, 10, 100, 1e6)
+    ]
     assert all(a > b for a, b in zip(norms, norms[1:])) and norms[-1] < 1e-3
 
 
@@ -111,14 +129,17 @@ def test_features_method_fits_the_span_of_the_labeled_trials():
 
 # ---- the graph ---------------------------------------------------------------------------------------
 
+
 def test_wire_format_round_trip_is_byte_exact(adapt_models):
     data = adapt_models[0].read_bytes()
     m = onnx_edit.ModelProto(data)
     assert m.to_bytes() == data
     assert "features" in m.graph_names(onnx_edit.GRAPH_OUTPUT)
-    name, value = onnx_edit.read_tensor(onnx_edit.tensor("w", np.arange(6, dtype=np.float32).reshape(2, 3)))
+    name, value = onnx_edit.read_tensor(
+        onnx_edit.tensor("w", np.arange(6, dtype=np.float32).reshape(2, 3))
+    )
     assert name == "w" and value.tolist() == [[0, 1, 2], [3, 4, 5]]
-    for v in (0, 1, 127, 128, 300, 2 ** 40):
+    for v in (0, 1, 127, 128, 300, 2**40):
         assert onnx_edit.read_varint(onnx_edit.varint(v), 0)[0] == v
     m.set_metadata("x", "1")
     assert m.metadata()["x"] == "1"
@@ -140,26 +161,44 @@ def test_identity_when_shrinkage_dominates(adapt_models, participant, tmp_path, 
             np.testing.assert_allclose(getattr(after, k), getattr(before, k), atol=1e-5)
         assert r.changed == 0
         # and a weak pull changes the answers: the test above can fail
-        weak = adapt.adapt([trials], labels, base, tmp_path / f"weak-{base.stem}-{method}.onnx", method=method,
-                           shrinkage=0.01)
+        weak = adapt.adapt(
+            [trials],
+            labels,
+            base,
+            tmp_path / f"weak-{base.stem}-{method}.onnx",
+            method=method,
+            shrinkage=0.01,
+        )
         moved = _base_outputs(weak.out, trials)
         assert np.abs(moved.class_probs - before.class_probs).max() > 1e-2
 
 
-def test_adapted_graph_computes_its_numpy_definition_and_level_follows_class(adapt_models, participant, tmp_path):
+def test_adapted_graph_computes_its_numpy_definition_and_level_follows_class(
+    adapt_models, participant, tmp_path
+):
     trials, labels, ys, pick = participant
     for base in adapt_models:
         b = _base_outputs(base, trials)
         # a class-only model: level_probs = class_probs @ P(LEVEL | CLASS)
         m, *_ = np.linalg.lstsq(b.class_probs, b.level_probs, rcond=None)
         for method in adapt.METHODS:
-            r = adapt.adapt([trials], labels, base, tmp_path / f"{base.stem}-{method}.onnx", method=method,
-                            shrinkage=0.5)
+            r = adapt.adapt(
+                [trials],
+                labels,
+                base,
+                tmp_path / f"{base.stem}-{method}.onnx",
+                method=method,
+                shrinkage=0.5,
+            )
             a = _base_outputs(r.out, trials)
             # only the head's defaults (and the alignment's) changed: same nodes, same outputs
             before, after = onnx_edit.ModelProto.load(base), onnx_edit.ModelProto.load(r.out)
-            assert [f.raw for f in before.graph if f.number == 1] == [f.raw for f in after.graph if f.number == 1]
-            assert after.initializer("adapt_bias").ravel().tolist() == pytest.approx(r.correction.bias.tolist())
+            assert [f.raw for f in before.graph if f.number == 1] == [
+                f.raw for f in after.graph if f.number == 1
+            ]
+            assert after.initializer("adapt_bias").ravel().tolist() == pytest.approx(
+                r.correction.bias.tolist()
+            )
             lmap = adapt.level_map(Model(base).info.meta)
             assert lmap is not None and np.allclose(lmap, m, atol=1e-4)
             want_c, want_l = r.correction.apply(b.class_probs, b.level_probs, b.features, lmap)
@@ -180,19 +219,32 @@ def test_adaptation_head_at_its_defaults_changes_no_output_bit(adapt_models, hea
     for subject in (None, (z.mean(axis=0), z.std(axis=0) + 0.1)):
         a, b = with_head.run(x, subject, names), without.run(x, subject, names)
         for k in names:
-            assert np.array_equal(a[k], b[k]), k   # bit for bit, not within a tolerance
+            assert np.array_equal(a[k], b[k]), k  # bit for bit, not within a tolerance
     # the graph inputs are there, with zero defaults
     m = onnx_edit.ModelProto.load(adapt_models[0])
-    assert {"adapt_bias", "adapt_scale", "adapt_weight"} <= set(m.graph_names(onnx_edit.GRAPH_INPUT))
-    assert m.initializer("adapt_weight").shape == (with_head.run(x[:1], outputs=["features"])["features"].shape[1], 3)
+    assert {"adapt_bias", "adapt_scale", "adapt_weight"} <= set(
+        m.graph_names(onnx_edit.GRAPH_INPUT)
+    )
+    assert m.initializer("adapt_weight").shape == (
+        with_head.run(x[:1], outputs=["features"])["features"].shape[1],
+        3,
+    )
     assert not any(m.initializer(n).any() for n in ("adapt_bias", "adapt_scale", "adapt_weight"))
 
 
-def test_adapt_refuses_a_model_exported_before_the_head_which_predict_still_runs(headless, participant, tmp_path):
+def test_adapt_refuses_a_model_exported_before_the_head_which_predict_still_runs(
+    headless, participant, tmp_path
+):
     trials, labels, _, _ = participant
-    _refused([trials, "--labels", labels, "--model", headless, "--out", tmp_path / "o.onnx"], "headless.onnx",
-             "no adaptation inputs", "export it again")
-    res = runner.invoke(app, ["predict", str(trials), "--model", str(headless), "--out", str(tmp_path / "p.csv")])
+    _refused(
+        [trials, "--labels", labels, "--model", headless, "--out", tmp_path / "o.onnx"],
+        "headless.onnx",
+        "no adaptation inputs",
+        "export it again",
+    )
+    res = runner.invoke(
+        app, ["predict", str(trials), "--model", str(headless), "--out", str(tmp_path / "p.csv")]
+    )
     assert res.exit_code == 0, res.output
     assert not (tmp_path / "o.onnx").exists()
 
@@ -206,17 +258,35 @@ def test_participant_statistics_become_the_defaults(adapt_models, participant, t
     alone = Model(r.out).run(x)["class_probs"]  # 3 trials: predict would use the defaults
     fed = Model(r.out).run(x, subject=seen.subject)["class_probs"]
     np.testing.assert_allclose(alone, fed, atol=1e-5)
-    assert not np.allclose(Model(base).run(x)["class_probs"], Model(base).run(x, seen.subject)["class_probs"])
+    assert not np.allclose(
+        Model(base).run(x)["class_probs"], Model(base).run(x, seen.subject)["class_probs"]
+    )
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
+
 
 def test_cli_adapt_info_predict_round_trip(adapt_models, participant, tmp_path):
     trials, labels, _, pick = participant
     base = adapt_models[1]
     out = tmp_path / "M-P17.onnx"
-    res = runner.invoke(app, ["adapt", str(trials), "--labels", str(labels), "--model", str(base), "--out", str(out),
-                              "--method", "scale_bias", "--shrinkage", "5"])
+    res = runner.invoke(
+        app,
+        [
+            "adapt",
+            str(trials),
+            "--labels",
+            str(labels),
+            "--model",
+            str(base),
+            "--out",
+            str(out),
+            "--method",
+            "scale_bias",
+            "--shrinkage",
+            "5",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "answers changed" in res.output and "K = 9" in res.output
     assert check_model_card(out) == out.with_suffix(".md")
@@ -225,11 +295,18 @@ def test_cli_adapt_info_predict_round_trip(adapt_models, participant, tmp_path):
     assert f"`{file_sha256(base)}`" in out.with_suffix(".md").read_text()
     res = runner.invoke(app, ["info", str(out), "--json"])
     a = json.loads(res.output)["adaptation"]
-    assert a["participant"] == "P17" and a["k"] == 9 and a["method"] == "scale_bias" and a["shrinkage"] == 5.0
+    assert (
+        a["participant"] == "P17"
+        and a["k"] == 9
+        and a["method"] == "scale_bias"
+        and a["shrinkage"] == 5.0
+    )
     assert a["base_sha256"] == file_sha256(base) and a["labeled_trials"] == [int(t) for t in pick]
     res = runner.invoke(app, ["info", str(out)])
     assert res.exit_code == 0 and "adapted to" in res.output and "P17" in res.output
-    res = runner.invoke(app, ["predict", str(trials), "--model", str(out), "--out", str(tmp_path / "p.csv")])
+    res = runner.invoke(
+        app, ["predict", str(trials), "--model", str(out), "--out", str(tmp_path / "p.csv")]
+    )
     assert res.exit_code == 0, res.output
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 31
     assert "adapted to participant" not in res.output
@@ -237,7 +314,10 @@ def test_cli_adapt_info_predict_round_trip(adapt_models, participant, tmp_path):
     res = runner.invoke(app, ["predict", str(tmp_path / "P18.npy"), "--model", str(out)])
     assert res.exit_code == 0 and "adapted to participant P17" in " ".join(res.output.split())
     # an existing output is kept without --force
-    res = runner.invoke(app, ["adapt", str(trials), "--labels", str(labels), "--model", str(base), "--out", str(out)])
+    res = runner.invoke(
+        app,
+        ["adapt", str(trials), "--labels", str(labels), "--model", str(base), "--out", str(out)],
+    )
     assert res.exit_code == 2 and "exists" in res.output
 
 
@@ -254,15 +334,30 @@ def test_cli_defaults_are_the_library_defaults():
 def test_default_shrinkage_follows_alignment(adapt_models, participant, tmp_path):
     trials, labels, _, _ = participant
     r = adapt.adapt([trials], labels, adapt_models[0], tmp_path / "a.onnx")
-    assert r.correction.shrinkage == adapt.DEFAULT_SHRINKAGE["aligned"] and r.correction.method == "features"
+    assert (
+        r.correction.shrinkage == adapt.DEFAULT_SHRINKAGE["aligned"]
+        and r.correction.method == "features"
+    )
 
 
 def test_labels_npz_labels_the_first_trials(adapt_models, participant, tmp_path):
     trials, _, ys, _ = participant
     npz = tmp_path / "labels.npz"
     np.savez(npz, data=ys[:12].astype(np.float64))
-    res = runner.invoke(app, ["adapt", str(trials), "--labels", str(npz), "--model", str(adapt_models[0]),
-                              "--out", str(tmp_path / "a.onnx"), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "adapt",
+            str(trials),
+            "--labels",
+            str(npz),
+            "--model",
+            str(adapt_models[0]),
+            "--out",
+            str(tmp_path / "a.onnx"),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["k"] == 12
 
@@ -303,28 +398,64 @@ def test_refusals(adapt_models, participant, tmp_path, sim_data):
     few = _csv(tmp_path / "few.csv", ok_rows[:2])
     _refused([trials, "--labels", few, *common], "few.csv", "only 2 labeled", "at least 3")
     # malformed CSVs, by line
-    _refused([trials, "--labels", _csv(tmp_path / "c1.csv", ["P17,1,-1"], "Participant,Trial,VALENCE"), *common],
-             "c1.csv", "line 1", "no CLASS column")
-    _refused([trials, "--labels", _csv(tmp_path / "c2.csv", [ok_rows[0], "P17,2,5,0"]), *common],
-             "c2.csv", "line 3", "CLASS 5 outside")
-    _refused([trials, "--labels", _csv(tmp_path / "c3.csv", [*ok_rows, "P17,2,1,0"]), *common],
-             "c3.csv", "line 5", "duplicate row for participant P17, trial 2")
+    _refused(
+        [
+            trials,
+            "--labels",
+            _csv(tmp_path / "c1.csv", ["P17,1,-1"], "Participant,Trial,VALENCE"),
+            *common,
+        ],
+        "c1.csv",
+        "line 1",
+        "no CLASS column",
+    )
+    _refused(
+        [trials, "--labels", _csv(tmp_path / "c2.csv", [ok_rows[0], "P17,2,5,0"]), *common],
+        "c2.csv",
+        "line 3",
+        "CLASS 5 outside",
+    )
+    _refused(
+        [trials, "--labels", _csv(tmp_path / "c3.csv", [*ok_rows, "P17,2,1,0"]), *common],
+        "c3.csv",
+        "line 5",
+        "duplicate row for participant P17, trial 2",
+    )
     _refused([trials, "--labels", tmp_path / "l.txt", *common], "l.txt", "labels.npz or a .csv")
     # a model without the features output
     data = onnx_edit.ModelProto.load(base)
-    data.graph = [f for f in data.graph if not (f.number == onnx_edit.GRAPH_OUTPUT
-                                                and onnx_edit.strings_of(f.payload, 1) == ["features"])]
-    data.set_metadata("weights_sha256", None)  # the graph changed: its export digest no longer applies
+    data.graph = [
+        f
+        for f in data.graph
+        if not (
+            f.number == onnx_edit.GRAPH_OUTPUT
+            and onnx_edit.strings_of(f.payload, 1) == ["features"]
+        )
+    ]
+    data.set_metadata(
+        "weights_sha256", None
+    )  # the graph changed: its export digest no longer applies
     plain = tmp_path / "plain.onnx"
     data.save(plain)
-    _refused([trials, "--labels", labels, "--model", plain, "--out", out], "plain.onnx", "no `features` output")
+    _refused(
+        [trials, "--labels", labels, "--model", plain, "--out", out],
+        "plain.onnx",
+        "no `features` output",
+    )
     # an adapted model is not adapted again
     adapt.adapt([trials], labels, base, tmp_path / "once.onnx")
-    _refused([trials, "--labels", labels, "--model", tmp_path / "once.onnx", "--out", out], "once.onnx",
-             "already adapted")
+    _refused(
+        [trials, "--labels", labels, "--model", tmp_path / "once.onnx", "--out", out],
+        "once.onnx",
+        "already adapted",
+    )
     # several participants
     np.save(tmp_path / "P18.npy", np.load(trials))
-    _refused([trials, tmp_path / "P18.npy", "--labels", labels, *common], "2 participants", "--participant")
+    _refused(
+        [trials, tmp_path / "P18.npy", "--labels", labels, *common],
+        "2 participants",
+        "--participant",
+    )
     assert not out.exists()
 
 
@@ -334,7 +465,7 @@ def test_adapt_runs_with_torch_unimportable(adapt_models, participant, tmp_path)
         from typer.testing import CliRunner
         from fmri_edge.cli import app
         res = CliRunner().invoke(app, ["adapt", r"{trials}", "--labels", r"{labels}", "--model",
-                                       r"{adapt_models[1]}", "--out", r"{tmp_path / 'x.onnx'}", "--method", "features"])
+                                       r"{adapt_models[1]}", "--out", r"{tmp_path / "x.onnx"}", "--method", "features"])
         assert res.exit_code == 0, (res.output, res.exception)
         assert "torch" not in sys.modules and "onnx" not in sys.modules
         print("ok")
@@ -342,7 +473,9 @@ def test_adapt_runs_with_torch_unimportable(adapt_models, participant, tmp_path)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
 
 
-def test_head_of_a_model_with_a_level_head_is_exact_at_defaults_and_adapts_as_defined(participant, tmp_path, sim_data):
+def test_head_of_a_model_with_a_level_head_is_exact_at_defaults_and_adapts_as_defined(
+    participant, tmp_path, sim_data
+):
     """The other LEVEL branch (a CNN with CLASS and LEVEL heads, no alignment): at its defaults the
     head changes no output bit; adapted, LEVEL is reweighted per class as Correction.apply says."""
     torch = pytest.importorskip("torch")
@@ -350,7 +483,9 @@ def test_head_of_a_model_with_a_level_head_is_exact_at_defaults_and_adapts_as_de
     from fmri_edge.training.model import ModelConfig, build_model
 
     torch.manual_seed(0)
-    net = build_model(ModelConfig(widths=(8, 8, 8), dense=(16, 8), heads={"class": 3, "level": 9})).eval()
+    net = build_model(
+        ModelConfig(widths=(8, 8, 8), dense=(16, 8), heads={"class": 3, "level": 9})
+    ).eval()
     meta = {"model_version": "heads", "level_rule": "argmax", "region_names": NAMES}
     x = sim_data[0][:16].astype(np.float32)
     export_onnx([net], tmp_path / "head.onnx", meta, x)
@@ -360,9 +495,16 @@ def test_head_of_a_model_with_a_level_head_is_exact_at_defaults_and_adapts_as_de
     a, b = with_head.run(x, outputs=bare.outputs), bare.run(x, outputs=bare.outputs)
     assert all(np.array_equal(a[k], b[k]) for k in bare.outputs)
     trials, labels, _, _ = participant
-    r = adapt.adapt([trials], labels, tmp_path / "head.onnx", tmp_path / "a.onnx", method="scale_bias", shrinkage=0.01)
+    r = adapt.adapt(
+        [trials],
+        labels,
+        tmp_path / "head.onnx",
+        tmp_path / "a.onnx",
+        method="scale_bias",
+        shrinkage=0.01,
+    )
     base, got = _base_outputs(tmp_path / "head.onnx", trials), _base_outputs(r.out, trials)
     want_c, want_l = r.correction.apply(base.class_probs, base.level_probs, base.features)
-    assert np.abs(want_c - base.class_probs).max() > 1e-3   # the correction is not the identity
+    assert np.abs(want_c - base.class_probs).max() > 1e-3  # the correction is not the identity
     np.testing.assert_allclose(got.class_probs, want_c, atol=1e-6)
     np.testing.assert_allclose(got.level_probs, want_l, atol=1e-6)

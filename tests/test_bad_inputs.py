@@ -1,6 +1,7 @@
 """Every deliberately broken input of the corpus (tests/corpus.py) gets its one clear message: exit
 code 2, no traceback, nothing unpickled — and a folder mixing all of them with good files still
 gets every good trial predicted."""
+
 import csv
 import json
 
@@ -71,32 +72,54 @@ def test_mixed_folder_loses_no_good_trial(model, tmp_path):
     good = {"good_a": corpus.trials(3, seed=1), "good_b": corpus.trials(1, seed=2)[0]}
     for name, x in good.items():
         np.save(folder / f"{name}.npy", x)
-    expected = {(name, t) for name, x in good.items() for t in range(1, (len(x) if x.ndim == 3 else 1) + 1)}
-    for name, (value, dtype) in corpus.BAD_TRIALS.items():      # trial 2 of 3 is bad
+    expected = {
+        (name, t) for name, x in good.items() for t in range(1, (len(x) if x.ndim == 3 else 1) + 1)
+    }
+    for name, (value, dtype) in corpus.BAD_TRIALS.items():  # trial 2 of 3 is bad
         x = corpus.trials(3, seed=3).astype(dtype)
         x[1, 10, 10] = value
         np.save(folder / f"bad_trial_{name}.npy", x)
         expected |= {(f"bad_trial_{name}", 1), (f"bad_trial_{name}", 3)}
-    (folder / "P17").mkdir()                                     # an ICBHI subject folder beside them
+    (folder / "P17").mkdir()  # an ICBHI subject folder beside them
     np.savez(folder / "P17" / "fMRI_data.npz", data=corpus.trials(2, seed=4).astype(np.float64))
     expected |= {("P17", 1), ("P17", 2)}
 
-    res = invoke(["predict", folder, "--model", model, "--out", tmp_path / "p.csv",
-                  "--errors", tmp_path / "e.json", "--batch-size", "2"])
-    assert res.exit_code == 3, res.output            # a partial submission: the good rows, and a distinct code
+    res = invoke(
+        [
+            "predict",
+            folder,
+            "--model",
+            model,
+            "--out",
+            tmp_path / "p.csv",
+            "--errors",
+            tmp_path / "e.json",
+            "--batch-size",
+            "2",
+        ]
+    )
+    assert res.exit_code == 3, (
+        res.output
+    )  # a partial submission: the good rows, and a distinct code
     assert "Traceback" not in res.output
     n_refused = sum(not c.trial_level for c in corpus.BAD_FILES.values())
-    assert f"lacks {len(corpus.BAD_TRIALS) + sum(c.trial_level for c in corpus.BAD_FILES.values())} row(s) of " \
-           f"the trials found and every trial of {n_refused} refused input(s)" in " ".join(res.stderr.split())
+    assert (
+        f"lacks {len(corpus.BAD_TRIALS) + sum(c.trial_level for c in corpus.BAD_FILES.values())} row(s) of "
+        f"the trials found and every trial of {n_refused} refused input(s)"
+        in " ".join(res.stderr.split())
+    )
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert {(r["Participant"], int(r["Trial"])) for r in rows} == expected
     assert len(rows) == len(expected)
     errors = json.loads((tmp_path / "e.json").read_text())
     refused = {e["file"].rsplit("/", 1)[-1] for e in errors if e["outcome"] == "refused"}
     assert refused == {c.filename for c in corpus.BAD_FILES.values() if not c.trial_level}
-    skipped = {(e["file"].rsplit("/", 1)[-1], e["trial"]) for e in errors if e["outcome"] == "skipped"}
-    assert skipped == {(c.filename, 1) for c in corpus.BAD_FILES.values() if c.trial_level} | \
-        {(f"bad_trial_{n}.npy", 2) for n in corpus.BAD_TRIALS}
+    skipped = {
+        (e["file"].rsplit("/", 1)[-1], e["trial"]) for e in errors if e["outcome"] == "skipped"
+    }
+    assert skipped == {(c.filename, 1) for c in corpus.BAD_FILES.values() if c.trial_level} | {
+        (f"bad_trial_{n}.npy", 2) for n in corpus.BAD_TRIALS
+    }
     assert all(set(e) == {"file", "trial", "outcome", "problem"} for e in errors)
     assert not corpus.exploded(folder)
 
@@ -109,13 +132,20 @@ def test_one_bad_trial_among_many_is_reported_in_json_output(model, tmp_path):
     doc = json.loads(res.stdout)
     assert res.exit_code == 0 and doc["n_trials"] == 4
     assert [p["trial"] for p in doc["predictions"]] == [1, 2, 3, 5]
-    assert doc["errors"] == [{"file": str(tmp_path / "s.npy"), "trial": 4, "outcome": "skipped",
-                              "problem": "1 NaN value(s), first at region 0, second 0 (0-based); trial skipped "
-                                         "(--nan interpolate fills short gaps over time)"}]
+    assert doc["errors"] == [
+        {
+            "file": str(tmp_path / "s.npy"),
+            "trial": 4,
+            "outcome": "skipped",
+            "problem": "1 NaN value(s), first at region 0, second 0 (0-based); trial skipped "
+            "(--nan interpolate fills short gaps over time)",
+        }
+    ]
     assert "skipped:" in res.stderr and "trial 4" in res.stderr
 
 
 # ---- interrupts and atomic writes ---------------------------------------------------------------------
+
 
 def _interrupt_on_call(monkeypatch, n: int):
     from fmri_edge.model.runtime import Model
@@ -140,8 +170,19 @@ def test_ctrl_c_mid_stream_leaves_the_old_file_or_none(model, tmp_path, monkeypa
     if existing:
         out.write_text("old,complete,file\n")
     calls = _interrupt_on_call(monkeypatch, 2)
-    res = invoke(["predict", tmp_path / "a.npy", "--model", model, "--out", out, "--force",
-                  "--batch-size", "2"])
+    res = invoke(
+        [
+            "predict",
+            tmp_path / "a.npy",
+            "--model",
+            model,
+            "--out",
+            out,
+            "--force",
+            "--batch-size",
+            "2",
+        ]
+    )
     assert calls["n"] == 2 and res.exit_code == 130
     assert "interrupted" in res.stderr and "Traceback" not in res.output
     assert (out.read_text() == "old,complete,file\n") if existing else not out.exists()
@@ -152,7 +193,19 @@ def test_an_uninterrupted_run_replaces_the_file_completely(model, tmp_path):
     np.save(tmp_path / "a.npy", corpus.trials(6))
     out = tmp_path / "p.csv"
     out.write_text("old\n")
-    res = invoke(["predict", tmp_path / "a.npy", "--model", model, "--out", out, "--force", "--batch-size", "2"])
+    res = invoke(
+        [
+            "predict",
+            tmp_path / "a.npy",
+            "--model",
+            model,
+            "--out",
+            out,
+            "--force",
+            "--batch-size",
+            "2",
+        ]
+    )
     assert res.exit_code == 0
     assert len(submission.read_answers(out).trial) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "p.csv"]

@@ -4,6 +4,7 @@ streamed prediction keeps memory bounded without changing a single answer.
 
 No test asserts a wall time: timings on a shared machine say nothing about correctness.
 """
+
 import csv
 import json
 from pathlib import Path
@@ -19,13 +20,14 @@ from tests.conftest import qdq_in_float
 
 # ---- numpy-only parts ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["zscore", "center", "none"])
 def test_streamed_subject_normalization_equals_whole_file(mode):
     x = simulate(70, seed=3)[0]
     stats = SubjectStats(mode)
     for i in range(0, len(x), 16):
-        stats.add(x[i:i + 16])
-    got = np.concatenate([stats.apply(x[i:i + 16]) for i in range(0, len(x), 16)])
+        stats.add(x[i : i + 16])
+    got = np.concatenate([stats.apply(x[i : i + 16]) for i in range(0, len(x), 16)])
     np.testing.assert_allclose(got, subject_normalize(x, mode), rtol=0, atol=1e-5)
 
 
@@ -38,15 +40,16 @@ def test_release_pages_keeps_values_and_ignores_plain_arrays(tmp_path):
     x = simulate(40, seed=1)[0]
     np.save(tmp_path / "x.npy", x)
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
-    release_pages(mm[:25])                      # consumed pages leave memory …
-    np.testing.assert_array_equal(mm, x)        # … and come back from the file when touched again
-    release_pages(mm[:, :, :10])                # strided views are fine
-    release_pages(x[:10])                       # not memory-mapped: nothing to do
+    release_pages(mm[:25])  # consumed pages leave memory …
+    np.testing.assert_array_equal(mm, x)  # … and come back from the file when touched again
+    release_pages(mm[:, :, :10])  # strided views are fine
+    release_pages(x[:10])  # not memory-mapped: nothing to do
     release_pages(mm[:0])
     np.testing.assert_array_equal(mm, x)
 
 
 # ---- with a model ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
@@ -94,7 +97,9 @@ def test_int8_model_opens_answers_alike_and_says_so(tiny_run, tmp_path, monkeypa
     assert recipe["calibration_trials"] == 200 and q.info.n_regions == f.info.n_regions
     a, b = q.run(x), f.run(x)
     assert a["class_probs"].shape == b["class_probs"].shape
-    assert np.isfinite(a["class_probs"]).all() and np.allclose(a["class_probs"].sum(1), 1, atol=1e-5)
+    assert np.isfinite(a["class_probs"]).all() and np.allclose(
+        a["class_probs"].sum(1), 1, atol=1e-5
+    )
     # how close this CPU's int8 kernels come is the bench's to measure (cv_accuracy_change); the
     # quantized model's own arithmetic, computed in float, is the same on every CPU
     qdq_in_float(monkeypatch)
@@ -116,10 +121,16 @@ def test_int8_of_a_linear_graph_quantizes_only_its_gemm(aligned_model, tmp_path,
     recipe = quantize_int8(aligned_model, tmp_path / "lin.int8.onnx", x, "120 simulated trials")
     nodes = onnx.load(str(tmp_path / "lin.int8.onnx")).graph.node
     assert recipe["ops"] == ["Gemm"] and any(n.op_type == "QuantizeLinear" for n in nodes)
-    assert not any(n.op_type == "QuantizeLinear" and "trials" in n.input for n in nodes)   # raw BOLD stays fp32
+    assert not any(
+        n.op_type == "QuantizeLinear" and "trials" in n.input for n in nodes
+    )  # raw BOLD stays fp32
     a, b = Model(tmp_path / "lin.int8.onnx").run(x), Model(aligned_model).run(x)
-    assert np.isfinite(a["class_probs"]).all() and np.allclose(a["class_probs"].sum(1), 1, atol=1e-5)
-    qdq_in_float(monkeypatch)   # the agreement of the quantized arithmetic itself, not of this CPU's kernels
+    assert np.isfinite(a["class_probs"]).all() and np.allclose(
+        a["class_probs"].sum(1), 1, atol=1e-5
+    )
+    qdq_in_float(
+        monkeypatch
+    )  # the agreement of the quantized arithmetic itself, not of this CPU's kernels
     a = Model(tmp_path / "lin.int8.onnx").run(x)
     assert np.mean(a["class_probs"].argmax(1) == b["class_probs"].argmax(1)) >= 0.95
 
@@ -149,7 +160,9 @@ def test_predict_streams_subject_normalized_file_like_the_whole_file(tiny_run, t
             summary = predict_to(dec, [tmp_path / "P01.npy"], f, batch_size=batch, probs=True)
         rows = list(csv.DictReader(open(tmp_path / "p.csv")))
         assert summary.n_trials == 90 and [int(r["Trial"]) for r in rows] == list(range(1, 91))
-        got = np.array([[float(r[k]) for k in ("p_negative", "p_neutral", "p_positive")] for r in rows])
+        got = np.array(
+            [[float(r[k]) for k in ("p_negative", "p_neutral", "p_positive")] for r in rows]
+        )
         np.testing.assert_allclose(got, want, atol=1e-4 + 1e-6)
 
 
@@ -162,27 +175,74 @@ def test_bench_runs_on_tiny_settings_and_writes_every_key(tiny_run, tmp_path):
     run, fp32 = tiny_run
     out = tmp_path / "bench.json"
     md = tmp_path / "speed.md"
-    res = CliRunner().invoke(app, ["bench", "--run", str(run), "--model", str(fp32), "--batches", "1,4",
-                                   "--seconds", "0.01", "--rounds", "1", "--cold-runs", "1", "--large-trials", "40",
-                                   "--threads", "1", "--data", str(tmp_path / "no-data"), "--gemm-sizes", "128",
-                                   "--json", str(out), "--markdown", str(md)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--run",
+            str(run),
+            "--model",
+            str(fp32),
+            "--batches",
+            "1,4",
+            "--seconds",
+            "0.01",
+            "--rounds",
+            "1",
+            "--cold-runs",
+            "1",
+            "--large-trials",
+            "40",
+            "--threads",
+            "1",
+            "--data",
+            str(tmp_path / "no-data"),
+            "--gemm-sizes",
+            "128",
+            "--json",
+            str(out),
+            "--markdown",
+            str(md),
+        ],
+    )
     assert res.exit_code == 0, res.output
     r = json.loads(out.read_text())
-    for key in ("machine", "model", "flops", "gemm", "engines", "efficiency", "ratios", "model_only_best",
-                "session_options", "batch_sweep", "cold_start", "import_time", "large_input", "targets",
-                "engines_by_policy", "ratios_by_policy", "profile"):
+    for key in (
+        "machine",
+        "model",
+        "flops",
+        "gemm",
+        "engines",
+        "efficiency",
+        "ratios",
+        "model_only_best",
+        "session_options",
+        "batch_sweep",
+        "cold_start",
+        "import_time",
+        "large_input",
+        "targets",
+        "engines_by_policy",
+        "ratios_by_policy",
+        "profile",
+    ):
         assert key in r, key
     assert set(r["engines"]) == {"ort-fp32", "ort-int8", "torch", "torch-graph"}
     assert set(r["engines_by_policy"]) == {"spinning off", "spinning on"}
     assert r["profile"]["nodes"] and abs(sum(n["share"] for n in r["profile"]["nodes"]) - 1) < 0.01
-    assert set(r["engines"]["torch"]) == {"1", "4"} and r["engines"]["ort-fp32"]["4"]["trials_per_s"] > 0
+    assert (
+        set(r["engines"]["torch"]) == {"1", "4"}
+        and r["engines"]["ort-fp32"]["4"]["trials_per_s"] > 0
+    )
     assert set(r["ratios"]) >= {"ort_fp32_vs_torch", "ort_int8_vs_fp32"}
     assert r["model"]["parity_max_abs_diff_vs_torch"] < 1e-4
     # the graph also computes the adaptation head (counted exactly in test_flops_from_graph_equal_flops_from_layers)
     assert r["flops"]["per_trial"] > r["flops"]["per_trial_torch_layers"] > 0
     assert r["large_input"]["csv_rows"] == 40 and r["large_input"]["peak_rss_mb"] > 0
     assert r["cold_start"]["same_answers"] == 1.0
-    assert r["import_time"]["predict"]["heavy_modules_imported"] == []      # no torch/onnx behind the CLI
+    assert (
+        r["import_time"]["predict"]["heavy_modules_imported"] == []
+    )  # no torch/onnx behind the CLI
     assert r["import_time"]["help"]["exit_code"] == 0
     assert "simulated" in r["inputs"]
     assert {t["target"] for t in r["targets"]} and "| engine |" in md.read_text()
@@ -195,8 +255,10 @@ def test_the_shipped_bench_json_is_what_the_schema_says():
 
     shipped = json.loads((Path(__file__).parents[1] / "docs" / "bench.json").read_text())
     assert schema_errors(shipped) == []
-    assert schema_errors({**shipped, "extra": 1, "threads": "2"}) == ["result.extra: not in BenchResult",
-                                                                      "result.threads: expected int, got str"]
+    assert schema_errors({**shipped, "extra": 1, "threads": "2"}) == [
+        "result.extra: not in BenchResult",
+        "result.threads: expected int, got str",
+    ]
 
 
 def test_bench_refuses_a_model_with_other_weights(tiny_run, tmp_path):
@@ -204,10 +266,25 @@ def test_bench_refuses_a_model_with_other_weights(tiny_run, tmp_path):
     from fmri_edge.training.checkpoints import random_run
 
     _, fp32 = tiny_run
-    other = random_run(tmp_path / "other", seed=1, widths=(8, 16, 16), dense=(32, 16), normalization="minmax_trial")
+    other = random_run(
+        tmp_path / "other", seed=1, widths=(8, 16, 16), dense=(32, 16), normalization="minmax_trial"
+    )
     with pytest.raises(ValueError, match="not the same weights"):
-        run_bench(BenchConfig(run=other, model=fp32, data=tmp_path / "none", batches=(1,), seconds=0.01, rounds=1,
-                              cold_runs=0, large_trials=0, sweep=False, gemm_sizes=(64,), engines=("ort-fp32",)))
+        run_bench(
+            BenchConfig(
+                run=other,
+                model=fp32,
+                data=tmp_path / "none",
+                batches=(1,),
+                seconds=0.01,
+                rounds=1,
+                cold_runs=0,
+                large_trials=0,
+                sweep=False,
+                gemm_sizes=(64,),
+                engines=("ort-fp32",),
+            )
+        )
 
 
 def test_int8_accuracy_change_on_held_out_participants_of_each_fold(tmp_path):
@@ -226,13 +303,20 @@ def test_int8_accuracy_change_on_held_out_participants_of_each_fold(tmp_path):
         random_run(tmp_path / f"init{k}", seed=k, widths=(8, 16, 16), dense=(32, 16))
         model, _ = load_checkpoint(tmp_path / f"init{k}" / "model.pt")
         run.mkdir(exist_ok=True)
-        save_checkpoint(model, run / f"fold{k}.pt", fold=f"test {'+'.join(held_out)}", test_participants=held_out)
+        save_checkpoint(
+            model,
+            run / f"fold{k}.pt",
+            fold=f"test {'+'.join(held_out)}",
+            test_participants=held_out,
+        )
     cv = cv_accuracy_change(run, tmp_path / "data")
     assert cv["n_folds"] == 2 and cv["n_trials"] == 90
     assert [r["n_trials"] for r in cv["folds"]] == [30, 60]
     change = cv["pooled"]["int8"]["CLASS_accuracy"] - cv["pooled"]["fp32"]["CLASS_accuracy"]
     assert cv["accuracy_change_points"] == round(100 * change, 2)
-    assert 0 <= cv["class_agreement"] <= 1 and cv["fp32_vs_training_predictions_max_abs_diff"] is None
+    assert (
+        0 <= cv["class_agreement"] <= 1 and cv["fp32_vs_training_predictions_max_abs_diff"] is None
+    )
     slow = int8_verdict({"speedup": 1.1}, cv)
     assert slow["default"] == "fp32" and any("1.5" in r for r in slow["reasons"])
     assert int8_verdict({"speedup": 2.0}, None)["default"] == "fp32"
@@ -242,11 +326,32 @@ def test_bench_module_imports_neither_torch_nor_onnx():
     import subprocess
     import sys
 
-    modules = ", ".join(f"fmri_edge.training.bench.{m}" for m in (
-        "run", "render", "schema", "timing", "coldstart", "flops", "probe", "targets", "gemm_rate", "process_usage"))
-    r = subprocess.run([sys.executable, "-c", f"import sys, {modules}, fmri_edge.decoding.answers; "
-                        "print([m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])"],
-                       capture_output=True, text=True, check=True)
+    modules = ", ".join(
+        f"fmri_edge.training.bench.{m}"
+        for m in (
+            "run",
+            "render",
+            "schema",
+            "timing",
+            "coldstart",
+            "flops",
+            "probe",
+            "targets",
+            "gemm_rate",
+            "process_usage",
+        )
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, {modules}, fmri_edge.decoding.answers; "
+            "print([m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert r.stdout.strip() == "[]"
 
 
@@ -259,16 +364,22 @@ def test_flops_of_a_linear_ensemble_by_hand(tmp_path):
 
     run = random_run_linear(tmp_path)
     members, _, _ = load_members(run)
-    export_onnx(members, tmp_path / "lin.onnx", {"model_version": "lin", "level_rule": "argmax"}, simulate(64, seed=2)[0])
+    export_onnx(
+        members,
+        tmp_path / "lin.onnx",
+        {"model_version": "lin", "level_rule": "argmax"},
+        simulate(64, seed=2)[0],
+    )
     f = flops_onnx(tmp_path / "lin.onnx")
-    projection = 2 * (5 + 1) * 25 * 246   # 5 bins and the trial mean, each over the 25 s of a region
-    gemm = 2 * (246 * 5) * (2 * 3)                                              # 2 members × 3 classes
+    projection = 2 * (5 + 1) * 25 * 246  # 5 bins and the trial mean, each over the 25 s of a region
+    gemm = 2 * (246 * 5) * (2 * 3)  # 2 members × 3 classes
     class_to_level = 2 * 3 * 9
-    head = 2 * (246 * 5) * 3                          # the adaptation head's features @ adapt_weight
+    head = 2 * (246 * 5) * 3  # the adaptation head's features @ adapt_weight
     assert f["per_trial"] == projection + gemm + class_to_level + head
     nodes, _, _ = gemm_nodes(tmp_path / "lin.onnx", 8)
-    assert sorted((n["m"], n["k"], n["n"]) for n in nodes) == \
-        sorted([(8 * 6, 25, 246), (8, 1230, 6), (8, 3, 9), (8, 1230, 3)])
+    assert sorted((n["m"], n["k"], n["n"]) for n in nodes) == sorted(
+        [(8 * 6, 25, 246), (8, 1230, 6), (8, 3, 9), (8, 1230, 3)]
+    )
     e = efficiency(1000.0, 2e6, 10.0)
     assert e == {"gflops": 2.0, "pct_of_gemm_peak": 20.0}
 
@@ -276,8 +387,16 @@ def test_flops_of_a_linear_ensemble_by_hand(tmp_path):
 def random_run_linear(tmp_path):
     from fmri_edge.training.checkpoints import random_run
 
-    return random_run(tmp_path / "lin", n_members=2, kind="linear", heads={"class": 3}, se=False,
-                      normalization="psc_mean", time_window=[5, 25], time_bins=5)
+    return random_run(
+        tmp_path / "lin",
+        n_members=2,
+        kind="linear",
+        heads={"class": 3},
+        se=False,
+        normalization="psc_mean",
+        time_window=[5, 25],
+        time_bins=5,
+    )
 
 
 def test_markdown_section_replaces_only_the_marked_block(tmp_path):
@@ -291,13 +410,21 @@ def test_markdown_section_replaces_only_the_marked_block(tmp_path):
     assert (tmp_path / "new.md").read_text() == "| t |\n"
 
 
-@pytest.mark.parametrize("config", [
-    {},                                                                   # the paper's defaults
-    {"heads": {"class": 3}, "normalization": "zscore_region", "time_window": [5, 25], "dropout": 0.5},
-    {"se": False, "normalization": "baseline_z"},                         # vanilla ablation
-    {"region_idx": [14, 15, 86, 87], "normalization": "baseline_sub"},    # EBR ablation
-    {"widths": (8, 16, 24), "dense": (32, 16), "n_times": 20},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},  # the paper's defaults
+        {
+            "heads": {"class": 3},
+            "normalization": "zscore_region",
+            "time_window": [5, 25],
+            "dropout": 0.5,
+        },
+        {"se": False, "normalization": "baseline_z"},  # vanilla ablation
+        {"region_idx": [14, 15, 86, 87], "normalization": "baseline_sub"},  # EBR ablation
+        {"widths": (8, 16, 24), "dense": (32, 16), "n_times": 20},
+    ],
+)
 def test_channels_last_network_answers_like_the_original(config):
     torch = pytest.importorskip("torch")
     from fmri_edge.training.fused import ChannelsLast, for_inference
@@ -305,7 +432,7 @@ def test_channels_last_network_answers_like_the_original(config):
 
     torch.manual_seed(0)
     m = build_model(ModelConfig(**config)).eval()
-    for mod in m.modules():                      # trained-looking batch norms, not the identity
+    for mod in m.modules():  # trained-looking batch norms, not the identity
         if isinstance(mod, torch.nn.BatchNorm1d):
             mod.running_mean.uniform_(-0.5, 0.5)
             mod.running_var.uniform_(0.5, 2.0)
@@ -326,7 +453,9 @@ def test_for_inference_keeps_a_network_it_cannot_reproduce(monkeypatch):
 
     m = build_model(ModelConfig(widths=(8, 16, 16), dense=(32, 16))).eval()
     x = simulate(8, seed=9)[0]
-    monkeypatch.setattr(fused, "unfold", lambda t, k: fused.F.pad(t, (0, 0, 0, 0)).repeat(1, 1, k) * 0.5)
+    monkeypatch.setattr(
+        fused, "unfold", lambda t, k: fused.F.pad(t, (0, 0, 0, 0)).repeat(1, 1, k) * 0.5
+    )
     messages = []
     assert fused.for_inference([m], x, log=messages.append)[0] is m and "differs" in messages[0]
 
@@ -334,9 +463,13 @@ def test_for_inference_keeps_a_network_it_cannot_reproduce(monkeypatch):
 def test_paired_ratio_spread_pairs_rounds_in_order():
     from fmri_edge.training.bench.timing import paired_ratio_spread
 
-    timing = {"a": {256: {"rounds_trials_per_s": [100.0, 300.0, 200.0]}},
-              "b": {256: {"rounds_trials_per_s": [100.0, 100.0, 400.0]}}}
-    assert paired_ratio_spread(timing, "a", "b", [256]) == {"256": {"min": 0.5, "median": 1.0, "max": 3.0}}
+    timing = {
+        "a": {256: {"rounds_trials_per_s": [100.0, 300.0, 200.0]}},
+        "b": {256: {"rounds_trials_per_s": [100.0, 100.0, 400.0]}},
+    }
+    assert paired_ratio_spread(timing, "a", "b", [256]) == {
+        "256": {"min": 0.5, "median": 1.0, "max": 3.0}
+    }
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +487,9 @@ def level_fp32(sim_data, tmp_path_factory):
     model = fit(level_recipe(), x[tr], y[tr], participants=subj[tr]).model
     model.pop_mean += 40.0
     path = tmp_path_factory.mktemp("level") / "level.onnx"
-    export_onnx([model], path, {"model_version": "t", "region_names": [f"R{i}" for i in range(246)]}, x[:64])
+    export_onnx(
+        [model], path, {"model_version": "t", "region_names": [f"R{i}" for i in range(246)]}, x[:64]
+    )
     return path
 
 
@@ -374,12 +509,12 @@ def test_int8_calibration_feeds_each_participant_its_own_statistics(level_fp32, 
     while (feeds := reader.get_next()) is not None:
         batch = feeds[decoder.input_name]
         rows = [int(np.flatnonzero((x == t).all(axis=(1, 2)))[0]) for t in batch]
-        (p,) = set(subj[rows].tolist())                                    # one participant per batch
-        rep = decoder.represent(x[subj == p]).astype(np.float64)          # all of its trials
+        (p,) = set(subj[rows].tolist())  # one participant per batch
+        rep = decoder.represent(x[subj == p]).astype(np.float64)  # all of its trials
         np.testing.assert_allclose(feeds[ALIGN_INPUTS[0]], rep.mean(0), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(feeds[ALIGN_INPUTS[1]], rep.std(0) + EPS, rtol=1e-5, atol=1e-5)
         seen[p] += len(rows)
-    assert seen == {p: int((subj == p).sum()) for p in seen}              # every trial, once
+    assert seen == {p: int((subj == p).sum()) for p in seen}  # every trial, once
     plain = _Trials(level_fp32, decoder.input_name, x, batch=64)
     first = plain.get_next()
     assert set(first) == {decoder.input_name} and len(first[decoder.input_name]) == 64
@@ -387,7 +522,8 @@ def test_int8_calibration_feeds_each_participant_its_own_statistics(level_fp32, 
 
 @pytest.mark.parametrize("kernels", ["this CPU's int8 kernels", "QDQ computed in float"])
 def test_int8_calibrated_per_participant_answers_at_least_as_close_as_on_defaults(
-        level_fp32, sim_data, tmp_path, monkeypatch, kernels):
+    level_fp32, sim_data, tmp_path, monkeypatch, kernels
+):
     """Calibrated on each participant aligned (as predict feeds the graph), int8 agrees with fp32 at
     least as well as int8 calibrated on the graph's defaults, on the same machine. Both sides of the
     comparison run on the same kernels, so it holds whichever kernels a CPU picks (AVX2, AVX-512
@@ -405,8 +541,14 @@ def test_int8_calibrated_per_participant_answers_at_least_as_close_as_on_default
     if kernels == "QDQ computed in float":
         qdq_in_float(monkeypatch)
     ref = run_by_participant(Model(level_fp32), x[~tr], subj[~tr])["class_probs"]
-    got = {k: run_by_participant(Model(tmp_path / f"{k}.int8.onnx"), x[~tr], subj[~tr])["class_probs"]
-           for k in ("aligned", "defaults")}
+    got = {
+        k: run_by_participant(Model(tmp_path / f"{k}.int8.onnx"), x[~tr], subj[~tr])["class_probs"]
+        for k in ("aligned", "defaults")
+    }
     diff = {k: float(np.abs(v - ref).mean()) for k, v in got.items()}
     agree = {k: float(np.mean(v.argmax(1) == ref.argmax(1))) for k, v in got.items()}
-    assert agree["aligned"] >= agree["defaults"] and diff["aligned"] <= diff["defaults"], (kernels, agree, diff)
+    assert agree["aligned"] >= agree["defaults"] and diff["aligned"] <= diff["defaults"], (
+        kernels,
+        agree,
+        diff,
+    )

@@ -6,6 +6,7 @@ SE gate barely moves from its random initialization in 25 epochs — see docs/ex
 strong L2 on the conv/dense weights (the SE gate's bias is not penalized, so gain moves into it)
 and a fixed number of epochs, the gate learns, and explain must then surface the planted regions.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ from fmri_edge.explanation import regions as explain
 from fmri_edge.cli import app
 from fmri_edge.model.runtime import Model
 
-NAMES = [f"R{i // 2}_{'LR'[i % 2]}" for i in range(246)]  # hemisphere suffixes alternate like the atlas
+NAMES = [
+    f"R{i // 2}_{'LR'[i % 2]}" for i in range(246)
+]  # hemisphere suffixes alternate like the atlas
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,9 @@ def attentive_model(tmp_path_factory, sim_data, tiny_recipe):
 
     import torch
 
-    recipe = dataclasses.replace(tiny_recipe, optim=dataclasses.replace(tiny_recipe.optim, l2=0.3, lr=2e-2, epochs=60))
+    recipe = dataclasses.replace(
+        tiny_recipe, optim=dataclasses.replace(tiny_recipe.optim, l2=0.3, lr=2e-2, epochs=60)
+    )
     x, y, subj = sim_data
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny network: one thread is fastest, above all on a busy machine
@@ -45,9 +50,13 @@ def attentive_model(tmp_path_factory, sim_data, tiny_recipe):
     finally:
         torch.set_num_threads(threads)
     out = tmp_path_factory.mktemp("attentive") / "attentive.onnx"
-    meta = {"model_version": "attentive-sim", "level_rule": "argmax", "region_names": NAMES,
-            "normalization": {"per_trial": "baseline_z", "baseline_s": 5},
-            "training": {"participants": ["S1", "S2", "S3", "S4", "S5"]}}
+    meta = {
+        "model_version": "attentive-sim",
+        "level_rule": "argmax",
+        "region_names": NAMES,
+        "normalization": {"per_trial": "baseline_z", "baseline_s": 5},
+        "training": {"participants": ["S1", "S2", "S3", "S4", "S5"]},
+    }
     export_onnx([res.model], out, meta, x[:64])
     return out
 
@@ -64,9 +73,15 @@ def held_out(sim_data, tmp_path_factory):
 
 # ---- the output and its names ---------------------------------------------------------------------
 
+
 def test_hemisphere_comes_from_the_atlas_suffix():
-    assert [explain.hemisphere(n) for n in ("A9/46d_L", "aSTS_R", "mAmyg_L", "Vermis", "A_LR")] == \
-        ["L", "R", "L", "", ""]
+    assert [explain.hemisphere(n) for n in ("A9/46d_L", "aSTS_R", "mAmyg_L", "Vermis", "A_LR")] == [
+        "L",
+        "R",
+        "L",
+        "",
+        "",
+    ]
 
 
 def test_region_weights_output_has_one_weight_per_named_region(attentive_model, sim_data):
@@ -79,8 +94,17 @@ def test_region_weights_output_has_one_weight_per_named_region(attentive_model, 
 
 
 def test_brainnetome_names_and_lobes(icbhi):
-    names = [line.split("\t")[1] for line in (ICBHI / "BN_atlas.txt").read_text().splitlines()[1:] if line.strip()]
-    assert len(names) == 246 and [names[i] for i in SIGNAL_REGIONS] == ["A9/46d_L", "A9/46d_R", "aSTS_L", "aSTS_R"]
+    names = [
+        line.split("\t")[1]
+        for line in (ICBHI / "BN_atlas.txt").read_text().splitlines()[1:]
+        if line.strip()
+    ]
+    assert len(names) == 246 and [names[i] for i in SIGNAL_REGIONS] == [
+        "A9/46d_L",
+        "A9/46d_R",
+        "aSTS_L",
+        "aSTS_R",
+    ]
     lobes = explain.brainnetome_lobes(names)
     assert [lobe for lobe, _, _ in lobes][-1] == "subcortical" and lobes[-1][2] == 246
     assert all(names[i] in explain.REFERENCE_REGIONS for i in (14, 15, 86, 87, 210, 211, 212, 213))
@@ -93,8 +117,10 @@ def test_top_regions_are_sorted_with_names_and_hemispheres():
     names = ["a_L", "b_R", "c_L", "d_R"]
     assert explain.top_k_indices(w, 3).tolist() == [[1, 3, 2], [0, 1, 2]]  # ties: lower index first
     top = explain.top_regions(w, names, 2)
-    assert top[0] == [{"rank": 1, "index": 1, "region": "b_R", "hemisphere": "R", "weight": 0.9},
-                      {"rank": 2, "index": 3, "region": "d_R", "hemisphere": "R", "weight": 0.9}]
+    assert top[0] == [
+        {"rank": 1, "index": 1, "region": "b_R", "hemisphere": "R", "weight": 0.9},
+        {"rank": 2, "index": 3, "region": "d_R", "hemisphere": "R", "weight": 0.9},
+    ]
     assert explain.top_k_indices(w, 99).shape == (2, 4)
 
 
@@ -122,11 +148,14 @@ def test_uniform_weights_are_flagged():
 
 # ---- masking ----------------------------------------------------------------------------------------
 
+
 def test_masking_flattens_exactly_the_chosen_regions_at_their_baseline():
     rng = np.random.default_rng(1)
     x = rng.normal(100, 5, (3, 8, 25)).astype(np.float32)
     m = explain.mask_regions(x, np.array([[0, 5], [1, 2], [7, 7]]), baseline_s=5)
-    assert np.all(m[0, 0] == x[0, 0, :5].mean(dtype=np.float32)) or np.allclose(m[0, 0], x[0, 0, :5].mean(), atol=1e-4)
+    assert np.all(m[0, 0] == x[0, 0, :5].mean(dtype=np.float32)) or np.allclose(
+        m[0, 0], x[0, 0, :5].mean(), atol=1e-4
+    )
     assert np.ptp(m[0, 5]) == 0 and np.ptp(m[1, 1]) == 0 and np.ptp(m[2, 7]) == 0
     untouched = np.ones((3, 8), bool)
     untouched[[0, 0, 1, 1, 2], [0, 5, 1, 2, 7]] = False
@@ -139,13 +168,16 @@ def test_masked_regions_normalize_to_exactly_zero_in_float32():
     """Rounding the flat level makes float32 means exact: with the naive level, a flat region's
     per-region z-score (zscore_region) is ±1 rounding noise instead of 0."""
     rng = np.random.default_rng(2)
-    x = rng.uniform(400, 14_000, (4, 246, 1)).astype(np.float32) * rng.normal(1, 0.01, (4, 246, 25)).astype(np.float32)
+    x = rng.uniform(400, 14_000, (4, 246, 1)).astype(np.float32) * rng.normal(
+        1, 0.01, (4, 246, 25)
+    ).astype(np.float32)
     m = explain.mask_regions(x, np.tile(np.arange(246), (4, 1)), baseline_s=5)
     mu, base = m.mean(2, keepdims=True), m[:, :, :5].mean(2, keepdims=True)
     assert np.all(m - mu == 0) and np.all(m - base == 0) and np.all(m.std(2) == 0)
 
 
 # ---- planted signal ------------------------------------------------------------------------------------
+
 
 def test_planted_regions_rank_at_the_top(attentive_model, held_out):
     s, problems = explain.summarize(Model(attentive_model), [held_out])
@@ -154,11 +186,13 @@ def test_planted_regions_rank_at_the_top(attentive_model, held_out):
     top = s.ranking()[:5].tolist()
     assert top[0] in SIGNAL_REGIONS, (top, ranks)
     assert sum(r in SIGNAL_REGIONS for r in top) >= 3, (top, ranks)
-    assert ranks.max() <= 10, ranks          # all four among the top 10 of 246
+    assert ranks.max() <= 10, ranks  # all four among the top 10 of 246
 
 
 def test_masking_top_k_by_attention_beats_random_regions(attentive_model, held_out):
-    report, _ = explain.faithfulness_paths(Model(attentive_model), [held_out], ks=(4, 10), draws=10, seed=0)
+    report, _ = explain.faithfulness_paths(
+        Model(attentive_model), [held_out], ks=(4, 10), draws=10, seed=0
+    )
     assert report.held_out["status"] == "yes" and report.n_trials == 30
     for row in report.rows:
         top, rnd, bottom = row["top"], row["random"], row["bottom"]
@@ -170,27 +204,52 @@ def test_masking_top_k_by_attention_beats_random_regions(attentive_model, held_o
 def test_training_participants_are_not_held_out(attentive_model, sim_data, tmp_path):
     (tmp_path / "S1").mkdir()
     np.savez(tmp_path / "S1" / "fMRI_data.npz", data=sim_data[0][:5].astype(np.float64))
-    report, _ = explain.faithfulness_paths(Model(attentive_model), [tmp_path / "S1"], ks=(3,), draws=2)
-    assert report.held_out == {"status": "no", "detail": "1 participant(s) were in the training data",
-                               "overlap": ["S1"]}
+    report, _ = explain.faithfulness_paths(
+        Model(attentive_model), [tmp_path / "S1"], ks=(3,), draws=2
+    )
+    assert report.held_out == {
+        "status": "no",
+        "detail": "1 participant(s) were in the training data",
+        "overlap": ["S1"],
+    }
 
 
 # ---- command line ----------------------------------------------------------------------------------------
 
-def test_predict_explain_adds_regions_to_table_json_and_a_sidecar(attentive_model, held_out, tmp_path):
+
+def test_predict_explain_adds_regions_to_table_json_and_a_sidecar(
+    attentive_model, held_out, tmp_path
+):
     runner = CliRunner()
     out = tmp_path / "sub.csv"
-    r = runner.invoke(app, ["predict", str(held_out), "--model", str(attentive_model), "--explain",
-                            "--top-k", "3", "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            str(held_out),
+            "--model",
+            str(attentive_model),
+            "--explain",
+            "--top-k",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "top 3 regions" in r.stdout
     assert out.read_text().splitlines()[0] == "Participant,Trial,CLASS,LEVEL"
     side = (tmp_path / "sub.regions.csv").read_text().splitlines()
-    assert side[0] == "Participant,Trial,Rank,Region,Hemisphere,Weight,Index" and len(side) == 1 + 30 * 3
+    assert (
+        side[0] == "Participant,Trial,Rank,Region,Hemisphere,Weight,Index"
+        and len(side) == 1 + 30 * 3
+    )
     p, t, rank, region, hemi, weight, idx = side[1].split(",")
     assert (p, t, rank) == ("S6", "1", "1") and region == NAMES[int(idx)] and hemi == region[-1]
 
-    r = runner.invoke(app, ["predict", str(held_out), "--model", str(attentive_model), "--explain", "--json"])
+    r = runner.invoke(
+        app, ["predict", str(held_out), "--model", str(attentive_model), "--explain", "--json"]
+    )
     doc = json.loads(r.stdout)
     regions = doc["predictions"][0]["regions"]
     assert len(regions) == 5 and set(regions[0]) == {"region", "hemisphere", "weight", "index"}
@@ -198,27 +257,61 @@ def test_predict_explain_adds_regions_to_table_json_and_a_sidecar(attentive_mode
 
     # an existing sidecar is refused like an existing --out, and nothing is written
     out.unlink()
-    r = runner.invoke(app, ["predict", str(held_out), "--model", str(attentive_model), "--explain", "--out", str(out)])
+    r = runner.invoke(
+        app,
+        ["predict", str(held_out), "--model", str(attentive_model), "--explain", "--out", str(out)],
+    )
     assert r.exit_code == 2 and "exists" in r.output and not out.exists()
 
 
 def test_predict_without_explain_adds_nothing(attentive_model, held_out, tmp_path):
     runner = CliRunner()
-    r = runner.invoke(app, ["predict", str(held_out), "--model", str(attentive_model), "--json",
-                            "--out", str(tmp_path / "s.csv")])
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            str(held_out),
+            "--model",
+            str(attentive_model),
+            "--json",
+            "--out",
+            str(tmp_path / "s.csv"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "regions" not in json.loads(r.stdout)["predictions"][0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
 
 
 def test_explain_command_json_and_faithfulness(attentive_model, held_out):
-    r = CliRunner().invoke(app, ["explain", str(held_out), "--model", str(attentive_model), "--json",
-                                 "--faithfulness", "--k", "4", "--draws", "3"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            str(held_out),
+            "--model",
+            str(attentive_model),
+            "--json",
+            "--faithfulness",
+            "--k",
+            "4",
+            "--draws",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     regions = doc["summary"]["regions"]
     assert len(regions) == 246 and regions[0]["rank"] == 1 and regions[0]["index"] in SIGNAL_REGIONS
-    assert set(regions[0]) >= {"region", "hemisphere", "mean", "std", "top_k_rate", "by_class", "rank_by_class"}
+    assert set(regions[0]) >= {
+        "region",
+        "hemisphere",
+        "mean",
+        "std",
+        "top_k_rate",
+        "by_class",
+        "rank_by_class",
+    }
     assert sum(c["n_trials"] for c in doc["summary"]["classes"]) == 30
     f = doc["faithfulness"]
     assert f["results"][0]["k"] == 4 and f["random_draws"] == 3 and f["held_out"]["status"] == "yes"
@@ -227,18 +320,33 @@ def test_explain_command_json_and_faithfulness(attentive_model, held_out):
 def test_explain_command_table_and_plot(attentive_model, held_out, tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "attention.png"
-    r = CliRunner().invoke(app, ["explain", str(held_out), "--model", str(attentive_model), "--rows", "8",
-                                 "--plot", str(png)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            str(held_out),
+            "--model",
+            str(attentive_model),
+            "--rows",
+            "8",
+            "--plot",
+            str(png),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "ranked by mean weight" in r.stdout and NAMES[SIGNAL_REGIONS[0]] in r.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = CliRunner().invoke(app, ["explain", str(held_out), "--model", str(attentive_model), "--plot", str(png)])
+    r = CliRunner().invoke(
+        app, ["explain", str(held_out), "--model", str(attentive_model), "--plot", str(png)]
+    )
     assert r.exit_code == 2 and "exists" in r.output
 
 
 def test_explain_and_plot_modules_import_neither_torch_nor_matplotlib():
-    code = ("import sys, fmri_edge.explanation.regions, fmri_edge.explanation.plot, fmri_edge.cli\n"
-            "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]\n"
-            "assert not bad, bad\nprint('ok')")
+    code = (
+        "import sys, fmri_edge.explanation.regions, fmri_edge.explanation.plot, fmri_edge.cli\n"
+        "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]\n"
+        "assert not bad, bad\nprint('ok')"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr

@@ -1,4 +1,5 @@
 """Export: onnx.checker passes, onnxruntime matches PyTorch, the file describes itself."""
+
 import json
 
 import numpy as np
@@ -44,7 +45,7 @@ def test_ensemble_derives_missing_tasks_and_scatters_ebr_weights():
     with torch.inference_mode():
         c, lv, w, *_ = Ensemble([cls_only])(x)
         assert torch.allclose(lv.sum(1), torch.ones(5), atol=1e-5)
-        assert torch.allclose(lv[:, [1, 4, 6]], c, atol=1e-6)       # −1→−3, 0→0, 1→2
+        assert torch.allclose(lv[:, [1, 4, 6]], c, atol=1e-6)  # −1→−3, 0→0, 1→2
         c2, _, w2, *_ = Ensemble([lvl_only])(x)
         assert torch.allclose(c2.sum(1), torch.ones(5), atol=1e-5)
         outside = torch.ones(246, dtype=torch.bool)
@@ -62,10 +63,13 @@ def test_export_parity_on_real_trials(icbhi, tmp_path):
     assert report["ok"] and max(report["max_abs_diff"].values()) <= 1e-4
 
 
-@pytest.mark.parametrize("normalization,trial_level", [("psc_mean", False), ("psc_mean_gsr", False),
-                                                       ("psc_mean_gsr", True)])
-def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normalization, trial_level, sim_data,
-                                                                          tmp_path):
+@pytest.mark.parametrize(
+    "normalization,trial_level",
+    [("psc_mean", False), ("psc_mean_gsr", False), ("psc_mean_gsr", True)],
+)
+def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(
+    normalization, trial_level, sim_data, tmp_path
+):
     """The fused graph of linear members computes the Ensemble's outputs, its representation laid
     out (time, regions); the exported file passes parity with a participant's statistics fed in."""
     from fmri_edge.training.fused import LinearEnsemble, fused_ensemble
@@ -73,8 +77,16 @@ def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normal
     members = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        m = _small(kind="linear", se=False, normalization=normalization, time_window=[5, 25], time_bins=5,
-                   subject_align="zscore", heads={"class": 3}, trial_level=trial_level)
+        m = _small(
+            kind="linear",
+            se=False,
+            normalization=normalization,
+            time_window=[5, 25],
+            time_bins=5,
+            subject_align="zscore",
+            heads={"class": 3},
+            trial_level=trial_level,
+        )
         m.pop_mean.normal_(0, 0.5)
         m.pop_scale.uniform_(0.5, 2.0)
         members.append(m)
@@ -86,15 +98,21 @@ def test_fused_linear_ensemble_answers_like_the_members_in_its_own_layout(normal
     xt = torch.as_tensor(x)
     with torch.inference_mode():
         ref = ens(xt, mean, scale)
-        got = fast(xt, fast.from_reference("subject_mean", mean), fast.from_reference("subject_scale", scale))
+        got = fast(
+            xt,
+            fast.from_reference("subject_mean", mean),
+            fast.from_reference("subject_scale", scale),
+        )
     names = (*OUTPUT_NAMES, *EXTRA_OUTPUTS)
-    steps = 6 if trial_level else 5       # the level is one more step after the 5 bins
+    steps = 6 if trial_level else 5  # the level is one more step after the 5 bins
     assert got[4].shape == (32, steps, 246) and ref[4].shape == (32, 246, steps)
     for name, g, r in zip(names, got, ref):
-        np.testing.assert_allclose(g.numpy(), fast.from_reference(name, r).numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
-    if normalization == "psc_mean_gsr":   # the global signal is gone from every bin
+        np.testing.assert_allclose(
+            g.numpy(), fast.from_reference(name, r).numpy(), rtol=1e-4, atol=1e-4, err_msg=name
+        )
+    if normalization == "psc_mean_gsr":  # the global signal is gone from every bin
         np.testing.assert_allclose(got[4][:, :5].mean(dim=2).numpy(), 0, atol=1e-3)
-    if trial_level:                       # … and the level is not part of the global-signal step
+    if trial_level:  # … and the level is not part of the global-signal step
         level = np.log(x[:, :, 5:25].astype(np.float64).mean(axis=2))
         np.testing.assert_allclose(got[4][:, 5].numpy(), level, rtol=1e-5)
     report = export_onnx(members, tmp_path / "lin.onnx", {"model_version": "t"}, x)

@@ -1,6 +1,7 @@
 """The Python face gives the command's answers: ``fmri_edge.Decoder().predict`` against
 ``fmri-edge predict --json`` on the same trials (simulated demo, the ICBHI Test folders), alignment
 included; ``score``, ``explain``, ``extract`` and ``load_trials`` as their commands."""
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,7 @@ def test_decoder_on_files_and_on_interleaved_participants(demo, tmp_path):
     np.save(tmp_path / "a.npy", x[:15])
     np.save(tmp_path / "b.npy", x[15:])
     who = np.array(["a"] * 15 + ["b"] * 15)
-    order = np.ravel(np.column_stack([np.arange(15), np.arange(15, 30)]))   # a1 b1 a2 b2 …
+    order = np.ravel(np.column_stack([np.arange(15), np.arange(15, 30)]))  # a1 b1 a2 b2 …
     answers = fmri_edge.Decoder().predict(x[order], who[order])
     assert answers.participant.tolist() == who[order].tolist()
     assert_same(answers, cli_json("predict", tmp_path / "a.npy", tmp_path / "b.npy"))
@@ -106,13 +107,17 @@ def test_score_and_explain_match_their_commands(demo, tmp_path):
     lines = csv.read_text().splitlines()
     flipped = [lines[0]] + [",".join(r.split(",")[:2] + ["0", "0"]) for r in lines[1:]]
     labels.write_text("\n".join(flipped) + "\n")
-    r = subprocess.run([*CLI, "score", str(csv), str(labels), "--json"], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [*CLI, "score", str(csv), str(labels), "--json"], capture_output=True, text=True, check=True
+    )
     assert json.loads(json.dumps(fmri_edge.score(csv, labels))) == json.loads(r.stdout)
     answers = fmri_edge.Decoder().predict(demo)
     assert fmri_edge.score(answers, labels)["Score"] == json.loads(r.stdout)["Score"]
     summary = fmri_edge.explain(np.load(demo))
     doc = cli_json("explain", demo)
-    assert [row["region"] for row in summary.rows(10)] == [row["region"] for row in doc["summary"]["regions"][:10]]
+    assert [row["region"] for row in summary.rows(10)] == [
+        row["region"] for row in doc["summary"]["regions"][:10]
+    ]
 
 
 def test_extract_gives_the_commands_trials(tmp_path):
@@ -121,7 +126,20 @@ def test_extract_gives_the_commands_trials(tmp_path):
 
     run = nifti_sim.write_run(tmp_path / "bold.nii.gz", tmp_path / "events.tsv", n_events=4)
     atlas = nifti_sim.write_atlas(tmp_path / "atlas.nii.gz")
-    subprocess.run([*CLI, "extract", str(run.bold), "--atlas", str(atlas), "--events", str(run.events),
-                    "--out", str(tmp_path / "t.npz")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *CLI,
+            "extract",
+            str(run.bold),
+            "--atlas",
+            str(atlas),
+            "--events",
+            str(run.events),
+            "--out",
+            str(tmp_path / "t.npz"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     cut = fmri_edge.extract(run.bold, atlas, events=run.events)
     np.testing.assert_array_equal(cut.trials, fmri_edge.load_trials(tmp_path / "t.npz"))

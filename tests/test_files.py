@@ -1,6 +1,7 @@
 """Output files are written through one atomic writer (fmri_edge.files): complete or not at all,
 never a temporary file left behind — for CSVs, ONNX edits and the integrity stamp alike — and the
 research scripts read their options through one harness (train/research/harness.py)."""
+
 import os
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def test_replace_atomically_writes_whole_or_keeps_the_old_file(tmp_path):
             raise RuntimeError("interrupted")
     assert path.read_text() == "old\n" and _leftovers(tmp_path) == []
     with files.replace_atomically(path) as f:
-        f.write("new\r\n")                                     # text written as given (newline="")
+        f.write("new\r\n")  # text written as given (newline="")
     assert path.read_bytes() == b"new\r\n" and path.stat().st_mode & 0o777 == 0o640
     with files.replace_atomically(tmp_path / "new.bin", binary=True) as f:
         f.write(b"\x00\x01")
@@ -56,8 +57,21 @@ def test_research_harness_applies_overrides_in_order(monkeypatch):
 
     from fmri_edge.training.recipe import Recipe
 
-    args = harness.parser(None).parse_args(["r1", "--set", "model.widths=[8,16]", "--set", "optim.lr=0.1",
-                                            "--set", "seed=3", "--set", "optim.lr=0.2", "--data", "elsewhere"])
+    args = harness.parser(None).parse_args(
+        [
+            "r1",
+            "--set",
+            "model.widths=[8,16]",
+            "--set",
+            "optim.lr=0.1",
+            "--set",
+            "seed=3",
+            "--set",
+            "optim.lr=0.2",
+            "--data",
+            "elsewhere",
+        ]
+    )
     assert (args.name, args.base, args.threads) == ("r1", None, 1)
     r = harness.apply_sets(Recipe(), args.sets)
     assert r.model.widths == (8, 16) and r.optim.lr == 0.2 and r.seed == 3

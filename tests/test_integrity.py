@@ -1,5 +1,6 @@
 """The weights digest (fmri_edge.model.integrity): written at export, checked whenever a model is opened
 (predict, explain, info, the library's Model); any altered initializer byte is refused."""
+
 import hashlib
 import json
 
@@ -24,7 +25,10 @@ def model(tmp_path_factory):
 
 
 def _inits(path):
-    return {t.name: len(onnx.numpy_helper.to_array(t).tobytes()) for t in onnx.load(str(path)).graph.initializer}
+    return {
+        t.name: len(onnx.numpy_helper.to_array(t).tobytes())
+        for t in onnx.load(str(path)).graph.initializer
+    }
 
 
 def test_the_digest_is_over_everything_but_the_metadata_as_onnx_sees_it(model):
@@ -32,16 +36,22 @@ def test_the_digest_is_over_everything_but_the_metadata_as_onnx_sees_it(model):
     assert {p.key for p in m.metadata_props} == {"fmri_edge", integrity.DIGEST_KEY}
     stored = {p.key: p.value for p in m.metadata_props}[integrity.DIGEST_KEY]
     del m.metadata_props[:]
-    assert hashlib.sha256(m.SerializeToString()).hexdigest() == stored == integrity.weights_digest(model)
+    assert (
+        hashlib.sha256(m.SerializeToString()).hexdigest()
+        == stored
+        == integrity.weights_digest(model)
+    )
     assert Model(model).integrity == integrity.VERIFIED
 
 
 def test_changing_metadata_keeps_the_digest_and_restamping_replaces_it(model, tmp_path):
-    edited = corpus.model_with(model, tmp_path / "e.onnx", {"model_version": "edited"})  # onnx load + save
+    edited = corpus.model_with(
+        model, tmp_path / "e.onnx", {"model_version": "edited"}
+    )  # onnx load + save
     assert Model(edited).integrity == integrity.VERIFIED
     before = edited.read_bytes()
     assert integrity.stamp(edited) == integrity.weights_digest(model)
-    assert len(edited.read_bytes()) == len(before)      # one entry replaced, not a second one added
+    assert len(edited.read_bytes()) == len(before)  # one entry replaced, not a second one added
     assert [p.key for p in onnx.load(str(edited)).metadata_props].count(integrity.DIGEST_KEY) == 1
 
 
@@ -51,7 +61,9 @@ def test_any_altered_initializer_byte_is_refused(model, tmp_path, name):
     for offset in sorted({0, n // 2, n - 1}):
         for mask in (0x01, 0x80, 0xFF):
             bad = corpus.altered_model(model, tmp_path / "bad.onnx", name, offset, mask)
-            with pytest.raises(InputError, match="weights digest .* disagrees with the weights_sha256"):
+            with pytest.raises(
+                InputError, match="weights digest .* disagrees with the weights_sha256"
+            ):
                 Model(bad)
             assert Model(bad, verify=False).integrity == integrity.NOT_CHECKED
 
@@ -59,7 +71,9 @@ def test_any_altered_initializer_byte_is_refused(model, tmp_path, name):
 def test_no_verify_opens_an_edited_model_and_info_says_so(model, tmp_path):
     bad = corpus.altered_model(model, tmp_path / "m.onnx")
     np.save(tmp_path / "t.npy", corpus.trials(2))
-    res = runner.invoke(app, ["predict", str(tmp_path / "t.npy"), "--model", str(bad), "--no-verify", "--json"])
+    res = runner.invoke(
+        app, ["predict", str(tmp_path / "t.npy"), "--model", str(bad), "--no-verify", "--json"]
+    )
     assert res.exit_code == 0 and json.loads(res.stdout)["n_trials"] == 2
     res = runner.invoke(app, ["info", str(bad), "--no-verify"])
     assert res.exit_code == 0 and "not checked (--no-verify)" in res.stdout
@@ -104,7 +118,9 @@ def test_shipped_models_verify_where_they_carry_a_digest():
         assert integrity.inspect(m.read_bytes())[1] in ([], [stamped])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_flipped_byte_outside_the_metadata_is_refused_never_answered(model, tmp_path, data):
     raw = model.read_bytes()
@@ -112,16 +128,23 @@ def test_any_flipped_byte_outside_the_metadata_is_refused_never_answered(model, 
     for f in integrity.fields(raw):
         spans.append((f.number, pos, pos + len(f.raw)))
         pos += len(f.raw)
-    covered = [i for number, start, end in spans if number != integrity.METADATA_FIELD for i in (start, end - 1)]
+    covered = [
+        i
+        for number, start, end in spans
+        if number != integrity.METADATA_FIELD
+        for i in (start, end - 1)
+    ]
     at = data.draw(st.integers(min(covered), max(covered)), label="position")
     bad = bytearray(raw)
     bad[at] ^= data.draw(st.integers(1, 255), label="mask")
     (tmp_path / "flip.onnx").write_bytes(bytes(bad))
-    with pytest.raises(InputError):          # by onnxruntime (unparsable) or by the digest: never opened
+    with pytest.raises(InputError):  # by onnxruntime (unparsable) or by the digest: never opened
         Model(tmp_path / "flip.onnx")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(blob=st.binary(max_size=200))
 def test_the_wire_walk_on_arbitrary_bytes_gives_a_status_or_an_input_error(tmp_path, blob):
     (tmp_path / "x.onnx").write_bytes(blob)

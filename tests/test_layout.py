@@ -2,6 +2,7 @@
 (fmri_edge, fmri_edge.cli) imports nothing of torch and nothing from fmri_edge.training — not
 even lazily, except the CLI's training-side commands (fmri_edge.cli.build) — and no module of
 the package imports one that imports it back."""
+
 import ast
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import fmri_edge
 
 ROOT = Path(fmri_edge.__file__).parent
 TRAINING = "fmri_edge.training"
-LAZY_TRAINING_OK = {"fmri_edge.cli.build"}   # its command bodies import the training side (torch) when run
+LAZY_TRAINING_OK = {
+    "fmri_edge.cli.build"
+}  # its command bodies import the training side (torch) when run
 
 
 def _modules():
@@ -33,10 +36,17 @@ def _imports(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            subs = {f"{base}.{a.name}" for a in node.names}  # `from fmri_edge import valence` imports fmri_edge.valence
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1]
+                    + ([base] if base else [])
+                )
+            subs = {
+                f"{base}.{a.name}" for a in node.names
+            }  # `from fmri_edge import valence` imports fmri_edge.valence
             out |= subs
-            if not subs <= set(MODULES):   # and the package itself only when a name is not a module of it
+            if not subs <= set(
+                MODULES
+            ):  # and the package itself only when a name is not a module of it
                 out.add(base)
     return {m for m in out if m.split(".")[0] in ("fmri_edge", "torch")}
 
@@ -49,8 +59,11 @@ def test_runtime_modules_never_import_torch_or_the_training_side():
     bad = {}
     for m in RUNTIME:
         imported = _imports(m, MODULES[m])
-        hits = [i for i in imported if (i.split(".")[0] == "torch" or i.startswith(TRAINING))
-                and m not in LAZY_TRAINING_OK]
+        hits = [
+            i
+            for i in imported
+            if (i.split(".")[0] == "torch" or i.startswith(TRAINING)) and m not in LAZY_TRAINING_OK
+        ]
         if hits:
             bad[m] = sorted(hits)
     assert not bad, bad
@@ -58,9 +71,12 @@ def test_runtime_modules_never_import_torch_or_the_training_side():
 
 
 def test_importing_every_runtime_module_loads_no_torch():
-    code = "import sys\n" + "".join(f"import {m}\n" for m in RUNTIME if not m.endswith("__main__")) + \
-        "bad = [m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('fmri_edge.training')]\n" \
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in RUNTIME if not m.endswith("__main__"))
+        + "bad = [m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('fmri_edge.training')]\n"
         "print(bad)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
@@ -75,7 +91,7 @@ def test_no_import_cycles_in_the_package():
         state[m] = "open"
         for n in sorted(graph[m]):
             if state.get(n) == "open":
-                cycles.append(stack[stack.index(n):] + [n])
+                cycles.append(stack[stack.index(n) :] + [n])
             elif n not in state:
                 visit(n, stack + [n])
         state[m] = "done"
@@ -101,17 +117,20 @@ def test_the_cli_loads_neither_numpy_nor_rich_before_a_command_runs():
 
 
 def test_console_script_gives_openblas_one_thread_for_runtime_commands_only():
-    code = ("import os, sys, fmri_edge.cli as c; c.app = lambda **kw: print(os.environ.get('OPENBLAS_NUM_THREADS')); "
-            "sys.argv = ['fmri-edge'] + sys.argv[1:]; c.run()")
+    code = (
+        "import os, sys, fmri_edge.cli as c; c.app = lambda **kw: print(os.environ.get('OPENBLAS_NUM_THREADS')); "
+        "sys.argv = ['fmri-edge'] + sys.argv[1:]; c.run()"
+    )
     env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_NUM_THREADS"}
 
     def blas_threads(*args):
-        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
-                              env=env).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env
+        ).stdout.strip()
 
     assert blas_threads("--debug", "predict", "x.npy") == "1"
     assert blas_threads("train", "--config", "r.toml") == "None"
-    env["OPENBLAS_NUM_THREADS"] = "4"   # the user's own setting wins
+    env["OPENBLAS_NUM_THREADS"] = "4"  # the user's own setting wins
     assert blas_threads("predict", "x.npy") == "4"
 
 
@@ -125,12 +144,28 @@ def test_console_script_keeps_exit_codes_and_all_output_when_it_skips_teardown(s
     x = tmp_path / "t.npy"
     np.save(x, simulate(40, seed=3)[0])
     cli = [sys.executable, "-m", "fmri_edge.cli"]
-    ok = subprocess.run([*cli, "predict", str(x), "--model", str(sim_model), "--out", str(tmp_path / "o.csv"),
-                         "--json"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            *cli,
+            "predict",
+            str(x),
+            "--model",
+            str(sim_model),
+            "--out",
+            str(tmp_path / "o.csv"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and len(__import__("json").loads(ok.stdout)["predictions"]) == 40
     assert "wrote 40 rows" in ok.stderr and len((tmp_path / "o.csv").read_text().splitlines()) == 41
-    bad = subprocess.run([*cli, "predict", str(tmp_path / "missing.npy")], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.strip().endswith("missing.npy: no such file or folder")
+    bad = subprocess.run(
+        [*cli, "predict", str(tmp_path / "missing.npy")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().endswith(
+        "missing.npy: no such file or folder"
+    )
     usage = subprocess.run([*cli, "predict"], capture_output=True, text=True)
     assert usage.returncode == 2 and "Missing argument" in usage.stderr
 
@@ -139,17 +174,31 @@ def test_console_script_keeps_exit_codes_and_all_output_when_it_skips_teardown(s
 LAYERS = [
     {"errors"},
     {"files", "valence", "scheduler"},
-    {"data"},                         # trials files, the submission CSV
-    {"model"},                        # the ONNX file: runtime, metadata, alignment, integrity, editing
-    {"imaging", "evaluation"},        # NIfTI/DICOM/events/atlas/window/extract; scores and splits
-    {"decoding", "simulation"},       # answers for files, on Dask, adaptation, the Decoder; simulated data
-    {"explanation", "realtime"},      # region contributions and brain maps; the live stream
-    {"face"},                         # fmri_edge/__init__: the public names, imported lazily
-    {"training"},                     # torch: fit, export (never imported by the runtime)
-    {"cli"},                          # the commands, thin over the layers below
+    {"data"},  # trials files, the submission CSV
+    {"model"},  # the ONNX file: runtime, metadata, alignment, integrity, editing
+    {"imaging", "evaluation"},  # NIfTI/DICOM/events/atlas/window/extract; scores and splits
+    {
+        "decoding",
+        "simulation",
+    },  # answers for files, on Dask, adaptation, the Decoder; simulated data
+    {"explanation", "realtime"},  # region contributions and brain maps; the live stream
+    {"face"},  # fmri_edge/__init__: the public names, imported lazily
+    {"training"},  # torch: fit, export (never imported by the runtime)
+    {"cli"},  # the commands, thin over the layers below
 ]
-FOLDERS = {"data", "model", "decoding", "imaging", "realtime", "simulation", "explanation", "evaluation", "cli",
-           "training", "models"}
+FOLDERS = {
+    "data",
+    "model",
+    "decoding",
+    "imaging",
+    "realtime",
+    "simulation",
+    "explanation",
+    "evaluation",
+    "cli",
+    "training",
+    "models",
+}
 
 
 def _unit(module: str) -> str:
@@ -172,7 +221,7 @@ def test_every_module_lives_in_a_layer_and_imports_only_downwards():
             if i not in MODULES or _unit(i) == _unit(m) or i.split(".")[0] == "torch":
                 continue
             if i == "fmri_edge" and _unit(m) == "training":
-                continue   # `from fmri_edge import __version__`
+                continue  # `from fmri_edge import __version__`
             if _layer(_unit(i)) >= _layer(_unit(m)):
                 up.append(f"{m} -> {i}")
     assert not up, up
@@ -192,7 +241,9 @@ def test_no_module_is_longer_than_600_lines():
 
 
 def test_importing_the_package_imports_no_numpy_until_a_name_is_used():
-    code = ("import sys, fmri_edge; a = 'numpy' in sys.modules; fmri_edge.Decoder; "
-            "print(a, 'numpy' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys, fmri_edge; a = 'numpy' in sys.modules; fmri_edge.Decoder; "
+        "print(a, 'numpy' in sys.modules, 'torch' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.split() == ["False", "True", "False"]

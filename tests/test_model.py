@@ -1,4 +1,5 @@
 """Every model variant the paper compares builds, runs forward and backward, and stays finite."""
+
 import numpy as np
 import pytest
 

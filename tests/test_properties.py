@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis, 500 examples each) for the loaders, the normalizations and
 the scoring. Arrays are small (a few regions and seconds) so that the whole file runs in seconds."""
+
 import csv
 import io as stdio
 import itertools
@@ -15,12 +16,16 @@ from fmri_edge.data import io, submission
 from fmri_edge.model import normalize
 from fmri_edge.evaluation import scoring
 
-R, T = 4, 3                      # regions and seconds of the small trials used here
+R, T = 4, 3  # regions and seconds of the small trials used here
 PROPERTY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _counter = itertools.count()
 
-NUMERIC_DTYPES = [np.dtype(f"{order}{kind}") for order, kind in itertools.product(
-    "<>", ["f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"])]
+NUMERIC_DTYPES = [
+    np.dtype(f"{order}{kind}")
+    for order, kind in itertools.product(
+        "<>", ["f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"]
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +46,25 @@ def _save(path, arr, compressed=False):
 
 # ---- loaders ------------------------------------------------------------------------------------------
 
-trial_arrays = st.sampled_from(NUMERIC_DTYPES).flatmap(lambda dt: hnp.arrays(
-    dt, st.one_of(st.tuples(st.integers(1, 3), st.just(R), st.just(T)), st.just((R, T))),
-    elements=hnp.from_dtype(dt, allow_subnormal=False) if dt.kind == "f" else None))
+trial_arrays = st.sampled_from(NUMERIC_DTYPES).flatmap(
+    lambda dt: hnp.arrays(
+        dt,
+        st.one_of(st.tuples(st.integers(1, 3), st.just(R), st.just(T)), st.just((R, T))),
+        elements=hnp.from_dtype(dt, allow_subnormal=False) if dt.kind == "f" else None,
+    )
+)
 
 
 @PROPERTY
-@given(arr=trial_arrays, fortran=st.booleans(), suffix=st.sampled_from([".npy", ".npz"]), compressed=st.booleans())
-def test_any_numeric_dtype_byte_order_and_layout_loads_as_native_float32(folder, arr, fortran, suffix, compressed):
+@given(
+    arr=trial_arrays,
+    fortran=st.booleans(),
+    suffix=st.sampled_from([".npy", ".npz"]),
+    compressed=st.booleans(),
+)
+def test_any_numeric_dtype_byte_order_and_layout_loads_as_native_float32(
+    folder, arr, fortran, suffix, compressed
+):
     arr = np.asfortranarray(arr) if fortran else arr
     path = _fresh(folder, suffix)
     _save(path, arr, compressed)
@@ -56,12 +72,19 @@ def test_any_numeric_dtype_byte_order_and_layout_loads_as_native_float32(folder,
     with np.errstate(over="ignore"):
         expected = arr.reshape(-1, R, T).astype(np.float32)
     assert got.dtype == np.float32 and got.dtype.isnative and got.flags.c_contiguous
-    np.testing.assert_array_equal(got, expected)   # NaN equals NaN; values beyond float32 become ±Inf alike
+    np.testing.assert_array_equal(
+        got, expected
+    )  # NaN equals NaN; values beyond float32 become ±Inf alike
 
 
 @PROPERTY
-@given(prefix=st.sampled_from([b"", io.NPY_MAGIC, io.NPY_MAGIC + b"\x01\x00", io.ZIP_MAGICS[0], b"\x80\x04"]),
-       body=st.binary(max_size=300), suffix=st.sampled_from([".npy", ".npz"]))
+@given(
+    prefix=st.sampled_from(
+        [b"", io.NPY_MAGIC, io.NPY_MAGIC + b"\x01\x00", io.ZIP_MAGICS[0], b"\x80\x04"]
+    ),
+    body=st.binary(max_size=300),
+    suffix=st.sampled_from([".npy", ".npz"]),
+)
 def test_arbitrary_bytes_give_an_array_or_an_input_error(folder, prefix, body, suffix):
     path = _fresh(folder, suffix)
     path.write_bytes(prefix + body)
@@ -92,7 +115,7 @@ VALID = {s: _valid_bytes(s) for s in (".npy", ".npz")}
 def test_truncated_or_bit_flipped_files_give_an_array_or_an_input_error(folder, suffix, data):
     raw = bytearray(VALID[suffix])
     if data.draw(st.booleans(), label="truncate"):
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1), label="length")]
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="length")]
     else:
         i = data.draw(st.integers(0, len(raw) - 1), label="position")
         raw[i] ^= data.draw(st.integers(1, 255), label="mask")
@@ -108,14 +131,16 @@ def test_truncated_or_bit_flipped_files_give_an_array_or_an_input_error(folder, 
 
 
 @PROPERTY
-@given(shape=st.lists(st.integers(0, 6), max_size=4).map(tuple), crop=st.booleans(), pad=st.booleans())
+@given(
+    shape=st.lists(st.integers(0, 6), max_size=4).map(tuple), crop=st.booleans(), pad=st.booleans()
+)
 def test_shapes_are_accepted_exactly_or_refused_never_reshaped(shape, crop, pad):
     arr = np.zeros(shape, dtype=np.float32)
     full = arr[None] if arr.ndim == 2 else arr
     try:
         got = io.check_trials(arr, "x.npy", R, T, crop=crop, pad=pad)
     except InputError as e:
-        assert str(shape) in str(e)                             # says what it found
+        assert str(shape) in str(e)  # says what it found
         return
     assert full.ndim == 3 and full.shape[0] >= 1 and full.shape[1] == R
     t = full.shape[2]
@@ -124,8 +149,15 @@ def test_shapes_are_accepted_exactly_or_refused_never_reshaped(shape, crop, pad)
 
 
 @PROPERTY
-@given(trial=hnp.arrays(np.float32, (R, 8), elements=st.one_of(
-    st.floats(-1e6, 1e6, width=32), st.sampled_from([np.nan, np.inf, -np.inf]))))
+@given(
+    trial=hnp.arrays(
+        np.float32,
+        (R, 8),
+        elements=st.one_of(
+            st.floats(-1e6, 1e6, width=32), st.sampled_from([np.nan, np.inf, -np.inf])
+        ),
+    )
+)
 def test_interpolation_fills_every_gap_or_declines(trial):
     fixed = io.interpolate_nonfinite(trial)
     bad = ~np.isfinite(trial)
@@ -133,16 +165,17 @@ def test_interpolation_fills_every_gap_or_declines(trial):
         assert (bad.sum(axis=1) > io.MAX_INTERPOLATED * trial.shape[1]).any()
         return
     assert np.isfinite(fixed).all()
-    np.testing.assert_array_equal(fixed[~bad], trial[~bad])             # finite values untouched
+    np.testing.assert_array_equal(fixed[~bad], trial[~bad])  # finite values untouched
     lo, hi = np.where(bad, np.inf, trial).min(axis=1), np.where(bad, -np.inf, trial).max(axis=1)
     assert ((fixed >= lo[:, None]) | ~bad).all() and ((fixed <= hi[:, None]) | ~bad).all()
 
 
 # ---- normalizations: finite for any finite input, constants included ---------------------------------
 
-FINITE = st.floats(-2.0**50, 2.0**50, allow_nan=False, width=32)   # ±1.1e15: raw BOLD is ≤ 1e5
-trials_strategy = hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, R), st.integers(1, 8)),
-                             elements=FINITE)
+FINITE = st.floats(-(2.0**50), 2.0**50, allow_nan=False, width=32)  # ±1.1e15: raw BOLD is ≤ 1e5
+trials_strategy = hnp.arrays(
+    np.float32, st.tuples(st.integers(1, 3), st.integers(1, R), st.integers(1, 8)), elements=FINITE
+)
 
 
 @PROPERTY
@@ -171,11 +204,17 @@ def contract_decoder(tmp_path_factory):
     from fmri_edge.model.runtime import Model
     from tests.corpus import contract_model
 
-    return Model(contract_model(tmp_path_factory.mktemp("m") / "c.onnx", n_regions=R, n_times=8, baseline_s=3))
+    return Model(
+        contract_model(
+            tmp_path_factory.mktemp("m") / "c.onnx", n_regions=R, n_times=8, baseline_s=3
+        )
+    )
 
 
 @PROPERTY
-@given(x=hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.just(R), st.just(8)), elements=FINITE))
+@given(
+    x=hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.just(R), st.just(8)), elements=FINITE)
+)
 def test_onnx_graph_outputs_are_finite_probabilities(contract_decoder, x):
     out = contract_decoder.run(x)
     for k in ("class_probs", "level_probs"):
@@ -185,10 +224,14 @@ def test_onnx_graph_outputs_are_finite_probabilities(contract_decoder, x):
 
 # ---- scoring -------------------------------------------------------------------------------------------
 
+
 def answers(n_min=1):
     """(CLASS predicted, CLASS true, LEVEL predicted, LEVEL true) for the same n trials."""
-    return st.integers(n_min, 20).flatmap(lambda n: st.tuples(
-        *(hnp.arrays(np.int64, n, elements=st.integers(-k, k)) for k in (1, 1, 4, 4))))
+    return st.integers(n_min, 20).flatmap(
+        lambda n: st.tuples(
+            *(hnp.arrays(np.int64, n, elements=st.integers(-k, k)) for k in (1, 1, 4, 4))
+        )
+    )
 
 
 @PROPERTY
@@ -199,7 +242,11 @@ def test_score_is_bounded_order_free_and_zero_when_perfect(a, seed):
     assert all(0 <= s[k] <= 1 for k in ("CLASS_error", "LEVEL_error", "Score"))
     perm = np.random.default_rng(seed).permutation(len(cp))
     assert scoring.challenge_score(cp[perm], ct[perm], lp[perm], lt[perm]) == s
-    assert scoring.challenge_score(ct, ct, lt, lt) == {"CLASS_error": 0.0, "LEVEL_error": 0.0, "Score": 0.0}
+    assert scoring.challenge_score(ct, ct, lt, lt) == {
+        "CLASS_error": 0.0,
+        "LEVEL_error": 0.0,
+        "Score": 0.0,
+    }
     terms = scoring.level_terms(lp, lt)
     assert ((terms >= 0) & (terms <= 1)).all()
     np.testing.assert_array_equal(terms, scoring.level_terms(lt, lp))
@@ -224,8 +271,12 @@ def test_submission_rows_in_any_order_score_the_same(folder, a, seed):
     pred = submission.read_answers(path)
     truth = submission.Answers(participant, trial, ct, lt)
     pi, ti = submission.align(pred, truth, path, "truth")
-    got = scoring.challenge_score(pred.valence_class[pi], truth.valence_class[ti],
-                                  pred.valence_level[pi], truth.valence_level[ti])
+    got = scoring.challenge_score(
+        pred.valence_class[pi],
+        truth.valence_class[ti],
+        pred.valence_level[pi],
+        truth.valence_level[ti],
+    )
     assert got == scoring.challenge_score(cp, ct, lp, lt)
 
 
@@ -264,13 +315,24 @@ def test_score_reads_columns_by_name_in_any_order_with_or_without_bom_and_crlf(f
     """As spreadsheets and pandas write them: any column order, extra columns, names in any case."""
     cp, ct, lp, lt = a
     n = len(cp)
-    table = {"Participant": [f"P{i % 3}" for i in range(n)], "Trial": [str(i // 3 + 1) for i in range(n)],
-             "CLASS": [str(c) for c in cp], "LEVEL": [f"{lv}.0" if i % 2 else str(lv) for i, lv in enumerate(lp)]}
-    extra = data.draw(st.lists(st.sampled_from(["p_negative", "Unnamed: 0", "note", ""]), unique=True), label="extra")
+    table = {
+        "Participant": [f"P{i % 3}" for i in range(n)],
+        "Trial": [str(i // 3 + 1) for i in range(n)],
+        "CLASS": [str(c) for c in cp],
+        "LEVEL": [f"{lv}.0" if i % 2 else str(lv) for i, lv in enumerate(lp)],
+    }
+    extra = data.draw(
+        st.lists(st.sampled_from(["p_negative", "Unnamed: 0", "note", ""]), unique=True),
+        label="extra",
+    )
     table.update({name: [str(i) for i in range(n)] for name in extra})
     order = data.draw(st.permutations(list(table)), label="order")
-    names = [data.draw(st.sampled_from([c, c.lower(), c.upper(), f" {c} "]), label=c) if c in submission.HEADER else c
-             for c in order]
+    names = [
+        data.draw(st.sampled_from([c, c.lower(), c.upper(), f" {c} "]), label=c)
+        if c in submission.HEADER
+        else c
+        for c in order
+    ]
     bom, crlf = data.draw(st.booleans(), label="bom"), data.draw(st.booleans(), label="crlf")
     buf = stdio.StringIO()
     w = csv.writer(buf, lineterminator="\r\n" if crlf else "\n")
@@ -282,7 +344,10 @@ def test_score_reads_columns_by_name_in_any_order_with_or_without_bom_and_crlf(f
     assert got.keys() == list(zip(table["Participant"], map(int, table["Trial"])))
     np.testing.assert_array_equal(got.valence_class, cp)
     np.testing.assert_array_equal(got.valence_level, lp)
-    truth = submission.Answers(np.array(table["Participant"]), np.array(table["Trial"], dtype=int), ct, lt)
+    truth = submission.Answers(
+        np.array(table["Participant"]), np.array(table["Trial"], dtype=int), ct, lt
+    )
     pi, ti = submission.align(got, truth, path, "truth")
-    assert scoring.challenge_score(got.valence_class[pi], ct[ti], got.valence_level[pi], lt[ti]) == \
-        scoring.challenge_score(cp, ct, lp, lt)
+    assert scoring.challenge_score(
+        got.valence_class[pi], ct[ti], got.valence_level[pi], lt[ti]
+    ) == scoring.challenge_score(cp, ct, lp, lt)

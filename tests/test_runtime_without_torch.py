@@ -1,7 +1,9 @@
 """The runtime path (import, predict, score, info) never imports torch."""
+
 import subprocess
 import sys
 import textwrap
+
 
 def _blocking(*packages: str) -> str:
     """Code that makes ``packages`` (and their submodules) unimportable in a fresh interpreter."""
@@ -17,8 +19,12 @@ def _blocking(*packages: str) -> str:
 
 def _run(code: str, block: tuple[str, ...] = ("torch",)):
     """``code`` in a fresh interpreter where ``block`` cannot be imported."""
-    return subprocess.run([sys.executable, "-c", _blocking(*block) + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", _blocking(*block) + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_importing_runtime_modules_does_not_import_torch():
@@ -39,15 +45,18 @@ def test_predict_score_info_run_with_torch_unimportable(sim_model, sim_data, tmp
 
     np.save(tmp_path / "t.npy", sim_data[0][:30])
     labels = tmp_path / "labels.csv"
-    labels.write_text(",".join(HEADER) + "\n" + "".join(
-        f"t,{i + 1},{c},{lv}\n" for i, (c, lv) in enumerate(sim_data[1][:30])))
+    labels.write_text(
+        ",".join(HEADER)
+        + "\n"
+        + "".join(f"t,{i + 1},{c},{lv}\n" for i, (c, lv) in enumerate(sim_data[1][:30]))
+    )
     r = _run(f"""
         import sys
         from typer.testing import CliRunner
         from fmri_edge.cli import app
         runner = CliRunner()
-        for args in (["predict", r"{tmp_path / 't.npy'}", "--model", r"{sim_model}", "--out", r"{tmp_path / 'p.csv'}"],
-                     ["score", r"{tmp_path / 'p.csv'}", r"{labels}"],
+        for args in (["predict", r"{tmp_path / "t.npy"}", "--model", r"{sim_model}", "--out", r"{tmp_path / "p.csv"}"],
+                     ["score", r"{tmp_path / "p.csv"}", r"{labels}"],
                      ["info", r"{sim_model}"]):
             res = runner.invoke(app, args)
             assert res.exit_code == 0, (args, res.output, res.exception)
@@ -58,31 +67,41 @@ def test_predict_score_info_run_with_torch_unimportable(sim_model, sim_data, tmp
 
 
 def test_importing_the_cli_and_extract_does_not_import_nilearn_or_nibabel():
-    r = _run(("""
+    r = _run(
+        (
+            """
         import sys
         import fmri_edge.cli, fmri_edge.imaging.extract, fmri_edge.simulation.nifti_sim, fmri_edge.decoding.answers, fmri_edge.data.io
         bad = [m for m in ("nilearn", "nibabel", "torch", "sklearn", "scipy", "pandas") if m in sys.modules]
         assert not bad, bad
         print("ok")
-    """), block=("nilearn", "nibabel"))
+    """
+        ),
+        block=("nilearn", "nibabel"),
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
 def test_extract_without_the_nifti_extra_is_one_line_naming_it(tmp_path):
-    r = _run((f"""
+    r = _run(
+        (
+            f"""
         from typer.testing import CliRunner
         from fmri_edge.cli import app
         runner = CliRunner()
-        for args in (["extract", r"{tmp_path / 'bold.nii.gz'}", "--atlas", "a.nii.gz", "--events", "e.tsv",
-                      "--out", r"{tmp_path / 't.npz'}"],
-                     ["simulate", r"{tmp_path / 'sim'}", "--nifti"]):
+        for args in (["extract", r"{tmp_path / "bold.nii.gz"}", "--atlas", "a.nii.gz", "--events", "e.tsv",
+                      "--out", r"{tmp_path / "t.npz"}"],
+                     ["simulate", r"{tmp_path / "sim"}", "--nifti"]):
             res = runner.invoke(app, args)
             assert res.exit_code == 2, (res.output, res.exception)
             lines = res.stderr.strip().splitlines()
             assert len(lines) == 1 and "pip install 'fmri-edge[nifti]'" in lines[0], res.stderr
             assert "Traceback" not in res.output
         print("ok")
-    """), block=("nilearn", "nibabel"))
+    """
+        ),
+        block=("nilearn", "nibabel"),
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr + r.stdout
 
 

@@ -1,5 +1,6 @@
 """Round 3 research hooks: seed ensembles per subject group, the checkpoint kept on validation
 loss, and the nested choice among candidates (train/research/nested.py). Simulated data only."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -45,7 +46,10 @@ def test_seed_ensemble_adds_members_per_group_and_keeps_the_first_ones(sim_data)
     two = fit_networks(r, ds, "x", seed=0)
     assert len(one) == 3 and len(two) == 6
     for a, b in zip(one, two[:3]):  # seed 0 of each group is the one-per-group ensemble
-        assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k]) for k in a.model.state_dict())
+        assert all(
+            torch.equal(a.model.state_dict()[k], b.model.state_dict()[k])
+            for k in a.model.state_dict()
+        )
     w = [f.model.final_layer.weight for f in two]
     assert not torch.equal(w[0], w[3])  # same group, other seed: another network
 
@@ -56,8 +60,15 @@ def test_checkpoint_on_loss_keeps_the_lowest_validation_loss(sim_data):
 
     x, y, subj = sim_data
     tr, va = subj < 4, subj == 4
-    res = fit(_recipe(checkpoint_on="loss"), x[tr], y[tr], x[va], y[va],
-              participants=subj[tr], val_participants=subj[va])
+    res = fit(
+        _recipe(checkpoint_on="loss"),
+        x[tr],
+        y[tr],
+        x[va],
+        y[va],
+        participants=subj[tr],
+        val_participants=subj[va],
+    )
     losses = [h["val_loss"] for h in res.history]
     assert res.best_epoch == int(np.argmin(losses)) + 1
     # the reported inner number is still the selection metric (CLASS error) at the kept epoch
@@ -70,9 +81,11 @@ def _nested():
     import sys
 
     research = str(ROOT / "train" / "research")
-    if research not in sys.path:          # nested.py imports its sibling harness.py, as a script does
+    if research not in sys.path:  # nested.py imports its sibling harness.py, as a script does
         sys.path.insert(0, research)
-    spec = importlib.util.spec_from_file_location("nested", ROOT / "train" / "research" / "nested.py")
+    spec = importlib.util.spec_from_file_location(
+        "nested", ROOT / "train" / "research" / "nested.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -84,8 +97,17 @@ def _run(inners, correct):
     for k, (inner, ok) in enumerate(zip(inners, correct)):
         labels = [[-1, -3], [0, 0], [1, 2]]
         probs = [np.eye(3)[i if i < ok else (i + 1) % 3].tolist() for i in range(3)]
-        folds.append(dict(name=f"fold{k}", inner=inner, inner_last10=inner, participants=[f"P{k}"] * 3,
-                          trial=[1, 2, 3], labels=labels, probs={"class": probs}))
+        folds.append(
+            dict(
+                name=f"fold{k}",
+                inner=inner,
+                inner_last10=inner,
+                participants=[f"P{k}"] * 3,
+                trial=[1, 2, 3],
+                labels=labels,
+                probs={"class": probs},
+            )
+        )
     return {"recipe": {"eval": {"level_rule": "argmax"}}, "folds": folds}
 
 
@@ -123,14 +145,27 @@ def test_lowrank_model_has_its_rank_limited_weights_and_exports(tmp_path, sim_da
     w = torch.einsum("kcr,rt->kct", m.final_layer.weight.reshape(3, 246, 2), m.temporal.weight)
     z = torch.randn(4, 246, 5)
     with torch.inference_mode():
-        np.testing.assert_allclose(m.forward_normalized(z).numpy(),
-                                   (torch.einsum("bct,kct->bk", z, w) + m.final_layer.bias).numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            m.forward_normalized(z).numpy(),
+            (torch.einsum("bct,kct->bk", z, w) + m.final_layer.bias).numpy(),
+            atol=1e-4,
+        )
     assert all(int(torch.linalg.matrix_rank(w[k])) <= 2 for k in range(3))
     out = tmp_path / "lowrank.onnx"
-    export_onnx([m], out, {"model_version": "lowrank", "level_rule": "argmax",
-                           "region_names": [f"R{i}" for i in range(246)]}, x[:64])
+    export_onnx(
+        [m],
+        out,
+        {
+            "model_version": "lowrank",
+            "level_rule": "argmax",
+            "region_names": [f"R{i}" for i in range(246)],
+        },
+        x[:64],
+    )
     held = subj == 5
-    want = predict_proba(m, x[held])["class"]  # population statistics: what the graph's defaults give
+    want = predict_proba(m, x[held])[
+        "class"
+    ]  # population statistics: what the graph's defaults give
     np.testing.assert_allclose(Model(out).run(x[held])["class_probs"], want, atol=1e-4)
 
 
@@ -154,7 +189,16 @@ def test_common_checkpoint_puts_every_member_at_the_epoch_best_on_average(sim_da
     # each member holds exactly the weights it had at that epoch: refit member 0 for e + 1 epochs
     g = sorted(set(ds.participants))
     tr, va = ds.participants != g[0], ds.participants == g[0]
-    again = fit(r, ds.trials[tr], ds.labels[tr], ds.trials[va], ds.labels[va], seed=0, keep_states=True,
-                participants=ds.participants[tr], val_participants=ds.participants[va])
+    again = fit(
+        r,
+        ds.trials[tr],
+        ds.labels[tr],
+        ds.trials[va],
+        ds.labels[va],
+        seed=0,
+        keep_states=True,
+        participants=ds.participants[tr],
+        val_participants=ds.participants[va],
+    )
     ref = again.states[e]
     assert all(torch.equal(fits[0].model.state_dict()[k], ref[k]) for k in ref)

@@ -1,4 +1,5 @@
 """The shipped model: self-description, and the challenge's output on the real test subjects."""
+
 import csv
 import json
 from pathlib import Path
@@ -33,16 +34,21 @@ def test_shipped_model_describes_itself(shipped):
 
 def test_region_names_are_the_atlas(shipped, icbhi):
     lines = (icbhi / "BN_atlas.txt").read_text().splitlines()[1:]
-    assert list(shipped.info.region_names) == [ln.split("\t")[1].strip() for ln in lines if ln.strip()]
+    assert list(shipped.info.region_names) == [
+        ln.split("\t")[1].strip() for ln in lines if ln.strip()
+    ]
 
 
 def test_predict_test_subjects_gives_complete_submission(shipped, icbhi, tmp_path):
-    res = runner.invoke(app, ["predict", str(icbhi / "Test"), "--out", str(tmp_path / "submission.csv")])
+    res = runner.invoke(
+        app, ["predict", str(icbhi / "Test"), "--out", str(tmp_path / "submission.csv")]
+    )
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "submission.csv")))
     assert len(rows) == 120
-    assert [(r["Participant"], int(r["Trial"])) for r in rows] == \
-        [(f"P{p}", t) for p in range(17, 21) for t in range(1, 31)]
+    assert [(r["Participant"], int(r["Trial"])) for r in rows] == [
+        (f"P{p}", t) for p in range(17, 21) for t in range(1, 31)
+    ]
     # the shipped model has no LEVEL head: LEVEL follows the class-only rule
     assert all({"-1": "-3", "0": "0", "1": "2"}[r["CLASS"]] == r["LEVEL"] for r in rows)
 
@@ -53,4 +59,6 @@ def test_info_json_of_shipped_model():
     res = runner.invoke(app, ["info", "--json"])
     meta = json.loads(res.stdout)
     assert res.exit_code == 0 and meta["model_version"].startswith("fmri-edge@")
-    assert meta["recipe"] == "train/fmri-edge.toml" and Path(meta["recipe"]).is_file()  # re-runnable
+    assert (
+        meta["recipe"] == "train/fmri-edge.toml" and Path(meta["recipe"]).is_file()
+    )  # re-runnable

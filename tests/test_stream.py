@@ -1,5 +1,6 @@
 """fmri-edge stream: trials answered live from volumes replayed into a folder (simulated data only;
 sockets bound on 127.0.0.1 only). The replay runs many times faster than real time."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from fmri_edge.model.runtime import Model  # noqa: E402
 from fmri_edge.realtime.watch import volume_name  # noqa: E402
 
 TR = 2.0
-SPEED = 100.0          # 20 ms between volumes
+SPEED = 100.0  # 20 ms between volumes
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def reference(run, decoder, tmp_path_factory):
     trials = extract.save_trials(tmp_path_factory.mktemp("extracted") / "trials.npz", [r])
     batches = [b for b in predict(decoder, [trials], align=False) if isinstance(b, Batch)]
     probs = np.concatenate([b.class_probs for b in batches])
-    rows = extract.read_events(sim.events).row      # every event fits in the run: trial n is row n
+    rows = extract.read_events(sim.events).row  # every event fits in the run: trial n is row n
     assert len(probs) == len(rows)
     return {int(row): p for row, p in zip(rows, probs)}
 
@@ -69,17 +70,30 @@ def _stream(folder, run, decoder, **kw):
     sim, atlas = run
     answers, problems = [], []
     kw.setdefault("volume_timeout", 1.0)
-    kw.setdefault("realign", False)    # the cube phantom does not move; realignment: tests/test_realign.py
-    live = lib.Stream(folder, atlas, sim.events, TR, decoder, on_answer=answers.append,
-                      on_problem=problems.append, **kw)
+    kw.setdefault(
+        "realign", False
+    )  # the cube phantom does not move; realignment: tests/test_realign.py
+    live = lib.Stream(
+        folder,
+        atlas,
+        sim.events,
+        TR,
+        decoder,
+        on_answer=answers.append,
+        on_problem=problems.append,
+        **kw,
+    )
     return live, answers, problems
 
 
 def _live(folder, run, decoder, fmt="nii", **kw):
     """Stream while the run is replayed into ``folder`` (some volumes in two halves with a pause)."""
     live, answers, problems = _stream(folder, run, decoder, **kw)
-    t = threading.Thread(target=replay, args=(run[0].bold, folder, TR, SPEED, fmt),
-                         kwargs={"split_every": 3, "pause": 0.05})
+    t = threading.Thread(
+        target=replay,
+        args=(run[0].bold, folder, TR, SPEED, fmt),
+        kwargs={"split_every": 3, "pause": 0.05},
+    )
     t.start()
     try:
         result = live.run()
@@ -105,7 +119,7 @@ def test_stream_answers_every_trial_as_extract_and_predict_do(run, decoder, refe
     out = tmp_path / "answers.csv"
     result, answers, problems = _live(folder, run, decoder, align="none", out=out)
     assert result.complete and result.answered == len(reference) == len(answers)
-    assert result.retried > 0          # volumes were seen half-written, and waited for
+    assert result.retried > 0  # volumes were seen half-written, and waited for
     assert not result.incomplete and not [p for p in problems if p.outcome == "refused"]
     for a in answers:
         want = reference[a["trial"]]
@@ -127,7 +141,9 @@ def test_each_trial_is_answered_by_the_volume_that_completes_its_window(run, dec
         assert a["volume"] == needed[a["trial"]]
         assert a["file"] == volume_file("nii", 1, needed[a["trial"]] + 1)
         times = extract.volume_times(needed[a["trial"]] + 1, TR)
-        assert times[-1] >= a["onset"] + 19 - 1e-6 > times[-2]   # the volume right of the last sample
+        assert (
+            times[-1] >= a["onset"] + 19 - 1e-6 > times[-2]
+        )  # the volume right of the last sample
 
 
 def test_files_already_there_are_reported_and_not_used(run, decoder, replayed, tmp_path):
@@ -135,7 +151,7 @@ def test_files_already_there_are_reported_and_not_used(run, decoder, replayed, t
     shutil.copytree(replayed, folder)
     live, answers, problems = _stream(folder, run, decoder, volume_timeout=0.3)
     assert "already in the folder at start" in str(problems[0]) and problems[0].outcome == "ignored"
-    live.feed.ended = True   # nothing new will come: end at once
+    live.feed.ended = True  # nothing new will come: end at once
     live.close()
     assert not answers
 
@@ -151,14 +167,16 @@ def test_dicom_volumes_give_the_same_classes(run, decoder, reference, tmp_path):
     pytest.importorskip("pydicom")
     result, answers, problems = _live(tmp_path, run, decoder, fmt="dicom", align="none")
     assert result.complete, problems
-    for a in answers:   # uint16 pixels with a rescale slope: values within a quantization step
+    for a in answers:  # uint16 pixels with a rescale slope: values within a quantization step
         np.testing.assert_allclose(a["probs"], reference[a["trial"]], atol=2e-3)
 
 
 def test_a_missing_volume_makes_only_its_trials_incomplete(run, decoder, replayed, tmp_path):
     folder = tmp_path / "w"
     shutil.copytree(replayed, folder)
-    live, answers, problems = _stream(folder, run, decoder, include_existing=True, align="none", volume_timeout=0.2)
+    live, answers, problems = _stream(
+        folder, run, decoder, include_existing=True, align="none", volume_timeout=0.2
+    )
     lost = live.schedule.trials[1]
     (folder / volume_file("nii", 1, lost.lo + 2)).unlink()
     result = live.run()
@@ -170,16 +188,23 @@ def test_a_missing_volume_makes_only_its_trials_incomplete(run, decoder, replaye
 def test_a_corrupt_or_foreign_volume_is_skipped_and_reported(run, decoder, replayed, tmp_path):
     folder = tmp_path / "w"
     shutil.copytree(replayed, folder)
-    live, _, problems = _stream(folder, run, decoder, include_existing=True, align="none", volume_timeout=0.2)
+    live, _, problems = _stream(
+        folder, run, decoder, include_existing=True, align="none", volume_timeout=0.2
+    )
     t0, t1 = live.schedule.trials[0], live.schedule.trials[2]
     cut = folder / volume_file("nii", 1, t0.hi + 1)
-    cut.write_bytes(cut.read_bytes()[:1000])                      # never completes
+    cut.write_bytes(cut.read_bytes()[:1000])  # never completes
     other = folder / volume_file("nii", 1, t1.lo + 2)
     import nibabel as nib
 
-    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)), str(other))   # another grid
-    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), np.eye(4)), str(folder / "img-00002-00001.nii"))
-    shutil.copy(folder / volume_file("nii", 1, 5), folder / "img-00001-005.nii")     # volume 5 again
+    nib.save(
+        nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)), str(other)
+    )  # another grid
+    nib.save(
+        nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), np.eye(4)),
+        str(folder / "img-00002-00001.nii"),
+    )
+    shutil.copy(folder / volume_file("nii", 1, 5), folder / "img-00001-005.nii")  # volume 5 again
     result = live.run()
     text = [str(p) for p in problems]
     assert any(cut.name in s and "did not decode within" in s for s in text)
@@ -194,8 +219,16 @@ def test_trials_beyond_the_end_of_the_run_are_declared_incomplete(run, decoder, 
     sim, atlas = run
     events = tmp_path / "events.tsv"
     events.write_text(sim.events.read_text() + "500.0\t15.0\tpositive\n")
-    live = lib.Stream(replayed, atlas, events, TR, decoder, include_existing=True, volume_timeout=0.2,
-                      on_answer=lambda line: None)
+    live = lib.Stream(
+        replayed,
+        atlas,
+        events,
+        TR,
+        decoder,
+        include_existing=True,
+        volume_timeout=0.2,
+        on_answer=lambda line: None,
+    )
     result = live.run()
     assert result.answered == 4 and len(result.incomplete) == 1
     assert "runs past the end of the scan" in result.incomplete[0].problem
@@ -205,7 +238,7 @@ def test_running_alignment_starts_once_ten_trials_are_in(decoder):
     rng = np.random.default_rng(0)
     trials = rng.uniform(9000, 10000, (12, 246, 25)).astype(np.float32)
     running = lib.Alignment(decoder, "running")
-    words = [running(trials[i:i + 1])[1] for i in range(12)]
+    words = [running(trials[i : i + 1])[1] for i in range(12)]
     assert words[8].startswith("population") and words[9] == "running (10 trials)"
     from fmri_edge.model.normalize import AlignStats
 
@@ -231,7 +264,7 @@ def test_a_full_disk_keeps_whole_rows_only(tmp_path):
     rows = lib.RowFile(tmp_path / "a.csv")
     answer = lib.Answer(1, 10.0, "neutral", 0, 0, [0.2, 0.5, 0.3], 12, "x.nii", 1.0, "population")
     assert rows.row("P", answer)
-    os.dup2(os.open("/dev/full", os.O_WRONLY), rows.fd)            # the disk fills up
+    os.dup2(os.open("/dev/full", os.O_WRONLY), rows.fd)  # the disk fills up
     assert not rows.row("P", answer) and "cannot write" in str(rows.error)
     assert (tmp_path / "a.csv").read_text().splitlines()[1] == "P,1,0,0,0.2000,0.5000,0.3000"
 
@@ -254,8 +287,12 @@ def test_send_over_udp_and_tcp_and_a_receiver_that_is_not_listening():
     t.close()
     with pytest.raises(UsageError, match="no receiver"):
         lib.Sender(f"tcp://127.0.0.1:{port}")
-    gone = lib.Sender(f"udp://127.0.0.1:{port}")      # nobody listens there: the kernel says so on a later send
-    assert not all(gone.send('{"trial": 3}') for _ in range(5)) and "stopped listening" in str(gone.error)
+    gone = lib.Sender(
+        f"udp://127.0.0.1:{port}"
+    )  # nobody listens there: the kernel says so on a later send
+    assert not all(gone.send('{"trial": 3}') for _ in range(5)) and "stopped listening" in str(
+        gone.error
+    )
     with pytest.raises(UsageError, match="udp://HOST:PORT"):
         lib.Sender("http://127.0.0.1:1")
 
@@ -266,8 +303,19 @@ def test_cli_stream_one_line_errors(tmp_path, run):
     from fmri_edge.cli import app
 
     sim, atlas = run
-    r = CliRunner().invoke(app, ["stream", str(tmp_path / "nope"), "--atlas", str(atlas), "--events",
-                                 str(sim.events), "--tr", "2"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "stream",
+            str(tmp_path / "nope"),
+            "--atlas",
+            str(atlas),
+            "--events",
+            str(sim.events),
+            "--tr",
+            "2",
+        ],
+    )
     assert r.exit_code == 2 and "watch folder does not exist" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
@@ -278,11 +326,27 @@ def test_cli_simulate_scanner(tmp_path, run):
     from fmri_edge.cli import app
 
     sim, _ = run
-    r = CliRunner().invoke(app, ["simulate", "--scanner", str(tmp_path), "--from", str(sim.bold), "--tr", str(TR),
-                                 "--speed", "1e6"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--scanner",
+            str(tmp_path),
+            "--from",
+            str(sim.bold),
+            "--tr",
+            str(TR),
+            "--speed",
+            "1e6",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == [volume_file("nii", 1, k + 1) for k in range(sim.n_volumes)]
-    r = CliRunner().invoke(app, ["simulate", "--scanner", str(tmp_path / "no"), "--from", str(sim.bold), "--tr", "2"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        volume_file("nii", 1, k + 1) for k in range(sim.n_volumes)
+    ]
+    r = CliRunner().invoke(
+        app, ["simulate", "--scanner", str(tmp_path / "no"), "--from", str(sim.bold), "--tr", "2"]
+    )
     assert r.exit_code == 2 and "does not exist" in r.stderr
 
 
@@ -296,9 +360,27 @@ def test_cli_stream(tmp_path, run, reference):
     player = threading.Timer(0.5, replay, args=(sim.bold, tmp_path, TR, SPEED))
     player.start()
     try:
-        r = CliRunner().invoke(app, ["stream", str(tmp_path), "--atlas", str(atlas), "--events", str(sim.events),
-                                     "--tr", str(TR), "--no-align", "--no-realign", "--volume-timeout", "2",
-                                     "--out", str(tmp_path.parent / "a.csv"), "--participant", "P21"])
+        r = CliRunner().invoke(
+            app,
+            [
+                "stream",
+                str(tmp_path),
+                "--atlas",
+                str(atlas),
+                "--events",
+                str(sim.events),
+                "--tr",
+                str(TR),
+                "--no-align",
+                "--no-realign",
+                "--volume-timeout",
+                "2",
+                "--out",
+                str(tmp_path.parent / "a.csv"),
+                "--participant",
+                "P21",
+            ],
+        )
     finally:
         player.join()
     assert r.exit_code == 0, r.stderr
@@ -325,18 +407,45 @@ def test_sigterm_leaves_whole_rows_and_exit_143(run, decoder, replayed, tmp_path
     for k in range(first_two + 1):
         shutil.copy(replayed / volume_file("nii", 1, k + 1), folder)
     out = tmp_path / "a.csv"
-    p = subprocess.Popen([sys.executable, "-m", "fmri_edge.cli", "stream", str(folder), "--atlas", str(atlas),
-                          "--events", str(sim.events), "--tr", str(TR), "--out", str(out), "--include-existing", "--no-realign",
-                          "--volume-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fmri_edge.cli",
+            "stream",
+            str(folder),
+            "--atlas",
+            str(atlas),
+            "--events",
+            str(sim.events),
+            "--tr",
+            str(TR),
+            "--out",
+            str(out),
+            "--include-existing",
+            "--no-realign",
+            "--volume-timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+    while time.monotonic() < deadline and (
+        not out.exists() or len(out.read_text().splitlines()) < 3
+    ):
         time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
     stdout, stderr = p.communicate(timeout=30)
     assert p.returncode == 143, stderr
     assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr
     rows = out.read_text().splitlines()
-    assert len(rows) == 3 and all(len(r.split(",")) == 7 for r in rows) and out.read_text().endswith("\n")
+    assert (
+        len(rows) == 3
+        and all(len(r.split(",")) == 7 for r in rows)
+        and out.read_text().endswith("\n")
+    )
     assert len(stdout.splitlines()) == 2
 
 
@@ -356,7 +465,12 @@ def test_dicom_reader_siemens_mosaic_and_a_partial_file(tmp_path):
     whole = tmp_path / "001_000005_000001.dcm"
     whole.write_bytes(gzip.decompress(src.read_bytes()))
     data, affine, series = dicom.read_volume(whole)
-    assert data.shape == (128, 128, 48) and data.dtype == np.float32 and affine.shape == (4, 4) and series
+    assert (
+        data.shape == (128, 128, 48)
+        and data.dtype == np.float32
+        and affine.shape == (4, 4)
+        and series
+    )
     part = tmp_path / "001_000005_000002.dcm"
     part.write_bytes(whole.read_bytes()[: whole.stat().st_size - 10_000])
     with pytest.raises(InputError, match="001_000005_000002.dcm: not a readable DICOM volume"):
@@ -374,7 +488,9 @@ def test_a_dicom_of_another_series_is_refused(run, decoder, tmp_path):
     img = nib.load(str(sim.bold))
     stray = tmp_path / volume_file("dicom", 1, 3)
     stray.write_bytes(dicom.Encoder(img.affine, img.shape[:3])(np.asarray(img.dataobj[..., 2]), 3))
-    live, _, problems = _stream(tmp_path, run, decoder, include_existing=True, align="none", volume_timeout=0.2)
+    live, _, problems = _stream(
+        tmp_path, run, decoder, include_existing=True, align="none", volume_timeout=0.2
+    )
     result = live.run()
     assert any(stray.name in str(p) and "another series" in str(p) for p in problems)
     assert result.answered == len([t for t in live.schedule.trials if not t.lo <= 2 <= t.hi])
@@ -410,12 +526,16 @@ def test_the_schedule_cuts_each_trial_as_extract_cuts_the_whole_run(tmp_path, de
     rng = np.random.default_rng(int(tr * 10 + ref * 4))
     onsets = np.sort(rng.uniform(5.0, 200.0, 25))
     events = tmp_path / "events.tsv"
-    events.write_text("onset\tduration\ttrial_type\n" + "".join(f"{o:.3f}\t15\tx\n" for o in onsets))
+    events.write_text(
+        "onset\tduration\ttrial_type\n" + "".join(f"{o:.3f}\t15\tx\n" for o in onsets)
+    )
     ev = extract.read_events(events)
     window = extract.Window.from_model(decoder.info)
     n = int(np.ceil(260 / tr))
     signals = rng.uniform(500, 15000, (n, 246))
-    whole, keep, _ = extract.cut_trials(extract.volume_times(n, tr, ref), signals, ev, window, "run")
+    whole, keep, _ = extract.cut_trials(
+        extract.volume_times(n, tr, ref), signals, ev, window, "run"
+    )
     schedule = lib.Schedule(ev, window, tr, ref)
     assert [t.i for t in schedule.trials] == keep.tolist()
     for t, want in zip(schedule.trials, whole):

@@ -1,5 +1,6 @@
 """`train --scheduler` (issue 31): folds and permutations as Dask tasks give the local run's numbers;
 a killed worker loses nothing; a scheduler that is not there is one line and nothing is written."""
+
 import json
 import os
 import signal
@@ -7,7 +8,9 @@ import signal
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'fmri-edge[dask]')")
+pytest.importorskip(
+    "distributed", reason="the dask extra is not installed (pip install 'fmri-edge[dask]')"
+)
 pytest.importorskip("torch")
 import distributed  # noqa: E402
 
@@ -21,7 +24,9 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    return write_trial_study(tmp_path_factory.mktemp("tc") / "s", 4, 2, 9, signal="individual", effect=0.02)
+    return write_trial_study(
+        tmp_path_factory.mktemp("tc") / "s", 4, 2, 9, signal="individual", effect=0.02
+    )
 
 
 def _results(path):
@@ -30,8 +35,19 @@ def _results(path):
 
 @pytest.mark.parametrize("protocol", ["subject", "within"])
 def test_the_cluster_gives_the_local_numbers(study, tmp_path, protocol):
-    common = ["train", "--data", str(study), "--protocol", protocol, "--permutations", "4", "--threads", "1",
-              "--no-final", "--json"]
+    common = [
+        "train",
+        "--data",
+        str(study),
+        "--protocol",
+        protocol,
+        "--permutations",
+        "4",
+        "--threads",
+        "1",
+        "--no-final",
+        "--json",
+    ]
     a = runner.invoke(app, [*common, "--out", str(tmp_path / "local")])
     b = runner.invoke(app, [*common, "--out", str(tmp_path / "dask"), "--scheduler", "local:2"])
     assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
@@ -39,7 +55,9 @@ def test_the_cluster_gives_the_local_numbers(study, tmp_path, protocol):
     assert ra["protocols"][protocol]["predictions"] == rb["protocols"][protocol]["predictions"]
     assert ra["evaluation"]["permutation"] == rb["evaluation"]["permutation"]
     assert ra["evaluation"]["estimate"] == rb["evaluation"]["estimate"]
-    assert (tmp_path / "dask" / "cv_predictions.csv").read_text() == (tmp_path / "local" / "cv_predictions.csv").read_text()
+    assert (tmp_path / "dask" / "cv_predictions.csv").read_text() == (
+        tmp_path / "local" / "cv_predictions.csv"
+    ).read_text()
 
 
 def test_a_killed_worker_is_retried_and_the_null_is_unchanged(study):
@@ -51,15 +69,31 @@ def test_a_killed_worker_is_retried_and_the_null_is_unchanged(study):
     recipe.data = str(study)
     plan = make_plan(recipe, "auto", ["subject"])
     shuffled = evaluation.shuffles(plan.ds.labels, plan.ds.participants, 6, recipe.seed)
-    want = evaluation.permutation_null(lambda y: run_subject_cv(recipe, plan.ds.with_labels(y)), plan.ds.labels,
-                                       plan.ds.participants, 6, recipe.eval.level_rule, recipe.seed)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address="127.0.0.1:0") as lc, distributed.Client(lc) as client:
+    want = evaluation.permutation_null(
+        lambda y: run_subject_cv(recipe, plan.ds.with_labels(y)),
+        plan.ds.labels,
+        plan.ds.participants,
+        6,
+        recipe.eval.level_rule,
+        recipe.seed,
+    )
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as lc,
+        distributed.Client(lc) as client,
+    ):
         pids = client.run(os.getpid)
         ex = tasks.DaskExecutor(client, "local:2")
         data = ex._data(plan.ds)
-        futures = [client.submit(tasks.permutation_task, recipe, data, "subject", None, y, pure=False)
-                   for y in shuffled]
+        futures = [
+            client.submit(tasks.permutation_task, recipe, data, "subject", None, y, pure=False)
+            for y in shuffled
+        ]
         scheduler.result(futures[0], "local:2", distributed)
         busy = [w for w, keys in client.processing().items() if keys]
         victim = busy[0] if busy else next(iter(pids))
@@ -69,13 +103,28 @@ def test_a_killed_worker_is_retried_and_the_null_is_unchanged(study):
     assert got == want
 
 
-def test_a_scheduler_that_is_not_there_is_one_line_and_nothing_is_written(study, tmp_path, monkeypatch):
+def test_a_scheduler_that_is_not_there_is_one_line_and_nothing_is_written(
+    study, tmp_path, monkeypatch
+):
     monkeypatch.setattr(scheduler, "CONNECT_TIMEOUT", 2)
-    res = runner.invoke(app, ["train", "--data", str(study), "--scheduler", "tcp://127.0.0.1:9",
-                              "--out", str(tmp_path / "run")])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(study),
+            "--scheduler",
+            "tcp://127.0.0.1:9",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     one_line_error(res, "tcp://127.0.0.1:9", "--scheduler local:N")
     assert not (tmp_path / "run").exists()
-    res = runner.invoke(app, ["train", "--data", str(study), "--scheduler", "local:0", "--out", str(tmp_path / "run")])
+    res = runner.invoke(
+        app,
+        ["train", "--data", str(study), "--scheduler", "local:0", "--out", str(tmp_path / "run")],
+    )
     one_line_error(res, "local:N")
     assert not (tmp_path / "run").exists()
 

@@ -1,4 +1,5 @@
 """Training on simulated subjects: the recipe → train → export → predict → score chain via the CLI."""
+
 import json
 
 import numpy as np
@@ -33,8 +34,11 @@ def test_train_export_predict_score_via_cli(tmp_path, sim_data):
     x, y, subj = sim_data
     for s, name in enumerate(["P01", "P10", "P02", "P11", "P08", "P09"]):
         write_icbhi(tmp_path / "Train", x[subj == s], y[subj == s], name)
-    (tmp_path / "Train" / "participants.tsv").write_text(   # the order-mate pairs, as ICBHI's Train has them
-        "participant_id\torder_group\nP01\t1\nP10\t1\nP02\t2\nP11\t2\nP08\t8\nP09\t9\n")
+    (
+        tmp_path / "Train" / "participants.tsv"
+    ).write_text(  # the order-mate pairs, as ICBHI's Train has them
+        "participant_id\torder_group\nP01\t1\nP10\t1\nP02\t2\nP11\t2\nP08\t8\nP09\t9\n"
+    )
     recipe = tmp_path / "sim.toml"
     recipe.write_text(RECIPE.format(data=tmp_path / "Train"))
     runner = CliRunner()
@@ -44,14 +48,25 @@ def test_train_export_predict_score_via_cli(tmp_path, sim_data):
     assert set(summary["summaries"]) == {"subject", "random"} and summary["final"]["epochs"] == 4
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     cv = results["protocols"]["subject"]
-    assert len(cv["folds"]) == 4                      # groups P01+P10, P02+P11, P08, P09
-    assert len(cv["predictions"]) == 180              # every trial held out exactly once
-    res = runner.invoke(app, ["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")])
+    assert len(cv["folds"]) == 4  # groups P01+P10, P02+P11, P08, P09
+    assert len(cv["predictions"]) == 180  # every trial held out exactly once
+    res = runner.invoke(
+        app, ["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")]
+    )
     assert res.exit_code == 0, res.output
     card = (tmp_path / "m.md").read_text()
     assert "sha256" in card and "cross-subject" in card and "optimistic" in card
-    res = runner.invoke(app, ["predict", str(tmp_path / "Train"), "--model", str(tmp_path / "m.onnx"),
-                              "--out", str(tmp_path / "p.csv")])
+    res = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "Train"),
+            "--model",
+            str(tmp_path / "m.onnx"),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["score", str(tmp_path / "p.csv"), str(tmp_path / "Train"), "--json"])
     assert json.loads(res.stdout)["n_trials"] == 180
@@ -81,16 +96,20 @@ def test_lbfgs_solver_reaches_the_logistic_regression_optimum_deterministically(
     r = _lbfgs_recipe()
     a = fit(r, x, y, participants=subj)
     b = fit(r, x, y, participants=subj, seed=123)
-    w, bias = a.model.final_layer.weight.detach().double().numpy(), a.model.final_layer.bias.detach().double().numpy()
+    w, bias = (
+        a.model.final_layer.weight.detach().double().numpy(),
+        a.model.final_layer.bias.detach().double().numpy(),
+    )
     np.testing.assert_array_equal(w, b.model.final_layer.weight.detach().numpy())
     z = represent(a.model, x, subj).reshape(len(x), -1).double().numpy()
     logits = z @ w.T + bias
-    p = np.exp(logits - logits.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
     onehot = np.eye(3)[y[:, 0] + 1]
     grad_w, grad_b = r.optim.C * (p - onehot).T @ z + w, r.optim.C * (p - onehot).sum(0)
     assert np.abs(grad_w).max() < 1e-3 * np.abs(w).max() and np.abs(grad_b).max() < 1e-4
     assert a.history[0]["iterations"] < r.optim.max_iter and "warning" not in a.history[0]
-    assert np.abs(w).max() > 1e-3                           # it did move from zero
+    assert np.abs(w).max() > 1e-3  # it did move from zero
     sklearn = pytest.importorskip("sklearn.linear_model")
     ref = sklearn.LogisticRegression(C=r.optim.C, max_iter=5000, tol=1e-8).fit(z, y[:, 0])
     np.testing.assert_allclose(p, ref.predict_proba(z), atol=1e-4)
@@ -113,9 +132,14 @@ def test_lbfgs_subject_cv_fits_each_fold_on_all_its_training_subjects(sim_data):
         assert f.fit.val_metric is None and f.fit.best_epoch == 1
         assert len(held_out) in (1, 2) and f.metrics["CLASS"]["accuracy"] > 0.5
     train = ~np.isin(names, list(folds[0].test.participants))
-    alone = fit(r, x[train], y[train], participants=names[train])   # every training subject, nothing held back
-    np.testing.assert_allclose(folds[0].fit.model.final_layer.weight.detach().numpy(),
-                               alone.model.final_layer.weight.detach().numpy(), atol=1e-6)
+    alone = fit(
+        r, x[train], y[train], participants=names[train]
+    )  # every training subject, nothing held back
+    np.testing.assert_allclose(
+        folds[0].fit.model.final_layer.weight.detach().numpy(),
+        alone.model.final_layer.weight.detach().numpy(),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="lbfgs"):
         r.model.kind = "cnn"
         fit(r, x, y, participants=subj)

@@ -2,6 +2,7 @@
 
 The kernel's values are nilearn's NiftiLabelsMasker(strategy="mean") on the same data (≤ 1e-5
 relative); the reader's are nibabel's get_fdata on the same file, whatever the encoding."""
+
 import numpy as np
 import pytest
 
@@ -19,9 +20,11 @@ N_REGIONS = 30
 def labels_and_data(n_volumes=7, seed=0):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, N_REGIONS + 1, SHAPE).astype(np.int16)
-    labels.flat[:N_REGIONS] = np.arange(1, N_REGIONS + 1)               # every region has a voxel
+    labels.flat[:N_REGIONS] = np.arange(1, N_REGIONS + 1)  # every region has a voxel
     level = rng.uniform(400, 14000, N_REGIONS + 1).astype(np.float32)
-    data = level[labels][..., None] * (1 + 0.02 * rng.standard_normal(SHAPE + (n_volumes,))).astype(np.float32)
+    data = level[labels][..., None] * (1 + 0.02 * rng.standard_normal(SHAPE + (n_volumes,))).astype(
+        np.float32
+    )
     affine = np.diag([3.0, 3.0, 3.5, 1.0])
     affine[:3, 3] = [-20, -18, -15]
     return labels, data, affine
@@ -32,8 +35,14 @@ def masker_means(labels, data, affine):
 
     from nilearn.maskers import NiftiLabelsMasker
 
-    masker = NiftiLabelsMasker(labels_img=nib.Nifti1Image(labels, affine), background_label=0, strategy="mean",
-                               standardize=None, resampling_target=None, keep_masked_labels=False)
+    masker = NiftiLabelsMasker(
+        labels_img=nib.Nifti1Image(labels, affine),
+        background_label=0,
+        strategy="mean",
+        standardize=None,
+        resampling_target=None,
+        keep_masked_labels=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return masker.fit_transform(nib.Nifti1Image(data, affine))
@@ -46,7 +55,7 @@ def test_region_means_match_nilearns_labels_masker():
     got = index.means(data)
     assert got.shape == (7, N_REGIONS) and got.dtype == np.float64
     assert np.abs(got / expected - 1).max() <= 1e-5
-    for k in (0, 6):                                                    # one volume at a time
+    for k in (0, 6):  # one volume at a time
         assert np.abs(index.means(data[..., k]) / expected[k] - 1).max() <= 1e-5
     # any memory order gives the same values (NIfTI blocks are Fortran-ordered, a user's array may not be)
     np.testing.assert_allclose(index.means(np.ascontiguousarray(data)), got, rtol=1e-12)
@@ -56,7 +65,9 @@ def test_region_index_on_the_grid_of_an_atlas_file(tmp_path):
     atlas = ex.Atlas(nifti_sim.write_atlas(tmp_path / "a.nii.gz"), 246)
     img = nib.load(str(nifti_sim.write_atlas(tmp_path / "fine.nii.gz", upsample=2)))
     notes = []
-    index = volumes.RegionIndex.on_grid(atlas, img.shape, img.affine, notes, tmp_path / "bold.nii.gz")
+    index = volumes.RegionIndex.on_grid(
+        atlas, img.shape, img.affine, notes, tmp_path / "bold.nii.gz"
+    )
     assert index.n_regions == 246 and index.shape == img.shape
     assert any("resampled the atlas to the BOLD grid" in n for n in notes)
     data = np.random.default_rng(1).uniform(100, 200, img.shape + (3,)).astype(np.float32)
@@ -76,7 +87,9 @@ def write(path, data, affine, dtype=np.float32, scaling=None, endian="<", nifti2
     cls = nib.Nifti2Image if nifti2 else nib.Nifti1Image
     img = cls(data.astype(dtype), affine)
     if endian == ">":
-        img = cls(data.astype(np.dtype(dtype).newbyteorder(">")), affine, img.header.as_byteswapped(">"))
+        img = cls(
+            data.astype(np.dtype(dtype).newbyteorder(">")), affine, img.header.as_byteswapped(">")
+        )
     img.header.set_data_dtype(dtype)
     if scaling:
         img.header.set_slope_inter(*scaling)
@@ -96,19 +109,25 @@ def test_blocks_are_nibabels_values(tmp_path, name, block_volumes):
     path = write(tmp_path / f"run{suffix}", data, affine, dtype, scaling, endian)
     expected = nib.load(str(path)).get_fdata()
     blocks = list(volumes.iter_blocks(path, block_volumes))
-    assert [b.shape[3] for b in blocks] == [min(block_volumes, 5 - k) for k in range(0, 5, block_volumes)]
+    assert [b.shape[3] for b in blocks] == [
+        min(block_volumes, 5 - k) for k in range(0, 5, block_volumes)
+    ]
     got = np.concatenate(blocks, axis=3)
     assert got.dtype == np.float32 and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     np.testing.assert_allclose(volumes.read_image(path), expected, rtol=1e-6)
     h = volumes.read_header(path)
-    assert h.shape == expected.shape and np.allclose(h.affine, affine) and h.gzipped == suffix.endswith(".gz")
+    assert (
+        h.shape == expected.shape
+        and np.allclose(h.affine, affine)
+        and h.gzipped == suffix.endswith(".gz")
+    )
 
 
 def test_read_volume_and_nifti2(tmp_path):
     _, data, affine = labels_and_data(n_volumes=1)
     for path, kwargs in ((tmp_path / "v.nii.gz", {}), (tmp_path / "v2.nii", {"nifti2": True})):
-        write(path, data, affine, **kwargs)                     # a 4-D image of one volume
+        write(path, data, affine, **kwargs)  # a 4-D image of one volume
         vol, aff = volumes.read_volume(path)
         assert vol.shape == SHAPE and vol.dtype == np.float32 and np.allclose(aff, affine)
         np.testing.assert_array_equal(vol, data[..., 0])
@@ -137,5 +156,9 @@ def test_concatenated_gzip_members_are_one_stream(tmp_path):
     _, data, affine = labels_and_data(n_volumes=4)
     plain = write(tmp_path / "run.nii", data, affine).read_bytes()
     cut = [0, 1000, 1001, len(plain) // 2, len(plain)]
-    (tmp_path / "members.nii.gz").write_bytes(b"".join(gzip.compress(plain[a:b]) for a, b in zip(cut, cut[1:])))
-    np.testing.assert_array_equal(volumes.read_image(tmp_path / "members.nii.gz"), volumes.read_image(tmp_path / "run.nii"))
+    (tmp_path / "members.nii.gz").write_bytes(
+        b"".join(gzip.compress(plain[a:b]) for a, b in zip(cut, cut[1:]))
+    )
+    np.testing.assert_array_equal(
+        volumes.read_image(tmp_path / "members.nii.gz"), volumes.read_image(tmp_path / "run.nii")
+    )

@@ -9,6 +9,7 @@
 Results go to stdout (a table, or one JSON document with ``--json``); progress, warnings and
 errors go to stderr. A bad input is a one-line error naming the file, exit code 2.
 """
+
 import os
 import sys
 
@@ -28,13 +29,17 @@ __all__ = ["app", "main", "run", "EXIT_BAD_INPUT", "EXIT_PARTIAL"]
 # first imported; an OPENBLAS_NUM_THREADS of the user's wins. They also end without the
 # interpreter's teardown (its cost is in docs/speed.md): their files are closed and their output
 # is flushed first.
-SMALL_NUMPY_COMMANDS = frozenset({"predict", "explain", "adapt", "info", "score", "simulate", "stream"})
+SMALL_NUMPY_COMMANDS = frozenset(
+    {"predict", "explain", "adapt", "info", "score", "simulate", "stream"}
+)
 
 
 def run() -> None:
     """The ``fmri-edge`` console script (and ``python -m fmri_edge.cli``)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    quick = command in SMALL_NUMPY_COMMANDS and "--scheduler" not in sys.argv  # Dask's shutdown stays as it is
+    quick = (
+        command in SMALL_NUMPY_COMMANDS and "--scheduler" not in sys.argv
+    )  # Dask's shutdown stays as it is
     if quick:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:

@@ -6,6 +6,7 @@ a terminal (:mod:`fmri_edge.cli.console`), and numpy/onnxruntime by the commands
 real objects, not strings (no ``from __future__ import annotations``): typer would otherwise
 ``eval`` each of them on every start.
 """
+
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,9 @@ from fmri_edge.cli.console import Table, err, escape, out  # noqa: F401  (re-exp
 from fmri_edge.errors import InputError, UsageError
 
 EXIT_BAD_INPUT = 2
-EXIT_PARTIAL = 3     # predict --out: some files or trials were refused or skipped (their rows are missing)
+EXIT_PARTIAL = (
+    3  # predict --out: some files or trials were refused or skipped (their rows are missing)
+)
 MAX_TABLE_ROWS = 60
 
 
@@ -37,21 +40,33 @@ class SectionedGroup(TyperGroup):
         limit = formatter.width - 6 - max(len(n) for n, _ in commands)
         for name, cmd in commands:
             sections.setdefault(getattr(cmd, "rich_help_panel", None) or "Commands", []).append(
-                (name, cmd.get_short_help_str(limit)))
+                (name, cmd.get_short_help_str(limit))
+            )
         for title, rows in sections.items():
             with formatter.section(title):
                 formatter.write_dl(rows)
 
 
-app = typer.Typer(cls=SectionedGroup, rich_markup_mode=None, add_completion=False, no_args_is_help=True,
-                  pretty_exceptions_show_locals=False,
-                  help="Decode emotional valence (CLASS -1/0/+1, LEVEL -4…4) from region-wise fMRI trials, "
-                       "on CPU with ONNX Runtime.")
+app = typer.Typer(
+    cls=SectionedGroup,
+    rich_markup_mode=None,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Decode emotional valence (CLASS -1/0/+1, LEVEL -4…4) from region-wise fMRI trials, "
+    "on CPU with ONNX Runtime.",
+)
 
 
 _state = {"debug": False}
-NoVerify = Annotated[bool, typer.Option("--no-verify", help="Open a model even if its weights digest disagrees with "
-                                        "its metadata (for models edited on purpose).")]
+NoVerify = Annotated[
+    bool,
+    typer.Option(
+        "--no-verify",
+        help="Open a model even if its weights digest disagrees with "
+        "its metadata (for models edited on purpose).",
+    ),
+]
 
 
 def _version(value: bool):
@@ -63,8 +78,12 @@ def _version(value: bool):
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print the version and exit.")] = None,
+    version: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
 ):
     """Decode emotional valence (CLASS -1/0/+1, LEVEL -4…4) from region-wise fMRI trials, on CPU
     with ONNX Runtime. The runtime needs numpy and onnxruntime only; train, export and bench need
@@ -80,7 +99,9 @@ def user_errors():
     except (InputError, UsageError, FileNotFoundError) as e:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # text, not markup
+        err.print(
+            f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
+        )  # text, not markup
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         if _state["debug"]:
@@ -89,8 +110,12 @@ def user_errors():
         raise typer.Exit(130) from None
 
 
-def report_problems(problems: list[InputError], errors_json: Path | None,
-                    unprinted: list[InputError] = (), force: bool = False) -> None:
+def report_problems(
+    problems: list[InputError],
+    errors_json: Path | None,
+    unprinted: list[InputError] = (),
+    force: bool = False,
+) -> None:
     """Print each problem with its outcome (refused, skipped, repaired, predicted); write all of
     them to ``errors_json`` (atomically) if given."""
     from fmri_edge.data.submission import atomic_write

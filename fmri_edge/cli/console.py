@@ -6,6 +6,7 @@ wrapped. Plain output needs nothing but the standard library, so a scripted ``fm
 does not pay for importing rich and laying out its table (its share of a cold start:
 docs/speed.md). ``FORCE_COLOR`` set in the environment gives rich's output everywhere.
 """
+
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ def escape(text: str) -> str:
 
 def plain(markup: str) -> str:
     """Markup as the text rich would show: tags dropped, escaped brackets kept."""
+
     def tag(m: re.Match) -> str:
         backslashes, escaped = divmod(len(m.group(1)), 2)
         return "\\" * backslashes + (f"[{m.group(2)}]" if escaped else "")
@@ -34,8 +36,19 @@ class Table:
     """A table: rich.table.Table's constructor, ``add_column`` and ``add_row`` (the part commands use),
     drawn by rich on a terminal and as aligned plain columns elsewhere."""
 
-    def __init__(self, title: str | None = None, caption: str | None = None, show_header: bool = True, **kwargs):
-        self.title, self.caption, self.show_header, self.kwargs = title, caption, show_header, kwargs
+    def __init__(
+        self,
+        title: str | None = None,
+        caption: str | None = None,
+        show_header: bool = True,
+        **kwargs,
+    ):
+        self.title, self.caption, self.show_header, self.kwargs = (
+            title,
+            caption,
+            show_header,
+            kwargs,
+        )
         self.columns: list[tuple[str, dict]] = []
         self.rows: list[tuple[str, ...]] = []
 
@@ -48,7 +61,9 @@ class Table:
     def to_rich(self):
         from rich.table import Table as RichTable
 
-        t = RichTable(title=self.title, caption=self.caption, show_header=self.show_header, **self.kwargs)
+        t = RichTable(
+            title=self.title, caption=self.caption, show_header=self.show_header, **self.kwargs
+        )
         for header, kwargs in self.columns:
             t.add_column(header, **kwargs)
         for row in self.rows:
@@ -59,11 +74,18 @@ class Table:
         cells = [[plain(str(c)).replace("\n", " ") for c in row] for row in self.rows]
         if self.show_header:
             cells.insert(0, [plain(h) for h, _ in self.columns])
-        widths = [max((len(r[i]) for r in cells if i < len(r)), default=0) for i in range(len(self.columns))]
+        widths = [
+            max((len(r[i]) for r in cells if i < len(r)), default=0)
+            for i in range(len(self.columns))
+        ]
         right = [kw.get("justify") == "right" for _, kw in self.columns]
         lines = [plain(self.title)] if self.title else []
-        lines += ["  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)).rstrip()
-                  for row in cells]
+        lines += [
+            "  ".join(
+                c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)
+            ).rstrip()
+            for row in cells
+        ]
         if self.caption:
             lines.append(plain(self.caption))
         return "\n".join(lines)
@@ -101,7 +123,7 @@ class Console:
         if not is_terminal(self.stream) and all(isinstance(o, (str, Table)) for o in objects):
             text = " ".join(o.to_text() if isinstance(o, Table) else plain(o) for o in objects)
             if any(isinstance(o, Table) for o in objects):
-                text += "\n"   # a blank line after a table: rich's borders separate tables, plain text needs this
+                text += "\n"  # a blank line after a table: rich's borders separate tables, plain text needs this
             print(text, file=self.stream, flush=self.stderr)
             return
         self.rich.print(*(o.to_rich() if isinstance(o, Table) else o for o in objects), **kwargs)

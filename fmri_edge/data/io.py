@@ -13,6 +13,7 @@ refused without being loaded, truncated files are named as such.
 Every problem raises :class:`InputError` with a one-line message naming the file (and the trial,
 where one trial is at fault): what was expected, what was found, and what to do.
 """
+
 from __future__ import annotations
 
 import ast
@@ -36,21 +37,30 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 PICKLE_PROTO = b"\x80"
 NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 HEADER_KEYS = {"descr", "fortran_order", "shape"}
-MAX_HEADER_BYTES = 10_000        # numpy's own limit; a numeric array's header is < 200 bytes
+MAX_HEADER_BYTES = 10_000  # numpy's own limit; a numeric array's header is < 200 bytes
 MAX_DIMS = 32
-NPZ_IN_MEMORY = 256 << 20        # .npz members larger than this are unpacked to a temporary file and mapped
+NPZ_IN_MEMORY = (
+    256 << 20
+)  # .npz members larger than this are unpacked to a temporary file and mapped
 CHUNK_BYTES = 16 << 20
 NAN_POLICIES = ("skip", "error", "interpolate")
-IGNORED = "ignored"              # the outcome of a note about something deliberately not read
+IGNORED = "ignored"  # the outcome of a note about something deliberately not read
 MAX_DEPTH = 32
-MAX_INTERPOLATED = 0.5           # --nan interpolate fills at most this fraction of a region's seconds
+MAX_INTERPOLATED = 0.5  # --nan interpolate fills at most this fraction of a region's seconds
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Region counts of common atlases, to say where a wrong-sized file probably comes from.
 KNOWN_ATLASES = {
-    90: "AAL-90", 100: "Schaefer-100", 116: "AAL-116", 160: "Dosenbach-160",
-    200: "Schaefer-200 or Craddock-200", 264: "Power-264", 268: "Shen-268", 333: "Gordon-333",
-    360: "Glasser-360 (HCP-MMP)", 400: "Schaefer-400",
+    90: "AAL-90",
+    100: "Schaefer-100",
+    116: "AAL-116",
+    160: "Dosenbach-160",
+    200: "Schaefer-200 or Craddock-200",
+    264: "Power-264",
+    268: "Shen-268",
+    333: "Gordon-333",
+    360: "Glasser-360 (HCP-MMP)",
+    400: "Schaefer-400",
 }
 
 
@@ -100,10 +110,17 @@ def walk(p: Path) -> Iterator[Source | InputError]:
         yield item
     if not found:
         images = next((f for f in p.rglob("*.nii*") if f.name.endswith((".nii", ".nii.gz"))), None)
-        yield InputError(p, f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files (at any "
-                            "depth); point at trial files or ICBHI subject folders" + (
-                                f"; it holds NIfTI images ({images.name}; a BIDS study?): run `fmri-edge extract "
-                                f"{p} --atlas ATLAS.nii.gz --out TRIALS` first, then predict TRIALS" if images else ""))
+        yield InputError(
+            p,
+            f"folder holds no {DATA_FILE}, no subject folders and no .npy/.npz files (at any "
+            "depth); point at trial files or ICBHI subject folders"
+            + (
+                f"; it holds NIfTI images ({images.name}; a BIDS study?): run `fmri-edge extract "
+                f"{p} --atlas ATLAS.nii.gz --out TRIALS` first, then predict TRIALS"
+                if images
+                else ""
+            ),
+        )
 
 
 def _walk_folder(d: Path, visited: set, depth: int) -> Iterator[Source | InputError]:
@@ -111,25 +128,41 @@ def _walk_folder(d: Path, visited: set, depth: int) -> Iterator[Source | InputEr
         real = d.resolve()
         entries = sorted(e for e in d.iterdir() if not e.name.startswith("."))
     except OSError as e:
-        yield InputError(d, f"folder not entered: cannot be listed ({e.strerror or e})", outcome=IGNORED)
+        yield InputError(
+            d, f"folder not entered: cannot be listed ({e.strerror or e})", outcome=IGNORED
+        )
         return
     if real in visited:
-        yield InputError(d, f"folder not entered: it is {real}, already searched (a symlink loop or a second "
-                            "link to it)", outcome=IGNORED)
+        yield InputError(
+            d,
+            f"folder not entered: it is {real}, already searched (a symlink loop or a second "
+            "link to it)",
+            outcome=IGNORED,
+        )
         return
     if depth > MAX_DEPTH:
-        yield InputError(d, f"folder not entered: more than {MAX_DEPTH} levels below the path given; "
-                            "point at it directly", outcome=IGNORED)
+        yield InputError(
+            d,
+            f"folder not entered: more than {MAX_DEPTH} levels below the path given; "
+            "point at it directly",
+            outcome=IGNORED,
+        )
         return
     visited.add(real)
     if (d / DATA_FILE).is_file():
         yield Source(d.name, d / DATA_FILE)
-        others = [e.name for e in entries if e.name not in (DATA_FILE, LABEL_FILE)
-                  and (e.is_dir() or e.suffix in ARRAY_SUFFIXES)]
+        others = [
+            e.name
+            for e in entries
+            if e.name not in (DATA_FILE, LABEL_FILE) and (e.is_dir() or e.suffix in ARRAY_SUFFIXES)
+        ]
         if others:
-            yield InputError(d, f"{', '.join(others[:5])}{' …' if len(others) > 5 else ''} not read: a subject "
-                                f"folder's trials are its {DATA_FILE}; move other trial files out of it",
-                             outcome=IGNORED)
+            yield InputError(
+                d,
+                f"{', '.join(others[:5])}{' …' if len(others) > 5 else ''} not read: a subject "
+                f"folder's trials are its {DATA_FILE}; move other trial files out of it",
+                outcome=IGNORED,
+            )
         return
     for e in entries:
         if e.is_file() and e.suffix in ARRAY_SUFFIXES:
@@ -145,7 +178,7 @@ class Survey:
 
     files: int
     participants: int
-    trials: int                  # declared by the headers of the files not refused
+    trials: int  # declared by the headers of the files not refused
 
 
 def survey(paths, refused=()) -> Survey:
@@ -160,7 +193,11 @@ def survey(paths, refused=()) -> Survey:
         seen.add(src.path.resolve())
         participants.add(src.participant)
         shape = None if src.path.resolve() in refused else declared_shape(src.path)
-        trials += (shape[0] if len(shape) == 3 else 1 if len(shape) == 2 else 0) if shape is not None else 0
+        trials += (
+            (shape[0] if len(shape) == 3 else 1 if len(shape) == 2 else 0)
+            if shape is not None
+            else 0
+        )
     return Survey(len(seen), len(participants), trials)
 
 
@@ -172,12 +209,22 @@ def declared_shape(path: Path, key: str = "data") -> tuple | None:
                 return read_header(path, f).shape
         with zipfile.ZipFile(path) as z, z.open(key if key in z.namelist() else f"{key}.npy") as m:
             return read_header(path, m).shape
-    except (InputError, OSError, EOFError, KeyError, ValueError, RuntimeError, NotImplementedError,
-            zipfile.BadZipFile, zlib.error):
+    except (
+        InputError,
+        OSError,
+        EOFError,
+        KeyError,
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ):
         return None
 
 
 # ---- reading arrays -------------------------------------------------------------------------------
+
 
 def read_array(path: str | Path, key: str = "data") -> np.ndarray:
     """Read one array from .npy (memory-mapped) or .npz without ever unpickling.
@@ -188,12 +235,20 @@ def read_array(path: str | Path, key: str = "data") -> np.ndarray:
     """
     path = Path(path)
     if path.suffix not in ARRAY_SUFFIXES:
-        if path.name.lower().endswith((".nii", ".nii.gz", ".dcm")):   # a scan, not trials: say how to get trials
-            raise InputError(path, "an image, not trials: cut its trials first with fmri-edge extract (e.g. "
-                                   "`fmri-edge extract BOLD.nii.gz --atlas ATLAS.nii.gz --events EVENTS.tsv --out "
-                                   "trials.npz`, or a BIDS folder), then predict the trials")
-        raise InputError(path, f"not a .npy or .npz file (got {path.suffix or 'no suffix'!r}); "
-                               "save trials with numpy.save or numpy.savez(..., data=trials)")
+        if path.name.lower().endswith(
+            (".nii", ".nii.gz", ".dcm")
+        ):  # a scan, not trials: say how to get trials
+            raise InputError(
+                path,
+                "an image, not trials: cut its trials first with fmri-edge extract (e.g. "
+                "`fmri-edge extract BOLD.nii.gz --atlas ATLAS.nii.gz --events EVENTS.tsv --out "
+                "trials.npz`, or a BIDS folder), then predict the trials",
+            )
+        raise InputError(
+            path,
+            f"not a .npy or .npz file (got {path.suffix or 'no suffix'!r}); "
+            "save trials with numpy.save or numpy.savez(..., data=trials)",
+        )
     if not path.is_file():
         raise InputError(path, "no such file")
     size = path.stat().st_size
@@ -206,14 +261,23 @@ def read_array(path: str | Path, key: str = "data") -> np.ndarray:
     except InputError:
         raise
     except zipfile.BadZipFile as e:
-        raise InputError(path, f"truncated or corrupt zip archive ({_short(e)}); copy or export it again") from None
+        raise InputError(
+            path, f"truncated or corrupt zip archive ({_short(e)}); copy or export it again"
+        ) from None
     except (NotImplementedError, RuntimeError) as e:  # zipfile: encrypted or unsupported entries
-        raise InputError(path, f"unreadable zip archive ({_short(e)}); save the trials with "
-                               "numpy.savez(file, data=trials)") from None
+        raise InputError(
+            path,
+            f"unreadable zip archive ({_short(e)}); save the trials with "
+            "numpy.savez(file, data=trials)",
+        ) from None
     except MemoryError:
-        raise InputError(path, "too large to load into memory; save it as .npy, which is streamed") from None
+        raise InputError(
+            path, "too large to load into memory; save it as .npy, which is streamed"
+        ) from None
     except (OSError, EOFError, ValueError, zlib.error, KeyError) as e:
-        raise InputError(path, f"corrupt or truncated ({_short(e)}); copy or export it again") from None
+        raise InputError(
+            path, f"corrupt or truncated ({_short(e)}); copy or export it again"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -223,7 +287,7 @@ class Header:
     shape: tuple
     dtype: np.dtype
     fortran_order: bool
-    offset: int                  # bytes before the data
+    offset: int  # bytes before the data
 
     @property
     def nbytes(self) -> int:
@@ -235,29 +299,44 @@ def read_header(path: Path, f, where: str = "") -> Header:
     field (magic and version, header length, the literal — parsed by ``ast.literal_eval``, never
     evaluated —, its keys, ``descr``, ``fortran_order``, ``shape``); reads nothing after it.
     ``where`` names the .npz member in messages."""
+
     def bad(problem: str) -> InputError:
-        return InputError(path, f"{where}corrupt or truncated .npy header: {problem}; copy or export it again")
+        return InputError(
+            path, f"{where}corrupt or truncated .npy header: {problem}; copy or export it again"
+        )
 
     magic = f.read(8)
     if len(magic) < 8 or not magic.startswith(NPY_MAGIC):
         raise bad(f"it starts with {magic[:8]!r}, not the .npy magic string")
     version = (magic[6], magic[7])
     if version not in NPY_VERSIONS:
-        raise InputError(path, f"{where}unsupported .npy format version {version[0]}.{version[1]} (numpy writes 1.0, "
-                               "2.0 or 3.0); save the array again with numpy.save")
+        raise InputError(
+            path,
+            f"{where}unsupported .npy format version {version[0]}.{version[1]} (numpy writes 1.0, "
+            "2.0 or 3.0); save the array again with numpy.save",
+        )
     width = 2 if version == (1, 0) else 4
     raw_len = f.read(width)
     if len(raw_len) < width:
         raise bad("its length field is cut off")
     length = int.from_bytes(raw_len, "little")
     if length > MAX_HEADER_BYTES:
-        raise bad(f"header length {length:,} bytes, more than any numeric array needs (≤ {MAX_HEADER_BYTES:,})")
+        raise bad(
+            f"header length {length:,} bytes, more than any numeric array needs (≤ {MAX_HEADER_BYTES:,})"
+        )
     text = f.read(length)
     if len(text) < length:
         raise bad(f"{len(text):,} of its {length:,} bytes")
     try:
         literal = ast.literal_eval(text.decode("utf-8" if version == (3, 0) else "latin1"))
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError) as e:
+    except (
+        ValueError,
+        SyntaxError,
+        TypeError,
+        MemoryError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as e:
         raise bad(f"not a Python literal ({_short(e)[:60]})") from None
     if not isinstance(literal, dict):
         raise bad(f"a {type(literal).__name__}, expected a dict")
@@ -266,25 +345,39 @@ def read_header(path: Path, f, where: str = "") -> Header:
     fortran, shape, descr = literal["fortran_order"], literal["shape"], literal["descr"]
     if not isinstance(fortran, bool):
         raise bad(f"fortran_order {fortran!r}, expected True or False")
-    if (not isinstance(shape, tuple) or len(shape) > MAX_DIMS
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-        raise bad(f"shape {_clip(shape)}, expected a tuple of at most {MAX_DIMS} non-negative whole numbers")
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) > MAX_DIMS
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise bad(
+            f"shape {_clip(shape)}, expected a tuple of at most {MAX_DIMS} non-negative whole numbers"
+        )
     if not isinstance(descr, str):
-        raise InputError(path, f"{where}not numeric: expected BOLD signal as floats or integers, got a structured "
-                               f"dtype ({_clip(descr)}); save a plain numeric array")
+        raise InputError(
+            path,
+            f"{where}not numeric: expected BOLD signal as floats or integers, got a structured "
+            f"dtype ({_clip(descr)}); save a plain numeric array",
+        )
     try:
         dtype = np.dtype(descr)
     except (TypeError, ValueError, SyntaxError, OverflowError, MemoryError) as e:
         raise bad(f"descr {_clip(descr)} is not a dtype ({_short(e)[:60]})") from None
     _refuse_objects(path, dtype)
     if dtype.shape or dtype.names:
-        raise InputError(path, f"{where}not numeric: expected BOLD signal as floats or integers, got a sub-array or "
-                               f"structured dtype {_clip(descr)}; save a plain numeric array")
+        raise InputError(
+            path,
+            f"{where}not numeric: expected BOLD signal as floats or integers, got a sub-array or "
+            f"structured dtype {_clip(descr)}; save a plain numeric array",
+        )
     _check_dtype(dtype, path)
     header = Header(shape, dtype, fortran, 8 + width + length)
     if header.nbytes >= 2**63:
-        raise InputError(path, f"{where}its header describes an impossible array: shape {_clip(shape)} of {dtype} "
-                               f"would need {header.nbytes:.3g} bytes; copy or export it again")
+        raise InputError(
+            path,
+            f"{where}its header describes an impossible array: shape {_clip(shape)} of {dtype} "
+            f"would need {header.nbytes:.3g} bytes; copy or export it again",
+        )
     return header
 
 
@@ -307,8 +400,11 @@ def _read_npz(path: Path, key: str, head: bytes) -> np.ndarray:
         member = key if key in names else f"{key}.npy"
         if member not in names:
             found = [n[:-4] if n.endswith(".npy") else n for n in names]
-            raise InputError(path, f"no array named {key!r} in .npz (found: {', '.join(found) or 'none'}); "
-                                   f"save it with numpy.savez(file, {key}=array)")
+            raise InputError(
+                path,
+                f"no array named {key!r} in .npz (found: {', '.join(found) or 'none'}); "
+                f"save it with numpy.savez(file, {key}=array)",
+            )
         size = z.getinfo(member).file_size
         with z.open(member) as m:
             h = read_header(path, m, f"member {member!r}: ")
@@ -324,22 +420,32 @@ def _check_size(path: Path, h: Header, size: int, member: str | None = None) -> 
     """The file (or .npz member) holds exactly the bytes its header describes."""
     need = h.offset + h.nbytes
     if size < need:
-        raise InputError(path, f"truncated: {f'member {member!r}' if member else 'its header'} promises shape "
-                               f"{h.shape} {h.dtype} ({need:,} bytes), " + (f"holds {size:,}" if member else
-                               f"the file has {size:,} bytes") + "; copy it again")
+        raise InputError(
+            path,
+            f"truncated: {f'member {member!r}' if member else 'its header'} promises shape "
+            f"{h.shape} {h.dtype} ({need:,} bytes), "
+            + (f"holds {size:,}" if member else f"the file has {size:,} bytes")
+            + "; copy it again",
+        )
     if size > need:
-        raise InputError(path, (f"member {member!r} holds " if member else "") + f"{size - need:,} bytes more than "
-                               f"its header describes (shape {h.shape} {h.dtype}, {need:,} bytes): several arrays "
-                               "appended to one file, or a corrupt copy; save one array per file with numpy.save")
+        raise InputError(
+            path,
+            (f"member {member!r} holds " if member else "") + f"{size - need:,} bytes more than "
+            f"its header describes (shape {h.shape} {h.dtype}, {need:,} bytes): several arrays "
+            "appended to one file, or a corrupt copy; save one array per file with numpy.save",
+        )
 
 
 def _read_into(stream, view: memoryview, path: Path, member: str) -> None:
     pos = 0
     while pos < len(view):
-        n = stream.readinto(view[pos:pos + CHUNK_BYTES])
+        n = stream.readinto(view[pos : pos + CHUNK_BYTES])
         if not n:
-            raise InputError(path, f"truncated: member {member!r} ends after {pos:,} of its {len(view):,} data "
-                                   "bytes; copy it again")
+            raise InputError(
+                path,
+                f"truncated: member {member!r} ends after {pos:,} of its {len(view):,} data "
+                "bytes; copy it again",
+            )
         pos += n
 
 
@@ -364,16 +470,21 @@ def _clip(value) -> str:
 
 def _refuse_objects(path: Path, dtype: np.dtype) -> None:
     if dtype.hasobject:
-        raise InputError(path, f"holds Python objects (dtype {dtype}), which only unpickling could read; refused "
-                               "without loading (data files are never unpickled); save a numeric array")
+        raise InputError(
+            path,
+            f"holds Python objects (dtype {dtype}), which only unpickling could read; refused "
+            "without loading (data files are never unpickled); save a numeric array",
+        )
 
 
 def _not_a(expected: str, head: bytes, suffix: str) -> str:
     """What a file with the wrong magic bytes actually is, and what to do about it."""
     save = "numpy.save(file, trials)" if suffix == ".npy" else "numpy.savez(file, data=trials)"
     if head.startswith(PICKLE_PROTO):
-        return (f"not {expected} but a Python pickle; refused without loading (data files are never "
-                f"unpickled); save the trials with {save}")
+        return (
+            f"not {expected} but a Python pickle; refused without loading (data files are never "
+            f"unpickled); save the trials with {save}"
+        )
     if head.startswith(NPY_MAGIC):
         return f"not {expected} but a .npy file; rename it to .npy"
     if head.startswith(ZIP_MAGICS):
@@ -383,8 +494,15 @@ def _not_a(expected: str, head: bytes, suffix: str) -> str:
 
 # ---- checking trials ----------------------------------------------------------------------------------
 
-def check_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int | None,
-                 crop: bool = False, pad: bool = False) -> np.ndarray:
+
+def check_trials(
+    arr: np.ndarray,
+    path: str | Path,
+    n_regions: int,
+    n_times: int | None,
+    crop: bool = False,
+    pad: bool = False,
+) -> np.ndarray:
     """Check dtype and shape without reading values; return a (N, n_regions, T) view.
 
     With ``crop``, trials longer than ``n_times`` keep their first ``n_times`` seconds; with
@@ -392,22 +510,31 @@ def check_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int
     different T is refused: nothing is ever reshaped silently.
     """
     _check_dtype(arr.dtype, path)
-    shape = arr.shape                      # as stored, for the messages
+    shape = arr.shape  # as stored, for the messages
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise InputError(path, f"wrong number of dimensions: expected (N, {n_regions}, {n_times or 'T'}) or "
-                               f"({n_regions}, {n_times or 'T'}), got {arr.ndim}-D shape {arr.shape}"
-                               + ("; drop the extra axes (e.g. numpy.squeeze)" if arr.ndim > 3 else ""))
+        raise InputError(
+            path,
+            f"wrong number of dimensions: expected (N, {n_regions}, {n_times or 'T'}) or "
+            f"({n_regions}, {n_times or 'T'}), got {arr.ndim}-D shape {arr.shape}"
+            + ("; drop the extra axes (e.g. numpy.squeeze)" if arr.ndim > 3 else ""),
+        )
     _, r, t = arr.shape
     if r != n_regions:
         if t == n_regions and (n_times is None or r == n_times):
-            raise InputError(path, f"regions and time axes look swapped: expected (N, {n_regions}, "
-                                   f"{n_times or 'T'}), got {shape}; transpose with arr.swapaxes(-1, -2)")
+            raise InputError(
+                path,
+                f"regions and time axes look swapped: expected (N, {n_regions}, "
+                f"{n_times or 'T'}), got {shape}; transpose with arr.swapaxes(-1, -2)",
+            )
         atlas = f", the size of the {KNOWN_ATLASES[r]} atlas" if r in KNOWN_ATLASES else ""
-        raise InputError(path, f"expected {n_regions} regions (Brainnetome atlas) on axis 1, got {r}{atlas} "
-                               f"(shape {shape}); extract the region time series with the Brainnetome "
-                               f"{n_regions}-region atlas")
+        raise InputError(
+            path,
+            f"expected {n_regions} regions (Brainnetome atlas) on axis 1, got {r}{atlas} "
+            f"(shape {shape}); extract the region time series with the Brainnetome "
+            f"{n_regions}-region atlas",
+        )
     if arr.shape[0] == 0:
         raise InputError(path, f"holds no trials (shape {shape})")
     if t == 0:
@@ -417,20 +544,33 @@ def check_trials(arr: np.ndarray, path: str | Path, n_regions: int, n_times: int
             return arr[:, :, :n_times]
         if t < n_times and pad:
             return arr
-        fix = (f"pass --crop to keep the first {n_times} s of each trial" if t > n_times else
-               f"pass --pad to repeat each trial's last second up to {n_times} s")
-        raise InputError(path, f"expected {n_times} time points (seconds) per trial, got {t} "
-                               f"(shape {shape}); {fix}, or use a model trained for {t} s")
+        fix = (
+            f"pass --crop to keep the first {n_times} s of each trial"
+            if t > n_times
+            else f"pass --pad to repeat each trial's last second up to {n_times} s"
+        )
+        raise InputError(
+            path,
+            f"expected {n_times} time points (seconds) per trial, got {t} "
+            f"(shape {shape}); {fix}, or use a model trained for {t} s",
+        )
     return arr
 
 
 def _check_dtype(dtype: np.dtype, path) -> None:
     if dtype.hasobject:
-        raise InputError(path, f"holds Python objects (dtype {dtype}); refused (data files are never unpickled)")
+        raise InputError(
+            path, f"holds Python objects (dtype {dtype}); refused (data files are never unpickled)"
+        )
     if np.issubdtype(dtype, np.complexfloating):
-        raise InputError(path, f"complex values (dtype {dtype}); expected real BOLD signal, e.g. numpy.abs or .real")
+        raise InputError(
+            path,
+            f"complex values (dtype {dtype}); expected real BOLD signal, e.g. numpy.abs or .real",
+        )
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
-        raise InputError(path, f"not numeric: expected BOLD signal as floats or integers, got dtype {dtype}")
+        raise InputError(
+            path, f"not numeric: expected BOLD signal as floats or integers, got dtype {dtype}"
+        )
 
 
 def to_float32(arr: np.ndarray) -> np.ndarray:
@@ -450,6 +590,7 @@ def pad_times(trials: np.ndarray, n_times: int) -> np.ndarray:
 
 # ---- checking values, trial by trial ----------------------------------------------------------------
 
+
 def nonfinite_trials(trials: np.ndarray) -> np.ndarray:
     """Indices of trials holding NaN or Inf."""
     return np.flatnonzero(~np.isfinite(trials).all(axis=(1, 2)))
@@ -464,8 +605,13 @@ def describe_nonfinite(raw: np.ndarray, converted: np.ndarray) -> str:
     n_nan = int(np.isnan(raw).sum()) if raw.dtype.kind == "f" else 0
     n_inf = int(np.isinf(raw).sum()) if raw.dtype.kind == "f" else 0
     n_big = int(bad.sum()) - n_nan - n_inf
-    found = [f"{' and '.join(f'{n} {kind}' for n, kind in ((n_nan, 'NaN'), (n_inf, 'Inf')) if n)} value(s)"
-             ] if n_nan or n_inf else []
+    found = (
+        [
+            f"{' and '.join(f'{n} {kind}' for n, kind in ((n_nan, 'NaN'), (n_inf, 'Inf')) if n)} value(s)"
+        ]
+        if n_nan or n_inf
+        else []
+    )
     if n_big:
         found.append(f"{n_big} value(s) beyond the float32 range ±{FLOAT32_MAX:.1e}")
     return f"{' and '.join(found)}, first at region {region}, second {second} (0-based)"
@@ -522,18 +668,28 @@ def load_trials(path: str | Path, n_regions: int = 246, n_times: int | None = No
     trials = to_float32(raw)
     bad = nonfinite_trials(trials)
     if bad.size:
-        raise InputError(path, f"{describe_nonfinite(raw[bad[0]], trials[bad[0]])} "
-                               f"({bad.size} such trial(s)); fix or drop these trials", trial=int(bad[0]) + 1)
+        raise InputError(
+            path,
+            f"{describe_nonfinite(raw[bad[0]], trials[bad[0]])} "
+            f"({bad.size} such trial(s)); fix or drop these trials",
+            trial=int(bad[0]) + 1,
+        )
     return trials
 
 
 # ---- labels ------------------------------------------------------------------------------------------
 
+
 def load_labels(path: str | Path, n_trials: int | None = None) -> np.ndarray:
     """ICBHI labels.npz → int (N, 2) array of [CLASS, LEVEL], checked against the label sets."""
     arr = read_array(path)
-    if arr.dtype.hasobject or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise InputError(path, f"labels are not numeric (dtype {arr.dtype}); expected (N, 2) [CLASS, LEVEL] numbers")
+    if arr.dtype.hasobject or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise InputError(
+            path,
+            f"labels are not numeric (dtype {arr.dtype}); expected (N, 2) [CLASS, LEVEL] numbers",
+        )
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise InputError(path, f"expected labels of shape (N, 2) = [CLASS, LEVEL], got {arr.shape}")
     if len(arr) == 0:
@@ -544,36 +700,53 @@ def load_labels(path: str | Path, n_trials: int | None = None) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise InputError(path, f"row {i + 1}: labels must be whole numbers, got {arr[i].tolist()}")
     labels = arr.astype(np.int64)
-    for col, name, ok, allowed in ((0, "CLASS", np.isin(labels[:, 0], (-1, 0, 1)), "{-1, 0, 1}"),
-                                   (1, "LEVEL", np.abs(labels[:, 1]) <= 4, "{-4 … 4}")):
+    for col, name, ok, allowed in (
+        (0, "CLASS", np.isin(labels[:, 0], (-1, 0, 1)), "{-1, 0, 1}"),
+        (1, "LEVEL", np.abs(labels[:, 1]) <= 4, "{-4 … 4}"),
+    ):
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
-            raise InputError(path, f"row {i + 1}: {name} {labels[i, col]} outside {allowed} "
-                                   f"({int((~ok).sum())} such row(s))")
+            raise InputError(
+                path,
+                f"row {i + 1}: {name} {labels[i, col]} outside {allowed} "
+                f"({int((~ok).sum())} such row(s))",
+            )
     if n_trials is not None and len(labels) != n_trials:
-        raise InputError(path, f"{len(labels)} label rows for {n_trials} trials; labels and {DATA_FILE} must "
-                               "have one row per trial, in the same order")
+        raise InputError(
+            path,
+            f"{len(labels)} label rows for {n_trials} trials; labels and {DATA_FILE} must "
+            "have one row per trial, in the same order",
+        )
     return labels
 
 
-def load_icbhi(root: str | Path, n_times: int | None = None,
-               n_regions: int = 246) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_icbhi(
+    root: str | Path, n_times: int | None = None, n_regions: int = 246
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Labeled ICBHI folder (e.g. ``Train``, or extract's labeled output) → {participant: (trials
     (N, n_regions, T), labels (N, 2))}."""
     out, where = {}, {}
     for src in discover([Path(root)]):
-        if src.participant in where:   # siteA/sub-01 and siteB/sub-01: never one participant silently
-            raise InputError(root, f"two participant folders are both named {src.participant}: "
-                                   f"{where[src.participant].parent} and {src.path.parent}; within one study every "
-                                   "participant needs its own name (rename one, or give each site as a study of "
-                                   "its own)")
+        if (
+            src.participant in where
+        ):  # siteA/sub-01 and siteB/sub-01: never one participant silently
+            raise InputError(
+                root,
+                f"two participant folders are both named {src.participant}: "
+                f"{where[src.participant].parent} and {src.path.parent}; within one study every "
+                "participant needs its own name (rename one, or give each site as a study of "
+                "its own)",
+            )
         where[src.participant] = src.path
         trials = load_trials(src.path, n_regions=n_regions, n_times=n_times)
         label_path = src.path.parent / LABEL_FILE
         if not label_path.is_file():
-            raise InputError(label_path, "missing (needed for training and scoring); trials extracted without "
-                                         "labels: rerun fmri-edge extract with --class-column COLUMN --class-map "
-                                         "VALUE=CLASS,… (docs/own-study.md)")
+            raise InputError(
+                label_path,
+                "missing (needed for training and scoring); trials extracted without "
+                "labels: rerun fmri-edge extract with --class-column COLUMN --class-map "
+                "VALUE=CLASS,… (docs/own-study.md)",
+            )
         out[src.participant] = (trials, load_labels(label_path, len(trials)))
     return out
 

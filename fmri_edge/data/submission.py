@@ -3,6 +3,7 @@
 Writing is atomic (a temporary file in the same folder, renamed when complete), so an
 interrupted run leaves either the old file or a complete new one. Reading checks every row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,8 @@ class Answers:
     participant: np.ndarray
     trial: np.ndarray
     valence_class: np.ndarray
-    valence_level: np.ndarray | None        # None: read without LEVEL (labels for `adapt`)
-    line: np.ndarray | None = None          # the CSV line of every row, for messages
+    valence_level: np.ndarray | None  # None: read without LEVEL (labels for `adapt`)
+    line: np.ndarray | None = None  # the CSV line of every row, for messages
 
     def keys(self) -> list[tuple[str, int]]:
         return list(zip(self.participant.tolist(), self.trial.tolist()))
@@ -58,10 +59,15 @@ def read_answers(path: str | Path, level: bool = True) -> Answers:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(path, f"not a readable CSV ({str(e)[:100]}); expected a text file with header "
-                               f"{','.join(HEADER)}") from None
+        raise InputError(
+            path,
+            f"not a readable CSV ({str(e)[:100]}); expected a text file with header "
+            f"{','.join(HEADER)}",
+        ) from None
     if not rows:
-        raise InputError(path, f"empty file; expected a header {','.join(wanted)} and one row per trial")
+        raise InputError(
+            path, f"empty file; expected a header {','.join(wanted)} and one row per trial"
+        )
     columns = _columns(path, rows[0], wanted)
     parts, trials, classes, levels, lines = [], [], [], [], []
     seen: dict[tuple[str, int], int] = {}
@@ -69,18 +75,29 @@ def read_answers(path: str | Path, level: bool = True) -> Answers:
         if not row or not "".join(row).strip():
             continue
         if len(row) != len(rows[0]):
-            raise InputError(path, f"line {n}: {len(row)} field(s), the header has {len(rows[0])}; expected "
-                                   f"{','.join(HEADER)}, got {','.join(row[:6])!r}")
+            raise InputError(
+                path,
+                f"line {n}: {len(row)} field(s), the header has {len(rows[0])}; expected "
+                f"{','.join(HEADER)}, got {','.join(row[:6])!r}",
+            )
         p, t, c, lv = _parse_row(path, n, [row[i] for i in columns], wanted)
         if (p, t) in seen:
-            raise InputError(path, f"line {n}: duplicate row for participant {p}, trial {t} (first on line "
-                                   f"{seen[p, t]}); keep one row per trial")
+            raise InputError(
+                path,
+                f"line {n}: duplicate row for participant {p}, trial {t} (first on line "
+                f"{seen[p, t]}); keep one row per trial",
+            )
         seen[p, t] = n
         parts.append(p), trials.append(t), classes.append(c), levels.append(lv), lines.append(n)
     if not parts:
         raise InputError(path, "no rows after the header; expected one row per trial")
-    return Answers(np.array(parts), np.array(trials), np.array(classes), np.array(levels) if level else None,
-                   np.array(lines))
+    return Answers(
+        np.array(parts),
+        np.array(trials),
+        np.array(classes),
+        np.array(levels) if level else None,
+        np.array(lines),
+    )
 
 
 def _columns(path: Path, header: list[str], wanted=HEADER) -> list[int]:
@@ -92,13 +109,18 @@ def _columns(path: Path, header: list[str], wanted=HEADER) -> list[int]:
         at = [i for i, h in enumerate(names) if h == want.lower()]
         if len(at) != 1:
             problem = f"column {want} appears {len(at)} times" if at else f"no {want} column"
-            raise InputError(path, f"line 1: {problem} (header: {','.join(header)[:120]!r}); expected the columns "
-                                   f"{','.join(wanted)}, in any order")
+            raise InputError(
+                path,
+                f"line 1: {problem} (header: {','.join(header)[:120]!r}); expected the columns "
+                f"{','.join(wanted)}, in any order",
+            )
         found.append(at[0])
     return found
 
 
-def _parse_row(path: Path, n: int, row: list[str], wanted=HEADER) -> tuple[str, int, int, int | None]:
+def _parse_row(
+    path: Path, n: int, row: list[str], wanted=HEADER
+) -> tuple[str, int, int, int | None]:
     """One row's Participant, Trial, CLASS[, LEVEL] fields → values, every one checked (LEVEL None
     when not ``wanted``)."""
     for name, text in zip(wanted, row):
@@ -135,9 +157,15 @@ def read_labels(path: str | Path) -> Answers:
         for src in discover([path]):
             label_path = src.path.parent / LABEL_FILE
             if not label_path.is_file():
-                raise InputError(label_path, "missing: every subject folder needs labels.npz to be scored")
-            shape = declared_shape(src.path)   # one label row per trial of the subject's fMRI_data.npz
-            lab = load_labels(label_path, shape[0] if shape is not None and len(shape) == 3 else None)
+                raise InputError(
+                    label_path, "missing: every subject folder needs labels.npz to be scored"
+                )
+            shape = declared_shape(
+                src.path
+            )  # one label row per trial of the subject's fMRI_data.npz
+            lab = load_labels(
+                label_path, shape[0] if shape is not None and len(shape) == 3 else None
+            )
             parts += [src.participant] * len(lab)
             trials += list(range(1, len(lab) + 1))
             classes += lab[:, 0].tolist()
@@ -154,27 +182,41 @@ def align(pred: Answers, truth: Answers, pred_path, truth_path) -> tuple[np.ndar
     if {p for p, _ in pk} != {p for p, _ in tk}:
         only_p = sorted({p for p, _ in pk} - {p for p, _ in tk})
         only_t = sorted({p for p, _ in tk} - {p for p, _ in pk})
-        raise InputError(pred_path, f"participants differ from {truth_path}: "
-                                    f"only in predictions {only_p or '-'}, only in labels {only_t or '-'}; "
-                                    "score predictions against the labels of the same participants")
+        raise InputError(
+            pred_path,
+            f"participants differ from {truth_path}: "
+            f"only in predictions {only_p or '-'}, only in labels {only_t or '-'}; "
+            "score predictions against the labels of the same participants",
+        )
     missing = [k for k in tk if k not in pset]
     if missing:
-        raise InputError(pred_path, f"{len(missing)} labeled trial(s) have no prediction, first {missing[0][0]} "
-                                    f"trial {missing[0][1]}; predict every labeled trial (a partial score "
-                                    "would not be the challenge score)")
+        raise InputError(
+            pred_path,
+            f"{len(missing)} labeled trial(s) have no prediction, first {missing[0][0]} "
+            f"trial {missing[0][1]}; predict every labeled trial (a partial score "
+            "would not be the challenge score)",
+        )
     extra = [k for k in pk if k not in tset]
     if extra:
-        raise InputError(pred_path, f"{len(extra)} predicted trial(s) have no label, first {extra[0][0]} "
-                                    f"trial {extra[0][1]}; check that both files describe the same trials")
+        raise InputError(
+            pred_path,
+            f"{len(extra)} predicted trial(s) have no label, first {extra[0][0]} "
+            f"trial {extra[0][1]}; check that both files describe the same trials",
+        )
     return np.arange(len(pk)), np.array([tindex[k] for k in pk])
 
 
-def write_rows(f, participant: str, trial, valence_class, valence_level, class_probs=None,
-               probs: bool = False) -> None:
+def write_rows(
+    f, participant: str, trial, valence_class, valence_level, class_probs=None, probs: bool = False
+) -> None:
     """Append submission rows (one per trial) to an open CSV file; with ``probs``, the class
     probabilities after them (as :func:`write_header` announced)."""
     w = csv.writer(f, lineterminator="\n")
-    rows = zip(np.asarray(trial).tolist(), np.asarray(valence_class).tolist(), np.asarray(valence_level).tolist())
+    rows = zip(
+        np.asarray(trial).tolist(),
+        np.asarray(valence_class).tolist(),
+        np.asarray(valence_level).tolist(),
+    )
     if not probs:
         w.writerows([participant, *r] for r in rows)
         return

@@ -34,6 +34,7 @@ package), the participant's alignment statistics as its new alignment defaults, 
 (``adaptation``) recording the base model's sha256, the participant, K, the method and λ, and its
 own weights digest. Models exported before the head existed are refused (export them again).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,7 +49,14 @@ from fmri_edge.errors import InputError
 from fmri_edge import valence
 from fmri_edge.model import integrity, onnx_edit
 from fmri_edge.data import io
-from fmri_edge.decoding.answers import DEFAULT_BATCH, MIN_ALIGN_TRIALS, Policy, group_sources, model_ready, participant_stats
+from fmri_edge.decoding.answers import (
+    DEFAULT_BATCH,
+    MIN_ALIGN_TRIALS,
+    Policy,
+    group_sources,
+    model_ready,
+    participant_stats,
+)
 from fmri_edge.model.runtime import ADAPT_INPUTS, ALIGN_INPUTS, METADATA_KEY, Model, file_sha256
 from fmri_edge.data.submission import HEADER, read_answers
 
@@ -62,10 +70,13 @@ DEFAULT_SHRINKAGE = {"aligned": 10.0, "unaligned": 0.3}
 # fewer labeled trials than this: the correction cannot even see every class once
 MIN_LABELS = 3
 EPS_PROB = 1e-12
-SIGN_OF_LEVEL = np.stack([np.sign(valence.LEVEL_VALUES) == c for c in valence.CLASS_VALUES]).astype(np.float32)
+SIGN_OF_LEVEL = np.stack([np.sign(valence.LEVEL_VALUES) == c for c in valence.CLASS_VALUES]).astype(
+    np.float32
+)
 
 
 # ---- the correction ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Correction:
@@ -73,9 +84,9 @@ class Correction:
 
     method: str
     shrinkage: float
-    bias: np.ndarray                      # (3,)
+    bias: np.ndarray  # (3,)
     scale: float = 0.0
-    weight: np.ndarray | None = None      # (F, 3), in raw feature units
+    weight: np.ndarray | None = None  # (F, 3), in raw feature units
 
     def delta(self, class_probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         d = np.broadcast_to(self.bias, class_probs.shape).astype(np.float64)
@@ -85,8 +96,13 @@ class Correction:
             d = d + np.asarray(features, dtype=np.float64) @ self.weight
         return d
 
-    def apply(self, class_probs: np.ndarray, level_probs: np.ndarray, features: np.ndarray | None = None,
-              level_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def apply(
+        self,
+        class_probs: np.ndarray,
+        level_probs: np.ndarray,
+        features: np.ndarray | None = None,
+        level_map: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """What the adapted graph computes (numpy, float64). ``level_map``: the (3, 9)
         P(LEVEL | CLASS) of a class-only model (:func:`level_map`); None: LEVEL probabilities are
         reweighted by the change of their class's (the sign of the level)."""
@@ -99,8 +115,11 @@ class Correction:
         return u / z, v / v.sum(axis=1, keepdims=True)
 
     def summary(self) -> dict:
-        out = {"method": self.method, "shrinkage": self.shrinkage,
-               "bias": [round(float(b), 4) for b in self.bias]}
+        out = {
+            "method": self.method,
+            "shrinkage": self.shrinkage,
+            "bias": [round(float(b), 4) for b in self.bias],
+        }
         if self.method == "scale_bias":
             out["scale"] = round(float(self.scale), 4)
         if self.weight is not None:
@@ -121,9 +140,15 @@ def class_weights(y: np.ndarray) -> np.ndarray:
     return np.array([per[c] for c in y])
 
 
-def fit_correction(class_probs: np.ndarray, y: np.ndarray, method: str = DEFAULT_METHOD,
-                   shrinkage: float = DEFAULT_SHRINKAGE["aligned"], features: np.ndarray | None = None,
-                   feature_scale: float | None = None, iters: int = 50) -> Correction:
+def fit_correction(
+    class_probs: np.ndarray,
+    y: np.ndarray,
+    method: str = DEFAULT_METHOD,
+    shrinkage: float = DEFAULT_SHRINKAGE["aligned"],
+    features: np.ndarray | None = None,
+    feature_scale: float | None = None,
+    iters: int = 50,
+) -> Correction:
     """Fit δ on K labeled trials: ``class_probs`` (K, 3) of the shipped model, ``y`` (K,) class
     indices 0, 1, 2 (CLASS −1, 0, 1), ``features`` (K, F) for ``features``; ``feature_scale``: the
     RMS feature norm over all of the participant's trials (default: over the K)."""
@@ -142,17 +167,17 @@ def fit_correction(class_probs: np.ndarray, y: np.ndarray, method: str = DEFAULT
         penalty.append(np.eye(1))
     if method == "features":
         f = np.asarray(features, dtype=np.float64)
-        s = feature_scale or float(np.sqrt(np.mean(np.sum(f ** 2, axis=1)))) or 1.0
-        gram = (f / s) @ (f / s).T                                 # (K, K)
+        s = feature_scale or float(np.sqrt(np.mean(np.sum(f**2, axis=1)))) or 1.0
+        gram = (f / s) @ (f / s).T  # (K, K)
         # δ_i += Σ_j G_ij α_j (α_j ∈ R³): Φ_i[:, 3j + c] = G_ij [c == row]
         blocks.append(np.einsum("ij,ab->iajb", gram, np.eye(3)).reshape(k, 3, 3 * k))
         penalty.append(np.kron(gram, np.eye(3)) + 1e-9 * np.eye(3 * k))
-    phi = np.concatenate(blocks, axis=2)                           # (K, 3, P)
+    phi = np.concatenate(blocks, axis=2)  # (K, 3, P)
     p_dim = phi.shape[2]
     r = np.zeros((p_dim, p_dim))
     at = 0
     for b in penalty:
-        r[at:at + len(b), at:at + len(b)] = b
+        r[at : at + len(b), at : at + len(b)] = b
         at += len(b)
     w = class_weights(y)
     onehot = np.eye(3)[y]
@@ -168,7 +193,7 @@ def fit_correction(class_probs: np.ndarray, y: np.ndarray, method: str = DEFAULT
         q = _softmax(logp + phi @ theta)
         wphi = (w[:, None, None] * phi).reshape(3 * k, p_dim)
         grad = wphi.T @ (q - onehot).reshape(-1) + 2 * shrinkage * r @ theta
-        cov = q[:, :, None] * np.eye(3) - q[:, :, None] * q[:, None, :]        # (K, 3, 3)
+        cov = q[:, :, None] * np.eye(3) - q[:, :, None] * q[:, None, :]  # (K, 3, 3)
         hess = wphi.T @ (cov @ phi).reshape(3 * k, p_dim) + 2 * shrinkage * r
         step = np.linalg.solve(hess + 1e-12 * np.eye(p_dim), grad)
         t = 1.0
@@ -186,19 +211,20 @@ def fit_correction(class_probs: np.ndarray, y: np.ndarray, method: str = DEFAULT
         corr.scale = float(theta[3])
     if method == "features":
         alpha = theta[3:].reshape(k, 3)
-        corr.weight = (f / s).T @ alpha / s                        # raw units: δ = f @ weight
+        corr.weight = (f / s).T @ alpha / s  # raw units: δ = f @ weight
     return corr
 
 
 # ---- labels -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Labels:
-    trial: np.ndarray            # (K,) 1-based trial numbers
-    valence_class: np.ndarray    # (K,) in {−1, 0, 1}
-    participant: str | None      # as written in a CSV; None for labels.npz (no names inside)
+    trial: np.ndarray  # (K,) 1-based trial numbers
+    valence_class: np.ndarray  # (K,) in {−1, 0, 1}
+    participant: str | None  # as written in a CSV; None for labels.npz (no names inside)
     path: Path
-    lines: dict = field(default_factory=dict)   # trial → CSV line, for messages
+    lines: dict = field(default_factory=dict)  # trial → CSV line, for messages
 
 
 def read_participant_labels(path: str | Path) -> Labels:
@@ -211,35 +237,53 @@ def read_participant_labels(path: str | Path) -> Labels:
         lab = io.load_labels(path)
         return Labels(np.arange(1, len(lab) + 1), lab[:, 0], None, path)
     if path.suffix != ".csv":
-        raise InputError(path, f"labels must be an ICBHI labels.npz or a .csv with columns "
-                                  f"{','.join(HEADER[:3])}[,LEVEL] (got {path.suffix or 'no suffix'!r})")
+        raise InputError(
+            path,
+            f"labels must be an ICBHI labels.npz or a .csv with columns "
+            f"{','.join(HEADER[:3])}[,LEVEL] (got {path.suffix or 'no suffix'!r})",
+        )
     rows = read_answers(path, level=False)
     other = np.flatnonzero(rows.participant != rows.participant[0])
     if len(other):
-        raise InputError(path, f"line {rows.line[other[0]]}: participant {rows.participant[other[0]]!r}, but line "
-                                  f"{rows.line[0]} is {rows.participant[0]!r}; adapt one participant at a time "
-                                  "(one labels file each)")
-    return Labels(rows.trial, rows.valence_class, str(rows.participant[0]), path,
-                  dict(zip(rows.trial.tolist(), rows.line.tolist())))
+        raise InputError(
+            path,
+            f"line {rows.line[other[0]]}: participant {rows.participant[other[0]]!r}, but line "
+            f"{rows.line[0]} is {rows.participant[0]!r}; adapt one participant at a time "
+            "(one labels file each)",
+        )
+    return Labels(
+        rows.trial,
+        rows.valence_class,
+        str(rows.participant[0]),
+        path,
+        dict(zip(rows.trial.tolist(), rows.line.tolist())),
+    )
 
 
 # ---- the participant's trials through the base model --------------------------------------------------
 
+
 @dataclass
 class BaseOutputs:
     """The base model's outputs on one participant's trials."""
+
     participant: str
-    trial: np.ndarray            # (N,) 1-based trial numbers of the good trials
-    class_probs: np.ndarray      # (N, 3)
-    level_probs: np.ndarray      # (N, 9)
-    features: np.ndarray         # (N, F)
-    subject: tuple | None        # alignment statistics used (None: the population's)
+    trial: np.ndarray  # (N,) 1-based trial numbers of the good trials
+    class_probs: np.ndarray  # (N, 3)
+    level_probs: np.ndarray  # (N, 9)
+    features: np.ndarray  # (N, F)
+    subject: tuple | None  # alignment statistics used (None: the population's)
     problems: list
     paths: list
 
 
-def base_outputs(decoder: Model, paths: list, participant: str | None = None, policy: Policy | None = None,
-                 batch_size: int = DEFAULT_BATCH) -> BaseOutputs:
+def base_outputs(
+    decoder: Model,
+    paths: list,
+    participant: str | None = None,
+    policy: Policy | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> BaseOutputs:
     """The base model's outputs on one participant's trials, aligned exactly as ``predict``
     aligns them (over all of the participant's good trials in ``paths``)."""
     groups, problems = [], []
@@ -250,8 +294,11 @@ def base_outputs(decoder: Model, paths: list, participant: str | None = None, po
             raise p
     if len(groups) != 1:
         names = ", ".join(g[0] for g in groups)
-        raise InputError(paths[0], f"TRIALS hold {len(groups)} participants ({names}); adapt one participant "
-                                      "at a time, or give --participant to treat every file as one person's")
+        raise InputError(
+            paths[0],
+            f"TRIALS hold {len(groups)} participants ({names}); adapt one participant "
+            "at a time, or give --participant to treat every file as one person's",
+        )
     name, sources = groups[0]
     subject, offsets = None, {}
     if decoder.aligned:
@@ -280,26 +327,40 @@ def base_outputs(decoder: Model, paths: list, participant: str | None = None, po
             raise p
     if not trials:
         raise InputError(sources[0].path, "no trial of this participant could be read")
-    return BaseOutputs(name, np.concatenate(trials), *(np.concatenate(outs[k]).astype(np.float64) for k in outs),
-                subject, problems, [s.path for s in sources])
+    return BaseOutputs(
+        name,
+        np.concatenate(trials),
+        *(np.concatenate(outs[k]).astype(np.float64) for k in outs),
+        subject,
+        problems,
+        [s.path for s in sources],
+    )
 
 
 def match_labels(seen: BaseOutputs, labels: Labels) -> np.ndarray:
     """Indices into ``seen`` of the labeled trials; refuses labels for trials not in TRIALS."""
     where = {int(t): i for i, t in enumerate(seen.trial)}
     if labels.participant is not None and labels.participant != seen.participant:
-        raise InputError(labels.path, f"line {labels.lines.get(int(labels.trial[0]), 2)}: labels are for "
-                                         f"participant {labels.participant!r}, TRIALS hold "
-                                         f"{seen.participant!r}; give the labels of the same participant (or "
-                                         f"--participant {labels.participant})")
+        raise InputError(
+            labels.path,
+            f"line {labels.lines.get(int(labels.trial[0]), 2)}: labels are for "
+            f"participant {labels.participant!r}, TRIALS hold "
+            f"{seen.participant!r}; give the labels of the same participant (or "
+            f"--participant {labels.participant})",
+        )
     skipped = {p.trial: p for p in seen.problems if p.trial is not None and p.outcome == "skipped"}
     idx = []
     for t in labels.trial.tolist():
         if t not in where:
             line = f"line {labels.lines[t]}: " if t in labels.lines else f"row {t}: "
-            why = (f"it was skipped ({skipped[t].problem.split(';')[0]})" if t in skipped else
-                   f"{seen.participant} has {int(seen.trial.max())} trials in TRIALS")
-            raise InputError(labels.path, f"{line}label for trial {t}, which is not in TRIALS: {why}")
+            why = (
+                f"it was skipped ({skipped[t].problem.split(';')[0]})"
+                if t in skipped
+                else f"{seen.participant} has {int(seen.trial.max())} trials in TRIALS"
+            )
+            raise InputError(
+                labels.path, f"{line}label for trial {t}, which is not in TRIALS: {why}"
+            )
         idx.append(where[t])
     return np.array(idx, dtype=np.int64)
 
@@ -308,16 +369,23 @@ def check_labels(labels: Labels, minimum: int = MIN_LABELS) -> None:
     k = len(labels.trial)
     present = sorted(set(labels.valence_class.tolist()))
     if k < minimum:
-        raise InputError(labels.path, f"only {k} labeled trial(s); adaptation needs at least {minimum} "
-                                         f"(one of each CLASS −1, 0, 1 at best; the CV in docs/results.md "
-                                         "measured K = 3 … 15)")
+        raise InputError(
+            labels.path,
+            f"only {k} labeled trial(s); adaptation needs at least {minimum} "
+            f"(one of each CLASS −1, 0, 1 at best; the CV in docs/results.md "
+            "measured K = 3 … 15)",
+        )
     if len(present) < 2:
-        raise InputError(labels.path, f"every one of the {k} labeled trials is CLASS {present[0]:+d}; adaptation "
-                                         "needs labeled trials of at least two classes (ideally all three, "
-                                         "e.g. 3 trials of each)")
+        raise InputError(
+            labels.path,
+            f"every one of the {k} labeled trials is CLASS {present[0]:+d}; adaptation "
+            "needs labeled trials of at least two classes (ideally all three, "
+            "e.g. 3 trials of each)",
+        )
 
 
 # ---- the adapted ONNX --------------------------------------------------------------------------------
+
 
 def level_map(meta: dict) -> np.ndarray | None:
     """A class-only model's P(LEVEL | CLASS) (3, 9), as its export wrote it in the metadata
@@ -326,7 +394,9 @@ def level_map(meta: dict) -> np.ndarray | None:
     return None if m is None else np.asarray(m, dtype=np.float64)
 
 
-def write_adapted(model: onnx_edit.ModelProto, out: Path, corr: Correction, meta: dict, subject: tuple | None) -> None:
+def write_adapted(
+    model: onnx_edit.ModelProto, out: Path, corr: Correction, meta: dict, subject: tuple | None
+) -> None:
     """The base graph with the correction as its adaptation head's defaults (``adapt_*``, see
     :class:`fmri_edge.training.onnx_export.AdaptationHead`) and ``subject`` statistics as the alignment
     defaults; new metadata and its own weights digest. No node is added or changed."""
@@ -350,68 +420,99 @@ class Result:
     k: int
     n_trials: int
     correction: Correction
-    changed: int                 # CLASS answers that differ on the participant's N trials
-    before: np.ndarray           # (3,) answers per CLASS before
-    after: np.ndarray            # (3,) and after
-    fit_accuracy: tuple          # on the K labeled trials (in-sample): before, after
+    changed: int  # CLASS answers that differ on the participant's N trials
+    before: np.ndarray  # (3,) answers per CLASS before
+    after: np.ndarray  # (3,) and after
+    fit_accuracy: tuple  # on the K labeled trials (in-sample): before, after
     seconds: float
-    max_check_diff: float        # |adapted ONNX − numpy| on the participant's trials
+    max_check_diff: float  # |adapted ONNX − numpy| on the participant's trials
     problems: list
 
 
-def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: str | Path,
-          method: str = DEFAULT_METHOD, shrinkage: float | None = None, participant: str | None = None,
-          force: bool = False, policy: Policy | None = None, threads: int = 0) -> Result:
+def adapt(
+    trials: list,
+    labels_path: str | Path,
+    model: str | Path | None,
+    out: str | Path,
+    method: str = DEFAULT_METHOD,
+    shrinkage: float | None = None,
+    participant: str | None = None,
+    force: bool = False,
+    policy: Policy | None = None,
+    threads: int = 0,
+) -> Result:
     from fmri_edge.data.submission import check_new
 
     start = time.perf_counter()
     out = Path(out)
     if out.suffix != ".onnx":
-        raise InputError(out, "give the adapted model an .onnx name (its model card is written beside it)")
+        raise InputError(
+            out, "give the adapted model an .onnx name (its model card is written beside it)"
+        )
     check_new(out, force)
     check_new(out.with_suffix(".md"), force)
     labels = read_participant_labels(labels_path)
     decoder = Model(model, threads=threads)
     if "features" not in decoder.outputs:
-        raise InputError(decoder.path, f"model has no `features` output (outputs: {', '.join(decoder.outputs)}); "
-                                          "adaptation needs a model exported by this version of fmri-edge "
-                                          "(`fmri-edge export`)")
+        raise InputError(
+            decoder.path,
+            f"model has no `features` output (outputs: {', '.join(decoder.outputs)}); "
+            "adaptation needs a model exported by this version of fmri-edge "
+            "(`fmri-edge export`)",
+        )
     if not decoder.adaptable:
-        raise InputError(decoder.path, f"model has no adaptation inputs ({', '.join(ADAPT_INPUTS)}): it was "
-                                          "exported before models carried an adaptation head; export it again with "
-                                          "`fmri-edge export` to adapt it (predict still runs it)")
+        raise InputError(
+            decoder.path,
+            f"model has no adaptation inputs ({', '.join(ADAPT_INPUTS)}): it was "
+            "exported before models carried an adaptation head; export it again with "
+            "`fmri-edge export` to adapt it (predict still runs it)",
+        )
     if decoder.info.meta.get("adaptation"):
         a = decoder.info.meta["adaptation"]
-        raise InputError(decoder.path, f"already adapted to {a.get('participant')!r}; adapt the base model "
-                                          f"(sha256 {str(a.get('base_sha256'))[:16]}…)")
+        raise InputError(
+            decoder.path,
+            f"already adapted to {a.get('participant')!r}; adapt the base model "
+            f"(sha256 {str(a.get('base_sha256'))[:16]}…)",
+        )
     check_labels(labels)
     if shrinkage is None:
         shrinkage = DEFAULT_SHRINKAGE["aligned" if decoder.aligned else "unaligned"]
     seen = base_outputs(decoder, trials, participant, policy)
     idx = match_labels(seen, labels)
     y = np.searchsorted(valence.CLASS_VALUES, labels.valence_class)
-    scale = float(np.sqrt(np.mean(np.sum(seen.features ** 2, axis=1)))) or 1.0
+    scale = float(np.sqrt(np.mean(np.sum(seen.features**2, axis=1)))) or 1.0
     corr = fit_correction(seen.class_probs[idx], y, method, shrinkage, seen.features[idx], scale)
-    new_c, new_l = corr.apply(seen.class_probs, seen.level_probs, seen.features, level_map(decoder.info.meta))
+    new_c, new_l = corr.apply(
+        seen.class_probs, seen.level_probs, seen.features, level_map(decoder.info.meta)
+    )
     base_sha = file_sha256(decoder.path)
     meta = dict(decoder.info.meta)
     base_version = meta.get("model_version", decoder.path.stem)
     meta["model_version"] = f"{base_version}+{seen.participant}"
     meta["adaptation"] = {
-        "participant": seen.participant, "k": int(len(idx)),
+        "participant": seen.participant,
+        "k": int(len(idx)),
         "labeled_trials": [int(t) for t in labels.trial],
-        "class_counts": {str(c): int(np.sum(labels.valence_class == c)) for c in valence.CLASS_VALUES},
+        "class_counts": {
+            str(c): int(np.sum(labels.valence_class == c)) for c in valence.CLASS_VALUES
+        },
         **corr.summary(),
-        "base_sha256": base_sha, "base_model": decoder.path.name, "base_model_version": base_version,
-        "labels": Path(labels_path).name, "trials_seen": int(len(seen.trial)),
-        "alignment_defaults": "this participant's statistics" if seen.subject is not None else
-        "the training population's (fewer than the minimum trials to align)",
+        "base_sha256": base_sha,
+        "base_model": decoder.path.name,
+        "base_model_version": base_version,
+        "labels": Path(labels_path).name,
+        "trials_seen": int(len(seen.trial)),
+        "alignment_defaults": "this participant's statistics"
+        if seen.subject is not None
+        else "the training population's (fewer than the minimum trials to align)",
         "feature_scale": round(scale, 6) if method == "features" else None,
         "adapted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if out.resolve() == decoder.path.resolve():
         raise InputError(out, "is the base model itself; give the adapted model another name")
-    out.with_suffix(".md").unlink(missing_ok=True)  # an old card (--force) would not match the new file
+    out.with_suffix(".md").unlink(
+        missing_ok=True
+    )  # an old card (--force) would not match the new file
     write_adapted(onnx_edit.ModelProto.load(decoder.path), out, corr, meta, seen.subject)
     check = Model(out, threads=threads)
     # the adapted file is opened and checked against the numpy definition on the participant's trials
@@ -419,15 +520,27 @@ def adapt(trials: list, labels_path: str | Path, model: str | Path | None, out: 
     diff = float(max(np.abs(got.class_probs - new_c).max(), np.abs(got.level_probs - new_l).max()))
     if diff > 1e-4:
         out.unlink()
-        raise RuntimeError(f"the adapted model differs from its numpy definition by {diff:.2e}; nothing written")
+        raise RuntimeError(
+            f"the adapted model differs from its numpy definition by {diff:.2e}; nothing written"
+        )
     card = write_card(out, meta, base_sha, file_sha256(out))
     before, after = valence.decide_class(seen.class_probs), valence.decide_class(new_c)
     yl = labels.valence_class
-    return Result(out, card, seen.participant, len(idx), len(seen.trial), corr, int(np.sum(before != after)),
-                  np.array([np.sum(before == c) for c in valence.CLASS_VALUES]),
-                  np.array([np.sum(after == c) for c in valence.CLASS_VALUES]),
-                  (float(np.mean(before[idx] == yl)), float(np.mean(after[idx] == yl))),
-                  time.perf_counter() - start, diff, seen.problems)
+    return Result(
+        out,
+        card,
+        seen.participant,
+        len(idx),
+        len(seen.trial),
+        corr,
+        int(np.sum(before != after)),
+        np.array([np.sum(before == c) for c in valence.CLASS_VALUES]),
+        np.array([np.sum(after == c) for c in valence.CLASS_VALUES]),
+        (float(np.mean(before[idx] == yl)), float(np.mean(after[idx] == yl))),
+        time.perf_counter() - start,
+        diff,
+        seen.problems,
+    )
 
 
 def other_participants(meta: dict, paths: list, participant: str | None = None) -> list[str]:
@@ -435,8 +548,11 @@ def other_participants(meta: dict, paths: list, participant: str | None = None) 
     a = meta.get("adaptation")
     if not a:
         return []
-    names = {participant} if participant else {s.participant for s in io.iter_sources(paths)
-                                               if isinstance(s, io.Source)}
+    names = (
+        {participant}
+        if participant
+        else {s.participant for s in io.iter_sources(paths) if isinstance(s, io.Source)}
+    )
     return sorted(n for n in names if n != a.get("participant"))
 
 
@@ -444,10 +560,13 @@ def write_card(out: Path, meta: dict, base_sha: str, sha: str) -> Path:
     a = meta["adaptation"]
     card = out.with_suffix(".md")
     lines = [
-        f"# {out.stem}", "",
+        f"# {out.stem}",
+        "",
         f"`{a['base_model']}` adapted to participant {a['participant']} from {a['k']} labeled trials "
-        f"(`fmri-edge adapt`). Use it for this participant only.", "",
-        "| | |", "|---|---|",
+        f"(`fmri-edge adapt`). Use it for this participant only.",
+        "",
+        "| | |",
+        "|---|---|",
         f"| file | `{out.name}` |",
         f"| sha256 | `{sha}` |",
         f"| base model | `{a['base_model']}` ({a['base_model_version']}), sha256 `{base_sha}` |",
@@ -458,9 +577,12 @@ def write_card(out: Path, meta: dict, base_sha: str, sha: str) -> Path:
         f"from `{a['labels']}` |",
         f"| method | {a['method']}, shrinkage λ = {a['shrinkage']:g}; bias {a['bias']}"
         + (f", scale {a['scale']}" if "scale" in a else "")
-        + (f", ‖weight‖ {a['weight_norm']}" if "weight_norm" in a else "") + " |",
-        f"| adapted | {a['adapted']} |", "",
-        "Measured benefit of adaptation (cross-subject CV): docs/results.md, section \"Subject adaptation\".", "",
+        + (f", ‖weight‖ {a['weight_norm']}" if "weight_norm" in a else "")
+        + " |",
+        f"| adapted | {a['adapted']} |",
+        "",
+        'Measured benefit of adaptation (cross-subject CV): docs/results.md, section "Subject adaptation".',
+        "",
     ]
     with open(card, "w") as f:
         f.write("\n".join(lines))

@@ -18,6 +18,7 @@ second pass depends on it. Everything is submitted at once and the client collec
 order, streaming them to the CSV. A worker that dies has its tasks (and lost results) recomputed
 by the scheduler from their inputs: nothing is lost or duplicated.
 """
+
 from __future__ import annotations
 
 import threading
@@ -33,10 +34,11 @@ from fmri_edge.errors import InputError
 from fmri_edge.scheduler import connect, load_distributed, result
 from fmri_edge.model.runtime import Model, file_sha256
 
-DEFAULT_TASK_TRIALS = 2048   # trials per task (rounded up to whole batches): ≈ 1 s of work per task
+DEFAULT_TASK_TRIALS = 2048  # trials per task (rounded up to whole batches): ≈ 1 s of work per task
 
 
 # ---- the worker side ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -60,12 +62,18 @@ def worker_decoder(ref: ModelRef) -> Model:
         if ref not in _decoders:
             path, where = Path(ref.path), _worker_name()
             if not path.is_file():
-                raise InputError(path, f"model file not found on {where}; workers need the model and the "
-                                       "inputs at the same paths as the client (a shared file system)")
+                raise InputError(
+                    path,
+                    f"model file not found on {where}; workers need the model and the "
+                    "inputs at the same paths as the client (a shared file system)",
+                )
             got = file_sha256(path)
             if got != ref.sha256:
-                raise InputError(path, f"sha256 {got[:16]}… on {where} differs from the client's "
-                                       f"{ref.sha256[:16]}…: the workers see another model file at this path")
+                raise InputError(
+                    path,
+                    f"sha256 {got[:16]}… on {where} differs from the client's "
+                    f"{ref.sha256[:16]}…: the workers see another model file at this path",
+                )
             _decoders[ref] = Model(path, threads=ref.threads)
         return _decoders[ref]
 
@@ -89,31 +97,61 @@ def _own_problems(items: list, span) -> list:
 
 def stats_task(ref: ModelRef, src: io.Source, batch_size: int, policy, span) -> list:
     """First pass over one span of one file: :func:`fmri_edge.decoding.answers.source_stats`."""
-    return _own_problems(list(answers.source_stats(worker_decoder(ref), src, batch_size, policy, span)), span)
+    return _own_problems(
+        list(answers.source_stats(worker_decoder(ref), src, batch_size, policy, span)), span
+    )
 
 
 def plan_task(name: str, sources: list[io.Source], stats: list | None, align: bool) -> tuple:
     """One participant's plan from its spans' first passes (``stats``: per file, the list of its
     spans' results in order; None for a model without subject alignment)."""
     if stats is not None:
-        stats = answers.gather_stats((src, chain.from_iterable(parts)) for src, parts in zip(sources, stats))
+        stats = answers.gather_stats(
+            (src, chain.from_iterable(parts)) for src, parts in zip(sources, stats)
+        )
     return answers.participant_plan(name, sources, stats, align)
 
 
-def answer_task(ref: ModelRef, src: io.Source, batch_size: int, policy, span, plan: tuple,
-                reported: bool, weights: bool) -> list:
+def answer_task(
+    ref: ModelRef,
+    src: io.Source,
+    batch_size: int,
+    policy,
+    span,
+    plan: tuple,
+    reported: bool,
+    weights: bool,
+) -> list:
     """Second pass over one span of one file: :func:`fmri_edge.decoding.answers.predict_source`. Without
     ``weights`` the region weights and contributions stay on the worker (only ``--explain`` reads them)."""
     subject, offsets, _ = plan
-    items = _own_problems(list(answers.predict_source(worker_decoder(ref), src, batch_size, policy, subject,
-                                                    offsets[src.path], reported, span)), span)
+    items = _own_problems(
+        list(
+            answers.predict_source(
+                worker_decoder(ref),
+                src,
+                batch_size,
+                policy,
+                subject,
+                offsets[src.path],
+                reported,
+                span,
+            )
+        ),
+        span,
+    )
     if not weights:
-        items = [replace(x, region_weights=np.empty((len(x), 0), np.float32), region_contributions=None)
-                 if isinstance(x, answers.Batch) else x for x in items]
+        items = [
+            replace(x, region_weights=np.empty((len(x), 0), np.float32), region_contributions=None)
+            if isinstance(x, answers.Batch)
+            else x
+            for x in items
+        ]
     return items
 
 
 # ---- the client side ---------------------------------------------------------------------------
+
 
 def header_trials(path: Path) -> int:
     """How many trials a file holds, from its header alone: for splitting and the progress bar
@@ -126,13 +164,25 @@ def spans(n_trials: int, step: int, split: bool) -> list[tuple[tuple[int, int] |
     """(span, trials) per task of one file: the whole file (span None) or ``step`` trials each."""
     if not split or n_trials <= step:
         return [(None, n_trials)]
-    return [((a, min(a + step, n_trials)), min(step, n_trials - a)) for a in range(0, n_trials, step)]
+    return [
+        ((a, min(a + step, n_trials)), min(step, n_trials - a)) for a in range(0, n_trials, step)
+    ]
 
 
-def predict(client, decoder: Model, paths: list, batch_size: int = answers.DEFAULT_BATCH,
-            policy: answers.Policy | None = None, participant: str | None = None, align: bool = True,
-            threads: int = 1, weights: bool = True, task_trials: int | None = None,
-            on_total=None, on_trials=None):
+def predict(
+    client,
+    decoder: Model,
+    paths: list,
+    batch_size: int = answers.DEFAULT_BATCH,
+    policy: answers.Policy | None = None,
+    participant: str | None = None,
+    align: bool = True,
+    threads: int = 1,
+    weights: bool = True,
+    task_trials: int | None = None,
+    on_total=None,
+    on_trials=None,
+):
     """:func:`fmri_edge.decoding.answers.predict` on the workers of a ``distributed.Client``: the same
     :class:`~fmri_edge.decoding.answers.Batch` and :class:`~fmri_edge.data.InputError` items in the same
     order. ``threads``: onnxruntime threads per task; ``task_trials``: trials per task (default
@@ -144,7 +194,7 @@ def predict(client, decoder: Model, paths: list, batch_size: int = answers.DEFAU
     policy = policy or answers.Policy()
     batch = answers.effective_batch(batch_size)
     task_trials = task_trials or DEFAULT_TASK_TRIALS
-    step = batch * max(1, -(-task_trials // batch))     # whole batches: the same chunks as locally
+    step = batch * max(1, -(-task_trials // batch))  # whole batches: the same chunks as locally
     split = (decoder.info.subject_normalization or "none") == "none"
     address = getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
 
@@ -155,15 +205,39 @@ def predict(client, decoder: Model, paths: list, batch_size: int = answers.DEFAU
 
     def submit(name, sources):
         """A unit's tasks (:func:`fmri_edge.decoding.answers.participant_units`): (plan, answers, trials)."""
-        per_file = [spans(header_trials(src.path), step, split and src.path.suffix == ".npy") for src in sources]
+        per_file = [
+            spans(header_trials(src.path), step, split and src.path.suffix == ".npy")
+            for src in sources
+        ]
         stats = None
         if decoder.aligned:
-            stats = [[client.submit(stats_task, ref, src, batch_size, policy, span, pure=False)
-                      for span, _ in file_spans] for src, file_spans in zip(sources, per_file)]
+            stats = [
+                [
+                    client.submit(stats_task, ref, src, batch_size, policy, span, pure=False)
+                    for span, _ in file_spans
+                ]
+                for src, file_spans in zip(sources, per_file)
+            ]
         plan = client.submit(plan_task, name, sources, stats, align, pure=False)
-        answers = [counted(client.submit(answer_task, ref, src, batch_size, policy, span, plan, decoder.aligned,
-                                         weights, pure=False), n)
-                   for src, file_spans in zip(sources, per_file) for span, n in file_spans]
+        answers = [
+            counted(
+                client.submit(
+                    answer_task,
+                    ref,
+                    src,
+                    batch_size,
+                    policy,
+                    span,
+                    plan,
+                    decoder.aligned,
+                    weights,
+                    pure=False,
+                ),
+                n,
+            )
+            for src, file_spans in zip(sources, per_file)
+            for span, n in file_spans
+        ]
         return plan, answers, sum(n for file_spans in per_file for _, n in file_spans)
 
     def collect(plan, answers):
@@ -177,36 +251,86 @@ def predict(client, decoder: Model, paths: list, batch_size: int = answers.DEFAU
             planned.append(item)
             continue
         name, sources = item
-        units = {tuple(unit): submit(name, unit) for unit in answers.participant_units(sources, participant)}
+        units = {
+            tuple(unit): submit(name, unit)
+            for unit in answers.participant_units(sources, participant)
+        }
         total += sum(n for _, _, n in units.values())
         planned.append((name, units))
     if on_total is not None:
         on_total(total)
-    for item in planned:   # everything is submitted: the cluster works while answers are collected in order
+    for (
+        item
+    ) in planned:  # everything is submitted: the cluster works while answers are collected in order
         if isinstance(item, InputError):
             yield item
             continue
         name, units = item
-        yield from answers.answer_units(name, [list(u) for u in units],
-                                      lambda unit: collect(*units[tuple(unit)][:2]))
+        yield from answers.answer_units(
+            name, [list(u) for u in units], lambda unit: collect(*units[tuple(unit)][:2])
+        )
 
 
-def predict_to(address: str, decoder: Model, paths: list, csv_file=None, batch_size: int = answers.DEFAULT_BATCH,
-               keep: int | None = 60, policy: answers.Policy | None = None, on_batch=None,
-               participant: str | None = None, align: bool = True, probs: bool = False, threads: int = 0,
-               weights: bool = True, console=None, task_trials: int | None = None) -> answers.Summary:
+def predict_to(
+    address: str,
+    decoder: Model,
+    paths: list,
+    csv_file=None,
+    batch_size: int = answers.DEFAULT_BATCH,
+    keep: int | None = 60,
+    policy: answers.Policy | None = None,
+    on_batch=None,
+    participant: str | None = None,
+    align: bool = True,
+    probs: bool = False,
+    threads: int = 0,
+    weights: bool = True,
+    console=None,
+    task_trials: int | None = None,
+) -> answers.Summary:
     """:func:`fmri_edge.decoding.answers.predict_to` through the cluster at ``address`` (see
     :func:`connect`), with a progress bar of the trials answered on ``console`` (stderr)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
-    with connect(address, threads) as (client, ort_threads), \
-            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     console=console, transient=True, disable=not console.is_terminal) as bar:
+    with (
+        connect(address, threads) as (client, ort_threads),
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as bar,
+    ):
         task = bar.add_task(f"trials on {address}", total=None)
-        items = predict(client, decoder, paths, batch_size, policy, participant, align, ort_threads, weights,
-                        task_trials, on_total=lambda n: bar.update(task, total=n),
-                        on_trials=lambda n: bar.advance(task, n))
-        return answers.predict_to(decoder, paths, csv_file, batch_size, keep, policy, on_batch, participant, align,
-                                probs, items=items)
+        items = predict(
+            client,
+            decoder,
+            paths,
+            batch_size,
+            policy,
+            participant,
+            align,
+            ort_threads,
+            weights,
+            task_trials,
+            on_total=lambda n: bar.update(task, total=n),
+            on_trials=lambda n: bar.advance(task, n),
+        )
+        return answers.predict_to(
+            decoder,
+            paths,
+            csv_file,
+            batch_size,
+            keep,
+            policy,
+            on_batch,
+            participant,
+            align,
+            probs,
+            items=items,
+        )

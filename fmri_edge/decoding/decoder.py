@@ -7,6 +7,7 @@ least :data:`~fmri_edge.decoding.answers.MIN_ALIGN_TRIALS` trials, else the trai
 statistics), and returns :class:`Predictions`: CLASS, LEVEL, the class probabilities and each
 region's share in the answer, the same numbers the command prints and writes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,12 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from fmri_edge.data import io
-from fmri_edge.decoding.answers import DEFAULT_BATCH, Batch, Policy, answer, participant_batches, predict
+from fmri_edge.decoding.answers import (
+    DEFAULT_BATCH,
+    Batch,
+    Policy,
+    answer,
+    participant_batches,
+    predict,
+)
 from fmri_edge.errors import InputError
 from fmri_edge.model.normalize import SubjectStats
 from fmri_edge.model.runtime import Model, ModelInfo
 
-ARRAY = Path("<array>")   # the source named in problems with trials given as an array
+ARRAY = Path("<array>")  # the source named in problems with trials given as an array
 
 
 @dataclass
@@ -62,8 +70,10 @@ class Predictions:
 
     def __repr__(self) -> str:
         counts = {int(c): int((self.valence_class == c).sum()) for c in (-1, 0, 1)}
-        return (f"Predictions({len(self)} trials of {len(dict.fromkeys(self.participant.tolist()))} participant(s); "
-                f"CLASS -1/0/+1: {counts[-1]}/{counts[0]}/{counts[1]}; {len(self.problems)} problem(s))")
+        return (
+            f"Predictions({len(self)} trials of {len(dict.fromkeys(self.participant.tolist()))} participant(s); "
+            f"CLASS -1/0/+1: {counts[-1]}/{counts[0]}/{counts[1]}; {len(self.problems)} problem(s))"
+        )
 
     def top_regions(self, k: int = 5) -> list[list[str]]:
         """The ``k`` regions with the largest score, per trial (names, largest first)."""
@@ -75,9 +85,17 @@ class Predictions:
         (``Participant, Trial, CLASS, LEVEL, p(-1), p(0), p(+1)``). Needs pandas."""
         import pandas as pd
 
-        return pd.DataFrame({"Participant": self.participant, "Trial": self.trial, "CLASS": self.valence_class,
-                             "LEVEL": self.valence_level, "p(-1)": self.class_probs[:, 0],
-                             "p(0)": self.class_probs[:, 1], "p(+1)": self.class_probs[:, 2]})
+        return pd.DataFrame(
+            {
+                "Participant": self.participant,
+                "Trial": self.trial,
+                "CLASS": self.valence_class,
+                "LEVEL": self.valence_level,
+                "p(-1)": self.class_probs[:, 0],
+                "p(0)": self.class_probs[:, 1],
+                "p(+1)": self.class_probs[:, 2],
+            }
+        )
 
     @classmethod
     def from_batches(cls, batches: list[Batch], problems: list, model: Model) -> "Predictions":
@@ -85,15 +103,31 @@ class Predictions:
         kind = model.explanation
         if not batches:
             empty = np.empty(0)
-            return cls(empty.astype(str), empty.astype(int), empty.astype(int), empty.astype(int),
-                       np.empty((0, 3), np.float32), np.empty((0, 9), np.float32), np.empty((0, r), np.float32),
-                       kind, model.info.region_names, problems)
+            return cls(
+                empty.astype(str),
+                empty.astype(int),
+                empty.astype(int),
+                empty.astype(int),
+                np.empty((0, 3), np.float32),
+                np.empty((0, 9), np.float32),
+                np.empty((0, r), np.float32),
+                kind,
+                model.info.region_names,
+                problems,
+            )
         cat = np.concatenate
-        return cls(cat([np.full(len(b), b.participant) for b in batches]), cat([b.trial for b in batches]),
-                   cat([b.valence_class for b in batches]), cat([b.valence_level for b in batches]),
-                   cat([b.class_probs for b in batches]), cat([b.level_probs for b in batches]),
-                   cat([b.region_scores(kind or "attention") for b in batches]), kind, model.info.region_names,
-                   problems)
+        return cls(
+            cat([np.full(len(b), b.participant) for b in batches]),
+            cat([b.trial for b in batches]),
+            cat([b.valence_class for b in batches]),
+            cat([b.valence_level for b in batches]),
+            cat([b.class_probs for b in batches]),
+            cat([b.level_probs for b in batches]),
+            cat([b.region_scores(kind or "attention") for b in batches]),
+            kind,
+            model.info.region_names,
+            problems,
+        )
 
 
 class Decoder:
@@ -135,12 +169,15 @@ class Decoder:
 
     def __repr__(self) -> str:
         i = self.info
-        return (f"Decoder({str(self.path)!r}: {i.n_regions} regions × {i.n_times} s, "
-                f"{'aligned per participant' if self.model.aligned else 'no alignment'}, "
-                f"explanation {self.model.explanation})")
+        return (
+            f"Decoder({str(self.path)!r}: {i.n_regions} regions × {i.n_times} s, "
+            f"{'aligned per participant' if self.model.aligned else 'no alignment'}, "
+            f"explanation {self.model.explanation})"
+        )
 
-    def predict(self, trials, participants=None, align: bool = True,
-                batch_size: int = DEFAULT_BATCH) -> Predictions:
+    def predict(
+        self, trials, participants=None, align: bool = True, batch_size: int = DEFAULT_BATCH
+    ) -> Predictions:
         """Answer trials.
 
         Parameters
@@ -160,42 +197,72 @@ class Decoder:
             Raises :class:`~fmri_edge.errors.InputError` for an array of the wrong shape or values;
             for files, a bad file or trial is listed in ``problems`` and the others are answered.
         """
-        if isinstance(trials, (str, Path)) or (isinstance(trials, (list, tuple)) and trials
-                                               and isinstance(trials[0], (str, Path))):
+        if isinstance(trials, (str, Path)) or (
+            isinstance(trials, (list, tuple)) and trials and isinstance(trials[0], (str, Path))
+        ):
             if participants is not None:
-                raise ValueError("participants= is for arrays; files are named by their folder or file")
-            return self.predict_files([trials] if isinstance(trials, (str, Path)) else list(trials), align=align,
-                                      batch_size=batch_size)
+                raise ValueError(
+                    "participants= is for arrays; files are named by their folder or file"
+                )
+            return self.predict_files(
+                [trials] if isinstance(trials, (str, Path)) else list(trials),
+                align=align,
+                batch_size=batch_size,
+            )
         x = self.model.as_input(trials if np.ndim(trials) == 3 else np.asarray(trials)[None])
-        who = np.full(len(x), "participant", dtype=object) if participants is None else np.asarray(participants, dtype=object)
+        who = (
+            np.full(len(x), "participant", dtype=object)
+            if participants is None
+            else np.asarray(participants, dtype=object)
+        )
         if who.shape != (len(x),):
-            raise ValueError(f"participants: {who.shape[0] if who.ndim else 'one'} name(s) for {len(x)} trials")
+            raise ValueError(
+                f"participants: {who.shape[0] if who.ndim else 'one'} name(s) for {len(x)} trials"
+            )
         bad = io.nonfinite_trials(x)
         if len(bad):
-            raise InputError(ARRAY, f"trial {int(bad[0]) + 1} holds NaN or Inf values ({len(bad)} trial(s)); "
-                                    "fill or drop them first (the command's --nan interpolate does)")
+            raise InputError(
+                ARRAY,
+                f"trial {int(bad[0]) + 1} holds NaN or Inf values ({len(bad)} trial(s)); "
+                "fill or drop them first (the command's --nan interpolate does)",
+            )
         x = self._subject_normalized(x, who)
         batches, problems, rows_of, numbers = [], [], [], {}
         for rows, subject in participant_batches(self.model, x, who, batch_size):
             name = str(who[rows[0]])
             start = numbers.get(name, 0)
             numbers[name] = start + len(rows)
-            for item in answer(self.model, io.Source(name, ARRAY), np.arange(start + 1, start + len(rows) + 1),
-                               x[rows], subject if align else None):
+            for item in answer(
+                self.model,
+                io.Source(name, ARRAY),
+                np.arange(start + 1, start + len(rows) + 1),
+                x[rows],
+                subject if align else None,
+            ):
                 if isinstance(item, InputError):
                     problems.append(item)
                 else:
                     batches.append(item)
                     rows_of.append(rows[item.trial - start - 1])
         out = Predictions.from_batches(batches, problems, self.model)
-        return _reorder(out, np.argsort(np.concatenate(rows_of), kind="stable") if rows_of else None)
+        return _reorder(
+            out, np.argsort(np.concatenate(rows_of), kind="stable") if rows_of else None
+        )
 
-    def predict_files(self, paths: list, participant: str | None = None, align: bool = True,
-                      policy: Policy | None = None, batch_size: int = DEFAULT_BATCH) -> Predictions:
+    def predict_files(
+        self,
+        paths: list,
+        participant: str | None = None,
+        align: bool = True,
+        policy: Policy | None = None,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> Predictions:
         """:meth:`predict` on files and folders, exactly as the command reads them (``participant``:
         several files of one person, ``--participant``; ``policy``: ``--nan``, ``--crop``, ``--pad``)."""
         batches, problems = [], []
-        for item in predict(self.model, [Path(p) for p in paths], batch_size, policy, participant, align):
+        for item in predict(
+            self.model, [Path(p) for p in paths], batch_size, policy, participant, align
+        ):
             (problems if isinstance(item, InputError) else batches).append(item)
         return Predictions.from_batches(batches, problems, self.model)
 
@@ -218,6 +285,15 @@ def _reorder(p: Predictions, order) -> Predictions:
     """Rows back in the order of the input trials (participants are answered one after another)."""
     if order is None or np.array_equal(order, np.arange(len(order))):
         return p
-    return Predictions(p.participant[order], p.trial[order], p.valence_class[order], p.valence_level[order],
-                       p.class_probs[order], p.level_probs[order], p.region_scores[order], p.explanation,
-                       p.region_names, p.problems)
+    return Predictions(
+        p.participant[order],
+        p.trial[order],
+        p.valence_class[order],
+        p.valence_level[order],
+        p.class_probs[order],
+        p.level_probs[order],
+        p.region_scores[order],
+        p.explanation,
+        p.region_names,
+        p.problems,
+    )

@@ -4,6 +4,7 @@
 - LEVEL_error = mean(|pred − true| / (|pred| + |true|)); a term with pred = true = 0 counts as 0.
 - Score = 0.6 · CLASS_error + 0.4 · LEVEL_error, each rounded to 4 decimals; lower is better.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,15 +56,26 @@ def classification_report(pred, true, values) -> dict:
     present = (pred_n + true_n) > 0
     precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
     recall = np.divide(tp, true_n, out=np.zeros_like(tp), where=true_n > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall,
-                   out=np.zeros_like(tp), where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(tp),
+        where=(precision + recall) > 0,
+    )
     return {
         "accuracy": float(tp.sum() / max(m.sum(), 1)),
         "precision": float(precision[present].mean()) if present.any() else 0.0,
         "sensitivity": float(recall[present].mean()) if present.any() else 0.0,
         "f1": float(f1[present].mean()) if present.any() else 0.0,
-        "per_class": {int(v): {"precision": float(p), "sensitivity": float(r), "f1": float(f), "support": int(n)}
-                      for v, p, r, f, n in zip(values, precision, recall, f1, true_n)},
+        "per_class": {
+            int(v): {
+                "precision": float(p),
+                "sensitivity": float(r),
+                "f1": float(f),
+                "support": int(n),
+            }
+            for v, p, r, f, n in zip(values, precision, recall, f1, true_n)
+        },
         "confusion": m.tolist(),
         "values": [int(v) for v in values],
     }
@@ -112,10 +124,18 @@ def score(predictions, labels) -> dict:
     if isinstance(predictions, (str, Path)):
         pred, pred_name = submission.read_answers(predictions), predictions
     else:
-        pred = submission.Answers(predictions.participant.astype(str), predictions.trial,
-                                  predictions.valence_class, predictions.valence_level)
+        pred = submission.Answers(
+            predictions.participant.astype(str),
+            predictions.trial,
+            predictions.valence_class,
+            predictions.valence_level,
+        )
         pred_name = "predictions"
     truth = submission.read_labels(labels)
     pi, ti = submission.align(pred, truth, pred_name, labels)
-    return full_report(pred.valence_class[pi], truth.valence_class[ti], pred.valence_level[pi],
-                       truth.valence_level[ti])
+    return full_report(
+        pred.valence_class[pi],
+        truth.valence_class[ti],
+        pred.valence_level[pi],
+        truth.valence_level[ti],
+    )

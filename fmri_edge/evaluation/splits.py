@@ -8,6 +8,7 @@ the videos in the same order) are such a column, ``order_group`` of ``Train/part
 which the ICBHI recipes name; :data:`ORDER_MATES` is the same pairing for code given no groups
 (the research drivers).
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,12 +20,19 @@ from fmri_edge.errors import InputError, UsageError
 
 PROTOCOL_LABEL = {"random": "random 8:1:1 trials (optimistic)", "subject": "cross-subject (honest)"}
 
-ORDER_MATES = {"P01": "P10", "P02": "P11", "P03": "P12", "P04": "P13",
-               "P05": "P14", "P06": "P15", "P07": "P16"}
+ORDER_MATES = {
+    "P01": "P10",
+    "P02": "P11",
+    "P03": "P12",
+    "P04": "P13",
+    "P05": "P14",
+    "P06": "P15",
+    "P07": "P16",
+}
 
 
-LOPO_MAX = 20          # up to this many participants: leave-one-participant-out
-K_FOLDS = 10           # above: grouped k-fold
+LOPO_MAX = 20  # up to this many participants: leave-one-participant-out
+K_FOLDS = 10  # above: grouped k-fold
 MIN_GROUPS = 3
 PARTICIPANTS_TSV = "participants.tsv"
 
@@ -36,7 +44,9 @@ def _natural(value: str):
         return (1, 0.0, value)
 
 
-def study_groups(participants: list[str], by: str, data_dir: str | Path) -> tuple[dict[str, str], str]:
+def study_groups(
+    participants: list[str], by: str, data_dir: str | Path
+) -> tuple[dict[str, str], str]:
     """The CV group of every participant, and a sentence saying where the groups come from.
 
     ``by``: ``auto`` (one group per participant up to :data:`LOPO_MAX`, else :data:`K_FOLDS`
@@ -48,35 +58,49 @@ def study_groups(participants: list[str], by: str, data_dir: str | Path) -> tupl
             groups, how = {p: p for p in participants}, "leave-one-participant-out"
         else:
             groups = {p: f"fold{i % K_FOLDS + 1}" for i, p in enumerate(participants)}
-            how = f"grouped {K_FOLDS}-fold (more than {LOPO_MAX} participants; dealt in sorted order)"
+            how = (
+                f"grouped {K_FOLDS}-fold (more than {LOPO_MAX} participants; dealt in sorted order)"
+            )
     elif by.startswith("participants:") and by.split(":", 1)[1]:
         column = by.split(":", 1)[1]
         groups = _groups_from_tsv(Path(data_dir) / PARTICIPANTS_TSV, column, participants)
         how = f"column {column!r} of {Path(data_dir) / PARTICIPANTS_TSV} (one fold per value)"
     else:
-        raise UsageError(f"--group-by {by!r}: give auto or participants:COLUMN (a column of the study's "
-                         f"{PARTICIPANTS_TSV})")
+        raise UsageError(
+            f"--group-by {by!r}: give auto or participants:COLUMN (a column of the study's "
+            f"{PARTICIPANTS_TSV})"
+        )
     n = len(set(groups.values()))
     if n < MIN_GROUPS:
-        raise UsageError(f"{data_dir}: {len(participants)} participant(s) in {n} CV group(s) ({how}); an honest "
-                         f"cross-validation needs at least {MIN_GROUPS} groups")
+        raise UsageError(
+            f"{data_dir}: {len(participants)} participant(s) in {n} CV group(s) ({how}); an honest "
+            f"cross-validation needs at least {MIN_GROUPS} groups"
+        )
     return groups, how
 
 
 def _groups_from_tsv(path: Path, column: str, participants: list[str]) -> dict[str, str]:
     if not path.is_file():
-        raise InputError(path, f"not found: --group-by participants:{column} reads the study's {PARTICIPANTS_TSV} "
-                               "beside the participant folders (extract copies it there)")
+        raise InputError(
+            path,
+            f"not found: --group-by participants:{column} reads the study's {PARTICIPANTS_TSV} "
+            "beside the participant folders (extract copies it there)",
+        )
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
     except UnicodeDecodeError as e:
-        raise InputError(path, f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}; a spreadsheet's "
-                               "Latin-1 export?); save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+        raise InputError(
+            path,
+            f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}; a spreadsheet's "
+            "Latin-1 export?); save it as UTF-8, e.g. iconv -f latin1 -t utf-8",
+        ) from None
     header = list(rows[0]) if rows else []
     if "participant_id" not in header or column not in header:
         missing = "participant_id" if "participant_id" not in header else column
-        raise InputError(path, f"no column {missing!r} (the columns there are: {', '.join(header) or 'none'})")
+        raise InputError(
+            path, f"no column {missing!r} (the columns there are: {', '.join(header) or 'none'})"
+        )
     by_id = {r["participant_id"].strip(): (r[column] or "").strip() for r in rows}
     out = {}
     for p in participants:
@@ -100,7 +124,9 @@ def subject_group(participant: str, groups: dict[str, str] | None = None) -> str
     return participant
 
 
-def groups_of(participants: list[str], groups: dict[str, str] | None = None) -> dict[str, list[str]]:
+def groups_of(
+    participants: list[str], groups: dict[str, str] | None = None
+) -> dict[str, list[str]]:
     """{group: its participants}, groups in the order of their first participant (given groups: in
     the natural order of their values)."""
     out: dict[str, list[str]] = {}
@@ -111,7 +137,9 @@ def groups_of(participants: list[str], groups: dict[str, str] | None = None) -> 
     return out
 
 
-def subject_folds(participants: list[str], groups: dict[str, str] | None = None) -> list[tuple[list[str], list[str]]]:
+def subject_folds(
+    participants: list[str], groups: dict[str, str] | None = None
+) -> list[tuple[list[str], list[str]]]:
     """Leave-one-group-out folds: [(train participants, test participants)], one per group."""
     groups = groups_of(participants, groups)
     folds = []
@@ -121,8 +149,9 @@ def subject_folds(participants: list[str], groups: dict[str, str] | None = None)
     return folds
 
 
-def inner_validation(train_participants: list[str], n_groups: int, seed: int,
-                     groups: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+def inner_validation(
+    train_participants: list[str], n_groups: int, seed: int, groups: dict[str, str] | None = None
+) -> tuple[list[str], list[str]]:
     """Hold ``n_groups`` whole groups out of the training participants for validation
     (epoch and checkpoint choice), chosen by ``seed``; returns (fit, validation)."""
     names = sorted({subject_group(p, groups) for p in train_participants})
@@ -133,7 +162,9 @@ def inner_validation(train_participants: list[str], n_groups: int, seed: int,
     return fit, val
 
 
-def random_split(strata: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.1)) -> tuple[np.ndarray, ...]:
+def random_split(
+    strata: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.1)
+) -> tuple[np.ndarray, ...]:
     """Stratified random split of trial indices into train / validation / test (paper protocol)."""
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[] for _ in fractions]

@@ -14,6 +14,7 @@ by nilearn's plotting (``[plot]``: matplotlib). Both are imported only when used
   voxels, 0 outside), written by :func:`write_map` for the user's own viewer;
 - :func:`plot_map` — a glass brain or orthogonal slices, with a colour bar in the scores' units.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -23,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 
-
 def _nibabel():
     try:
         import nibabel
     except ImportError:
-        raise ImportError("brain maps need nibabel and nilearn: pip install 'fmri-edge[nifti,plot]'") from None
+        raise ImportError(
+            "brain maps need nibabel and nilearn: pip install 'fmri-edge[nifti,plot]'"
+        ) from None
     return nibabel
 
 
@@ -39,8 +41,8 @@ class LabelImage:
     path: Path
     labels: np.ndarray
     affine: np.ndarray
-    grid: str                                    # shape, voxel size, known template (volumes.describe_grid)
-    notes: list = field(default_factory=list)    # what was accepted, in words
+    grid: str  # shape, voxel size, known template (volumes.describe_grid)
+    notes: list = field(default_factory=list)  # what was accepted, in words
 
     @property
     def voxel_mm(self) -> tuple:
@@ -49,7 +51,9 @@ class LabelImage:
     def note(self) -> str:
         """One line for the user: the grid and whatever was read in a particular way."""
         own = f"atlas {self.path.name}: "
-        return f"atlas {self.path.name} {self.grid}" + "".join(f"; {n.removeprefix(own)}" for n in self.notes)
+        return f"atlas {self.path.name} {self.grid}" + "".join(
+            f"; {n.removeprefix(own)}" for n in self.notes
+        )
 
 
 def load_label_image(path: str | Path, n_regions: int) -> LabelImage:
@@ -58,8 +62,13 @@ def load_label_image(path: str | Path, n_regions: int) -> LabelImage:
 
     _nibabel()
     atlas = Atlas(path, n_regions)
-    return LabelImage(atlas.path, atlas.labels, np.asarray(atlas.affine, dtype=np.float64), atlas.grid,
-                      list(atlas.notes))
+    return LabelImage(
+        atlas.path,
+        atlas.labels,
+        np.asarray(atlas.affine, dtype=np.float64),
+        atlas.grid,
+        list(atlas.notes),
+    )
 
 
 def paint(atlas: LabelImage, values: np.ndarray) -> np.ndarray:
@@ -70,7 +79,9 @@ def paint(atlas: LabelImage, values: np.ndarray) -> np.ndarray:
     return table[atlas.labels]
 
 
-def write_map(path: str | Path, atlas: LabelImage, volume: np.ndarray, description: str = "") -> Path:
+def write_map(
+    path: str | Path, atlas: LabelImage, volume: np.ndarray, description: str = ""
+) -> Path:
     """Write ``volume`` as a NIfTI on the atlas grid (``.nii`` or ``.nii.gz``, atomically; the
     header's description field holds ``description``, cut to its 80 bytes)."""
     nib = _nibabel()
@@ -89,8 +100,19 @@ def write_map(path: str | Path, atlas: LabelImage, volume: np.ndarray, descripti
 VIEWS = ("glass", "slices")
 
 
-def plot_map(atlas: LabelImage, volume: np.ndarray, out: str | Path, title: str, units: str, signed: bool,
-             view: str = "glass", dpi: int = 100, region_names=None, values=None, top: int = 5) -> Path:
+def plot_map(
+    atlas: LabelImage,
+    volume: np.ndarray,
+    out: str | Path,
+    title: str,
+    units: str,
+    signed: bool,
+    view: str = "glass",
+    dpi: int = 100,
+    region_names=None,
+    values=None,
+    top: int = 5,
+) -> Path:
     """Draw ``volume`` (on the atlas grid) as a glass brain (``view="glass"``, every region seen
     through the brain; signed values keep their sign) or orthogonal slices through its peak
     (``"slices"``, on nilearn's MNI152 template, shipped with it), with a colour bar labelled
@@ -101,24 +123,48 @@ def plot_map(atlas: LabelImage, volume: np.ndarray, out: str | Path, title: str,
     nib = _nibabel()
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from nilearn import plotting
     except ImportError:
-        raise ImportError("brain maps need nilearn and matplotlib: pip install 'fmri-edge[nifti,plot]'") from None
+        raise ImportError(
+            "brain maps need nilearn and matplotlib: pip install 'fmri-edge[nifti,plot]'"
+        ) from None
     img = nib.Nifti1Image(np.asarray(volume, dtype=np.float32), atlas.affine)
     inside = volume[atlas.labels > 0]
     vmin, vmax, cmap, threshold, plot_abs = colour_scale(inside, signed)
     fig = plt.figure(figsize=(11, 4.2), dpi=dpi)
     # the brain leaves room on the right for the colour bar's label, and on top for the title
-    common = dict(figure=fig, axes=(0.0, 0.0, 0.78 if region_names is not None else 0.955, 0.9), colorbar=True,
-                  cmap=cmap, vmin=vmin, vmax=vmax, title=None, annotate=True)
+    common = dict(
+        figure=fig,
+        axes=(0.0, 0.0, 0.78 if region_names is not None else 0.955, 0.9),
+        colorbar=True,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        title=None,
+        annotate=True,
+    )
     if view == "glass":
-        display = plotting.plot_glass_brain(img, display_mode="lzry", plot_abs=plot_abs, threshold=threshold,
-                                            black_bg=False, **common)
-    elif view == "slices":   # the MNI152 template underneath (nilearn's default background, offline)
-        display = plotting.plot_stat_map(img, display_mode="ortho", threshold=threshold, black_bg=False,
-                                         symmetric_cbar=False, draw_cross=False, **common)
+        display = plotting.plot_glass_brain(
+            img,
+            display_mode="lzry",
+            plot_abs=plot_abs,
+            threshold=threshold,
+            black_bg=False,
+            **common,
+        )
+    elif view == "slices":  # the MNI152 template underneath (nilearn's default background, offline)
+        display = plotting.plot_stat_map(
+            img,
+            display_mode="ortho",
+            threshold=threshold,
+            black_bg=False,
+            symmetric_cbar=False,
+            draw_cross=False,
+            **common,
+        )
     else:
         raise ValueError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
     cbar = getattr(display, "_cbar", None)
@@ -150,7 +196,7 @@ def colour_scale(inside: np.ndarray, signed: bool):
     if not signed:  # all positive (attention): colours span the regions' range, not 0 … max; outside stays clear
         return lo, max(hi, lo + 1e-6), "viridis", (0.999 * lo if lo > 0 else None), True
     peak = max(abs(lo), abs(hi)) or 1.0
-    tiny = 1e-6 * peak              # 0 (outside, or a region exactly 0) is clear: the brain shows through
+    tiny = 1e-6 * peak  # 0 (outside, or a region exactly 0) is clear: the brain shows through
     if lo >= 0:
         return 0.0, peak, "Reds", tiny, False
     if hi <= 0:
@@ -183,7 +229,24 @@ def _label_top(fig, display, atlas: LabelImage, region_names, values: np.ndarray
             continue
         u, v = plane[key]
         for n, c in enumerate(centres, start=1):
-            axes.ax.text(c[u], c[v], str(n), fontsize=7, ha="center", va="center", color="black", weight="bold",
-                         bbox=dict(boxstyle="circle,pad=0.15", fc="white", ec="black", lw=0.5, alpha=0.8))
+            axes.ax.text(
+                c[u],
+                c[v],
+                str(n),
+                fontsize=7,
+                ha="center",
+                va="center",
+                color="black",
+                weight="bold",
+                bbox=dict(boxstyle="circle,pad=0.15", fc="white", ec="black", lw=0.5, alpha=0.8),
+            )
     lines = [f"{n}  {region_names[i]}  {values[i]:+.3g}" for n, i in enumerate(order, start=1)]
-    fig.text(0.80, 0.85, "largest |value|\n" + "\n".join(lines), fontsize=8, va="top", ha="left", family="monospace")
+    fig.text(
+        0.80,
+        0.85,
+        "largest |value|\n" + "\n".join(lines),
+        fontsize=8,
+        va="top",
+        ha="left",
+        family="monospace",
+    )

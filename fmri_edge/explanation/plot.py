@@ -5,13 +5,19 @@ a bar chart of the most attended regions per predicted CLASS, with atlas names (
 regions highlighted), above a heat strip of all regions (overall and per class) in atlas order,
 with lobes and the literature regions marked.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from fmri_edge.explanation.regions import KINDS, REFERENCE_REGIONS, AttentionSummary, brainnetome_lobes
+from fmri_edge.explanation.regions import (
+    KINDS,
+    REFERENCE_REGIONS,
+    AttentionSummary,
+    brainnetome_lobes,
+)
 
 CLASS_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
 GROUP_COLORS = {"EBR": "#d95f02", "amygdala": "#c2185b", None: "#5b7fa6"}
@@ -32,8 +38,13 @@ def _class_label(c: int) -> str:
     return f"{c:+d}" if c else "0"
 
 
-def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, title: str | None = None,
-                   dpi: int = 100) -> Path:
+def plot_attention(
+    summary: AttentionSummary,
+    out: str | Path,
+    top: int = 15,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
     """Write the attention figure to ``out`` (PNG); returns the path."""
     plt = _pyplot()
     from matplotlib.patches import Patch
@@ -50,8 +61,17 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
     ref_idx = [names.index(n) for n in REFERENCE_REGIONS if n in names]
     n_panels = len(shown) + bool(ref_idx)
     fig = plt.figure(figsize=(3.9 * n_panels + 1.8, 4.4 + 0.22 * top), dpi=dpi)
-    grid = fig.add_gridspec(2, n_panels, height_ratios=[0.24 * top + 1.2, 1.6], hspace=0.5,
-                            wspace=0.8, left=0.11, right=0.93, top=0.84, bottom=0.1)
+    grid = fig.add_gridspec(
+        2,
+        n_panels,
+        height_ratios=[0.24 * top + 1.2, 1.6],
+        hspace=0.5,
+        wspace=0.8,
+        left=0.11,
+        right=0.93,
+        top=0.84,
+        bottom=0.1,
+    )
     hi = float(np.nanmax(summary.class_mean[[j for j, _ in shown]]))
     lo = min(float(summary.mean[ref_idx].min()) if ref_idx else median, median)
     if kind.signed:
@@ -76,19 +96,39 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
     for col, (j, c) in enumerate(shown):
         ax = fig.add_subplot(grid[0, col])
         n = int(summary.class_counts[j])
-        ax.set_title(f"predicted {CLASS_NAMES.get(c, c)} ({_class_label(c)}) · {n} trial{'s' * (n != 1)}\n"
-                     f"top {top} regions", fontsize=9)
+        ax.set_title(
+            f"predicted {CLASS_NAMES.get(c, c)} ({_class_label(c)}) · {n} trial{'s' * (n != 1)}\n"
+            f"top {top} regions",
+            fontsize=9,
+        )
         idx = summary.ranking(c)[:top]
         bars(ax, idx, summary.class_mean[j, idx], f"mean {kind.units} (bars from {origin})")
     if ref_idx:
         ax = fig.add_subplot(grid[0, n_panels - 1])
-        ax.set_title(f"literature regions, all {summary.n_trials} trials\n(#rank of {len(names)})", fontsize=9)
-        bars(ax, ref_idx, summary.mean[ref_idx], f"mean {kind.units} (bars from {origin})",
-             summary.ranks()[ref_idx])
-    handles = [Patch(color=GROUP_COLORS["EBR"], label="paper's EBR regions (A9/46d, aSTS)"),
-               Patch(color=GROUP_COLORS["amygdala"], label="amygdala"),
-               Patch(color=GROUP_COLORS[None], label="other regions")]
-    fig.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, ncol=3, bbox_to_anchor=(0.09, 0.935))
+        ax.set_title(
+            f"literature regions, all {summary.n_trials} trials\n(#rank of {len(names)})",
+            fontsize=9,
+        )
+        bars(
+            ax,
+            ref_idx,
+            summary.mean[ref_idx],
+            f"mean {kind.units} (bars from {origin})",
+            summary.ranks()[ref_idx],
+        )
+    handles = [
+        Patch(color=GROUP_COLORS["EBR"], label="paper's EBR regions (A9/46d, aSTS)"),
+        Patch(color=GROUP_COLORS["amygdala"], label="amygdala"),
+        Patch(color=GROUP_COLORS[None], label="other regions"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        fontsize=8,
+        frameon=False,
+        ncol=3,
+        bbox_to_anchor=(0.09, 0.935),
+    )
 
     # heat strip: all regions in atlas order, overall and per predicted class
     ax = fig.add_subplot(grid[1, :])
@@ -97,7 +137,9 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
     strip = np.vstack(rows)
     if kind.signed:
         peak = float(np.nanmax(np.abs(strip))) or 1.0
-        im = ax.imshow(strip, aspect="auto", cmap="RdBu_r", vmin=-peak, vmax=peak, interpolation="nearest")
+        im = ax.imshow(
+            strip, aspect="auto", cmap="RdBu_r", vmin=-peak, vmax=peak, interpolation="nearest"
+        )
     else:
         im = ax.imshow(strip, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
@@ -109,22 +151,37 @@ def plot_attention(summary: AttentionSummary, out: str | Path, top: int = 15, ti
         groups.setdefault("Amyg" if base.endswith("Amyg") else base, []).append(i)
     ax.set_xticks([float(np.mean(ix)) for ix in groups.values()], list(groups), fontsize=8)
     for i, n in ref:
-        ax.plot([i, i], [-0.5 - 0.35, -0.5], color=GROUP_COLORS[REFERENCE_REGIONS[n]], lw=2, clip_on=False)
+        ax.plot(
+            [i, i],
+            [-0.5 - 0.35, -0.5],
+            color=GROUP_COLORS[REFERENCE_REGIONS[n]],
+            lw=2,
+            clip_on=False,
+        )
     lobes = brainnetome_lobes(names)
     for lobe, start, stop in lobes:
         if start:
             ax.axvline(start - 0.5, color="white", lw=1)
         ax.text((start + stop - 1) / 2, -0.5 - 0.45, lobe, ha="center", va="bottom", fontsize=8)
     ax.set_xlim(-0.5, len(names) - 0.5)
-    ax.set_title(f"all {len(names)} regions in atlas order" + (" (Brainnetome, L/R alternating)" if lobes else ""),
-                 fontsize=9, pad=16 if lobes else 6)
+    ax.set_title(
+        f"all {len(names)} regions in atlas order"
+        + (" (Brainnetome, L/R alternating)" if lobes else ""),
+        fontsize=9,
+        pad=16 if lobes else 6,
+    )
     cax = fig.add_axes([0.945, 0.1, 0.01, 0.14])
     fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)
     cax.set_title(kind.short, fontsize=7)
 
-    sub = f"{summary.n_trials} trials" + (f"; no trial predicted as {', '.join(missing)}" if missing else "") \
+    sub = (
+        f"{summary.n_trials} trials"
+        + (f"; no trial predicted as {', '.join(missing)}" if missing else "")
         + ("; the same weights in every trial" if summary.static else "")
-    fig.suptitle(f"{title or 'Input SE attention per brain region'} ({sub})", fontsize=12, x=0.09, ha="left")
+    )
+    fig.suptitle(
+        f"{title or 'Input SE attention per brain region'} ({sub})", fontsize=12, x=0.09, ha="left"
+    )
     out = Path(out)
     fig.savefig(out, dpi=dpi)
     plt.close(fig)

@@ -30,6 +30,7 @@ affine map, so a flat region stays flat).
 Plotting lives in :mod:`fmri_edge.explanation.plot` (matplotlib, imported lazily, optional extra ``[plot]``);
 brain maps on an atlas in :mod:`fmri_edge.explanation.brainmap` (nibabel and nilearn, ``[nifti]`` and ``[plot]``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,45 +46,79 @@ from fmri_edge.decoding.answers import DEFAULT_BATCH
 from fmri_edge.model.runtime import Model
 
 DEFAULT_BASELINE_S = 5
-STATIC_SD = 1e-4          # below this standard deviation over trials, attention is input-independent
+STATIC_SD = 1e-4  # below this standard deviation over trials, attention is input-independent
 
 
 @dataclass(frozen=True)
 class Kind:
     """What one kind of per-region explanation is, in words for tables, figures and JSON."""
 
-    name: str          # "contribution" | "attention"
-    key: str           # its field in per-trial JSON and the sidecar CSV
-    short: str         # column headers
-    units: str         # colour bars and axes
-    what: str          # one sentence for the user
-    signed: bool       # can be negative (diverging colours, bars from 0)
+    name: str  # "contribution" | "attention"
+    key: str  # its field in per-trial JSON and the sidecar CSV
+    short: str  # column headers
+    units: str  # colour bars and axes
+    what: str  # one sentence for the user
+    signed: bool  # can be negative (diverging colours, bars from 0)
 
 
 KINDS = {
-    "contribution": Kind("contribution", "contribution", "contribution", "contribution to the logit (log-odds)",
-                         "each region's contribution to the answered class's logit (log-odds, centred over the "
-                         "classes; relative to the participant's average trial); with the model's constant they "
-                         "sum exactly to that logit. Positive: pushed toward the answer", True),
-    "attention": Kind("attention", "weight", "SE weight", "input SE weight (0-1)",
-                      "the input SE block's attention weight per region, in (0, 1): the gain the network gives the "
-                      "region's time course; it is not a share of the answer", False),
+    "contribution": Kind(
+        "contribution",
+        "contribution",
+        "contribution",
+        "contribution to the logit (log-odds)",
+        "each region's contribution to the answered class's logit (log-odds, centred over the "
+        "classes; relative to the participant's average trial); with the model's constant they "
+        "sum exactly to that logit. Positive: pushed toward the answer",
+        True,
+    ),
+    "attention": Kind(
+        "attention",
+        "weight",
+        "SE weight",
+        "input SE weight (0-1)",
+        "the input SE block's attention weight per region, in (0, 1): the gain the network gives the "
+        "region's time course; it is not a share of the answer",
+        False,
+    ),
 }
 
 # Regions the literature links to emotional valence, by Brainnetome name. The first four are the
 # regions of the paper's EBR ("emotion-related brain regions") ablation (Lin & Lee, after Lee et
 # al. 2023); the amygdala is the classic emotion region.
 REFERENCE_REGIONS = {
-    "A9/46d_L": "EBR", "A9/46d_R": "EBR", "aSTS_L": "EBR", "aSTS_R": "EBR",
-    "mAmyg_L": "amygdala", "mAmyg_R": "amygdala", "lAmyg_L": "amygdala", "lAmyg_R": "amygdala",
+    "A9/46d_L": "EBR",
+    "A9/46d_R": "EBR",
+    "aSTS_L": "EBR",
+    "aSTS_R": "EBR",
+    "mAmyg_L": "amygdala",
+    "mAmyg_R": "amygdala",
+    "lAmyg_L": "amygdala",
+    "lAmyg_R": "amygdala",
 }
 
 # Brainnetome 246 lobes as [start, stop) index ranges (Fan et al. 2016), valid only when the
 # model's region names are the Brainnetome atlas (checked by :func:`brainnetome_lobes`).
-_BN_LOBES = (("frontal", 0, 68), ("temporal", 68, 124), ("parietal", 124, 162), ("insula", 162, 174),
-             ("limbic", 174, 188), ("occipital", 188, 210), ("subcortical", 210, 246))
-_BN_CHECK = {0: "A8m_L", 14: "A9/46d_L", 68: "A38m_L", 124: "A7r_L", 162: "G_L", 174: "A23d_L",
-             188: "cLinG_L", 210: "mAmyg_L", 245: "lPFtha_R"}
+_BN_LOBES = (
+    ("frontal", 0, 68),
+    ("temporal", 68, 124),
+    ("parietal", 124, 162),
+    ("insula", 162, 174),
+    ("limbic", 174, 188),
+    ("occipital", 188, 210),
+    ("subcortical", 210, 246),
+)
+_BN_CHECK = {
+    0: "A8m_L",
+    14: "A9/46d_L",
+    68: "A38m_L",
+    124: "A7r_L",
+    162: "G_L",
+    174: "A23d_L",
+    188: "cLinG_L",
+    210: "mAmyg_L",
+    245: "lPFtha_R",
+}
 
 
 def hemisphere(name: str) -> str:
@@ -111,15 +146,27 @@ def top_k_indices(weights: np.ndarray, k: int) -> np.ndarray:
     return order[:, :k]
 
 
-def top_regions(weights: np.ndarray, region_names, k: int = 5, key: str = "weight") -> list[list[dict]]:
+def top_regions(
+    weights: np.ndarray, region_names, k: int = 5, key: str = "weight"
+) -> list[list[dict]]:
     """Per trial, its ``k`` highest-scoring regions: [{rank, index, region, hemisphere, <key>}]
     (``key``: ``weight`` for attention, ``contribution`` for contributions, :data:`KINDS`)."""
     idx = top_k_indices(weights, k)
     w = np.take_along_axis(np.asarray(weights), idx, axis=1)
     names = list(region_names)
-    return [[{"rank": r + 1, "index": int(i), "region": names[i], "hemisphere": hemisphere(names[i]),
-              key: round(float(x), 4)} for r, (i, x) in enumerate(zip(row_i, row_w))]
-            for row_i, row_w in zip(idx, w)]
+    return [
+        [
+            {
+                "rank": r + 1,
+                "index": int(i),
+                "region": names[i],
+                "hemisphere": hemisphere(names[i]),
+                key: round(float(x), 4),
+            }
+            for r, (i, x) in enumerate(zip(row_i, row_w))
+        ]
+        for row_i, row_w in zip(idx, w)
+    ]
 
 
 REGIONS_CSV_HEADER = ["Participant", "Trial", "Rank", "Region", "Hemisphere", "Weight", "Index"]
@@ -134,7 +181,11 @@ def regions_csv_path(out: str | Path) -> Path:
     """The sidecar of a submission CSV: ``sub.csv`` → ``sub.regions.csv`` (the submission itself
     keeps the challenge format)."""
     out = Path(out)
-    return out.with_suffix(".regions.csv") if out.suffix == ".csv" else out.with_name(out.name + ".regions.csv")
+    return (
+        out.with_suffix(".regions.csv")
+        if out.suffix == ".csv"
+        else out.with_name(out.name + ".regions.csv")
+    )
 
 
 def write_regions_header(f, key: str = "weight") -> None:
@@ -143,18 +194,30 @@ def write_regions_header(f, key: str = "weight") -> None:
     csv.writer(f, lineterminator="\n").writerow(regions_csv_header(key))
 
 
-def write_regions_rows(f, participant: str, trial, weights: np.ndarray, region_names, k: int,
-                       key: str = "weight") -> None:
+def write_regions_rows(
+    f, participant: str, trial, weights: np.ndarray, region_names, k: int, key: str = "weight"
+) -> None:
     """Append one row per (trial, top-k region), long format, to an open CSV file."""
     import csv
 
     w = csv.writer(f, lineterminator="\n")
     for t, regions in zip(np.asarray(trial).tolist(), top_regions(weights, region_names, k, key)):
         for r in regions:
-            w.writerow([participant, t, r["rank"], r["region"], r["hemisphere"], f"{r[key]:.4f}", r["index"]])
+            w.writerow(
+                [
+                    participant,
+                    t,
+                    r["rank"],
+                    r["region"],
+                    r["hemisphere"],
+                    f"{r[key]:.4f}",
+                    r["index"],
+                ]
+            )
 
 
 # ---- loading trials as the graph receives them ------------------------------------------------------
+
 
 @dataclass
 class Trials:
@@ -162,8 +225,8 @@ class Trials:
 
     participant: str
     path: Path
-    trial: np.ndarray        # (n,) 1-based trial numbers within the file
-    x: np.ndarray            # (n, n_regions, n_times) float32
+    trial: np.ndarray  # (n,) 1-based trial numbers within the file
+    x: np.ndarray  # (n, n_regions, n_times) float32
 
 
 def iter_trials(decoder: Model, paths: list) -> Iterator[Trials | InputError]:
@@ -195,6 +258,7 @@ def load(decoder: Model, paths: list) -> tuple[list[Trials], list[InputError]]:
 
 # ---- data-set summary ---------------------------------------------------------------------------
 
+
 @dataclass
 class AttentionSummary:
     """Mean score per region over a data set (input-SE attention, or contributions to the answered
@@ -202,14 +266,14 @@ class AttentionSummary:
 
     region_names: tuple
     class_values: tuple
-    top_k: int                          # k of ``top_k_rate``
+    top_k: int  # k of ``top_k_rate``
     n_trials: int
-    mean: np.ndarray                    # (R,) mean weight over all trials
-    std: np.ndarray                     # (R,) standard deviation over trials
-    top_k_rate: np.ndarray              # (R,) fraction of trials with the region in their top-k
-    class_counts: np.ndarray            # (C,) trials predicted as each class
-    class_mean: np.ndarray              # (C, R) mean weight over trials predicted as each class (NaN if none)
-    kind: str = "attention"             # see KINDS
+    mean: np.ndarray  # (R,) mean weight over all trials
+    std: np.ndarray  # (R,) standard deviation over trials
+    top_k_rate: np.ndarray  # (R,) fraction of trials with the region in their top-k
+    class_counts: np.ndarray  # (C,) trials predicted as each class
+    class_mean: np.ndarray  # (C, R) mean weight over trials predicted as each class (NaN if none)
+    kind: str = "attention"  # see KINDS
 
     def values(self, cls: int | None = None) -> np.ndarray:
         """(R,) mean score over all trials, or over the trials answered ``cls`` (NaN where none was)."""
@@ -242,10 +306,18 @@ class AttentionSummary:
         """Where the literature's emotion regions (:data:`REFERENCE_REGIONS`) rank."""
         names = list(self.region_names)
         ranks = self.ranks()
-        return [{"region": n, "group": g, "index": names.index(n), "rank": int(ranks[names.index(n)]),
-                 "mean": round(float(self.mean[names.index(n)]), 4),
-                 "percentile": round(100.0 * (1 - (int(ranks[names.index(n)]) - 1) / len(names)), 1)}
-                for n, g in REFERENCE_REGIONS.items() if n in names]
+        return [
+            {
+                "region": n,
+                "group": g,
+                "index": names.index(n),
+                "rank": int(ranks[names.index(n)]),
+                "mean": round(float(self.mean[names.index(n)]), 4),
+                "percentile": round(100.0 * (1 - (int(ranks[names.index(n)]) - 1) / len(names)), 1),
+            }
+            for n, g in REFERENCE_REGIONS.items()
+            if n in names
+        ]
 
     def rows(self, top: int | None = None) -> list[dict]:
         """Regions ranked by overall mean weight, with per-class means and ranks."""
@@ -253,26 +325,43 @@ class AttentionSummary:
         class_ranks = {c: self.ranks(c) for c, n in zip(self.class_values, self.class_counts) if n}
         out = []
         for r, i in enumerate(self.ranking()[:top], start=1):
-            out.append({
-                "rank": r, "index": int(i), "region": names[i], "hemisphere": hemisphere(names[i]),
-                "reference": REFERENCE_REGIONS.get(names[i]),
-                "mean": round(float(self.mean[i]), 5), "std": round(float(self.std[i]), 5),
-                "top_k_rate": round(float(self.top_k_rate[i]), 4),
-                "by_class": {str(c): (None if not n else round(float(self.class_mean[j, i]), 5))
-                             for j, (c, n) in enumerate(zip(self.class_values, self.class_counts))},
-                "rank_by_class": {str(c): int(rk[i]) for c, rk in class_ranks.items()},
-            })
+            out.append(
+                {
+                    "rank": r,
+                    "index": int(i),
+                    "region": names[i],
+                    "hemisphere": hemisphere(names[i]),
+                    "reference": REFERENCE_REGIONS.get(names[i]),
+                    "mean": round(float(self.mean[i]), 5),
+                    "std": round(float(self.std[i]), 5),
+                    "top_k_rate": round(float(self.top_k_rate[i]), 4),
+                    "by_class": {
+                        str(c): (None if not n else round(float(self.class_mean[j, i]), 5))
+                        for j, (c, n) in enumerate(zip(self.class_values, self.class_counts))
+                    },
+                    "rank_by_class": {str(c): int(rk[i]) for c, rk in class_ranks.items()},
+                }
+            )
         return out
 
     def to_json(self, top: int | None = None) -> dict:
         names = list(self.region_names)
         return {
-            "kind": self.kind, "what": KINDS[self.kind].what,
-            "n_trials": self.n_trials, "top_k": self.top_k, "uniform": self.uniform, "static": self.static,
+            "kind": self.kind,
+            "what": KINDS[self.kind].what,
+            "n_trials": self.n_trials,
+            "top_k": self.top_k,
+            "uniform": self.uniform,
+            "static": self.static,
             "max_sd_over_trials": float(np.max(self.std)),
-            "classes": [{"class": int(c), "n_trials": int(n),
-                         "top": [names[i] for i in self.ranking(c)[:top or 20]] if n else []}
-                        for c, n in zip(self.class_values, self.class_counts)],
+            "classes": [
+                {
+                    "class": int(c),
+                    "n_trials": int(n),
+                    "top": [names[i] for i in self.ranking(c)[: top or 20]] if n else [],
+                }
+                for c, n in zip(self.class_values, self.class_counts)
+            ],
             "reference_regions": self.reference(),
             "regions": self.rows(top),
         }
@@ -281,8 +370,14 @@ class AttentionSummary:
 class AttentionAccumulator:
     """Streaming sums for :class:`AttentionSummary` (memory independent of the number of trials)."""
 
-    def __init__(self, region_names, class_values=(-1, 0, 1), top_k: int = 10, kind: str = "attention"):
-        self.region_names, self.class_values, self.top_k = tuple(region_names), tuple(class_values), top_k
+    def __init__(
+        self, region_names, class_values=(-1, 0, 1), top_k: int = 10, kind: str = "attention"
+    ):
+        self.region_names, self.class_values, self.top_k = (
+            tuple(region_names),
+            tuple(class_values),
+            top_k,
+        )
         self.kind = kind
         r, c = len(self.region_names), len(self.class_values)
         self.n = 0
@@ -294,7 +389,7 @@ class AttentionAccumulator:
         classes = np.asarray(classes)
         self.n += len(w)
         self.s1 += w.sum(0)
-        self.s2 += (w ** 2).sum(0)
+        self.s2 += (w**2).sum(0)
         np.add.at(self.in_top, top_k_indices(w, self.top_k).ravel(), 1)
         for j, c in enumerate(self.class_values):
             m = classes == c
@@ -305,11 +400,21 @@ class AttentionAccumulator:
         if self.n == 0:
             raise ValueError("no trials to summarize")
         mean = self.s1 / self.n
-        std = np.sqrt(np.maximum(self.s2 / self.n - mean ** 2, 0.0))
+        std = np.sqrt(np.maximum(self.s2 / self.n - mean**2, 0.0))
         with np.errstate(invalid="ignore", divide="ignore"):
             class_mean = self.class_s1 / self.class_n[:, None]
-        return AttentionSummary(self.region_names, self.class_values, self.top_k, self.n, mean, std,
-                                self.in_top / self.n, self.class_n.copy(), class_mean, self.kind)
+        return AttentionSummary(
+            self.region_names,
+            self.class_values,
+            self.top_k,
+            self.n,
+            mean,
+            std,
+            self.in_top / self.n,
+            self.class_n.copy(),
+            class_mean,
+            self.kind,
+        )
 
 
 def require_kind(decoder: Model) -> str:
@@ -318,12 +423,16 @@ def require_kind(decoder: Model) -> str:
     if kind is not None:
         return kind
     if decoder.info.meta.get("adaptation"):
-        why = ("it was adapted to one participant, and its region contributions are its base model's; explain the "
-               f"base model ({decoder.info.meta['adaptation'].get('base_model')})")
+        why = (
+            "it was adapted to one participant, and its region contributions are its base model's; explain the "
+            f"base model ({decoder.info.meta['adaptation'].get('base_model')})"
+        )
     else:
-        why = ("it has neither region contributions nor region attention (exported before contributions "
-               "existed?); export it again with `fmri-edge export`, or use the SE CNN: --model "
-               f"{decoder.path.with_name('fmri-edge-se.onnx')}")
+        why = (
+            "it has neither region contributions nor region attention (exported before contributions "
+            "existed?); export it again with `fmri-edge export`, or use the SE CNN: --model "
+            f"{decoder.path.with_name('fmri-edge-se.onnx')}"
+        )
     raise UsageError(f"{decoder.path}: this model cannot explain its answers per region: {why}")
 
 
@@ -331,8 +440,13 @@ class NoTrialOfClass(ValueError):
     """:func:`summarize` with ``only_class``: trials were read, but none was answered that class."""
 
 
-def summarize(decoder: Model, paths: list, top_k: int = 10, batch_size: int = DEFAULT_BATCH,
-              only_class: int | None = None) -> tuple[AttentionSummary, list[InputError]]:
+def summarize(
+    decoder: Model,
+    paths: list,
+    top_k: int = 10,
+    batch_size: int = DEFAULT_BATCH,
+    only_class: int | None = None,
+) -> tuple[AttentionSummary, list[InputError]]:
     """Run the model over ``paths`` (as ``predict`` does, streamed) and summarize its per-region
     explanation (contributions or attention, :func:`require_kind`); with ``only_class``, over the
     trials answered that class only."""
@@ -353,11 +467,14 @@ def summarize(decoder: Model, paths: list, top_k: int = 10, batch_size: int = DE
     if acc.n == 0 and read and only_class is not None:
         raise NoTrialOfClass(only_class)
     if acc.n == 0:
-        raise InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
+        raise InputError(
+            ", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))"
+        )
     return acc.result(), problems
 
 
 # ---- faithfulness -------------------------------------------------------------------------------
+
 
 def baseline_seconds(decoder: Model) -> int:
     norm = decoder.info.meta.get("normalization")
@@ -366,7 +483,9 @@ def baseline_seconds(decoder: Model) -> int:
     return DEFAULT_BASELINE_S
 
 
-def mask_regions(x: np.ndarray, regions: np.ndarray, baseline_s: int = DEFAULT_BASELINE_S) -> np.ndarray:
+def mask_regions(
+    x: np.ndarray, regions: np.ndarray, baseline_s: int = DEFAULT_BASELINE_S
+) -> np.ndarray:
     """Copy of trials ``x`` (N, R, T) where, in trial n, every region in ``regions[n]`` is replaced
     by a flat line at the mean of its own first ``baseline_s`` seconds (see the module docstring)."""
     x = np.array(x, dtype=np.float32, copy=True)
@@ -385,29 +504,40 @@ def _few_bits(v: np.ndarray, bits: int = 16) -> np.ndarray:
     region and its deviation and standard deviation are exactly 0: a masked region normalizes to
     exactly 0 under ``zscore_region``/``center_region``/``baseline_*`` instead of ±1 rounding noise."""
     m, e = np.frexp(v)
-    return np.ldexp(np.round(m * 2.0 ** bits) / 2.0 ** bits, e).astype(np.float32)
+    return np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e).astype(np.float32)
 
 
 @dataclass
 class MaskEffect:
     """How much masking changed the predictions of N trials."""
 
-    changed: float           # fraction of trials whose CLASS answer changed
-    delta_p: float           # mean |Δ p(originally predicted class)|
+    changed: float  # fraction of trials whose CLASS answer changed
+    delta_p: float  # mean |Δ p(originally predicted class)|
 
     def to_json(self) -> dict:
         return {"changed": round(self.changed, 4), "delta_p": round(self.delta_p, 5)}
 
 
-def mask_effect(decoder: Model, x: np.ndarray, regions: np.ndarray, base_probs: np.ndarray,
-                baseline_s: int, batch_size: int = DEFAULT_BATCH, plan: list | None = None) -> MaskEffect:
+def mask_effect(
+    decoder: Model,
+    x: np.ndarray,
+    regions: np.ndarray,
+    base_probs: np.ndarray,
+    baseline_s: int,
+    batch_size: int = DEFAULT_BATCH,
+    plan: list | None = None,
+) -> MaskEffect:
     """How masking ``regions`` of each trial changes its answer; ``plan``: the trials' alignment
     (:func:`alignment_plan`; None: the graph's defaults)."""
     base_idx = np.argmax(base_probs, axis=1)
-    probs = run_planned(decoder, mask_regions(x, regions, baseline_s), plan, batch_size)["class_probs"]
+    probs = run_planned(decoder, mask_regions(x, regions, baseline_s), plan, batch_size)[
+        "class_probs"
+    ]
     rows = np.arange(len(x))
-    return MaskEffect(float(np.mean(np.argmax(probs, axis=1) != base_idx)),
-                      float(np.mean(np.abs(probs[rows, base_idx] - base_probs[rows, base_idx]))))
+    return MaskEffect(
+        float(np.mean(np.argmax(probs, axis=1) != base_idx)),
+        float(np.mean(np.abs(probs[rows, base_idx] - base_probs[rows, base_idx]))),
+    )
 
 
 @dataclass
@@ -416,34 +546,49 @@ class FaithfulnessReport:
     baseline_s: int
     draws: int
     seed: int
-    rows: list = field(default_factory=list)   # one dict per k
+    rows: list = field(default_factory=list)  # one dict per k
     participants: list = field(default_factory=list)
     held_out: dict = field(default_factory=dict)
-    kind: str = "attention"                    # what ranks the regions (KINDS)
-    aligned: bool = False                      # each participant aligned over its own unmasked trials
+    kind: str = "attention"  # what ranks the regions (KINDS)
+    aligned: bool = False  # each participant aligned over its own unmasked trials
 
     def to_json(self) -> dict:
-        return {"n_trials": self.n_trials, "participants": self.participants, "held_out": self.held_out,
-                "ranked_by": self.kind, "aligned_per_participant": self.aligned,
-                "baseline_s": self.baseline_s, "random_draws": self.draws, "seed": self.seed,
-                "masking": "region time course → its own fixation-baseline mean "
-                           f"(first {self.baseline_s} s), per trial",
-                "results": self.rows}
+        return {
+            "n_trials": self.n_trials,
+            "participants": self.participants,
+            "held_out": self.held_out,
+            "ranked_by": self.kind,
+            "aligned_per_participant": self.aligned,
+            "baseline_s": self.baseline_s,
+            "random_draws": self.draws,
+            "seed": self.seed,
+            "masking": "region time course → its own fixation-baseline mean "
+            f"(first {self.baseline_s} s), per trial",
+            "results": self.rows,
+        }
 
 
 def held_out(decoder: Model, participants) -> dict:
     """Are these participants absent from the model's training data (metadata ``training``)?"""
     trained = (decoder.info.meta.get("training") or {}).get("participants")
     if not isinstance(trained, list):
-        return {"status": "unknown", "detail": "the model's metadata lists no training participants"}
+        return {
+            "status": "unknown",
+            "detail": "the model's metadata lists no training participants",
+        }
     overlap = sorted(set(map(str, participants)) & set(map(str, trained)))
     if overlap:
-        return {"status": "no", "detail": f"{len(overlap)} participant(s) were in the training data",
-                "overlap": overlap}
+        return {
+            "status": "no",
+            "detail": f"{len(overlap)} participant(s) were in the training data",
+            "overlap": overlap,
+        }
     return {"status": "yes", "detail": "no participant was in the training data"}
 
 
-def alignment_plan(decoder: Model, x: np.ndarray, participants, batch_size: int = DEFAULT_BATCH) -> list | None:
+def alignment_plan(
+    decoder: Model, x: np.ndarray, participants, batch_size: int = DEFAULT_BATCH
+) -> list | None:
     """[(rows, alignment statistics)] of ``x``: each participant aligned over its own trials, as
     ``predict`` aligns them (:func:`fmri_edge.decoding.answers.participant_batches`); computed once from the
     unmasked trials, so that masking a region in one trial leaves the reference of the others
@@ -453,8 +598,9 @@ def alignment_plan(decoder: Model, x: np.ndarray, participants, batch_size: int 
     return list(answers.participant_batches(decoder, x, participants, batch_size))
 
 
-def run_planned(decoder: Model, x: np.ndarray, plan: list | None, batch_size: int = DEFAULT_BATCH
-                ) -> dict[str, np.ndarray]:
+def run_planned(
+    decoder: Model, x: np.ndarray, plan: list | None, batch_size: int = DEFAULT_BATCH
+) -> dict[str, np.ndarray]:
     """Model outputs for ``x``, aligned as ``plan`` says (:func:`alignment_plan`)."""
     if plan is None:
         return answers.run_batched(decoder, x, batch_size)
@@ -465,9 +611,16 @@ def run_planned(decoder: Model, x: np.ndarray, plan: list | None, batch_size: in
     return out
 
 
-def faithfulness(decoder: Model, x: np.ndarray, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
-                 baseline_s: int | None = None, batch_size: int = DEFAULT_BATCH,
-                 participants=None) -> FaithfulnessReport:
+def faithfulness(
+    decoder: Model,
+    x: np.ndarray,
+    ks=(5, 10, 20),
+    draws: int = 10,
+    seed: int = 0,
+    baseline_s: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    participants=None,
+) -> FaithfulnessReport:
     """Mask each trial's top-k regions by its explanation (contribution or attention), its k
     lowest-scoring regions, and k random regions (``draws`` independent draws); report the
     changed-CLASS fraction and mean |Δp| of the originally predicted class for each. The
@@ -491,29 +644,62 @@ def faithfulness(decoder: Model, x: np.ndarray, ks=(5, 10, 20), draws: int = 10,
         if not 0 < k <= r:
             raise UsageError(f"--k {k}: outside 1 … {r} (the number of regions)")
         top = mask_effect(decoder, x, order[:, :k], p0, baseline_s, batch_size, plan)
-        bottom = mask_effect(decoder, x, order[:, r - k:], p0, baseline_s, batch_size, plan)
-        rand = [mask_effect(decoder, x, np.argsort(rng.random((n, r)), axis=1)[:, :k], p0, baseline_s, batch_size,
-                            plan) for _ in range(draws)]
+        bottom = mask_effect(decoder, x, order[:, r - k :], p0, baseline_s, batch_size, plan)
+        rand = [
+            mask_effect(
+                decoder,
+                x,
+                np.argsort(rng.random((n, r)), axis=1)[:, :k],
+                p0,
+                baseline_s,
+                batch_size,
+                plan,
+            )
+            for _ in range(draws)
+        ]
         rc, rp = np.array([e.changed for e in rand]), np.array([e.delta_p for e in rand])
-        report.rows.append({
-            "k": k, "top": top.to_json(), "bottom": bottom.to_json(),
-            "random": {"changed": round(float(rc.mean()), 4), "changed_std": round(float(rc.std()), 4),
-                       "delta_p": round(float(rp.mean()), 5), "delta_p_std": round(float(rp.std()), 5),
-                       "draws_at_least_top": int(np.sum(rp >= top.delta_p))},
-        })
+        report.rows.append(
+            {
+                "k": k,
+                "top": top.to_json(),
+                "bottom": bottom.to_json(),
+                "random": {
+                    "changed": round(float(rc.mean()), 4),
+                    "changed_std": round(float(rc.std()), 4),
+                    "delta_p": round(float(rp.mean()), 5),
+                    "delta_p_std": round(float(rp.std()), 5),
+                    "draws_at_least_top": int(np.sum(rp >= top.delta_p)),
+                },
+            }
+        )
     return report
 
 
-def faithfulness_paths(decoder: Model, paths: list, ks=(5, 10, 20), draws: int = 10, seed: int = 0,
-                       batch_size: int = DEFAULT_BATCH) -> tuple[FaithfulnessReport, list[InputError]]:
+def faithfulness_paths(
+    decoder: Model,
+    paths: list,
+    ks=(5, 10, 20),
+    draws: int = 10,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH,
+) -> tuple[FaithfulnessReport, list[InputError]]:
     """:func:`faithfulness` over the trials of files and folders, all pooled; says whether they
     are held out from the model's training participants."""
     found, problems = load(decoder, paths)
     if not found:
-        raise InputError(", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))")
+        raise InputError(
+            ", ".join(map(str, paths)), f"no trial could be read ({len(problems)} problem(s))"
+        )
     who = np.concatenate([np.full(len(t.x), t.participant, dtype=object) for t in found])
-    report = faithfulness(decoder, np.concatenate([t.x for t in found]), ks, draws, seed, batch_size=batch_size,
-                          participants=who)
+    report = faithfulness(
+        decoder,
+        np.concatenate([t.x for t in found]),
+        ks,
+        draws,
+        seed,
+        batch_size=batch_size,
+        participants=who,
+    )
     report.participants = sorted({t.participant for t in found})
     report.held_out = held_out(decoder, report.participants)
     return report, problems
@@ -551,9 +737,12 @@ def explain(trials, model=None, participants=None, top_k: int = 10) -> Attention
 
     decoder = model if isinstance(model, face.Decoder) else face.Decoder(model)
     kind = require_kind(decoder.model)
-    if isinstance(trials, (str, Path)) or (isinstance(trials, (list, tuple)) and trials
-                                           and isinstance(trials[0], (str, Path))):
-        summary, _ = summarize(decoder.model, [trials] if isinstance(trials, (str, Path)) else list(trials), top_k)
+    if isinstance(trials, (str, Path)) or (
+        isinstance(trials, (list, tuple)) and trials and isinstance(trials[0], (str, Path))
+    ):
+        summary, _ = summarize(
+            decoder.model, [trials] if isinstance(trials, (str, Path)) else list(trials), top_k
+        )
         return summary
     answers = decoder.predict(trials, participants)
     acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k, kind)

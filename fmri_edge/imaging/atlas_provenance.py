@@ -6,6 +6,7 @@ another.
 
 In an ``.npz`` the record is one JSON text as UTF-8 bytes (a uint8 array: numeric, so the safe reader
 of :mod:`fmri_edge.data.io` reads it like any other array, without unpickling)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +14,12 @@ import json
 from pathlib import Path
 
 ATLAS_KEY = "atlas"
-SFORM_SPACE = {4: "MNI152 (the header's sform code 4)", 3: "Talairach (the header's sform code 3)",
-               2: "aligned to a template the header does not name (sform code 2)",
-               1: "scanner coordinates (sform code 1)"}
+SFORM_SPACE = {
+    4: "MNI152 (the header's sform code 4)",
+    3: "Talairach (the header's sform code 3)",
+    2: "aligned to a template the header does not name (sform code 2)",
+    1: "scanner coordinates (sform code 1)",
+}
 _cache: dict[tuple, str] = {}
 
 
@@ -53,9 +57,14 @@ def provenance(atlas) -> dict:
 
     path = Path(atlas.path)
     zooms = np.sqrt((np.asarray(atlas.affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-    return {"file": path.name, "sha256": sha256_of(path), "grid": atlas.grid,
-            "shape": [int(s) for s in atlas.labels.shape[:3]], "voxel_mm": [round(float(z), 4) for z in zooms],
-            "space": declared_space(path)}
+    return {
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "grid": atlas.grid,
+        "shape": [int(s) for s in atlas.labels.shape[:3]],
+        "voxel_mm": [round(float(z), 4) for z in zooms],
+        "space": declared_space(path),
+    }
 
 
 def as_array(record: dict):
@@ -85,8 +94,10 @@ def describe(record: dict | None) -> str:
     """One line: 'BN_Atlas_246_2mm.nii.gz (sha256 3f2a…, (91×109×91, 2×2×2 mm, …), space MNI152 …)'."""
     if not isinstance(record, dict):
         return "not recorded"
-    return (f"{record.get('file')} (sha256 {str(record.get('sha256'))[:12]}…, {record.get('grid')}, "
-            f"space {record.get('space')})")
+    return (
+        f"{record.get('file')} (sha256 {str(record.get('sha256'))[:12]}…, {record.get('grid')}, "
+        f"space {record.get('space')})"
+    )
 
 
 def study_atlas(sources) -> dict | None:
@@ -100,6 +111,9 @@ def study_atlas(sources) -> dict | None:
             seen.setdefault(rec["sha256"], (rec, src.path))
     if len(seen) > 1:
         (a, pa), (b, pb) = list(seen.values())[:2]
-        raise InputError(pb, f"its trials were made with atlas {describe(b)}, those of {pa} with {describe(a)}; "
-                             "one study's trials need one atlas: extract them again with the same --atlas")
+        raise InputError(
+            pb,
+            f"its trials were made with atlas {describe(b)}, those of {pa} with {describe(a)}; "
+            "one study's trials need one atlas: extract them again with the same --atlas",
+        )
     return next(iter(seen.values()))[0] if seen else None

@@ -2,6 +2,7 @@
 grid (labels lost in resampling, no overlap) refuses every run of that grid with the same words;
 :func:`collapse` keeps the first, says how many runs it refused, and hands back the repeats (still
 written to ``--errors``). Standard library only."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,9 @@ def _key(e: InputError, names: list[str]) -> str:
     return text
 
 
-def collapse(problems: list[InputError], atlas_path: str | Path, run_names: list[str]
-             ) -> tuple[list[InputError], list[InputError]]:
+def collapse(
+    problems: list[InputError], atlas_path: str | Path, run_names: list[str]
+) -> tuple[list[InputError], list[InputError]]:
     """``(problems to print, repeats not printed)``."""
     atlas = str(atlas_path)
     first: dict[str, int] = {}
@@ -39,6 +41,10 @@ def collapse(problems: list[InputError], atlas_path: str | Path, run_names: list
     for k, i in first.items():
         if count[k] > 1:
             e = shown[i]
-            shown[i] = InputError(e.path, f"{e.problem} (the same for all {count[k]} runs on this grid: refused once)",
-                                  e.trial, e.outcome)
+            shown[i] = InputError(
+                e.path,
+                f"{e.problem} (the same for all {count[k]} runs on this grid: refused once)",
+                e.trial,
+                e.outcome,
+            )
     return shown, repeated

@@ -17,6 +17,7 @@ wrapper parses every frame's functional groups: ~50 ms for 97 frames).
 Writing (:class:`Encoder`, for ``fmri-edge simulate --scanner --format dicom``) makes XA-like
 enhanced multi-frame MR files: uint16 pixels with one rescale slope for the series, one frame per slice.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -34,11 +35,14 @@ ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 def _require():
     try:
         import pydicom  # noqa: F401
+
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # "The DICOM readers are highly experimental"
+            warnings.simplefilter("ignore")  # "The DICOM readers are highly experimental"
             from nibabel.nicom import dicomwrappers  # noqa: F401
     except ImportError:
-        raise UsageError(f"reading DICOM needs pydicom and nibabel (not installed): {INSTALL_HINT}") from None
+        raise UsageError(
+            f"reading DICOM needs pydicom and nibabel (not installed): {INSTALL_HINT}"
+        ) from None
 
 
 def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, str | None]:
@@ -54,7 +58,7 @@ def _read_full(path: Path):
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # "nicom is experimental", pydicom's VR notes
+            warnings.simplefilter("ignore")  # "nicom is experimental", pydicom's VR notes
             w = dicomwrappers.wrapper_from_file(str(path))
             data = w.get_data()
             affine = LPS_TO_RAS @ np.asarray(w.affine, dtype=np.float64)
@@ -65,23 +69,33 @@ def _read_full(path: Path):
         text = str(e).splitlines()[0][:140] if str(e) else type(e).__name__
         raise InputError(path, f"not a readable DICOM volume ({text})") from None
     if data.ndim != 3:
-        raise InputError(path, f"DICOM holds a {data.ndim}-D image (shape {data.shape}); stream needs one 3-D "
-                               "volume per file (Siemens mosaic, or XA enhanced export with one file per volume)")
+        raise InputError(
+            path,
+            f"DICOM holds a {data.ndim}-D image (shape {data.shape}); stream needs one 3-D "
+            "volume per file (Siemens mosaic, or XA enhanced export with one file per volume)",
+        )
     series = w.get("SeriesInstanceUID")
     return np.asarray(data, dtype=np.float32), affine, str(series) if series else None, template
 
 
 PER_FRAME, SHARED, PIXEL_DATA = 0x52009230, 0x52009229, 0x7FE00010
-UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")   # explicit / implicit VR little endian
+UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit / implicit VR little endian
 
 
 def _signature(ds) -> tuple:
     """What must not change between two volumes for the fast path: geometry and scaling (the
     functional groups, compared as raw bytes), pixel format, series."""
     raw = [ds.get_item(tag) for tag in (PER_FRAME, SHARED)]
-    return (str(ds.file_meta.TransferSyntaxUID), ds.get("Rows"), ds.get("Columns"), ds.get("NumberOfFrames"),
-            ds.get("BitsAllocated"), ds.get("PixelRepresentation"), str(ds.get("SeriesInstanceUID")),
-            *(r.value if r is not None and isinstance(r.value, bytes) else None for r in raw))
+    return (
+        str(ds.file_meta.TransferSyntaxUID),
+        ds.get("Rows"),
+        ds.get("Columns"),
+        ds.get("NumberOfFrames"),
+        ds.get("BitsAllocated"),
+        ds.get("PixelRepresentation"),
+        str(ds.get("SeriesInstanceUID")),
+        *(r.value if r is not None and isinstance(r.value, bytes) else None for r in raw),
+    )
 
 
 class _Template:
@@ -90,7 +104,13 @@ class _Template:
 
     def __init__(self, key, frame_order, shape, slope, inter, affine, series, dtype):
         self.key, self.frame_order, self.shape = key, frame_order, shape
-        self.slope, self.inter, self.affine, self.series, self.dtype = slope, inter, affine, series, dtype
+        self.slope, self.inter, self.affine, self.series, self.dtype = (
+            slope,
+            inter,
+            affine,
+            series,
+            dtype,
+        )
 
     @classmethod
     def of(cls, path: Path, w, affine) -> "_Template | None":
@@ -100,14 +120,27 @@ class _Template:
             return None
         ds = pydicom.dcmread(str(path), defer_size="64 KB")
         key = _signature(ds)
-        if key[0] not in UNCOMPRESSED or key[4] != 16 or None in key or len(w.frames) != int(key[3]):
+        if (
+            key[0] not in UNCOMPRESSED
+            or key[4] != 16
+            or None in key
+            or len(w.frames) != int(key[3])
+        ):
             return None
         shape = tuple(int(n) for n in w.image_shape)
         if len(shape) != 3 or shape[2] != int(key[3]):
             return None
         slope, inter = (float(v) for v in w.scale_factors[0])
-        return cls(key, np.asarray(w.frame_order), shape, slope, inter, affine, key[6],
-                   np.dtype("<i2" if key[5] else "<u2"))
+        return cls(
+            key,
+            np.asarray(w.frame_order),
+            shape,
+            slope,
+            inter,
+            affine,
+            key[6],
+            np.dtype("<i2" if key[5] else "<u2"),
+        )
 
     def read(self, path: Path):
         """The volume by the fast path, or None where it differs from the template (read it in full)."""
@@ -119,17 +152,26 @@ class _Template:
                 return None
             pixels = ds.get_item(PIXEL_DATA)
         except Exception:
-            return None          # the full path names the problem
+            return None  # the full path names the problem
         rows, cols, frames = self.shape
         want = rows * cols * frames
-        got = len(pixels.value) // 2 if pixels is not None and isinstance(pixels.value, bytes) else 0
+        got = (
+            len(pixels.value) // 2 if pixels is not None and isinstance(pixels.value, bytes) else 0
+        )
         if got < want:
-            raise InputError(path, f"not a readable DICOM volume (its pixel data hold {got} of {want} values: "
-                                   "cut short, or still being written)")
-        frame = np.frombuffer(pixels.value, dtype=self.dtype, count=want).reshape(frames, rows, cols)
+            raise InputError(
+                path,
+                f"not a readable DICOM volume (its pixel data hold {got} of {want} values: "
+                "cut short, or still being written)",
+            )
+        frame = np.frombuffer(pixels.value, dtype=self.dtype, count=want).reshape(
+            frames, rows, cols
+        )
         out = np.empty(self.shape, dtype=np.float32, order="F")
         scaled = self.slope != 1.0 or self.inter != 0.0
-        for k, f in enumerate(self.frame_order):   # nibabel's arithmetic (float64), then float32: the same values
+        for k, f in enumerate(
+            self.frame_order
+        ):  # nibabel's arithmetic (float64), then float32: the same values
             out[:, :, k] = frame[f] * self.slope + self.inter if scaled else frame[f]
         return out, self.affine, self.series
 
@@ -162,7 +204,7 @@ class Encoder:
         _require()
         from pydicom.uid import generate_uid
 
-        self.affine = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)    # RAS → LPS, DICOM's space
+        self.affine = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)  # RAS → LPS, DICOM's space
         self.shape = tuple(int(s) for s in shape[:3])
         self.series = series
         self.study_uid, self.series_uid = generate_uid(), generate_uid()
@@ -177,10 +219,12 @@ class Encoder:
         from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
         vol = np.asarray(volume, dtype=np.float64)
-        if self.slope is None:    # one scaling for the series, as scanners do: from the first volume, 50 % headroom
+        if (
+            self.slope is None
+        ):  # one scaling for the series, as scanners do: from the first volume, 50 % headroom
             self.slope = max(float(vol.max()), 1.0) * 1.5 / 65535
         lo, slope = 0.0, self.slope
-        pixels = np.round((vol - lo) / slope).clip(0, 65535).astype(np.uint16)   # (X, Y, Z)
+        pixels = np.round((vol - lo) / slope).clip(0, 65535).astype(np.uint16)  # (X, Y, Z)
         vox = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
         dirs = self.affine[:3, :3] / vox
         nx, ny, nz = self.shape
@@ -195,7 +239,7 @@ class Encoder:
         ds.StudyInstanceUID, ds.SeriesInstanceUID = self.study_uid, self.series_uid
         ds.Modality, ds.Manufacturer = "MR", "SIEMENS"
         ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = self.series, number, number
-        ds.Rows, ds.Columns, ds.NumberOfFrames = nx, ny, nz        # rows: i (X), columns: j (Y)
+        ds.Rows, ds.Columns, ds.NumberOfFrames = nx, ny, nz  # rows: i (X), columns: j (Y)
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         shared = Dataset()
@@ -208,7 +252,11 @@ class Encoder:
         orient.ImageOrientationPatient = [f"{v:.6f}" for v in (*dirs[:, 1], *dirs[:, 0])]
         shared.PlaneOrientationSequence = Sequence([orient])
         scale = Dataset()
-        scale.RescaleSlope, scale.RescaleIntercept, scale.RescaleType = f"{slope:.10g}", f"{lo:.10g}", "US"
+        scale.RescaleSlope, scale.RescaleIntercept, scale.RescaleType = (
+            f"{slope:.10g}",
+            f"{lo:.10g}",
+            "US",
+        )
         shared.PixelValueTransformationSequence = Sequence([scale])
         ds.SharedFunctionalGroupsSequence = Sequence([shared])
         dim = Dataset()
@@ -222,11 +270,15 @@ class Encoder:
             content.InStackPositionNumber = k + 1
             f.FrameContentSequence = Sequence([content])
             pos = Dataset()
-            pos.ImagePositionPatient = [f"{v:.6f}" for v in self.affine[:3, :3] @ [0, 0, k] + self.affine[:3, 3]]
+            pos.ImagePositionPatient = [
+                f"{v:.6f}" for v in self.affine[:3, :3] @ [0, 0, k] + self.affine[:3, 3]
+            ]
             f.PlanePositionSequence = Sequence([pos])
             frames.append(f)
         ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
-        ds.PixelData = np.ascontiguousarray(pixels.transpose(2, 0, 1)).tobytes()   # frames of (rows, columns)
+        ds.PixelData = np.ascontiguousarray(
+            pixels.transpose(2, 0, 1)
+        ).tobytes()  # frames of (rows, columns)
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         return buf.getvalue()

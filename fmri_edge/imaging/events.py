@@ -17,6 +17,7 @@ labels answers CLASS only.
 
 Needs pandas (it comes with nilearn, the ``nifti`` extra), imported when a table is read.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ from fmri_edge.errors import InputError, UsageError
 LABEL_FILE = "labels.npz"
 LABELS_JSON = "labels.json"
 CLASS_NAMES = {"negative": -1, "neutral": 0, "positive": 1, "-1": -1, "0": 0, "1": 1, "+1": 1}
-CLASS_RULE = {-1: -3, 0: 0, 1: 2}      # LEVEL of a trial without a rating (the class-only rule)
+CLASS_RULE = {-1: -3, 0: 0, 1: 2}  # LEVEL of a trial without a rating (the class-only rule)
 LEVEL_RANGE = (-4, 4)
 MISSING = ("n/a",)
 CLASS_ONLY = "class-only rule −1 → −3, 0 → 0, 1 → 2 (no rating)"
@@ -48,17 +49,23 @@ def entities(name: str) -> dict[str, str]:
 
 # ---- reading ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Events:
     path: Path
-    onset: np.ndarray         # (n,) float64 seconds
-    trial_type: np.ndarray    # (n,) unicode
-    row: np.ndarray           # (n,) 1-based row numbers in the file (after the header)
-    columns: dict = field(default_factory=dict)   # every column of the kept rows, as text
+    onset: np.ndarray  # (n,) float64 seconds
+    trial_type: np.ndarray  # (n,) unicode
+    row: np.ndarray  # (n,) 1-based row numbers in the file (after the header)
+    columns: dict = field(default_factory=dict)  # every column of the kept rows, as text
 
     def take(self, keep: np.ndarray) -> "Events":
-        return Events(self.path, self.onset[keep], self.trial_type[keep], self.row[keep],
-                      {k: v[keep] for k, v in self.columns.items()})
+        return Events(
+            self.path,
+            self.onset[keep],
+            self.trial_type[keep],
+            self.row[keep],
+            {k: v[keep] for k, v in self.columns.items()},
+        )
 
 
 def read_table(path: Path):
@@ -68,20 +75,37 @@ def read_table(path: Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False, index_col=False,
-                               encoding="utf-8-sig", skip_blank_lines=True)
+            return pd.read_csv(
+                path,
+                sep="\t",
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                index_col=False,
+                encoding="utf-8-sig",
+                skip_blank_lines=True,
+            )
     except pd.errors.EmptyDataError:
-        raise InputError(path, "empty events file; expected a header with onset, duration, trial_type and "
-                               "one row per event") from None
+        raise InputError(
+            path,
+            "empty events file; expected a header with onset, duration, trial_type and "
+            "one row per event",
+        ) from None
     except (pd.errors.ParserError, pd.errors.ParserWarning):
         raise InputError(path, f"malformed events file: {_uneven_row(path)}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"unreadable events file ({type(e).__name__}); expected a UTF-8 tab-separated "
-                               "table") from None
+        raise InputError(
+            path,
+            f"unreadable events file ({type(e).__name__}); expected a UTF-8 tab-separated table",
+        ) from None
 
 
 def _uneven_row(path: Path) -> str:
-    lines = [ln for ln in path.read_text(encoding="utf-8-sig", errors="replace").splitlines() if ln.strip()]
+    lines = [
+        ln
+        for ln in path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+        if ln.strip()
+    ]
     width = len(lines[0].split("\t"))
     for n, line in enumerate(lines[1:], start=1):
         if len(line.split("\t")) != width:
@@ -94,17 +118,30 @@ def read_events(path: str | Path, trial_types=None) -> Events:
     usually ``duration`` and ``trial_type``. ``trial_types`` keeps only those rows."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(path, "is a folder, not an events file; give the run's BIDS *_events.tsv (columns "
-                               "onset, duration, trial_type)")
+        raise InputError(
+            path,
+            "is a folder, not an events file; give the run's BIDS *_events.tsv (columns "
+            "onset, duration, trial_type)",
+        )
     if not path.is_file():
-        raise InputError(path, "events file not found; give the run's BIDS *_events.tsv (columns onset, "
-                               "duration, trial_type)")
+        raise InputError(
+            path,
+            "events file not found; give the run's BIDS *_events.tsv (columns onset, "
+            "duration, trial_type)",
+        )
     table = read_table(path)
     header = [str(c).strip() for c in table.columns]
     table.columns = header
     if "onset" not in header:
-        sep = " (it looks comma-separated; BIDS events are tab-separated)" if any("," in h for h in header) else ""
-        raise InputError(path, f"malformed events file: no 'onset' column in its header ({', '.join(header[:6])}){sep}")
+        sep = (
+            " (it looks comma-separated; BIDS events are tab-separated)"
+            if any("," in h for h in header)
+            else ""
+        )
+        raise InputError(
+            path,
+            f"malformed events file: no 'onset' column in its header ({', '.join(header[:6])}){sep}",
+        )
     if not len(table):
         raise InputError(path, "events file has a header but no event rows")
     onsets = np.empty(len(table))
@@ -112,32 +149,42 @@ def read_events(path: str | Path, trial_types=None) -> Events:
         try:
             onsets[n - 1] = float(value)
         except ValueError:
-            raise InputError(path, f"malformed events file: row {n} onset {value!r} is not a number "
-                                   "(seconds)") from None
+            raise InputError(
+                path, f"malformed events file: row {n} onset {value!r} is not a number (seconds)"
+            ) from None
         if not math.isfinite(onsets[n - 1]):
             raise InputError(path, f"malformed events file: row {n} onset {value!r} is not finite")
     columns = {c: np.asarray([v.strip() for v in table[c]], dtype=str) for c in header}
-    for n, value in enumerate(columns.get("duration", ()), start=1):   # not used (the window is fixed), but a
-        try:                                                            # negative one is a damaged file
+    for n, value in enumerate(
+        columns.get("duration", ()), start=1
+    ):  # not used (the window is fixed), but a
+        try:  # negative one is a damaged file
             bad = float(value) < 0
         except ValueError:
             bad = value.lower() not in ("n/a", "na", "")
         if bad:
-            raise InputError(path, f"malformed events file: row {n} duration {str(value)!r} is not a duration in seconds "
-                                   "(a number ≥ 0, or n/a)")
+            raise InputError(
+                path,
+                f"malformed events file: row {n} duration {str(value)!r} is not a duration in seconds "
+                "(a number ≥ 0, or n/a)",
+            )
     tt = columns.get("trial_type", np.full(len(table), "n/a"))
     ev = Events(path, onsets, tt, np.arange(1, len(table) + 1, dtype=np.int64), columns)
     if trial_types:
         wanted = list(trial_types)
         keep = np.isin(ev.trial_type, wanted)
         if not keep.any():
-            raise InputError(path, f"no event of trial_type {', '.join(map(repr, wanted))} (found: "
-                                   f"{', '.join(sorted(set(ev.trial_type.tolist())))[:200]})")
+            raise InputError(
+                path,
+                f"no event of trial_type {', '.join(map(repr, wanted))} (found: "
+                f"{', '.join(sorted(set(ev.trial_type.tolist())))[:200]})",
+            )
         ev = ev.take(keep)
     return ev
 
 
 # ---- finding: the BIDS inheritance rule ------------------------------------------------------------------
+
 
 def find_events(bold: Path, root: Path, raw_roots: int = 2) -> tuple[Path | None, list[Path]]:
     """The events file of a run: the applicable ``*_events.tsv`` at the lowest level of the tree
@@ -161,7 +208,11 @@ def find_events(bold: Path, root: Path, raw_roots: int = 2) -> tuple[Path | None
         best = None
         for f in folder.glob("*_events.tsv"):
             fe = entities(f.name)
-            if fe and all(e.get(k) == v for k, v in fe.items()) and (best is None or len(fe) > len(best[0])):
+            if (
+                fe
+                and all(e.get(k) == v for k, v in fe.items())
+                and (best is None or len(fe) > len(best[0]))
+            ):
                 best = (fe, f)
         if best is not None:
             return best[1], searched
@@ -170,33 +221,53 @@ def find_events(bold: Path, root: Path, raw_roots: int = 2) -> tuple[Path | None
 
 # ---- labelling ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LabelSpec:
     """How a study's events give its trials CLASS and LEVEL (the ``extract`` options)."""
 
     class_column: str
-    class_map: dict                                   # event value → CLASS (−1, 0, 1)
+    class_map: dict  # event value → CLASS (−1, 0, 1)
     level_column: str | None = None
-    level_scale: tuple[float, float] | None = None    # the rating scale LO:HI, mapped onto −4 … 4
+    level_scale: tuple[float, float] | None = None  # the rating scale LO:HI, mapped onto −4 … 4
     level_missing: tuple[str, ...] = MISSING
-    min_gap: float | None = None                      # drop events closer than this to another kept one
+    min_gap: float | None = None  # drop events closer than this to another kept one
 
     def level_of(self, value: float) -> int:
         if self.level_scale is None:
             return int(value)
         lo, hi = self.level_scale
-        return int(np.floor(LEVEL_RANGE[0] + (LEVEL_RANGE[1] - LEVEL_RANGE[0]) * (value - lo) / (hi - lo) + 0.5))
+        return int(
+            np.floor(
+                LEVEL_RANGE[0] + (LEVEL_RANGE[1] - LEVEL_RANGE[0]) * (value - lo) / (hi - lo) + 0.5
+            )
+        )
 
     def describe(self) -> dict:
-        level = {"column": None, "LEVEL": "no rating column: LEVEL in labels.npz is the " + CLASS_ONLY
-                 + "; a model trained on these labels answers CLASS only"} if self.level_column is None else {
-            "column": self.level_column,
-            "scale": list(self.level_scale) if self.level_scale else list(LEVEL_RANGE),
-            "maps_to": list(LEVEL_RANGE), "rounding": "nearest whole number (halves up)",
-            "missing": list(self.level_missing),
-            "LEVEL": "the participant's rating; a trial without one keeps its CLASS and gets the " + CLASS_ONLY}
-        return {"class_column": self.class_column, "class_map": self.class_map, "level": level,
-                "min_gap_s": self.min_gap}
+        level = (
+            {
+                "column": None,
+                "LEVEL": "no rating column: LEVEL in labels.npz is the "
+                + CLASS_ONLY
+                + "; a model trained on these labels answers CLASS only",
+            }
+            if self.level_column is None
+            else {
+                "column": self.level_column,
+                "scale": list(self.level_scale) if self.level_scale else list(LEVEL_RANGE),
+                "maps_to": list(LEVEL_RANGE),
+                "rounding": "nearest whole number (halves up)",
+                "missing": list(self.level_missing),
+                "LEVEL": "the participant's rating; a trial without one keeps its CLASS and gets the "
+                + CLASS_ONLY,
+            }
+        )
+        return {
+            "class_column": self.class_column,
+            "class_map": self.class_map,
+            "level": level,
+            "min_gap_s": self.min_gap,
+        }
 
 
 def parse_class_map(text: str) -> dict[str, int]:
@@ -206,13 +277,17 @@ def parse_class_map(text: str) -> dict[str, int]:
         value, sep, cls = item.rpartition("=")
         value, cls = value.strip(), cls.strip().lower()
         if not sep or not value or cls not in CLASS_NAMES:
-            raise UsageError(f"--class-map {text!r}: give VALUE=CLASS pairs, CLASS one of -1, 0, 1 or negative, "
-                             f"neutral, positive (e.g. negative=-1,neutral=0,positive=1); {item.strip()!r} is not one")
+            raise UsageError(
+                f"--class-map {text!r}: give VALUE=CLASS pairs, CLASS one of -1, 0, 1 or negative, "
+                f"neutral, positive (e.g. negative=-1,neutral=0,positive=1); {item.strip()!r} is not one"
+            )
         if value in out and out[value] != CLASS_NAMES[cls]:
             raise UsageError(f"--class-map: {value!r} is mapped to two classes")
         out[value] = CLASS_NAMES[cls]
     if not out:
-        raise UsageError("--class-map is empty; give VALUE=CLASS pairs, e.g. negative=-1,neutral=0,positive=1")
+        raise UsageError(
+            "--class-map is empty; give VALUE=CLASS pairs, e.g. negative=-1,neutral=0,positive=1"
+        )
     return out
 
 
@@ -220,7 +295,9 @@ def parse_level_scale(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(":"))
     except ValueError:
-        raise UsageError(f"--level-scale {text!r}: give the rating scale as LO:HI, e.g. 1:9") from None
+        raise UsageError(
+            f"--level-scale {text!r}: give the rating scale as LO:HI, e.g. 1:9"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise UsageError(f"--level-scale {text!r}: LO must be below HI, e.g. 1:9")
     return lo, hi
@@ -232,23 +309,31 @@ class Labeled:
     another), their CLASS and LEVEL, and what was dropped or flagged."""
 
     events: Events
-    valence_class: np.ndarray     # (n,) int
-    valence_level: np.ndarray     # (n,) int: the rating, or the class-only rule where unrated
-    level_rated: np.ndarray       # (n,) bool
-    dropped: Counter = field(default_factory=Counter)   # reason → rows
-    overlapping: np.ndarray | None = None               # (n,) bool: another kept event inside the window
-    values: frozenset = frozenset()                     # every value of the class column in the file
+    valence_class: np.ndarray  # (n,) int
+    valence_level: np.ndarray  # (n,) int: the rating, or the class-only rule where unrated
+    level_rated: np.ndarray  # (n,) bool
+    dropped: Counter = field(default_factory=Counter)  # reason → rows
+    overlapping: np.ndarray | None = None  # (n,) bool: another kept event inside the window
+    values: frozenset = frozenset()  # every value of the class column in the file
 
     def take(self, keep: np.ndarray) -> "Labeled":
-        return Labeled(self.events.take(keep), self.valence_class[keep], self.valence_level[keep],
-                       self.level_rated[keep], self.dropped,
-                       None if self.overlapping is None else self.overlapping[keep], self.values)
+        return Labeled(
+            self.events.take(keep),
+            self.valence_class[keep],
+            self.valence_level[keep],
+            self.level_rated[keep],
+            self.dropped,
+            None if self.overlapping is None else self.overlapping[keep],
+            self.values,
+        )
 
 
 def check_columns(ev: Events, spec: LabelSpec) -> None:
     for col in filter(None, (spec.class_column, spec.level_column)):
         if col not in ev.columns:
-            raise InputError(ev.path, f"no column {col!r} (the columns there are: {', '.join(ev.columns)})")
+            raise InputError(
+                ev.path, f"no column {col!r} (the columns there are: {', '.join(ev.columns)})"
+            )
 
 
 def label_events(ev: Events, spec: LabelSpec, window_offsets: tuple[float, float]) -> Labeled:
@@ -257,8 +342,12 @@ def label_events(ev: Events, spec: LabelSpec, window_offsets: tuple[float, float
     check_columns(ev, spec)
     values = ev.columns[spec.class_column]
     mapped = np.isin(values, list(spec.class_map))
-    dropped = Counter({f"{spec.class_column} {str(v)!r} not in the class map": int(n)
-                       for v, n in zip(*np.unique(values[~mapped], return_counts=True))})
+    dropped = Counter(
+        {
+            f"{spec.class_column} {str(v)!r} not in the class map": int(n)
+            for v, n in zip(*np.unique(values[~mapped], return_counts=True))
+        }
+    )
     ev = ev.take(mapped)
     cls = np.asarray([spec.class_map[v] for v in ev.columns[spec.class_column]], dtype=np.int64)
     level = np.asarray([CLASS_RULE[int(c)] for c in cls], dtype=np.int64)
@@ -270,20 +359,35 @@ def label_events(ev: Events, spec: LabelSpec, window_offsets: tuple[float, float
             try:
                 value = float(raw)
             except ValueError:
-                comma = (" (a decimal comma? write 5.5, with a point)"
-                         if "," in str(raw) and _is_number(str(raw).replace(",", ".")) else "")
-                raise InputError(ev.path, f"row {ev.row[i]}: {spec.level_column} {str(raw)!r} is not a number"
-                                          f"{comma}; missing ratings: {', '.join(spec.level_missing)} (add a code "
-                                          "with --level-missing)") from None
+                comma = (
+                    " (a decimal comma? write 5.5, with a point)"
+                    if "," in str(raw) and _is_number(str(raw).replace(",", "."))
+                    else ""
+                )
+                raise InputError(
+                    ev.path,
+                    f"row {ev.row[i]}: {spec.level_column} {str(raw)!r} is not a number"
+                    f"{comma}; missing ratings: {', '.join(spec.level_missing)} (add a code "
+                    "with --level-missing)",
+                ) from None
             lo, hi = spec.level_scale or LEVEL_RANGE
             if not (math.isfinite(value) and lo <= value <= hi):
-                hint = ("give the rating scale with --level-scale LO:HI" if spec.level_scale is None else
-                        "check --level-scale (or mark no-response codes with --level-missing)")
-                raise InputError(ev.path, f"row {ev.row[i]}: rating {spec.level_column} {raw} outside the scale "
-                                          f"{lo:g} … {hi:g}; {hint}")
+                hint = (
+                    "give the rating scale with --level-scale LO:HI"
+                    if spec.level_scale is None
+                    else "check --level-scale (or mark no-response codes with --level-missing)"
+                )
+                raise InputError(
+                    ev.path,
+                    f"row {ev.row[i]}: rating {spec.level_column} {raw} outside the scale "
+                    f"{lo:g} … {hi:g}; {hint}",
+                )
             if spec.level_scale is None and value != round(value):
-                raise InputError(ev.path, f"row {ev.row[i]}: rating {raw} is not a whole number on −4 … 4; give "
-                                          "the rating scale with --level-scale LO:HI")
+                raise InputError(
+                    ev.path,
+                    f"row {ev.row[i]}: rating {raw} is not a whole number on −4 … 4; give "
+                    "the rating scale with --level-scale LO:HI",
+                )
             level[i], rated[i] = spec.level_of(value), True
     lab = Labeled(ev, cls, level, rated, dropped, values=frozenset(values.tolist()))
     if spec.min_gap is not None and len(ev.onset) > 1:
@@ -294,7 +398,9 @@ def label_events(ev: Events, spec: LabelSpec, window_offsets: tuple[float, float
         close[order[:-1]] |= gaps < spec.min_gap
         if close.any():
             lab = lab.take(~close)
-            lab.dropped[f"onset within --min-gap {spec.min_gap:g} s of another kept event"] += int(close.sum())
+            lab.dropped[f"onset within --min-gap {spec.min_gap:g} s of another kept event"] += int(
+                close.sum()
+            )
     t0, t1 = window_offsets
     on = lab.events.onset
     inside = (on[None, :] > on[:, None] + t0) & (on[None, :] <= on[:, None] + t1)
@@ -324,22 +430,30 @@ def check_study(labeled: dict[Path, Labeled | InputError], spec: LabelSpec) -> l
     seen = set().union(*(lab.values for lab in ok))
     absent = [v for v in spec.class_map if v not in seen]
     if absent:
-        raise UsageError(f"--class-map value(s) {', '.join(map(repr, absent))} never occur in column "
-                         f"{spec.class_column!r} of the {len(ok)} events file(s) (values there: "
-                         f"{', '.join(sorted(map(repr, seen)))[:300]})")
+        raise UsageError(
+            f"--class-map value(s) {', '.join(map(repr, absent))} never occur in column "
+            f"{spec.class_column!r} of the {len(ok)} events file(s) (values there: "
+            f"{', '.join(sorted(map(repr, seen)))[:300]})"
+        )
     return []
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
 
-def save_labels(path: Path, valence_class: np.ndarray, valence_level: np.ndarray, level_rated: np.ndarray) -> Path:
+
+def save_labels(
+    path: Path, valence_class: np.ndarray, valence_level: np.ndarray, level_rated: np.ndarray
+) -> Path:
     """``labels.npz`` in the ICBHI layout that ``train`` and ``score`` read: ``data`` (N, 2) float64
     [CLASS, LEVEL], plus ``level_rated`` (N,) int8 (0: LEVEL is the class-only rule). Atomic."""
     from fmri_edge.files import replace_atomically
 
     with replace_atomically(path, binary=True) as f:
-        np.savez(f, data=np.stack([valence_class, valence_level], axis=1).astype(np.float64),
-                 level_rated=np.asarray(level_rated, dtype=np.int8))
+        np.savez(
+            f,
+            data=np.stack([valence_class, valence_level], axis=1).astype(np.float64),
+            level_rated=np.asarray(level_rated, dtype=np.int8),
+        )
     return path
 
 

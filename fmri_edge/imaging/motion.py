@@ -9,6 +9,7 @@ framewise displacement (Power et al. 2012), the ``--motion-out`` table, and moti
 Traces for ``fmri-edge simulate --scanner --motion`` (:func:`read_trace`, :func:`drift_trace`): the
 same six columns, one row per volume; :func:`move_volume` puts a volume where a trace says.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,14 +28,21 @@ TRACES = ("drift",)
 
 # ---- SPM's rigid parameters ---------------------------------------------------------------------
 
+
 def spm_matrix(p) -> np.ndarray:
     """SPM's rigid matrix from (tx, ty, tz, rx, ry, rz): ``T · Rx · Ry · Rz`` (its sign conventions)."""
     tx, ty, tz, a, b, c = (float(v) for v in p)
     t = np.eye(4)
     t[:3, 3] = tx, ty, tz
-    rx = np.array([[1, 0, 0, 0], [0, np.cos(a), np.sin(a), 0], [0, -np.sin(a), np.cos(a), 0], [0, 0, 0, 1]])
-    ry = np.array([[np.cos(b), 0, np.sin(b), 0], [0, 1, 0, 0], [-np.sin(b), 0, np.cos(b), 0], [0, 0, 0, 1]])
-    rz = np.array([[np.cos(c), np.sin(c), 0, 0], [-np.sin(c), np.cos(c), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    rx = np.array(
+        [[1, 0, 0, 0], [0, np.cos(a), np.sin(a), 0], [0, -np.sin(a), np.cos(a), 0], [0, 0, 0, 1]]
+    )
+    ry = np.array(
+        [[np.cos(b), 0, np.sin(b), 0], [0, 1, 0, 0], [-np.sin(b), 0, np.cos(b), 0], [0, 0, 0, 1]]
+    )
+    rz = np.array(
+        [[np.cos(c), np.sin(c), 0, 0], [-np.sin(c), np.cos(c), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    )
     return t @ rx @ ry @ rz
 
 
@@ -51,6 +59,7 @@ def spm_params(m: np.ndarray) -> np.ndarray:
 
 
 # ---- framewise displacement and the motion table -----------------------------------------------
+
 
 def framewise_displacement(params: np.ndarray, previous: np.ndarray | None) -> float:
     """Power 2012 FD of one volume's six parameters against the previous volume's (0 without one)."""
@@ -98,7 +107,9 @@ class MotionFile:
             except OSError:
                 pass
             self.close()
-            self.error = InputError(self.path, f"cannot write ({e.strerror or e}); {self.rows} whole row(s) kept")
+            self.error = InputError(
+                self.path, f"cannot write ({e.strerror or e}); {self.rows} whole row(s) kept"
+            )
             return False
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -106,7 +117,9 @@ class MotionFile:
         return True
 
     def row(self, volume: int, file: str, params, fd: float) -> bool:
-        ok = self._write(f"{volume}\t{file}\t" + "\t".join(f"{v:.6f}" for v in params) + f"\t{fd:.6f}\n")
+        ok = self._write(
+            f"{volume}\t{file}\t" + "\t".join(f"{v:.6f}" for v in params) + f"\t{fd:.6f}\n"
+        )
         self.rows += ok
         return ok
 
@@ -125,11 +138,16 @@ def read_trace(path: str | Path) -> np.ndarray:
     except OSError as e:
         raise InputError(path, f"motion trace cannot be read ({e.strerror or e})") from None
     if not lines:
-        raise InputError(path, "motion trace is empty; give a TSV with columns " + ", ".join(COLUMNS))
+        raise InputError(
+            path, "motion trace is empty; give a TSV with columns " + ", ".join(COLUMNS)
+        )
     head = lines[0].split("\t")
     missing = [c for c in COLUMNS if c not in head]
     if missing:
-        raise InputError(path, f"motion trace has no column(s) {', '.join(missing)} (tab-separated, fMRIPrep's names)")
+        raise InputError(
+            path,
+            f"motion trace has no column(s) {', '.join(missing)} (tab-separated, fMRIPrep's names)",
+        )
     cols = [head.index(c) for c in COLUMNS]
     rows = []
     for n, line in enumerate(lines[1:], start=2):
@@ -164,8 +182,8 @@ def drift_trace(n_volumes: int, seed: int = 0) -> np.ndarray:
         k = start + int(rng.integers(0, 10))
         d = rng.normal(size=6)
         d = d / np.abs(d).max()
-        trace[k:k + int(rng.integers(3, 7)), :3] += 0.5 * d[:3]
-        trace[k:k + int(rng.integers(3, 7)), 3:] += np.deg2rad(0.4) * d[3:]
+        trace[k : k + int(rng.integers(3, 7)), :3] += 0.5 * d[:3]
+        trace[k : k + int(rng.integers(3, 7)), 3:] += np.deg2rad(0.4) * d[3:]
     trace[:, :3] += rng.normal(scale=0.02, size=(n_volumes, 3))
     trace[:, 3:] += rng.normal(scale=np.deg2rad(0.02), size=(n_volumes, 3))
     trace[0] = 0.0
@@ -175,8 +193,11 @@ def drift_trace(n_volumes: int, seed: int = 0) -> np.ndarray:
 def write_trace(path: str | Path, trace: np.ndarray) -> Path:
     path = Path(path)
     fd = fd_series(trace)
-    path.write_text("\t".join(COLUMNS + ("framewise_displacement",)) + "\n" + "".join(
-        "\t".join(f"{v:.6f}" for v in row) + f"\t{f:.6f}\n" for row, f in zip(trace, fd)))
+    path.write_text(
+        "\t".join(COLUMNS + ("framewise_displacement",))
+        + "\n"
+        + "".join("\t".join(f"{v:.6f}" for v in row) + f"\t{f:.6f}\n" for row, f in zip(trace, fd))
+    )
     return path
 
 
@@ -189,4 +210,6 @@ def move_volume(data: np.ndarray, affine: np.ndarray, params, order: int = 3) ->
     a = np.asarray(affine, dtype=np.float64)
     vox = np.linalg.inv(a) @ np.linalg.inv(m) @ a
     data = np.asarray(data, dtype=np.float32)
-    return ndimage.affine_transform(data, vox[:3, :3], vox[:3, 3], order=order, mode="nearest").astype(np.float32)
+    return ndimage.affine_transform(
+        data, vox[:3, :3], vox[:3, 3], order=order, mode="nearest"
+    ).astype(np.float32)

@@ -4,6 +4,7 @@
 means through :mod:`fmri_edge.imaging.extract`); a run that cannot be used is listed in
 ``problems`` and the study's other runs still come out. Needs the ``nifti`` extra.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,8 +44,15 @@ class Extraction:
         return len(self.trials)
 
 
-def extract(source, atlas, events=None, model=None, task: str | None = None, space: str | None = None,
-            **options) -> Extraction:
+def extract(
+    source,
+    atlas,
+    events=None,
+    model=None,
+    task: str | None = None,
+    space: str | None = None,
+    **options,
+) -> Extraction:
     """Trials from preprocessed BOLD, as ``fmri-edge extract`` cuts them.
 
     Parameters
@@ -92,17 +100,27 @@ def extract(source, atlas, events=None, model=None, task: str | None = None, spa
             raise InputError(source, "give the run's events (events=EVENTS.tsv), or a BIDS folder")
         conf = bids.confounds_beside(source) if opts.confounds == "auto" else opts.confounds
         r = lib.extract_run(source, atlas, events, window, opts, conf)
-        return _collect([(bids.stem(source.name) or source.name.split('.')[0], r)], [])
+        return _collect([(bids.stem(source.name) or source.name.split(".")[0], r)], [])
     runs = bids.find_bids_runs(source, task, space, confounds=opts.confounds == "auto")
     done, problems = [], []
     for participant, items in runs.items():
         for run in items:
             if run.events is None:
-                problems.append(InputError(run.bold, "no events file found (looked for "
-                                                     f"{', '.join(str(p) for p in run.searched[:3])}); run skipped"))
+                problems.append(
+                    InputError(
+                        run.bold,
+                        "no events file found (looked for "
+                        f"{', '.join(str(p) for p in run.searched[:3])}); run skipped",
+                    )
+                )
                 continue
             try:
-                done.append((participant, lib.extract_run(run.bold, atlas, run.events, window, opts, run.confounds)))
+                done.append(
+                    (
+                        participant,
+                        lib.extract_run(run.bold, atlas, run.events, window, opts, run.confounds),
+                    )
+                )
             except InputError as e:
                 problems.append(e)
     return _collect(done, problems)
@@ -112,7 +130,11 @@ def _collect(done: list, problems: list) -> Extraction:
     if not done:
         raise problems[0] if problems else InputError("extract", "no run found")
     cat = np.concatenate
-    return Extraction(cat([r.trials for _, r in done]), cat([np.full(len(r.trials), p) for p, r in done]),
-                      cat([r.onset for _, r in done]), cat([r.trial_type for _, r in done]),
-                      list(dict.fromkeys(n for _, r in done for n in r.notes)),
-                      problems + [s for _, r in done for s in r.skipped])
+    return Extraction(
+        cat([r.trials for _, r in done]),
+        cat([np.full(len(r.trials), p) for p, r in done]),
+        cat([r.onset for _, r in done]),
+        cat([r.trial_type for _, r in done]),
+        list(dict.fromkeys(n for _, r in done for n in r.notes)),
+        problems + [s for _, r in done for s in r.skipped],
+    )

@@ -19,6 +19,7 @@ and keeps the labelled voxels in file order; :meth:`RegionIndex.means` then redu
 block of volumes to the mean of each region in one pass (a gather and a ``bincount``, accumulated
 in float64) — the values of nilearn's ``NiftiLabelsMasker(strategy="mean")`` (tests compare them).
 """
+
 from __future__ import annotations
 
 import errno
@@ -38,11 +39,14 @@ except ImportError:  # pragma: no cover - the nifti extra installs it
     _zlib = zlib
 
 GZIP_MAGIC = b"\x1f\x8b"
-DEFLATE_MAX_RATIO = 1032          # deflate never expands its input more than this (zlib's technical notes)
+DEFLATE_MAX_RATIO = 1032  # deflate never expands its input more than this (zlib's technical notes)
 HEADER_SIZES = {348: "NIfTI-1", 540: "NIfTI-2"}
-DEFAULT_BLOCK_VOLUMES = 16        # 16 volumes of 97×115×97 float32: 69 MB per block
-_CHUNK = 1 << 24                  # bytes per read call
-_GZ_IN, _GZ_OUT = 1 << 20, 1 << 20  # compressed bytes read, decompressed bytes made, per inflate call
+DEFAULT_BLOCK_VOLUMES = 16  # 16 volumes of 97×115×97 float32: 69 MB per block
+_CHUNK = 1 << 24  # bytes per read call
+_GZ_IN, _GZ_OUT = (
+    1 << 20,
+    1 << 20,
+)  # compressed bytes read, decompressed bytes made, per inflate call
 _READ_ERRORS = (OSError, EOFError, zlib.error, _zlib.error, ValueError)
 
 
@@ -51,12 +55,12 @@ class Header:
     """What a NIfTI header declares, checked against its file."""
 
     path: Path
-    header: object                # nibabel's Nifti1Header / Nifti2Header (get_zooms, get_xyzt_units)
-    shape: tuple[int, ...]        # (X, Y, Z) or (X, Y, Z, T); trailing 1-sized dimensions dropped
-    dtype: np.dtype               # the on-disk data type, with its byte order
-    affine: np.ndarray            # 4×4 float64, voxel → world (mm)
-    offset: int                   # byte where the data start (in the decompressed stream)
-    slope: float | None           # scaling, as nibabel reads it: None = no scaling
+    header: object  # nibabel's Nifti1Header / Nifti2Header (get_zooms, get_xyzt_units)
+    shape: tuple[int, ...]  # (X, Y, Z) or (X, Y, Z, T); trailing 1-sized dimensions dropped
+    dtype: np.dtype  # the on-disk data type, with its byte order
+    affine: np.ndarray  # 4×4 float64, voxel → world (mm)
+    offset: int  # byte where the data start (in the decompressed stream)
+    slope: float | None  # scaling, as nibabel reads it: None = no scaling
     inter: float | None
     gzipped: bool
 
@@ -80,23 +84,32 @@ def describe_grid(shape, affine: np.ndarray) -> str:
     """'(97×115×97, 2×2×2 mm, the MNI152NLin2009cAsym 2 mm grid)': shape, voxel size, known template."""
     zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     name = KNOWN_GRIDS.get(tuple(shape[:3]))
-    return (f"({'×'.join(map(str, shape[:3]))}, {'×'.join(f'{z:.3g}' for z in zooms)} mm"
-            + (f", {name}" if name else "") + ")")
+    return (
+        f"({'×'.join(map(str, shape[:3]))}, {'×'.join(f'{z:.3g}' for z in zooms)} mm"
+        + (f", {name}" if name else "")
+        + ")"
+    )
 
 
 KNOWN_GRIDS = {
-    (181, 217, 181): "the SPM MNI152 1 mm grid", (182, 218, 182): "the FSL MNI152 1 mm grid",
-    (91, 109, 91): "the MNI152 2 mm grid", (61, 73, 61): "the SPM MNI152 3 mm grid",
-    (193, 229, 193): "the MNI152NLin2009cAsym 1 mm grid", (97, 115, 97): "the MNI152NLin2009cAsym 2 mm grid",
+    (181, 217, 181): "the SPM MNI152 1 mm grid",
+    (182, 218, 182): "the FSL MNI152 1 mm grid",
+    (91, 109, 91): "the MNI152 2 mm grid",
+    (61, 73, 61): "the SPM MNI152 3 mm grid",
+    (193, 229, 193): "the MNI152NLin2009cAsym 1 mm grid",
+    (97, 115, 97): "the MNI152NLin2009cAsym 2 mm grid",
 }
 
 
 # ---- opening and checking -----------------------------------------------------------------------------
 
+
 def _stat(path: Path, what: str) -> int:
     """The file's size; a clear error for anything that is not a readable, non-empty file."""
     if path.is_symlink() and not path.exists():
-        raise InputError(path, f"{what} is a broken symbolic link (to {os.readlink(path)}, which does not exist)")
+        raise InputError(
+            path, f"{what} is a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        )
     if not path.exists():
         raise InputError(path, f"{what} not found")
     if path.is_dir():
@@ -139,7 +152,7 @@ class _Inflater:
         self.raw = raw
         self.inflater = _zlib.decompressobj(31)
         self.ended = False
-        self._pending = b""              # input bytes of the next member, already read
+        self._pending = b""  # input bytes of the next member, already read
 
     def _input(self) -> bytes:
         tail = self.inflater.unconsumed_tail
@@ -147,7 +160,7 @@ class _Inflater:
 
     def _next_member(self) -> bool:
         rest = self.inflater.unused_data
-        if len(rest) < 2:                       # the next member's magic may straddle two reads
+        if len(rest) < 2:  # the next member's magic may straddle two reads
             rest += self.raw.read(_GZ_IN)
         if rest[:2] != GZIP_MAGIC:
             self.ended = True
@@ -168,14 +181,16 @@ class _Inflater:
             self._pending = b""
             if not data:
                 raise EOFError("gzip data end before the end of the stream")
-            out = self.inflater.decompress(data, min(len(buf) - n, _GZ_OUT))   # small pieces: no big temporaries
-            buf[n:n + len(out)] = out
+            out = self.inflater.decompress(
+                data, min(len(buf) - n, _GZ_OUT)
+            )  # small pieces: no big temporaries
+            buf[n : n + len(out)] = out
             n += len(out)
         return n
 
     def read(self, size: int) -> bytes:
         buf = bytearray(size)
-        return bytes(buf[:self.readinto(buf)])
+        return bytes(buf[: self.readinto(buf)])
 
     def finish(self) -> None:
         """Inflate to the end of the current member (the data were all read): its CRC and length
@@ -193,14 +208,16 @@ class _Inflater:
 
 
 def _os_reason(e: OSError) -> str:
-    return {errno.EACCES: "permission denied", errno.EISDIR: "a folder"}.get(e.errno, e.strerror or type(e).__name__)
+    return {errno.EACCES: "permission denied", errno.EISDIR: "a folder"}.get(
+        e.errno, e.strerror or type(e).__name__
+    )
 
 
 def _read_exactly(f: IO[bytes], buf: memoryview) -> int:
     """Fill ``buf`` from ``f``; the number of bytes read (less only at the end of the data)."""
     done, n = 0, len(buf)
     while done < n:
-        got = f.readinto(buf[done:min(n, done + _CHUNK)])
+        got = f.readinto(buf[done : min(n, done + _CHUNK)])
         if not got:
             break
         done += got
@@ -210,13 +227,19 @@ def _read_exactly(f: IO[bytes], buf: memoryview) -> int:
 def _damage(path: Path, what: str, e: BaseException, gzipped: bool, where: str) -> InputError:
     """One line for an exception met while reading the (decompressed) bytes."""
     if isinstance(e, EOFError):
-        return InputError(path, f"{what}: its gzip data end early, {where}: the file was cut short (an "
-                                "interrupted copy or download, a full disk?) or its header declares more than it holds")
+        return InputError(
+            path,
+            f"{what}: its gzip data end early, {where}: the file was cut short (an "
+            "interrupted copy or download, a full disk?) or its header declares more than it holds",
+        )
     if isinstance(e, MemoryError):
         return InputError(path, f"{what}: not enough memory to read it ({where})")
     if gzipped and ("data check" in str(e) or "length check" in str(e) or "checksum" in str(e)):
-        return InputError(path, f"{what}: corrupt gzip data: the checksum at its end does not match the data "
-                                f"({where}; a damaged copy?)")
+        return InputError(
+            path,
+            f"{what}: corrupt gzip data: the checksum at its end does not match the data "
+            f"({where}; a damaged copy?)",
+        )
     kind = "corrupt gzip data" if gzipped else "unreadable data"
     text = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
     return InputError(path, f"{what}: {kind}, {where} ({text})")
@@ -238,15 +261,23 @@ def read_header(path: str | Path, what: str = "image") -> Header:
     finally:
         f.close()
     block = bytes(block[:n])
-    size_le, size_be = (int.from_bytes(block[:4], order) if n >= 4 else 0 for order in ("little", "big"))
+    size_le, size_be = (
+        int.from_bytes(block[:4], order) if n >= 4 else 0 for order in ("little", "big")
+    )
     kind = HEADER_SIZES.get(size_le) or HEADER_SIZES.get(size_be)
     if kind is None:
         looks = " (a gzip file that is not NIfTI inside?)" if gzipped else _looks_like(block)
-        raise InputError(path, f"{what} is not a NIfTI image: its first bytes are no NIfTI-1 or NIfTI-2 header{looks}")
+        raise InputError(
+            path,
+            f"{what} is not a NIfTI image: its first bytes are no NIfTI-1 or NIfTI-2 header{looks}",
+        )
     header_size = 348 if kind == "NIfTI-1" else 540
     if n < header_size:
-        raise InputError(path, f"{what}: cut short inside its {kind} header ({n} of {header_size} bytes"
-                               f"{' after decompression' if gzipped else ''})")
+        raise InputError(
+            path,
+            f"{what}: cut short inside its {kind} header ({n} of {header_size} bytes"
+            f"{' after decompression' if gzipped else ''})",
+        )
     cls = nib.Nifti1Header if kind == "NIfTI-1" else nib.Nifti2Header
     endian = "<" if HEADER_SIZES.get(size_le) else ">"
     try:
@@ -255,41 +286,61 @@ def read_header(path: str | Path, what: str = "image") -> Header:
         raise InputError(path, f"{what}: unreadable {kind} header ({str(e)[:100]})") from None
     magic = bytes(hdr["magic"]).rstrip(b"\x00")
     if magic in (b"ni1", b"ni2"):
-        raise InputError(path, f"{what}: a NIfTI header for a separate .img data file (a .hdr/.img pair); "
-                               "give a single-file .nii or .nii.gz")
+        raise InputError(
+            path,
+            f"{what}: a NIfTI header for a separate .img data file (a .hdr/.img pair); "
+            "give a single-file .nii or .nii.gz",
+        )
     if magic not in (b"n+1", b"n+2"):
         raise InputError(path, f"{what}: not a NIfTI image (magic {magic[:8]!r} in its header)")
     shape = _checked_shape(path, what, hdr)
     try:
         dtype = hdr.get_data_dtype()
     except Exception:
-        raise InputError(path, f"{what}: unknown NIfTI datatype code {int(hdr['datatype'])}") from None
+        raise InputError(
+            path, f"{what}: unknown NIfTI datatype code {int(hdr['datatype'])}"
+        ) from None
     if dtype.kind not in "biuf" or dtype.fields is not None:
-        raise InputError(path, f"{what}: data type {dtype} is not a number per voxel (RGB or complex "
-                               "data?); expected integers or floats")
+        raise InputError(
+            path,
+            f"{what}: data type {dtype} is not a number per voxel (RGB or complex "
+            "data?); expected integers or floats",
+        )
     try:
         slope, inter = hdr.get_slope_inter()
     except Exception:
-        raise InputError(path, f"{what}: its scaling is invalid (scl_slope {float(hdr['scl_slope']):g}, "
-                               f"scl_inter {float(hdr['scl_inter']):g})") from None
+        raise InputError(
+            path,
+            f"{what}: its scaling is invalid (scl_slope {float(hdr['scl_slope']):g}, "
+            f"scl_inter {float(hdr['scl_inter']):g})",
+        ) from None
     if slope == 1.0 and inter == 0.0:
         slope = inter = None
     affine = _checked_affine(path, what, hdr)
     offset_raw = float(hdr["vox_offset"])
     if not np.isfinite(offset_raw) or offset_raw != int(offset_raw) or offset_raw < header_size:
-        raise InputError(path, f"{what}: its header's data offset (vox_offset {offset_raw:g}) is not a byte "
-                               f"position after the {header_size}-byte header")
+        raise InputError(
+            path,
+            f"{what}: its header's data offset (vox_offset {offset_raw:g}) is not a byte "
+            f"position after the {header_size}-byte header",
+        )
     offset = int(offset_raw)
-    h = Header(path, hdr, shape, dtype.newbyteorder(hdr.endianness), affine, offset, slope, inter, gzipped)
+    h = Header(
+        path, hdr, shape, dtype.newbyteorder(hdr.endianness), affine, offset, slope, inter, gzipped
+    )
     _check_size(h, file_size, what)
     return h
 
 
 def _looks_like(block: bytes) -> str:
     """What a file that is not NIfTI seems to be, from its first bytes ('' when unknown)."""
-    for magic, what in ((b"BZh", "bzip2-compressed; NIfTI is read plain or gzip-compressed"),
-                        (b"PK\x03\x04", "a zip archive; unpack it"), (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
-                        (b"\xfd7zXZ", "xz-compressed"), (b"<", "text or HTML: an error page saved as the file?")):
+    for magic, what in (
+        (b"BZh", "bzip2-compressed; NIfTI is read plain or gzip-compressed"),
+        (b"PK\x03\x04", "a zip archive; unpack it"),
+        (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+        (b"\xfd7zXZ", "xz-compressed"),
+        (b"<", "text or HTML: an error page saved as the file?"),
+    ):
         if block.startswith(magic):
             return f" ({what})"
     if block[128:132] == b"DICM":
@@ -300,18 +351,27 @@ def _looks_like(block: bytes) -> str:
 def _checked_shape(path: Path, what: str, hdr) -> tuple[int, ...]:
     dim = [int(d) for d in hdr["dim"]]
     if not 1 <= dim[0] <= 7:
-        raise InputError(path, f"{what}: its header's dim[0] = {dim[0]} (the number of dimensions) is not "
-                               "in 1 … 7: a damaged header")
-    shape = dim[1:dim[0] + 1]
+        raise InputError(
+            path,
+            f"{what}: its header's dim[0] = {dim[0]} (the number of dimensions) is not "
+            "in 1 … 7: a damaged header",
+        )
+    shape = dim[1 : dim[0] + 1]
     bad = [(i + 1, d) for i, d in enumerate(shape) if d < 1]
     if bad:
-        raise InputError(path, f"{what}: its header declares dimension {bad[0][0]} of size {bad[0][1]} "
-                               f"(shape {tuple(shape)}): a damaged header")
+        raise InputError(
+            path,
+            f"{what}: its header declares dimension {bad[0][0]} of size {bad[0][1]} "
+            f"(shape {tuple(shape)}): a damaged header",
+        )
     while len(shape) > 3 and shape[-1] == 1:
         shape.pop()
     if len(shape) > 4:
-        raise InputError(path, f"{what}: a {len(shape)}-D image (shape {tuple(shape)}); expected a 3-D volume "
-                               "or a 4-D time series")
+        raise InputError(
+            path,
+            f"{what}: a {len(shape)}-D image (shape {tuple(shape)}); expected a 3-D volume "
+            "or a 4-D time series",
+        )
     return tuple(shape) + (1,) * (3 - len(shape))
 
 
@@ -322,25 +382,36 @@ def _checked_affine(path: Path, what: str, hdr) -> np.ndarray:
         affine = np.full((4, 4), np.nan)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         zooms = ", ".join(f"{float(z):g}" for z in hdr["pixdim"][1:4])
-        raise InputError(path, f"{what}: its header gives no usable voxel-to-world affine (voxel sizes "
-                               f"{zooms} mm; sform/qform zero, infinite or NaN)")
+        raise InputError(
+            path,
+            f"{what}: its header gives no usable voxel-to-world affine (voxel sizes "
+            f"{zooms} mm; sform/qform zero, infinite or NaN)",
+        )
     return affine
 
 
 def _check_size(h: Header, file_size: int, what: str) -> None:
     """The declared data against what the file can hold, before anything is allocated."""
     n_bytes = h.volume_bytes * h.n_volumes
-    declared = f"{'×'.join(map(str, h.shape))} {h.dtype.name}: {_size(n_bytes)} from byte {h.offset}"
+    declared = (
+        f"{'×'.join(map(str, h.shape))} {h.dtype.name}: {_size(n_bytes)} from byte {h.offset}"
+    )
     if h.gzipped:
         if h.offset + n_bytes > file_size * DEFLATE_MAX_RATIO:
-            raise InputError(h.path, f"{what}: its header declares {declared}, more than a gzip file of "
-                                     f"{_size(file_size)} can hold: a header lying about the image's size")
+            raise InputError(
+                h.path,
+                f"{what}: its header declares {declared}, more than a gzip file of "
+                f"{_size(file_size)} can hold: a header lying about the image's size",
+            )
         return
     if h.offset + n_bytes > file_size:
         whole = max(0, file_size - h.offset) // h.volume_bytes if h.volume_bytes else 0
         held = f" ({whole} whole volume(s) of {h.n_volumes})" if h.n_volumes > 1 else ""
-        raise InputError(h.path, f"{what}: its header declares {declared}, but the file holds {_size(file_size)}"
-                                 f"{held}: cut short (an interrupted copy?) or a header lying about its size")
+        raise InputError(
+            h.path,
+            f"{what}: its header declares {declared}, but the file holds {_size(file_size)}"
+            f"{held}: cut short (an interrupted copy?) or a header lying about its size",
+        )
 
 
 def _size(n: int) -> str:
@@ -352,13 +423,16 @@ def _size(n: int) -> str:
 
 # ---- reading ------------------------------------------------------------------------------------------
 
+
 def _to_float32(raw: np.ndarray, h: Header) -> np.ndarray:
     """On-disk values → float32 with the header's scaling (a view when they already are native float32)."""
     if not raw.dtype.isnative:
         raw = raw.astype(raw.dtype.newbyteorder("="))
     data = raw if raw.dtype == np.float32 else raw.astype(np.float32)
     if h.slope is not None:
-        with np.errstate(over="ignore"):       # an absurd slope gives Inf values, refused where they are used
+        with np.errstate(
+            over="ignore"
+        ):  # an absurd slope gives Inf values, refused where they are used
             data = data * np.float32(h.slope) + np.float32(h.inter)
     return data
 
@@ -419,14 +493,18 @@ def read_volume(path: str | Path, what: str = "volume") -> tuple[np.ndarray, np.
     never allocates more than the file can hold."""
     h = read_header(path, what)
     if h.n_volumes != 1:
-        raise InputError(h.path, f"{what}: a 4-D image of {h.n_volumes} volumes (shape {h.shape}); expected "
-                                 "one 3-D volume")
+        raise InputError(
+            h.path,
+            f"{what}: a 4-D image of {h.n_volumes} volumes (shape {h.shape}); expected "
+            "one 3-D volume",
+        )
     data = next(_blocks(h, what, 1))
     return data[..., 0], h.affine
 
 
-def iter_blocks(path: str | Path | Header, block_volumes: int = DEFAULT_BLOCK_VOLUMES,
-                what: str = "BOLD image") -> Iterator[np.ndarray]:
+def iter_blocks(
+    path: str | Path | Header, block_volumes: int = DEFAULT_BLOCK_VOLUMES, what: str = "BOLD image"
+) -> Iterator[np.ndarray]:
     """A 4-D run read block by block: float32 (X, Y, Z, t ≤ block_volumes) arrays, Fortran-ordered,
     scaling applied. NIfTI volumes are contiguous; a ``.nii.gz`` is decompressed as a stream, so
     memory holds one block, never the run. Damage raises :class:`InputError` when it is met (the
@@ -441,12 +519,16 @@ def read_image(path: str | Path | Header, what: str = "image", native: bool = Fa
     the on-disk data type (no scaling) — for label images."""
     h = path if isinstance(path, Header) else read_header(path, what)
     try:
-        out = np.empty(h.volume_shape + (h.n_volumes,), dtype=h.dtype if native else np.float32, order="F")
+        out = np.empty(
+            h.volume_shape + (h.n_volumes,), dtype=h.dtype if native else np.float32, order="F"
+        )
     except MemoryError:
-        raise InputError(h.path, f"{what}: not enough memory for {'×'.join(map(str, h.shape))}") from None
+        raise InputError(
+            h.path, f"{what}: not enough memory for {'×'.join(map(str, h.shape))}"
+        ) from None
     k = 0
     for block in _blocks(h, what, DEFAULT_BLOCK_VOLUMES, native=native):
-        out[..., k:k + block.shape[3]] = block
+        out[..., k : k + block.shape[3]] = block
         k += block.shape[3]
     if native and h.slope is not None:
         with np.errstate(over="ignore"):
@@ -455,6 +537,7 @@ def read_image(path: str | Path | Header, what: str = "image", native: bool = Fa
 
 
 # ---- the kernel -----------------------------------------------------------------------------------------
+
 
 class RegionIndex:
     """A label index of the atlas on one image grid, computed once; reduces volumes in one pass."""
@@ -465,20 +548,31 @@ class RegionIndex:
         flat = labels.reshape(-1, order="F")
         self.shape = tuple(labels.shape)
         self.n_regions = n_regions
-        self.voxels = np.flatnonzero(flat)                               # labelled voxels, file order
-        self.region = (flat[self.voxels] - 1).astype(np.intp)            # 0-based region of each
+        self.voxels = np.flatnonzero(flat)  # labelled voxels, file order
+        self.region = (flat[self.voxels] - 1).astype(np.intp)  # 0-based region of each
         if self.region.size and (self.region.min() < 0 or self.region.max() >= n_regions):
             raise ValueError(f"labels outside 1 … {n_regions}")
         self.n_voxels = np.bincount(self.region, minlength=n_regions)
         if (self.n_voxels == 0).any():
-            raise ValueError(f"region(s) without a voxel: {np.flatnonzero(self.n_voxels == 0)[:8] + 1}")
+            raise ValueError(
+                f"region(s) without a voxel: {np.flatnonzero(self.n_voxels == 0)[:8] + 1}"
+            )
 
     @classmethod
-    def on_grid(cls, atlas, shape: tuple[int, int, int], affine: np.ndarray, notes: list[str],
-                source: Path | None = None) -> "RegionIndex":
+    def on_grid(
+        cls,
+        atlas,
+        shape: tuple[int, int, int],
+        affine: np.ndarray,
+        notes: list[str],
+        source: Path | None = None,
+    ) -> "RegionIndex":
         """The atlas (:class:`fmri_edge.imaging.extract.Atlas`) on the grid ``shape`` / ``affine`` (resampled
         by nearest neighbour if it differs, with a note; refused if a label is lost)."""
-        return cls(atlas.labels_on_grid(tuple(int(s) for s in shape[:3]), affine, notes, source), atlas.n_regions)
+        return cls(
+            atlas.labels_on_grid(tuple(int(s) for s in shape[:3]), affine, notes, source),
+            atlas.n_regions,
+        )
 
     def means(self, data: np.ndarray) -> np.ndarray:
         """(X, Y, Z) volume → (n_regions,) float64; (X, Y, Z, t) block → (t, n_regions) float64.
@@ -490,10 +584,12 @@ class RegionIndex:
         if data.ndim != 4 or data.shape[:3] != self.shape:
             raise ValueError(f"data of shape {data.shape} on an index of grid {self.shape}")
         t = data.shape[3]
-        by_volume = data.reshape((-1, t), order="F").T          # (t, n_voxels): a view for NIfTI blocks
-        picked = np.take(by_volume, self.voxels, axis=1)        # (t, labelled voxels), file order
+        by_volume = data.reshape((-1, t), order="F").T  # (t, n_voxels): a view for NIfTI blocks
+        picked = np.take(by_volume, self.voxels, axis=1)  # (t, labelled voxels), file order
         out = np.empty((t, self.n_regions), dtype=np.float64)
-        with np.errstate(all="ignore"):          # NaN or Inf voxels give NaN or Inf means, said by the caller
+        with np.errstate(
+            all="ignore"
+        ):  # NaN or Inf voxels give NaN or Inf means, said by the caller
             for k in range(t):
                 out[k] = np.bincount(self.region, weights=picked[k], minlength=self.n_regions)
             out /= self.n_voxels

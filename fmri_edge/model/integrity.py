@@ -11,6 +11,7 @@ Fields are hashed in the order stored; ``onnx.save`` writes them in field-number
 loading and saving a model with onnx keeps its digest. It detects corruption and accidental or
 naive edits; it is not a signature (whoever can edit the file can recompute it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,14 @@ from pathlib import Path
 
 from fmri_edge.files import replace_atomically
 from fmri_edge.errors import InputError
-from fmri_edge.model.onnx_edit import (LENGTH_DELIMITED, MODEL_METADATA, WireError, fields, metadata_entry,
-                                 read_entry)
+from fmri_edge.model.onnx_edit import (
+    LENGTH_DELIMITED,
+    MODEL_METADATA,
+    WireError,
+    fields,
+    metadata_entry,
+    read_entry,
+)
 
 DIGEST_KEY = "weights_sha256"
 METADATA_FIELD = MODEL_METADATA  # ModelProto.metadata_props: repeated StringStringEntryProto {key = 1, value = 2}
@@ -63,7 +70,11 @@ def stamp(path: str | Path) -> str:
     digest, _ = inspect(data)
     kept = bytearray()
     for f in fields(data):
-        if not (f.number == METADATA_FIELD and f.wire == LENGTH_DELIMITED and read_entry(f.payload)[0] == DIGEST_KEY):
+        if not (
+            f.number == METADATA_FIELD
+            and f.wire == LENGTH_DELIMITED
+            and read_entry(f.payload)[0] == DIGEST_KEY
+        ):
             kept += f.raw
     kept += metadata_entry(DIGEST_KEY, digest)
     with replace_atomically(path, binary=True) as f:
@@ -81,15 +92,23 @@ def check(path: str | Path, verify: bool = True) -> str:
     try:
         got, stored = inspect(_read(path))
     except WireError as e:
-        raise InputError(path, f"not a well-formed ONNX file ({e}); download or export it again") from None
+        raise InputError(
+            path, f"not a well-formed ONNX file ({e}); download or export it again"
+        ) from None
     if not stored:
         return UNVERIFIABLE
     if len(set(stored)) > 1:
-        raise InputError(path, f"{len(stored)} different {DIGEST_KEY} entries in its metadata; the file was "
-                               "edited; export it again (or pass --no-verify if you edited it on purpose)")
+        raise InputError(
+            path,
+            f"{len(stored)} different {DIGEST_KEY} entries in its metadata; the file was "
+            "edited; export it again (or pass --no-verify if you edited it on purpose)",
+        )
     if got != stored[0].strip().lower():
-        raise InputError(path, f"weights digest {got[:16]}… disagrees with the {DIGEST_KEY} written at export "
-                               f"({stored[0][:16]}…): the weights or graph were altered after export (a bad copy, "
-                               "a flipped block of bytes or a deliberate edit); download or export it again, or "
-                               "pass --no-verify if you edited the model on purpose")
+        raise InputError(
+            path,
+            f"weights digest {got[:16]}… disagrees with the {DIGEST_KEY} written at export "
+            f"({stored[0][:16]}…): the weights or graph were altered after export (a bad copy, "
+            "a flipped block of bytes or a deliberate edit); download or export it again, or "
+            "pass --no-verify if you edited the model on purpose",
+        )
     return VERIFIED

@@ -4,6 +4,7 @@ as long as all trials of a participant are normalized together.
 
 Applied outside the network, per participant, before the model's in-graph per-trial normalization.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ class Moments:
         total = self.n + other.n
         delta = other.mean - self.mean
         self.mean = self.mean + delta * (other.n / total)
-        self.m2 = self.m2 + other.m2 + delta ** 2 * (self.n * other.n / total)
+        self.m2 = self.m2 + other.m2 + delta**2 * (self.n * other.n / total)
         self.n = total
 
     def std(self) -> np.ndarray:
@@ -78,7 +79,9 @@ def subject_normalize(trials: np.ndarray, mode: str = "zscore") -> np.ndarray:
     return stats.apply(trials)
 
 
-def normalize_by_participant(trials: np.ndarray, participants: np.ndarray, mode: str = "zscore") -> np.ndarray:
+def normalize_by_participant(
+    trials: np.ndarray, participants: np.ndarray, mode: str = "zscore"
+) -> np.ndarray:
     """Apply :func:`subject_normalize` to each participant's trials separately."""
     out = np.empty(trials.shape, dtype=np.float32)
     participants = np.asarray(participants)

@@ -10,6 +10,7 @@ An ONNX file is one ``ModelProto``. What is read and written here (field numbers
 
 Every other field is copied byte for byte, so an edit changes only what it says it changes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,8 @@ def varint(v: int) -> bytes:
 class Field:
     number: int
     wire: int
-    raw: memoryview | bytes       # the whole field: tag, length and payload (empty: re-encode payload)
-    payload: memoryview | bytes   # length-delimited: the bytes inside; otherwise the value's bytes
+    raw: memoryview | bytes  # the whole field: tag, length and payload (empty: re-encode payload)
+    payload: memoryview | bytes  # length-delimited: the bytes inside; otherwise the value's bytes
 
 
 def fields(buf) -> Iterator[Field]:
@@ -84,7 +85,9 @@ def fields(buf) -> Iterator[Field]:
         else:  # 3/4: groups, never written by ONNX
             raise WireError(f"unsupported wire type {wire} at byte {start}")
         if end > n:
-            raise WireError(f"field {number} at byte {start} runs past the end ({end:,} > {n:,} bytes)")
+            raise WireError(
+                f"field {number} at byte {start} runs past the end ({end:,} > {n:,} bytes)"
+            )
         yield Field(number, wire, buf[start:end], buf[pos:end])
         pos = end
 
@@ -98,17 +101,26 @@ def string(number: int, text: str) -> bytes:
 
 
 def strings_of(buf, number: int) -> list[str]:
-    return [bytes(f.payload).decode("utf-8", errors="replace") for f in fields(buf)
-            if f.number == number and f.wire == LENGTH_DELIMITED]
+    return [
+        bytes(f.payload).decode("utf-8", errors="replace")
+        for f in fields(buf)
+        if f.number == number and f.wire == LENGTH_DELIMITED
+    ]
 
 
 # ---- messages --------------------------------------------------------------------------------------
 
+
 def tensor(name: str, value: np.ndarray) -> bytes:
     """A float32 TensorProto holding ``value`` (raw little-endian data)."""
     value = np.asarray(value, dtype="<f4")
-    return (b"".join(varint(1 << 3) + varint(int(d)) for d in value.shape) + varint(2 << 3) + varint(FLOAT)
-            + string(8, name) + delimited(9, value.tobytes()))
+    return (
+        b"".join(varint(1 << 3) + varint(int(d)) for d in value.shape)
+        + varint(2 << 3)
+        + varint(FLOAT)
+        + string(8, name)
+        + delimited(9, value.tobytes())
+    )
 
 
 def read_tensor(buf: bytes) -> tuple[str, np.ndarray | None]:
@@ -153,6 +165,7 @@ def read_entry(buf: bytes) -> tuple[str, str]:
 
 # ---- a model ---------------------------------------------------------------------------------------
 
+
 class ModelProto:
     """An ONNX ModelProto as its top-level fields, with the edits an adaptation needs: replace
     initializers (the defaults of graph inputs), set metadata entries."""
@@ -185,7 +198,11 @@ class ModelProto:
     # -- editing
     def replace_initializer(self, name: str, value: np.ndarray) -> None:
         """Give an existing initializer (e.g. a graph input's default) a new float32 value."""
-        old = [f for f in self.graph if f.number == GRAPH_INITIALIZER and tensor_name(f.payload) == name]
+        old = [
+            f
+            for f in self.graph
+            if f.number == GRAPH_INITIALIZER and tensor_name(f.payload) == name
+        ]
         if len(old) != 1:
             raise WireError(f"{len(old)} initializers named {name!r}, expected 1")
         shape = read_tensor(old[0].payload)[1].shape
@@ -196,7 +213,11 @@ class ModelProto:
 
     def set_metadata(self, key: str, value: str | None) -> None:
         """Replace (or, with None, remove) a metadata entry."""
-        kept = [f for f in self.fields if not (f.number == MODEL_METADATA and read_entry(f.payload)[0] == key)]
+        kept = [
+            f
+            for f in self.fields
+            if not (f.number == MODEL_METADATA and read_entry(f.payload)[0] == key)
+        ]
         if value is not None:
             kept.append(next(fields(metadata_entry(key, value))))
         self.fields = kept
@@ -205,7 +226,9 @@ class ModelProto:
     def to_bytes(self) -> bytes:
         """The model, every field in stored order."""
         graph = b"".join(f.raw if f.raw else delimited(f.number, f.payload) for f in self.graph)
-        return b"".join(delimited(MODEL_GRAPH, graph) if f.number == MODEL_GRAPH else f.raw for f in self.fields)
+        return b"".join(
+            delimited(MODEL_GRAPH, graph) if f.number == MODEL_GRAPH else f.raw for f in self.fields
+        )
 
     def save(self, path: str | Path) -> None:
         """Write atomically (a temporary file beside ``path``, renamed when complete)."""

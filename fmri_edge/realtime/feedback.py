@@ -1,6 +1,7 @@
 """Where ``stream``'s answers go as they come: whole rows on disk (``--out``, flushed and fsync'ed)
 and one line per answer over the network to the stimulus program (``--send udp://…|tcp://…``).
 """
+
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fmri_edge.errors import InputError, UsageError
+
 
 class RowFile:
     """Submission rows appended one at a time, each whole on disk (written, flushed, fsync'ed) before
@@ -30,7 +32,9 @@ class RowFile:
         if self.fd is None:
             return False
         data = line.encode()
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})   # no half row on Ctrl-C
+        held = signal.pthread_sigmask(
+            signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}
+        )  # no half row on Ctrl-C
         try:
             written = 0
             while written < len(data):
@@ -42,8 +46,11 @@ class RowFile:
             except OSError:
                 pass
             self.close()
-            self.error = InputError(self.path, f"cannot write ({e.strerror or e}); {self.rows} whole row(s) kept, "
-                                               "the answers go on on stdout")
+            self.error = InputError(
+                self.path,
+                f"cannot write ({e.strerror or e}); {self.rows} whole row(s) kept, "
+                "the answers go on on stdout",
+            )
             return False
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -52,8 +59,11 @@ class RowFile:
 
     def row(self, participant: str, a) -> bool:
         """One answer (a :class:`fmri_edge.realtime.stream.Answer`) as a whole row; False once the disk refused."""
-        ok = self.write(f"{participant},{a.trial},{a.valence_class},{a.valence_level},"
-                        + ",".join(f"{p:.4f}" for p in a.probs) + "\n")
+        ok = self.write(
+            f"{participant},{a.trial},{a.valence_class},{a.valence_level},"
+            + ",".join(f"{p:.4f}" for p in a.probs)
+            + "\n"
+        )
         self.rows += ok
         return ok
 
@@ -79,7 +89,9 @@ class Sender:
                 self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self.sock.connect(self.address)
         except OSError as e:
-            raise UsageError(f"--send {url}: no receiver ({e.strerror or e}); start the listener first") from None
+            raise UsageError(
+                f"--send {url}: no receiver ({e.strerror or e}); start the listener first"
+            ) from None
 
     def send(self, line: str) -> bool:
         if self.sock is None:
@@ -88,8 +100,10 @@ class Sender:
             self.sock.sendall(line.encode() + b"\n")
             return True
         except OSError as e:
-            self.error = UsageError(f"--send {self.url}: the receiver stopped listening ({e.strerror or e}); "
-                                    "answers go on on stdout")
+            self.error = UsageError(
+                f"--send {self.url}: the receiver stopped listening ({e.strerror or e}); "
+                "answers go on on stdout"
+            )
             self.close()
             return False
 

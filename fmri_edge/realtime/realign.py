@@ -22,27 +22,34 @@ Region means (:class:`MovedRegions`): the atlas's labelled voxel centres on the 
 region — the atlas follows the head; the volume itself is never resliced. Below 0.1 mm of motion
 the atlas stays put and the means are ``extract``'s own.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from fmri_edge.errors import UsageError
 
-FWHM_MM = 5.0           # SPM realign's default smoothing
-SEP_MM = 7.0            # sample separation (SPM: 4 mm); a coarse pass at twice it first (docs/realtime.md)
+FWHM_MM = 5.0  # SPM realign's default smoothing
+SEP_MM = 7.0  # sample separation (SPM: 4 mm); a coarse pass at twice it first (docs/realtime.md)
 MAX_ITER = 30
-TOL_MM = 1e-3           # stop when an increment moves no sample point by more than this
+TOL_MM = 1e-3  # stop when an increment moves no sample point by more than this
 MIN_POINTS = 200
-BIN_MM = 4.0            # volumes finer than this are first averaged in 2×2×2 blocks (97×115×97 at 2 mm → 4 mm)
-STILL_MM = 0.1          # below this displacement of every atlas point, the atlas stays put (docs/realtime.md)
+BIN_MM = (
+    4.0  # volumes finer than this are first averaged in 2×2×2 blocks (97×115×97 at 2 mm → 4 mm)
+)
+STILL_MM = (
+    0.1  # below this displacement of every atlas point, the atlas stays put (docs/realtime.md)
+)
 
 
 def _scipy():
     try:
         from scipy import ndimage
     except ImportError:
-        raise UsageError("realignment needs scipy (not installed): pip install 'fmri-edge[realtime]', or give "
-                         "--no-realign for data the scanner already corrected") from None
+        raise UsageError(
+            "realignment needs scipy (not installed): pip install 'fmri-edge[realtime]', or give "
+            "--no-realign for data the scanner already corrected"
+        ) from None
     return ndimage
 
 
@@ -50,8 +57,12 @@ def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``m`` (4×4 or 3×4) applied to points (N, 3 or 4, the 4th column ignored) → (N, 3), by columns:
     no BLAS call, whose threads only wait for a core on a shared machine (measured 2–10× slower)."""
     m = np.asarray(m, dtype=np.float64)
-    return (points[:, 0, None] * m[:3, 0] + points[:, 1, None] * m[:3, 1] + points[:, 2, None] * m[:3, 2]
-            + m[:3, 3])
+    return (
+        points[:, 0, None] * m[:3, 0]
+        + points[:, 1, None] * m[:3, 1]
+        + points[:, 2, None] * m[:3, 2]
+        + m[:3, 3]
+    )
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
@@ -64,7 +75,7 @@ def binned(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarra
     if factor == 1:
         return np.ascontiguousarray(data), np.asarray(affine, dtype=np.float64)
     n = [s // factor for s in data.shape[:3]]
-    d = data[:n[0] * factor, :n[1] * factor, :n[2] * factor]
+    d = data[: n[0] * factor, : n[1] * factor, : n[2] * factor]
     d = d.reshape(n[0], factor, n[1], factor, n[2], factor).mean(axis=(1, 3, 5), dtype=np.float32)
     scale = np.diag([factor, factor, factor, 1.0])
     scale[:3, 3] = (factor - 1) / 2
@@ -103,8 +114,14 @@ class Realigner:
     grid of the same session (their own affine); their motion is relative to the reference's position.
     """
 
-    def __init__(self, reference: np.ndarray, affine: np.ndarray, fwhm_mm: float = FWHM_MM,
-                 sep_mm: float = SEP_MM, max_iter: int = MAX_ITER):
+    def __init__(
+        self,
+        reference: np.ndarray,
+        affine: np.ndarray,
+        fwhm_mm: float = FWHM_MM,
+        sep_mm: float = SEP_MM,
+        max_iter: int = MAX_ITER,
+    ):
         self.fwhm, self.max_iter = float(fwhm_mm), int(max_iter)
         self.bin = max(1, int(round(BIN_MM / voxel_sizes(affine).min())))
         self.affine_in = np.asarray(affine, dtype=np.float64)
@@ -112,18 +129,20 @@ class Realigner:
         self.shape = ref.shape
         vox = voxel_sizes(self.affine)
         self.levels = []
-        for sep in (2 * sep_mm, sep_mm):          # coarse first: large moves, then the fine estimate
+        for sep in (2 * sep_mm, sep_mm):  # coarse first: large moves, then the fine estimate
             step = np.maximum(1, np.round(sep / vox)).astype(int)
             level = self._level(ref, step)
-            while level is None and step.max() > 1:     # a small volume: sample more densely
+            while level is None and step.max() > 1:  # a small volume: sample more densely
                 step = np.maximum(1, step // 2)
                 level = self._level(ref, step)
             if level is not None:
                 self.levels.append(level)
         if not self.levels:
-            raise ValueError(f"fewer than {MIN_POINTS} voxels above its background: too few to realign to (an "
-                             "empty or constant volume?)")
-        self.motion = np.eye(4)                     # the last estimate: where the next volume starts
+            raise ValueError(
+                f"fewer than {MIN_POINTS} voxels above its background: too few to realign to (an "
+                "empty or constant volume?)"
+            )
+        self.motion = np.eye(4)  # the last estimate: where the next volume starts
         self.iterations = 0
 
     def _prepare(self, data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,24 +151,39 @@ class Realigner:
         return smooth(data, affine, self.fwhm), affine
 
     def _level(self, ref: np.ndarray, step: np.ndarray) -> dict | None:
-        grids = [np.arange(1, n - 1, s) for n, s in zip(ref.shape, step)]    # no border voxels
+        grids = [np.arange(1, n - 1, s) for n, s in zip(ref.shape, step)]  # no border voxels
         ijk = np.stack(np.meshgrid(*grids, indexing="ij"), axis=-1).reshape(-1, 3)
         values = ref[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.float64)
         hi = np.percentile(values, 99) if values.size else 0.0
-        keep = values > 0.05 * hi                  # the head and its edge, not the empty background
+        keep = values > 0.05 * hi  # the head and its edge, not the empty background
         ijk, values = ijk[keep], values[keep]
         if len(values) < MIN_POINTS:
             return None
-        grad_vox = np.stack([np.gradient(ref, axis=a)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] for a in range(3)], axis=1)
+        grad_vox = np.stack(
+            [np.gradient(ref, axis=a)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] for a in range(3)], axis=1
+        )
         inv3 = np.linalg.inv(self.affine[:3, :3])
-        grad = grad_vox.astype(np.float64) @ inv3                    # d I / d world (row vectors)
-        world = np.c_[ijk, np.ones(len(ijk))] @ self.affine[:3].T    # (N, 3) world points of the samples
+        grad = grad_vox.astype(np.float64) @ inv3  # d I / d world (row vectors)
+        world = (
+            np.c_[ijk, np.ones(len(ijk))] @ self.affine[:3].T
+        )  # (N, 3) world points of the samples
         centre = world.mean(axis=0)
-        jac = np.c_[grad, np.cross(world - centre, grad)]            # d I(ΔM y) / d(t, ω) at 0, ω about centre
-        return {"world": world, "centre": centre, "values": values, "jac": jac,
-                "h": np.einsum("ij,ik->jk", jac, jac), "sum": float(values.sum()), "radius": float(np.linalg.norm(world - centre, axis=1).max())}
+        jac = np.c_[
+            grad, np.cross(world - centre, grad)
+        ]  # d I(ΔM y) / d(t, ω) at 0, ω about centre
+        return {
+            "world": world,
+            "centre": centre,
+            "values": values,
+            "jac": jac,
+            "h": np.einsum("ij,ik->jk", jac, jac),
+            "sum": float(values.sum()),
+            "radius": float(np.linalg.norm(world - centre, axis=1).max()),
+        }
 
-    def estimate(self, data: np.ndarray, affine: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
+    def estimate(
+        self, data: np.ndarray, affine: np.ndarray | None = None, start: np.ndarray | None = None
+    ) -> np.ndarray:
         """The 4×4 motion of volume ``data`` (on ``affine``, default the reference's), from ``start``
         (default: the previous volume's estimate)."""
         nd = _scipy()
@@ -164,20 +198,24 @@ class Realigner:
                 vox = apply(to_vox @ m, world)
                 inside = ((vox >= 0) & (vox <= np.array(vol.shape) - 1)).all(axis=1)
                 if inside.sum() < MIN_POINTS:
-                    raise ValueError("the volume and the reference no longer overlap (a move of centimetres?)")
+                    raise ValueError(
+                        "the volume and the reference no longer overlap (a move of centimetres?)"
+                    )
                 f = nd.map_coordinates(vol, vox[inside].T, order=1, mode="nearest", prefilter=False)
                 jac = lv["jac"][inside]
                 b = lv["values"][inside]
                 fs = f.sum()
-                e = f * (b.sum() / fs if fs else 1.0) - b       # the volume scaled to the reference's intensity
+                e = (
+                    f * (b.sum() / fs if fs else 1.0) - b
+                )  # the volume scaled to the reference's intensity
                 h = lv["h"] if inside.all() else np.einsum("ij,ik->jk", jac, jac)
                 dp = np.linalg.solve(h, np.einsum("ij,i->j", jac, e))
                 dm = np.eye(4)
                 r = rotation(dp[3:])
                 c = lv["centre"]
                 dm[:3, :3] = r
-                dm[:3, 3] = dp[:3] + c - r @ c                   # ΔM y = R (y − c) + c + t
-                m = m @ np.linalg.inv(dm)                          # compose: the inverse increment
+                dm[:3, 3] = dp[:3] + c - r @ c  # ΔM y = R (y − c) + c + t
+                m = m @ np.linalg.inv(dm)  # compose: the inverse increment
                 if np.linalg.norm(dp[:3]) + lv["radius"] * np.linalg.norm(dp[3:]) < TOL_MM:
                     break
         self.motion, self.iterations = m, iters
@@ -196,48 +234,79 @@ class MovedRegions:
     error on a still head: 0.03–0.05 mm measured) leaves the atlas where it is: moving it by the
     estimate's noise would only add the noise of fractional edge weights to every region."""
 
-    def __init__(self, labels: np.ndarray, affine: np.ndarray, n_regions: int, margin: int = 2,
-                 still_mm: float = STILL_MM, method: str = "sample"):
+    def __init__(
+        self,
+        labels: np.ndarray,
+        affine: np.ndarray,
+        n_regions: int,
+        margin: int = 2,
+        still_mm: float = STILL_MM,
+        method: str = "sample",
+    ):
         labels = np.asarray(labels)
         self.still_mm, self.method = still_mm, method
         ijk = np.argwhere(labels > 0)
         lo, hi = ijk.min(axis=0), ijk.max(axis=0)
-        box = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-        self.corners = box @ np.asarray(affine, dtype=np.float64).T     # the atlas's bounding box (world)
-        self.labels = np.ascontiguousarray(np.pad(labels.astype(np.int32), 1))   # a border of 0: corners outside count for none
+        box = np.array(
+            [[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
+        self.corners = (
+            box @ np.asarray(affine, dtype=np.float64).T
+        )  # the atlas's bounding box (world)
+        self.labels = np.ascontiguousarray(
+            np.pad(labels.astype(np.int32), 1)
+        )  # a border of 0: corners outside count for none
         self.ref_to_vox = np.linalg.inv(np.asarray(affine, dtype=np.float64))
         self.affine = np.asarray(affine, dtype=np.float64)
         self.n_regions = n_regions
         self.n_voxels = np.bincount(labels[labels > 0].astype(np.intp) - 1, minlength=n_regions)
         if (self.n_voxels == 0).any():
-            raise ValueError(f"region(s) without a voxel: {np.flatnonzero(self.n_voxels == 0)[:8] + 1}")
+            raise ValueError(
+                f"region(s) without a voxel: {np.flatnonzero(self.n_voxels == 0)[:8] + 1}"
+            )
         self.margin = margin
         self._grids: dict = {}
         from fmri_edge.imaging.volumes import RegionIndex
 
-        self.still = RegionIndex(labels, n_regions)      # the atlas where it is: extract's own reduction
+        self.still = RegionIndex(
+            labels, n_regions
+        )  # the atlas where it is: extract's own reduction
         strides = np.array(self.labels.strides) // self.labels.itemsize
-        self.offsets = np.array([dx * strides[0] + dy * strides[1] + dz * strides[2]
-                                 for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
+        self.offsets = np.array(
+            [
+                dx * strides[0] + dy * strides[1] + dz * strides[2]
+                for dx in (0, 1)
+                for dy in (0, 1)
+                for dz in (0, 1)
+            ]
+        )
         self.flat_labels = self.labels.reshape(-1)
         inside = np.argwhere(labels > 0)
-        self.points = apply(self.affine, inside)          # the atlas's labelled voxel centres (world, mm)
+        self.points = apply(self.affine, inside)  # the atlas's labelled voxel centres (world, mm)
         self.point_region = (labels[tuple(inside.T)] - 1).astype(np.intp)
         if method == "weights":
-            self._candidates(labels.shape, self.affine)   # the reference grid's, before the first volume
+            self._candidates(
+                labels.shape, self.affine
+            )  # the reference grid's, before the first volume
 
     def _sampled(self, data: np.ndarray, affine: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """The atlas's voxel centres moved by ``motion``, the volume sampled there (trilinear), averaged."""
         nd = _scipy()
         vox = apply(np.linalg.inv(affine) @ motion, self.points)
         with np.errstate(all="ignore"):
-            values = nd.map_coordinates(np.asarray(data, dtype=np.float32), vox.T, order=1, mode="nearest",
-                                        prefilter=False)
-            return np.bincount(self.point_region, weights=values, minlength=self.n_regions) / self.n_voxels
+            values = nd.map_coordinates(
+                np.asarray(data, dtype=np.float32), vox.T, order=1, mode="nearest", prefilter=False
+            )
+            return (
+                np.bincount(self.point_region, weights=values, minlength=self.n_regions)
+                / self.n_voxels
+            )
 
     def moved_by(self, motion: np.ndarray) -> float:
         """The largest displacement (mm) of an atlas point under ``motion``."""
-        return float(np.linalg.norm(apply(np.asarray(motion) - np.eye(4), self.corners), axis=1).max())
+        return float(
+            np.linalg.norm(apply(np.asarray(motion) - np.eye(4), self.corners), axis=1).max()
+        )
 
     def _candidates(self, shape, affine) -> np.ndarray:
         """(N, 4) voxel coordinates (homogeneous) of the volume's voxels within ``margin`` voxels of
@@ -248,35 +317,49 @@ class MovedRegions:
             nd = _scipy()
             near = nd.binary_dilation(self.labels[1:-1, 1:-1, 1:-1] > 0, iterations=self.margin)
             ijk = np.argwhere(np.ones(tuple(shape), dtype=bool))
-            ref = np.c_[ijk, np.ones(len(ijk))] @ (self.ref_to_vox @ np.asarray(affine, dtype=np.float64))[:3].T
+            ref = (
+                np.c_[ijk, np.ones(len(ijk))]
+                @ (self.ref_to_vox @ np.asarray(affine, dtype=np.float64))[:3].T
+            )
             r = np.rint(ref).astype(int)
             ok = ((r >= 0) & (r < np.array(near.shape))).all(axis=1)
             ok[ok] = near[tuple(r[ok].T)]
-            self._grids[key] = (np.c_[ijk[ok], np.ones(ok.sum())], np.ravel_multi_index(ijk[ok].T, tuple(shape)))
+            self._grids[key] = (
+                np.c_[ijk[ok], np.ones(ok.sum())],
+                np.ravel_multi_index(ijk[ok].T, tuple(shape)),
+            )
         return self._grids[key]
 
     def means(self, data: np.ndarray, affine: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """(n_regions,) float64: each region's mean in ``data`` (on ``affine``) with the atlas moved by ``motion``."""
         affine = np.asarray(affine, dtype=np.float64)
         motion = np.asarray(motion, dtype=np.float64)
-        if self.moved_by(motion) < self.still_mm:        # the largest displacement is at a corner of the box
-            if tuple(data.shape[:3]) == self.still.shape and np.allclose(affine, self.affine, atol=1e-6):
+        if (
+            self.moved_by(motion) < self.still_mm
+        ):  # the largest displacement is at a corner of the box
+            if tuple(data.shape[:3]) == self.still.shape and np.allclose(
+                affine, self.affine, atol=1e-6
+            ):
                 return self.still.means(data)
             motion = np.eye(4)
         if self.method == "sample":
             return self._sampled(data, affine, motion)
         vox, flat = self._candidates(data.shape[:3], affine)
         to_ref = self.ref_to_vox @ np.linalg.inv(motion) @ affine
-        y = apply(to_ref, vox) + 1.0                             # in the padded atlas
+        y = apply(to_ref, vox) + 1.0  # in the padded atlas
         y = np.clip(y, 0, np.array(self.labels.shape) - 2 - 1e-9)
-        i0 = y.astype(np.intp)                                   # floor (y ≥ 0)
+        i0 = y.astype(np.intp)  # floor (y ≥ 0)
         f = (y - i0).astype(np.float32)
-        base = i0[:, 0] * (self.offsets[4]) + i0[:, 1] * self.offsets[2] + i0[:, 2] * self.offsets[1]
-        lab = self.flat_labels[base[:, None] + self.offsets[None]]           # (N, 8) the labels around
+        base = (
+            i0[:, 0] * (self.offsets[4]) + i0[:, 1] * self.offsets[2] + i0[:, 2] * self.offsets[1]
+        )
+        lab = self.flat_labels[base[:, None] + self.offsets[None]]  # (N, 8) the labels around
         wx, wy, wz = (np.stack([1 - f[:, a], f[:, a]], axis=1) for a in range(3))
         w = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 8)
         values = np.asarray(data, dtype=np.float32).reshape(-1)[flat]
         with np.errstate(all="ignore"):
-            sums = np.bincount(lab.ravel(), weights=(w * values[:, None]).ravel(), minlength=self.n_regions + 1)
+            sums = np.bincount(
+                lab.ravel(), weights=(w * values[:, None]).ravel(), minlength=self.n_regions + 1
+            )
             weights = np.bincount(lab.ravel(), weights=w.ravel(), minlength=self.n_regions + 1)
             return sums[1:] / weights[1:]

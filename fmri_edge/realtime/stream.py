@@ -21,6 +21,7 @@ with the statistics of the trials answered so far once there are :data:`MIN_ALIG
 the population's defaults before; ``stats`` uses a previous run of the same participant; ``none``
 the population's defaults for every trial (docs/realtime.md measures each).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,13 +53,14 @@ DEFAULT_TIMEOUT = 10.0
 
 # ---- the schedule: which volumes each trial needs, and the cut -------------------------------------------
 
+
 @dataclass
 class Trial:
-    i: int                 # index into the events
-    row: int               # 1-based row of the events file
+    i: int  # index into the events
+    row: int  # 1-based row of the events file
     onset: float
     trial_type: str
-    lo: int                # first and last volume (0-based) its window reads
+    lo: int  # first and last volume (0-based) its window reads
     hi: int
 
 
@@ -66,18 +68,26 @@ class Schedule:
     """The events file's trials on the volume clock: ``extract``'s window and cut, one trial at a time."""
 
     def __init__(self, events: Events, window: Window, tr: float, slice_time_ref: float = 0.0):
-        self.events, self.window, self.tr, self.ref = events, window, float(tr), float(slice_time_ref)
+        self.events, self.window, self.tr, self.ref = (
+            events,
+            window,
+            float(tr),
+            float(slice_time_ref),
+        )
         offsets = window.offsets()
         self.trials: list[Trial] = []
         for i, onset in enumerate(events.onset):
             t0, t1 = onset + offsets[0], onset + offsets[-1]
             lo = max(0, math.floor(t0 / self.tr - self.ref + EPS))
             hi = max(lo + 1, math.ceil(t1 / self.tr - self.ref - EPS))
-            self.trials.append(Trial(i, int(events.row[i]), float(onset), str(events.trial_type[i]), lo, hi))
+            self.trials.append(
+                Trial(i, int(events.row[i]), float(onset), str(events.trial_type[i]), lo, hi)
+            )
         # windows that start before the first volume: extract's own check and message
         n = max(t.hi for t in self.trials) + 2
-        _, keep, self.skipped = cut_trials(volume_times(n, self.tr, self.ref), np.zeros((n, 1)), events, window,
-                                           "the scan")
+        _, keep, self.skipped = cut_trials(
+            volume_times(n, self.tr, self.ref), np.zeros((n, 1)), events, window, "the scan"
+        )
         kept = set(keep.tolist())
         self.trials = [t for t in self.trials if t.i in kept]
 
@@ -85,10 +95,16 @@ class Schedule:
         """(1, n_regions, n_times) float32 from region signals (≥ trial.hi + 1, n_regions) (rows
         before ``trial.lo`` are not read), exactly as ``extract`` cuts it."""
         ev = self.events
-        one = Events(ev.path, ev.onset[trial.i:trial.i + 1], ev.trial_type[trial.i:trial.i + 1],
-                     ev.row[trial.i:trial.i + 1])
+        one = Events(
+            ev.path,
+            ev.onset[trial.i : trial.i + 1],
+            ev.trial_type[trial.i : trial.i + 1],
+            ev.row[trial.i : trial.i + 1],
+        )
         n = trial.hi + 1
-        trials, _, skipped = cut_trials(volume_times(n, self.tr, self.ref), signals[:n], one, self.window, "the scan")
+        trials, _, skipped = cut_trials(
+            volume_times(n, self.tr, self.ref), signals[:n], one, self.window, "the scan"
+        )
         if skipped:  # cannot happen for a trial the schedule kept; never answer a padded window
             raise skipped[0]
         return trials
@@ -100,11 +116,17 @@ class Schedule:
 
 # ---- subject alignment without the future --------------------------------------------------------------
 
+
 class Alignment:
     """Which statistics align each live trial: see the module's docstring."""
 
-    def __init__(self, decoder: Model, mode: str = "running", stats_from: list[Path] | None = None,
-                 min_trials: int = MIN_ALIGN_TRIALS):
+    def __init__(
+        self,
+        decoder: Model,
+        mode: str = "running",
+        stats_from: list[Path] | None = None,
+        min_trials: int = MIN_ALIGN_TRIALS,
+    ):
         from fmri_edge.model.normalize import AlignStats
 
         if mode not in ALIGN_MODES:
@@ -132,7 +154,9 @@ class Alignment:
         return None, "population"
 
 
-def stats_from_trials(decoder: Model, paths: list[Path], min_trials: int = MIN_ALIGN_TRIALS) -> tuple:
+def stats_from_trials(
+    decoder: Model, paths: list[Path], min_trials: int = MIN_ALIGN_TRIALS
+) -> tuple:
     """One participant's alignment statistics from trial files of an earlier run (``extract``'s
     ``.npz``, ``.npy``, an ICBHI subject folder), as ``predict`` computes them."""
     from fmri_edge.decoding.answers import participant_stats
@@ -144,35 +168,50 @@ def stats_from_trials(decoder: Model, paths: list[Path], min_trials: int = MIN_A
     if problems and not stats.n:
         raise problems[0]
     if stats.n < min_trials:
-        raise InputError(sources[0].path, f"--stats-from holds {stats.n} good trial(s); alignment statistics need "
-                                          f"≥ {min_trials} trials of the participant")
+        raise InputError(
+            sources[0].path,
+            f"--stats-from holds {stats.n} good trial(s); alignment statistics need "
+            f"≥ {min_trials} trials of the participant",
+        )
     return stats.result()
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Answer:
-    trial: int                 # 1-based row of the events file
+    trial: int  # 1-based row of the events file
     onset: float
     trial_type: str
     valence_class: int
     valence_level: int
-    probs: list                # class probabilities, the model's class order
-    volume: int                # the volume (0-based) that completed the window
+    probs: list  # class probabilities, the model's class order
+    volume: int  # the volume (0-based) that completed the window
     file: str
-    latency_ms: float          # from that volume's file becoming complete (its mtime) to the answer
+    latency_ms: float  # from that volume's file becoming complete (its mtime) to the answer
     aligned: str
-    fd_max: float | None = None          # the largest framewise displacement (mm) of the window's volumes
-    motion_flag: bool | None = None      # any of them above --fd-threshold (None: not realigned)
+    fd_max: float | None = None  # the largest framewise displacement (mm) of the window's volumes
+    motion_flag: bool | None = None  # any of them above --fd-threshold (None: not realigned)
 
     def as_json(self, participant: str) -> str:
-        return json.dumps({"participant": participant, "trial": self.trial, "onset": self.onset,
-                           "trial_type": self.trial_type, "CLASS": self.valence_class, "LEVEL": self.valence_level,
-                           "probs": [round(p, 6) for p in self.probs], "volume": self.volume, "file": self.file,
-                           "latency_ms": round(self.latency_ms, 2), "aligned": self.aligned,
-                           "fd_max": None if self.fd_max is None else round(self.fd_max, 4),
-                           "motion_flag": self.motion_flag})
+        return json.dumps(
+            {
+                "participant": participant,
+                "trial": self.trial,
+                "onset": self.onset,
+                "trial_type": self.trial_type,
+                "CLASS": self.valence_class,
+                "LEVEL": self.valence_level,
+                "probs": [round(p, 6) for p in self.probs],
+                "volume": self.volume,
+                "file": self.file,
+                "latency_ms": round(self.latency_ms, 2),
+                "aligned": self.aligned,
+                "fd_max": None if self.fd_max is None else round(self.fd_max, 4),
+                "motion_flag": self.motion_flag,
+            }
+        )
 
 
 @dataclass
@@ -182,9 +221,11 @@ class Timing:
 
     wait_ms: list = field(default_factory=list)
     read_ms: list = field(default_factory=list)
-    answer_ms: list = field(default_factory=list)     # per answer: cut, alignment, model, outputs
+    answer_ms: list = field(default_factory=list)  # per answer: cut, alignment, model, outputs
     reduce_ms: list = field(default_factory=list)
-    realign_ms: list = field(default_factory=list)    # per volume: the motion estimate (realignment on)
+    realign_ms: list = field(
+        default_factory=list
+    )  # per volume: the motion estimate (realignment on)
     latency_ms: list = field(default_factory=list)
 
 
@@ -192,14 +233,14 @@ class Timing:
 class StreamResult:
     n_trials: int
     answered: int = 0
-    incomplete: list = field(default_factory=list)     # InputError per trial not answered
-    problems: list = field(default_factory=list)       # every other problem or note
-    interrupted: str | None = None                     # "SIGINT" / "SIGTERM"
+    incomplete: list = field(default_factory=list)  # InputError per trial not answered
+    problems: list = field(default_factory=list)  # every other problem or note
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM"
     out_error: InputError | None = None
     send_error: UsageError | None = None
     timing: Timing = field(default_factory=Timing)
     motion_error: InputError | None = None
-    flagged: int = 0                                   # answers with motion_flag
+    flagged: int = 0  # answers with motion_flag
 
     @property
     def complete(self) -> bool:
@@ -253,60 +294,106 @@ def _sigterm_as_interrupt():
 class Stream:
     """One live run: the folder, the atlas on its grid, the schedule, the outputs (see :func:`stream`)."""
 
-    def __init__(self, folder: Path, atlas: Path, events: Path, tr: float, decoder: Model, *,
-                 participant: str | None = None, out: Path | None = None, force: bool = False,
-                 align: str = "running", stats_from: list[Path] | None = None, send: str | None = None,
-                 volume_timeout: float = DEFAULT_TIMEOUT, poll: float | None = None, first_volume: int = 1,
-                 slice_time_ref: float = 0.0, trial_types=(), include_existing: bool = False,
-                 on_answer: Callable[[str], None] | None = None,
-                 on_problem: Callable[[InputError | UsageError], None] | None = None,
-                 realign: bool = True, reference: Path | None = None, dummy_scans: int = 0,
-                 motion_out: Path | None = None, fd_threshold: float = FD_THRESHOLD, series: str | None = None,
-                 on_volume: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        atlas: Path,
+        events: Path,
+        tr: float,
+        decoder: Model,
+        *,
+        participant: str | None = None,
+        out: Path | None = None,
+        force: bool = False,
+        align: str = "running",
+        stats_from: list[Path] | None = None,
+        send: str | None = None,
+        volume_timeout: float = DEFAULT_TIMEOUT,
+        poll: float | None = None,
+        first_volume: int = 1,
+        slice_time_ref: float = 0.0,
+        trial_types=(),
+        include_existing: bool = False,
+        on_answer: Callable[[str], None] | None = None,
+        on_problem: Callable[[InputError | UsageError], None] | None = None,
+        realign: bool = True,
+        reference: Path | None = None,
+        dummy_scans: int = 0,
+        motion_out: Path | None = None,
+        fd_threshold: float = FD_THRESHOLD,
+        series: str | None = None,
+        on_volume: Callable[[dict], None] | None = None,
+    ):
         from fmri_edge.imaging.window import TR_RANGE
         from fmri_edge.imaging.atlas import Atlas
 
         if not TR_RANGE[0] <= tr <= TR_RANGE[1]:
-            raise UsageError(f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})")
+            raise UsageError(
+                f"--tr {tr:g}: give the repetition time in seconds ({TR_RANGE[0]:g} … {TR_RANGE[1]:g})"
+            )
         if volume_timeout <= 0 or (poll is not None and poll <= 0):
             raise UsageError("--volume-timeout and --poll take a positive number of seconds")
         if not realign and (reference is not None or dummy_scans or motion_out is not None):
-            raise UsageError("--no-realign excludes --reference, --dummy-scans and --motion-out (no motion is estimated)")
+            raise UsageError(
+                "--no-realign excludes --reference, --dummy-scans and --motion-out (no motion is estimated)"
+            )
         if dummy_scans < 0 or not fd_threshold > 0:
-            raise UsageError("--dummy-scans takes a count ≥ 0 and --fd-threshold a positive number of mm")
+            raise UsageError(
+                "--dummy-scans takes a count ≥ 0 and --fd-threshold a positive number of mm"
+            )
         if realign:
             from fmri_edge.realtime.realign import _scipy
 
-            _scipy()            # no scipy: said before the scan, not at the first volume
+            _scipy()  # no scipy: said before the scan, not at the first volume
         if (decoder.info.subject_normalization or "none") != "none":
-            raise UsageError(f"{decoder.path}: this model normalizes each participant over all of its trials "
-                             "outside the graph, which a live run cannot see; stream needs a model with in-graph "
-                             "alignment or none")
+            raise UsageError(
+                f"{decoder.path}: this model normalizes each participant over all of its trials "
+                "outside the graph, which a live run cannot see; stream needs a model with in-graph "
+                "alignment or none"
+            )
         self.decoder = decoder
         self.folder = Path(folder)
         self.participant = participant or self.folder.resolve().name
         self.window = Window.from_model(decoder.info)
         self.schedule = Schedule(read_events(events, trial_types), self.window, tr, slice_time_ref)
-        self.atlas = Atlas(atlas, self.window.n_regions, region_names=decoder.info.region_names)   # hemispheres checked
+        self.atlas = Atlas(
+            atlas, self.window.n_regions, region_names=decoder.info.region_names
+        )  # hemispheres checked
         self.alignment = Alignment(decoder, align, stats_from)
-        self.feed = VolumeFolder(self.folder, VolumeReader(), volume_timeout, first_volume, poll, include_existing,
-                                 series_choice=series)
+        self.feed = VolumeFolder(
+            self.folder,
+            VolumeReader(),
+            volume_timeout,
+            first_volume,
+            poll,
+            include_existing,
+            series_choice=series,
+        )
         self.on_answer = on_answer or (lambda line: print(line, flush=True))
         self.on_problem = on_problem or (lambda p: None)
         self.on_volume = on_volume or (lambda info: None)
-        self.realign, self.dummy_scans, self.fd_threshold = bool(realign), int(dummy_scans), float(fd_threshold)
+        self.realign, self.dummy_scans, self.fd_threshold = (
+            bool(realign),
+            int(dummy_scans),
+            float(fd_threshold),
+        )
         self.realigner = self.moved = self.motion_file = None
-        self.held: list = []                     # volumes before the reference (dummy scans), until it comes
+        self.held: list = []  # volumes before the reference (dummy scans), until it comes
         self.last_params = None
         self.result = StreamResult(len(self.schedule.trials) + len(self.schedule.skipped))
         self.rows = self.sender = None
         self.notes: list[str] = []
         self.index = self.grid = None
-        self.signals = np.full((max(t.hi for t in self.schedule.trials) + 1 if self.schedule.trials else 1,
-                                self.window.n_regions), np.nan)
+        self.signals = np.full(
+            (
+                max(t.hi for t in self.schedule.trials) + 1 if self.schedule.trials else 1,
+                self.window.n_regions,
+            ),
+            np.nan,
+        )
         self.have = np.zeros(len(self.signals), dtype=bool)
-        self.fd = np.full(len(self.signals), np.nan)         # framewise displacement of each volume (mm)
-        self.arrived: dict[int, tuple[int, Arrival]] = {}     # index → (arrival order, arrival)
+        self.fd = np.full(len(self.signals), np.nan)  # framewise displacement of each volume (mm)
+        self.arrived: dict[int, tuple[int, Arrival]] = {}  # index → (arrival order, arrival)
         self.waiting = list(self.schedule.trials)
         try:
             for p in self.feed.start():
@@ -321,13 +408,24 @@ class Stream:
             self.close()
             raise
         if volume_timeout <= tr:
-            self._problem(InputError(self.folder, f"--volume-timeout {volume_timeout:g} s is not longer than the TR "
-                                                  f"({tr:g} s): at scanner pace, every pause between two volumes "
-                                                  "would end the run (fine for a faster replay)", outcome="note"))
+            self._problem(
+                InputError(
+                    self.folder,
+                    f"--volume-timeout {volume_timeout:g} s is not longer than the TR "
+                    f"({tr:g} s): at scanner pace, every pause between two volumes "
+                    "would end the run (fine for a faster replay)",
+                    outcome="note",
+                )
+            )
         if align != "none" and not decoder.aligned:
-            self._problem(InputError(decoder.path, "this model has no subject alignment: every trial is answered "
-                                                   "as it is" + (" (--stats-from is not used)" if stats_from else ""),
-                                     outcome="note"))
+            self._problem(
+                InputError(
+                    decoder.path,
+                    "this model has no subject alignment: every trial is answered "
+                    "as it is" + (" (--stats-from is not used)" if stats_from else ""),
+                    outcome="note",
+                )
+            )
         for p in self.schedule.skipped:
             self._incomplete(p)
 
@@ -387,7 +485,9 @@ class Stream:
         notes: list[str] = []
         # a flipped, shifted or out-of-view atlas is refused here: with --reference, before the scan
         check_atlas(self.atlas, data, affine, source=source, notes=notes)
-        labels = self.atlas.labels_on_grid(tuple(int(s) for s in data.shape[:3]), affine, notes, source)
+        labels = self.atlas.labels_on_grid(
+            tuple(int(s) for s in data.shape[:3]), affine, notes, source
+        )
         for n in notes:
             self._problem(InputError(self.atlas.path, n, outcome="note"))
         try:
@@ -404,9 +504,13 @@ class Stream:
                 from fmri_edge.imaging.space import check_atlas
                 from fmri_edge.imaging.volumes import RegionIndex
 
-                check_atlas(self.atlas, data, affine, source=a.path, notes=self.notes)   # off the brain: refused
+                check_atlas(
+                    self.atlas, data, affine, source=a.path, notes=self.notes
+                )  # off the brain: refused
 
-                self.index = RegionIndex.on_grid(self.atlas, data.shape[:3], affine, self.notes, source=a.path)
+                self.index = RegionIndex.on_grid(
+                    self.atlas, data.shape[:3], affine, self.notes, source=a.path
+                )
                 for n in self.notes:
                     self._problem(InputError(self.atlas.path, n, outcome="note"))
             self.grid = (tuple(data.shape), np.asarray(affine, dtype=np.float64), series)
@@ -415,12 +519,14 @@ class Stream:
         if tuple(data.shape) != shape:
             problem = f"shape {tuple(data.shape)} differs from the first volume's {shape}"
         elif not np.allclose(affine, first_affine, atol=1e-4):
-            problem = "its affine (position or orientation) differs from the first volume's: the participant's " \
-                      "scan was re-positioned or the file belongs to another run"
+            problem = (
+                "its affine (position or orientation) differs from the first volume's: the participant's "
+                "scan was re-positioned or the file belongs to another run"
+            )
         elif series != first_series:
             problem = f"a DICOM of another series ({series}; the stream follows {first_series})"
         if problem is None and self.realign and self.realigner is None:
-            if a.index < self.dummy_scans:          # a dummy scan: realigned once the reference has come
+            if a.index < self.dummy_scans:  # a dummy scan: realigned once the reference has come
                 self.held.append(a)
                 return
             self._set_reference(data, affine, a.path)
@@ -429,7 +535,9 @@ class Stream:
             self.held = []
             return
         if problem is not None:
-            self._missing(Missing(a.index, InputError(a.path, f"{problem}: skipped", outcome="skipped")))
+            self._missing(
+                Missing(a.index, InputError(a.path, f"{problem}: skipped", outcome="skipped"))
+            )
             return
         self._reduce(a)
 
@@ -446,7 +554,9 @@ class Stream:
             try:
                 m = self.realigner.estimate(data, affine)
             except (ValueError, np.linalg.LinAlgError) as e:
-                self._missing(Missing(a.index, InputError(a.path, f"cannot be realigned ({e}): skipped")))
+                self._missing(
+                    Missing(a.index, InputError(a.path, f"cannot be realigned ({e}): skipped"))
+                )
                 return
             t1 = time.perf_counter()
             means = self.moved.means(data, affine, m)
@@ -463,25 +573,44 @@ class Stream:
         timing.read_ms.append(a.read_ms)
         timing.wait_ms.append(max(0.0, (a.seen_ns - a.complete_ns) / 1e6))
         if not np.isfinite(means).all():
-            self._missing(Missing(a.index, InputError(a.path, "region means hold NaN or Inf (NaN voxels inside the "
-                                                              "atlas?): skipped")))
+            self._missing(
+                Missing(
+                    a.index,
+                    InputError(
+                        a.path,
+                        "region means hold NaN or Inf (NaN voxels inside the atlas?): skipped",
+                    ),
+                )
+            )
             return
         if a.index < len(self.signals):
             self.signals[a.index] = means
             self.have[a.index] = True
             if fd is not None:
                 self.fd[a.index] = fd
-        a.decoded = None            # the volume itself is done with: memory holds region means only
+        a.decoded = None  # the volume itself is done with: memory holds region means only
         self.arrived[a.index] = (len(self.arrived), a)
         self._answer_ready()
-        if params is not None and self.motion_file is not None:     # after the answers: no latency added
-            if not self.motion_file.row(a.index, a.path.name, params, fd) and self.result.motion_error is None:
+        if (
+            params is not None and self.motion_file is not None
+        ):  # after the answers: no latency added
+            if (
+                not self.motion_file.row(a.index, a.path.name, params, fd)
+                and self.result.motion_error is None
+            ):
                 self.result.motion_error = self.motion_file.error
                 self._problem(self.motion_file.error)
-        self.on_volume({"volume": a.index, "file": a.path.name, "params": params, "fd": fd,
-                        "flag": fd is not None and fd > self.fd_threshold,
-                        "realign_ms": timing.realign_ms[-1] if params is not None else None,
-                        "read_ms": a.read_ms})
+        self.on_volume(
+            {
+                "volume": a.index,
+                "file": a.path.name,
+                "params": params,
+                "fd": fd,
+                "flag": fd is not None and fd > self.fd_threshold,
+                "realign_ms": timing.realign_ms[-1] if params is not None else None,
+                "read_ms": a.read_ms,
+            }
+        )
 
     def _missing(self, m: Missing) -> None:
         if m.problem is not None:
@@ -490,16 +619,26 @@ class Stream:
         for t in self.waiting:
             if m.end and t.hi >= m.index:
                 last = (m.index - 1 + self.schedule.ref) * self.schedule.tr
-                self._incomplete(InputError(self.schedule.events.path, f"event row {t.row} (onset {t.onset:g} s, "
-                                            f"{t.trial_type}): its {self.schedule.window_text(t)} runs past the end "
-                                            f"of the scan (last volume at {last:g} s; nothing more came within "
-                                            f"--volume-timeout {self.feed.timeout:g} s); not answered",
-                                            outcome="skipped"))
+                self._incomplete(
+                    InputError(
+                        self.schedule.events.path,
+                        f"event row {t.row} (onset {t.onset:g} s, "
+                        f"{t.trial_type}): its {self.schedule.window_text(t)} runs past the end "
+                        f"of the scan (last volume at {last:g} s; nothing more came within "
+                        f"--volume-timeout {self.feed.timeout:g} s); not answered",
+                        outcome="skipped",
+                    )
+                )
             elif not m.end and t.lo <= m.index <= t.hi:
-                self._incomplete(InputError(self.schedule.events.path, f"event row {t.row} (onset {t.onset:g} s, "
-                                            f"{t.trial_type}): its {self.schedule.window_text(t)} needs volume "
-                                            f"index {m.index}, which is missing or damaged; not answered",
-                                            outcome="skipped"))
+                self._incomplete(
+                    InputError(
+                        self.schedule.events.path,
+                        f"event row {t.row} (onset {t.onset:g} s, "
+                        f"{t.trial_type}): its {self.schedule.window_text(t)} needs volume "
+                        f"index {m.index}, which is missing or damaged; not answered",
+                        outcome="skipped",
+                    )
+                )
             else:
                 keep.append(t)
         self.waiting = keep
@@ -507,7 +646,7 @@ class Stream:
     def _answer_ready(self) -> None:
         keep = []
         for t in self.waiting:
-            if self.have[t.lo:t.hi + 1].all():
+            if self.have[t.lo : t.hi + 1].all():
                 self._answer(t)
             else:
                 keep.append(t)
@@ -523,20 +662,32 @@ class Stream:
             if not isinstance(b, Batch):
                 self._incomplete(b)
                 continue
-            a = Answer(t.row, t.onset, t.trial_type, int(b.valence_class[0]), int(b.valence_level[0]),
-                       [float(p) for p in b.class_probs[0]], last.index, last.path.name, 0.0, aligned)
+            a = Answer(
+                t.row,
+                t.onset,
+                t.trial_type,
+                int(b.valence_class[0]),
+                int(b.valence_level[0]),
+                [float(p) for p in b.class_probs[0]],
+                last.index,
+                last.path.name,
+                0.0,
+                aligned,
+            )
             if self.realign:
-                a.fd_max = float(np.nanmax(self.fd[t.lo:t.hi + 1]))
+                a.fd_max = float(np.nanmax(self.fd[t.lo : t.hi + 1]))
                 a.motion_flag = bool(a.fd_max > self.fd_threshold)
                 self.result.flagged += a.motion_flag
             a.latency_ms = (time.time_ns() - last.complete_ns) / 1e6
             line = a.as_json(self.participant)
             self.on_answer(line)
-            if self.sender is not None and not self.sender.send(line):     # the stimulus program first
+            if self.sender is not None and not self.sender.send(line):  # the stimulus program first
                 if self.result.send_error is None:
                     self.result.send_error = self.sender.error
                     self._problem(self.sender.error)
-            if self.rows is not None and not self.rows.row(self.participant, a):   # then the row, fsync'ed (~3 ms)
+            if self.rows is not None and not self.rows.row(
+                self.participant, a
+            ):  # then the row, fsync'ed (~3 ms)
                 if self.result.out_error is None:
                     self.result.out_error = self.rows.error
                     self._problem(self.rows.error)

@@ -23,6 +23,7 @@ What counts
   **end** of the run: no next volume ``timeout`` seconds after the last one completed.
 - Files already in the folder at start are reported and not used (``include_existing`` uses them).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,8 @@ from typing import Callable, Iterator
 from fmri_edge.errors import InputError, UsageError
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".ima")
-RETRY_S = 0.05                 # rt-cloud's retry interval for files still being written
-TICK_S = 0.05                  # longest wait between two looks at deadlines
+RETRY_S = 0.05  # rt-cloud's retry interval for files still being written
+TICK_S = 0.05  # longest wait between two looks at deadlines
 NUMBER = re.compile(r"\d+")
 
 
@@ -52,7 +53,7 @@ def volume_name(name: str) -> tuple[str, int] | None:
     if not found:
         return None
     last = found[-1]
-    return stem[: last.start()] + "#" + stem[last.end():] + name[len(stem):], int(last.group())
+    return stem[: last.start()] + "#" + stem[last.end() :] + name[len(stem) :], int(last.group())
 
 
 @dataclass
@@ -62,9 +63,9 @@ class Arrival:
     index: int
     path: Path
     decoded: tuple
-    complete_ns: int          # the file's last modification (time.time_ns clock): when it became complete
-    read_ms: float            # time spent decoding it (the successful read)
-    seen_ns: int = 0          # when that read started (time.time_ns clock)
+    complete_ns: int  # the file's last modification (time.time_ns clock): when it became complete
+    read_ms: float  # time spent decoding it (the successful read)
+    seen_ns: int = 0  # when that read started (time.time_ns clock)
 
 
 @dataclass
@@ -96,26 +97,33 @@ class VolumeFolder:
     include_existing: bool = False
     clock: Callable[[], float] = time.monotonic
     series: str | None = None
-    series_choice: str | None = None                # --series: a masked name or a series number
-    done: set = field(default_factory=set)          # indices decoded or declared missing
-    pending: dict = field(default_factory=dict)     # name → _Pending (seen, not decoded yet)
-    highest: int = -1                               # highest index decoded
-    last_complete: float | None = None              # clock time of the last decoded volume
-    _known: dict = field(default_factory=dict)      # name → index (files of the series seen)
-    _indices: set = field(default_factory=set)      # the indices of _known
+    series_choice: str | None = None  # --series: a masked name or a series number
+    done: set = field(default_factory=set)  # indices decoded or declared missing
+    pending: dict = field(default_factory=dict)  # name → _Pending (seen, not decoded yet)
+    highest: int = -1  # highest index decoded
+    last_complete: float | None = None  # clock time of the last decoded volume
+    _known: dict = field(default_factory=dict)  # name → index (files of the series seen)
+    _indices: set = field(default_factory=set)  # the indices of _known
     _reported: set = field(default_factory=set)
-    _gap_since: dict = field(default_factory=dict)  # index → clock time a later volume made it a gap
+    _gap_since: dict = field(
+        default_factory=dict
+    )  # index → clock time a later volume made it a gap
     _events = None
     ended: bool = False
-    retried: int = 0                                # volumes that decoded only after a failed try (in writing)
+    retried: int = 0  # volumes that decoded only after a failed try (in writing)
 
     def start(self) -> list[InputError]:
         """Check the folder, note the files already there, and start watching."""
         folder = self.folder
         if not folder.exists():
-            raise InputError(folder, "watch folder does not exist; create it (or mount the scanner's share) first")
+            raise InputError(
+                folder,
+                "watch folder does not exist; create it (or mount the scanner's share) first",
+            )
         if not folder.is_dir():
-            raise InputError(folder, "is not a folder; give the folder the scanner exports volumes into")
+            raise InputError(
+                folder, "is not a folder; give the folder the scanner exports volumes into"
+            )
         try:
             names = self._listing()
         except OSError as e:
@@ -124,21 +132,38 @@ class VolumeFolder:
         existing = sorted(n for n in names if volume_name(n))
         if existing and not self.include_existing:
             self._reported.update(existing)
-            notes.append(InputError(folder, f"{len(existing)} volume file(s) already in the folder at start "
-                                            f"({_span(existing)}) are not used: only volumes that arrive after "
-                                            "the stream starts are read (--include-existing uses them)",
-                                    outcome="ignored"))
+            notes.append(
+                InputError(
+                    folder,
+                    f"{len(existing)} volume file(s) already in the folder at start "
+                    f"({_span(existing)}) are not used: only volumes that arrive after "
+                    "the stream starts are read (--include-existing uses them)",
+                    outcome="ignored",
+                )
+            )
         if self.poll is None:
             try:
                 import watchfiles
             except ImportError:
                 self.poll = TICK_S
-                notes.append(InputError(folder, f"watchfiles is not installed (pip install 'fmri-edge[realtime]'): "
-                                                f"polling the folder every {TICK_S * 1000:.0f} ms", outcome="note"))
+                notes.append(
+                    InputError(
+                        folder,
+                        f"watchfiles is not installed (pip install 'fmri-edge[realtime]'): "
+                        f"polling the folder every {TICK_S * 1000:.0f} ms",
+                        outcome="note",
+                    )
+                )
             else:
-                self._events = watchfiles.watch(folder, watch_filter=None, debounce=int(TICK_S * 1000), step=1,
-                                                rust_timeout=int(TICK_S * 1000), yield_on_timeout=True,
-                                                recursive=False)
+                self._events = watchfiles.watch(
+                    folder,
+                    watch_filter=None,
+                    debounce=int(TICK_S * 1000),
+                    step=1,
+                    rust_timeout=int(TICK_S * 1000),
+                    yield_on_timeout=True,
+                    recursive=False,
+                )
         return notes
 
     def wait(self) -> None:
@@ -164,21 +189,34 @@ class VolumeFolder:
         try:
             names = self._listing()
         except OSError as e:
-            yield InputError(self.folder, f"watch folder cannot be listed ({e.strerror or e}); retrying",
-                             outcome="note")
+            yield InputError(
+                self.folder,
+                f"watch folder cannot be listed ({e.strerror or e}); retrying",
+                outcome="note",
+            )
             return
-        new = sorted(((parsed[1], name, parsed[0]) for name in names
-                      if name not in self._known and name not in self._reported
-                      for parsed in [volume_name(name)] if parsed is not None))
+        new = sorted(
+            (
+                (parsed[1], name, parsed[0])
+                for name in names
+                if name not in self._known and name not in self._reported
+                for parsed in [volume_name(name)]
+                if parsed is not None
+            )
+        )
         if self.series is None and new:
             self.series = self._choose_series(new)
-            if self.series is None:            # --series names none of these: wait for its files
+            if self.series is None:  # --series names none of these: wait for its files
                 for _, name, key in new:
                     if key not in self._reported:
                         self._reported.add(key)
-                        yield InputError(self.folder / name, f"a file of another series ({key}; --series "
-                                                             f"{self.series_choice}): ignored, with any more of "
-                                                             "that series", outcome="ignored")
+                        yield InputError(
+                            self.folder / name,
+                            f"a file of another series ({key}; --series "
+                            f"{self.series_choice}): ignored, with any more of "
+                            "that series",
+                            outcome="ignored",
+                        )
                     self._reported.add(name)
                 new = []
         for number, name, key in new:
@@ -186,21 +224,31 @@ class VolumeFolder:
                 self._reported.add(name)
                 if key not in self._reported:
                     self._reported.add(key)
-                    yield InputError(self.folder / name, f"a file of another series ({key}; the stream follows "
-                                                         f"{self.series}): ignored, with any more of that series",
-                                     outcome="ignored")
+                    yield InputError(
+                        self.folder / name,
+                        f"a file of another series ({key}; the stream follows "
+                        f"{self.series}): ignored, with any more of that series",
+                        outcome="ignored",
+                    )
                 continue
             index = number - self.first_volume
             if index < 0:
                 self._reported.add(name)
-                yield InputError(self.folder / name, f"volume number {number} is below the first volume "
-                                                     f"({self.first_volume}, --first-volume): ignored",
-                                 outcome="ignored")
+                yield InputError(
+                    self.folder / name,
+                    f"volume number {number} is below the first volume "
+                    f"({self.first_volume}, --first-volume): ignored",
+                    outcome="ignored",
+                )
                 continue
             if index in self._indices:
                 self._reported.add(name)
-                yield InputError(self.folder / name, f"a second file for volume {number} (index {index}): "
-                                                     "ignored, the first one counts", outcome="ignored")
+                yield InputError(
+                    self.folder / name,
+                    f"a second file for volume {number} (index {index}): "
+                    "ignored, the first one counts",
+                    outcome="ignored",
+                )
                 continue
             self._known[name] = index
             self._indices.add(index)
@@ -228,17 +276,25 @@ class VolumeFolder:
                 t0 = time.perf_counter()
                 decoded = self.reader(p.path)
                 read_ms = (time.perf_counter() - t0) * 1e3
-            except UsageError:       # e.g. DICOM without pydicom: no use retrying
+            except UsageError:  # e.g. DICOM without pydicom: no use retrying
                 raise
             except (InputError, OSError, ValueError, EOFError) as e:
                 p.attempts += 1
-                p.last_error = e.problem if isinstance(e, InputError) else str(e) or type(e).__name__
+                p.last_error = (
+                    e.problem if isinstance(e, InputError) else str(e) or type(e).__name__
+                )
                 if now - p.first_seen >= self.timeout:
                     del self.pending[name]
                     self.done.add(index)
-                    yield Missing(index, InputError(p.path, f"did not decode within --volume-timeout "
-                                                            f"{self.timeout:g} s ({p.last_error}): skipped",
-                                                            outcome="skipped"))
+                    yield Missing(
+                        index,
+                        InputError(
+                            p.path,
+                            f"did not decode within --volume-timeout "
+                            f"{self.timeout:g} s ({p.last_error}): skipped",
+                            outcome="skipped",
+                        ),
+                    )
                 continue
             del self.pending[name]
             self.done.add(index)
@@ -253,18 +309,28 @@ class VolumeFolder:
 
     def _gaps(self, now: float) -> Iterator[Missing]:
         for index, since in sorted(self._gap_since.items()):
-            if index in self._indices:   # its file came (decoded, or pending with its own timeout)
+            if index in self._indices:  # its file came (decoded, or pending with its own timeout)
                 del self._gap_since[index]
                 continue
             if now - since >= self.timeout:
                 del self._gap_since[index]
                 self.done.add(index)
                 number = index + self.first_volume
-                yield Missing(index, InputError(self.folder, f"volume {number} (index {index}) never came: "
-                                                             f"later volumes arrived {self.timeout:g} s ago "
-                                                             "(--volume-timeout)"))
-        if self.last_complete is not None and not self.pending and not self.ended \
-                and now - self.last_complete >= self.timeout:
+                yield Missing(
+                    index,
+                    InputError(
+                        self.folder,
+                        f"volume {number} (index {index}) never came: "
+                        f"later volumes arrived {self.timeout:g} s ago "
+                        "(--volume-timeout)",
+                    ),
+                )
+        if (
+            self.last_complete is not None
+            and not self.pending
+            and not self.ended
+            and now - self.last_complete >= self.timeout
+        ):
             self.ended = True
             yield Missing(self.highest + 1, None, end=True)
 

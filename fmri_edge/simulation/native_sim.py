@@ -9,6 +9,7 @@ real ICBHI trials), painted as ``signal_r(t) · anatomy(x) / mean_r(anatomy)`` s
 means of the motion-free run are exactly ``signals``. Motion (:func:`fmri_edge.imaging.motion.move_volume`)
 is applied afterwards, by the replay.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 
-def oblique_affine(shape=(64, 64, 36), voxel_mm: float = 3.5, tilt_deg=(15.0, 0.0, 8.0),
-                   centre=(0.0, -18.0, 16.0)) -> np.ndarray:
+def oblique_affine(
+    shape=(64, 64, 36), voxel_mm: float = 3.5, tilt_deg=(15.0, 0.0, 8.0), centre=(0.0, -18.0, 16.0)
+) -> np.ndarray:
     """A functional grid's affine: voxels of ``voxel_mm``, rotated by ``tilt_deg`` about x, y, z
     (an oblique prescription), centred on ``centre`` (RAS mm)."""
     from fmri_edge.imaging.motion import spm_matrix
@@ -34,8 +36,15 @@ def _on_grid(img, shape, affine, order: int) -> np.ndarray:
 
     src = np.asarray(img.dataobj, dtype=np.float32)
     vox = np.linalg.inv(img.affine) @ affine
-    return ndimage.affine_transform(src, vox[:3, :3], vox[:3, 3], output_shape=tuple(shape), order=order,
-                                    mode="constant", cval=0.0)
+    return ndimage.affine_transform(
+        src,
+        vox[:3, :3],
+        vox[:3, 3],
+        output_shape=tuple(shape),
+        order=order,
+        mode="constant",
+        cval=0.0,
+    )
 
 
 def anatomy(shape, affine, psf_fwhm_mm: float | None = None) -> np.ndarray:
@@ -47,9 +56,15 @@ def anatomy(shape, affine, psf_fwhm_mm: float | None = None) -> np.ndarray:
     from scipy import ndimage
 
     img = load_mni152_template(resolution=2)
-    fwhm = float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).mean()) if psf_fwhm_mm is None else psf_fwhm_mm
+    fwhm = (
+        float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).mean())
+        if psf_fwhm_mm is None
+        else psf_fwhm_mm
+    )
     vox = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
-    blurred = ndimage.gaussian_filter(np.asarray(img.dataobj, dtype=np.float32), fwhm / np.sqrt(8 * np.log(2)) / vox)
+    blurred = ndimage.gaussian_filter(
+        np.asarray(img.dataobj, dtype=np.float32), fwhm / np.sqrt(8 * np.log(2)) / vox
+    )
     t1 = _on_grid(nib.Nifti1Image(blurred, img.affine), shape, affine, 1)
     return (t1 + 0.02 * np.percentile(t1, 99)).astype(np.float32)
 
@@ -60,7 +75,9 @@ def brain_mask(shape, affine) -> np.ndarray:
     return _on_grid(load_mni152_brain_mask(resolution=2), shape, affine, 1) > 0.5
 
 
-def parcels(shape, affine, n_regions: int = 246, atlas: str | Path | None = None, seed: int = 0) -> np.ndarray:
+def parcels(
+    shape, affine, n_regions: int = 246, atlas: str | Path | None = None, seed: int = 0
+) -> np.ndarray:
     """(X, Y, Z) int16 labels on the grid: ``atlas`` resampled (nearest neighbour), or Voronoi parcels
     of the brain mask around ``n_regions`` seeds; every label holds a voxel."""
     if atlas is not None:
@@ -73,18 +90,29 @@ def parcels(shape, affine, n_regions: int = 246, atlas: str | Path | None = None
     ijk = np.argwhere(mask)
     rng = np.random.default_rng(seed)
     seeds = ijk[rng.choice(len(ijk), n_regions, replace=False)].astype(np.float64)
-    for _ in range(5):      # a few Lloyd steps: parcels of similar size
+    for _ in range(5):  # a few Lloyd steps: parcels of similar size
         d = ((ijk[:, None, :] - seeds[None]) ** 2).sum(-1)
         near = d.argmin(axis=1)
-        seeds = np.stack([ijk[near == r].mean(axis=0) if (near == r).any() else seeds[r] for r in range(n_regions)])
+        seeds = np.stack(
+            [
+                ijk[near == r].mean(axis=0) if (near == r).any() else seeds[r]
+                for r in range(n_regions)
+            ]
+        )
     near = ((ijk[:, None, :] - seeds[None]) ** 2).sum(-1).argmin(axis=1)
     labels = np.zeros(shape, dtype=np.int16)
     labels[tuple(ijk.T)] = near + 1
     return labels
 
 
-def paint(base: np.ndarray, labels: np.ndarray, signals: np.ndarray, noise: float = 0.0,
-          seed: int = 0, contrast: str = "signals") -> np.ndarray:
+def paint(
+    base: np.ndarray,
+    labels: np.ndarray,
+    signals: np.ndarray,
+    noise: float = 0.0,
+    seed: int = 0,
+    contrast: str = "signals",
+) -> np.ndarray:
     """(X, Y, Z, V) float32 whose region means at volume k are ``signals[k]`` (V, R) — exactly without
     ``noise`` (a fraction of each voxel's value, zero-mean per region). ``contrast="anatomy"``: the
     image keeps the anatomy's contrast between regions and each region's signal relative to its
@@ -102,21 +130,31 @@ def paint(base: np.ndarray, labels: np.ndarray, signals: np.ndarray, noise: floa
     if contrast == "anatomy":
         signals = signals / signals.mean(axis=0) * (anat_mean * scale)[None]
     out = np.repeat(base[..., None], n_vol, axis=3).astype(np.float32)
-    out *= scale                                   # the background on the signals' scale
+    out *= scale  # the background on the signals' scale
     for k in range(n_vol):
         v = signals[k, region] * rel
         if noise:
             e = rng.normal(scale=noise, size=v.size)
-            e -= (np.bincount(region, weights=e * v, minlength=n_regions)
-                  / np.bincount(region, weights=v, minlength=n_regions))[region]
+            e -= (
+                np.bincount(region, weights=e * v, minlength=n_regions)
+                / np.bincount(region, weights=v, minlength=n_regions)
+            )[region]
             v = v * (1 + e)
         out[..., k][inside] = v
     return out
 
 
-def write_run(folder: str | Path, signals: np.ndarray, tr: float, shape=(64, 64, 36), voxel_mm: float = 3.5,
-              atlas: str | Path | None = None, noise: float = 0.005, seed: int = 0,
-              contrast: str = "anatomy") -> dict:
+def write_run(
+    folder: str | Path,
+    signals: np.ndarray,
+    tr: float,
+    shape=(64, 64, 36),
+    voxel_mm: float = 3.5,
+    atlas: str | Path | None = None,
+    noise: float = 0.005,
+    seed: int = 0,
+    contrast: str = "anatomy",
+) -> dict:
     """``folder/bold.nii`` (4-D, native oblique grid) and ``folder/atlas_native.nii.gz``; returns their
     paths and the grid."""
     import nibabel as nib
@@ -132,4 +170,9 @@ def write_run(folder: str | Path, signals: np.ndarray, tr: float, shape=(64, 64,
     img.header.set_xyzt_units("mm", "sec")
     nib.save(img, str(folder / "bold.nii"))
     nib.save(nib.Nifti1Image(labels, affine), str(folder / "atlas_native.nii.gz"))
-    return {"bold": folder / "bold.nii", "atlas": folder / "atlas_native.nii.gz", "affine": affine, "shape": shape}
+    return {
+        "bold": folder / "bold.nii",
+        "atlas": folder / "atlas_native.nii.gz",
+        "affine": affine,
+        "shape": shape,
+    }

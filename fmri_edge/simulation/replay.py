@@ -15,6 +15,7 @@ Volume numbers start at 1, as the scanner's do.
 volume k is written as the scanner would see it with the head moved by row k of the trace (the
 volume resampled, cubic B-spline), on the same grid and affine — a moving run with a known truth.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,11 @@ FORMATS = ("nii", "dicom")
 
 
 def volume_file(fmt: str, series: int, number: int) -> str:
-    return f"img-{series:05d}-{number:05d}.nii" if fmt == "nii" else f"001_{series:06d}_{number:06d}.dcm"
+    return (
+        f"img-{series:05d}-{number:05d}.nii"
+        if fmt == "nii"
+        else f"001_{series:06d}_{number:06d}.dcm"
+    )
 
 
 def nifti_bytes(volume: np.ndarray, affine: np.ndarray, tr: float) -> bytes:
@@ -57,9 +62,18 @@ def write_in_place(path: Path, data: bytes, split: bool, pause: float) -> None:
             f.write(data)
 
 
-def replay(bold: str | Path, folder: str | Path, tr: float, speed: float = 1.0, fmt: str = "nii",
-           split_every: int = 3, series: int = 1, on_volume: Callable[[int, Path], None] | None = None,
-           pause: float | None = None, motion: np.ndarray | None = None) -> int:
+def replay(
+    bold: str | Path,
+    folder: str | Path,
+    tr: float,
+    speed: float = 1.0,
+    fmt: str = "nii",
+    split_every: int = 3,
+    series: int = 1,
+    on_volume: Callable[[int, Path], None] | None = None,
+    pause: float | None = None,
+    motion: np.ndarray | None = None,
+) -> int:
     """Write each volume of ``bold`` (4-D NIfTI) into ``folder`` at ``k · tr / speed`` seconds from
     the start; returns the number of volumes written. ``pause``: between the two halves of a volume
     written in pieces (default a quarter of the interval, at most 0.5 s)."""
@@ -75,9 +89,14 @@ def replay(bold: str | Path, folder: str | Path, tr: float, speed: float = 1.0, 
     try:
         img = nib.load(str(bold))
     except Exception as e:
-        raise InputError(bold, f"not a readable NIfTI image ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
+        raise InputError(
+            bold,
+            f"not a readable NIfTI image ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})",
+        ) from None
     if len(img.shape) != 4:
-        raise InputError(bold, f"{len(img.shape)}-D image (shape {img.shape}); --from needs a 4-D run")
+        raise InputError(
+            bold, f"{len(img.shape)}-D image (shape {img.shape}); --from needs a 4-D run"
+        )
     if fmt == "dicom":
         from fmri_edge.imaging import dicom
 
@@ -86,8 +105,10 @@ def replay(bold: str | Path, folder: str | Path, tr: float, speed: float = 1.0, 
     if motion is not None:
         motion = np.asarray(motion, dtype=np.float64)
         if motion.ndim != 2 or motion.shape[1] != 6 or len(motion) < n:
-            raise UsageError(f"--motion: the trace has {len(motion)} row(s) of {motion.shape[-1]} value(s); "
-                             f"{bold.name} needs {n} rows of 6 (trans_x … rot_z)")
+            raise UsageError(
+                f"--motion: the trace has {len(motion)} row(s) of {motion.shape[-1]} value(s); "
+                f"{bold.name} needs {n} rows of 6 (trans_x … rot_z)"
+            )
         from fmri_edge.imaging.motion import move_volume
     period = tr / speed
     pause = min(0.5, period / 4) if pause is None else pause

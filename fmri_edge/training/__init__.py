@@ -10,6 +10,7 @@ Examples
 >>> training.train.__name__, training.export.__name__
 ('train', 'export')
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -19,9 +20,19 @@ from typing import Callable
 PROTOCOLS = ("subject", "random", "within")
 
 
-def train(config=None, data=None, group_by: str | None = None, permutations: int = 0, protocol=None,
-          out=None, final: bool = True, threads: int = 0, scheduler: str | None = None,
-          on_plan: Callable | None = None, progress: Callable | None = None) -> dict:
+def train(
+    config=None,
+    data=None,
+    group_by: str | None = None,
+    permutations: int = 0,
+    protocol=None,
+    out=None,
+    final: bool = True,
+    threads: int = 0,
+    scheduler: str | None = None,
+    on_plan: Callable | None = None,
+    progress: Callable | None = None,
+) -> dict:
     """Evaluate a recipe and fit the model to ship, as ``fmri-edge train``.
 
     Parameters
@@ -79,10 +90,12 @@ def train(config=None, data=None, group_by: str | None = None, permutations: int
     first = studies[0] if studies else None
     pooled = studies if len(studies) > 1 else None
     if group_by == "study" and not pooled:
-        raise UsageError("--group-by study holds out one study at a time: give two or more --data folders")
+        raise UsageError(
+            "--group-by study holds out one study at a time: give two or more --data folders"
+        )
     if first is not None:
         if group_by is None and (pooled or first.resolve() != Path(recipe.data).resolve()):
-            group_by = "auto"   # the recipe's groups describe the recipe's own data
+            group_by = "auto"  # the recipe's groups describe the recipe's own data
         recipe.data = str(first)
     # a lab's own study: the honest protocol only (the random trial split is the paper's, optimistic)
     protocols = list(protocol or (["subject"] if first is not None else recipe.eval.protocols))
@@ -90,33 +103,53 @@ def train(config=None, data=None, group_by: str | None = None, permutations: int
     if bad:
         raise UsageError(f"unknown protocol(s) {sorted(bad)}: use subject, within and/or random")
     if permutations and not {"subject", "within"} & set(protocols):
-        raise UsageError("--permutations reruns the subject (or within) CV: keep --protocol subject or within")
+        raise UsageError(
+            "--permutations reruns the subject (or within) CV: keep --protocol subject or within"
+        )
     if scheduler:
         from fmri_edge.scheduler import parse_local
 
-        parse_local(scheduler)   # a malformed local:N is one line before anything is loaded
-    out = Path(out) if out else Path("runs") / ("+".join(d.resolve().name for d in studies) if studies
-                                                else recipe.name)
-    check_out(out)      # before any work: a run folder that cannot be written is one line
+        parse_local(scheduler)  # a malformed local:N is one line before anything is loaded
+    out = (
+        Path(out)
+        if out
+        else Path("runs")
+        / ("+".join(d.resolve().name for d in studies) if studies else recipe.name)
+    )
+    check_out(out)  # before any work: a run folder that cannot be written is one line
     plan = make_plan(recipe, group_by, protocols, pooled)
     if on_plan is not None:
         on_plan(plan)
-    options = dict(fit_final=final, plan=plan, permutations=permutations, own_data=first is not None)
-    with (progress(recipe, plan) if progress else nullcontext()) as callback:
+    options = dict(
+        fit_final=final, plan=plan, permutations=permutations, own_data=first is not None
+    )
+    with progress(recipe, plan) if progress else nullcontext() as callback:
         if scheduler:
             from fmri_edge.scheduler import connect
             from fmri_edge.training.tasks import DaskExecutor, worker_environment
 
             with worker_environment(), connect(scheduler) as (client, _):
-                results = run(recipe, protocols, out, progress=callback, executor=DaskExecutor(client, scheduler),
-                              **options)
+                results = run(
+                    recipe,
+                    protocols,
+                    out,
+                    progress=callback,
+                    executor=DaskExecutor(client, scheduler),
+                    **options,
+                )
         else:
             results = run(recipe, protocols, out, progress=callback, **options)
     return {**results, "out": str(out)}
 
 
-def export(run="runs/fmri-edge", out=None, recipe=None, force: bool = False, int8: bool = False,
-           log: Callable[[str], None] = print) -> dict:
+def export(
+    run="runs/fmri-edge",
+    out=None,
+    recipe=None,
+    force: bool = False,
+    int8: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
     """A run folder → a self-describing ONNX model, checked against PyTorch, as ``fmri-edge export``.
 
     Parameters

@@ -8,6 +8,7 @@
 - :func:`reference_net`: those networks as PyTorch runs them, averaged like the graph;
 - :func:`random_run`: a freshly initialised full-size run folder, for speed tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ from fmri_edge.simulation.simulate import simulate
 DEFAULT_DATA = Path("../shared/data/icbhi2024/Train")
 
 
-def graph_inputs(subjects: dict[str, tuple[np.ndarray, np.ndarray]], subject_norm: str | None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def graph_inputs(
+    subjects: dict[str, tuple[np.ndarray, np.ndarray]], subject_norm: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ICBHI {participant: (trials, labels)} → (trials as the graph receives them, labels,
     participant per trial), subject-normalized per participant where the model asks for it."""
     from fmri_edge.training.protocols import dataset_from_icbhi, normalize_subjects
@@ -33,7 +35,9 @@ def graph_inputs(subjects: dict[str, tuple[np.ndarray, np.ndarray]], subject_nor
     return ds.trials.astype(np.float32), ds.labels, ds.participants
 
 
-def graph_trials(data: str | Path, n_times: int, subject_norm: str | None = None) -> tuple[np.ndarray, str]:
+def graph_trials(
+    data: str | Path, n_times: int, subject_norm: str | None = None
+) -> tuple[np.ndarray, str]:
     """Trials as the graph receives them, for parity checks and benchmarks: the real ICBHI trials
     in ``data`` where present (subject-normalized if the model asks for it), else 480 simulated
     ones of the same shape and scale. Returns (trials, where they came from)."""
@@ -41,8 +45,9 @@ def graph_trials(data: str | Path, n_times: int, subject_norm: str | None = None
     return x, source
 
 
-def participant_trials(data: str | Path, n_times: int, subject_norm: str | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, str]:
+def participant_trials(
+    data: str | Path, n_times: int, subject_norm: str | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """:func:`graph_trials` with the participant of every trial: (trials, participants, source)."""
     root = Path(data)
     if root.is_dir():
@@ -51,7 +56,9 @@ def participant_trials(data: str | Path, n_times: int, subject_norm: str | None 
             return x, who, f"{len(x)} real trials ({root})"
         except InputError:
             pass
-    x, _, subj = simulate(30, n_times=n_times, n_subjects=16, seed=0)  # 480 trials, 16 "participants"
+    x, _, subj = simulate(
+        30, n_times=n_times, n_subjects=16, seed=0
+    )  # 480 trials, 16 "participants"
     if (subject_norm or "none") != "none":
         x = normalize_by_participant(x, subj, subject_norm)
     return x.astype(np.float32), subj, f"{len(x)} simulated trials (no real data at {root})"
@@ -72,12 +79,17 @@ def load_members(path: str | Path) -> tuple[list, dict, dict]:
     if path.is_dir() and not (path / "model.pt").is_file():
         files = sorted(path.glob("member*.pt"), key=_member_index)
         if not files:
-            raise InputError(path, "no checkpoint (model.pt or member<j>.pt); run `fmri-edge train --config "
-                                   "train/<recipe>.toml` first")
+            raise InputError(
+                path,
+                "no checkpoint (model.pt or member<j>.pt); run `fmri-edge train --config "
+                "train/<recipe>.toml` first",
+            )
     else:
         first = path / "model.pt" if path.is_dir() else path
         if not first.is_file():
-            raise InputError(first, "no checkpoint; run `fmri-edge train --config train/<recipe>.toml` first")
+            raise InputError(
+                first, "no checkpoint; run `fmri-edge train --config train/<recipe>.toml` first"
+            )
         files = [first]
     model, ckpt = load_checkpoint(files[0])
     recipe = json.loads(ckpt["recipe"]) if isinstance(ckpt.get("recipe"), str) else {}
@@ -98,9 +110,13 @@ def fold_models(run_dir: str | Path) -> list[tuple[str, list, list[str]]]:
         return int(s[4:]) if s[4:].isdigit() else s
 
     out = []
-    for p in sorted((q for q in run_dir.glob("fold*") if q.suffix == ".pt" or q.is_dir()), key=k_of):
+    for p in sorted(
+        (q for q in run_dir.glob("fold*") if q.suffix == ".pt" or q.is_dir()), key=k_of
+    ):
         members, ckpt, _ = load_members(p)
-        out.append((p.stem if p.is_file() else p.name, members, list(ckpt.get("test_participants") or [])))
+        out.append(
+            (p.stem if p.is_file() else p.name, members, list(ckpt.get("test_participants") or []))
+        )
     return out
 
 
@@ -135,7 +151,12 @@ def random_run(out: str | Path, seed: int = 0, n_members: int = 1, **config) -> 
     recipe.ensemble = n_members > 1
     for j in range(n_members):
         model = build_model(cfg).eval()
-        save_checkpoint(model, out / ("model.pt" if j == 0 else f"member{j}.pt"),
-                        region_names=[f"region_{i}" for i in range(cfg.n_regions)],
-                        recipe=json.dumps(recipe.to_dict()), epochs=0, participants=[])
+        save_checkpoint(
+            model,
+            out / ("model.pt" if j == 0 else f"member{j}.pt"),
+            region_names=[f"region_{i}" for i in range(cfg.n_regions)],
+            recipe=json.dumps(recipe.to_dict()),
+            epochs=0,
+            participants=[],
+        )
     return out

@@ -2,6 +2,7 @@
 
 Labels are (N, 2) integer arrays of [CLASS, LEVEL] values; heads map them to class indices.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,27 +49,38 @@ class Lookahead:
 @dataclass
 class FitResult:
     model: ValenceNet
-    best_epoch: int                      # 1-based epoch of the kept checkpoint
-    val_metric: float | None = None      # validation metric of the kept checkpoint (lower is better)
+    best_epoch: int  # 1-based epoch of the kept checkpoint
+    val_metric: float | None = None  # validation metric of the kept checkpoint (lower is better)
     history: list = field(default_factory=list)  # per epoch: train loss, val metrics
-    states: list | None = None           # per epoch: the weights (only with ``keep_states``)
+    states: list | None = None  # per epoch: the weights (only with ``keep_states``)
 
 
 def targets(labels: np.ndarray, heads: dict) -> dict[str, torch.Tensor]:
-    return {t: torch.as_tensor(labels[:, HEAD_COLUMN[t]] + HEAD_OFFSET[t], dtype=torch.long) for t in heads}
+    return {
+        t: torch.as_tensor(labels[:, HEAD_COLUMN[t]] + HEAD_OFFSET[t], dtype=torch.long)
+        for t in heads
+    }
 
 
 @torch.inference_mode()
 def _normalized(model: ValenceNet, trials: np.ndarray, batch: int = 1024) -> torch.Tensor:
     if not len(trials):
         return torch.zeros((0, model.cfg.seen_regions(), model.cfg.seen_times()))
-    return torch.cat([model.normalize(torch.as_tensor(trials[i:i + batch], dtype=torch.float32))
-                      for i in range(0, len(trials), batch)])
+    return torch.cat(
+        [
+            model.normalize(torch.as_tensor(trials[i : i + batch], dtype=torch.float32))
+            for i in range(0, len(trials), batch)
+        ]
+    )
 
 
 @torch.inference_mode()
-def represent(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | None = None,
-              pool: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+def represent(
+    model: ValenceNet,
+    trials: np.ndarray,
+    participants: np.ndarray | None = None,
+    pool: tuple[np.ndarray, np.ndarray] | None = None,
+) -> torch.Tensor:
     """Trials → the aligned representation the network reads (N, C, T'). Each participant is
     aligned over its own trials in ``trials`` (:class:`fmri_edge.model.normalize.AlignStats`, the same
     computation ``predict`` runs) or, with ``pool`` = (trials, participants), over all of its
@@ -79,8 +91,11 @@ def represent(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | 
         return x0
     if participants is None:
         return model.align(x0)
-    stats = align_stats_by_participant(x0.numpy(), participants) if pool is None else \
-        align_stats_by_participant(_normalized(model, pool[0]).numpy(), pool[1])
+    stats = (
+        align_stats_by_participant(x0.numpy(), participants)
+        if pool is None
+        else align_stats_by_participant(_normalized(model, pool[0]).numpy(), pool[1])
+    )
     mean = np.stack([stats[q][0] for q in participants])
     scale = np.stack([stats[q][1] for q in participants])
     return model.align(x0, torch.from_numpy(mean), torch.from_numpy(scale))
@@ -108,19 +123,34 @@ def set_population_stats(model: ValenceNet, trials: np.ndarray, participants: np
 def set_level_given_class(model: ValenceNet, labels: np.ndarray, prior: float = 0.5) -> None:
     """P(LEVEL | CLASS) from the training labels (each count + ``prior``), so that a class-only
     model's LEVEL answer can minimize the expected LEVEL error (the Score-optimal answer)."""
-    counts = np.array([[np.sum((labels[:, 0] == c) & (labels[:, 1] == lvl)) for lvl in range(-4, 5)]
-                       for c in (-1, 0, 1)], dtype=np.float64) + prior
-    model.level_given_class.copy_(torch.as_tensor(counts / counts.sum(axis=1, keepdims=True), dtype=torch.float32))
+    counts = (
+        np.array(
+            [
+                [np.sum((labels[:, 0] == c) & (labels[:, 1] == lvl)) for lvl in range(-4, 5)]
+                for c in (-1, 0, 1)
+            ],
+            dtype=np.float64,
+        )
+        + prior
+    )
+    model.level_given_class.copy_(
+        torch.as_tensor(counts / counts.sum(axis=1, keepdims=True), dtype=torch.float32)
+    )
 
 
 @torch.inference_mode()
-def predict_proba(model: ValenceNet, trials: np.ndarray, participants: np.ndarray | None = None,
-                  batch: int = 512, pool: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def predict_proba(
+    model: ValenceNet,
+    trials: np.ndarray,
+    participants: np.ndarray | None = None,
+    batch: int = 512,
+    pool: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     model.eval()
     z = represent(model, trials, participants, pool)
     out: dict[str, list] = {t: [] for t in model.cfg.heads}
     for i in range(0, len(z), batch):
-        logits = model.forward_normalized(z[i:i + batch])
+        logits = model.forward_normalized(z[i : i + batch])
         for t, lg in model.split_heads(logits).items():
             out[t].append(torch.softmax(lg, dim=1).numpy())
     probs = {t: np.concatenate(v) for t, v in out.items()}
@@ -168,27 +198,48 @@ def _param_groups(model: ValenceNet, optim) -> list[dict]:
     """L2 on conv and dense weights only (the paper's kernel regularizer), as RAdam weight decay:
     the gradient of l2·Σw² is 2·l2·w. The input SE block may get its own lr and no L2
     (``input_se_lr_mult``), so that its per-region weights can move away from their initial values."""
-    own = set(map(id, model.input_se.parameters())) if model.input_se is not None and \
-        optim.input_se_lr_mult != 1 else set()
+    own = (
+        set(map(id, model.input_se.parameters()))
+        if model.input_se is not None and optim.input_se_lr_mult != 1
+        else set()
+    )
     decay, rest = [], []
     for m in model.modules():
         for name, p in m.named_parameters(recurse=False):
             if id(p) in own:
                 continue
-            (decay if name == "weight" and isinstance(m, (nn.Conv1d, nn.Linear)) else rest).append(p)
-    groups = [{"params": decay, "weight_decay": 2 * optim.l2}, {"params": rest, "weight_decay": 0.0}]
+            (decay if name == "weight" and isinstance(m, (nn.Conv1d, nn.Linear)) else rest).append(
+                p
+            )
+    groups = [
+        {"params": decay, "weight_decay": 2 * optim.l2},
+        {"params": rest, "weight_decay": 0.0},
+    ]
     if own:
-        groups.append({"params": list(model.input_se.parameters()), "weight_decay": 0.0,
-                       "lr": optim.lr * optim.input_se_lr_mult})
+        groups.append(
+            {
+                "params": list(model.input_se.parameters()),
+                "weight_decay": 0.0,
+                "lr": optim.lr * optim.input_se_lr_mult,
+            }
+        )
     return groups
 
 
-def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
-        val_trials: np.ndarray | None = None, val_labels: np.ndarray | None = None,
-        epochs: int | None = None, seed: int | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None,
-        participants: np.ndarray | None = None, val_participants: np.ndarray | None = None,
-        pool: tuple[np.ndarray, np.ndarray] | None = None, keep_states: bool = False) -> FitResult:
+def fit(
+    recipe: Recipe,
+    trials: np.ndarray,
+    labels: np.ndarray,
+    val_trials: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    participants: np.ndarray | None = None,
+    val_participants: np.ndarray | None = None,
+    pool: tuple[np.ndarray, np.ndarray] | None = None,
+    keep_states: bool = False,
+) -> FitResult:
     """Train one network. With validation data the checkpoint with the best validation metric is
     kept; without, the weights after ``epochs`` epochs. ``participants`` (one id per trial) is
     needed by models with subject alignment: each participant is aligned over its own trials,
@@ -207,20 +258,32 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     set_level_given_class(model, labels)
     o = recipe.optim
     if o.solver == "lbfgs":
-        res = _fit_lbfgs(model, recipe, represent(model, trials, participants, pool).clone(), labels,
-                         val_trials, val_labels, val_participants, pool)
-        if on_epoch:   # the converged fit is the whole fit: reported as its last epoch (progress counts it done)
+        res = _fit_lbfgs(
+            model,
+            recipe,
+            represent(model, trials, participants, pool).clone(),
+            labels,
+            val_trials,
+            val_labels,
+            val_participants,
+            pool,
+        )
+        if on_epoch:  # the converged fit is the whole fit: reported as its last epoch (progress counts it done)
             on_epoch(max(1, o.epochs or 1), res.history[-1])
         return res
     if o.solver != "radam":
         raise ValueError(f"unknown solver {o.solver!r}; choose 'radam' or 'lbfgs'")
-    opt = Lookahead(torch.optim.RAdam(_param_groups(model, o), lr=o.lr), o.lookahead_k, o.lookahead_alpha)
+    opt = Lookahead(
+        torch.optim.RAdam(_param_groups(model, o), lr=o.lr), o.lookahead_k, o.lookahead_alpha
+    )
     z_all = represent(model, trials, participants, pool).clone()  # normalization has no parameters
     y_all = targets(labels, recipe.model.heads)
     weights = {t: (o.level_loss_weight if t == "level" else 1.0) for t in recipe.model.heads}
     n, epochs = len(z_all), epochs or o.epochs
     if recipe.eval.checkpoint_on not in ("metric", "loss", "ensemble"):
-        raise ValueError(f"unknown checkpoint_on {recipe.eval.checkpoint_on!r}; choose 'metric', 'loss' or 'ensemble'")
+        raise ValueError(
+            f"unknown checkpoint_on {recipe.eval.checkpoint_on!r}; choose 'metric', 'loss' or 'ensemble'"
+        )
     states = [] if keep_states else None
     best = (np.inf, np.inf, 0, None, None)  # selection key (2), epoch, state, val metric
     history = []
@@ -229,19 +292,25 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in range(0, n, o.batch_size):
-            idx = perm[i:i + o.batch_size]
+            idx = perm[i : i + o.batch_size]
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
             x0 = _augment(z_all[idx], recipe, gen)
             ys = {t: F.one_hot(y[idx], recipe.model.heads[t]).float() for t, y in y_all.items()}
             if recipe.augment.mixup_alpha > 0:
-                lam = float(np.random.default_rng(seed * 100_003 + epoch * 1009 + i).beta(
-                    recipe.augment.mixup_alpha, recipe.augment.mixup_alpha))
+                lam = float(
+                    np.random.default_rng(seed * 100_003 + epoch * 1009 + i).beta(
+                        recipe.augment.mixup_alpha, recipe.augment.mixup_alpha
+                    )
+                )
                 j = torch.randperm(len(idx), generator=gen)
                 x0 = lam * x0 + (1 - lam) * x0[j]
                 ys = {t: lam * y + (1 - lam) * y[j] for t, y in ys.items()}
             if o.label_smoothing > 0:
-                ys = {t: (1 - o.label_smoothing) * y + o.label_smoothing / y.shape[1] for t, y in ys.items()}
+                ys = {
+                    t: (1 - o.label_smoothing) * y + o.label_smoothing / y.shape[1]
+                    for t, y in ys.items()
+                }
             logits = model.split_heads(model.forward_normalized(x0))
             loss = sum(weights[t] * F.cross_entropy(logits[t], ys[t]) for t in logits)
             opt.zero_grad()
@@ -253,10 +322,17 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
             probs = predict_proba(model, val_trials, val_participants, pool=pool)
             row["val_metric"] = selection_metric(probs, val_labels, recipe.eval.level_rule)
             vy = targets(val_labels, recipe.model.heads)
-            row["val_loss"] = float(sum(weights[t] * F.cross_entropy(torch.log(torch.as_tensor(probs[t]) + 1e-9), vy[t])
-                                        for t in recipe.model.heads))
-            key = (row["val_loss"], row["val_metric"]) if recipe.eval.checkpoint_on == "loss" else \
-                (row["val_metric"], row["val_loss"])
+            row["val_loss"] = float(
+                sum(
+                    weights[t] * F.cross_entropy(torch.log(torch.as_tensor(probs[t]) + 1e-9), vy[t])
+                    for t in recipe.model.heads
+                )
+            )
+            key = (
+                (row["val_loss"], row["val_metric"])
+                if recipe.eval.checkpoint_on == "loss"
+                else (row["val_metric"], row["val_loss"])
+            )
             if key < best[:2]:
                 best = (*key, epoch, copy.deepcopy(model.state_dict()), row["val_metric"])
         history.append(row)
@@ -273,15 +349,25 @@ def fit(recipe: Recipe, trials: np.ndarray, labels: np.ndarray,
     return FitResult(model, best_epoch, val_metric=val_metric, history=history, states=states)
 
 
-def _fit_lbfgs(model: ValenceNet, recipe: Recipe, z: torch.Tensor, labels: np.ndarray, val_trials, val_labels,
-               val_participants, pool) -> FitResult:
+def _fit_lbfgs(
+    model: ValenceNet,
+    recipe: Recipe,
+    z: torch.Tensor,
+    labels: np.ndarray,
+    val_trials,
+    val_labels,
+    val_participants,
+    pool,
+) -> FitResult:
     """A linear model fitted to convergence: minimize C·Σ cross-entropy + ½‖W‖² over all trials at
     once with L-BFGS (strong Wolfe line search) in float64, from zero weights — scikit-learn's
     ``LogisticRegression(C)`` (multinomial, lbfgs) for every head. Deterministic; the validation
     data, if any, is only scored."""
     o = recipe.optim
     if recipe.model.kind != "linear":
-        raise ValueError(f"solver 'lbfgs' fits kind = \"linear\" models only, not {recipe.model.kind!r}")
+        raise ValueError(
+            f"solver 'lbfgs' fits kind = \"linear\" models only, not {recipe.model.kind!r}"
+        )
     layer = model.final_layer
     w = torch.zeros(layer.weight.shape, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(layer.bias.shape, dtype=torch.float64, requires_grad=True)
@@ -289,8 +375,15 @@ def _fit_lbfgs(model: ValenceNet, recipe: Recipe, z: torch.Tensor, labels: np.nd
     x = model.forward_features(z).double()
     y = targets(labels, recipe.model.heads)
     sizes = list(recipe.model.heads.values())
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=o.max_iter, history_size=20, tolerance_grad=1e-8,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=o.max_iter,
+        history_size=20,
+        tolerance_grad=1e-8,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
 
     def log_loss(reduction):
         logits = torch.split(torch.addmm(b, x, w.t()), sizes, dim=1)
@@ -340,8 +433,15 @@ def save_checkpoint(model: ValenceNet, path, **extra) -> None:
     the fmri-edge version that wrote it (named when another version cannot read it)."""
     import fmri_edge
 
-    torch.save({"model_config": model.cfg.to_dict(), "state_dict": model.state_dict(),
-                "fmri_edge_version": fmri_edge.__version__, **extra}, path)
+    torch.save(
+        {
+            "model_config": model.cfg.to_dict(),
+            "state_dict": model.state_dict(),
+            "fmri_edge_version": fmri_edge.__version__,
+            **extra,
+        },
+        path,
+    )
 
 
 def load_checkpoint(path) -> tuple[ValenceNet, dict]:

@@ -8,6 +8,7 @@ dense head follow. Ablations from the paper: ``se=False`` ("vanilla") and a regi
 
 Shapes: trials are (B, n_regions, n_times) — regions are the channels, time is the length.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -124,15 +125,15 @@ def _conv_se_bn(c_in: int, c_out: int, relu: bool, se: bool) -> nn.Sequential:
 class ModelConfig:
     """Everything needed to rebuild the network (stored in every checkpoint)."""
 
-    n_regions: int = 246          # channels of the input the model sees
-    n_times: int = 25             # seconds per trial (1 sample/s)
+    n_regions: int = 246  # channels of the input the model sees
+    n_times: int = 25  # seconds per trial (1 sample/s)
     heads: dict = field(default_factory=lambda: {"class": 3})  # task -> n_outputs
-    kind: str = "cnn"             # "cnn": the SE residual CNN; "linear": one linear layer (baseline)
-    se: bool = True               # False = the paper's "vanilla" ablation
+    kind: str = "cnn"  # "cnn": the SE residual CNN; "linear": one linear layer (baseline)
+    se: bool = True  # False = the paper's "vanilla" ablation
     region_idx: list | None = None  # EBR: indices into the 246 input regions
     normalization: str = "minmax_trial"  # per-trial normalization inside the graph
-    baseline_s: int = 5           # fixation seconds at the start of a trial
-    dropout: float = 0.0          # before the dense head (not in the paper)
+    baseline_s: int = 5  # fixation seconds at the start of a trial
+    dropout: float = 0.0  # before the dense head (not in the paper)
     widths: tuple = (32, 64, 128)
     dense: tuple = (512, 100)
     # seconds [start, stop) kept after normalization (input stays n_times long); None = all
@@ -193,6 +194,8 @@ def class_rule_matrix() -> torch.Tensor:
     for c, lvl in enumerate(CLASS_RULE.values()):
         m[c, lvl + 4] = 1.0
     return m
+
+
 MODEL_KINDS = ("cnn", "linear", "lowrank")
 
 
@@ -209,17 +212,28 @@ class ValenceNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.normalization not in TRIAL_NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {cfg.normalization!r}; "
-                             f"choose from {sorted(TRIAL_NORMALIZATIONS)}")
+            raise ValueError(
+                f"unknown normalization {cfg.normalization!r}; "
+                f"choose from {sorted(TRIAL_NORMALIZATIONS)}"
+            )
         if cfg.subject_align not in SUBJECT_ALIGN:
-            raise ValueError(f"unknown subject_align {cfg.subject_align!r}; choose from {SUBJECT_ALIGN}")
+            raise ValueError(
+                f"unknown subject_align {cfg.subject_align!r}; choose from {SUBJECT_ALIGN}"
+            )
         if cfg.time_bins and cfg.window_times() % cfg.time_bins:
-            raise ValueError(f"time_bins={cfg.time_bins} does not divide the {cfg.window_times()} seconds seen")
+            raise ValueError(
+                f"time_bins={cfg.time_bins} does not divide the {cfg.window_times()} seconds seen"
+            )
         if cfg.trial_level and cfg.kind != "linear":
-            raise ValueError(f"trial_level is for kind = \"linear\" (a {cfg.kind} would read the level as one more second)")
+            raise ValueError(
+                f'trial_level is for kind = "linear" (a {cfg.kind} would read the level as one more second)'
+            )
         idx = cfg.region_idx
-        self.register_buffer("region_idx", torch.tensor(idx if idx is not None else [], dtype=torch.long),
-                             persistent=False)
+        self.register_buffer(
+            "region_idx",
+            torch.tensor(idx if idx is not None else [], dtype=torch.long),
+            persistent=False,
+        )
         shape = (cfg.seen_regions(), cfg.seen_times())
         self.register_buffer("pop_mean", torch.zeros(shape))
         self.register_buffer("pop_scale", torch.ones(shape))
@@ -235,7 +249,9 @@ class ValenceNet(nn.Module):
         if self.cfg.time_bins:
             x = x.reshape(x.shape[0], x.shape[1], self.cfg.time_bins, -1).mean(dim=3)
         if self.cfg.trial_level:
-            x = torch.cat([x, torch.log(self._window(raw).mean(dim=2, keepdim=True).abs() + EPS)], dim=2)
+            x = torch.cat(
+                [x, torch.log(self._window(raw).mean(dim=2, keepdim=True).abs() + EPS)], dim=2
+            )
         return x
 
     def _window(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,8 +262,12 @@ class ValenceNet(nn.Module):
             x = x.index_select(1, self.region_idx)
         return x
 
-    def align(self, x0: torch.Tensor, subject_mean: torch.Tensor | None = None,
-              subject_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def align(
+        self,
+        x0: torch.Tensor,
+        subject_mean: torch.Tensor | None = None,
+        subject_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Subject alignment of a representation; a no-op for ``subject_align = "none"``."""
         mode = self.cfg.subject_align
         if mode == "none":
@@ -266,17 +286,21 @@ class ValenceNet(nn.Module):
         return self.input_se.weights(self.align(x))
 
     def forward_normalized(self, x0: torch.Tensor) -> torch.Tensor:
-        return self.final_layer(self.forward_features(x0))       # (B, sum(heads))
+        return self.final_layer(self.forward_features(x0))  # (B, sum(heads))
 
-    def forward(self, x: torch.Tensor, subject_mean: torch.Tensor | None = None,
-                subject_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        subject_mean: torch.Tensor | None = None,
+        subject_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Raw BOLD (B, 246, T) → logits (B, sum(heads))."""
         return self.forward_normalized(self.align(self.normalize(x), subject_mean, subject_scale))
 
     def split_heads(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         out, start = {}, 0
         for task, n in self.cfg.heads.items():
-            out[task] = logits[:, start:start + n]
+            out[task] = logits[:, start : start + n]
             start += n
         return out
 
@@ -306,7 +330,7 @@ class LowRankNet(ValenceNet):
         self.final_layer = nn.Linear(cfg.seen_regions() * cfg.rank, sum(cfg.heads.values()))
 
     def forward_features(self, x0: torch.Tensor) -> torch.Tensor:
-        return self.head(self.temporal(x0))                      # (B, C·rank)
+        return self.head(self.temporal(x0))  # (B, C·rank)
 
 
 def _class_rows(m) -> slice:
@@ -349,9 +373,13 @@ class SEResCNN(ValenceNet):
         d1, d2 = cfg.dense
         pool = [nn.AdaptiveAvgPool1d(cfg.head_pool)] if cfg.head_pool else []
         self.head = nn.Sequential(
-            *pool, nn.Flatten(), nn.Dropout(cfg.dropout),
-            nn.Linear(w3 * (cfg.head_pool or cfg.seen_times()), d1), nn.ReLU(),
-            nn.Linear(d1, d2), nn.ReLU(),
+            *pool,
+            nn.Flatten(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(w3 * (cfg.head_pool or cfg.seen_times()), d1),
+            nn.ReLU(),
+            nn.Linear(d1, d2),
+            nn.ReLU(),
         )
         self.final_layer = nn.Linear(d2, sum(cfg.heads.values()))
 
@@ -359,16 +387,21 @@ class SEResCNN(ValenceNet):
         """Aligned representation (B, C, T') → dense features (B, d2)."""
         if self.input_se is not None:
             x0 = self.input_se(x0)
-        x1 = self.b1(x0)                                         # (B, 32, T)
-        x2 = self.b2(x1) + self.s2_0(x0)                         # (B, 64, T)
-        x3 = self.b3(x2) + self.s3_0(x0) + self.s3_1(x1)         # (B, 128, T)
-        return self.head(x3)                                     # (B, d2)
+        x1 = self.b1(x0)  # (B, 32, T)
+        x2 = self.b2(x1) + self.s2_0(x0)  # (B, 64, T)
+        x3 = self.b3(x2) + self.s3_0(x0) + self.s3_1(x1)  # (B, 128, T)
+        return self.head(x3)  # (B, d2)
 
 
 def build_model(cfg: ModelConfig | dict) -> ValenceNet:
     if isinstance(cfg, dict):
-        cfg = ModelConfig(**{**cfg, "widths": tuple(cfg.get("widths", (32, 64, 128))),
-                             "dense": tuple(cfg.get("dense", (512, 100)))})
+        cfg = ModelConfig(
+            **{
+                **cfg,
+                "widths": tuple(cfg.get("widths", (32, 64, 128))),
+                "dense": tuple(cfg.get("dense", (512, 100))),
+            }
+        )
     if cfg.kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {cfg.kind!r}; choose from {MODEL_KINDS}")
     return {"linear": LinearNet, "lowrank": LowRankNet}.get(cfg.kind, SEResCNN)(cfg)

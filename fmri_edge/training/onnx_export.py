@@ -10,6 +10,7 @@ answer ``region_contributions`` (N, n_regions): each region's exact share of the
 centred logit (:func:`fmri_edge.training.model.contribution_weights`); the metadata's
 ``explanation`` says which kind of per-region explanation a model gives and what its numbers mean.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,16 @@ from torch import nn
 
 from fmri_edge import valence
 import fmri_edge
-from fmri_edge.model.runtime import (ADAPT_INPUTS, ALIGN_INPUTS, CONTRIBUTION_OUTPUT, EXTRA_OUTPUTS, METADATA_KEY, OUTPUT_NAMES,
-                               Model, file_sha256)
+from fmri_edge.model.runtime import (
+    ADAPT_INPUTS,
+    ALIGN_INPUTS,
+    CONTRIBUTION_OUTPUT,
+    EXTRA_OUTPUTS,
+    METADATA_KEY,
+    OUTPUT_NAMES,
+    Model,
+    file_sha256,
+)
 from fmri_edge.training.model import ValenceNet, class_rule_matrix, contribution_weights
 
 
@@ -36,7 +45,7 @@ from fmri_edge.training.model import ValenceNet, class_rule_matrix, contribution
 class ExportRecipe:
     opset: int = 20
     n_times: int = 25
-    atol: float = 1e-4            # largest |onnxruntime − torch| allowed on any output
+    atol: float = 1e-4  # largest |onnxruntime − torch| allowed on any output
     parity_batches: list = field(default_factory=lambda: [1, 7, 256])
     source: str = ""
 
@@ -62,19 +71,30 @@ def explanation_metadata(members) -> dict:
     """What a model's per-region explanation is (metadata ``explanation``), by the members' kind."""
     if contributing(members):
         const = torch.stack([contribution_weights(m)[1] for m in members]).mean(0)
-        return {"kind": "contribution", "output": CONTRIBUTION_OUTPUT, "units": "logit (log-odds)",
-                "what": "each region's contribution to the answered CLASS's logit, centred over the classes "
-                        "(log p(answer) − mean over classes of log p); with the constant they sum exactly to it"
-                        + (" (an ensemble: to the members' mean centred logit)" if len(members) > 1 else ""),
-                "reference": "a representation of 0: with subject alignment, the participant's own average trial "
-                             "(its regions all contribute 0)",
-                "constant": [round(float(c), 7) for c in const]}
+        return {
+            "kind": "contribution",
+            "output": CONTRIBUTION_OUTPUT,
+            "units": "logit (log-odds)",
+            "what": "each region's contribution to the answered CLASS's logit, centred over the classes "
+            "(log p(answer) − mean over classes of log p); with the constant they sum exactly to it"
+            + (" (an ensemble: to the members' mean centred logit)" if len(members) > 1 else ""),
+            "reference": "a representation of 0: with subject alignment, the participant's own average trial "
+            "(its regions all contribute 0)",
+            "constant": [round(float(c), 7) for c in const],
+        }
     if any(getattr(m, "input_se", None) is not None for m in members):
-        return {"kind": "attention", "output": "region_weights", "units": "SE gate weight in (0, 1)",
-                "what": "the input squeeze-and-excitation block's weight per region: the gain by which the network "
-                        "multiplies the region's time course (attention, not a share of the answer)"}
-    return {"kind": None, "what": "no per-region explanation: the networks are neither linear in per-region "
-                                  "features nor have an input SE block"}
+        return {
+            "kind": "attention",
+            "output": "region_weights",
+            "units": "SE gate weight in (0, 1)",
+            "what": "the input squeeze-and-excitation block's weight per region: the gain by which the network "
+            "multiplies the region's time course (attention, not a share of the answer)",
+        }
+    return {
+        "kind": None,
+        "what": "no per-region explanation: the networks are neither linear in per-region "
+        "features nor have an input SE block",
+    }
 
 
 class Ensemble(nn.Module):
@@ -84,12 +104,16 @@ class Ensemble(nn.Module):
     LEVEL from CLASS probabilities (the class-only baseline −1 → −3, 0 → 0, 1 → 2).
     """
 
-    def __init__(self, members: list[ValenceNet], n_regions: int = 246, level_from_class: str = "class_rule"):
+    def __init__(
+        self, members: list[ValenceNet], n_regions: int = 246, level_from_class: str = "class_rule"
+    ):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.n_regions = n_regions
         sign = torch.tensor(np.sign(valence.LEVEL_VALUES))
-        self.register_buffer("level_to_class", torch.stack([(sign == v) for v in (-1, 0, 1)], 1).float())
+        self.register_buffer(
+            "level_to_class", torch.stack([(sign == v) for v in (-1, 0, 1)], 1).float()
+        )
         # a class-only model's LEVEL probabilities: the class-only rule's one-hot map, or
         # ("frequencies") the training labels' P(LEVEL | CLASS), for Score-optimal answers
         if level_from_class == "frequencies":
@@ -105,11 +129,17 @@ class Ensemble(nn.Module):
 
     def population_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The graph's default alignment statistics: the members' training-population averages."""
-        return (torch.stack([m.pop_mean for m in self.members]).mean(0),
-                torch.stack([m.pop_scale for m in self.members]).mean(0))
+        return (
+            torch.stack([m.pop_mean for m in self.members]).mean(0),
+            torch.stack([m.pop_scale for m in self.members]).mean(0),
+        )
 
-    def forward(self, trials: torch.Tensor, subject_mean: torch.Tensor | None = None,
-                subject_scale: torch.Tensor | None = None):
+    def forward(
+        self,
+        trials: torch.Tensor,
+        subject_mean: torch.Tensor | None = None,
+        subject_scale: torch.Tensor | None = None,
+    ):
         """Outputs: class_probs, level_probs, region_weights, then ``features`` (what the members'
         final layers read, side by side; once for linear members, which all read the aligned representation) and ``normalized`` (the per-trial representation before
         subject alignment, from which ``predict`` computes a participant's statistics); for
@@ -117,14 +147,16 @@ class Ensemble(nn.Module):
         the members' mean, for the answered class, zero for regions the members do not read)."""
         probs: dict[str, list] = {"class": [], "level": []}
         weights, features, contributions = [], [], []
-        x0 = self.members[0].normalize(trials)  # members share the representation (checked at export)
+        x0 = self.members[0].normalize(
+            trials
+        )  # members share the representation (checked at export)
         if self.aligned and subject_mean is None:  # one default for all members, as in the graph
             subject_mean, subject_scale = self.population_stats()
         for m in self.members:
             z = m.align(x0, subject_mean, subject_scale)
             f = m.forward_features(z)
             features.append(f)
-            if self.contributing:                                # (B, C, regions seen)
+            if self.contributing:  # (B, C, regions seen)
                 w, _ = contribution_weights(m)
                 contributions.append((f.reshape(f.shape[0], 1, *w.shape[1:]) * w).sum(dim=3))
             for task, logits in m.split_heads(m.final_layer(f)).items():
@@ -144,14 +176,18 @@ class Ensemble(nn.Module):
         if weights:
             region_weights = torch.stack(weights).mean(0)
         else:  # models without input attention: uniform weights
-            region_weights = trials.new_ones((trials.shape[0], trials.shape[1]))  # no slicing: a Gather on
+            region_weights = trials.new_ones(
+                (trials.shape[0], trials.shape[1])
+            )  # no slicing: a Gather on
             # the last axis is slow in onnxruntime
-        if all(type(m).__name__ == "LinearNet" for m in self.members):  # they all read the same z: once
+        if all(
+            type(m).__name__ == "LinearNet" for m in self.members
+        ):  # they all read the same z: once
             features = features[:1]
         if not self.contributing:
             return cls, lvl, region_weights, torch.cat(features, dim=1), x0
         c = torch.stack(contributions).mean(0)
-        c = c[torch.arange(c.shape[0]), cls.argmax(dim=1)]                  # (B, regions seen): the answered class
+        c = c[torch.arange(c.shape[0]), cls.argmax(dim=1)]  # (B, regions seen): the answered class
         if self.members[0].cfg.region_idx is not None:
             c = c.new_zeros(c.shape[0], self.n_regions).index_copy(1, self.members[0].region_idx, c)
         return cls, lvl, region_weights, torch.cat(features, dim=1), x0, c
@@ -177,25 +213,37 @@ class AdaptationHead(nn.Module):
         super().__init__()
         from fmri_edge.decoding.adapt import EPS_PROB, SIGN_OF_LEVEL
 
-        self.inner, self.eps = graph, EPS_PROB   # not `graph`: torch.export's modules have a .graph
+        self.inner, self.eps = graph, EPS_PROB  # not `graph`: torch.export's modules have a .graph
         self.register_buffer("class_of_level", torch.as_tensor(SIGN_OF_LEVEL))
         self.register_buffer("level_given_class", level_given_class)
 
     def corrected(self, outputs, adapt_bias, adapt_scale, adapt_weight):
         p, lvl, region_weights, features, *rest = outputs
-        delta = adapt_bias + adapt_scale * torch.log(torch.clamp_min(p, self.eps)) + features @ adapt_weight
+        delta = (
+            adapt_bias
+            + adapt_scale * torch.log(torch.clamp_min(p, self.eps))
+            + features @ adapt_weight
+        )
         e = torch.exp(delta)
         r = e * (p.sum(dim=1, keepdim=True) / (p * e).sum(dim=1, keepdim=True))
         cls = p * r
         if self.level_given_class is not None:
             return (cls, cls @ self.level_given_class, region_weights, features, *rest)
         v = lvl * (r @ self.class_of_level)
-        return (cls, v * (lvl.sum(dim=1, keepdim=True) / v.sum(dim=1, keepdim=True)), region_weights, features, *rest)
+        return (
+            cls,
+            v * (lvl.sum(dim=1, keepdim=True) / v.sum(dim=1, keepdim=True)),
+            region_weights,
+            features,
+            *rest,
+        )
 
 
 class AlignedHead(AdaptationHead):
     def forward(self, trials, subject_mean, subject_scale, adapt_bias, adapt_scale, adapt_weight):
-        return self.corrected(self.inner(trials, subject_mean, subject_scale), adapt_bias, adapt_scale, adapt_weight)
+        return self.corrected(
+            self.inner(trials, subject_mean, subject_scale), adapt_bias, adapt_scale, adapt_weight
+        )
 
 
 class UnalignedHead(AdaptationHead):
@@ -223,17 +271,30 @@ def graph_module(members: list[ValenceNet], level_from: str, trials: np.ndarray)
 
 def level_from_class(members: list[ValenceNet], level_rule: str | None) -> str:
     """How a class-only ensemble's LEVEL probabilities are made (see :class:`Ensemble`)."""
-    return "frequencies" if level_rule == "min_expected_error" and \
-        all("level" not in m.cfg.heads for m in members) else "class_rule"
+    return (
+        "frequencies"
+        if level_rule == "min_expected_error" and all("level" not in m.cfg.heads for m in members)
+        else "class_rule"
+    )
 
 
 def _shared_representation(members: list[ValenceNet]) -> None:
-    keys = ("normalization", "baseline_s", "time_window", "time_bins", "region_idx", "subject_align", "n_times")
+    keys = (
+        "normalization",
+        "baseline_s",
+        "time_window",
+        "time_bins",
+        "region_idx",
+        "subject_align",
+        "n_times",
+    )
     first = {k: getattr(members[0].cfg, k) for k in keys}
     for m in members[1:]:
         other = {k: getattr(m.cfg, k) for k in keys}
         if other != first:
-            raise ValueError(f"ensemble members disagree on their representation: {first} vs {other}")
+            raise ValueError(
+                f"ensemble members disagree on their representation: {first} vs {other}"
+            )
 
 
 def _with_default_inputs(path: Path, defaults: dict[str, np.ndarray]) -> None:
@@ -247,12 +308,21 @@ def _with_default_inputs(path: Path, defaults: dict[str, np.ndarray]) -> None:
     have = {i.name for i in model.graph.initializer}
     for name, value in defaults.items():
         if name not in have:
-            model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+            )
     onnx.save(model, str(path))
 
 
-def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, parity_trials: np.ndarray,
-                recipe: ExportRecipe | None = None, channels_last: bool = True, adaptation_head: bool = True) -> dict:
+def export_onnx(
+    members: list[ValenceNet],
+    out: str | Path,
+    metadata: dict,
+    parity_trials: np.ndarray,
+    recipe: ExportRecipe | None = None,
+    channels_last: bool = True,
+    adaptation_head: bool = True,
+) -> dict:
     """Export, check with onnx.checker, verify onnxruntime against PyTorch, embed metadata.
     Returns a report with the largest difference per output; raises if above tolerance.
 
@@ -284,27 +354,54 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
             n_features = ens(*args)[3].shape[1]
         head = adaptation_defaults(n_features)
         # a class-only graph's LEVEL probabilities are class_probs @ its class_to_level
-        level_map = ens.class_to_level.detach().clone() if all("level" not in m.cfg.heads for m in members) else None
+        level_map = (
+            ens.class_to_level.detach().clone()
+            if all("level" not in m.cfg.heads for m in members)
+            else None
+        )
         module = (AlignedHead if aligned else UnalignedHead)(ens, level_map).eval()
-        args, input_names, defaults = (*args, *map(torch.as_tensor, head.values())), [*input_names, *head], \
-            {**defaults, **head}
-    names = [*OUTPUT_NAMES, *EXTRA_OUTPUTS, *([CONTRIBUTION_OUTPUT] if reference.contributing else [])]
+        args, input_names, defaults = (
+            (*args, *map(torch.as_tensor, head.values())),
+            [*input_names, *head],
+            {**defaults, **head},
+        )
+    names = [
+        *OUTPUT_NAMES,
+        *EXTRA_OUTPUTS,
+        *([CONTRIBUTION_OUTPUT] if reference.contributing else []),
+    ]
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         program = torch.onnx.export(
-            module, args, dynamo=True, opset_version=recipe.opset,
-            input_names=input_names, output_names=names,
+            module,
+            args,
+            dynamo=True,
+            opset_version=recipe.opset,
+            input_names=input_names,
+            output_names=names,
             dynamic_shapes=({0: "batch"}, *([None] * (len(args) - 1))),
         )
-    meta = {**metadata, "n_regions": n_regions, "n_times": recipe.n_times,
-            "outputs": names, "inputs": input_names, "explanation": explanation_metadata(members),
-            "normalized_axes": list(getattr(ens, "NORMALIZED_AXES", ("batch", "regions", "time"))),
-            "fmri_edge_version": fmri_edge.__version__,
-            "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "opset": recipe.opset}
-    if adaptation_head:  # what `fmri-edge adapt` needs to check the adapted graph against its numpy definition
-        meta["adaptation_head"] = {"inputs": list(head), "level_given_class":
-                                   None if level_map is None else level_map.numpy().astype(float).tolist()}
+    meta = {
+        **metadata,
+        "n_regions": n_regions,
+        "n_times": recipe.n_times,
+        "outputs": names,
+        "inputs": input_names,
+        "explanation": explanation_metadata(members),
+        "normalized_axes": list(getattr(ens, "NORMALIZED_AXES", ("batch", "regions", "time"))),
+        "fmri_edge_version": fmri_edge.__version__,
+        "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "opset": recipe.opset,
+    }
+    if (
+        adaptation_head
+    ):  # what `fmri-edge adapt` needs to check the adapted graph against its numpy definition
+        meta["adaptation_head"] = {
+            "inputs": list(head),
+            "level_given_class": None
+            if level_map is None
+            else level_map.numpy().astype(float).tolist(),
+        }
     program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
     program.model.producer_name = "fmri-edge"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -314,21 +411,33 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
         _with_default_inputs(tmp, defaults)
     onnx.checker.check_model(str(tmp), full_check=True)
     from fmri_edge.model.integrity import stamp
-    stamp(tmp)  # the last change to the file: metadata weights_sha256, checked whenever the model is opened
+
+    stamp(
+        tmp
+    )  # the last change to the file: metadata weights_sha256, checked whenever the model is opened
 
     decoder = Model(tmp)
     report = {"max_abs_diff": {}, "batches": recipe.parity_batches, "atol": recipe.atol}
     with torch.inference_mode():
         for b in recipe.parity_batches:
-            x = np.ascontiguousarray(np.resize(parity_trials, (b, *parity_trials.shape[1:])), dtype=np.float32)
+            x = np.ascontiguousarray(
+                np.resize(parity_trials, (b, *parity_trials.shape[1:])), dtype=np.float32
+            )
             # the graph's default alignment, and (aligned models) a participant's statistics fed in
             cases = [None]
             if aligned:
                 cases.append(((pop[0] + 0.1 * pop[1]).numpy(), (1.5 * pop[1]).numpy()))
             for stats in cases:
                 extra = [torch.as_tensor(v) for v in stats] if stats else []
-                ref = [to_graph(n, t.numpy()) for n, t in zip(names, reference(torch.as_tensor(x), *extra))]
-                fed = tuple(np.ascontiguousarray(to_graph(n, v)) for n, v in zip(ALIGN_INPUTS, stats)) if stats else None
+                ref = [
+                    to_graph(n, t.numpy())
+                    for n, t in zip(names, reference(torch.as_tensor(x), *extra))
+                ]
+                fed = (
+                    tuple(np.ascontiguousarray(to_graph(n, v)) for n, v in zip(ALIGN_INPUTS, stats))
+                    if stats
+                    else None
+                )
                 got = decoder.run(x, subject=fed, outputs=names)
                 for name, r in zip(names, ref):
                     # features and representations are checked relative to their own scale
@@ -338,10 +447,11 @@ def export_onnx(members: list[ValenceNet], out: str | Path, metadata: dict, pari
     report["ok"] = worst <= recipe.atol
     if not report["ok"]:
         tmp.unlink()
-        raise RuntimeError(f"onnxruntime differs from PyTorch by {worst:.2e} > atol {recipe.atol:.0e} "
-                           f"({report['max_abs_diff']})")
+        raise RuntimeError(
+            f"onnxruntime differs from PyTorch by {worst:.2e} > atol {recipe.atol:.0e} "
+            f"({report['max_abs_diff']})"
+        )
     tmp.replace(out)
     report["sha256"] = file_sha256(out)
     report["bytes"] = out.stat().st_size
     return report
-

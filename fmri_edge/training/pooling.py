@@ -15,6 +15,7 @@
 - Groups: ``--group-by study`` is leave-one-study-out (the held-out question is a whole study: other
   stimuli, scanner, TR); otherwise ``auto`` over all participants.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,8 +43,9 @@ def study_names(paths: list[Path]) -> list[str]:
     return out
 
 
-def load_studies(recipe: Recipe, paths: list[Path], group_by: str | None, load_dataset
-                 ) -> tuple[Dataset, list[str], str, list[dict]]:
+def load_studies(
+    recipe: Recipe, paths: list[Path], group_by: str | None, load_dataset
+) -> tuple[Dataset, list[str], str, list[dict]]:
     """The studies as one :class:`Dataset` (participants ``STUDY/participant``), the region names,
     where the groups come from, and per study: name, path, participants, trials, classes kept.
     ``load_dataset(recipe, group_by)`` reads one study (:func:`fmri_edge.training.run.load_dataset`)."""
@@ -59,16 +61,28 @@ def load_studies(recipe: Recipe, paths: list[Path], group_by: str | None, load_d
             names = names or region_names
             labels_json = Path(path) / "labels.json"
             lab = json.loads(labels_json.read_text()) if labels_json.is_file() else {}
-            infos.append({"name": name, "path": str(path), "classes": sorted(set(ds.labels[:, 0].astype(int).tolist())),
-                          "class_map": lab.get("class_map"), "level": lab.get("level")})
+            infos.append(
+                {
+                    "name": name,
+                    "path": str(path),
+                    "classes": sorted(set(ds.labels[:, 0].astype(int).tolist())),
+                    "class_map": lab.get("class_map"),
+                    "level": lab.get("level"),
+                }
+            )
             parts.append((name, ds))
     finally:
         recipe.data = data0
     common = set.intersection(*(set(i["classes"]) for i in infos))
     if not common:
-        raise UsageError("the studies have no CLASS in common (" + "; ".join(
-            f"{i['name']}: {', '.join(f'{c:+d}' if c else '0' for c in i['classes'])}" for i in infos)
-            + "): pooled studies pool by CLASS; check their --class-map")
+        raise UsageError(
+            "the studies have no CLASS in common ("
+            + "; ".join(
+                f"{i['name']}: {', '.join(f'{c:+d}' if c else '0' for c in i['classes'])}"
+                for i in infos
+            )
+            + "): pooled studies pool by CLASS; check their --class-map"
+        )
     pieces = []
     for (name, ds), info in zip(parts, infos):
         keep = np.isin(ds.labels[:, 0], sorted(common))
@@ -77,13 +91,23 @@ def load_studies(recipe: Recipe, paths: list[Path], group_by: str | None, load_d
         ds.participants = np.asarray([f"{name}{SEP}{p}" for p in ds.participants.tolist()])
         info["participants"] = len(set(ds.participants.tolist()))
         info["trials"] = int(len(ds.labels))
-        info["rated_trials"] = int(ds.level_rated.sum()) if ds.level_rated is not None else info["trials"]
+        info["rated_trials"] = (
+            int(ds.level_rated.sum()) if ds.level_rated is not None else info["trials"]
+        )
         info["classes"] = sorted(common)
         pieces.append(ds)
-    ds = Dataset(np.concatenate([d.trials for d in pieces]), np.concatenate([d.labels for d in pieces]),
-                 np.concatenate([d.participants for d in pieces]), np.concatenate([d.trial_index for d in pieces]),
-                 level_rated=np.concatenate([d.level_rated if d.level_rated is not None else
-                                             np.ones(len(d.labels), bool) for d in pieces]))
+    ds = Dataset(
+        np.concatenate([d.trials for d in pieces]),
+        np.concatenate([d.labels for d in pieces]),
+        np.concatenate([d.participants for d in pieces]),
+        np.concatenate([d.trial_index for d in pieces]),
+        level_rated=np.concatenate(
+            [
+                d.level_rated if d.level_rated is not None else np.ones(len(d.labels), bool)
+                for d in pieces
+            ]
+        ),
+    )
     people = sorted(set(ds.participants.tolist()))
     by = group_by or "auto"
     if by == "study":
@@ -93,7 +117,9 @@ def load_studies(recipe: Recipe, paths: list[Path], group_by: str | None, load_d
         groups, how = splits.study_groups(people, "auto", paths[0])
         how += f" over {len(infos)} pooled studies"
     else:
-        raise UsageError(f"--group-by {by!r} with several --data: use auto or study (leave-one-study-out)")
+        raise UsageError(
+            f"--group-by {by!r} with several --data: use auto or study (leave-one-study-out)"
+        )
     ds.groups = np.asarray([groups[p] for p in ds.participants])
     return ds, names, how, infos
 
@@ -115,13 +141,19 @@ def check_classes(paths: list[Path]) -> None:
                 have |= set(load_labels(src.path.parent / LABEL_FILE)[:, 0].tolist())
         sets[name] = have
     common = set.intersection(*sets.values())
-    listed = "; ".join(f"{n}: {', '.join(_label(c) for c in sorted(v)) or 'none'}" for n, v in sets.items())
+    listed = "; ".join(
+        f"{n}: {', '.join(_label(c) for c in sorted(v)) or 'none'}" for n, v in sets.items()
+    )
     if not common:
-        raise UsageError(f"the studies have no CLASS in common ({listed}): pooled studies pool by CLASS; check "
-                         "their --class-map")
+        raise UsageError(
+            f"the studies have no CLASS in common ({listed}): pooled studies pool by CLASS; check "
+            "their --class-map"
+        )
     if len(common) < 3:
-        raise UsageError(f"the studies share CLASS {', '.join(_label(c) for c in sorted(common))} only ({listed}); "
-                         "the model decodes all three: pool studies that label every class")
+        raise UsageError(
+            f"the studies share CLASS {', '.join(_label(c) for c in sorted(common))} only ({listed}); "
+            "the model decodes all three: pool studies that label every class"
+        )
 
 
 def study_table(folds, level_rule: str) -> list[dict]:
@@ -133,7 +165,13 @@ def study_table(folds, level_rule: str) -> list[dict]:
         m = study == s
         true = h["true"][m]
         p0 = max(max(float(np.mean(true == c)) for c in (-1, 0, 1)), 1 / 3)
-        rows.append({"study": s, "participants": len(set(h["participant"][m].tolist())), "trials": int(m.sum()),
-                     "CLASS_accuracy": round(float(np.mean(true == h["pred"][m])), 4),
-                     "binomial_threshold": round(binomial_threshold(int(m.sum()), p0), 4)})
+        rows.append(
+            {
+                "study": s,
+                "participants": len(set(h["participant"][m].tolist())),
+                "trials": int(m.sum()),
+                "CLASS_accuracy": round(float(np.mean(true == h["pred"][m])), 4),
+                "binomial_threshold": round(binomial_threshold(int(m.sum()), p0), 4),
+            }
+        )
     return rows

@@ -3,6 +3,7 @@
 n", "final fit", "permutation null k of n" — which the CLI draws with the elapsed time and an
 estimate of what is left; ``report`` says which recipe of how many it trains, with the time so far
 and an estimate from the recipes already trained."""
+
 from __future__ import annotations
 
 import time
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 class Phases:
     """Maps a stage name of :mod:`fmri_edge.training.protocols` to its phase and progress in it."""
 
-    fold_names: list[str]                 # "test P01+P10", … in CV order
+    fold_names: list[str]  # "test P01+P10", … in CV order
     seeds: list[int] = field(default_factory=list)
 
     def locate(self, stage: str, epoch: int, epochs: int) -> tuple[str, str, float, int]:
@@ -23,15 +24,32 @@ class Phases:
         share = min(1.0, epoch / epochs) if epochs else 1.0
         if head in self.fold_names:
             k, n = self.fold_names.index(head), len(self.fold_names)
-            single = head == stage       # an ensemble's fold has several fits: count the fold when it is over
-            return "subject", f"subject CV: fold {k + 1} of {n} ({head})", k + (share if single else 0.0), n
+            single = (
+                head == stage
+            )  # an ensemble's fold has several fits: count the fold when it is over
+            return (
+                "subject",
+                f"subject CV: fold {k + 1} of {n} ({head})",
+                k + (share if single else 0.0),
+                n,
+            )
         if head.startswith("seed ") and self.seeds:
             s = head[5:]
             k = [str(x) for x in self.seeds].index(s) if s in map(str, self.seeds) else 0
             n = len(self.seeds)
-            return "random", f"random split {k + 1} of {n} ({head})", k + (share if head == stage else 0.0), n
+            return (
+                "random",
+                f"random split {k + 1} of {n} ({head})",
+                k + (share if head == stage else 0.0),
+                n,
+            )
         if head.startswith("permutation"):
-            return "permutation", f"permutation null: {epoch} of {epochs} reruns of the CV", float(epoch), epochs
+            return (
+                "permutation",
+                f"permutation null: {epoch} of {epochs} reruns of the CV",
+                float(epoch),
+                epochs,
+            )
         if head == "all subjects":
             return "final", "final fit on all participants", share if head == stage else 0.0, 1
         return stage, stage, float(epoch), epochs
@@ -45,7 +63,11 @@ class RecipeClock:
 
     def line(self, name: str) -> str:
         elapsed = self.clock() - self.start
-        left = f", about {_duration(elapsed / self.done * (self.n - self.done))} left" if self.done else ""
+        left = (
+            f", about {_duration(elapsed / self.done * (self.n - self.done))} left"
+            if self.done
+            else ""
+        )
         self.done += 1
         return f"training {name} (recipe {self.done} of {self.n} to train; {_duration(elapsed)} so far{left}) …"
 

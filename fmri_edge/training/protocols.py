@@ -6,6 +6,7 @@
   more group of the training subjects is held out as validation for the checkpoint choice, so
   the held-out fold is never looked at until it is scored.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,19 +25,30 @@ Progress = Callable[[str, int, int], None]  # (stage, epoch, epochs)
 
 @dataclass
 class Dataset:
-    trials: np.ndarray        # (N, 246, T) float32 raw BOLD
-    labels: np.ndarray        # (N, 2) [CLASS, LEVEL]
+    trials: np.ndarray  # (N, 246, T) float32 raw BOLD
+    labels: np.ndarray  # (N, 2) [CLASS, LEVEL]
     participants: np.ndarray  # (N,) participant id per trial
-    trial_index: np.ndarray   # (N,) 1-based trial number within its participant
-    groups: np.ndarray | None = None       # (N,) CV group of the trial's participant (None: ICBHI order-mates)
-    level_rated: np.ndarray | None = None  # (N,) bool: LEVEL is the participant's rating (None: all are)
+    trial_index: np.ndarray  # (N,) 1-based trial number within its participant
+    groups: np.ndarray | None = (
+        None  # (N,) CV group of the trial's participant (None: ICBHI order-mates)
+    )
+    level_rated: np.ndarray | None = (
+        None  # (N,) bool: LEVEL is the participant's rating (None: all are)
+    )
 
     def take(self, mask) -> "Dataset":
-        return Dataset(self.trials[mask], self.labels[mask], self.participants[mask], self.trial_index[mask],
-                       *(None if a is None else a[mask] for a in (self.groups, self.level_rated)))
+        return Dataset(
+            self.trials[mask],
+            self.labels[mask],
+            self.participants[mask],
+            self.trial_index[mask],
+            *(None if a is None else a[mask] for a in (self.groups, self.level_rated)),
+        )
 
     def with_labels(self, labels: np.ndarray) -> "Dataset":
-        return Dataset(self.trials, labels, self.participants, self.trial_index, self.groups, self.level_rated)
+        return Dataset(
+            self.trials, labels, self.participants, self.trial_index, self.groups, self.level_rated
+        )
 
     def group_map(self) -> dict[str, str] | None:
         """{participant: CV group}, or None where the data name no groups."""
@@ -62,8 +74,14 @@ def normalize_subjects(ds: Dataset, mode: str | None) -> Dataset:
     """Subject-wise normalization per participant (:mod:`fmri_edge.model.normalize`); a no-op for "none"."""
     if (mode or "none") == "none":
         return ds
-    return Dataset(normalize_by_participant(ds.trials, ds.participants, mode), ds.labels,
-                   ds.participants, ds.trial_index, ds.groups, ds.level_rated)
+    return Dataset(
+        normalize_by_participant(ds.trials, ds.participants, mode),
+        ds.labels,
+        ds.participants,
+        ds.trial_index,
+        ds.groups,
+        ds.level_rated,
+    )
 
 
 def prepare(recipe: Recipe, ds: Dataset) -> Dataset:
@@ -76,7 +94,7 @@ class FoldResult:
     name: str
     test: Dataset
     probs: dict
-    fits: list                    # FitResult per network (one, or one per group with an ensemble)
+    fits: list  # FitResult per network (one, or one per group with an ensemble)
     metrics: dict = field(default_factory=dict)
 
     @property
@@ -99,11 +117,20 @@ def evaluate(recipe: Recipe, probs: dict, labels: np.ndarray) -> dict:
 
 def baseline_level(valence_class: np.ndarray) -> np.ndarray:
     """The class-only LEVEL baseline: −1 → −3, 0 → 0, 1 → 2 (:data:`~fmri_edge.training.model.CLASS_RULE`)."""
-    return np.select([valence_class < 0, valence_class > 0], [CLASS_RULE[-1], CLASS_RULE[1]], CLASS_RULE[0])
+    return np.select(
+        [valence_class < 0, valence_class > 0], [CLASS_RULE[-1], CLASS_RULE[1]], CLASS_RULE[0]
+    )
 
 
-def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Progress | None = None,
-                 val_ds: Dataset | None = None, pool: Dataset | None = None) -> list[FitResult]:
+def fit_networks(
+    recipe: Recipe,
+    ds: Dataset,
+    name: str,
+    seed: int,
+    progress: Progress | None = None,
+    val_ds: Dataset | None = None,
+    pool: Dataset | None = None,
+) -> list[FitResult]:
     """The recipe's model fitted on ``ds``: one network validated on ``val_ds`` or, with
     ``recipe.ensemble``, one network per subject group of ``ds`` (``ensemble_seeds`` per group),
     each trained on the other groups and validated (checkpoint chosen) on its own — or, with
@@ -113,17 +140,34 @@ def fit_networks(recipe: Recipe, ds: Dataset, name: str, seed: int, progress: Pr
     def one(fit_ds, v_ds, label, s):
         cb = (lambda e, row: progress(label, e, recipe.optim.epochs)) if progress else None
         val = (None, None, None) if v_ds is None else (v_ds.trials, v_ds.labels, v_ds.participants)
-        return fit(recipe, fit_ds.trials, fit_ds.labels, val[0], val[1], seed=s, on_epoch=cb,
-                   participants=fit_ds.participants, val_participants=val[2],
-                   pool=None if pool is None else (pool.trials, pool.participants), keep_states=common)
+        return fit(
+            recipe,
+            fit_ds.trials,
+            fit_ds.labels,
+            val[0],
+            val[1],
+            seed=s,
+            on_epoch=cb,
+            participants=fit_ds.participants,
+            val_participants=val[2],
+            pool=None if pool is None else (pool.trials, pool.participants),
+            keep_states=common,
+        )
 
     if not recipe.ensemble:
         return [one(ds, val_ds, name, seed)]
     groups = splits.groups_of(sorted(set(ds.participants)), ds.group_map())
     n = len(groups)  # seed s of group j: seed + j + s·n (s = 0 is the one-per-group ensemble)
-    fits = [one(ds.of([p for h, ps in groups.items() if h != g for p in ps]), ds.of(ps),
-                f"{name} · val {g}" + (f" · seed {s}" if s else ""), seed + j + s * n)
-            for s in range(max(1, recipe.ensemble_seeds)) for j, (g, ps) in enumerate(groups.items())]
+    fits = [
+        one(
+            ds.of([p for h, ps in groups.items() if h != g for p in ps]),
+            ds.of(ps),
+            f"{name} · val {g}" + (f" · seed {s}" if s else ""),
+            seed + j + s * n,
+        )
+        for s in range(max(1, recipe.ensemble_seeds))
+        for j, (g, ps) in enumerate(groups.items())
+    ]
     if common:  # checkpoint_on = "ensemble": one epoch for all, on all their validation trials
         common_checkpoint(fits)
     return fits
@@ -148,13 +192,19 @@ def cv_folds(ds: Dataset) -> list[tuple[list[str], list[str]]]:
     return splits.subject_folds(sorted(set(ds.participants)), ds.group_map())
 
 
-def run_subject_cv(recipe: Recipe, ds: Dataset, progress: Progress | None = None) -> list[FoldResult]:
+def run_subject_cv(
+    recipe: Recipe, ds: Dataset, progress: Progress | None = None
+) -> list[FoldResult]:
     ds = prepare(recipe, ds)
-    return [fit_subject_fold(recipe, ds, k, train_p, test_p, progress) for k, (train_p, test_p) in enumerate(cv_folds(ds))]
+    return [
+        fit_subject_fold(recipe, ds, k, train_p, test_p, progress)
+        for k, (train_p, test_p) in enumerate(cv_folds(ds))
+    ]
 
 
-def fit_subject_fold(recipe: Recipe, ds: Dataset, k: int, train_p, test_p, progress: Progress | None = None
-                     ) -> FoldResult:
+def fit_subject_fold(
+    recipe: Recipe, ds: Dataset, k: int, train_p, test_p, progress: Progress | None = None
+) -> FoldResult:
     """Fold ``k`` of the subject CV on a prepared ``ds``: its training participants (less an inner
     validation group for a network trained by epochs) fitted, its held-out participants answered."""
     name = "test " + "+".join(test_p)
@@ -162,20 +212,34 @@ def fit_subject_fold(recipe: Recipe, ds: Dataset, k: int, train_p, test_p, progr
         # ensemble: every training group takes its turn as validation; lbfgs: nothing to choose
         fit_ds, val_ds = ds.of(train_p), None
     else:
-        fit_p, val_p = splits.inner_validation(train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k,
-                                               groups=ds.group_map())
+        fit_p, val_p = splits.inner_validation(
+            train_p, recipe.eval.inner_val_groups, seed=recipe.seed + k, groups=ds.group_map()
+        )
         fit_ds, val_ds = ds.of(fit_p), ds.of(val_p)
     return _fit_fold(recipe, name, fit_ds, val_ds, ds.of(test_p), progress, recipe.seed + k)
 
 
-def run_random_splits(recipe: Recipe, ds: Dataset, progress: Progress | None = None) -> list[FoldResult]:
+def run_random_splits(
+    recipe: Recipe, ds: Dataset, progress: Progress | None = None
+) -> list[FoldResult]:
     ds = prepare(recipe, ds)
     out = []
     for seed in recipe.eval.seeds:
         tr, va, te = splits.random_split(ds.labels[:, 0], seed)
         # a participant's trials fall on all three sides: it is aligned over all of them (no labels
         # needed), as predict aligns a whole subject folder
-        out.append(_fit_fold(recipe, f"seed {seed}", ds.take(tr), ds.take(va), ds.take(te), progress, seed, pool=ds))
+        out.append(
+            _fit_fold(
+                recipe,
+                f"seed {seed}",
+                ds.take(tr),
+                ds.take(va),
+                ds.take(te),
+                progress,
+                seed,
+                pool=ds,
+            )
+        )
     return out
 
 
@@ -186,22 +250,32 @@ def pooled(recipe: Recipe, folds: list[FoldResult]) -> dict:
     summary = evaluate(recipe, probs, labels)
     for key in ("Score", "CLASS_error", "LEVEL_error"):
         v = [f.metrics[key] for f in folds]
-        summary[f"{key}_folds_mean"], summary[f"{key}_folds_std"] = float(np.mean(v)), float(np.std(v))
+        summary[f"{key}_folds_mean"], summary[f"{key}_folds_std"] = (
+            float(np.mean(v)),
+            float(np.std(v)),
+        )
     for task in ("CLASS", "LEVEL"):
         for m in ("accuracy", "precision", "sensitivity", "f1"):
             v = [f.metrics[task][m] for f in folds]
-            summary[task][f"{m}_folds_mean"], summary[task][f"{m}_folds_std"] = float(np.mean(v)), float(np.std(v))
+            summary[task][f"{m}_folds_mean"], summary[task][f"{m}_folds_std"] = (
+                float(np.mean(v)),
+                float(np.std(v)),
+            )
     summary["best_epochs"] = [r.best_epoch for f in folds for r in f.fits]
     vm = [r.val_metric for f in folds for r in f.fits if r.val_metric is not None]
     summary["inner_val_metric_mean"] = float(np.mean(vm)) if vm else None
     return summary
 
 
-def fit_all(recipe: Recipe, ds: Dataset, epochs: int | None, progress: Progress | None = None) -> list[FitResult]:
+def fit_all(
+    recipe: Recipe, ds: Dataset, epochs: int | None, progress: Progress | None = None
+) -> list[FitResult]:
     """The shipped model on all labeled subjects: a single network for a fixed number of epochs
     chosen beforehand by CV, or (``recipe.ensemble``) one network per group, as in the CV."""
     ds = prepare(recipe, ds)
     if recipe.ensemble:
         return fit_networks(recipe, ds, "all subjects", recipe.seed, progress)
     cb = (lambda e, row: progress("all subjects", e, epochs)) if progress else None
-    return [fit(recipe, ds.trials, ds.labels, epochs=epochs, on_epoch=cb, participants=ds.participants)]
+    return [
+        fit(recipe, ds.trials, ds.labels, epochs=epochs, on_epoch=cb, participants=ds.participants)
+    ]

@@ -1,4 +1,5 @@
 """Training recipes: one TOML file per shipped model (see ``train/``), read into dataclasses."""
+
 from __future__ import annotations
 
 import tomllib
@@ -13,10 +14,10 @@ EBR_REGIONS = ["A9/46d_L", "A9/46d_R", "aSTS_L", "aSTS_R"]
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3              # paper: 1e-3 for CLASS, 1e-4 for LEVEL
-    l2: float = 0.01              # L2 penalty on conv and dense weights (Keras-style, in the loss)
+    lr: float = 1e-3  # paper: 1e-3 for CLASS, 1e-4 for LEVEL
+    l2: float = 0.01  # L2 penalty on conv and dense weights (Keras-style, in the loss)
     batch_size: int = 128
-    epochs: int = 100             # upper bound; the checkpoint is chosen on validation data
+    epochs: int = 100  # upper bound; the checkpoint is chosen on validation data
     lookahead_k: int = 6
     lookahead_alpha: float = 0.5
     level_loss_weight: float = 1.0  # multi-head models: weight of the LEVEL cross-entropy
@@ -30,24 +31,24 @@ class OptimConfig:
     # multinomial logistic-regression objective C·Σ log-loss + ½‖W‖² (bias unpenalized), from
     # zero weights: deterministic, no epochs and no checkpoint to choose, so no validation split
     solver: str = "radam"
-    C: float = 1.0                # lbfgs: inverse regularization strength (scikit-learn's C)
-    max_iter: int = 5000          # lbfgs: iteration limit (a warning in the history if reached)
+    C: float = 1.0  # lbfgs: inverse regularization strength (scikit-learn's C)
+    max_iter: int = 5000  # lbfgs: iteration limit (a warning in the history if reached)
 
 
 @dataclass
 class AugmentConfig:
     """Applied to training batches only (after the split)."""
 
-    noise_std: float = 0.0        # Gaussian noise, in units of each normalized trial's std
-    max_shift: int = 0            # random circular time shift of up to this many seconds
-    mixup_alpha: float = 0.0      # mixup between trials of the batch (0 = off)
+    noise_std: float = 0.0  # Gaussian noise, in units of each normalized trial's std
+    max_shift: int = 0  # random circular time shift of up to this many seconds
+    mixup_alpha: float = 0.0  # mixup between trials of the batch (0 = off)
 
 
 @dataclass
 class EvalConfig:
     protocols: list = field(default_factory=lambda: ["subject"])  # "random" and/or "subject"
-    seeds: list = field(default_factory=lambda: [0, 1, 2])        # random 8:1:1 repeats
-    inner_val_groups: int = 1     # subject protocol: groups held out of training for validation
+    seeds: list = field(default_factory=lambda: [0, 1, 2])  # random 8:1:1 repeats
+    inner_val_groups: int = 1  # subject protocol: groups held out of training for validation
     # argmax | min_expected_error. For a class-only model, min_expected_error answers the LEVEL
     # with least expected error under p(class | x) × the training labels' P(LEVEL | class)
     # (Score-optimal); argmax answers the class-only rule −1 → −3, 0 → 0, 1 → 2
@@ -65,7 +66,7 @@ class Recipe:
     name: str = "fmri-edge"
     data: str = "../shared/data/icbhi2024/Train"
     atlas: str = "../shared/data/icbhi2024/BN_atlas.txt"
-    regions: list | None = None   # region names to keep (EBR); None = all 246
+    regions: list | None = None  # region names to keep (EBR); None = all 246
     # the subject CV's groups, a property of the data: "auto" (leave-one-participant-out up to 20
     # participants, grouped 10-fold above) or "participants:COL" (a column of data/participants.tsv)
     groups: str = "auto"
@@ -82,7 +83,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    source: str = ""              # the recipe file this came from
+    source: str = ""  # the recipe file this came from
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,15 +105,23 @@ def load_recipe(path: str | Path) -> Recipe:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise InputError(path, f"not valid TOML ({e})") from None
-    nested = {"model": ModelConfig, "optim": OptimConfig, "augment": AugmentConfig, "eval": EvalConfig}
+    nested = {
+        "model": ModelConfig,
+        "optim": OptimConfig,
+        "augment": AugmentConfig,
+        "eval": EvalConfig,
+    }
     parts = {k: _build(cls, raw.pop(k, {}), f"{path} [{k}]") for k, cls in nested.items()}
     for key in ("widths", "dense"):
         setattr(parts["model"], key, tuple(getattr(parts["model"], key)))
     recipe = _build(Recipe, {**raw, **parts}, str(path))
     recipe.source = str(path)
     if recipe.model.normalization not in TRIAL_NORMALIZATIONS:
-        raise InputError(path, f"unknown normalization {recipe.model.normalization!r}; "
-                               f"choose from {sorted(TRIAL_NORMALIZATIONS)}")
+        raise InputError(
+            path,
+            f"unknown normalization {recipe.model.normalization!r}; "
+            f"choose from {sorted(TRIAL_NORMALIZATIONS)}",
+        )
     return recipe
 
 

@@ -5,6 +5,7 @@ whose ``runs/<name>/results.json`` is missing, and writes ``docs/results.md`` wi
 (confusion matrices, per-fold accuracy, training curves). Numbers in the README and the model
 cards come from here. matplotlib is needed for the plots (the ``plot`` extra).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def run_dir(recipe_path: str, runs: Path) -> Path:
     return runs / name
 
 
-def ensure_runs(rows: list[Row], runs: Path, log: Callable[[str], None] = print,
-                progress=None) -> dict[str, dict]:
+def ensure_runs(
+    rows: list[Row], runs: Path, log: Callable[[str], None] = print, progress=None
+) -> dict[str, dict]:
     """results.json per recipe, training (without the final fit) those that are missing: one line per
     recipe trained (recipe k of n, time so far, estimate), ``progress`` per fit (train's callback)."""
     from fmri_edge.training.progress import RecipeClock
@@ -61,7 +63,13 @@ def ensure_runs(rows: list[Row], runs: Path, log: Callable[[str], None] = print,
 
             recipe = load_recipe(recipe_path)
             log(clock.line(f"{recipe.name} ({', '.join(recipe.eval.protocols)})"))
-            run(recipe, recipe.eval.protocols, d, fit_final=False, progress=progress(recipe) if progress else None)
+            run(
+                recipe,
+                recipe.eval.protocols,
+                d,
+                fit_final=False,
+                progress=progress(recipe) if progress else None,
+            )
         results[recipe_path] = json.loads((d / "results.json").read_text())
     return results
 
@@ -90,22 +98,35 @@ def level_errors(res: dict, protocol: str) -> tuple[float, float] | None:
     lvl, rule = None, res["recipe"]["eval"]["level_rule"]
     if "level_probs" in preds[0]:
         lvl = valence.decide_level(np.array([r["level_probs"] for r in preds]), rule)
-    elif "level_mix_probs" in preds[0] and rule == "min_expected_error":  # class-only, Score-optimal LEVEL
+    elif (
+        "level_mix_probs" in preds[0] and rule == "min_expected_error"
+    ):  # class-only, Score-optimal LEVEL
         lvl = valence.decide_level(np.array([r["level_mix_probs"] for r in preds]), rule)
-    cls = valence.decide_class(np.array([r["class_probs"] for r in preds])) if "class_probs" in preds[0] \
+    cls = (
+        valence.decide_class(np.array([r["class_probs"] for r in preds]))
+        if "class_probs" in preds[0]
         else np.sign(lvl)
+    )
     base = np.select([cls < 0, cls > 0], [-3, 2], 0)
-    return scoring.level_error(base if lvl is None else lvl, truth), scoring.level_error(base, truth)
+    return scoring.level_error(base if lvl is None else lvl, truth), scoring.level_error(
+        base, truth
+    )
 
 
 def paper_table(rows: list[Row], results: dict) -> list[str]:
     lines = ["| model | protocol | CLASS P / S / F1 | LEVEL P / S / F1 |", "|---|---|---|---|"]
     for label, protocol, c, lv in PAPER_ROWS:
-        lines.append(f"| {label} (published) | {PROTOCOL_LABEL[protocol]} | "
-                     f"{' / '.join(f'{x:.2f}' for x in c)} | {' / '.join(f'{x:.2f}' for x in lv)} |")
+        lines.append(
+            f"| {label} (published) | {PROTOCOL_LABEL[protocol]} | "
+            f"{' / '.join(f'{x:.2f}' for x in c)} | {' / '.join(f'{x:.2f}' for x in lv)} |"
+        )
     for protocol, r, cr, lr in _measured(rows, results, ("random", "subject")):
-        c = " / ".join(_fmt(_folds_stat(cr, protocol, "CLASS", m)) for m in ("precision", "sensitivity", "f1"))
-        lv = " / ".join(_fmt(_folds_stat(lr, protocol, "LEVEL", m)) for m in ("precision", "sensitivity", "f1"))
+        c = " / ".join(
+            _fmt(_folds_stat(cr, protocol, "CLASS", m)) for m in ("precision", "sensitivity", "f1")
+        )
+        lv = " / ".join(
+            _fmt(_folds_stat(lr, protocol, "LEVEL", m)) for m in ("precision", "sensitivity", "f1")
+        )
         lines.append(f"| {r.label} | {PROTOCOL_LABEL[protocol]} | {c} | {lv} |")
     return lines
 
@@ -121,21 +142,26 @@ def _measured(rows: list[Row], results: dict, protocols):
 
 
 def challenge_table(rows: list[Row], results: dict) -> list[str]:
-    lines = ["| model | protocol | folds | CLASS acc (pooled) | CLASS acc per fold | CLASS macro-F1 | LEVEL_error | "
-             "LEVEL_error, class-only baseline | Score | kept epochs | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | protocol | folds | CLASS acc (pooled) | CLASS acc per fold | CLASS macro-F1 | LEVEL_error | "
+        "LEVEL_error, class-only baseline | Score | kept epochs | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for protocol, r, cr, lr in _measured(rows, results, ("subject", "random")):
         s = cr["protocols"][protocol]["summary"]
         level_err = level_errors(lr, protocol)[0]
         base_err = level_errors(cr, protocol)[1]
         score = scoring.score_from_errors(s["CLASS_error"], level_err)
-        minutes = (cr["protocols"][protocol]["seconds"] + (lr["protocols"][protocol]["seconds"]
-                   if lr is not cr else 0)) / 60
+        minutes = (
+            cr["protocols"][protocol]["seconds"]
+            + (lr["protocols"][protocol]["seconds"] if lr is not cr else 0)
+        ) / 60
         lines.append(
             f"| {r.label} | {PROTOCOL_LABEL[protocol]} | {len(cr['protocols'][protocol]['folds'])} | "
             f"{s['CLASS']['accuracy']:.3f} | {s['CLASS']['accuracy_folds_mean']:.3f} ± "
             f"{s['CLASS']['accuracy_folds_std']:.3f} | {s['CLASS']['f1']:.3f} | {level_err:.4f} | "
-            f"{base_err:.4f} | {score:.4f} | {_epochs(s['best_epochs'], cr)} | {minutes:.1f} |")
+            f"{base_err:.4f} | {score:.4f} | {_epochs(s['best_epochs'], cr)} | {minutes:.1f} |"
+        )
     return lines
 
 
@@ -150,6 +176,7 @@ def _epochs(best: list[int], res: dict | None = None) -> str:
 
 
 # ---- plots --------------------------------------------------------------------------------------------
+
 
 def _plt():
     import matplotlib
@@ -175,8 +202,15 @@ def plot_confusions(res: dict, protocol: str, path: Path, title: str) -> None:
         for i in range(len(vals)):
             for j in range(len(vals)):
                 if m[i, j]:
-                    ax.text(j, i, m[i, j], ha="center", va="center", fontsize=8,
-                            color="white" if m[i, j] > m.max() / 2 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        m[i, j],
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if m[i, j] > m.max() / 2 else "black",
+                    )
         ax.set_title(f"{task} (acc {s[task]['accuracy']:.2f})")
     fig.suptitle(title)
     fig.tight_layout()
@@ -215,7 +249,9 @@ def plot_curves(res: dict, protocol: str, path: Path, title: str) -> None:
         h = f["history"]
         ep = [r["epoch"] for r in h]
         a1.plot(ep, [r["train_loss"] for r in h], lw=1)
-        a2.plot(ep, [r.get("val_metric", np.nan) for r in h], lw=1, label=f["name"].replace("test ", ""))
+        a2.plot(
+            ep, [r.get("val_metric", np.nan) for r in h], lw=1, label=f["name"].replace("test ", "")
+        )
         a2.axvline(f["best_epoch"], color=a2.lines[-1].get_color(), lw=0.5, ls=":")
     a1.set_title("training loss")
     a2.set_title("inner-validation metric, lower is better\n(dotted: kept epoch)", fontsize=10)
@@ -228,11 +264,14 @@ def plot_curves(res: dict, protocol: str, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-KEEP_BELOW = "<!-- fmri-edge report ends here; what follows is kept when the report is written again -->"
+KEEP_BELOW = (
+    "<!-- fmri-edge report ends here; what follows is kept when the report is written again -->"
+)
 
 
-def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], None] = print,
-                 progress=None) -> Path:
+def write_report(
+    config: Path, runs: Path = Path("runs"), log: Callable[[str], None] = print, progress=None
+) -> Path:
     """``progress(recipe)``: train's per-fit callback for the run of that recipe (or None)."""
     rows, raw = load_rows(config)
     out_md = Path(raw.get("out", "docs/results.md"))
@@ -282,13 +321,19 @@ def write_report(config: Path, runs: Path = Path("runs"), log: Callable[[str], N
         if protocol not in sres["protocols"]:
             continue
         name = f"confusion_{protocol}.png"
-        plot_confusions(sres, protocol, fig_dir / name, f"{shipped.label}: {PROTOCOL_LABEL[protocol]}")
+        plot_confusions(
+            sres, protocol, fig_dir / name, f"{shipped.label}: {PROTOCOL_LABEL[protocol]}"
+        )
         lines += [f"![confusion {protocol}]({fig_dir.name}/{name})", ""]
         name = f"fold_accuracy_{protocol}.png"
         plot_fold_accuracy(rows, results, protocol, fig_dir / name)
         lines += [f"![per-fold accuracy {protocol}]({fig_dir.name}/{name})", ""]
-    if "subject" in sres["protocols"] and _epochs([], sres) != "converged (L-BFGS)":  # a converged fit has no curve
-        plot_curves(sres, "subject", fig_dir / "curves_subject.png", f"{shipped.label}: cross-subject folds")
+    if (
+        "subject" in sres["protocols"] and _epochs([], sres) != "converged (L-BFGS)"
+    ):  # a converged fit has no curve
+        plot_curves(
+            sres, "subject", fig_dir / "curves_subject.png", f"{shipped.label}: cross-subject folds"
+        )
         lines += [f"![training curves]({fig_dir.name}/curves_subject.png)", ""]
     # sections written by other tools (e.g. train/research/adapt_cv.py) sit below the marker and are kept
     before = out_md.read_text() if out_md.exists() else ""

@@ -7,6 +7,7 @@ evaluation: interval, chance, permutation null), ``cv_predictions.csv``, ``cv_fo
 ``cv_participants.csv``, ``model.pt`` (all participants) and ``fold<k>.pt`` (the subject-CV fold
 models, each with the participants it never saw), and the study's ``labels.json`` where it has one.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,8 +27,16 @@ from fmri_edge.data.io import load_icbhi
 from fmri_edge.errors import InputError, UsageError
 from fmri_edge.training import evaluation
 from fmri_edge.training.fit import save_checkpoint
-from fmri_edge.training.protocols import (Dataset, Progress, cv_folds, dataset_from_icbhi, fit_all, pooled,
-                                          run_random_splits, run_subject_cv)
+from fmri_edge.training.protocols import (
+    Dataset,
+    Progress,
+    cv_folds,
+    dataset_from_icbhi,
+    fit_all,
+    pooled,
+    run_random_splits,
+    run_subject_cv,
+)
 from fmri_edge.training.recipe import Recipe, read_atlas
 
 
@@ -46,11 +55,19 @@ def check_shape(recipe: Recipe, data: Path) -> None:
     _, r, t = shape
     m = recipe.model
     if (r, t) != (m.n_regions, m.n_times):
-        what = " and ".join(x for x in (f"{r} regions (the recipe: {m.n_regions})" if r != m.n_regions else "",
-                                         f"{t}-s trials (the recipe: {m.n_times} s)" if t != m.n_times else "") if x)
-        raise UsageError(f"{sources[0].path}: {what}; the recipe {recipe.source or recipe.name} is made for "
-                         f"{m.n_regions} regions × {m.n_times} s. Cut trials with the model's window (extract) or "
-                         "train a recipe of your own (--config) whose [model] n_regions, n_times and time_window fit")
+        what = " and ".join(
+            x
+            for x in (
+                f"{r} regions (the recipe: {m.n_regions})" if r != m.n_regions else "",
+                f"{t}-s trials (the recipe: {m.n_times} s)" if t != m.n_times else "",
+            )
+            if x
+        )
+        raise UsageError(
+            f"{sources[0].path}: {what}; the recipe {recipe.source or recipe.name} is made for "
+            f"{m.n_regions} regions × {m.n_times} s. Cut trials with the model's window (extract) or "
+            "train a recipe of your own (--config) whose [model] n_regions, n_times and time_window fit"
+        )
 
 
 def load_dataset(recipe: Recipe, group_by: str | None = None) -> tuple[Dataset, list[str], str]:
@@ -64,18 +81,25 @@ def load_dataset(recipe: Recipe, group_by: str | None = None) -> tuple[Dataset, 
     check_shape(recipe, data)
     subjects = load_icbhi(data, n_times=recipe.model.n_times, n_regions=recipe.model.n_regions)
     if len(subjects) < MIN_PARTICIPANTS:
-        raise UsageError(f"{data}: {len(subjects)} participant(s) with labels; training and an honest "
-                         f"cross-validation need at least {MIN_PARTICIPANTS}")
+        raise UsageError(
+            f"{data}: {len(subjects)} participant(s) with labels; training and an honest "
+            f"cross-validation need at least {MIN_PARTICIPANTS}"
+        )
     label_files = {src.participant: src.path.parent / LABEL_FILE for src in discover([data])}
     for p, (_, labels) in subjects.items():
         if len(np.unique(labels[:, 0])) < 2:
-            raise InputError(label_files[p], f"every trial of {p} has CLASS {int(labels[0, 0])}; each "
-                                                      "participant needs trials of at least two classes (leave it "
-                                                      "out, or check the class map)")
+            raise InputError(
+                label_files[p],
+                f"every trial of {p} has CLASS {int(labels[0, 0])}; each "
+                "participant needs trials of at least two classes (leave it "
+                "out, or check the class map)",
+            )
     ds = dataset_from_icbhi(subjects)
     groups, how = splits.study_groups(sorted(subjects), group_by or recipe.groups, data)
     ds.groups = np.asarray([groups[p] for p in ds.participants])
-    ds.level_rated = np.concatenate([level_rated(label_files[p], len(subjects[p][1])) for p in sorted(subjects)])
+    ds.level_rated = np.concatenate(
+        [level_rated(label_files[p], len(subjects[p][1])) for p in sorted(subjects)]
+    )
     atlas = Path(recipe.atlas)
     names = read_atlas(atlas) if atlas.is_file() else _region_names(recipe.model.n_regions)
     if recipe.regions:
@@ -104,9 +128,11 @@ def check_folds(ds: Dataset) -> list[tuple[list[str], list[str]]]:
         have = set(np.unique(ds.of(train_p).labels[:, 0]).tolist())
         if have != {-1, 0, 1}:
             missing = sorted({-1, 0, 1} - have)
-            raise UsageError(f"the fold holding out {'+'.join(test_p)} trains on no trial of CLASS "
-                             f"{', '.join(map(str, missing))}; every training fold needs all three classes "
-                             "(group the participants differently, --group-by)")
+            raise UsageError(
+                f"the fold holding out {'+'.join(test_p)} trains on no trial of CLASS "
+                f"{', '.join(map(str, missing))}; every training fold needs all three classes "
+                "(group the participants differently, --group-by)"
+            )
     return folds
 
 
@@ -114,10 +140,16 @@ def _predictions(folds) -> list[dict]:
     rows = []
     for f in folds:
         for i in range(len(f.test.labels)):
-            rows.append({"fold": f.name, "participant": str(f.test.participants[i]),
-                         "trial": int(f.test.trial_index[i]),
-                         "CLASS": int(f.test.labels[i, 0]), "LEVEL": int(f.test.labels[i, 1]),
-                         **{f"{t}_probs": np.round(p[i], 6).tolist() for t, p in f.probs.items()}})
+            rows.append(
+                {
+                    "fold": f.name,
+                    "participant": str(f.test.participants[i]),
+                    "trial": int(f.test.trial_index[i]),
+                    "CLASS": int(f.test.labels[i, 0]),
+                    "LEVEL": int(f.test.labels[i, 1]),
+                    **{f"{t}_probs": np.round(p[i], 6).tolist() for t, p in f.probs.items()},
+                }
+            )
     return rows
 
 
@@ -129,7 +161,9 @@ def write_held_out_csv(recipe: Recipe, folds, path: Path) -> None:
     from fmri_edge.training.protocols import baseline_level
 
     with submission.atomic_write(path, force=True) as f:
-        submission.write_header(f, probs=True)  # cross-validation diagnostics keep the class probabilities
+        submission.write_header(
+            f, probs=True
+        )  # cross-validation diagnostics keep the class probabilities
         for fold in folds:
             d = decide(fold.probs, recipe.eval.level_rule)
             cls = d.get("class", np.sign(d.get("level", 0)))
@@ -137,13 +171,23 @@ def write_held_out_csv(recipe: Recipe, folds, path: Path) -> None:
             probs = fold.probs.get("class", np.full((len(cls), 3), np.nan))
             for p in sorted(set(fold.test.participants.tolist())):
                 m = fold.test.participants == p
-                submission.write_rows(f, p, fold.test.trial_index[m], cls[m], lvl[m], probs[m], probs=True)
+                submission.write_rows(
+                    f, p, fold.test.trial_index[m], cls[m], lvl[m], probs[m], probs=True
+                )
 
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -157,13 +201,21 @@ class Plan:
     region_names: list[str]
     groups_how: str
     folds: list[tuple[list[str], list[str]]]
-    runs: np.ndarray | None = None   # --protocol within: each trial's run (fmri_edge.training.within)
-    studies: list | None = None      # train --data A --data B: the pooled studies (fmri_edge.training.pooling)
+    runs: np.ndarray | None = (
+        None  # --protocol within: each trial's run (fmri_edge.training.within)
+    )
+    studies: list | None = (
+        None  # train --data A --data B: the pooled studies (fmri_edge.training.pooling)
+    )
 
 
-def make_plan(recipe: Recipe, group_by: str | None = None, protocols: list[str] | None = None,
-              studies: list | None = None) -> Plan:
-    if studies:   # several extracted studies pooled (train --data A --data B …)
+def make_plan(
+    recipe: Recipe,
+    group_by: str | None = None,
+    protocols: list[str] | None = None,
+    studies: list | None = None,
+) -> Plan:
+    if studies:  # several extracted studies pooled (train --data A --data B …)
         from fmri_edge.training import pooling
 
         ds, names, how, studies = pooling.load_studies(recipe, studies, group_by, load_dataset)
@@ -173,10 +225,14 @@ def make_plan(recipe: Recipe, group_by: str | None = None, protocols: list[str] 
     if protocols and "within" in protocols:
         from fmri_edge.training import within
 
-        runs = within.trial_runs(recipe.data, ds) if not studies else within.pooled_runs(studies, ds)
+        runs = (
+            within.trial_runs(recipe.data, ds) if not studies else within.pooled_runs(studies, ds)
+        )
         within.check_within(ds, runs)
     only_within = bool(protocols) and set(protocols) == {"within"}
-    return Plan(ds, names, how, cv_folds(ds) if only_within else check_folds(ds), runs, studies or None)
+    return Plan(
+        ds, names, how, cv_folds(ds) if only_within else check_folds(ds), runs, studies or None
+    )
 
 
 def cv_runner(protocol: str, plan: "Plan"):
@@ -208,9 +264,19 @@ def _write_table(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def evaluate_cv(recipe: Recipe, ds: Dataset, folds, how: str, out_dir: Path, permutations: int = 0,
-                progress: Progress | None = None, run_cv=None, units: np.ndarray | None = None,
-                null: list[float] | None = None, suffix: str = "") -> dict:
+def evaluate_cv(
+    recipe: Recipe,
+    ds: Dataset,
+    folds,
+    how: str,
+    out_dir: Path,
+    permutations: int = 0,
+    progress: Progress | None = None,
+    run_cv=None,
+    units: np.ndarray | None = None,
+    null: list[float] | None = None,
+    suffix: str = "",
+) -> dict:
     """The subject CV's evaluation (:mod:`fmri_edge.training.evaluation`): the headline with its
     interval, chance and permutation null; the per-fold and per-participant tables (also written as
     ``cv_folds.csv`` and ``cv_participants.csv``). ``run_cv`` and ``units``: another protocol's CV
@@ -219,9 +285,15 @@ def evaluate_cv(recipe: Recipe, ds: Dataset, folds, how: str, out_dir: Path, per
     rule = recipe.eval.level_rule
     run_cv = run_cv or run_subject_cv
     if null is None:
-        null = evaluation.permutation_null(lambda y: run_cv(recipe, ds.with_labels(y)), ds.labels,
-                                           ds.participants if units is None else units, permutations, rule,
-                                           recipe.seed, progress)
+        null = evaluation.permutation_null(
+            lambda y: run_cv(recipe, ds.with_labels(y)),
+            ds.labels,
+            ds.participants if units is None else units,
+            permutations,
+            rule,
+            recipe.seed,
+            progress,
+        )
     ev = evaluation.summarize(folds, rule, null, seed=recipe.seed)
     groups = ds.group_map()
     ev["groups"] = how
@@ -232,9 +304,17 @@ def evaluate_cv(recipe: Recipe, ds: Dataset, folds, how: str, out_dir: Path, per
     return ev
 
 
-def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
-        progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
-        own_data: bool = False, executor=None) -> dict:
+def run(
+    recipe: Recipe,
+    protocols: list[str],
+    out_dir: Path,
+    fit_final: bool = True,
+    progress: Progress | None = None,
+    plan: Plan | None = None,
+    permutations: int = 0,
+    own_data: bool = False,
+    executor=None,
+) -> dict:
     """``own_data``: the data is not the recipe's own (``train --data``). The run is written into a
     temporary folder beside ``out_dir`` that replaces it at the end (:mod:`run_folder`): an interrupted
     run leaves the earlier one whole. ``executor``: runs the evaluated protocol's folds and
@@ -243,34 +323,57 @@ def run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = T
     from fmri_edge.training.run_folder import staged
 
     with staged(out_dir) as tmp:
-        return _run(recipe, protocols, tmp, fit_final, progress, plan, permutations, own_data, executor)
+        return _run(
+            recipe, protocols, tmp, fit_final, progress, plan, permutations, own_data, executor
+        )
 
 
-def _run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = True,
-         progress: Progress | None = None, plan: Plan | None = None, permutations: int = 0,
-         own_data: bool = False, executor=None) -> dict:
+def _run(
+    recipe: Recipe,
+    protocols: list[str],
+    out_dir: Path,
+    fit_final: bool = True,
+    progress: Progress | None = None,
+    plan: Plan | None = None,
+    permutations: int = 0,
+    own_data: bool = False,
+    executor=None,
+) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or make_plan(recipe)
     ds, region_names = plan.ds, plan.region_names
-    results = {"recipe": recipe.to_dict(), "fmri_edge_version": fmri_edge.__version__,
-               "git_commit": git_commit(), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
-                           "torch": torch.__version__},
-               "data": str(recipe.data), "own_data": own_data, "groups": plan.groups_how,
-               "n_trials": len(ds.labels), "participants": sorted(set(ds.participants.tolist())),
-               "n_times": int(ds.trials.shape[2]), "n_regions": int(ds.trials.shape[1]),
-               "protocols": {}}
+    results = {
+        "recipe": recipe.to_dict(),
+        "fmri_edge_version": fmri_edge.__version__,
+        "git_commit": git_commit(),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "data": str(recipe.data),
+        "own_data": own_data,
+        "groups": plan.groups_how,
+        "n_trials": len(ds.labels),
+        "participants": sorted(set(ds.participants.tolist())),
+        "n_times": int(ds.trials.shape[2]),
+        "n_regions": int(ds.trials.shape[1]),
+        "protocols": {},
+    }
     from fmri_edge.imaging.atlas_provenance import study_atlas
     from fmri_edge.data.io import discover
 
-    atlas = study_atlas(discover([Path(recipe.data)]))   # which atlas made the trials (extract records it)
+    atlas = study_atlas(
+        discover([Path(recipe.data)])
+    )  # which atlas made the trials (extract records it)
     if atlas is not None:
         results["atlas"] = atlas
     labels_json = Path(recipe.data) / "labels.json"
     if labels_json.is_file():  # the study's label provenance (extract --class-column), for export
         results["study_labels"] = json.loads(labels_json.read_text())
         (out_dir / "labels.json").write_text(labels_json.read_text())
-    if plan.studies:   # pooled studies: which, and how many of their participants and trials
+    if plan.studies:  # pooled studies: which, and how many of their participants and trials
         results["studies"] = plan.studies
     evaluated = [p for p in protocols if p in ("subject", "within")]
     # the subject CV keeps its file names; a within CV beside it writes *_within.csv and evaluation_within
@@ -279,17 +382,37 @@ def _run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = 
     for protocol in protocols:
         t0 = time.perf_counter()
         runner = cv_runner(protocol, plan)
-        if executor is not None and protocol in evaluated:   # folds and permutations submitted together
-            folds = executor.cv(recipe, ds, protocol, plan, progress, evaluation.shuffles(
-                ds.labels, shuffle_units(protocol, plan), permutations, recipe.seed) if permutations else None)
+        if (
+            executor is not None and protocol in evaluated
+        ):  # folds and permutations submitted together
+            folds = executor.cv(
+                recipe,
+                ds,
+                protocol,
+                plan,
+                progress,
+                evaluation.shuffles(
+                    ds.labels, shuffle_units(protocol, plan), permutations, recipe.seed
+                )
+                if permutations
+                else None,
+            )
         else:
             folds = runner(recipe, ds, progress)
         if protocol == "subject":
             subject_folds = folds
         results["protocols"][protocol] = {
             "summary": pooled(recipe, folds),
-            "folds": [{"name": f.name, "best_epoch": f.fit.best_epoch, "val_metric": f.fit.val_metric,
-                       "history": f.fit.history, **f.metrics} for f in folds],
+            "folds": [
+                {
+                    "name": f.name,
+                    "best_epoch": f.fit.best_epoch,
+                    "val_metric": f.fit.val_metric,
+                    "history": f.fit.history,
+                    **f.metrics,
+                }
+                for f in folds
+            ],
             "predictions": _predictions(folds),
             "seconds": round(time.perf_counter() - t0, 1),
         }
@@ -299,11 +422,29 @@ def _run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = 
             units = shuffle_units(protocol, plan)
             null = None
             if executor is not None and permutations:
-                null = executor.null(recipe, ds, protocol, plan, evaluation.shuffles(ds.labels, units, permutations,
-                                                                                    recipe.seed), progress)
-            results[key] = evaluate_cv(recipe, ds, folds, plan.groups_how if protocol == "subject" else
-                                       "leave-one-run-out within each participant", out_dir, permutations,
-                                       progress, runner, units, null, suffix[protocol])
+                null = executor.null(
+                    recipe,
+                    ds,
+                    protocol,
+                    plan,
+                    evaluation.shuffles(ds.labels, units, permutations, recipe.seed),
+                    progress,
+                )
+            results[key] = evaluate_cv(
+                recipe,
+                ds,
+                folds,
+                plan.groups_how
+                if protocol == "subject"
+                else "leave-one-run-out within each participant",
+                out_dir,
+                permutations,
+                progress,
+                runner,
+                units,
+                null,
+                suffix[protocol],
+            )
             results[key]["protocol"] = protocol
             if protocol == "within":
                 from fmri_edge.training.within import SENTENCE
@@ -317,38 +458,60 @@ def _run(recipe: Recipe, protocols: list[str], out_dir: Path, fit_final: bool = 
                     results[key]["estimates"] = (
                         "This estimates how well a model trained on the other studies decodes the valence CLASS of "
                         "a whole new study (other participants, and whatever else differs between these studies: "
-                        "stimuli, scanner, TR); it is not an estimate for studies unlike these.")
-        if protocol in evaluated and not suffix[protocol]:  # fold models: for int8 checks, attention studies
+                        "stimuli, scanner, TR); it is not an estimate for studies unlike these."
+                    )
+        if (
+            protocol in evaluated and not suffix[protocol]
+        ):  # fold models: for int8 checks, attention studies
             for k, f in enumerate(folds):
                 test_p = sorted(set(f.test.participants.tolist()))
                 if len(f.fits) == 1:
-                    save_checkpoint(f.fit.model, out_dir / f"fold{k}.pt", fold=f.name, test_participants=test_p)
+                    save_checkpoint(
+                        f.fit.model, out_dir / f"fold{k}.pt", fold=f.name, test_participants=test_p
+                    )
                 else:  # an ensemble per fold: its networks in a folder of their own
                     (out_dir / f"fold{k}").mkdir(exist_ok=True)
                     for j, r in enumerate(f.fits):
-                        save_checkpoint(r.model, out_dir / f"fold{k}" / f"member{j}.pt", fold=f.name,
-                                        test_participants=test_p)
+                        save_checkpoint(
+                            r.model,
+                            out_dir / f"fold{k}" / f"member{j}.pt",
+                            fold=f.name,
+                            test_participants=test_p,
+                        )
     if fit_final and "within" in protocols and "subject" not in protocols:
-        fit_final = False   # one model per participant and fold: nothing for new participants to export
+        fit_final = (
+            False  # one model per participant and fold: nothing for new participants to export
+        )
         results["final"] = None
         results["export"] = "refused: --protocol within"
     if fit_final:
         epochs = recipe.full_epochs
         if epochs is None and not recipe.ensemble:
             if subject_folds is None:
-                raise UsageError("full_epochs is not set in the recipe and no subject CV ran to choose it")
+                raise UsageError(
+                    "full_epochs is not set in the recipe and no subject CV ran to choose it"
+                )
             epochs = int(np.median([f.fit.best_epoch for f in subject_folds]))
         t0 = time.perf_counter()
         final = fit_all(recipe, ds, epochs, progress)
         epochs = epochs or int(np.median([r.best_epoch for r in final]))
-        results["final"] = {"epochs": epochs, "seconds": round(time.perf_counter() - t0, 1),
-                            "participants": results["participants"], "networks": len(final),
-                            "best_epochs": [r.best_epoch for r in final]}
+        results["final"] = {
+            "epochs": epochs,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "participants": results["participants"],
+            "networks": len(final),
+            "best_epochs": [r.best_epoch for r in final],
+        }
         for old in out_dir.glob("member*.pt"):
             old.unlink()
         for j, r in enumerate(final):
-            save_checkpoint(r.model, out_dir / ("model.pt" if j == 0 else f"member{j}.pt"),
-                            region_names=region_names, recipe=json.dumps(recipe.to_dict()), epochs=epochs,
-                            participants=results["participants"])
+            save_checkpoint(
+                r.model,
+                out_dir / ("model.pt" if j == 0 else f"member{j}.pt"),
+                region_names=region_names,
+                recipe=json.dumps(recipe.to_dict()),
+                epochs=epochs,
+                participants=results["participants"],
+            )
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results

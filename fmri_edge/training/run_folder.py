@@ -5,6 +5,7 @@ rename); the run writes into it and it replaces ``--out`` only when the run comp
 interrupt (Ctrl-C during ``--permutations``), an error or a full disk leave the earlier run
 untouched and remove the temporary folder. :func:`check_out` refuses, before any work, an
 ``--out`` that cannot be written or that is not a run folder (it would be replaced whole)."""
+
 from __future__ import annotations
 
 import os
@@ -23,16 +24,27 @@ def check_out(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "is a file; give --out a folder for the run")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not any((out_dir / f).exists() for f in RUN_FILES):
-        raise InputError(out_dir, "holds files but is not a run folder of fmri-edge train (no results.json, "
-                                  "model.pt); the run would replace it whole: give --out a new folder")
+    if (
+        out_dir.is_dir()
+        and any(out_dir.iterdir())
+        and not any((out_dir / f).exists() for f in RUN_FILES)
+    ):
+        raise InputError(
+            out_dir,
+            "holds files but is not a run folder of fmri-edge train (no results.json, "
+            "model.pt); the run would replace it whole: give --out a new folder",
+        )
     parent = out_dir.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(out_dir, f"cannot be created ({e.strerror or type(e).__name__}); choose another --out") from None
+        raise InputError(
+            out_dir, f"cannot be created ({e.strerror or type(e).__name__}); choose another --out"
+        ) from None
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(out_dir, f"cannot be written (folder {parent} is not writable); choose another --out")
+        raise InputError(
+            out_dir, f"cannot be written (folder {parent} is not writable); choose another --out"
+        )
     return out_dir
 
 
@@ -44,10 +56,12 @@ def staged(out_dir: str | Path):
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
     except OSError as e:
-        raise InputError(out_dir, f"cannot be written ({e.strerror or type(e).__name__}); choose another --out") from None
+        raise InputError(
+            out_dir, f"cannot be written ({e.strerror or type(e).__name__}); choose another --out"
+        ) from None
     mask = os.umask(0)
     os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)      # mkdtemp's 0700 would hide the run from the lab
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's 0700 would hide the run from the lab
     try:
         yield tmp
         if out_dir.exists():
@@ -56,7 +70,7 @@ def staged(out_dir: str | Path):
             try:
                 os.replace(tmp, out_dir)
             except BaseException:
-                os.replace(old / "run", out_dir)    # put the earlier run back
+                os.replace(old / "run", out_dir)  # put the earlier run back
                 raise
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -16,6 +16,7 @@ worker lost mid-run has its tasks recomputed by the scheduler from their inputs 
 rescheduling; a task that kills workers again and again is one line); a cluster gone is one line
 (:class:`fmri_edge.scheduler.ClusterError`), exit 2, and nothing of the run is written.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,7 +88,7 @@ class DaskExecutor:
 
         self.client, self.address, self.distributed = client, address, scheduler.load_distributed()
         self._ds = None
-        self._null: dict = {}   # protocol → the permutation futures, submitted with the folds
+        self._null: dict = {}  # protocol → the permutation futures, submitted with the folds
 
     def _data(self, ds):
         if self._ds is None or self._ds[0] is not ds:
@@ -104,24 +105,46 @@ class DaskExecutor:
                 progress(stage, i + 1, len(futures))
         return out
 
-    def cv(self, recipe, ds, protocol: str, plan, progress=None, shuffled: list[np.ndarray] | None = None):
+    def cv(
+        self,
+        recipe,
+        ds,
+        protocol: str,
+        plan,
+        progress=None,
+        shuffled: list[np.ndarray] | None = None,
+    ):
         """The protocol's folds (first in the queue) and, with ``shuffled``, its permutations
         submitted at once behind them, so the workers never wait for the client."""
         from fmri_edge.training.within import within_folds
 
         data = self._data(ds)
         n = len(within_folds(ds, plan.runs)) if protocol == "within" else len(plan.folds)
-        futures = [self.client.submit(fold_task, recipe, data, protocol, plan.runs, k, pure=False, priority=10)
-                   for k in range(n)]
+        futures = [
+            self.client.submit(
+                fold_task, recipe, data, protocol, plan.runs, k, pure=False, priority=10
+            )
+            for k in range(n)
+        ]
         if shuffled:
-            self._null[protocol] = [self.client.submit(permutation_task, recipe, data, protocol, plan.runs, y,
-                                                       pure=False) for y in shuffled]
+            self._null[protocol] = [
+                self.client.submit(
+                    permutation_task, recipe, data, protocol, plan.runs, y, pure=False
+                )
+                for y in shuffled
+            ]
         return self._gather(futures, f"{protocol} CV folds on {self.address}", progress)
 
-    def null(self, recipe, ds, protocol: str, plan, shuffled: list[np.ndarray], progress=None) -> list[float]:
+    def null(
+        self, recipe, ds, protocol: str, plan, shuffled: list[np.ndarray], progress=None
+    ) -> list[float]:
         futures = self._null.pop(protocol, None)
         if futures is None:
             data = self._data(ds)
-            futures = [self.client.submit(permutation_task, recipe, data, protocol, plan.runs, y, pure=False)
-                       for y in shuffled]
+            futures = [
+                self.client.submit(
+                    permutation_task, recipe, data, protocol, plan.runs, y, pure=False
+                )
+                for y in shuffled
+            ]
         return self._gather(futures, f"permutation null on {self.address}", progress)

@@ -12,6 +12,7 @@ Refused with one line: a study without run fields (ICBHI's ``.npy`` trials), a p
 one run. The number estimates how well a participant's own decoder generalises to a new run of the
 same participant; it says nothing about new participants (that is ``--protocol subject``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,9 +23,11 @@ from fmri_edge.errors import InputError, UsageError
 from fmri_edge.training.protocols import Dataset, FoldResult, Progress, _fit_fold, prepare
 from fmri_edge.training.recipe import Recipe
 
-SENTENCE = ("This estimates how well a decoder trained on a participant's other runs decodes the valence CLASS "
-            "of a new run of the same participant (leave-one-run-out, one model per participant and fold); it "
-            "is not an estimate for new participants (--protocol subject), new stimuli or other scanners.")
+SENTENCE = (
+    "This estimates how well a decoder trained on a participant's other runs decodes the valence CLASS "
+    "of a new run of the same participant (leave-one-run-out, one model per participant and fold); it "
+    "is not an estimate for new participants (--protocol subject), new stimuli or other scanners."
+)
 
 
 def trial_runs(data: str | Path, ds: Dataset) -> np.ndarray:
@@ -42,22 +45,31 @@ def trial_runs(data: str | Path, ds: Dataset) -> np.ndarray:
             with np.load(path, allow_pickle=False) as z:
                 runs = z["run"] if "run" in z.files else None
         if runs is None:
-            raise InputError(path, "has no run field (extract writes one per trial): --protocol within needs each "
-                                   "trial's run; use --protocol subject")
+            raise InputError(
+                path,
+                "has no run field (extract writes one per trial): --protocol within needs each "
+                "trial's run; use --protocol subject",
+            )
         runs = np.asarray(runs).astype(np.int64).ravel()
         if len(runs) != len(at):
             raise InputError(path, f"{len(runs)} run entries for {len(at)} trials")
         if len(np.unique(runs)) < 2:
-            raise InputError(path, f"{p} has one run ({len(at)} trials): leave-one-run-out needs at least two runs "
-                                   "per participant (leave it out, or use --protocol subject)")
+            raise InputError(
+                path,
+                f"{p} has one run ({len(at)} trials): leave-one-run-out needs at least two runs "
+                "per participant (leave it out, or use --protocol subject)",
+            )
         out[at] = runs
     return out
 
 
 def within_folds(ds: Dataset, runs: np.ndarray) -> list[tuple[str, str, int]]:
     """[(participant, name, run)]: one fold per participant and run, in sorted order."""
-    return [(p, f"{p} run {r}", int(r)) for p in sorted(set(ds.participants.tolist()))
-            for r in np.unique(runs[ds.participants == p])]
+    return [
+        (p, f"{p} run {r}", int(r))
+        for p in sorted(set(ds.participants.tolist()))
+        for r in np.unique(runs[ds.participants == p])
+    ]
 
 
 def shuffle_units(ds: Dataset, runs: np.ndarray) -> np.ndarray:
@@ -65,17 +77,28 @@ def shuffle_units(ds: Dataset, runs: np.ndarray) -> np.ndarray:
     return np.asarray([f"{p}\t{r}" for p, r in zip(ds.participants.tolist(), runs.tolist())])
 
 
-def within_fold(recipe: Recipe, ds: Dataset, runs: np.ndarray, k: int, progress: Progress | None = None) -> FoldResult:
+def within_fold(
+    recipe: Recipe, ds: Dataset, runs: np.ndarray, k: int, progress: Progress | None = None
+) -> FoldResult:
     """Fold ``k`` of :func:`within_folds` on a prepared dataset: the participant's other runs train
     (no validation split: a converged fit has nothing to choose, a network its fixed ``epochs``),
     the held-out run is tested, each run aligned over its own trials."""
     p, name, r = within_folds(ds, runs)[k]
     mine = ds.participants == p
-    return _fit_fold(recipe, name, ds.take(mine & (runs != r)), None, ds.take(mine & (runs == r)), progress,
-                     recipe.seed + k)
+    return _fit_fold(
+        recipe,
+        name,
+        ds.take(mine & (runs != r)),
+        None,
+        ds.take(mine & (runs == r)),
+        progress,
+        recipe.seed + k,
+    )
 
 
-def run_within_cv(recipe: Recipe, ds: Dataset, runs: np.ndarray, progress: Progress | None = None) -> list[FoldResult]:
+def run_within_cv(
+    recipe: Recipe, ds: Dataset, runs: np.ndarray, progress: Progress | None = None
+) -> list[FoldResult]:
     ds = prepare(recipe, ds)
     return [within_fold(recipe, ds, runs, k, progress) for k in range(len(within_folds(ds, runs)))]
 
@@ -85,12 +108,16 @@ def check_within(ds: Dataset, runs: np.ndarray) -> None:
     for p, name, r in within_folds(ds, runs):
         m = (ds.participants == p) & (runs != r)
         if len(np.unique(ds.labels[m, 0])) < 2:
-            raise UsageError(f"the fold holding out {name} trains on trials of one CLASS only "
-                             f"({int(ds.labels[m, 0][0])}); every run-out fold needs two classes or more")
+            raise UsageError(
+                f"the fold holding out {name} trains on trials of one CLASS only "
+                f"({int(ds.labels[m, 0][0])}); every run-out fold needs two classes or more"
+            )
 
 
-EXPORT_REFUSED = ("a --protocol within run has one model per participant and fold, and no model for new "
-                  "participants: export a run of --protocol subject (train --data … without --protocol within)")
+EXPORT_REFUSED = (
+    "a --protocol within run has one model per participant and fold, and no model for new "
+    "participants: export a run of --protocol subject (train --data … without --protocol within)"
+)
 
 
 def pooled_runs(studies: list[dict], ds: Dataset) -> np.ndarray:
@@ -100,6 +127,6 @@ def pooled_runs(studies: list[dict], ds: Dataset) -> np.ndarray:
         prefix = st["name"] + "/"
         mine = np.char.startswith(ds.participants.astype(str), prefix)
         sub = ds.take(mine)
-        sub.participants = np.asarray([p[len(prefix):] for p in sub.participants.tolist()])
+        sub.participants = np.asarray([p[len(prefix) :] for p in sub.participants.tolist()])
         out[mine] = trial_runs(st["path"], sub)
     return out

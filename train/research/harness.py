@@ -12,6 +12,7 @@ Run the scripts from the repository root (``PYTHONPATH=$PWD:$PWD/train/research`
 ``python train/research/SCRIPT.py``, which puts this folder on the path). Needs the ``research``
 extra (scikit-learn) for the scikit-learn rounds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,23 +21,46 @@ from pathlib import Path
 
 DEFAULT_DATA = Path("../shared/data/icbhi2024/Train")
 RESULTS = Path("runs/research")
-TUPLE_KEYS = ("widths", "dense")   # recipe fields held as tuples
+TUPLE_KEYS = ("widths", "dense")  # recipe fields held as tuples
 
 
-def parser(doc: str | None, *, name: bool = True, recipe: bool = True, base: str | None = None, data: bool = True,
-           threads: int | None = 1) -> argparse.ArgumentParser:
+def parser(
+    doc: str | None,
+    *,
+    name: bool = True,
+    recipe: bool = True,
+    base: str | None = None,
+    data: bool = True,
+    threads: int | None = 1,
+) -> argparse.ArgumentParser:
     """An ArgumentParser with the shared options: NAME (the result's name), ``--base``, ``--set``
     (recipe scripts), ``--data`` and ``--threads`` (torch's CPU threads; None: not offered)."""
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     if name:
         ap.add_argument("name", help="name of the result (runs/research/NAME.json)")
     if recipe:
-        ap.add_argument("--base", default=base, help=f"recipe TOML to start from (default: {base or 'the defaults'})")
-        ap.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=JSON",
-                        help="change one recipe value, e.g. --set model.normalization='\"psc_mean\"' (repeatable)")
+        ap.add_argument(
+            "--base",
+            default=base,
+            help=f"recipe TOML to start from (default: {base or 'the defaults'})",
+        )
+        ap.add_argument(
+            "--set",
+            dest="sets",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=JSON",
+            help="change one recipe value, e.g. --set model.normalization='\"psc_mean\"' (repeatable)",
+        )
     if data:
-        ap.add_argument("--data", type=Path, default=None,
-                        help=f"ICBHI Train folder (default: the recipe's, else {DEFAULT_DATA})")
+        ap.add_argument(
+            "--data",
+            type=Path,
+            default=None,
+            help=f"ICBHI Train folder (default: the recipe's, else {DEFAULT_DATA})",
+        )
     if threads is not None:
         ap.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
     return ap

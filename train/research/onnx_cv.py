@@ -8,6 +8,7 @@ usage: python train/research/onnx_cv.py runs/fmri-edge [--data ../shared/data/ic
 --no-align: every participant answered with the graph's defaults, as predict answers a participant
 with fewer than 10 trials (or with --no-align).
 """
+
 import tempfile
 from pathlib import Path
 
@@ -23,8 +24,12 @@ def main(argv=None):
     from onnx_folds import fold_decoders
 
     ap = parser(__doc__, name=False, recipe=False, threads=None)
-    ap.add_argument("run", type=Path, help="run folder written by `fmri-edge train` (with its fold models)")
-    ap.add_argument("--no-align", action="store_true", help="answer every participant with the graph's defaults")
+    ap.add_argument(
+        "run", type=Path, help="run folder written by `fmri-edge train` (with its fold models)"
+    )
+    ap.add_argument(
+        "--no-align", action="store_true", help="answer every participant with the graph's defaults"
+    )
     args = ap.parse_args(argv)
     run, data = args.run, data_of(args)
     subjects = load_icbhi(data)
@@ -39,8 +44,10 @@ def main(argv=None):
             print(name, test, flush=True)
     pred, true = np.concatenate(pred), np.concatenate(true)
     s = scoring.challenge_score(pred[:, 0], true[:, 0], pred[:, 1], true[:, 1])
-    print(f"ONNX path{' without alignment' if args.no_align else ''}, {len(true)} held-out trials: "
-          f"CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}")
+    print(
+        f"ONNX path{' without alignment' if args.no_align else ''}, {len(true)} held-out trials: "
+        f"CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ of :class:`fmri_edge.realtime.stream.Alignment`:
 
 usage: python train/research/stream_align_cv.py runs/fmri-edge [--data ../shared/data/icbhi2024/Train]
 """
+
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,11 @@ def decide(decoder, x, subject):
     from fmri_edge.data.io import Source
     from fmri_edge.decoding.answers import Batch, answer
 
-    b = next(item for item in answer(decoder, Source("p", Path("p")), np.array([1]), x, subject) if isinstance(item, Batch))
+    b = next(
+        item
+        for item in answer(decoder, Source("p", Path("p")), np.array([1]), x, subject)
+        if isinstance(item, Batch)
+    )
     return [int(b.valence_class[0]), int(b.valence_level[0])]
 
 
@@ -39,7 +44,9 @@ def main(argv=None):
     from onnx_folds import fold_decoders
 
     ap = parser(__doc__, name=False, recipe=False, threads=None)
-    ap.add_argument("run", type=Path, help="run folder written by `fmri-edge train` (with its fold models)")
+    ap.add_argument(
+        "run", type=Path, help="run folder written by `fmri-edge train` (with its fold models)"
+    )
     args = ap.parse_args(argv)
     run, data = args.run, data_of(args)
     subjects = load_icbhi(data)
@@ -56,11 +63,18 @@ def main(argv=None):
                 for h, idx in enumerate(halves):
                     np.save(Path(tmp) / f"{p}_h{h}.npy", trials[idx])
                 for h, idx in enumerate(halves):
-                    other.update({int(i): stats_from_trials(d, [Path(tmp) / f"{p}_h{1 - h}.npy"]) for i in idx})
-                running = {m: Alignment(d, "running", min_trials=k) for m, k in
-                           (("running", 10), ("running-5", 5), ("running-20", 20))}
+                    other.update(
+                        {
+                            int(i): stats_from_trials(d, [Path(tmp) / f"{p}_h{1 - h}.npy"])
+                            for i in idx
+                        }
+                    )
+                running = {
+                    m: Alignment(d, "running", min_trials=k)
+                    for m, k in (("running", 10), ("running-5", 5), ("running-20", 20))
+                }
                 for i in range(n):
-                    xi = trials[i:i + 1]
+                    xi = trials[i : i + 1]
                     pred["offline"].append(decide(d, xi, offline))
                     pred["none"].append(decide(d, xi, None))
                     for m, a in running.items():
@@ -73,9 +87,13 @@ def main(argv=None):
     for m in MODES:
         p = np.asarray(pred[m])
         s = scoring.challenge_score(p[:, 0], true[:, 0], p[:, 1], true[:, 1])
-        late = np.tile(np.arange(30) >= 10, len(true) // 30)  # trials 11-30: where running alignment is on
+        late = np.tile(
+            np.arange(30) >= 10, len(true) // 30
+        )  # trials 11-30: where running alignment is on
         acc_late = float((p[late, 0] == true[late, 0]).mean())
-        print(f"{m:>11}: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}; trials 11-30 only: CLASS acc {acc_late:.4f}")
+        print(
+            f"{m:>11}: CLASS acc {1 - s['CLASS_error']:.4f}, Score {s['Score']:.4f}; trials 11-30 only: CLASS acc {acc_late:.4f}"
+        )
 
 
 if __name__ == "__main__":

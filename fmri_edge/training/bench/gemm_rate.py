@@ -2,6 +2,7 @@
 ``python -m fmri_edge.training.bench.gemm_rate PLAN_JSON`` in a fresh process, so the BLAS thread
 count in its environment is read before numpy loads. Prints one JSON document: per square size the
 median and best GFLOP/s, and per (m, k, n) product its median seconds and GFLOP/s."""
+
 import json
 import sys
 import time
@@ -27,11 +28,16 @@ def measure(plan: dict) -> dict:
     out: dict = {"square": {}, "shapes": []}
     for n, reps in plan["square"]:
         med, best = rate(rng, n, n, n, reps)
-        out["square"][n] = {"gflops_median": 2 * n ** 3 / med / 1e9, "gflops_best": 2 * n ** 3 / best / 1e9,
-                            "reps": reps}
+        out["square"][n] = {
+            "gflops_median": 2 * n**3 / med / 1e9,
+            "gflops_best": 2 * n**3 / best / 1e9,
+            "reps": reps,
+        }
     for m, k, n in plan["shapes"]:
         med, _ = rate(rng, m, k, n, 20)
-        out["shapes"].append({"m": m, "k": k, "n": n, "seconds": med, "gflops": 2 * m * k * n / med / 1e9})
+        out["shapes"].append(
+            {"m": m, "k": k, "n": n, "seconds": med, "gflops": 2 * m * k * n / med / 1e9}
+        )
     return out
 
 

@@ -14,16 +14,16 @@ class Machine(TypedDict):
     cpu: str
     logical_cpus: int | None
     platform: str
-    simd: list[str]                  # the SIMD extensions that matter for GEMM (avx2, fma, avx512f, …)
+    simd: list[str]  # the SIMD extensions that matter for GEMM (avx2, fma, avx512f, …)
     memory_gb: float | None
-    versions: dict[str, str]         # python, numpy, onnxruntime, torch, onnx
+    versions: dict[str, str]  # python, numpy, onnxruntime, torch, onnx
     date: str
     load_average_start: list[float]  # 1/5/15 min
     load_average_end: NotRequired[list[float]]
 
 
 class AgreementInt8(TypedDict):
-    class_agreement: float           # fraction of trials with the same CLASS as fp32
+    class_agreement: float  # fraction of trials with the same CLASS as fp32
     level_agreement: float
     max_abs_diff_class_probs: float
     trials: int
@@ -33,7 +33,7 @@ class ModelInfo(TypedDict):
     fp32: str
     fp32_bytes: int
     sha256: str
-    members: int                     # networks in the graph (ensembles: more than one)
+    members: int  # networks in the graph (ensembles: more than one)
     parity_max_abs_diff_vs_torch: float
     int8: NotRequired[str]
     int8_bytes: NotRequired[int]
@@ -42,12 +42,14 @@ class ModelInfo(TypedDict):
 
 
 class Flops(TypedDict):
-    per_trial: int                   # 2 × multiply-adds of Conv, Gemm, MatMul at batch 1
+    per_trial: int  # 2 × multiply-adds of Conv, Gemm, MatMul at batch 1
     by_op: dict[str, int]
-    other_elements: int              # output elements of every other op (not FLOPs)
+    other_elements: int  # output elements of every other op (not FLOPs)
     parameters: int
     method: str
-    per_trial_torch_layers: int      # the same count from the PyTorch layers (without the adaptation head)
+    per_trial_torch_layers: (
+        int  # the same count from the PyTorch layers (without the adaptation head)
+    )
 
 
 class GemmProduct(TypedDict):
@@ -66,7 +68,7 @@ class ModelShapes(TypedDict):
 
 
 class Gemm(TypedDict):
-    gflops: float                    # the practical peak: numpy's best median over the square sizes
+    gflops: float  # the practical peak: numpy's best median over the square sizes
     size: int
     sizes: dict[str, dict[str, float]]
     threads: int
@@ -121,7 +123,9 @@ class Profile(TypedDict):
 
 
 class SessionOptions(TypedDict):
-    variants: dict[str, dict[str, Any]]       # per variant: options, session_open_s, and EngineStats per batch
+    variants: dict[
+        str, dict[str, Any]
+    ]  # per variant: options, session_open_s, and EngineStats per batch
     relative_to_chosen: dict[str, dict[str, float]]
 
 
@@ -132,7 +136,9 @@ class BatchSweep(TypedDict):
 
 
 class ColdStart(TypedDict):
-    median_s: dict[str, float]       # per command: fmri-edge predict, pytorch script, fmri-edge --help, import torch
+    median_s: dict[
+        str, float
+    ]  # per command: fmri-edge predict, pytorch script, fmri-edge --help, import torch
     runs: dict[str, list[float]]
     ratio_fmri_edge_vs_torch: float
     ratio_vs_import_torch: float
@@ -179,23 +185,23 @@ class LargeInput(TypedDict):
 class Target(TypedDict):
     target: str
     value: float | None
-    goal: str                        # e.g. ">= 1.2×"
-    met: bool | None                 # None: not measured
+    goal: str  # e.g. ">= 1.2×"
+    met: bool | None  # None: not measured
 
 
 class BenchResult(TypedDict):
     machine: Machine
     threads: int
-    config: dict[str, Any]           # the BenchConfig of the run
-    inputs: NotRequired[str]         # where the trials came from
+    config: dict[str, Any]  # the BenchConfig of the run
+    inputs: NotRequired[str]  # where the trials came from
     model: NotRequired[ModelInfo]
     flops: NotRequired[Flops]
     gemm: NotRequired[Gemm]
     engines_by_policy: NotRequired[dict[str, dict[str, dict[str, EngineStats]]]]
     ratios_by_policy: NotRequired[dict[str, dict[str, dict[str, float]]]]
     ratio_spread_by_policy: NotRequired[dict[str, dict[str, dict[str, Spread]]]]
-    policy: NotRequired[str]         # the headline thread policy (the first timed)
-    engines: NotRequired[dict[str, dict[str, EngineStats]]]   # the headline policy's
+    policy: NotRequired[str]  # the headline thread policy (the first timed)
+    engines: NotRequired[dict[str, dict[str, EngineStats]]]  # the headline policy's
     ratios: NotRequired[dict[str, dict[str, float]]]
     efficiency: NotRequired[dict[str, dict[str, Efficiency]]]
     model_only_best: NotRequired[ModelOnlyBest]
@@ -205,9 +211,9 @@ class BenchResult(TypedDict):
     cold_start: NotRequired[ColdStart]
     import_time: NotRequired[dict[str, ImportTime]]
     large_input: NotRequired[LargeInput]
-    int8_cv: NotRequired[dict[str, Any]]    # quantize.cv_accuracy_change's report
+    int8_cv: NotRequired[dict[str, Any]]  # quantize.cv_accuracy_change's report
     targets: NotRequired[list[Target]]
-    command: NotRequired[str]        # the command line that produced it
+    command: NotRequired[str]  # the command line that produced it
 
 
 def schema_errors(value: Any, kind: Any = BenchResult, where: str = "result") -> list[str]:
@@ -218,8 +224,11 @@ def schema_errors(value: Any, kind: Any = BenchResult, where: str = "result") ->
     origin = typing.get_origin(kind)
     if origin in (Union, types.UnionType):
         options = typing.get_args(kind)
-        return [] if any(not schema_errors(value, k, where) for k in options) else [
-            f"{where}: {type(value).__name__} is none of {options}"]
+        return (
+            []
+            if any(not schema_errors(value, k, where) for k in options)
+            else [f"{where}: {type(value).__name__} is none of {options}"]
+        )
     if typing.is_typeddict(kind):
         if not isinstance(value, dict):
             return [f"{where}: expected an object ({kind.__name__}), got {type(value).__name__}"]

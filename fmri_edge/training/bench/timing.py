@@ -2,6 +2,7 @@
 and the exported graph's form) timed on the same trials, interleaved, each engine in a fresh
 process under one thread policy at a time; ratios between engines; onnxruntime's own per-op
 profile; the session options and batch sizes around the chosen ones."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,12 @@ from typing import Callable
 import numpy as np
 
 ENGINES = ("ort-fp32", "ort-int8", "torch", "torch-graph")
-ENGINE_LABELS = {"ort-fp32": "onnxruntime fp32", "ort-int8": "onnxruntime int8",
-                 "torch": "PyTorch eager, the trained network", "torch-graph": "PyTorch eager, the exported graph's form"}
+ENGINE_LABELS = {
+    "ort-fp32": "onnxruntime fp32",
+    "ort-int8": "onnxruntime int8",
+    "torch": "PyTorch eager, the trained network",
+    "torch-graph": "PyTorch eager, the exported graph's form",
+}
 
 
 # Both engines under one thread policy at a time, each in a fresh process (OpenMP reads its wait
@@ -29,37 +34,54 @@ THREAD_POLICIES = {
     "spinning on": {"ort_spinning": True, "env": {"OMP_WAIT_POLICY": "ACTIVE"}},
 }
 
-ENGINE_PAIRS = {"ort_fp32_vs_torch": ("ort-fp32", "torch"), "ort_fp32_vs_torch_graph": ("ort-fp32", "torch-graph"),
-                "ort_int8_vs_fp32": ("ort-int8", "ort-fp32"), "ort_int8_vs_torch": ("ort-int8", "torch")}
+ENGINE_PAIRS = {
+    "ort_fp32_vs_torch": ("ort-fp32", "torch"),
+    "ort_fp32_vs_torch_graph": ("ort-fp32", "torch-graph"),
+    "ort_int8_vs_fp32": ("ort-int8", "ort-fp32"),
+    "ort_int8_vs_torch": ("ort-int8", "torch"),
+}
 
 
 def engine_ratios(timing: dict, batches) -> dict:
     """trials/s ratios between engines at each batch size (one policy, one run)."""
-    return {name: {str(b): round(timing[a][b]["trials_per_s"] / timing[c][b]["trials_per_s"], 3) for b in batches}
-            for name, (a, c) in ENGINE_PAIRS.items() if a in timing and c in timing}
+    return {
+        name: {
+            str(b): round(timing[a][b]["trials_per_s"] / timing[c][b]["trials_per_s"], 3)
+            for b in batches
+        }
+        for name, (a, c) in ENGINE_PAIRS.items()
+        if a in timing and c in timing
+    }
 
 
 @dataclass
 class TimingJob:
     """What one timing process measures (written as JSON for :mod:`.timing_worker`)."""
-    run: str                    # run folder of the PyTorch network
-    fp32: str                   # its fp32 ONNX export
-    int8: str | None            # its int8 ONNX, if any
-    trials: str                 # .npy of the trials as the graph receives them
-    engines: list[str]          # names from ENGINES
+
+    run: str  # run folder of the PyTorch network
+    fp32: str  # its fp32 ONNX export
+    int8: str | None  # its int8 ONNX, if any
+    trials: str  # .npy of the trials as the graph receives them
+    engines: list[str]  # names from ENGINES
     threads: int
     batches: list[int]
-    seconds: float              # timing budget per engine, batch and round
+    seconds: float  # timing budget per engine, batch and round
     rounds: int
-    spinning: bool = False      # onnxruntime's intra-op threads busy-wait between calls
+    spinning: bool = False  # onnxruntime's intra-op threads busy-wait between calls
 
 
 def batch_of(x: np.ndarray, b: int) -> np.ndarray:
     return np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])), dtype=np.float32)
 
 
-def time_engines(engines: dict[str, Callable], x: np.ndarray, batches, seconds: float, rounds: int,
-                 log: Callable[[str], None] = lambda s: None) -> dict:
+def time_engines(
+    engines: dict[str, Callable],
+    x: np.ndarray,
+    batches,
+    seconds: float,
+    rounds: int,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
     """{engine: {batch: stats}}: per batch size, every engine is warmed up, then timed in
     ``rounds`` interleaved rounds of about ``seconds`` each; stats are medians over all calls."""
     out: dict[str, dict] = {k: {} for k in engines}
@@ -82,10 +104,17 @@ def time_engines(engines: dict[str, Callable], x: np.ndarray, batches, seconds: 
                         break
         for k, ts in times.items():
             med = float(np.median(ts))
-            out[k][b] = {"trials_per_s": round(b / med, 1), "ms_per_call": round(1e3 * med, 4),
-                         "ms_per_call_p10": round(1e3 * float(np.percentile(ts, 10)), 4),
-                         "ms_per_call_p90": round(1e3 * float(np.percentile(ts, 90)), 4), "calls": len(ts)}
-        log(f"batch {b}: " + ", ".join(f"{k} {out[k][b]['trials_per_s']:.0f} trials/s" for k in engines))
+            out[k][b] = {
+                "trials_per_s": round(b / med, 1),
+                "ms_per_call": round(1e3 * med, 4),
+                "ms_per_call_p10": round(1e3 * float(np.percentile(ts, 10)), 4),
+                "ms_per_call_p90": round(1e3 * float(np.percentile(ts, 90)), 4),
+                "calls": len(ts),
+            }
+        log(
+            f"batch {b}: "
+            + ", ".join(f"{k} {out[k][b]['trials_per_s']:.0f} trials/s" for k in engines)
+        )
     return out
 
 
@@ -134,11 +163,21 @@ def time_engines_in_process(job: TimingJob, policy: str, workdir: Path) -> dict:
     for r in range(job.rounds):
         for engine in engines:
             path = workdir / f"timing-{policy.replace(' ', '-')}-{engine}.json"
-            path.write_text(json.dumps(asdict(replace(job, engines=[engine], rounds=1, spinning=pol["ort_spinning"]))))
-            res = subprocess.run([sys.executable, "-m", "fmri_edge.training.bench.timing_worker", str(path)],
-                                 capture_output=True, text=True, env=env)
+            path.write_text(
+                json.dumps(
+                    asdict(replace(job, engines=[engine], rounds=1, spinning=pol["ort_spinning"]))
+                )
+            )
+            res = subprocess.run(
+                [sys.executable, "-m", "fmri_edge.training.bench.timing_worker", str(path)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if res.returncode != 0:
-                raise RuntimeError(f"timing {engine} under {policy!r} failed: {res.stderr.strip()[-600:]}")
+                raise RuntimeError(
+                    f"timing {engine} under {policy!r} failed: {res.stderr.strip()[-600:]}"
+                )
             per_round[engine].append({int(b): v for b, v in json.loads(res.stdout)[engine].items()})
     out: dict = {}
     for engine, rounds in per_round.items():
@@ -146,10 +185,14 @@ def time_engines_in_process(job: TimingJob, policy: str, workdir: Path) -> dict:
         for b in rounds[0]:
             tps = [rd[b]["trials_per_s"] for rd in rounds]
             ms = [rd[b]["ms_per_call"] for rd in rounds]
-            out[engine][b] = {"trials_per_s": round(float(np.median(tps)), 1), "ms_per_call": round(float(np.median(ms)), 4),
-                              "ms_per_call_p10": min(rd[b]["ms_per_call_p10"] for rd in rounds),
-                              "ms_per_call_p90": max(rd[b]["ms_per_call_p90"] for rd in rounds),
-                              "calls": sum(rd[b]["calls"] for rd in rounds), "rounds_trials_per_s": tps}
+            out[engine][b] = {
+                "trials_per_s": round(float(np.median(tps)), 1),
+                "ms_per_call": round(float(np.median(ms)), 4),
+                "ms_per_call_p10": min(rd[b]["ms_per_call_p10"] for rd in rounds),
+                "ms_per_call_p90": max(rd[b]["ms_per_call_p90"] for rd in rounds),
+                "calls": sum(rd[b]["calls"] for rd in rounds),
+                "rounds_trials_per_s": tps,
+            }
     return out
 
 
@@ -161,7 +204,11 @@ def paired_ratio_spread(timing: dict, a: str, c: str, batches) -> dict:
         ra, rc = timing[a][b].get("rounds_trials_per_s"), timing[c][b].get("rounds_trials_per_s")
         if ra and rc:
             q = [x / y for x, y in zip(ra, rc)]
-            out[str(b)] = {"min": round(min(q), 3), "median": round(float(np.median(q)), 3), "max": round(max(q), 3)}
+            out[str(b)] = {
+                "min": round(min(q), 3),
+                "median": round(float(np.median(q)), 3),
+                "max": round(max(q), 3),
+            }
     return out
 
 
@@ -195,24 +242,54 @@ def op_profile(path: Path, x: np.ndarray, threads: int, batch: int = 256, calls:
     per_node: dict[str, dict] = {}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
-            nd = per_node.setdefault(e["name"][:-len("_kernel_time")], {
-                "op": e["args"].get("op_name"), "us": 0.0,
-                "output_shapes": [list(s.values())[0] for s in e["args"].get("output_type_shape", [])]})
+            nd = per_node.setdefault(
+                e["name"][: -len("_kernel_time")],
+                {
+                    "op": e["args"].get("op_name"),
+                    "us": 0.0,
+                    "output_shapes": [
+                        list(s.values())[0] for s in e["args"].get("output_type_shape", [])
+                    ],
+                },
+            )
             nd["us"] += e["dur"]
     total = sum(nd["us"] for nd in per_node.values()) or 1.0
-    nodes = sorted(({"node": k, "op": v["op"], "us_per_call": round(v["us"] / calls, 1),
-                     "share": round(v["us"] / total, 4), "output_shapes": v["output_shapes"]}
-                    for k, v in per_node.items()), key=lambda r: -r["share"])
+    nodes = sorted(
+        (
+            {
+                "node": k,
+                "op": v["op"],
+                "us_per_call": round(v["us"] / calls, 1),
+                "share": round(v["us"] / total, 4),
+                "output_shapes": v["output_shapes"],
+            }
+            for k, v in per_node.items()
+        ),
+        key=lambda r: -r["share"],
+    )
     by_op: dict[str, float] = {}
     for nd in nodes:
         by_op[nd["op"]] = by_op.get(nd["op"], 0.0) + nd["share"]
-    return {"batch": batch, "calls": calls, "threads": threads, "wall_ms_per_call": round(1e3 * wall_per_call, 3),
-            "kernel_ms_per_call": round(total / calls / 1e3, 3), "nodes": nodes,
-            "by_op": {k: round(v, 4) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])}}
+    return {
+        "batch": batch,
+        "calls": calls,
+        "threads": threads,
+        "wall_ms_per_call": round(1e3 * wall_per_call, 3),
+        "kernel_ms_per_call": round(total / calls / 1e3, 3),
+        "nodes": nodes,
+        "by_op": {k: round(v, 4) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
+    }
 
 
-def session_option_sweep(path: Path, x: np.ndarray, threads: int, seconds: float, rounds: int,
-                         batches=(1, 256), log=lambda s: None) -> dict:
+def session_option_sweep(
+    path: Path,
+    x: np.ndarray,
+    threads: int,
+    seconds: float,
+    rounds: int,
+    batches=(1, 256),
+    log=lambda s: None,
+) -> dict:
     """The chosen session options against each single alternative (same run, interleaved)."""
     import onnxruntime as ort
 
@@ -231,9 +308,20 @@ def session_option_sweep(path: Path, x: np.ndarray, threads: int, seconds: float
         engines[name] = ort_engine(path, threads, **opts)
         load_s[name] = round(time.perf_counter() - t, 4)
     res = time_engines(engines, x, batches, seconds, rounds, log)
-    return {"variants": {k: {"options": {kk: str(vv) for kk, vv in variants[k].items()}, "session_open_s": load_s[k],
-                             **{str(b): res[k][b] for b in batches}} for k in variants},
-            "relative_to_chosen": {k: {str(b): round(res[k][b]["trials_per_s"] / res["chosen"][b]["trials_per_s"], 3)
-                                       for b in batches} for k in variants}}
-
-
+    return {
+        "variants": {
+            k: {
+                "options": {kk: str(vv) for kk, vv in variants[k].items()},
+                "session_open_s": load_s[k],
+                **{str(b): res[k][b] for b in batches},
+            }
+            for k in variants
+        },
+        "relative_to_chosen": {
+            k: {
+                str(b): round(res[k][b]["trials_per_s"] / res["chosen"][b]["trials_per_s"], 3)
+                for b in batches
+            }
+            for k in variants
+        },
+    }

@@ -1,6 +1,7 @@
 """The timing process of :func:`fmri_edge.training.bench.timing.time_engines_in_process`, run as
 ``python -m fmri_edge.training.bench.timing_worker JOB_JSON`` (a :class:`TimingJob`): builds the
 engines it names, times them (:func:`time_engines`) and prints the result as one JSON document."""
+
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def main(job_path: str) -> dict:
             engines[name] = torch_engine(net, threads)
         elif name == "torch-graph":
             rule = (recipe.get("eval") or {}).get("level_rule")
-            engines[name] = torch_engine(graph_module(members, level_from_class(members, rule), x[:256]), threads)
+            engines[name] = torch_engine(
+                graph_module(members, level_from_class(members, rule), x[:256]), threads
+            )
     return time_engines(engines, x, job.batches, job.seconds, job.rounds)
 
 

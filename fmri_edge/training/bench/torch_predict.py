@@ -2,6 +2,7 @@
 load the checkpoint, normalize, predict, write the CSV. The cold-start comparison of
 :func:`fmri_edge.training.bench.coldstart.cold_start` runs it as
 ``python -m fmri_edge.training.bench.torch_predict RUN TRIALS.npy OUT.csv THREADS``."""
+
 import csv
 import sys
 from pathlib import Path
@@ -26,8 +27,12 @@ def main(run: Path, trials_path: Path, out_path: str, threads: int) -> None:
     with torch.inference_mode():
         x = torch.from_numpy(x)
         subject = ()
-        if net.aligned and len(x) >= MIN_ALIGN_TRIALS:  # the file is one participant: aligned over its trials
-            subject = tuple(torch.from_numpy(a) for a in AlignStats.of(members[0].normalize(x).numpy()).result())
+        if (
+            net.aligned and len(x) >= MIN_ALIGN_TRIALS
+        ):  # the file is one participant: aligned over its trials
+            subject = tuple(
+                torch.from_numpy(a) for a in AlignStats.of(members[0].normalize(x).numpy()).result()
+            )
         class_probs, level_probs, *_ = (t.numpy() for t in net(x, *subject))
     c = valence.decide_class(class_probs)
     lv = valence.decide_level(level_probs, recipe.get("eval", {}).get("level_rule", "argmax"))

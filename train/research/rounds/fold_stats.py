@@ -1,5 +1,6 @@
 """Summaries shared by the research drivers: pooled and per-fold challenge numbers of a set of
 held-out answers, and paired per-fold differences (mean ± standard error over the folds)."""
+
 import numpy as np
 
 from fmri_edge.evaluation import scoring
@@ -10,6 +11,7 @@ def summary(cls, labels, groups, folds):
     """Pooled accuracy, Score and LEVEL error of CLASS answers ``cls`` (LEVEL by the class-only
     rule) against ``labels`` (N, 2), and accuracy and Score per fold: ``folds`` lists the group
     names, ``groups`` the group of every trial."""
+
     def score(mask):
         c = cls[mask]
         return scoring.challenge_score(c, labels[mask, 0], baseline_level(c), labels[mask, 1])
@@ -17,14 +19,27 @@ def summary(cls, labels, groups, folds):
     s = score(np.ones(len(cls), bool))
     per = [score(groups == g) for g in folds]
     acc = [1 - f["CLASS_error"] for f in per]
-    return dict(acc=1 - s["CLASS_error"], Score=s["Score"], LEVEL_error=s["LEVEL_error"], fold_acc=acc,
-                fold_Score=[f["Score"] for f in per], fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)))
+    return dict(
+        acc=1 - s["CLASS_error"],
+        Score=s["Score"],
+        LEVEL_error=s["LEVEL_error"],
+        fold_acc=acc,
+        fold_Score=[f["Score"] for f in per],
+        fold_acc_mean=float(np.mean(acc)),
+        fold_acc_std=float(np.std(acc)),
+    )
 
 
 def paired(a, b, lower_is_better=False):
     """a - b per fold: mean, s.e., and in how many folds a is better / worse (for Score, lower is better)."""
-    d = np.asarray(a) - np.asarray(b); s = -1 if lower_is_better else 1
-    return dict(mean=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(len(d))), better=int((s * d > 0).sum()), worse=int((s * d < 0).sum()))
+    d = np.asarray(a) - np.asarray(b)
+    s = -1 if lower_is_better else 1
+    return dict(
+        mean=float(d.mean()),
+        se=float(d.std(ddof=1) / np.sqrt(len(d))),
+        better=int((s * d > 0).sum()),
+        worse=int((s * d < 0).sum()),
+    )
 
 
 CLS = np.array([-1, 0, 1])
@@ -70,7 +85,9 @@ class FitCache:
 
     def logo(self, key, make, X, left_out, groups):
         """Mean CLASS error over ``groups``, each scored by a fit without it and ``left_out``."""
-        return float(np.mean([self.error(self.probs(key, make, X, left_out | {g}), g) for g in groups]))
+        return float(
+            np.mean([self.error(self.probs(key, make, X, left_out | {g}), g) for g in groups])
+        )
 
 
 def read_answers(csv_path, participants, trial_index):
@@ -80,6 +97,8 @@ def read_answers(csv_path, participants, trial_index):
     for line in open(csv_path).read().splitlines()[1:]:
         p, t, c, lv, *pr = line.split(",")
         rows[(p, int(t))] = (int(c), [float(v) for v in pr])
-    trial1 = np.asarray(trial_index) + (1 if min(trial_index) == 0 else 0)  # CSV trials count from 1
+    trial1 = np.asarray(trial_index) + (
+        1 if min(trial_index) == 0 else 0
+    )  # CSV trials count from 1
     keys = [(p, int(t)) for p, t in zip(participants, trial1)]
     return np.array([rows[k][0] for k in keys]), np.array([rows[k][1] for k in keys])

@@ -11,6 +11,7 @@ networks' last-10 number. Writes runs/research/NAME.json and NAME.folds.json lik
 usage: python train/research/rounds/logreg_cv.py NAME [--base train/fmri-edge-ensemble.toml] [--C 0.01]
            [--set section.key=json_value ...] [--data DIR]
 """
+
 import json
 import os
 import sys
@@ -36,13 +37,20 @@ def features(r):
     """(dataset, X, y) of a recipe: its representation of every trial, flattened (float64), and CLASS.
     Also used by train/research/logreg_nested.py."""
     ds = icbhi_dataset(r)
-    model = build_model(r.model)  # only its representation is used (no parameters are learned there)
-    X = represent(model, ds.trials, ds.participants).reshape(len(ds.trials), -1).numpy().astype(np.float64)
+    model = build_model(
+        r.model
+    )  # only its representation is used (no parameters are learned there)
+    X = (
+        represent(model, ds.trials, ds.participants)
+        .reshape(len(ds.trials), -1)
+        .numpy()
+        .astype(np.float64)
+    )
     return ds, X, ds.labels[:, 0].astype(int)
 
 
 def main(argv=None):
-    ap = parser(__doc__, base="train/fmri-edge-ensemble.toml")   # the Round 4-5 default recipe
+    ap = parser(__doc__, base="train/fmri-edge-ensemble.toml")  # the Round 4-5 default recipe
     ap.add_argument("--C", type=float, default=0.01)
     args = ap.parse_args(argv)
     name, base, C = args.name, args.base, args.C
@@ -65,24 +73,54 @@ def main(argv=None):
         clf = lr_fit(tr)
         p = clf.predict_proba(X[te])[:, [list(clf.classes_).index(c) for c in (-1, 0, 1)]]
         test = ds.take(te)
-        per_fold.append(dict(name="test " + "+".join(test_p), inner=float(np.mean(inner)), inner_last10=float(np.mean(inner)),
-                             participants=test.participants.tolist(), trial=test.trial_index.tolist(),
-                             labels=test.labels.tolist(), probs={"class": p.tolist()}))
+        per_fold.append(
+            dict(
+                name="test " + "+".join(test_p),
+                inner=float(np.mean(inner)),
+                inner_last10=float(np.mean(inner)),
+                participants=test.participants.tolist(),
+                trial=test.trial_index.tolist(),
+                labels=test.labels.tolist(),
+                probs={"class": p.tolist()},
+            )
+        )
         cls = np.array([-1, 0, 1])[p.argmax(1)]
-        folds.append(scoring.challenge_score(cls, test.labels[:, 0], P.baseline_level(cls), test.labels[:, 1]) | {"cls": cls, "lab": test.labels})
-    cls = np.concatenate([f["cls"] for f in folds]); lab = np.concatenate([f["lab"] for f in folds])
+        folds.append(
+            scoring.challenge_score(
+                cls, test.labels[:, 0], P.baseline_level(cls), test.labels[:, 1]
+            )
+            | {"cls": cls, "lab": test.labels}
+        )
+    cls = np.concatenate([f["cls"] for f in folds])
+    lab = np.concatenate([f["lab"] for f in folds])
     s = scoring.challenge_score(cls, lab[:, 0], P.baseline_level(cls), lab[:, 1])
     acc = [1 - f["CLASS_error"] for f in folds]
-    row = dict(name=name, protocol="subject", base=base, args=args.sets, C=C, inner=float(np.mean([f["inner"] for f in per_fold])),
-               inner_last10=float(np.mean([f["inner"] for f in per_fold])), acc=1 - s["CLASS_error"],
-               fold_acc_mean=float(np.mean(acc)), fold_acc_std=float(np.std(acc)), LEVEL_error=s["LEVEL_error"],
-               Score=s["Score"], seconds=round(time.time() - t0, 1))
-    rec = r.to_dict(); rec["eval"]["level_rule"] = "argmax"
+    row = dict(
+        name=name,
+        protocol="subject",
+        base=base,
+        args=args.sets,
+        C=C,
+        inner=float(np.mean([f["inner"] for f in per_fold])),
+        inner_last10=float(np.mean([f["inner"] for f in per_fold])),
+        acc=1 - s["CLASS_error"],
+        fold_acc_mean=float(np.mean(acc)),
+        fold_acc_std=float(np.std(acc)),
+        LEVEL_error=s["LEVEL_error"],
+        Score=s["Score"],
+        seconds=round(time.time() - t0, 1),
+    )
+    rec = r.to_dict()
+    rec["eval"]["level_rule"] = "argmax"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    Path(RESULTS / f"{name}.folds.json").write_text(json.dumps(dict(row=row, recipe=rec, folds=per_fold)))
-    line = (f"| {name} | {row['inner']:.3f} (LOGO) | {row['acc']:.3f} | {row['fold_acc_mean']:.3f} ± {row['fold_acc_std']:.3f} "
-            f"| {row['LEVEL_error']:.4f} | {row['Score']:.4f} | {row['seconds']:.0f} s | `logreg_cv.py {name} --base {base} --C {C}"
-            f"{''.join(' --set ' + kv for kv in args.sets)}` |")
+    Path(RESULTS / f"{name}.folds.json").write_text(
+        json.dumps(dict(row=row, recipe=rec, folds=per_fold))
+    )
+    line = (
+        f"| {name} | {row['inner']:.3f} (LOGO) | {row['acc']:.3f} | {row['fold_acc_mean']:.3f} ± {row['fold_acc_std']:.3f} "
+        f"| {row['LEVEL_error']:.4f} | {row['Score']:.4f} | {row['seconds']:.0f} s | `logreg_cv.py {name} --base {base} --C {C}"
+        f"{''.join(' --set ' + kv for kv in args.sets)}` |"
+    )
     write_result(name, row, line)
 
 

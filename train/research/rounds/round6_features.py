@@ -11,6 +11,7 @@ Fits are cached by the set of groups left out (45 per candidate).
 
 usage: python train/research/rounds/round6_features.py NAME [--ship-csv PATH] [--data DIR]
 """
+
 import sys
 import time
 from pathlib import Path
@@ -33,19 +34,23 @@ CLS = np.array([-1, 0, 1])
 
 def main(argv=None):
     ap = parser(__doc__, recipe=False)
-    ap.add_argument("--ship-csv", default="runs/fmri-edge-ensemble/cv_predictions.csv")  # the Round 4-5 default model
+    ap.add_argument(
+        "--ship-csv", default="runs/fmri-edge-ensemble/cv_predictions.csv"
+    )  # the Round 4-5 default model
     args = ap.parse_args(argv)
     name, ship_csv = args.name, args.ship_csv
     set_threads(args)
 
     t0 = time.time()
-    recipe = load_recipe("train/fmri-edge-ensemble.toml")  # Round 6's base representation (Rounds 4-5)
+    recipe = load_recipe(
+        "train/fmri-edge-ensemble.toml"
+    )  # Round 6's base representation (Rounds 4-5)
     if args.data:
         recipe.data = str(args.data)
-    ds, X0, y = features(recipe)                       # (N, 246·5): psc_mean_gsr, 5–25 s, 5 bins, participant z-scored
+    ds, X0, y = features(recipe)  # (N, 246·5): psc_mean_gsr, 5–25 s, 5 bins, participant z-scored
     parts = np.asarray(ds.participants)
     grp = np.array([splits.subject_group(p) for p in parts])
-    raw = np.asarray(ds.trials, dtype=np.float64)      # (N, 246, 25) raw BOLD
+    raw = np.asarray(ds.trials, dtype=np.float64)  # (N, 246, 25) raw BOLD
     start, stop = recipe.model.time_window
 
     def by_participant_z(v):
@@ -59,7 +64,7 @@ def main(argv=None):
     level = by_participant_z(np.log(raw[:, :, start:stop].mean(2)))
     mu = raw.mean(2, keepdims=True)
     psc = 100.0 * (raw - mu) / np.abs(mu)
-    psc -= psc.mean(1, keepdims=True)                  # psc_mean_gsr, per second
+    psc -= psc.mean(1, keepdims=True)  # psc_mean_gsr, per second
     variability = by_participant_z(np.log(psc[:, :, start:stop].std(2) + 1e-6))
     hemis = by_participant_z(X0.reshape(len(y), 123, 2, -1).mean(2).reshape(len(y), -1))
 
@@ -69,7 +74,10 @@ def main(argv=None):
         "A1 base + level": (np.hstack([X0, level]), logreg),
         "A2 base + variability": (np.hstack([X0, variability]), logreg),
         "A3 base + level + variability": (np.hstack([X0, level, variability]), logreg),
-        "A4 shrinkage LDA": (X0, lambda: LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")),
+        "A4 shrinkage LDA": (
+            X0,
+            lambda: LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"),
+        ),
         "A5 hemispheres": (hemis, logreg),
     }
     names = list(candidates)
@@ -89,7 +97,8 @@ def main(argv=None):
     rows, nested_cls = [], np.zeros_like(y)
     outer_cls = {c: np.zeros_like(y) for c in names}
     for train_p, test_p in splits.subject_folds(sorted(set(parts))):
-        t = splits.subject_group(test_p[0]); G = sorted({splits.subject_group(p) for p in train_p})
+        t = splits.subject_group(test_p[0])
+        G = sorted({splits.subject_group(p) for p in train_p})
         te = grp == t
         inner = {c: logo(c, {t}, G) for c in names}
         pick = min(names, key=lambda c: (inner[c], names.index(c)))
@@ -104,11 +113,30 @@ def main(argv=None):
     def summary(cls):
         return fold_summary(cls, ds.labels, grp, [r["fold"] for r in rows])
 
-    res = {c: summary(v) for c, v in outer_cls.items()} | {"nested": summary(nested_cls), "shipped ensemble": summary(ship_cls)}
-    pos_corr = float(np.mean([np.corrcoef(np.asarray(ds.trial_index)[parts == p], level[parts == p].mean(1))[0, 1]
-                              for p in np.unique(parts)]))
-    out = dict(name=name, C=C, folds=rows, results=res, ship_logo=ship_logo, ships=ships, level_position_corr=pos_corr,
-               fits=len(fits.fits), convergence_warnings=fits.warnings, seconds=round(time.time() - t0, 1))
+    res = {c: summary(v) for c, v in outer_cls.items()} | {
+        "nested": summary(nested_cls),
+        "shipped ensemble": summary(ship_cls),
+    }
+    pos_corr = float(
+        np.mean(
+            [
+                np.corrcoef(np.asarray(ds.trial_index)[parts == p], level[parts == p].mean(1))[0, 1]
+                for p in np.unique(parts)
+            ]
+        )
+    )
+    out = dict(
+        name=name,
+        C=C,
+        folds=rows,
+        results=res,
+        ship_logo=ship_logo,
+        ships=ships,
+        level_position_corr=pos_corr,
+        fits=len(fits.fits),
+        convergence_warnings=fits.warnings,
+        seconds=round(time.time() - t0, 1),
+    )
     write_result(name, out)
     print_tables(out, names)
 
@@ -119,16 +147,32 @@ def print_tables(out, names):
     print("| held-out fold | " + " | ".join(f"{short[c]} inner" for c in names) + " | chosen |")
     print("|---|" + "---|" * (len(names) + 1))
     for r in rows:
-        print(f"| {r['fold']} | " + " | ".join(f"{r['inner'][c]:.3f}" for c in names) + f" | {short[r['pick']]} |")
-    print("| LOGO over all 9 groups | " + " | ".join(f"{ship_logo[c]:.3f}" for c in names) + f" | ships: {short[out['ships']]} |")
+        print(
+            f"| {r['fold']} | "
+            + " | ".join(f"{r['inner'][c]:.3f}" for c in names)
+            + f" | {short[r['pick']]} |"
+        )
+    print(
+        "| LOGO over all 9 groups | "
+        + " | ".join(f"{ship_logo[c]:.3f}" for c in names)
+        + f" | ships: {short[out['ships']]} |"
+    )
     pr = lambda p: f"{p['mean']:+.3f} ± {p['se']:.3f} (better {p['better']}, worse {p['worse']})"  # noqa: E731
-    print("\n| row | pooled acc | fold acc (mean ± std) | Score | vs A0: acc | vs shipped: acc | vs shipped: Score |\n|---|---|---|---|---|---|---|")
+    print(
+        "\n| row | pooled acc | fold acc (mean ± std) | Score | vs A0: acc | vs shipped: acc | vs shipped: Score |\n|---|---|---|---|---|---|---|"
+    )
     for c, s in res.items():
-        print(f"| {c} | {s['acc']:.4f} | {s['fold_acc_mean']:.3f} ± {s['fold_acc_std']:.3f} | {s['Score']:.4f} "
-              f"| {pr(paired(s['fold_acc'], res['A0 base']['fold_acc']))} | {pr(paired(s['fold_acc'], res['shipped ensemble']['fold_acc']))} "
-              f"| {pr(paired(s['fold_Score'], res['shipped ensemble']['fold_Score'], True))} |")
-    print(f"\nlevel vs trial position (mean within-participant r of the mean level block): {out['level_position_corr']:+.3f}")
-    print(f"{out['fits']} fits, {out['convergence_warnings']} convergence warnings, {out['seconds']} s")
+        print(
+            f"| {c} | {s['acc']:.4f} | {s['fold_acc_mean']:.3f} ± {s['fold_acc_std']:.3f} | {s['Score']:.4f} "
+            f"| {pr(paired(s['fold_acc'], res['A0 base']['fold_acc']))} | {pr(paired(s['fold_acc'], res['shipped ensemble']['fold_acc']))} "
+            f"| {pr(paired(s['fold_Score'], res['shipped ensemble']['fold_Score'], True))} |"
+        )
+    print(
+        f"\nlevel vs trial position (mean within-participant r of the mean level block): {out['level_position_corr']:+.3f}"
+    )
+    print(
+        f"{out['fits']} fits, {out['convergence_warnings']} convergence warnings, {out['seconds']} s"
+    )
 
 
 if __name__ == "__main__":
