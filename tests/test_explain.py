@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import ICBHI, SIGNAL_REGIONS
 from fmri_edge.explanation import regions as explain
+from fmri_edge.explanation import faithfulness
 from fmri_edge.cli import app
 from fmri_edge.model.runtime import Model
 
@@ -152,7 +153,7 @@ def test_uniform_weights_are_flagged():
 def test_masking_flattens_exactly_the_chosen_regions_at_their_baseline():
     rng = np.random.default_rng(1)
     x = rng.normal(100, 5, (3, 8, 25)).astype(np.float32)
-    m = explain.mask_regions(x, np.array([[0, 5], [1, 2], [7, 7]]), baseline_s=5)
+    m = faithfulness.mask_regions(x, np.array([[0, 5], [1, 2], [7, 7]]), baseline_s=5)
     assert np.all(m[0, 0] == x[0, 0, :5].mean(dtype=np.float32)) or np.allclose(
         m[0, 0], x[0, 0, :5].mean(), atol=1e-4
     )
@@ -171,7 +172,7 @@ def test_masked_regions_normalize_to_exactly_zero_in_float32():
     x = rng.uniform(400, 14_000, (4, 246, 1)).astype(np.float32) * rng.normal(
         1, 0.01, (4, 246, 25)
     ).astype(np.float32)
-    m = explain.mask_regions(x, np.tile(np.arange(246), (4, 1)), baseline_s=5)
+    m = faithfulness.mask_regions(x, np.tile(np.arange(246), (4, 1)), baseline_s=5)
     mu, base = m.mean(2, keepdims=True), m[:, :, :5].mean(2, keepdims=True)
     assert np.all(m - mu == 0) and np.all(m - base == 0) and np.all(m.std(2) == 0)
 
@@ -190,7 +191,7 @@ def test_planted_regions_rank_at_the_top(attentive_model, held_out):
 
 
 def test_masking_top_k_by_attention_beats_random_regions(attentive_model, held_out):
-    report, _ = explain.faithfulness_paths(
+    report, _ = faithfulness.faithfulness_paths(
         Model(attentive_model), [held_out], ks=(4, 10), draws=10, seed=0
     )
     assert report.held_out["status"] == "yes" and report.n_trials == 30
@@ -204,7 +205,7 @@ def test_masking_top_k_by_attention_beats_random_regions(attentive_model, held_o
 def test_training_participants_are_not_held_out(attentive_model, sim_data, tmp_path):
     (tmp_path / "S1").mkdir()
     np.savez(tmp_path / "S1" / "fMRI_data.npz", data=sim_data[0][:5].astype(np.float64))
-    report, _ = explain.faithfulness_paths(
+    report, _ = faithfulness.faithfulness_paths(
         Model(attentive_model), [tmp_path / "S1"], ks=(3,), draws=2
     )
     assert report.held_out == {

@@ -20,6 +20,7 @@ pytest.importorskip("torch")
 
 from fmri_edge.imaging import events as ev_lib  # noqa: E402
 from fmri_edge.imaging import extract as ex  # noqa: E402
+from fmri_edge.imaging import study as study_lib  # noqa: E402
 from fmri_edge.simulation import nifti_sim  # noqa: E402
 from fmri_edge.cli import app  # noqa: E402
 from fmri_edge.simulation.simulate import simulate  # noqa: E402
@@ -464,7 +465,7 @@ def _cv_accuracy(tmp_path, null: bool, seed: int) -> tuple[float, dict]:
     opts = ex.ExtractOptions(
         labels=ev_lib.LabelSpec("trial_type", ev_lib.parse_class_map(CLASS_MAP), "rating", (1, 9))
     )
-    results = ex.extract_bids(
+    results = study_lib.extract_bids(
         root, ex.Atlas(tmp_path / "atlas.nii.gz", 246), tmp_path / f"out-{root.name}", window, opts
     )
     assert sum(p.n_trials for p in results) == 240

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fmri_edge.errors import InputError
-from fmri_edge.data import io, submission
+from fmri_edge.data import arrays, io, submission
 from fmri_edge.model import normalize
 from fmri_edge.evaluation import scoring
 
@@ -80,7 +80,7 @@ def test_any_numeric_dtype_byte_order_and_layout_loads_as_native_float32(
 @PROPERTY
 @given(
     prefix=st.sampled_from(
-        [b"", io.NPY_MAGIC, io.NPY_MAGIC + b"\x01\x00", io.ZIP_MAGICS[0], b"\x80\x04"]
+        [b"", arrays.NPY_MAGIC, arrays.NPY_MAGIC + b"\x01\x00", arrays.ZIP_MAGICS[0], b"\x80\x04"]
     ),
     body=st.binary(max_size=300),
     suffix=st.sampled_from([".npy", ".npz"]),

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fmri_edge.errors import InputError
-from fmri_edge.data import io
+from fmri_edge.data import arrays, io
 from fmri_edge.cli import app
 from fmri_edge.model.runtime import Model, file_sha256
 from tests import corpus
@@ -268,8 +268,8 @@ def test_every_np_load_refuses_pickles_and_every_torch_load_is_weights_only():
     np_calls = [c for found in calls["np.load"].values() for c in found]
     assert all("allow_pickle" not in c or "allow_pickle=False" in c for c in np_calls), np_calls
     assert (
-        calls["np.load"]["data/io.py"] == []
-        and "np.memmap(" in (SOURCE / "data" / "io.py").read_text()
+        calls["np.load"]["data/io.py"] == calls["np.load"]["data/arrays.py"] == []
+        and "np.memmap(" in (SOURCE / "data" / "arrays.py").read_text()
     )
     torch_calls = [c for found in calls["torch.load"].values() for c in found]
     assert all("weights_only=True" in c for c in torch_calls), torch_calls
@@ -424,8 +424,8 @@ def test_an_empty_tree_is_one_error(model, tmp_path):
 def test_a_large_npz_member_is_unpacked_in_chunks_and_mapped_not_refused(
     tmp_path, monkeypatch, compressed
 ):
-    monkeypatch.setattr(io, "NPZ_IN_MEMORY", 1000)  # everything above 1000 bytes is "large" here
-    monkeypatch.setattr(io, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(arrays, "NPZ_IN_MEMORY", 1000)  # everything above 1000 bytes is "large" here
+    monkeypatch.setattr(arrays, "CHUNK_BYTES", 4096)
     x = np.asfortranarray(corpus.trials(3).astype(">f8"))
     (np.savez_compressed if compressed else np.savez)(tmp_path / "big.npz", data=x)
     got = io.read_array(tmp_path / "big.npz")

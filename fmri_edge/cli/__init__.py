@@ -1,7 +1,7 @@
 """The ``fmri-edge`` command line. Commands are thin: the work is in library functions.
 
-- :mod:`fmri_edge.cli.decode`: predict, explain; :mod:`fmri_edge.cli.model`: adapt, info (numpy + onnxruntime);
-- :mod:`fmri_edge.cli.data`: score, simulate, extract (no model);
+- :mod:`fmri_edge.cli.decode`: predict; :mod:`fmri_edge.cli.explanation`: explain; :mod:`fmri_edge.cli.model`: adapt, info (numpy + onnxruntime);
+- :mod:`fmri_edge.cli.data`: score, simulate; :mod:`fmri_edge.cli.extraction`: extract (no model);
 - :mod:`fmri_edge.cli.live`: stream (real time at the scanner);
 - :mod:`fmri_edge.cli.registration`: register (the atlas into the participant's space, at session start);
 - :mod:`fmri_edge.cli.build`: train, report, export, bench (torch, imported only when they run).
@@ -14,10 +14,12 @@ import os
 import sys
 
 from fmri_edge.cli.common import EXIT_BAD_INPUT, EXIT_PARTIAL, app, main
-from fmri_edge.cli import decode, model, live, registration, data, build  # noqa: E402,F401  (registers the commands, in this order)
-from fmri_edge.cli.decode import explain, predict  # noqa: E402,F401
+from fmri_edge.cli import decode, explanation, model, live, registration, data, extraction, build  # noqa: E402,F401  (registers the commands, in this order)
+from fmri_edge.cli.decode import predict  # noqa: E402,F401
+from fmri_edge.cli.explanation import explain  # noqa: E402,F401
 from fmri_edge.cli.model import adapt, info  # noqa: E402,F401
-from fmri_edge.cli.data import extract, score, simulate  # noqa: E402,F401
+from fmri_edge.cli.data import score, simulate  # noqa: E402,F401
+from fmri_edge.cli.extraction import extract  # noqa: E402,F401
 from fmri_edge.cli.live import stream  # noqa: E402,F401
 from fmri_edge.cli.registration import register  # noqa: E402,F401
 from fmri_edge.cli.build import bench, export, report, train  # noqa: E402,F401

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from fmri_edge.explanation import regions as explain
+
+from fmri_edge.explanation import faithfulness
 from fmri_edge.data.io import load_trials
 from fmri_edge.model.runtime import Model
 from fmri_edge.training.onnx_export import export_onnx
@@ -72,7 +74,7 @@ def explain_run(run: Path, data: Path, names: list, top: int) -> dict:
                     counts[c][s.ranking(c)[:top]] += 1
                     sums[c] += s.class_mean[j] * s.class_counts[j]
                     n_class[c] += int(s.class_counts[j])
-            f, _ = explain.faithfulness_paths(d, paths, KS, draws=10, seed=0)
+            f, _ = faithfulness.faithfulness_paths(d, paths, KS, draws=10, seed=0)
             for row in f.rows:
                 faith_rows[row["k"]].append((f.n_trials, row))
             print(
