@@ -424,7 +424,9 @@ def test_an_empty_tree_is_one_error(model, tmp_path):
 def test_a_large_npz_member_is_unpacked_in_chunks_and_mapped_not_refused(
     tmp_path, monkeypatch, compressed
 ):
-    monkeypatch.setattr(arrays, "NPZ_IN_MEMORY", 1000)  # everything above 1000 bytes is "large" here
+    monkeypatch.setattr(
+        arrays, "NPZ_IN_MEMORY", 1000
+    )  # everything above 1000 bytes is "large" here
     monkeypatch.setattr(arrays, "CHUNK_BYTES", 4096)
     x = np.asfortranarray(corpus.trials(3).astype(">f8"))
     (np.savez_compressed if compressed else np.savez)(tmp_path / "big.npz", data=x)
