@@ -167,6 +167,7 @@ class Realigner:
         m = np.array(self.motion if start is None else start, dtype=np.float64)
         iters = 0
         per_level = []
+        upper = np.array(vol.shape) - 1
         for k, lv in enumerate(self.levels):
             world = lv["world"]
             tol = self.coarse_tol if k < len(self.levels) - 1 else TOL_MM
@@ -174,15 +175,19 @@ class Realigner:
             for _ in range(self.max_iter):
                 iters += 1
                 vox = apply(to_vox @ m, world)
-                inside = ((vox >= 0) & (vox <= np.array(vol.shape) - 1)).all(axis=1)
-                if inside.sum() < MIN_POINTS:
+                inside = ((vox >= 0) & (vox <= upper)).all(axis=1)
+                n_in = int(np.count_nonzero(inside))
+                if n_in < MIN_POINTS:
                     raise ValueError("the volume and the reference no longer overlap (a move of centimetres?)")
-                f = nd.map_coordinates(vol, vox[inside].T, order=1, mode="nearest", prefilter=False)
-                jac = lv["jac"][inside]
-                b = lv["values"][inside]
+                if n_in == len(inside):     # the usual case: no copies of the samples' arrays
+                    f = nd.map_coordinates(vol, vox.T, order=1, mode="nearest", prefilter=False)
+                    jac, b, b_sum, h = lv["jac"], lv["values"], lv["sum"], lv["h"]
+                else:
+                    f = nd.map_coordinates(vol, vox[inside].T, order=1, mode="nearest", prefilter=False)
+                    jac, b = lv["jac"][inside], lv["values"][inside]
+                    b_sum, h = b.sum(), np.einsum("ij,ik->jk", jac, jac)
                 fs = f.sum()
-                e = f * (b.sum() / fs if fs else 1.0) - b       # the volume scaled to the reference's intensity
-                h = lv["h"] if inside.all() else np.einsum("ij,ik->jk", jac, jac)
+                e = f * (b_sum / fs if fs else 1.0) - b       # the volume scaled to the reference's intensity
                 dp = np.linalg.solve(h, np.einsum("ij,i->j", jac, e))
                 dm = np.eye(4)
                 r = rotation(dp[3:])
