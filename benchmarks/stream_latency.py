@@ -32,7 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# as `fmri-edge stream` (fmri_edge/cli/__init__.py: SMALL_NUMPY_COMMANDS) does before numpy is imported:
+# OpenBLAS's thread pool only waits for a core here
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract_speed import SHAPE_2MM, _affine, atlas  # noqa: E402
