@@ -200,13 +200,13 @@ def region_signals(
         blocks = volumes.iter_blocks(bold, block_volumes or volumes.DEFAULT_BLOCK_VOLUMES)
         first = next(blocks)
         space.check_on_brain(
-            labels, first.mean(axis=3), bold.affine, atlas.path, bold.path
+            labels, first.mean(axis=3, dtype=np.float64), bold.affine, atlas.path, bold.path
         )  # the atlas on the brain
         return np.concatenate([index.means(block) for block in itertools.chain([first], blocks)])
     data = volumes.read_image(bold, "BOLD image")
     space.check_on_brain(
         labels,
-        data[..., : volumes.DEFAULT_BLOCK_VOLUMES].mean(axis=3),
+        data[..., : volumes.DEFAULT_BLOCK_VOLUMES].mean(axis=3, dtype=np.float64),
         bold.affine,
         atlas.path,
         bold.path,

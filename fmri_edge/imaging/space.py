@@ -170,7 +170,10 @@ class OnBrain:
 def on_brain(labels: np.ndarray, volume: np.ndarray, affine: np.ndarray) -> OnBrain:
     """The on-brain measure of an atlas already on the image grid (``labels`` and ``volume`` of the
     same shape; ``affine`` the grid's)."""
-    volume = np.asarray(volume, dtype=np.float32)
+    with np.errstate(
+        over="ignore", invalid="ignore"
+    ):  # a damaged image's absurd values: not judged
+        volume = np.asarray(volume, dtype=np.float32)
     finite = volume[np.isfinite(volume)]
     if finite.size == 0:
         return OnBrain(float("nan"), None, float("nan"), float("nan"), judged=False)
