@@ -15,17 +15,11 @@ pytest.importorskip("nilearn")
 pytest.importorskip("picsl_greedy", reason="the register extra (picsl-greedy) is not installed")
 
 import mni_corpus  # noqa: E402
+from tests.conftest import ICBHI  # noqa: E402
 
 from fmri_edge.imaging import register as lib  # noqa: E402
 
-BN_ATLAS = (
-    Path(__file__).resolve().parents[1]
-    / ".."
-    / "shared"
-    / "data"
-    / "icbhi2024"
-    / "BN_Atlas_246_1mm.nii.gz"
-)
+BN_ATLAS = ICBHI / "BN_Atlas_246_1mm.nii.gz"
 FAST = "40x20x5"  # fewer iterations than the command's default: tests stay quick
 SHAPE = (48, 56, 40)  # 3.5 mm: 168 × 196 × 140 mm
 

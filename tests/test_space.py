@@ -14,19 +14,13 @@ nib = pytest.importorskip("nibabel")
 pytest.importorskip("nilearn")
 
 import mni_corpus  # noqa: E402
+from tests.conftest import ICBHI  # noqa: E402
 
 from fmri_edge.imaging import extract, space  # noqa: E402
 from fmri_edge.simulation import nifti_sim
 from fmri_edge.errors import InputError  # noqa: E402
 
-BN_ATLAS = (
-    Path(__file__).resolve().parents[1]
-    / ".."
-    / "shared"
-    / "data"
-    / "icbhi2024"
-    / "BN_Atlas_246_1mm.nii.gz"
-)
+BN_ATLAS = ICBHI / "BN_Atlas_246_1mm.nii.gz"
 TR = 2.0
 
 

@@ -151,8 +151,7 @@ def predict(
         if errors_json:
             submission.check_new(errors_json, force)
         _warn_adapted(decoder, paths, participant)
-        _warn_window(decoder, paths)
-        _warn_atlas(decoder, paths)
+        _warn_extracted(decoder, paths)
         with (
             submission.atomic_write(out_csv, force) if out_csv else nullcontext() as f,
             _regions_sidecar(
@@ -415,48 +414,29 @@ def _predictions_table(
 # ---- predict's warnings ---------------------------------------------------------------------------
 
 
-def _warn_window(decoder, paths) -> None:
-    """Warn (once per file) where `extract` cut an input's trials with another window than the model's:
-    the shape may fit while the seconds mean something else."""
+def _warn_extracted(decoder, paths) -> None:
+    """Warn where `extract` made an input's trials unlike the model's training trials, in one pass
+    over the inputs: cut with another window (once per file: the shape may fit while the seconds
+    mean something else), or with another atlas (once per atlas; both recorded:
+    fmri_edge.imaging.atlas_provenance)."""
     from fmri_edge.data import io
+    from fmri_edge.imaging import atlas_provenance
 
     meta = decoder.info.meta
     norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
     baseline = meta.get("baseline_s", norm.get("baseline_s"))
-    if baseline is None:
-        return
-    for src in io.iter_sources(paths):
-        if not isinstance(src, io.Source) or src.path.suffix != ".npz":
-            continue
-        try:
-            cut = float(io.read_array(src.path, "baseline_s"))
-            n_times = int(io.read_array(src.path, "n_times"))
-        except (InputError, TypeError, ValueError):
-            continue  # not written by extract (or older): nothing to compare
-        if cut != float(baseline) or n_times != decoder.info.n_times:
-            err.print(
-                f"[yellow]warning:[/] {escape(str(src.path))}: its trials were cut as {n_times} s from onset − "
-                f"{cut:g} s, the model reads {decoder.info.n_times} s from onset − {float(baseline):g} s; "
-                "extract again with --model this model",
-                highlight=False,
-                soft_wrap=True,
-            )
-
-
-def _warn_atlas(decoder, paths) -> None:
-    """Warn (once per atlas) where extract made an input's trials with another atlas than the one that
-    made the model's training trials (both recorded: fmri_edge.imaging.atlas_provenance)."""
-    from fmri_edge.imaging import atlas_provenance
-    from fmri_edge.data import io
-
-    model_atlas = decoder.info.meta.get("atlas")
+    model_atlas = meta.get("atlas")
     if not isinstance(model_atlas, dict) or not model_atlas.get("sha256"):
+        model_atlas = None
+    if baseline is None and model_atlas is None:
         return
     warned = set()
     for src in io.iter_sources(paths):
         if not isinstance(src, io.Source) or src.path.suffix != ".npz":
             continue
-        rec = atlas_provenance.read(src.path)
+        if baseline is not None:
+            _warn_window(decoder, src.path, float(baseline))
+        rec = atlas_provenance.read(src.path) if model_atlas is not None else None
         if rec is None or rec["sha256"] == model_atlas["sha256"] or rec["sha256"] in warned:
             continue
         warned.add(rec["sha256"])
@@ -465,6 +445,24 @@ def _warn_atlas(decoder, paths) -> None:
             f"{escape(atlas_provenance.describe(rec))}, the model was trained on trials of atlas "
             f"{escape(atlas_provenance.describe(model_atlas))}; region i may not be the same region: extract "
             "again with the model's atlas",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _warn_window(decoder, path: Path, baseline: float) -> None:
+    from fmri_edge.data import io
+
+    try:
+        cut = float(io.read_array(path, "baseline_s"))
+        n_times = int(io.read_array(path, "n_times"))
+    except (InputError, TypeError, ValueError):
+        return  # not written by extract (or older): nothing to compare
+    if cut != baseline or n_times != decoder.info.n_times:
+        err.print(
+            f"[yellow]warning:[/] {escape(str(path))}: its trials were cut as {n_times} s from onset − "
+            f"{cut:g} s, the model reads {decoder.info.n_times} s from onset − {baseline:g} s; "
+            "extract again with --model this model",
             highlight=False,
             soft_wrap=True,
         )

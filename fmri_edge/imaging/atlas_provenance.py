@@ -9,7 +9,6 @@ of :mod:`fmri_edge.data.io` reads it like any other array, without unpickling)."
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -24,23 +23,24 @@ _cache: dict[tuple, str] = {}
 
 
 def sha256_of(path: Path) -> str:
+    """The atlas file's sha256, computed once per file version (extract records it per participant)."""
+    from fmri_edge.model.runtime import file_sha256
+
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     if key not in _cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _cache[key] = h.hexdigest()
+        _cache[key] = file_sha256(path)
     return _cache[key]
 
 
 def declared_space(path: Path) -> str:
     """The space the atlas says it is in: a BIDS ``space-`` entity in its name, else its header's
     sform (qform) code, else "not declared"."""
-    for part in path.name.split("_"):
-        if part.startswith("space-"):
-            return part[6:].split(".")[0] + " (file name)"
+    from fmri_edge.imaging import space
+
+    named = space.declared_space(path)
+    if named:
+        return f"{named} (file name)"
     try:
         import nibabel
 

@@ -90,13 +90,6 @@ def parse(
     return Strategy(name, fd_threshold, std_dvars_threshold)
 
 
-def confounds_file(bold: str | Path) -> Path:
-    bold = Path(bold)
-    return bold.with_name(
-        bold.name.split("_space-")[0].split("_desc-")[0] + "_desc-confounds_timeseries.tsv"
-    )
-
-
 def load(
     bold: str | Path, strategy: Strategy, n_volumes: int | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -106,8 +99,10 @@ def load(
 
     from nilearn.interfaces.fmriprep import load_confounds_strategy
 
+    from fmri_edge.imaging.bids import confounds_beside
+
     bold = Path(bold)
-    tsv = confounds_file(bold)
+    tsv = confounds_beside(bold)
     if not tsv.is_file():
         raise InputError(
             tsv,

@@ -413,11 +413,6 @@ def write_labeled_study(
     return out
 
 
-def fmriprep_confounds_path(bold: str | Path) -> Path:
-    bold = Path(bold)
-    return bold.with_name(bold.name.split("_space-")[0] + "_desc-confounds_timeseries.tsv")
-
-
 def write_fmriprep_confounds(
     bold: str | Path, n_vol: int, rng: np.random.Generator, spikes: int = 3
 ) -> Path:
@@ -457,7 +452,9 @@ def write_fmriprep_confounds(
         out[f"cosine{j:02d}"] = np.sqrt(2 / n_vol) * np.cos(
             np.pi * (2 * t + 1) * (j + 1) / (2 * n_vol)
         )
-    path = fmriprep_confounds_path(bold)
+    from fmri_edge.imaging.bids import confounds_beside
+
+    path = confounds_beside(bold)
     names = list(out)
     lines = ["\t".join(names)] + [
         "\t".join("n/a" if np.isnan(out[k][i]) else f"{out[k][i]:.6f}" for k in names)
