@@ -23,7 +23,6 @@ Examples
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -38,26 +37,7 @@ _FACE = {
     "InputError": "fmri_edge.errors",
     "UsageError": "fmri_edge.errors",
 }
-__all__ = [
-    "Decoder",
-    "Extraction",
-    "InputError",
-    "Predictions",
-    "UsageError",
-    "__version__",
-    "explain",
-    "extract",
-    "load_trials",
-    "score",
-]
-
-if TYPE_CHECKING:
-    from fmri_edge.data.io import load_trials
-    from fmri_edge.decoding.decoder import Decoder, Predictions
-    from fmri_edge.errors import InputError, UsageError
-    from fmri_edge.evaluation.scoring import score
-    from fmri_edge.explanation.regions import explain
-    from fmri_edge.imaging.trials import Extraction, extract
+__all__ = ["__version__", *_FACE]
 
 
 def __getattr__(name: str):

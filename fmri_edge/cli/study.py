@@ -113,31 +113,12 @@ def _extract_bids(
         def on_run(run, result):
             bar.update(task_id, advance=1, description=f"extracting {run.bold.name[:48]}")
 
+        args = (root, atlas, out_dir, window, opts)
+        options = dict(force=force, on_run=on_run, runs=runs, labeled=labeled)
         if scheduler:
-            results = study.extract_bids_on(
-                scheduler,
-                root,
-                atlas,
-                out_dir,
-                window,
-                opts,
-                force=force,
-                on_run=on_run,
-                runs=runs,
-                labeled=labeled,
-            )
+            results = study.extract_bids_on(scheduler, *args, **options)
         else:
-            results = study.extract_bids(
-                root,
-                atlas,
-                out_dir,
-                window,
-                opts,
-                force=force,
-                on_run=on_run,
-                runs=runs,
-                labeled=labeled,
-            )
+            results = study.extract_bids(*args, **options)
     _print_notes([n for p in results for r in p.runs for n in r.notes])
     problems = [e for p in results for e in (*p.failed, *p.skipped)]
     written = [p for p in results if p.out is not None]

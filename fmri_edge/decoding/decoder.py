@@ -197,15 +197,14 @@ class Decoder:
             Raises :class:`~fmri_edge.errors.InputError` for an array of the wrong shape or values;
             for files, a bad file or trial is listed in ``problems`` and the others are answered.
         """
-        if isinstance(trials, (str, Path)) or (
-            isinstance(trials, (list, tuple)) and trials and isinstance(trials[0], (str, Path))
-        ):
+        paths = as_paths(trials)
+        if paths is not None:
             if participants is not None:
                 raise ValueError(
                     "participants= is for arrays; files are named by their folder or file"
                 )
             return self.predict_files(
-                [trials] if isinstance(trials, (str, Path)) else list(trials),
+                paths,
                 align=align,
                 batch_size=batch_size,
             )
@@ -279,6 +278,15 @@ class Decoder:
             stats.add(x[rows])
             x[rows] = stats.apply(x[rows])
         return x
+
+
+def as_paths(trials) -> list[Path] | None:
+    """The files and folders ``trials`` names (one path, or a list of them), or None for an array."""
+    if isinstance(trials, (str, Path)):
+        return [Path(trials)]
+    if isinstance(trials, (list, tuple)) and trials and isinstance(trials[0], (str, Path)):
+        return [Path(x) for x in trials]
+    return None
 
 
 def _reorder(p: Predictions, order) -> Predictions:

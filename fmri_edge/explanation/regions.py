@@ -505,12 +505,9 @@ def explain(trials, model=None, participants=None, top_k: int = 10) -> Attention
 
     decoder = model if isinstance(model, face.Decoder) else face.Decoder(model)
     kind = require_kind(decoder.model)
-    if isinstance(trials, (str, Path)) or (
-        isinstance(trials, (list, tuple)) and trials and isinstance(trials[0], (str, Path))
-    ):
-        summary, _ = summarize(
-            decoder.model, [trials] if isinstance(trials, (str, Path)) else list(trials), top_k
-        )
+    paths = face.as_paths(trials)
+    if paths is not None:
+        summary, _ = summarize(decoder.model, paths, top_k)
         return summary
     answers = decoder.predict(trials, participants)
     acc = AttentionAccumulator(decoder.info.region_names, decoder.info.class_values, top_k, kind)
